@@ -1,0 +1,1 @@
+"""Exporters: one module per target format, behind the registry (installed as ``scnet_deploy.exporters``)."""

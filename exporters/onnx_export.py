@@ -1,0 +1,205 @@
+"""Checkpoint -> deploy form -> ONNX (checked, simplified, verified in ONNX Runtime against PyTorch).
+
+Exporter choice: torch 2.13's default, the dynamo exporter (``torch.export`` based, the supported path; the
+TorchScript exporter is deprecated), at opset 18, its native opset. Its own graph optimizer is skipped: onnxsim
+folds the same constants in a fraction of the time, and we always simplify. ``--exporter torchscript`` (opset 17 by
+default) remains for environments where dynamo fails; both are tested.
+"""
+
+import collections
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scnet_deploy.errors import ExportError, VerificationError
+from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+EXPORTERS = {"dynamo": 18, "torchscript": 17}  # exporter -> default opset
+OPSETS = (17, 18)
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    shift: str = DeployOptions.shift
+    opset: int | None = None  # None: the exporter's default (dynamo 18, torchscript 17)
+    exporter: str = "dynamo"
+    simplify: bool = True
+    # (batch, height, width) LR sizes the export is verified at: odd, non-square, and a second batch size.
+    verify_shapes: tuple[tuple[int, int, int], ...] = ((1, 17, 23), (2, 32, 24))
+    tolerance: float = 1e-4
+
+    def resolved_opset(self) -> int:
+        return self.opset if self.opset is not None else EXPORTERS[self.exporter]
+
+    def check(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ExportError(f"--exporter {self.exporter!r} is unknown; choose one of {sorted(EXPORTERS)}.")
+        if self.resolved_opset() not in OPSETS:
+            raise ExportError(f"--opset {self.opset} is not supported; choose one of {list(OPSETS)}.")
+
+
+def histogram(model) -> dict[str, int]:
+    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+
+def torch_to_onnx(module: torch.nn.Module, options: OnnxOptions, in_ch: int = 3):
+    """Export ``module`` with dynamic batch/height/width; returns an onnx.ModelProto (not yet simplified)."""
+    import onnx
+
+    # torch.onnx logs a warning per missing torchvision op: noise for a model that uses none.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    example = torch.rand(2, in_ch, 16, 16)  # batch 2: a batch of 1 would be specialised by torch.export
+    opset = options.resolved_opset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if options.exporter == "dynamo":
+            from torch.export import Dim
+
+            dims = {axis: Dim(name) for axis, name in DYNAMIC_AXES.items()}
+            program = torch.onnx.export(module, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes={"x": dims}, opset_version=opset, dynamo=True,
+                                        optimize=False, verbose=False)
+            return program.model_proto
+        import io
+
+        buffer = io.BytesIO()
+        axes = {INPUT_NAME: DYNAMIC_AXES, OUTPUT_NAME: DYNAMIC_AXES}
+        torch.onnx.export(module, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+        return onnx.load_from_string(buffer.getvalue())
+
+
+def constants_as_tensors(model):
+    """Rewrite ``Constant(value_floats=...)`` / ``value_ints`` as typed tensors (same values, same graph).
+
+    The dynamo exporter writes Resize scales as value_floats; onnxslim turns those into float64 tensors, which
+    Resize rejects. A typed tensor survives every simplifier.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    for node in model.graph.node:
+        if node.op_type != "Constant" or len(node.attribute) != 1:
+            continue
+        attr = node.attribute[0]
+        dtype = {"value_floats": np.float32, "value_ints": np.int64}.get(attr.name)
+        if dtype is not None:
+            value = np.array(helper.get_attribute_value(attr), dtype=dtype)
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value)))
+    assert isinstance(model, onnx.ModelProto)
+    return model
+
+
+def simplify(model) -> tuple[object, str]:
+    """onnxsim first; onnxslim if onnxsim fails or is missing. Returns (model, which tool did it)."""
+    model = constants_as_tensors(model)
+    errors = []
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(model)
+        if ok:
+            return simplified, "onnxsim"
+        errors.append("onnxsim: check failed")
+    except Exception as exc:  # onnxsim fails on some graphs with C++ exceptions of many kinds
+        errors.append(f"onnxsim: {type(exc).__name__}: {exc}"[:200])
+    try:
+        import onnxslim
+
+        return onnxslim.slim(model), "onnxslim (onnxsim failed: " + "; ".join(errors) + ")"
+    except Exception as exc:
+        raise ExportError(f"both simplifiers failed ({'; '.join(errors)}; onnxslim: {exc}). "
+                          "Retry with --no-simplify.") from exc
+
+
+def ort_session(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def verify(onnx_path: Path, reference: torch.nn.Module, options: OnnxOptions, in_ch: int = 3, seed: int = 0) -> dict:
+    """Run the ONNX model in ONNX Runtime and ``reference`` in PyTorch at each verify shape; raise on mismatch."""
+    session = ort_session(onnx_path)
+    gen = torch.Generator().manual_seed(seed)
+    results = []
+    for batch, height, width in options.verify_shapes:
+        x = torch.rand(batch, in_ch, height, width, generator=gen)
+        with torch.no_grad():
+            expected = reference(x).numpy()
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+        results.append({"shape": [batch, in_ch, height, width], "output_shape": list(got.shape),
+                        "max_abs_diff": diff})
+    worst = max(r["max_abs_diff"] for r in results)
+    report = {"runtime": "onnxruntime CPUExecutionProvider", "reference": "PyTorch FP32, official form",
+              "tolerance": options.tolerance, "max_abs_diff": worst, "cases": results,
+              "passed": bool(worst <= options.tolerance)}
+    if not report["passed"]:
+        bad = next(r for r in results if r["max_abs_diff"] > options.tolerance)
+        raise VerificationError(f"the exported ONNX model does not match PyTorch: max abs diff {bad['max_abs_diff']:.3g}"
+                                f" > {options.tolerance:g} at input {bad['shape']}. Nothing was written; report this "
+                                "with the manifest options, or try --shift slice / --exporter torchscript.")
+    return report
+
+
+@dataclass
+class OnnxResult:
+    path: Path
+    nodes_before: dict[str, int]
+    nodes_after: dict[str, int]
+    simplifier: str | None
+    verification: dict
+    seconds: dict = field(default_factory=dict)
+
+
+def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_ch: int = 3) -> OnnxResult:
+    """Write the verified ONNX model of ``reference`` (the official-form SCNet) to ``path``."""
+    import onnx
+
+    options.check()
+    timings = {}
+    t0 = time.perf_counter()
+    deploy = to_deploy_form(reference, DeployOptions(shift=options.shift))
+    raw = torch_to_onnx(deploy, options, in_ch)
+    timings["export"] = time.perf_counter() - t0
+    before = histogram(raw)
+    model, simplifier = raw, None
+    if options.simplify:
+        t0 = time.perf_counter()
+        model, simplifier = simplify(raw)
+        timings["simplify"] = time.perf_counter() - t0
+    model.producer_name, model.producer_version = "scnet-deploy", _version()
+    onnx.checker.check_model(model, full_check=True)
+    scatter = sum(1 for n in model.graph.node if n.op_type == "ScatterND")
+    if scatter:
+        raise ExportError(f"the exported graph still has {scatter} ScatterND nodes; this is a bug in the shift "
+                          "rewrite. Report it with the manifest.")
+    onnx.save(model, str(path))
+    t0 = time.perf_counter()
+    report = verify(path, reference, options, in_ch)
+    timings["verify"] = time.perf_counter() - t0
+    return OnnxResult(path, before, histogram(model), simplifier, report, {k: round(v, 3) for k, v in timings.items()})
+
+
+def options_dict(options: OnnxOptions) -> dict:
+    d = asdict(options)
+    d["opset"] = options.resolved_opset()
+    return d
+
+
+def _version() -> str:
+    from scnet_deploy import __version__
+
+    return __version__

@@ -1,0 +1,125 @@
+"""Read an SCNet checkpoint safely and build the model it describes.
+
+Accepted: ``.pth``/``.pt`` as BasicSR writes it (``{"params": sd}``, ``{"params_ema": sd}``, both), common wrappers
+(``state_dict``, ``model``), a raw state dict, a ``module.`` prefix (DataParallel), and ``.safetensors``.
+Pickles are always read with ``weights_only=True``: a checkpoint can never run code.
+"""
+
+import hashlib
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .arch import ArchSpec, build_model, detect_arch
+from .errors import CheckpointError
+from .model import SCNet
+
+PARAM_KEYS = ("params_ema", "params")  # BasicSR; EMA weights first: they are what BasicSR evaluates when present
+_WRAPPER_KEYS = ("state_dict", "model")
+
+
+@dataclass
+class Checkpoint:
+    model: SCNet
+    spec: ArchSpec
+    path: Path
+    sha256: str
+    param_key: str | None  # which entry of the file held the weights (None: a raw state dict)
+
+    def manifest_entry(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, "param_key": self.param_key}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_file(path: Path) -> object:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist or is not a file; pass the path of a .pth or "
+                              ".safetensors file.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes); re-download or re-save it.")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"'{path}' is not a readable .safetensors file ({exc}); re-download or re-save it.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": we report our own one line instead
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"refused to load '{path}': it holds objects other than tensors, which could run code "
+                              f"({first[:160]}). Re-save it as a plain state dict or .safetensors.")
+    except Exception as exc:  # the unpickler raises many kinds (EOFError, KeyError, BadZipFile...) on garbage
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint (truncated or another format: "
+                              f"{reason}); re-download or re-save it.")
+
+
+def _unwrap(obj: object, param_key: str | None, path: Path) -> tuple[dict, str | None]:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict; pass a checkpoint saved "
+                              "with torch.save(model.state_dict()) or by BasicSR.")
+    if param_key is not None:
+        if param_key not in obj:
+            found = [k for k in obj if not isinstance(obj[k], torch.Tensor)] or sorted(obj)[:5]
+            raise CheckpointError(f"--param-key '{param_key}' is not in '{path}'; it has {found}. Pick one of those.")
+        inner = obj[param_key]
+        key = param_key
+    else:
+        key = next((k for k in PARAM_KEYS + _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        inner = obj[key] if key else obj
+    if not isinstance(inner, dict):
+        raise CheckpointError(f"entry '{key}' of '{path}' is a {type(inner).__name__}, not a state dict.")
+    non_tensors = [k for k, v in inner.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(f"'{path}' is not a state dict: entries {non_tensors[:5]} are not tensors. Pass the "
+                              "weights file (BasicSR 'params'/'params_ema' or a raw state dict).")
+    if inner and all(k.startswith("module.") for k in inner):
+        inner = {k[len("module."):]: v for k, v in inner.items()}
+    return inner, key
+
+
+def _load_strict(model: SCNet, sd: dict, path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"'{path}' is not an SCNet state dict of the detected shape: missing keys {missing[:6]}"
+                              f"{' ...' if len(missing) > 6 else ''}, unexpected keys {unexpected[:6]}"
+                              f"{' ...' if len(unexpected) > 6 else ''}. Pass a checkpoint of the official SCNet.")
+    wrong = [f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if tuple(sd[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise CheckpointError(f"'{path}' has inconsistent shapes: {'; '.join(wrong[:3])}. The file is damaged or "
+                              "mixes two models.")
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+
+
+def read_state_dict(path: str | Path, param_key: str | None = None) -> tuple[dict, str | None]:
+    path = Path(path)
+    return _unwrap(_read_file(path), param_key, path)
+
+
+def load_checkpoint(path: str | Path, scale: int | None = None, param_key: str | None = None) -> Checkpoint:
+    """Load ``path`` into an SCNet in eval mode, its architecture detected from the weights alone."""
+    path = Path(path)
+    sd, key = read_state_dict(path, param_key)
+    spec = detect_arch(sd, scale=scale, filename=path)
+    model = build_model(spec)
+    _load_strict(model, sd, path)
+    model.eval()
+    return Checkpoint(model, spec, path, sha256_of(path), key)

@@ -1,0 +1,25 @@
+"""The ``info`` verb: what a checkpoint is, from its weights alone."""
+
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .complexity import count_macs, macs_per_lr_pixel
+
+
+def info(checkpoint: str | Path, size: tuple[int, int] | None = (180, 320), scale: int | None = None,
+         param_key: str | None = None) -> dict:
+    """Architecture, parameter count and MACs (per LR pixel, and for one LR ``size`` = (height, width))."""
+    ckpt = load_checkpoint(checkpoint, scale=scale, param_key=param_key)
+    spec = ckpt.spec
+    result = {
+        "checkpoint": str(ckpt.path),
+        "sha256": ckpt.sha256,
+        "param_key": ckpt.param_key,
+        **spec.to_dict(),
+        "macs_per_lr_pixel": macs_per_lr_pixel(ckpt.model, spec.num_in_ch),
+    }
+    if size is not None:
+        h, w = size
+        result["size"] = {"lr": [h, w], "sr": [h * spec.scale, w * spec.scale],
+                          "macs": count_macs(ckpt.model, h, w, spec.num_in_ch)}
+    return result

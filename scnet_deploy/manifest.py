@@ -1,0 +1,37 @@
+"""manifest.json: what went into an artifact, what came out, and what was verified."""
+
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def tool_versions(*packages: str) -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(directory: Path, data: dict) -> dict:
+    """Write ``directory/manifest.json``; returns the manifest as written."""
+    manifest = {"manifest_version": MANIFEST_VERSION, **data}
+    write_json_atomic(manifest, Path(directory) / MANIFEST_NAME)
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    return json.loads((Path(directory) / MANIFEST_NAME).read_text())

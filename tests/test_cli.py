@@ -1,0 +1,69 @@
+"""The CLI: info JSON keys, export end to end, user errors as one line with exit code 2 and no traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, need, save_basicsr, tiny_model
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_lists_the_verbs():
+    out = cli("--help")
+    assert out.returncode == 0 and "info" in out.stdout and "export" in out.stdout
+
+
+def test_info_json_keys(tmp_path):
+    path = save_basicsr(tiny_model(4, "pixelshuffle", num_feat=16, num_block=2), tmp_path / "m.pth")
+    out = cli("info", path, "--json", "--size", "10x20")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert {k: data[k] for k in ("num_feat", "num_block", "scale", "upsampler")} == {
+        "num_feat": 16, "num_block": 2, "scale": 4, "upsampler": "pixelshuffle"}
+    assert data["params"] > 0 and data["macs_per_lr_pixel"] > 0
+    assert data["size"]["macs"] == data["macs_per_lr_pixel"] * 200
+
+
+def test_info_of_official_fixture_table():
+    out = cli("info", need(FIXTURES / "scnet_t_x4_mlp.pth"), "--json")
+    data = json.loads(out.stdout)
+    assert (data["num_feat"], data["num_block"], data["scale"], data["upsampler"], data["params"]) == (
+        64, 16, 4, "mlp", 154371)
+    # SCNet-T x4: 16 blocks x 2 convs at LR, 2 convs per upsampler stage at 2x and 4x, conv_hr/conv_last at 4x
+    nf = 64
+    expected = 3 * nf + 16 * 2 * nf * nf + 4 * 2 * nf * nf + 16 * 2 * nf * nf + 16 * (nf * nf + 3 * nf)
+    assert data["macs_per_lr_pixel"] == expected
+
+
+def test_export_cli(tmp_path):
+    path = save_basicsr(tiny_model(2, "pixelshuffle"), tmp_path / "m.pth")
+    out = cli("export", path, "--format", "onnx", "--output", tmp_path / "a", "--shift", "dwconv", "--opset", "17")
+    assert out.returncode == 0, out.stderr
+    assert "max abs diff" in out.stdout
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["onnx"]["options"]["opset"] == 17 and manifest["onnx"]["options"]["shift"] == "dwconv"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["info", "nope.pth"], "does not exist"),
+    (["info", "{ckpt}", "--size", "big"], "HEIGHTxWIDTH"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--format", "tflite"], "choose one of"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--shift", "roll"], "shift form"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--opset", "9"], "opset"),
+    (["info", "{ambiguous}"], "--scale 2 or --scale 3"),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
+    ckpt = save_basicsr(tiny_model(4), tmp_path / "m.pth")
+    ambiguous = save_basicsr(tiny_model(2, "mlp"), tmp_path / "model.pth")
+    args = [a.format(ckpt=ckpt, tmp=tmp_path, ambiguous=ambiguous) for a in args]
+    out = cli(*args, cwd=tmp_path)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists()
