@@ -1,41 +1,95 @@
-"""The registry of export formats, keyed by name: the one place that maps a format name to its code."""
+"""The registry of backends, keyed by name: the one place that maps a name to its code and its dependency.
 
+Each backend's implementation module has ``build(ctx, workdir) -> dict`` (writes its files, returns manifest
+fields) and ``load(directory, manifest, runtime) -> Runner``. Modules are imported only when used, so
+``import scnet_deploy`` and ``--help`` need only the core dependencies.
+"""
+
+import importlib
+import importlib.metadata
+import importlib.util
 from dataclasses import dataclass
-from typing import Callable
 
-from scnet_deploy.errors import ExportError
+from scnet_deploy.errors import ScnetDeployError
+
+
+class BackendUnavailable(ScnetDeployError):
+    """A backend's dependency (or hardware) is missing."""
 
 
 @dataclass(frozen=True)
-class Format:
-    name: str
-    # build(checkpoint, export_options, workdir) -> manifest fields; writes its files into workdir
-    build: Callable
+class Backend:
+    name: str  # runner name, as in manifest["backend"]
+    format: str  # export format name (--format)
+    module: str  # implementation module, imported lazily
+    requires: str  # Python module whose presence makes the backend available
+    distribution: str  # pip distribution name, for the version
+    install: str  # the exact command that makes it available
+    precisions: tuple[str, ...]
     description: str
 
+    def available(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.requires) is not None
+        except (ImportError, ValueError):
+            return False
 
-_FORMATS: dict[str, Format] = {}
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def require(self) -> None:
+        if not self.available():
+            raise BackendUnavailable(f"backend '{self.name}' needs the Python package '{self.distribution}', which is "
+                                     f"not installed. Fix: {self.install}")
+
+    def impl(self):
+        self.require()
+        return importlib.import_module(self.module)
 
 
-def register(fmt: Format) -> Format:
-    if fmt.name in _FORMATS:
-        raise ValueError(f"export format {fmt.name!r} is registered twice")
-    _FORMATS[fmt.name] = fmt
-    return fmt
+_BACKENDS: dict[str, Backend] = {}
 
 
-def get_format(name: str) -> Format:
-    _load_builtin()
-    if name not in _FORMATS:
-        raise ExportError(f"--format {name!r} is not available; choose one of {sorted(_FORMATS)}.")
-    return _FORMATS[name]
+def register(backend: Backend) -> Backend:
+    if backend.name in _BACKENDS or any(b.format == backend.format for b in _BACKENDS.values()):
+        raise ValueError(f"backend {backend.name!r} / format {backend.format!r} is registered twice")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def backends() -> list[Backend]:
+    return list(_BACKENDS.values())
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _BACKENDS:
+        raise ScnetDeployError(f"backend {name!r} is unknown; known backends: {sorted(_BACKENDS)}.")
+    return _BACKENDS[name]
+
+
+def backend_for_format(fmt: str) -> Backend:
+    for backend in _BACKENDS.values():
+        if backend.format == fmt:
+            return backend
+    raise ScnetDeployError(f"--format {fmt!r} is not available; choose one of "
+                           f"{sorted(b.format for b in _BACKENDS.values())} (comma-separated for several).")
 
 
 def format_names() -> list[str]:
-    _load_builtin()
-    return sorted(_FORMATS)
+    return sorted(b.format for b in _BACKENDS.values())
 
 
-def _load_builtin() -> None:
-    # Importing a format module registers it; heavy imports stay inside each module's functions.
-    from scnet_deploy.exporters import onnx_format  # noqa: F401
+_PKG = "scnet_deploy.exporters"
+register(Backend("onnxruntime", "onnx", f"{_PKG}.onnxruntime_backend", "onnxruntime", "onnxruntime",
+                 "pip install onnxruntime", ("fp32",), "ONNX model run by ONNX Runtime (CPU; CUDA where present)"))
+register(Backend("openvino", "openvino", f"{_PKG}.openvino_backend", "openvino", "openvino",
+                 "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16"), "OpenVINO IR (model.xml + model.bin)"))
+register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt_backend", "tensorrt", "tensorrt",
+                 "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16"),
+                 "TensorRT 10 engine (model.plan)"))
+register(Backend("coreml", "coreml", f"{_PKG}.coreml_backend", "coremltools", "coremltools",
+                 "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16"),
+                 "Core ML ML Program (model.mlpackage); prediction needs macOS"))

@@ -1,15 +1,20 @@
-"""The ``export`` verb: checkpoint -> artifact directory with its manifest, written atomically."""
+"""The ``export`` verb: checkpoint -> one artifact directory per format, each with its manifest, written atomically.
+
+The verified ONNX model is built once and shared by every format that starts from it; Core ML starts from the
+deploy-form PyTorch module. Every engine that can run on this machine is verified against PyTorch FP32.
+"""
 
 import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .errors import ExportError
-from .manifest import write_manifest
+from .manifest import MANIFEST_NAME, tool_versions, write_manifest
+from .options import PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
 
 
 def _onnx_options():
@@ -21,27 +26,80 @@ def _onnx_options():
 @dataclass(frozen=True)
 class ExportOptions:
     output: Path
-    format: str = "onnx"
+    format: str = "onnx"  # one format, or several comma-separated: one sub-directory each
+    precision: str = "fp32"
     scale: int | None = None  # only for one-stage shift-MLP checkpoints, whose weights cannot tell x2 from x3
     param_key: str | None = None  # "params" or "params_ema" when a BasicSR file has both
+    sizes: SizeOptions = field(default_factory=SizeOptions)
     onnx: "object" = field(default_factory=_onnx_options)
+    openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
+    coreml: CoreMLOptions = field(default_factory=CoreMLOptions)
+
+    def formats(self) -> list[str]:
+        return [f.strip() for f in self.format.split(",") if f.strip()]
+
+
+@dataclass
+class ExportContext:
+    """What a backend's build gets: the checkpoint, the options and the shared, verified ONNX model."""
+
+    checkpoint: Checkpoint
+    options: ExportOptions
+    root: Path
+    _onnx: dict | None = None
+
+    def onnx(self) -> dict:
+        """Build (once) and return {'path': verified model.onnx, 'section': its manifest section}."""
+        if self._onnx is None:
+            from scnet_deploy.exporters.onnx_export import build_onnx, options_dict
+
+            path = self.root / "_shared.onnx"
+            r = build_onnx(self.checkpoint.model, self.options.onnx, path, self.checkpoint.spec.num_in_ch)
+            self._onnx = {"path": path, "section": {
+                "options": options_dict(self.options.onnx), "simplifier": r.simplifier,
+                "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
+                "node_count": sum(r.nodes_after.values()), "seconds": r.seconds, "verification": r.verification}}
+        return self._onnx
+
+    def deploy_module(self):
+        from .rewrites import DeployOptions, to_deploy_form
+
+        return to_deploy_form(self.checkpoint.model, DeployOptions(shift=self.options.onnx.shift))
 
 
 @dataclass
 class ExportResult:
     directory: Path
-    manifest: dict
+    manifest: dict  # the first (or only) artifact's
+    artifacts: dict[str, Path] = field(default_factory=dict)  # format -> artifact directory
+    manifests: dict[str, dict] = field(default_factory=dict)
 
 
-def _file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
-    return {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in names}
+def file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of each file (as sha256sum prints it); a directory (e.g. model.mlpackage) hashes its files' relative
+    paths and contents in sorted order."""
+    hashes = {}
+    for name in names:
+        path = directory / name
+        digest = hashlib.sha256()
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                digest.update(str(f.relative_to(directory)).encode())
+                digest.update(f.read_bytes())
+        else:
+            digest.update(path.read_bytes())
+        hashes[name] = digest.hexdigest()
+    return hashes
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
     # Swap the finished directory in with renames so a reader never sees a half-written artifact.
     old = None
     if final.exists():
-        if not (final / "manifest.json").exists() and any(final.iterdir()):
+        ours = (final / MANIFEST_NAME).exists() or any((d / MANIFEST_NAME).exists() for d in final.iterdir()
+                                                       if d.is_dir())
+        if any(final.iterdir()) and not ours:
             raise ExportError(f"--output '{final}' exists and is not an scnet-deploy artifact; choose an empty or new "
                               "directory.")
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -51,30 +109,78 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export(checkpoint: str | Path, options: ExportOptions) -> ExportResult:
-    """Export ``checkpoint`` to ``options.format`` in ``options.output`` (model file(s) + manifest.json)."""
-    from scnet_deploy.exporters.registry import get_format
+def _check(options: ExportOptions):
+    from scnet_deploy.exporters.registry import backend_for_format
 
-    fmt = get_format(options.format)
+    formats = options.formats()
+    if not formats:
+        raise ExportError("--format is empty; choose one or more of onnx, openvino, tensorrt, coreml.")
+    if len(set(formats)) != len(formats):
+        raise ExportError(f"--format {options.format!r} names a format twice.")
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision {options.precision!r} is unknown; choose one of {list(PRECISIONS)}.")
+    s = options.sizes
+    if not (s.min[0] <= s.opt[0] <= s.max[0] and s.min[1] <= s.opt[1] <= s.max[1] and min(s.min) >= 1):
+        raise ExportError(f"size range must satisfy 1 <= min <= opt <= max per dimension; got min {s.min}, opt {s.opt},"
+                          f" max {s.max}.")
+    chosen = [backend_for_format(f) for f in formats]
+    for b in chosen:
+        if options.precision not in b.precisions:
+            raise ExportError(f"--precision {options.precision} is not offered by --format {b.format}; it offers "
+                              f"{list(b.precisions)}.")
+        b.require()
+    options.onnx.check()
+    return chosen
+
+
+def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> ExportResult:
+    """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
+    chosen = _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
     final = Path(options.output)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    result = ExportResult(final, {})
     try:
-        fields = fmt.build(ckpt, options, tmp)
-        manifest = {
-            "format": fmt.name,
-            "options": {"format": fmt.name, "scale": options.scale, "param_key": options.param_key},
-            **{k: v for k, v in fields.items() if k != "files"},
-            "checkpoint": ckpt.manifest_entry(),
-            "arch": ckpt.spec.to_dict(),
-            "io": {"input": "lr", "output": "sr", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
-                   "dynamic_axes": {"0": "batch", "2": "height", "3": "width"}, "scale": ckpt.spec.scale},
-            "files": _file_hashes(tmp, fields["files"]),
-        }
-        manifest = write_manifest(tmp, manifest)
+        ctx = ExportContext(ckpt, options, tmp)
+        for backend in chosen:
+            if progress:
+                progress(f"building {backend.format} ({options.precision})")
+            workdir = tmp if len(chosen) == 1 else tmp / backend.format
+            workdir.mkdir(exist_ok=True)
+            fields = backend.impl().build(ctx, workdir)
+            manifest = {
+                "format": backend.format,
+                "backend": backend.name,
+                "precision": options.precision,
+                "options": _options_record(options, backend.format),
+                **{k: v for k, v in fields.items() if k != "files"},
+                "checkpoint": ckpt.manifest_entry(),
+                "arch": ckpt.spec.to_dict(),
+                "io": {"input": "lr", "output": "sr", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
+                       "dynamic_axes": {"0": "batch", "2": "height", "3": "width"}, "scale": ckpt.spec.scale},
+                "files": file_hashes(workdir, fields["files"]),
+                "versions": {**tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnxscript",
+                                             "numpy"), backend.distribution: backend.version()},
+            }
+            manifest = write_manifest(workdir, manifest)
+            result.artifacts[backend.format] = final if len(chosen) == 1 else final / backend.format
+            result.manifests[backend.format] = manifest
+        shared = tmp / "_shared.onnx"
+        if shared.exists():
+            shared.unlink()
         _move_into_place(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(final, manifest)
+    result.manifest = next(iter(result.manifests.values()))
+    return result
+
+
+def _options_record(options: ExportOptions, fmt: str) -> dict:
+    record = {"format": fmt, "precision": options.precision, "scale": options.scale, "param_key": options.param_key}
+    if fmt in ("tensorrt", "coreml"):
+        record["sizes"] = asdict(options.sizes)
+    if fmt in ("openvino", "tensorrt", "coreml"):
+        record[fmt] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(getattr(options, fmt)).items()}
+    return record

@@ -1,0 +1,143 @@
+"""Core ML: an ML Program (``model.mlpackage``) converted from the deploy-form module via ``torch.export``.
+
+``torch.jit.trace`` conversion breaks under numpy 2.x for shapes computed from tensors; ``torch.export`` does not.
+Flexible input shapes as a range (RangeDim; may not run on the Neural Engine) or as enumerated sizes (which do).
+Prediction needs macOS: elsewhere the artifact is built and its MIL program checked (op list, bilinear
+half-pixel semantics), and the runner says so plainly.
+"""
+
+import collections
+import contextlib
+import io
+import logging
+import platform
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scnet_deploy.errors import ExportError
+from scnet_deploy.exporters.registry import BackendUnavailable
+from scnet_deploy.exporters.runner import Runner, SizeRange, verify_runner
+from scnet_deploy.options import RuntimeOptions
+
+PACKAGE = "model.mlpackage"
+EXPECTED_OPS = {"const", "conv", "relu", "leaky_relu", "add", "upsample_bilinear", "depth_to_space", "pixel_shuffle",
+                "cast", "pad", "slice_by_index", "concat", "mul"}
+
+
+def _quiet():
+    # coremltools warns about untested torch versions and missing macOS-only libraries, and draws progress bars.
+    warnings.simplefilter("ignore")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
+
+def can_predict() -> bool:
+    return platform.system() == "Darwin"
+
+
+def export_program(module: torch.nn.Module, sizes, channels: int):
+    from torch.export import Dim
+
+    (h0, w0), (h1, w1), (h2, w2) = sizes.min, sizes.opt, sizes.max
+    dims = {2: Dim("height", min=max(h0, 2), max=h2), 3: Dim("width", min=max(w0, 2), max=w2)}
+    example = torch.rand(1, channels, max(h1, 2), max(w1, 2))
+    return torch.export.export(module, (example,), dynamic_shapes={"x": dims}).run_decompositions({})
+
+
+def input_type(options, sizes, channels: int):
+    import coremltools as ct
+
+    if options.shapes == "range":
+        (h0, w0), (h1, w1), (h2, w2) = sizes.min, sizes.opt, sizes.max
+        shape = ct.Shape((1, channels, ct.RangeDim(h0, h2, h1), ct.RangeDim(w0, w2, w1)))
+    elif options.shapes == "enumerated":
+        shapes = [(1, channels, h, w) for h, w in options.enumerated]
+        shape = ct.EnumeratedShapes(shapes=shapes, default=shapes[0])
+    else:
+        raise ExportError(f"Core ML shapes {options.shapes!r} is unknown; choose range or enumerated.")
+    return ct.TensorType(name="lr", shape=shape, dtype=np.float32)
+
+
+def check_program(mlmodel) -> dict:
+    """What Linux can check of the converted program: its op list and the upsample semantics."""
+    ops = mlmodel._mil_program.functions["main"].operations
+    histogram = dict(sorted(collections.Counter(op.op_type for op in ops).items()))
+    unexpected = sorted(set(histogram) - EXPECTED_OPS)
+    if unexpected:
+        raise ExportError(f"the Core ML program has unexpected ops {unexpected}; the conversion changed the model.")
+    upsamples = []
+    for op in ops:
+        if op.op_type == "upsample_bilinear":
+            align = bool(op.inputs["align_corners"].val)
+            half = op.inputs["half_pixel_centers"].val if "half_pixel_centers" in op.inputs else not align
+            upsamples.append({"align_corners": align, "half_pixel_centers": bool(half)})
+            if align or not half:
+                raise ExportError("the Core ML bilinear upsample is not half-pixel (align_corners=False) as in "
+                                  "PyTorch; the converted model would differ.")
+    return {"ops": histogram, "upsample_bilinear": upsamples}
+
+
+class CoreMLRunner(Runner):
+    backend = "coreml"
+
+    def __init__(self, package: Path, precision: str, size_range: SizeRange) -> None:
+        if not can_predict():
+            raise BackendUnavailable(f"Core ML prediction needs macOS; this is {platform.system()}. The artifact "
+                                     f"'{package}' is built and checked: copy it to a Mac or an Apple device to run it.")
+        import coremltools as ct
+
+        self.model = ct.models.MLModel(str(package))
+        super().__init__(precision, size_range, name="coreml")
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.model.predict({"lr": x[None]})["sr"] for x in lr]).astype(np.float32)
+
+
+def build(ctx, workdir: Path) -> dict:
+    with warnings.catch_warnings():
+        _quiet()
+        import coremltools as ct
+
+        options, sizes, precision = ctx.options.coreml, ctx.options.sizes, ctx.options.precision
+        channels = ctx.checkpoint.spec.num_in_ch
+        target = getattr(ct.target, options.deployment_target, None)
+        if target is None:
+            raise ExportError(f"Core ML deployment target {options.deployment_target!r} is unknown; use e.g. iOS16, "
+                              "iOS17, iOS18.")
+        if options.shapes == "enumerated":
+            sizes_used = options.enumerated
+            if not sizes_used:
+                raise ExportError("enumerated Core ML shapes need at least one size.")
+            sizes = type(sizes)(min=tuple(min(s) for s in zip(*sizes_used)), opt=tuple(sizes_used[0]),
+                                max=tuple(max(s) for s in zip(*sizes_used)))
+        program = export_program(ctx.deploy_module(), sizes, channels)
+        with contextlib.redirect_stderr(io.StringIO()):  # its progress bars; errors still raise
+            mlmodel = ct.convert(program, inputs=[input_type(options, sizes, channels)],
+                                 outputs=[ct.TensorType(name="sr", dtype=np.float32)], convert_to="mlprogram",
+                                 compute_precision=ct.precision.FLOAT16 if precision == "fp16"
+                                 else ct.precision.FLOAT32,
+                                 minimum_deployment_target=target, skip_model_load=not can_predict())
+        program_check = check_program(mlmodel)
+        mlmodel.short_description = f"SCNet x{ctx.checkpoint.spec.scale} super-resolution (scnet-deploy)"
+        mlmodel.save(str(workdir / PACKAGE))
+    size_range = SizeRange(tuple(sizes.min), tuple(sizes.opt), tuple(sizes.max))
+    if can_predict():
+        with CoreMLRunner(workdir / PACKAGE, precision, size_range) as runner:
+            shapes = [(1, *sizes.min), (1, *sizes.opt)]
+            verification = verify_runner(runner, ctx.checkpoint.model, shapes, precision, channels)
+    else:
+        verification = {"skipped": f"Core ML prediction needs macOS; built on {platform.system()}, MIL program checked",
+                        "passed": None}
+    section = {"deployment_target": options.deployment_target, "shapes": options.shapes,
+               "enumerated": [list(s) for s in options.enumerated] if options.shapes == "enumerated" else None,
+               "compute_precision": "float16" if precision == "fp16" else "float32",
+               "coremltools": ct.__version__, "program": program_check}
+    return {"files": [PACKAGE], "size_range": size_range.to_dict(), "coreml": section, "verification": verification}
+
+
+def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
+    return CoreMLRunner(Path(directory) / PACKAGE, manifest.get("precision", "fp32"),
+                        SizeRange.from_dict(manifest.get("size_range")))

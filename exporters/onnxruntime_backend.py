@@ -1,0 +1,52 @@
+"""ONNX Runtime: the verified ONNX model as the engine; CPU provider, CUDA provider where present."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from scnet_deploy.exporters.runner import Runner
+from scnet_deploy.options import RuntimeOptions
+
+MODEL_FILE = "model.onnx"
+
+
+def build(ctx, workdir: Path) -> dict:
+    hub = ctx.onnx()
+    shutil.copyfile(hub["path"], workdir / MODEL_FILE)
+    # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.
+    return {"files": [MODEL_FILE], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
+            "verification": hub["section"]["verification"]}
+
+
+def providers(use_cuda: bool = True) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen = ["CUDAExecutionProvider"] if use_cuda and "CUDAExecutionProvider" in available else []
+    return chosen + ["CPUExecutionProvider"]
+
+
+class OrtRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, runtime: RuntimeOptions = RuntimeOptions(), precision: str = "fp32",
+                 name: str = "") -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if runtime.threads:
+            so.intra_op_num_threads = runtime.threads
+        self.session = ort.InferenceSession(str(path), so, providers=providers(runtime.cuda))
+        provider = self.session.get_providers()[0].replace("ExecutionProvider", "")
+        super().__init__(precision, name=name or f"onnxruntime {provider}")
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        return self.session.run(["sr"], {"lr": lr})[0]
+
+    def close(self) -> None:
+        self.session = None
+
+
+def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
+    return OrtRunner(Path(directory) / MODEL_FILE, runtime, manifest.get("precision", "fp32"))

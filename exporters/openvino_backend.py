@@ -1,0 +1,103 @@
+"""OpenVINO: IR (model.xml + model.bin) converted from the verified ONNX; FP32 or FP16-compressed weights.
+
+Precision is always explicit at run time: the CPU plugin's default inference precision is bf16 on CPUs with
+AVX512-BF16/AMX, so "FP32" means INFERENCE_PRECISION_HINT=f32. bf16 and f16 are precisions of their own, verified
+as such (PSNR vs FP32).
+"""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from scnet_deploy.errors import ExportError
+from scnet_deploy.exporters.runner import Runner, verify_runner
+from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
+
+XML, BIN = "model.xml", "model.bin"
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_CAPABILITY = {"bf16": "BF16", "f16": "FP16", "f32": "FP32"}
+
+
+def cpu_capabilities() -> list[str]:
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def inference_precision(precision: str, options: OpenVINOOptions) -> str:
+    """The INFERENCE_PRECISION_HINT for a precision: explicit option, else the precision's own where the CPU has it.
+
+    FP16 on a CPU without native f16 runs f32 arithmetic over FP16-compressed weights (OpenVINO's own fallback).
+    """
+    hint = options.inference_precision or _HINTS[precision]
+    if hint not in _CAPABILITY:
+        raise ExportError(f"OpenVINO inference precision {hint!r} is unknown; choose f32, bf16 or f16.")
+    if hint == "f16" and options.inference_precision is None and "FP16" not in cpu_capabilities():
+        hint = "f32"
+    return hint
+
+
+def compile_config(hint: str, options: OpenVINOOptions) -> dict:
+    perf = options.performance.upper()
+    if perf not in ("LATENCY", "THROUGHPUT"):
+        raise ExportError(f"OpenVINO performance hint {options.performance!r} is unknown; choose latency or "
+                          "throughput.")
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": perf}
+    if options.streams:
+        config["NUM_STREAMS"] = str(options.streams)
+    if options.threads:
+        config["INFERENCE_NUM_THREADS"] = str(options.threads)
+    return config
+
+
+class OpenVINORunner(Runner):
+    backend = "openvino"
+
+    def __init__(self, xml: Path, precision: str, options: OpenVINOOptions) -> None:
+        import openvino as ov
+
+        hint = inference_precision(precision, options)
+        if _CAPABILITY[hint] not in cpu_capabilities():
+            raise ExportError(f"this CPU cannot run OpenVINO {hint} (capabilities {cpu_capabilities()}); use "
+                              "--precision fp32 here, or run the artifact on a CPU that has it.")
+        self.config = compile_config(hint, options)
+        self.compiled = ov.Core().compile_model(str(xml), "CPU", self.config)
+        self.effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.request = self.compiled.create_infer_request()
+        super().__init__(precision, name=f"openvino CPU {hint}")
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        self.request.infer({0: lr})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def close(self) -> None:
+        self.request = self.compiled = None
+
+
+def build(ctx, workdir: Path) -> dict:
+    import openvino as ov
+
+    hub = ctx.onnx()
+    precision = ctx.options.precision
+    model = ov.convert_model(str(hub["path"]))
+    compress = precision == "fp16"
+    ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
+    options = ctx.options.openvino
+    with OpenVINORunner(workdir / XML, precision, options) as runner:
+        verification = verify_runner(runner, ctx.checkpoint.model, ctx.options.onnx.verify_shapes, precision,
+                                     ctx.checkpoint.spec.num_in_ch)
+        section = {"device": "CPU", "weights": "fp16" if compress else "fp32", "compile_config": runner.config,
+                   "effective_inference_precision": runner.effective, "capabilities": cpu_capabilities()}
+    return {"files": [XML, BIN], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
+            "openvino": section, "verification": verification}
+
+
+def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
+    recorded = manifest.get("openvino", {}).get("compile_config", {})
+    options = runtime.openvino
+    if options.inference_precision is None and recorded.get("INFERENCE_PRECISION_HINT"):
+        options = replace(options, inference_precision=recorded["INFERENCE_PRECISION_HINT"])
+    if runtime.threads and not options.threads:
+        options = replace(options, threads=runtime.threads)
+    return OpenVINORunner(Path(directory) / XML, manifest.get("precision", "fp32"), options)

@@ -1,0 +1,132 @@
+"""The runner contract: every backend's engine runs as ``with runner: sr = runner.infer(lr)``.
+
+``lr`` is float32 NCHW (or CHW) in [0, 1]; the result has the same layout at ``scale`` times the size.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scnet_deploy.errors import ScnetDeployError, VerificationError
+
+
+class InputOutOfRange(ScnetDeployError):
+    """The input size is outside the range the engine was built for."""
+
+
+@dataclass(frozen=True)
+class SizeRange:
+    """LR (height, width) range an engine accepts; engines with fully dynamic shapes have ``None`` bounds."""
+
+    min: tuple[int, int] | None = None
+    opt: tuple[int, int] | None = None
+    max: tuple[int, int] | None = None
+
+    def contains(self, h: int, w: int) -> bool:
+        lo_ok = self.min is None or (h >= self.min[0] and w >= self.min[1])
+        hi_ok = self.max is None or (h <= self.max[0] and w <= self.max[1])
+        return lo_ok and hi_ok
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if v else None for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SizeRange":
+        d = d or {}
+        return cls(*(tuple(d[k]) if d.get(k) else None for k in ("min", "opt", "max")))
+
+
+class Runner:
+    """Base class: input checks and the context-manager protocol; subclasses implement ``_infer(nchw)``."""
+
+    backend = "?"
+
+    def __init__(self, precision: str = "fp32", size_range: SizeRange = SizeRange(), name: str = "") -> None:
+        self.precision = precision
+        self.size_range = size_range
+        self.name = name or self.backend
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def infer(self, lr: np.ndarray) -> np.ndarray:
+        lr = np.asarray(lr)
+        squeeze = lr.ndim == 3
+        if squeeze:
+            lr = lr[None]
+        if lr.ndim != 4:
+            raise ScnetDeployError(f"infer() takes an NCHW or CHW array, got shape {lr.shape}.")
+        h, w = lr.shape[2:]
+        if not self.size_range.contains(h, w):
+            r = self.size_range
+            raise InputOutOfRange(f"{self.name}: input {h}x{w} is outside the range this engine was built for "
+                                  f"(min {r.min}, max {r.max}); re-export with --min-size/--max-size covering it, "
+                                  "or tile the image.")
+        out = self._infer(np.ascontiguousarray(lr, dtype=np.float32))
+        return out[0] if squeeze else out
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    """A PyTorch module as a runner (the FP32 reference, or any form of the model)."""
+
+    backend = "pytorch"
+
+    def __init__(self, module: torch.nn.Module, name: str = "pytorch", threads: int | None = None) -> None:
+        super().__init__("fp32", SizeRange(), name)
+        self.module = module.eval()
+        if threads:
+            torch.set_num_threads(threads)
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(torch.from_numpy(lr)).numpy()
+
+
+# Tolerances per precision: FP32 must match to float rounding; reduced precisions must stay close to FP32.
+FP32_MAX_ABS = 1e-4
+REDUCED_MIN_PSNR_DB = 30.0
+
+
+def psnr_vs_reference(out: np.ndarray, ref: np.ndarray) -> float:
+    mse = float(np.mean((out.astype(np.float64) - ref.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def verify_runner(runner: Runner, reference: torch.nn.Module, shapes, precision: str, in_ch: int = 3,
+                  seed: int = 0) -> dict:
+    """Compare ``runner`` with the PyTorch FP32 reference at each (batch, h, w); raise if out of tolerance."""
+    gen = np.random.default_rng(seed)
+    cases = []
+    for batch, h, w in shapes:
+        x = gen.random((batch, in_ch, h, w), dtype=np.float32)
+        with torch.no_grad():
+            ref = reference(torch.from_numpy(x)).numpy()
+        out = runner.infer(x)
+        finite = bool(np.isfinite(out).all())
+        diff = float(np.abs(out - ref).max()) if finite and out.shape == ref.shape else float("inf")
+        cases.append({"shape": [batch, in_ch, h, w], "max_abs_diff": diff,
+                      "psnr_vs_fp32_db": psnr_vs_reference(out, ref) if diff != float("inf") else 0.0})
+    worst_diff = max(c["max_abs_diff"] for c in cases)
+    worst_psnr = min(c["psnr_vs_fp32_db"] for c in cases)
+    if precision == "fp32":
+        passed, rule = worst_diff <= FP32_MAX_ABS, f"max abs diff <= {FP32_MAX_ABS:g}"
+    else:
+        passed, rule = worst_psnr >= REDUCED_MIN_PSNR_DB, f"PSNR vs FP32 >= {REDUCED_MIN_PSNR_DB:g} dB"
+    report = {"runtime": runner.name, "reference": "PyTorch FP32, official form", "precision": precision,
+              "rule": rule, "max_abs_diff": worst_diff, "min_psnr_vs_fp32_db": worst_psnr, "cases": cases,
+              "passed": bool(passed)}
+    if not passed:
+        raise VerificationError(f"{runner.name} ({precision}) does not match PyTorch FP32: max abs diff "
+                                f"{worst_diff:.3g}, PSNR vs FP32 {worst_psnr:.1f} dB (rule: {rule}). Nothing was "
+                                "written; try another precision or report it with the options used.")
+    return report

@@ -1,0 +1,129 @@
+"""TensorRT 10: ``model.plan`` built from the verified ONNX with the TensorRT Python API, run on an NVIDIA GPU.
+
+Explicit optimization profile from the user's LR resolution range, FP32 or FP16, workspace limit, timing cache
+reused and updated across builds. The artifact also keeps ``model.onnx`` and ``build_engine.sh`` (the equivalent
+trtexec command) so the engine can be rebuilt on the target device, where plans must be built.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from scnet_deploy.errors import ExportError
+from scnet_deploy.exporters.registry import BackendUnavailable
+from scnet_deploy.exporters.runner import Runner, SizeRange, verify_runner
+from scnet_deploy.exporters.tensorrt_support import check_graph, make_profile, trtexec_command, write_trtexec_script
+from scnet_deploy.options import RuntimeOptions
+
+ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE = "model.onnx", "model.plan", "timing.cache", "build_engine.sh"
+
+
+def _logger():
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def _require_gpu() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable("TensorRT needs an NVIDIA GPU with CUDA, and none is visible here (torch.cuda). "
+                                 "Build and run on the target device (see build_engine.sh in the artifact).")
+
+
+def build_plan(onnx_path: Path, profile, precision: str, workspace_mb: int, cache_in: Path | None,
+               cache_out: Path) -> bytes:
+    import tensorrt as trt
+
+    logger = _logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ExportError(f"TensorRT could not parse the ONNX model: {'; '.join(errors[:3])}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape("lr", profile.min, profile.opt, profile.max)
+    config.add_optimization_profile(opt_profile)
+    cache = config.create_timing_cache(cache_in.read_bytes() if cache_in and cache_in.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT failed to build the engine (see its log above); try a smaller --max-size or a "
+                          "larger --workspace.")
+    cache_out.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+class TensorRTRunner(Runner):
+    backend = "tensorrt"
+
+    def __init__(self, plan: Path, precision: str, size_range: SizeRange) -> None:
+        import tensorrt as trt
+        import torch
+
+        _require_gpu()
+        self.runtime = trt.Runtime(_logger())
+        self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise ExportError(f"'{plan}' is not a TensorRT engine for this TensorRT version/GPU; rebuild it with "
+                              "build_engine.sh on this device.")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        super().__init__(precision, size_range, name=f"tensorrt {torch.cuda.get_device_name()}")
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(lr).cuda()
+        self.context.set_input_shape("lr", tuple(x.shape))
+        y = torch.empty(tuple(self.context.get_tensor_shape("sr")), dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address("lr", x.data_ptr())
+        self.context.set_tensor_address("sr", y.data_ptr())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        self.stream.synchronize()
+        return y.cpu().numpy()
+
+    def close(self) -> None:
+        self.context = self.engine = self.runtime = None
+
+
+def build(ctx, workdir: Path) -> dict:
+    import onnx
+    import tensorrt as trt
+
+    _require_gpu()
+    hub = ctx.onnx()
+    shutil.copyfile(hub["path"], workdir / ONNX_FILE)
+    check_graph(onnx.load(str(workdir / ONNX_FILE)))
+    opts, precision = ctx.options.tensorrt, ctx.options.precision
+    profile = make_profile(ctx.options.sizes, ctx.checkpoint.spec.num_in_ch, opts.max_batch)
+    plan = build_plan(workdir / ONNX_FILE, profile, precision, opts.workspace_mb, opts.timing_cache,
+                      workdir / CACHE_FILE)
+    (workdir / PLAN_FILE).write_bytes(plan)
+    if opts.timing_cache:
+        shutil.copyfile(workdir / CACHE_FILE, opts.timing_cache)
+    command = trtexec_command(ONNX_FILE, PLAN_FILE, profile, precision, opts.workspace_mb, CACHE_FILE)
+    write_trtexec_script(workdir / SCRIPT_FILE, command)
+    size_range = SizeRange(tuple(ctx.options.sizes.min), tuple(ctx.options.sizes.opt), tuple(ctx.options.sizes.max))
+    shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
+    with TensorRTRunner(workdir / PLAN_FILE, precision, size_range) as runner:
+        verification = verify_runner(runner, ctx.checkpoint.model, shapes, precision, ctx.checkpoint.spec.num_in_ch)
+    return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE],
+            "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
+            "size_range": size_range.to_dict(),
+            "tensorrt": {"version": trt.__version__, "profile": profile.to_dict(), "workspace_mb": opts.workspace_mb,
+                         "trtexec": command, "timing_cache": CACHE_FILE},
+            "verification": verification}
+
+
+def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
+    return TensorRTRunner(Path(directory) / PLAN_FILE, manifest.get("precision", "fp32"),
+                          SizeRange.from_dict(manifest.get("size_range")))

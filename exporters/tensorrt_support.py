@@ -1,0 +1,156 @@
+"""TensorRT logic that needs no TensorRT: optimization profiles, the equivalent trtexec command, and a static check
+that every op and attribute of the ONNX graph is one TensorRT 10's ONNX parser supports.
+
+The support table covers the ops SCNet graphs (FP32/FP16 and Q/DQ INT8) can contain, with the restrictions the
+onnx-tensorrt operator matrix states; anything else is reported, so a graph is never sent to a device to fail there.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from scnet_deploy.errors import ExportError
+from scnet_deploy.options import SizeOptions
+
+OPSET_RANGE = (9, 20)  # TensorRT 10's ONNX parser
+
+
+def _attr(node, name, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _check_resize(node, consts):
+    problems = []
+    mode = _attr(node, "mode", "nearest")
+    ctm = _attr(node, "coordinate_transformation_mode", "half_pixel")
+    if mode not in ("nearest", "linear"):
+        problems.append(f"mode={mode} (supported: nearest, linear)")
+    if ctm not in ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners", "tf_half_pixel_for_nn"):
+        problems.append(f"coordinate_transformation_mode={ctm}")
+    if _attr(node, "antialias", 0):
+        problems.append("antialias=1")
+    return problems
+
+
+def _check_pad(node, consts):
+    mode = _attr(node, "mode", "constant")
+    return [] if mode in ("constant", "reflect", "edge") else [f"mode={mode}"]
+
+
+def _check_conv(node, consts):
+    problems = []
+    if len(node.input) > 1 and node.input[1] not in consts:
+        problems.append("weights are not an initializer/constant")
+    kernel = _attr(node, "kernel_shape")
+    if kernel is not None and len(kernel) not in (2, 3):
+        problems.append(f"{len(kernel)}-D convolution (2-D or 3-D only)")
+    return problems
+
+
+def _check_depth_to_space(node, consts):
+    mode = _attr(node, "mode", "DCR")
+    return [] if mode in ("DCR", "CRD") else [f"mode={mode}"]
+
+
+def _check_zero_point(node, consts):
+    # Explicit quantization: symmetric only (zero point must be 0 when given).
+    if len(node.input) < 3 or not node.input[2]:
+        return []
+    zp = consts.get(node.input[2])
+    if zp is None:
+        return ["zero point is not a constant"]
+    return [] if not zp.any() else ["non-zero zero point (TensorRT needs symmetric int8)"]
+
+
+def _check_slice(node, consts):
+    return [] if len(node.input) < 4 or node.input[3] in consts else ["axes are not constant"]
+
+
+def _none(node, consts):
+    return []
+
+
+SUPPORTED = {
+    "Conv": _check_conv, "Relu": _none, "LeakyRelu": _none, "Add": _none, "Sub": _none, "Mul": _none, "Div": _none,
+    "Concat": _none, "Slice": _check_slice, "Pad": _check_pad, "Resize": _check_resize,
+    "DepthToSpace": _check_depth_to_space, "Constant": _none, "Identity": _none, "Reshape": _none,
+    "Transpose": _none, "Clip": _none, "Cast": _none, "Shape": _none, "Gather": _none, "Unsqueeze": _none,
+    "Squeeze": _none, "QuantizeLinear": _check_zero_point, "DequantizeLinear": _check_zero_point,
+}
+
+
+def unsupported_ops(model) -> list[str]:
+    """Every node TensorRT 10's ONNX parser would reject, as 'op (node name): reason'. Empty means buildable."""
+    from onnx import numpy_helper
+
+    problems = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        problems.append(f"opset {opset} (TensorRT 10 parses opsets {OPSET_RANGE[0]}..{OPSET_RANGE[1]})")
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    for node in model.graph.node:
+        check = SUPPORTED.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if check is None:
+            problems.append(f"{node.op_type} ({node.name}): not in TensorRT's supported set")
+            continue
+        problems += [f"{node.op_type} ({node.name}): {p}" for p in check(node, consts)]
+    return problems
+
+
+def check_graph(model) -> None:
+    problems = unsupported_ops(model)
+    if problems:
+        raise ExportError(f"the ONNX graph has {len(problems)} construct(s) TensorRT cannot parse: "
+                          f"{'; '.join(problems[:4])}. Try --shift dwconv or another opset.")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile for input 'lr': NCHW shapes for min, opt and max."""
+
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int, int, int, int]
+
+    def to_dict(self) -> dict:
+        return {"input": "lr", "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def make_profile(sizes: SizeOptions, channels: int = 3, max_batch: int = 1) -> Profile:
+    """The profile for the user's LR resolution range: batch 1 at min and opt, ``max_batch`` at max."""
+    (h0, w0), (h1, w1), (h2, w2) = sizes.min, sizes.opt, sizes.max
+    if not (1 <= h0 <= h1 <= h2 and 1 <= w0 <= w1 <= w2):
+        raise ExportError(f"TensorRT profile needs 1 <= min <= opt <= max per dimension; got min {sizes.min}, "
+                          f"opt {sizes.opt}, max {sizes.max}.")
+    if max_batch < 1:
+        raise ExportError(f"--max-batch must be at least 1, got {max_batch}.")
+    return Profile((1, channels, h0, w0), (1, channels, h1, w1), (max_batch, channels, h2, w2))
+
+
+def trtexec_command(onnx_file: str, plan_file: str, profile: Profile, precision: str, workspace_mb: int,
+                    timing_cache: str | None = None) -> str:
+    """The trtexec command line that builds the same engine (for building on the target device by hand)."""
+    shape = lambda s: "lr:" + "x".join(map(str, s))  # noqa: E731
+    parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={plan_file}", f"--minShapes={shape(profile.min)}",
+             f"--optShapes={shape(profile.opt)}", f"--maxShapes={shape(profile.max)}",
+             f"--memPoolSize=workspace:{workspace_mb}M"]
+    if precision == "fp16":
+        parts.append("--fp16")
+    elif precision == "int8":
+        parts.append("--int8")  # explicit Q/DQ graph: TensorRT takes scales from the graph
+    if timing_cache:
+        parts.append(f"--timingCacheFile={timing_cache}")
+    return " ".join(parts)
+
+
+def write_trtexec_script(path: Path, command: str) -> None:
+    path.write_text("#!/bin/sh\n# Rebuild this engine on the target device (TensorRT 10).\n" + command + "\n")
+    path.chmod(0o755)

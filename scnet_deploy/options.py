@@ -1,0 +1,49 @@
+"""Options for export, as dataclasses (the CLI maps its flags onto these one to one)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    # Runtime inference precision hint: None = from --precision (fp32 -> f32, bf16 -> bf16, fp16 -> f16 where the
+    # CPU has it, else f32 over FP16-compressed weights). Always explicit: the CPU plugin's own default is bf16 on
+    # CPUs with AMX/AVX512-BF16, which is not FP32.
+    inference_precision: str | None = None
+    performance: str = "latency"  # or "throughput"
+    streams: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None  # reused and updated across builds
+    max_batch: int = 1
+
+
+@dataclass(frozen=True)
+class CoreMLOptions:
+    shapes: str = "range"  # "range" (flexible RangeDim) or "enumerated" (runs on the Neural Engine)
+    enumerated: tuple[tuple[int, int], ...] = ((180, 320), (360, 640), (540, 960))
+    deployment_target: str = "iOS17"  # ML Program with RangeDim/EnumeratedShapes needs iOS15+; iOS17 for int8 later
+
+
+@dataclass(frozen=True)
+class SizeOptions:
+    """LR size range (height, width) an engine must accept; used by TensorRT profiles and Core ML ranges."""
+
+    min: tuple[int, int] = (16, 16)
+    opt: tuple[int, int] = (180, 320)
+    max: tuple[int, int] = (1080, 1920)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a built artifact is run (not what it is): threads, OpenVINO hints."""
+
+    threads: int | None = None
+    openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
+    cuda: bool = True  # ONNX Runtime: use the CUDA provider where present

@@ -1,0 +1,60 @@
+"""Open any model as a Runner: a checkpoint (PyTorch FP32) or an artifact directory (its manifest names the backend).
+
+Artifacts are checked against their manifest's file hashes before anything is loaded.
+"""
+
+from pathlib import Path
+
+from .errors import ScnetDeployError
+from .manifest import MANIFEST_NAME, read_manifest
+from .options import RuntimeOptions
+
+
+class ArtifactError(ScnetDeployError):
+    """An artifact directory is incomplete, altered, or not an artifact."""
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    from .export import file_hashes
+
+    recorded = manifest.get("files") or {}
+    missing = [n for n in recorded if not (directory / n).exists()]
+    if missing:
+        raise ArtifactError(f"artifact '{directory}' lacks {missing} listed in its manifest; re-export it.")
+    actual = file_hashes(directory, list(recorded))
+    changed = [n for n, h in recorded.items() if actual[n] != h]
+    if changed:
+        raise ArtifactError(f"artifact '{directory}': {changed} do not match the sha256 in manifest.json (altered or "
+                            "corrupted); refusing to run it. Re-export it.")
+
+
+def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), scale: int | None = None,
+               form: str = "official"):
+    """A Runner for ``path``: a checkpoint file runs in PyTorch (``form``: official or a deploy shift form)."""
+    from scnet_deploy.exporters.registry import get_backend
+    from scnet_deploy.exporters.runner import TorchRunner
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / MANIFEST_NAME).exists():
+            subs = sorted(p.name for p in path.iterdir() if (p / MANIFEST_NAME).exists())
+            hint = f" It holds artifacts {subs}: name one of those." if subs else ""
+            raise ArtifactError(f"'{path}' has no {MANIFEST_NAME}, so it is not an scnet-deploy artifact.{hint}")
+        manifest = read_manifest(path)
+        verify_files(path, manifest)
+        backend = get_backend(manifest.get("backend", "?"))
+        runner = backend.impl().load(path, manifest, runtime)
+        runner.name = f"{path.name}: {runner.name}"
+        runner.manifest = manifest
+        return runner
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, scale=scale)
+    module = ckpt.model
+    if form != "official":
+        from .rewrites import DeployOptions, to_deploy_form
+
+        module = to_deploy_form(module, DeployOptions(shift=form))
+    runner = TorchRunner(module, name=f"{path.name}: pytorch {form}", threads=runtime.threads)
+    runner.checkpoint = ckpt
+    return runner

@@ -1,0 +1,62 @@
+"""Core ML: conversion via torch.export, range and enumerated shapes, precision, MIL program checks; prediction
+only on macOS (elsewhere the runner says so)."""
+
+import platform
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from conftest import save_basicsr, tiny_model
+from scnet_deploy.errors import ExportError
+from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.options import CoreMLOptions, SizeOptions
+
+pytestmark = pytest.mark.coreml
+ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'scnet-deploy[coreml]')")
+
+
+@pytest.mark.parametrize("precision,shapes", [("fp16", "range"), ("fp32", "enumerated")])
+def test_convert(tmp_path, precision, shapes):
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    options = ExportOptions(output=tmp_path / "cm", format="coreml", precision=precision,
+                            sizes=SizeOptions((8, 8), (32, 48), (256, 256)),
+                            coreml=CoreMLOptions(shapes=shapes, enumerated=((32, 48), (64, 96))))
+    m = export(ckpt, options).manifest
+    assert (tmp_path / "cm" / "model.mlpackage").is_dir() and "model.mlpackage" in m["files"]
+    section = m["coreml"]
+    assert section["compute_precision"] == ("float16" if precision == "fp16" else "float32")
+    assert section["deployment_target"] == "iOS17"
+    ops = section["program"]["ops"]
+    assert ops["conv"] >= 9 and ops["upsample_bilinear"] == 3  # two stages + the image-space skip
+    assert all(u == {"align_corners": False, "half_pixel_centers": True} for u in section["program"]["upsample_bilinear"])
+    spec = ct.models.utils.load_spec(str(tmp_path / "cm" / "model.mlpackage"))
+    array = spec.description.input[0].type.multiArrayType
+    if shapes == "range":
+        assert [(r.lowerBound, r.upperBound) for r in array.shapeRange.sizeRanges][2:] == [(8, 256), (8, 256)]
+    else:
+        assert [list(s.shape) for s in array.enumeratedShapes.shapes] == [[1, 3, 32, 48], [1, 3, 64, 96]]
+    if platform.system() != "Darwin":
+        assert m["verification"]["passed"] is None and "macOS" in m["verification"]["skipped"]
+        from scnet_deploy.exporters.registry import BackendUnavailable
+        from scnet_deploy.runtime import open_model
+
+        with pytest.raises(BackendUnavailable, match="needs macOS"):
+            open_model(tmp_path / "cm")
+    else:
+        assert m["verification"]["passed"]
+
+
+class _AlignCorners(nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+def test_program_check_catches_wrong_upsample_semantics():
+    from scnet_deploy.exporters.coreml_backend import check_program
+
+    program = torch.export.export(_AlignCorners(), (torch.rand(1, 3, 8, 8),)).run_decompositions({})
+    mlmodel = ct.convert(program, convert_to="mlprogram", skip_model_load=True)
+    with pytest.raises(ExportError, match="half-pixel"):
+        check_program(mlmodel)
