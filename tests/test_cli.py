@@ -67,3 +67,22 @@ def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     assert message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists()
+
+
+def test_export_several_formats_cli(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    pytest.importorskip("coremltools", reason="coremltools is not installed")
+    path = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    out = cli("export", path, "-f", "openvino,coreml", "--precision", "fp16", "-o", tmp_path / "a",
+              "--min-size", "8x8", "--opt-size", "32x32", "--max-size", "128x128")
+    assert out.returncode == 0, out.stderr
+    ov = json.loads((tmp_path / "a" / "openvino" / "manifest.json").read_text())
+    cm = json.loads((tmp_path / "a" / "coreml" / "manifest.json").read_text())
+    assert ov["precision"] == cm["precision"] == "fp16" and ov["verification"]["passed"]
+    assert cm["size_range"] == {"min": [8, 8], "opt": [32, 32], "max": [128, 128]}
+    assert "Traceback" not in out.stderr
+
+
+def test_doctor_cli_table():
+    out = cli("doctor")
+    assert out.returncode == 0 and "onnxruntime" in out.stdout and "CPU:" in out.stdout
