@@ -143,9 +143,144 @@ def doctor_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     console.print(f"GPUs: {', '.join(report['gpus']) or 'none visible'}")
 
 
+def _write_outputs(result: dict, json_file: Optional[Path], csv_file: Optional[Path], rows, report_dir):
+    if json_file:
+        from .manifest import write_json_atomic
+
+        write_json_atomic(result, json_file)
+    if csv_file:
+        import csv
+
+        with open(csv_file, "w", newline="") as f:
+            writer = csv.writer(f)
+            for row in rows:
+                writer.writerow(row)
+    if report_dir:
+        from .report import report
+
+        console.print(f"report: {report([result], report_dir)}")
+
+
+@app.command("validate")
+def validate_cmd(
+    models: list[Path] = typer.Argument(None, help="Checkpoints and/or artifact directories."),
+    dataset: Path = typer.Option(..., help="Folder: DIR/HR (+ DIR/LR_bicubic/X{s}) or a plain folder of images."),
+    scale: int = typer.Option(..., help="Upscaling factor of the models."),
+    method: Optional[str] = typer.Option(None, help="Add a classical baseline row: bicubic."),
+    budget: Optional[float] = typer.Option(None, help="Fail (exit 1) if any model's PSNR drift exceeds this, dB."),
+    reference: Optional[Path] = typer.Option(None, help="FP32 reference checkpoint (default: first checkpoint "
+                                             "among MODELS, else the artifacts' own)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
+    threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
+) -> None:
+    """PSNR/SSIM-Y vs ground truth and drift vs the FP32 reference, for every model, side by side."""
+    from rich.progress import Progress
+
+    from .options import RuntimeOptions
+    from .validate import ValidateOptions, validate
+
+    if method not in (None, "bicubic"):
+        raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
+    options = ValidateOptions(dataset, scale, method == "bicubic", budget, reference, limit,
+                              RuntimeOptions(threads=threads))
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("validating", total=None)
+
+        def tick(total):
+            progress.update(task, total=total, advance=1)
+
+        result = validate(models or [], options, progress=tick)
+    table = Table(title=f"{dataset} x{scale}: {result['images']} images")
+    for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "max abs diff", "worst image"):
+        table.add_column(col)
+    for m in result["models"]:
+        drift = m.get("drift_db")
+        table.add_row(escape(m["name"]) + (" (ref)" if m.get("reference") else ""), m["precision"],
+                      f"{m['psnr_y']:.2f}", f"{m['ssim_y']:.4f}", "-" if drift is None else f"{drift:+.3f}",
+                      f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", m["worst_image"]["name"])
+    console.print(table)
+    rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff")]
+    rows += [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
+              "" if r.get("drift_db") is None else f"{r['drift_db']:.4f}",
+              "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}")
+             for m in result["models"] for r in m["per_image"]]
+    _write_outputs(result, json_file, csv_file, rows, report_dir)
+    for m in result["models"]:
+        if m["nonfinite_images"] or m["collapsed_images"]:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(m['name'])}: non-finite output on "
+                              f"{m['nonfinite_images']}, collapsed (constant) output on {m['collapsed_images']}")
+    if not result["passed"]:
+        err_console.print(f"[red]over budget ({budget} dB):[/red] {escape(', '.join(result['over_budget']))}")
+        raise typer.Exit(1)
+
+
+def _parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(_parse_size(s) for s in text.split(",") if s.strip())
+
+
+@app.command("bench")
+def bench_cmd(
+    models: list[Path] = typer.Argument(..., help="Checkpoints and/or artifact directories."),
+    shape: str = typer.Option("180x320", help="LR shapes HxW, comma-separated."),
+    runs: int = typer.Option(10, help="Timed runs per model and shape."),
+    seconds: Optional[float] = typer.Option(None, help="Time each model and shape for this long instead of --runs."),
+    warmup: int = typer.Option(2, help="Untimed runs after the first inference."),
+    batch: int = typer.Option(1, help="Batch size."),
+    threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
+    baselines: bool = typer.Option(True, help="Also time PyTorch official-form eager and deploy form."),
+    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint: latency or throughput."),
+    ov_streams: Optional[int] = typer.Option(None, help="OpenVINO streams."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write results as CSV."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
+) -> None:
+    """Latency and throughput of each model at each shape, with PyTorch baselines from the same run."""
+    from .bench import BenchOptions, bench
+    from .options import OpenVINOOptions, RuntimeOptions
+
+    runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
+    options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines, runtime)
+    with console.status("benchmarking ...") as status:
+        result = bench(models, options, progress=lambda msg: status.update(f"benchmarking {escape(msg)}"))
+
+    table = Table(title="latency")
+    for col in ("model", "precision", "LR", "first ms", "median ms", "p90 ms", "p99 ms", "img/s", "MP/s", "vs eager"):
+        table.add_column(col)
+    rows = [("model", "precision", "lr_h", "lr_w", "batch", "first_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms",
+             "min_ms", "max_ms", "images_per_s", "megapixels_per_s", "speedup_vs_official_eager")]
+    for m in result["models"]:
+        for s in m["shapes"]:
+            ratio = s["speedup_vs_official_eager"]
+            table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
+                          f"{s['first_inference_ms']:.0f}", f"{s['median_ms']:.1f}", f"{s['p90_ms']:.1f}",
+                          f"{s['p99_ms']:.1f}", f"{s['images_per_s']:.2f}", f"{s['megapixels_per_s']:.1f}",
+                          f"{ratio:.1f}x" if ratio else "-")
+            rows.append((m["name"], m["precision"], *s["shape"], s["batch"], *(f"{s[k]:.3f}" for k in (
+                "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
+                "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
+    console.print(table)
+    _write_outputs(result, json_file, csv_file, rows, report_dir)
+
+
+@app.command("report")
+def report_cmd(
+    results: list[Path] = typer.Argument(..., help="JSON files written by bench/validate --json."),
+    output: Path = typer.Option(..., "--output", "-o", help="Report directory."),
+) -> None:
+    """Markdown tables and PNG plots (latency vs resolution, drift, latency vs drift) from saved results."""
+    from .report import load_results, report
+
+    console.print(f"wrote {report(load_results(results), output)}")
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ScnetDeployError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

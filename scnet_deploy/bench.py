@@ -1,0 +1,124 @@
+"""The ``bench`` verb: latency and throughput of any mix of checkpoints and engines, with PyTorch baselines measured
+in the same run so every speed is also a ratio.
+
+Per model and shape: load time, the first inference (reported apart), ``warmup`` untimed runs, then ``runs`` timed
+runs (or as many as fit in ``seconds``); median, mean, p90, p99, min, max; images/s and output megapixels/s.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ScnetDeployError
+from .options import RuntimeOptions
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    shapes: tuple[tuple[int, int], ...] = ((180, 320),)
+    runs: int | None = 10
+    seconds: float | None = None  # measure for this long instead of a run count
+    warmup: int = 2
+    batch: int = 1
+    baselines: bool = True  # PyTorch official-form eager and deploy-form of the models' checkpoint
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    seed: int = 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def summarize(times_s: list[float], batch: int, out_hw: tuple[int, int]) -> dict:
+    med = statistics.median(times_s)
+    return {"runs": len(times_s), "median_ms": med * 1e3, "mean_ms": statistics.fmean(times_s) * 1e3,
+            "p90_ms": percentile(times_s, 90) * 1e3, "p99_ms": percentile(times_s, 99) * 1e3,
+            "min_ms": min(times_s) * 1e3, "max_ms": max(times_s) * 1e3,
+            "images_per_s": batch / med, "megapixels_per_s": batch * out_hw[0] * out_hw[1] / 1e6 / med}
+
+
+def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
+    """Measure one runner at one LR shape (height, width)."""
+    if options.runs is None and options.seconds is None:
+        raise ScnetDeployError("bench needs --runs N or --seconds T.")
+    h, w = shape
+    x = np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32)
+    t0 = time.perf_counter()
+    runner.infer(x)
+    first = time.perf_counter() - t0
+    for _ in range(options.warmup):
+        runner.infer(x)
+    times = []
+    deadline = time.perf_counter() + options.seconds if options.seconds else None
+    while True:
+        t0 = time.perf_counter()
+        runner.infer(x)
+        times.append(time.perf_counter() - t0)
+        if deadline is not None:
+            if time.perf_counter() >= deadline and len(times) >= 3:
+                break
+        elif len(times) >= options.runs:
+            break
+    out_hw = (h * scale, w * scale)
+    return {"shape": [h, w], "output": list(out_hw), "batch": options.batch, "first_inference_ms": first * 1e3,
+            **summarize(times, options.batch, out_hw)}
+
+
+def _baseline_checkpoint(models: list[Path]) -> Path | None:
+    from .manifest import MANIFEST_NAME, read_manifest
+
+    for m in models:
+        if m.is_file():
+            return m
+        if (m / MANIFEST_NAME).exists():
+            path = Path(read_manifest(m).get("checkpoint", {}).get("path", ""))
+            if path.is_file():
+                return path
+    return None
+
+
+def _runner_scale(runner) -> int:
+    manifest = getattr(runner, "manifest", None)
+    if manifest:
+        return int(manifest["arch"]["scale"])
+    return int(runner.checkpoint.spec.scale)
+
+
+def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:
+    """Time each model (checkpoint or artifact directory) at each shape; baselines first."""
+    from .doctor import machine
+    from .runtime import open_model
+
+    models = [Path(m) for m in models]
+    plan = []  # (label, path, form)
+    base = _baseline_checkpoint(models) if options.baselines else None
+    if base is not None:
+        plan += [("pytorch official eager", base, "official"), ("pytorch deploy form (dwconv)", base, "dwconv")]
+    plan += [(None, m, "official") for m in models]
+    if not plan:
+        raise ScnetDeployError("bench needs at least one MODEL (checkpoint or artifact directory).")
+    results = []
+    for label, path, form in plan:
+        t0 = time.perf_counter()
+        with open_model(path, options.runtime, form=form) as runner:
+            load_s = time.perf_counter() - t0
+            scale = _runner_scale(runner)
+            manifest = getattr(runner, "manifest", {}) or {}
+            entry = {"name": label or runner.name, "path": str(path), "backend": getattr(runner, "backend", "?"),
+                     "precision": manifest.get("precision", "fp32"), "baseline": label is not None,
+                     "load_s": load_s, "shapes": []}
+            for shape in options.shapes:
+                if progress:
+                    progress(f"{entry['name']} at {shape[0]}x{shape[1]}")
+                entry["shapes"].append(time_runner(runner, shape, options, scale))
+        results.append(entry)
+    official = next((r for r in results if r["name"] == "pytorch official eager"), None)
+    for r in results:
+        for i, s in enumerate(r["shapes"]):
+            s["speedup_vs_official_eager"] = (official["shapes"][i]["median_ms"] / s["median_ms"]) if official else None
+    return {"options": {"shapes": [list(s) for s in options.shapes], "runs": options.runs, "seconds": options.seconds,
+                        "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads},
+            "models": results, "machine": machine()}

@@ -1,0 +1,63 @@
+"""SR datasets from folders, in the standard layouts.
+
+- ``DIR/HR/*`` + ``DIR/LR_bicubic/X{s}/<name>x{s}.<ext>``: shipped LR used as is (as in Set5);
+- ``DIR/HR/*`` alone: LR made on the fly with the MATLAB-compatible bicubic;
+- a plain folder of images: each image is an HR image, LR made on the fly.
+HR is always mod-cropped to a multiple of the scale.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ScnetDeployError
+from .images import list_images, mod_crop, read_rgb_u8
+from .resize import bicubic_degrade
+
+
+class DatasetError(ScnetDeployError):
+    """A dataset folder cannot be used."""
+
+
+@dataclass
+class Pair:
+    name: str
+    lr: np.ndarray  # HxWx3 uint8
+    hr: np.ndarray  # (sH)x(sW)x3 uint8, mod-cropped
+    lr_source: str  # "shipped" or "bicubic"
+
+
+def _shipped_lr(root: Path, name: str, scale: int) -> Path | None:
+    folder = root / "LR_bicubic" / f"X{scale}"
+    if not folder.is_dir():
+        return None
+    for candidate in folder.glob(f"{name}x{scale}.*"):
+        return candidate
+    return None
+
+
+def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> list[Pair]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"--dataset '{root}' is not a folder; pass a folder with HR/ (and LR_bicubic/X{scale}/) "
+                           "or a folder of images.")
+    hr_dir = root / "HR" if (root / "HR").is_dir() else root
+    paths = list_images(hr_dir)
+    if not paths:
+        raise DatasetError(f"no images in '{hr_dir}' (looked for .png, .jpg, .bmp, .tif, .webp).")
+    pairs = []
+    for path in paths[:limit]:
+        hr = mod_crop(read_rgb_u8(path), scale)
+        if min(hr.shape[:2]) < scale:
+            raise DatasetError(f"'{path}' is smaller than the scale x{scale}; remove it from the dataset.")
+        shipped = _shipped_lr(root, path.stem, scale) if hr_dir != root else None
+        if shipped is not None:
+            lr, source = read_rgb_u8(shipped), "shipped"
+            if lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+                raise DatasetError(f"'{shipped}' is {lr.shape[1]}x{lr.shape[0]} but HR '{path.name}' mod-cropped is "
+                                   f"{hr.shape[1]}x{hr.shape[0]} at x{scale}; the LR is not of this HR.")
+        else:
+            lr, source = bicubic_degrade(hr, scale), "bicubic"
+        pairs.append(Pair(path.stem, lr, hr, source))
+    return pairs

@@ -1,0 +1,143 @@
+"""The ``report`` verb: Markdown tables and PNG plots from bench and validate results (JSON files or dicts).
+
+Plots: latency vs output resolution per model; PSNR drift per model; latency vs drift (the deployment trade-off),
+for models present in both a bench and a validate result (matched by path).
+"""
+
+import json
+from pathlib import Path
+
+from .errors import ScnetDeployError
+from .manifest import write_json_atomic
+
+
+def _kind(result: dict) -> str:
+    if "dataset" in result:
+        return "validate"
+    if "options" in result and "models" in result:
+        return "bench"
+    raise ScnetDeployError("a results file is neither bench nor validate output (JSON from --json).")
+
+
+def load_results(paths: list[str | Path]) -> list[dict]:
+    results = []
+    for p in paths:
+        try:
+            results.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ScnetDeployError(f"cannot read results '{p}': {exc}. Pass JSON written by --json.")
+    return results
+
+
+def _fmt(v, digits=2):
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def bench_markdown(result: dict) -> list[str]:
+    lines = []
+    for i, shape in enumerate(result["options"]["shapes"]):
+        lines += [f"### Latency, LR {shape[0]}x{shape[1]} (batch {result['options']['batch']})", "",
+                  "| model | precision | first ms | median ms | p90 ms | p99 ms | images/s | MP/s | vs official eager |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for m in result["models"]:
+            s = m["shapes"][i]
+            ratio = f"{s['speedup_vs_official_eager']:.1f}x" if s.get("speedup_vs_official_eager") else "-"
+            lines.append(f"| {m['name']} | {m['precision']} | {s['first_inference_ms']:.0f} | {s['median_ms']:.1f} | "
+                         f"{s['p90_ms']:.1f} | {s['p99_ms']:.1f} | {s['images_per_s']:.2f} | "
+                         f"{s['megapixels_per_s']:.1f} | {ratio} |")
+        lines.append("")
+    return lines
+
+
+def validate_markdown(result: dict) -> list[str]:
+    lines = [f"### Accuracy, {Path(result['dataset']).name} x{result['scale']} ({result['images']} images, LR "
+             f"{', '.join(result['lr_source'])})", "",
+             "| model | precision | PSNR-Y | SSIM-Y | drift dB | PSNR vs ref dB | max abs diff | worst image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in result["models"]:
+        worst = m.get("worst_image", {})
+        lines.append(f"| {m['name']}{' (reference)' if m.get('reference') else ''} | {m['precision']} | "
+                     f"{m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {_fmt(m.get('drift_db'), 3)} | "
+                     f"{_fmt(m.get('psnr_vs_reference_db'), 1)} | {_fmt(m.get('max_abs_diff'), 4)} | "
+                     f"{worst.get('name', '-')} |")
+    if result.get("budget_db") is not None:
+        lines += ["", f"Budget {result['budget_db']} dB: " + ("all within" if result["passed"] else
+                                                              f"over budget: {', '.join(result['over_budget'])}")]
+    return lines + [""]
+
+
+def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if benches:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for b in benches:
+            for m in b["models"]:
+                xs = [s["output"][0] * s["output"][1] / 1e6 for s in m["shapes"]]
+                ax.plot(xs, [s["median_ms"] for s in m["shapes"]], marker="o", label=f"{m['name']} ({m['precision']})")
+        ax.set(xlabel="output megapixels", ylabel="median latency (ms)", title="Latency vs output resolution",
+               yscale="log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_resolution.png", dpi=120)
+        plt.close(fig)
+        written.append("latency_vs_resolution.png")
+    drift_models = [(m["name"], m["drift_db"]) for v in validations for m in v["models"]
+                    if m.get("drift_db") is not None and m["kind"] != "method"]
+    if drift_models:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.barh([n for n, _ in drift_models], [d for _, d in drift_models], color="tab:blue")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(xlabel="PSNR-Y drift vs FP32 reference (dB)", title="Accuracy drift per model")
+        fig.tight_layout()
+        fig.savefig(out / "drift.png", dpi=120)
+        plt.close(fig)
+        written.append("drift.png")
+    drift_by_path = {m["path"]: m["drift_db"] for v in validations for m in v["models"] if m.get("drift_db") is not None}
+    points = [(m["name"], m["shapes"][0]["median_ms"], drift_by_path[m["path"]]) for b in benches for m in b["models"]
+              if m["path"] in drift_by_path and not m.get("baseline")]
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, ms, drift in points:
+            ax.scatter(ms, drift)
+            ax.annotate(name, (ms, drift), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel="median latency (ms), first shape", ylabel="PSNR-Y drift (dB)", title="Latency vs drift",
+               xscale="log")
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_drift.png", dpi=120)
+        plt.close(fig)
+        written.append("latency_vs_drift.png")
+    return written
+
+
+def report(results: list[dict], output: str | Path, title: str = "scnet-deploy report") -> Path:
+    """Write ``output/report.md``, ``output/results.json`` and the PNG plots; returns the Markdown path."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    benches = [r for r in results if _kind(r) == "bench"]
+    validations = [r for r in results if _kind(r) == "validate"]
+    lines = [f"# {title}", ""]
+    machine = (benches or validations)[0].get("machine") if results else None
+    if machine:
+        cpu = machine["cpu"]
+        lines += [f"Machine: {cpu['model']}, {cpu['cores']} cores ({', '.join(k for k, v in cpu['features'].items() if v)}"
+                  f"); GPUs: {', '.join(machine['gpus']) or 'none'}; "
+                  + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v), ""]
+    for v in validations:
+        lines += validate_markdown(v)
+    for b in benches:
+        lines += bench_markdown(b)
+    plots = _plots(benches, validations, out)
+    lines += [f"![{p}]({p})" for p in plots]
+    write_json_atomic({"bench": benches, "validate": validations}, out / "results.json")
+    md = out / "report.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md

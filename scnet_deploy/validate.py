@@ -1,0 +1,172 @@
+"""The ``validate`` verb: PSNR/SSIM-Y against ground truth (BasicSR/MATLAB protocol) and the drift of every model
+from the FP32 PyTorch reference, side by side.
+
+Drift is PSNR-Y(model) - PSNR-Y(reference), in dB (negative = worse). ``budget_db`` fails the run when any model
+loses more than that. Outputs are clipped to [0, 1] and rounded to 8 bits before scoring; PSNR vs reference and
+max abs diff compare the float outputs. Non-finite and collapsed (constant) outputs are flagged per image.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import load_dataset
+from .errors import ScnetDeployError
+from .images import to_float_chw, to_u8_hwc
+from .metrics import psnr_ssim_y
+from .options import RuntimeOptions
+from .resize import imresize_u8
+
+PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialiased); output clipped to [0,1] and "
+            "rounded to 8 bits; PSNR and SSIM (11x11 Gaussian, sigma 1.5) on BT.601 Y (16-235), `scale` border "
+            "pixels cropped")
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    dataset: Path
+    scale: int
+    bicubic: bool = False  # add the MATLAB-bicubic baseline row
+    budget_db: float | None = None
+    reference: Path | None = None  # FP32 reference checkpoint; default: the first checkpoint among the models
+    limit: int | None = None  # first N images only
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+
+
+class _Bicubic:
+    name = "bicubic (MATLAB)"
+    precision = "-"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return Path(path).is_file()
+
+
+def _reference_path(models: list[Path], options: ValidateOptions) -> Path | None:
+    if options.reference:
+        return Path(options.reference)
+    for m in models:
+        if _is_checkpoint(m):
+            return Path(m)
+    from .manifest import MANIFEST_NAME, read_manifest
+
+    for m in models:
+        if (Path(m) / MANIFEST_NAME).exists():
+            ckpt = Path(read_manifest(Path(m)).get("checkpoint", {}).get("path", ""))
+            if ckpt.is_file():
+                return ckpt
+    return None
+
+
+def _model_scale(runner) -> int | None:
+    manifest = getattr(runner, "manifest", None)
+    if manifest:
+        return manifest.get("arch", {}).get("scale")
+    ckpt = getattr(runner, "checkpoint", None)
+    return ckpt.spec.scale if ckpt else None
+
+
+def _flags(out: np.ndarray) -> dict:
+    finite = bool(np.isfinite(out).all())
+    collapsed = finite and float(out.std()) < 1e-6
+    return {"nonfinite": not finite, "collapsed": collapsed}
+
+
+def _score_model(runner, pairs, scale, ref_outputs, progress) -> tuple[dict, list[np.ndarray]]:
+    per_image, outputs = [], []
+    for pair in pairs:
+        if isinstance(runner, _Bicubic):
+            sr_u8 = imresize_u8(pair.lr, scale)
+            out = sr_u8.transpose(2, 0, 1).astype(np.float32) / 255.0
+        else:
+            out = runner.infer(to_float_chw(pair.lr))
+            sr_u8 = to_u8_hwc(out)
+        if sr_u8.shape != pair.hr.shape:
+            raise ScnetDeployError(f"{runner.name}: output {sr_u8.shape[1]}x{sr_u8.shape[0]} for '{pair.name}' does "
+                                   f"not match HR {pair.hr.shape[1]}x{pair.hr.shape[0]}; is the model x{scale}?")
+        p, s = psnr_ssim_y(sr_u8, pair.hr, crop=scale)
+        row = {"name": pair.name, "psnr_y": p, "ssim_y": s, **_flags(out)}
+        outputs.append(out)
+        per_image.append(row)
+        if progress:
+            progress()
+    if ref_outputs is not None:
+        for row, out, ref in zip(per_image, outputs, ref_outputs):
+            a, b = np.clip(np.nan_to_num(out), 0, 1), np.clip(ref, 0, 1)
+            mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+            row["max_abs_diff"] = float(np.abs(a - b).max())
+            row["psnr_vs_reference_db"] = float("inf") if mse == 0 else float(10 * np.log10(1 / mse))
+    entry = {"name": runner.name, "precision": getattr(runner, "precision", "fp32"),
+             "psnr_y": float(np.mean([r["psnr_y"] for r in per_image])),
+             "ssim_y": float(np.mean([r["ssim_y"] for r in per_image])),
+             "nonfinite_images": [r["name"] for r in per_image if r["nonfinite"]],
+             "collapsed_images": [r["name"] for r in per_image if r["collapsed"]],
+             "per_image": per_image}
+    return entry, outputs
+
+
+def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
+    """Score each model (checkpoint or artifact directory) on ``options.dataset``; see the module docstring."""
+    from .doctor import machine
+    from .runtime import open_model
+
+    models = [Path(m) for m in models]
+    if not models and not options.bicubic:
+        raise ScnetDeployError("validate needs at least one MODEL (checkpoint or artifact directory) or --method "
+                               "bicubic.")
+    pairs = load_dataset(options.dataset, options.scale, options.limit)
+    ref_path = _reference_path(models, options)
+    if options.budget_db is not None and ref_path is None:
+        raise ScnetDeployError("--budget needs an FP32 reference: pass the checkpoint as a MODEL or with --reference.")
+    entries, ref_outputs = [], None
+    order = ([ref_path] if ref_path is not None and ref_path not in models else []) + models
+    total = len(pairs) * (len(order) + int(options.bicubic))
+    tick = (lambda: progress(total)) if progress else None
+    for path in order:
+        with open_model(path, options.runtime, scale=options.scale) as runner:
+            scale = _model_scale(runner)
+            if scale is not None and scale != options.scale:
+                raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
+                                       f"--scale {scale} or another model.")
+            is_ref = ref_path is not None and path == ref_path
+            entry, outputs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs, tick)
+            entry.update({"path": str(path), "kind": "artifact" if path.is_dir() else "checkpoint",
+                          "backend": getattr(runner, "backend", "?"), "reference": is_ref})
+            if is_ref:
+                ref_outputs, ref_entry = outputs, entry
+                entry["implicit"] = path not in models
+            entries.append(entry)
+    if options.bicubic:
+        entry, _ = _score_model(_Bicubic(), pairs, options.scale, None, tick)
+        entry.update({"path": None, "kind": "method", "backend": "bicubic", "reference": False})
+        entries.append(entry)
+    if ref_outputs is not None:
+        ref_by_image = {r["name"]: r["psnr_y"] for r in ref_entry["per_image"]}
+        for e in entries:
+            for r in e["per_image"]:
+                r["drift_db"] = r["psnr_y"] - ref_by_image[r["name"]]
+            e["drift_db"] = e["psnr_y"] - ref_entry["psnr_y"]
+            worst = min(e["per_image"], key=lambda r: r["drift_db"])
+            e["worst_image"] = {"name": worst["name"], "drift_db": worst["drift_db"], "psnr_y": worst["psnr_y"]}
+            if "max_abs_diff" in e["per_image"][0]:
+                e["max_abs_diff"] = max(r["max_abs_diff"] for r in e["per_image"])
+                e["psnr_vs_reference_db"] = min(r["psnr_vs_reference_db"] for r in e["per_image"])
+            if e["kind"] != "method" and options.budget_db is not None:
+                e["within_budget"] = e["drift_db"] >= -options.budget_db and not e["nonfinite_images"]
+    else:
+        for e in entries:
+            e["drift_db"] = None
+            worst = min(e["per_image"], key=lambda r: r["psnr_y"])
+            e["worst_image"] = {"name": worst["name"], "psnr_y": worst["psnr_y"]}
+    failed = [e["name"] for e in entries if e.get("within_budget") is False]
+    return {"dataset": str(options.dataset), "scale": options.scale, "images": len(pairs),
+            "lr_source": sorted({p.lr_source for p in pairs}), "protocol": PROTOCOL,
+            "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
+            "passed": not failed, "over_budget": failed, "models": entries, "machine": machine()}

@@ -1,0 +1,156 @@
+"""validate (protocol, drift, budget exit codes), bench (statistics on a fake-slow model, baselines) and report."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATASETS, need, save_basicsr, tiny_model
+from scnet_deploy.bench import BenchOptions, bench, summarize, time_runner
+from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.exporters.runner import Runner
+from scnet_deploy.metrics import psnr_ssim_y, ssim
+from scnet_deploy.report import report
+from scnet_deploy.validate import ValidateOptions, validate
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    (root / "HR").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        # smooth images, so an SR model's output is meaningful
+        base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+        Image.fromarray(base).resize((32, 24), Image.BICUBIC).save(root / "HR" / f"img{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    ref = save_basicsr(tiny_model(4, seed=1), d / "ref.pth")
+    other = save_basicsr(tiny_model(4, seed=2), d / "other.pth")
+    artifact = export(ref, ExportOptions(output=d / "onnx")).directory
+    return ref, other, artifact
+
+
+def test_border_crop_and_ssim_against_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    b = a.copy()
+    b[:4], b[:, -4:] = 0, 255  # differ only within the 4-pixel border
+    assert psnr_ssim_y(a, b, crop=4)[0] == float("inf") and psnr_ssim_y(a, b, crop=0)[0] < 30
+    x = rng.integers(0, 256, (48, 40)).astype(float)
+    y = np.clip(x + rng.normal(0, 20, x.shape), 0, 255)
+    ref = structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+    assert ssim(x, y) == pytest.approx(ref, abs=1e-6)
+
+
+def test_validate_drift_and_per_image(dataset, models):
+    ref, other, artifact = models
+    result = validate([ref, artifact, other], ValidateOptions(dataset, 4, bicubic=True, budget_db=0.1))
+    by_name = {m["path"]: m for m in result["models"] if m["path"]}
+    assert by_name[str(ref)]["reference"] and by_name[str(ref)]["drift_db"] == 0
+    onnx = by_name[str(artifact)]
+    assert abs(onnx["drift_db"]) < 1e-3 and onnx["max_abs_diff"] < 1e-4 and onnx["within_budget"]
+    assert {"name", "psnr_y", "ssim_y", "drift_db"} <= set(onnx["per_image"][0]) and len(onnx["per_image"]) == 3
+    bad = by_name[str(other)]
+    assert bad["drift_db"] != 0 and bad["worst_image"]["name"].startswith("img")
+    assert result["passed"] == bad["within_budget"]
+    assert result["models"][-1]["kind"] == "method" and "within_budget" not in result["models"][-1]
+
+
+def test_artifact_alone_finds_its_reference(dataset, models):
+    _, _, artifact = models
+    result = validate([artifact], ValidateOptions(dataset, 4))
+    assert result["models"][0]["reference"] and result["models"][0]["implicit"]
+    assert abs(result["models"][1]["drift_db"]) < 1e-3
+
+
+def test_validate_cli_budget_exit_codes(dataset, models, tmp_path):
+    ref, other, artifact = models
+    ok = cli("validate", ref, artifact, "--dataset", dataset, "--scale", "4", "--budget", "0.05", "--json",
+             tmp_path / "v.json", "--csv", tmp_path / "v.csv")
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert all({"psnr_y", "ssim_y", "drift_db", "per_image"} <= set(m) for m in data["models"])
+    assert (tmp_path / "v.csv").read_text().startswith("model,image,psnr_y,ssim_y,drift_db")
+    over = cli("validate", ref, other, "--dataset", dataset, "--scale", "4", "--budget", "0.05")
+    assert over.returncode == 1 and "over budget" in over.stderr
+    wrong = cli("validate", ref, "--dataset", dataset, "--scale", "2")
+    assert wrong.returncode == 2 and "x4 model" in wrong.stderr
+
+
+def test_bicubic_rows_on_set5_via_cli(tmp_path):
+    need(DATASETS / "Set5")
+    out = cli("validate", "--dataset", DATASETS / "Set5", "--scale", "3", "--method", "bicubic", "--json",
+              tmp_path / "b.json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads((tmp_path / "b.json").read_text())["models"][0]
+    assert abs(row["psnr_y"] - 30.39) <= 0.02 and abs(row["ssim_y"] - 0.8682) <= 0.002
+
+
+class _Slow(Runner):
+    backend = "fake"
+
+    def __init__(self, seconds, first=0.0):
+        super().__init__(name="slow")
+        self.seconds, self.first, self.calls = seconds, first, 0
+
+    def _infer(self, lr):
+        self.calls += 1
+        time.sleep(self.first if self.calls == 1 else self.seconds)
+        return np.zeros((lr.shape[0], 3, lr.shape[2] * 2, lr.shape[3] * 2), np.float32)
+
+
+def test_bench_statistics_on_a_fake_slow_model():
+    runner = _Slow(0.02, first=0.1)
+    r = time_runner(runner, (10, 20), BenchOptions(runs=8, warmup=1, batch=2), scale=2)
+    assert runner.calls == 1 + 1 + 8 and r["runs"] == 8
+    assert r["first_inference_ms"] >= 100 and 19 <= r["median_ms"] < 60
+    assert r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert r["images_per_s"] == pytest.approx(2 / (r["median_ms"] / 1e3))
+    assert r["megapixels_per_s"] == pytest.approx(2 * 20 * 40 / 1e6 / (r["median_ms"] / 1e3))
+    timed = time_runner(_Slow(0.01), (4, 4), BenchOptions(runs=None, seconds=0.15, warmup=0), scale=2)
+    assert 5 <= timed["runs"] <= 16
+    s = summarize([1.0, 2.0, 3.0, 4.0], 1, (10, 10))
+    assert s["median_ms"] == 2500 and s["mean_ms"] == 2500 and s["p90_ms"] == pytest.approx(3700)
+
+
+def test_bench_with_baselines_and_report(models, dataset, tmp_path):
+    ref, _, artifact = models
+    b = bench([artifact], BenchOptions(shapes=((8, 8), (16, 12)), runs=2, warmup=0))
+    names = [m["name"] for m in b["models"]]
+    assert names[:2] == ["pytorch official eager", "pytorch deploy form (dwconv)"] and len(names) == 3
+    assert b["models"][0]["shapes"][0]["speedup_vs_official_eager"] == 1.0
+    assert {"median_ms", "p90_ms", "p99_ms", "images_per_s", "megapixels_per_s"} <= set(b["models"][2]["shapes"][1])
+    assert b["machine"]["cpu"]["cores"] >= 1
+    v = validate([ref, artifact], ValidateOptions(dataset, 4))
+    md = report([b, v], tmp_path / "rep")
+    text = md.read_text()
+    assert "### Accuracy" in text and "### Latency, LR 8x8" in text and "| pytorch official eager |" in text
+    for png in ("latency_vs_resolution.png", "drift.png", "latency_vs_drift.png"):
+        assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "rep" / "results.json").read_text())["bench"][0]["options"]["runs"] == 2
+
+
+def test_bench_cli_json_keys(models, tmp_path):
+    _, _, artifact = models
+    out = cli("bench", artifact, "--shape", "8x8,8x16", "--runs", "2", "--no-baselines", "--json", tmp_path / "b.json",
+              "--csv", tmp_path / "b.csv")
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [s["shape"] for s in data["models"][0]["shapes"]] == [[8, 8], [8, 16]]
+    assert len((tmp_path / "b.csv").read_text().splitlines()) == 3
