@@ -8,7 +8,7 @@ Pickles are always read with ``weights_only=True``: a checkpoint can never run c
 import hashlib
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,10 @@ PARAM_KEYS = ("params_ema", "params")  # BasicSR; EMA weights first: they are wh
 _WRAPPER_KEYS = ("state_dict", "model")
 
 
+class NonFiniteWeightsWarning(UserWarning):
+    """The checkpoint holds NaN or Inf weights: outputs will be garbage and calibration is refused."""
+
+
 @dataclass
 class Checkpoint:
     model: SCNet
@@ -28,6 +32,12 @@ class Checkpoint:
     path: Path
     sha256: str
     param_key: str | None  # which entry of the file held the weights (None: a raw state dict)
+    nonfinite: list[str] = field(default_factory=list)  # tensors with NaN/Inf values
+
+    def require_finite(self, purpose: str) -> None:
+        if self.nonfinite:
+            raise CheckpointError(f"refusing to {purpose}: '{self.path}' has NaN/Inf weights in "
+                                  f"{self.nonfinite[:4]}; retrain or restore the checkpoint.")
 
     def manifest_entry(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "param_key": self.param_key}
@@ -122,4 +132,8 @@ def load_checkpoint(path: str | Path, scale: int | None = None, param_key: str |
     model = build_model(spec)
     _load_strict(model, sd, path)
     model.eval()
-    return Checkpoint(model, spec, path, sha256_of(path), key)
+    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        warnings.warn(f"'{path}' has NaN/Inf weights in {nonfinite[:4]}: its outputs will not be meaningful, and "
+                      "calibration is refused.", NonFiniteWeightsWarning, stacklevel=2)
+    return Checkpoint(model, spec, path, sha256_of(path), key, nonfinite)

@@ -276,7 +276,48 @@ def report_cmd(
     console.print(f"wrote {report(load_results(results), output)}")
 
 
+@app.command("upscale")
+def upscale_cmd(
+    model: Path = typer.Argument(..., help="Checkpoint or artifact directory."),
+    inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder, or a file (.png/.jpg/.webp) for one "
+                                "input."),
+    tile: Optional[int] = typer.Option(None, help="Tile size in LR pixels (default: from --max-memory)."),
+    overlap: Optional[int] = typer.Option(None, help="Tile halo in LR pixels (default and minimum: the receptive "
+                                          "radius, so tiles are exact)."),
+    max_memory: int = typer.Option(1024, help="Memory budget for activations, MB; sets the tile size."),
+    threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
+) -> None:
+    """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit."""
+    from rich.progress import Progress
+
+    from .options import RuntimeOptions
+    from .upscale import UpscaleOptions, upscale
+
+    options = UpscaleOptions(output, tile, overlap, max_memory, RuntimeOptions(threads=threads))
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("upscaling", total=None)
+        results = upscale(model, inputs, options, progress=lambda r: progress.advance(task))
+    for r in results:
+        flags = [f for f in ("nonfinite", "collapsed") if r[f]]
+        note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
+        console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
+                      f"{r['channels']} ch){note}")
+
+
+def _terminate(signum, frame):
+    # SIGTERM (a kill from a build system) unwinds like Ctrl-C, so temporary files are removed on the way out.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    import warnings
+
+    signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = lambda message, category, *a, **k: err_console.print(
+        f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
         if isinstance(code, int) and code:
@@ -284,11 +325,14 @@ def main() -> None:
     except ScnetDeployError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; nothing half-written was left behind")
+        sys.exit(130)
     except Exception as exc:
         import click
 
-        if isinstance(exc, click.exceptions.Abort):
-            err_console.print("aborted")
+        if isinstance(exc, click.exceptions.Abort):  # Ctrl-C / SIGTERM, after every finally: has cleaned up
+            err_console.print("interrupted; nothing half-written was left behind")
             sys.exit(130)
         if isinstance(exc, click.ClickException):
             exc.show()

@@ -109,6 +109,14 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _remove_stale_temporaries(final: Path) -> None:
+    """A killed export (SIGKILL cannot be caught) leaves its hidden temporary directory; the next run removes it."""
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in final.parent.glob(f".{final.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _check(options: ExportOptions):
     from scnet_deploy.exporters.registry import backend_for_format
 
@@ -139,6 +147,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
     final = Path(options.output)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})
     try:

@@ -44,6 +44,10 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         verify_files(path, manifest)
         backend = get_backend(manifest.get("backend", "?"))
         runner = backend.impl().load(path, manifest, runtime)
+        if manifest.get("size_range"):
+            from scnet_deploy.exporters.runner import SizeRange
+
+            runner.size_range = SizeRange.from_dict(manifest["size_range"])
         runner.name = f"{path.name}: {runner.name}"
         runner.manifest = manifest
         return runner

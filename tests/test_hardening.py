@@ -1,0 +1,299 @@
+"""Hostile and broken inputs, exact tiled upscaling, atomic and reproducible artifacts, NaN/collapse guards."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import png
+import pytest
+import torch
+from PIL import Image
+
+from conftest import save_basicsr, tiny_model
+from scnet_deploy.checkpoint import NonFiniteWeightsWarning, load_checkpoint
+from scnet_deploy.errors import CheckpointError
+from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.image_io import read_image
+from scnet_deploy.images import ImageError
+from scnet_deploy.runtime import open_model
+from scnet_deploy.tiling import auto_tile, plan_tiles, upscale_float
+from scnet_deploy.upscale import UpscaleOptions, upscale
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def png_header_only(path, width, height):
+    """A PNG whose IHDR declares width x height, with a tiny (invalid) IDAT: never decodable, only its header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    ckpt = save_basicsr(tiny_model(2, "mlp", num_block=2), d / "tiny_x2.pth")
+    artifact = export(ckpt, ExportOptions(output=d / "onnx")).directory
+    return ckpt, artifact
+
+
+# -- exact tiling ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 13), (9, 1), (7, 5), (23, 31)])
+@pytest.mark.parametrize("tile", [1, 3, 8, 64])
+def test_tiled_equals_whole(h, w, tile):
+    model = tiny_model(4, "mlp", num_block=3)
+    radius = load_radius(model)
+    infer = lambda x: model(torch.from_numpy(x)).detach().numpy()  # noqa: E731
+    img = np.random.default_rng(h * 100 + w).random((3, h, w), dtype=np.float32)
+    whole = infer(img[None])[0]
+    assert np.abs(upscale_float(infer, img, 4, tile, radius) - whole).max() <= 1e-5
+
+
+def load_radius(model):
+    from scnet_deploy.arch import detect_arch
+
+    return detect_arch(model.state_dict()).receptive_radius
+
+
+def test_a_halo_below_the_receptive_field_is_not_exact():
+    model = tiny_model(4, "mlp", num_block=3)
+    infer = lambda x: model(torch.from_numpy(x)).detach().numpy()  # noqa: E731
+    img = np.random.default_rng(0).random((3, 24, 24), dtype=np.float32)
+    assert np.abs(upscale_float(infer, img, 4, 8, 2) - infer(img[None])[0]).max() > 1e-3
+
+
+def test_tile_plan_covers_every_pixel_once():
+    tiles = plan_tiles(17, 10, 4, 3)
+    cover = np.zeros((17, 10), int)
+    for t in tiles:
+        cover[t.y0:t.y1, t.x0:t.x1] += 1
+        assert t.cy0 == max(0, t.y0 - 3) and t.cx1 == min(10, t.x1 + 3)
+    assert (cover == 1).all()
+
+
+def test_auto_tile_from_memory_and_engine_limit():
+    assert auto_tile(100, 100, 64, 4, 21, 1024) is None  # fits whole
+    tile = auto_tile(4320, 7680, 64, 4, 21, 1024)
+    crop = tile + 42
+    assert crop * crop * 4 * 64 * 16 * 4 <= 1024 * 2**20
+    assert auto_tile(200, 200, 64, 4, 10, 1024, max_crop=(64, 64)) == 44
+
+
+# -- upscale: formats, bit depth, grey, alpha ---------------------------------------------------------------------
+
+
+def test_upscale_rgb_grey_alpha_16bit(tiny, tmp_path):
+    ckpt, artifact = tiny
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = rng.integers(0, 256, (11, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "rgb.png")
+    Image.fromarray(rng.integers(0, 256, (6, 9), dtype=np.uint8)).save(src / "grey.png")
+    rgba = np.dstack([rgb, rng.integers(0, 256, (11, 7), dtype=np.uint8)])
+    Image.fromarray(rgba).save(src / "alpha.png")
+    rgb16 = rng.integers(0, 65536, (5, 8, 3), dtype=np.uint16)
+    png.Writer(8, 5, greyscale=False, bitdepth=16).write(open(src / "deep.png", "wb"), rgb16.reshape(5, -1))
+    results = upscale(artifact, [src], UpscaleOptions(tmp_path / "out", tile=4))
+    assert {r["tiles"] > 1 for r in results} == {True}
+    out = {p.name: p for p in (tmp_path / "out").iterdir()}
+    assert sorted(out) == ["alpha_x2.png", "deep_x2.png", "grey_x2.png", "rgb_x2.png"]
+    assert Image.open(out["grey_x2.png"]).mode == "L" and Image.open(out["grey_x2.png"]).size == (18, 12)
+    with Image.open(out["alpha_x2.png"]) as im:
+        assert im.mode == "RGBA" and im.size == (14, 22)
+        alpha = np.asarray(im)[..., 3]
+    with open_model(ckpt) as ref:  # alpha = the model's output for the alpha plane as a grey image
+        a = np.repeat(rgba[..., 3:].astype(np.float32).transpose(2, 0, 1) / 255, 3, axis=0)
+        expected = np.floor(np.clip(ref.infer(a).mean(axis=0), 0, 1) * 255 + 0.5)
+    assert np.abs(alpha.astype(int) - expected).max() <= 1
+    w, h, rows, info = png.Reader(filename=str(out["deep_x2.png"])).asDirect()
+    assert info["bitdepth"] == 16 and (w, h) == (16, 10) and info["planes"] == 3
+    with open_model(ckpt) as ref:  # whole-image PyTorch vs tiled ONNX Runtime, at 8 bits
+        expected = np.floor(np.clip(ref.infer(rgb.transpose(2, 0, 1).astype(np.float32) / 255), 0, 1) * 255 + 0.5)
+    assert np.abs(np.asarray(Image.open(out["rgb_x2.png"])).transpose(2, 0, 1) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("suffix,mode", [(".jpg", "RGB"), (".webp", "RGB"), (".png", "RGB")])
+def test_output_format_from_extension(tiny, tmp_path, suffix, mode):
+    ckpt, _ = tiny
+    Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(tmp_path / "a.png")
+    out = cli("upscale", ckpt, tmp_path / "a.png", "-o", tmp_path / f"b{suffix}")
+    assert out.returncode == 0, out.stderr
+    with Image.open(tmp_path / f"b{suffix}") as im:
+        assert im.mode == mode and im.size == (16, 16)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_max_memory_forces_exact_tiling(tiny, tmp_path):
+    ckpt, _ = tiny
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    whole = upscale(ckpt, [tmp_path / "a.png"], UpscaleOptions(tmp_path / "w.png", max_memory_mb=1024))
+    tiled = upscale(ckpt, [tmp_path / "a.png"], UpscaleOptions(tmp_path / "t.png", max_memory_mb=1))
+    assert whole[0]["tiles"] == 1 and tiled[0]["tiles"] > 1
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "w.png")), np.asarray(Image.open(tmp_path / "t.png")))
+
+
+def test_overlap_below_receptive_radius_is_refused(tiny, tmp_path):
+    ckpt, _ = tiny
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    out = cli("upscale", ckpt, tmp_path / "a.png", "-o", tmp_path / "o", "--tile", "4", "--overlap", "1")
+    assert out.returncode == 2 and "receptive radius" in out.stderr and not (tmp_path / "o").exists()
+
+
+def test_engine_built_for_another_range(tiny, tmp_path):
+    import shutil
+
+    _, artifact = tiny
+    limited = tmp_path / "limited"
+    shutil.copytree(artifact, limited)
+    manifest = json.loads((limited / "manifest.json").read_text())
+    manifest["size_range"] = {"min": [16, 16], "opt": [32, 32], "max": [48, 48]}  # as a TensorRT/Core ML engine
+    (limited / "manifest.json").write_text(json.dumps(manifest))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small.png")
+    out = cli("upscale", limited, tmp_path / "small.png", "-o", tmp_path / "o")
+    assert out.returncode == 2 and "outside the range this engine was built for" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not list((tmp_path / "o").glob("*.png"))
+    Image.fromarray(np.zeros((100, 90, 3), np.uint8)).save(tmp_path / "big.png")  # tiled to fit the engine
+    results = upscale(limited, [tmp_path / "big.png"], UpscaleOptions(tmp_path / "o2"))
+    assert results[0]["tiles"] > 1
+
+
+@pytest.mark.slow
+def test_8k_input_upscales_x4_within_memory(tmp_path):
+    ckpt = save_basicsr(tiny_model(4, "mlp", num_feat=16, num_block=2), tmp_path / "m_x4.pth")
+    artifact = export(ckpt, ExportOptions(output=tmp_path / "a")).directory
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4320, 7680, 3), dtype=np.uint8)).save(tmp_path / "8k.png")
+    code = (f"import resource; from scnet_deploy.upscale import upscale, UpscaleOptions; "
+            f"r = upscale({str(artifact)!r}, [{str(tmp_path / '8k.png')!r}], UpscaleOptions({str(tmp_path / 'o.png')!r}, "
+            f"max_memory_mb=512)); print(r[0]['tiles'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stderr
+    tiles, rss_kb = map(int, out.stdout.split())
+    assert tiles > 1 and rss_kb < 8 * 2**20  # well under this machine's 24 GiB
+    with Image.open(tmp_path / "o.png") as im:
+        assert im.size == (30720, 17280)
+
+
+# -- hostile inputs -------------------------------------------------------------------------------------------------
+
+
+def test_decompression_bomb_refused_before_decoding(tiny, tmp_path):
+    ckpt, _ = tiny
+    bomb = png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError, match="decompression bomb"):
+        read_image(bomb)
+    assert time.perf_counter() - t0 < 1.0
+    out = cli("upscale", ckpt, bomb, "-o", tmp_path / "out")
+    assert out.returncode == 2 and "bomb.png" in out.stderr and "Traceback" not in out.stderr
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_broken_images_are_one_line_errors(tiny, tmp_path):
+    ckpt, _ = tiny
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    cases = {"zero.png": b"", "trunc.png": data[: len(data) // 2], "junk.jpg": b"\xff\xd8\xffnot a jpeg"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    png_header_only(tmp_path / "zerowidth.png", 0, 10)
+    for name in [*cases, "zerowidth.png"]:
+        out = cli("upscale", ckpt, tmp_path / name, "-o", tmp_path / f"o_{name}.png")
+        assert out.returncode == 2, (name, out.stderr)
+        assert name in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / f"o_{name}.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_nonfinite_weights_warn_and_refuse_a_finite_only_purpose(tmp_path):
+    sd = tiny_model(2, "pixelshuffle").state_dict()
+    sd["body.0.conv1.weight"][0, 0] = float("nan")
+    sd["conv_last.bias"][0] = float("inf")
+    torch.save(sd, tmp_path / "nan.pth")
+    with pytest.warns(NonFiniteWeightsWarning, match="NaN/Inf"):
+        ckpt = load_checkpoint(tmp_path / "nan.pth")
+    assert ckpt.nonfinite == ["body.0.conv1.weight", "conv_last.bias"]
+    with pytest.raises(CheckpointError, match="refusing to calibrate"):
+        ckpt.require_finite("calibrate")
+    out = cli("info", tmp_path / "nan.pth")
+    assert out.returncode == 0 and "warning:" in out.stderr and "NaN/Inf" in out.stderr
+
+
+def test_nan_and_collapse_guards_in_upscale(tmp_path):
+    sd = tiny_model(2, "pixelshuffle").state_dict()
+    sd["conv_last.bias"][:] = float("nan")
+    torch.save(sd, tmp_path / "nan.pth")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.warns(NonFiniteWeightsWarning):
+        (r,) = upscale(tmp_path / "nan.pth", [tmp_path / "a.png"], UpscaleOptions(tmp_path / "o.png"))
+    assert r["nonfinite"]
+    flat = tiny_model(2, "pixelshuffle").state_dict()
+    for k in flat:
+        flat[k] = torch.zeros_like(flat[k])
+    torch.save(flat, tmp_path / "flat.pth")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "black.png")
+    (r,) = upscale(tmp_path / "flat.pth", [tmp_path / "black.png"], UpscaleOptions(tmp_path / "o2.png"))
+    assert r["collapsed"] and not r["nonfinite"]
+    out = cli("upscale", tmp_path / "flat.pth", tmp_path / "black.png", "-o", tmp_path / "o3.png")
+    assert out.returncode == 0 and "collapsed" in out.stdout
+
+
+def test_nan_guard_in_validate(tmp_path, monkeypatch):
+    from scnet_deploy import validate as validate_module
+
+    (tmp_path / "HR").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "HR" / "a.png")
+    sd = tiny_model(2, "pixelshuffle").state_dict()
+    sd["conv_last.bias"][:] = float("nan")
+    torch.save(sd, tmp_path / "nan_x2.pth")
+    with pytest.warns(NonFiniteWeightsWarning):
+        result = validate_module.validate([tmp_path / "nan_x2.pth"], validate_module.ValidateOptions(tmp_path, 2))
+    assert result["models"][0]["nonfinite_images"] == ["a"] and result["models"][0]["per_image"][0]["nonfinite"]
+
+
+# -- atomic and reproducible artifacts ------------------------------------------------------------------------------
+
+
+def test_same_inputs_give_same_bytes(tiny, tmp_path):
+    ckpt, _ = tiny
+    a = export(ckpt, ExportOptions(output=tmp_path / "a")).manifest
+    b = export(ckpt, ExportOptions(output=tmp_path / "b")).manifest
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    for m in (a, b):
+        m["onnx"].pop("seconds")  # timings are the only thing allowed to differ
+    assert a == b
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_export_leaves_nothing_and_rerun_succeeds(tmp_path, sig):
+    ckpt = save_basicsr(tiny_model(4, "mlp", num_block=4), tmp_path / "m.pth")
+    out = tmp_path / "artifact"
+    proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(out), "--shift",
+                             "slice"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".artifact.tmp-*")):
+        time.sleep(0.05)  # wait until the export is writing
+    assert list(tmp_path.glob(".artifact.tmp-*")), "export never started writing"
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130 and not list(tmp_path.glob(".artifact*"))
+    rerun = cli("export", ckpt, "-o", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "m.pth"]
