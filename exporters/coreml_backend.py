@@ -24,7 +24,8 @@ from scnet_deploy.options import RuntimeOptions
 
 PACKAGE = "model.mlpackage"
 EXPECTED_OPS = {"const", "conv", "relu", "leaky_relu", "add", "upsample_bilinear", "depth_to_space", "pixel_shuffle",
-                "cast", "pad", "slice_by_index", "concat", "mul"}
+                "cast", "pad", "slice_by_index", "concat", "mul", "constexpr_affine_dequantize",
+                "constexpr_blockwise_shift_scale"}
 
 
 def _quiet():
@@ -77,7 +78,22 @@ def check_program(mlmodel) -> dict:
             if align or not half:
                 raise ExportError("the Core ML bilinear upsample is not half-pixel (align_corners=False) as in "
                                   "PyTorch; the converted model would differ.")
-    return {"ops": histogram, "upsample_bilinear": upsamples}
+    weights = {}
+    for op in ops:
+        if op.op_type == "conv":
+            producer = op.inputs["weight"].op
+            weights[op.name] = producer.op_type if producer is not None else "const"
+    return {"ops": histogram, "upsample_bilinear": upsamples,
+            "quantized_convs": sum(v.startswith("constexpr_") for v in weights.values()), "convs": len(weights)}
+
+
+def quantize_weights(mlmodel):
+    """8-bit symmetric per-channel weights for every conv: threshold 0, or the small 1x1 convs would be skipped."""
+    import coremltools.optimize as cto
+
+    config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0))
+    return cto.coreml.linear_quantize_weights(mlmodel, config)
 
 
 class CoreMLRunner(Runner):
@@ -117,10 +133,21 @@ def build(ctx, workdir: Path) -> dict:
         with contextlib.redirect_stderr(io.StringIO()):  # its progress bars; errors still raise
             mlmodel = ct.convert(program, inputs=[input_type(options, sizes, channels)],
                                  outputs=[ct.TensorType(name="sr", dtype=np.float32)], convert_to="mlprogram",
-                                 compute_precision=ct.precision.FLOAT16 if precision == "fp16"
-                                 else ct.precision.FLOAT32,
+                                 compute_precision=ct.precision.FLOAT32 if precision == "fp32"
+                                 else ct.precision.FLOAT16,
                                  minimum_deployment_target=target, skip_model_load=not can_predict())
+        int8 = None
+        if precision == "int8":
+            ctx.checkpoint.require_finite("quantize")
+            with contextlib.redirect_stderr(io.StringIO()):
+                mlmodel = quantize_weights(mlmodel)
+            int8 = {"weights": "int8 symmetric per-channel (linear_quantize_weights, weight_threshold=0)",
+                    "activations": "float16: activation quantization calibrates by running the model, which "
+                                   "coremltools can do on macOS only" + ("" if can_predict() else "; not done here")}
         program_check = check_program(mlmodel)
+        if int8 is not None and program_check["quantized_convs"] != program_check["convs"]:
+            raise ExportError(f"only {program_check['quantized_convs']} of {program_check['convs']} convolutions got "
+                              "8-bit weights; the Core ML INT8 model would not be what was asked.")
         mlmodel.short_description = f"SCNet x{ctx.checkpoint.spec.scale} super-resolution (scnet-deploy)"
         mlmodel.save(str(workdir / PACKAGE))
     size_range = SizeRange(tuple(sizes.min), tuple(sizes.opt), tuple(sizes.max))
@@ -133,9 +160,12 @@ def build(ctx, workdir: Path) -> dict:
                         "passed": None}
     section = {"deployment_target": options.deployment_target, "shapes": options.shapes,
                "enumerated": [list(s) for s in options.enumerated] if options.shapes == "enumerated" else None,
-               "compute_precision": "float16" if precision == "fp16" else "float32",
+               "compute_precision": "float32" if precision == "fp32" else "float16",
                "coremltools": ct.__version__, "program": program_check}
-    return {"files": [PACKAGE], "size_range": size_range.to_dict(), "coreml": section, "verification": verification}
+    fields = {"files": [PACKAGE], "size_range": size_range.to_dict(), "coreml": section, "verification": verification}
+    if int8 is not None:
+        fields["int8"] = int8
+    return fields
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

@@ -140,6 +140,7 @@ def verify(onnx_path: Path, reference: torch.nn.Module, options: OnnxOptions, in
             expected = reference(x).numpy()
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
         diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+        diff = diff if np.isfinite(diff) else float("inf")  # NaN/Inf outputs never pass
         results.append({"shape": [batch, in_ch, height, width], "output_shape": list(got.shape),
                         "max_abs_diff": diff})
     worst = max(r["max_abs_diff"] for r in results)

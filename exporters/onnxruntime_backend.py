@@ -13,10 +13,18 @@ MODEL_FILE = "model.onnx"
 
 def build(ctx, workdir: Path) -> dict:
     hub = ctx.onnx()
+    onnx_section = {k: v for k, v in hub["section"].items() if k != "verification"}
+    if ctx.options.precision == "int8":
+        from scnet_deploy.calibration.int8_onnx import build_int8_onnx
+        from scnet_deploy.exporters.runner import verify_runner
+
+        section = build_int8_onnx(ctx, workdir / MODEL_FILE, symmetric_activations=False)
+        with OrtRunner(workdir / MODEL_FILE, precision="int8") as runner:
+            verification = verify_runner(runner, ctx.checkpoint.model, (), "int8", inputs=section.pop("inputs"))
+        return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": section, "verification": verification}
     shutil.copyfile(hub["path"], workdir / MODEL_FILE)
     # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.
-    return {"files": [MODEL_FILE], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
-            "verification": hub["section"]["verification"]}
+    return {"files": [MODEL_FILE], "onnx": onnx_section, "verification": hub["section"]["verification"]}
 
 
 def providers(use_cuda: bool = True) -> list[str]:

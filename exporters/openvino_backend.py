@@ -15,7 +15,8 @@ from scnet_deploy.exporters.runner import Runner, verify_runner
 from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
 
 XML, BIN = "model.xml", "model.bin"
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# INT8 runs its non-quantized parts (resize, add, float-kept layers) in f32: its drift is INT8's alone.
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16", "f32": "FP32"}
 
 
@@ -82,15 +83,39 @@ def build(ctx, workdir: Path) -> dict:
     precision = ctx.options.precision
     model = ov.convert_model(str(hub["path"]))
     compress = precision == "fp16"
-    ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
     options = ctx.options.openvino
+    int8, inputs = None, None
+    if precision == "int8":
+        from scnet_deploy.calibration.int8_onnx import verification_inputs
+        from scnet_deploy.calibration.openvino_int8 import quantize_ir
+
+        model, int8 = quantize_ir(ctx, model, lambda m: _infer_fn(m, compile_config("f32", options)))
+        from scnet_deploy.calibration.data import holdout_pairs
+
+        inputs = verification_inputs(holdout_pairs(ctx.options.calib, ctx.checkpoint.spec.scale)[0])
+    ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
     with OpenVINORunner(workdir / XML, precision, options) as runner:
         verification = verify_runner(runner, ctx.checkpoint.model, ctx.options.onnx.verify_shapes, precision,
-                                     ctx.checkpoint.spec.num_in_ch)
+                                     ctx.checkpoint.spec.num_in_ch, inputs=inputs)
         section = {"device": "CPU", "weights": "fp16" if compress else "fp32", "compile_config": runner.config,
                    "effective_inference_precision": runner.effective, "capabilities": cpu_capabilities()}
-    return {"files": [XML, BIN], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
-            "openvino": section, "verification": verification}
+    fields = {"files": [XML, BIN], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
+              "openvino": section, "verification": verification}
+    if int8 is not None:
+        fields["int8"] = int8
+    return fields
+
+
+def _infer_fn(model, config: dict):
+    import openvino as ov
+
+    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+
+    def infer(x):
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    return infer
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

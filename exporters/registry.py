@@ -27,6 +27,9 @@ class Backend:
     install: str  # the exact command that makes it available
     precisions: tuple[str, ...]
     description: str
+    # Builds a useful artifact without its dependency (TensorRT: the ONNX/Q-DQ model and build_engine.sh for the
+    # target device); its runner still needs the dependency.
+    builds_without_dependency: bool = False
 
     def available(self) -> bool:
         try:
@@ -45,8 +48,9 @@ class Backend:
             raise BackendUnavailable(f"backend '{self.name}' needs the Python package '{self.distribution}', which is "
                                      f"not installed. Fix: {self.install}")
 
-    def impl(self):
-        self.require()
+    def impl(self, building: bool = False):
+        if not (building and self.builds_without_dependency):
+            self.require()
         return importlib.import_module(self.module)
 
 
@@ -84,12 +88,13 @@ def format_names() -> list[str]:
 
 _PKG = "scnet_deploy.exporters"
 register(Backend("onnxruntime", "onnx", f"{_PKG}.onnxruntime_backend", "onnxruntime", "onnxruntime",
-                 "pip install onnxruntime", ("fp32",), "ONNX model run by ONNX Runtime (CPU; CUDA where present)"))
+                 "pip install onnxruntime", ("fp32", "int8"), "ONNX model run by ONNX Runtime (CPU; CUDA where present)"))
 register(Backend("openvino", "openvino", f"{_PKG}.openvino_backend", "openvino", "openvino",
-                 "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16"), "OpenVINO IR (model.xml + model.bin)"))
+                 "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)"))
 register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt_backend", "tensorrt", "tensorrt",
-                 "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16"),
-                 "TensorRT 10 engine (model.plan)"))
+                 "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
+                 "TensorRT 10 engine (model.plan); without TensorRT: its ONNX and build_engine.sh",
+                 builds_without_dependency=True))
 register(Backend("coreml", "coreml", f"{_PKG}.coreml_backend", "coremltools", "coremltools",
-                 "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16"),
+                 "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16", "int8"),
                  "Core ML ML Program (model.mlpackage); prediction needs macOS"))

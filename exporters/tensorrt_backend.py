@@ -48,6 +48,11 @@ def build_plan(onnx_path: Path, profile, precision: str, workspace_mb: int, cach
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        # Explicit quantization: scales come from the graph's Q/DQ nodes; INT8 enables the int8 kernels and FP16
+        # lets TensorRT run the non-quantized layers (resize, add) in half precision where faster.
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.FP16)
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape("lr", profile.min, profile.opt, profile.max)
     config.add_optimization_profile(opt_profile)
@@ -95,35 +100,74 @@ class TensorRTRunner(Runner):
         self.context = self.engine = self.runtime = None
 
 
+def engine_unavailable_reason() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed here (pip install 'scnet-deploy[tensorrt]' on the target)"
+    import torch
+
+    return None if torch.cuda.is_available() else "no NVIDIA GPU is visible here"
+
+
 def build(ctx, workdir: Path) -> dict:
     import onnx
+
+    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+
+    hub = ctx.onnx()
+    opts, precision = ctx.options.tensorrt, ctx.options.precision
+    fields = {"onnx": {k: v for k, v in hub["section"].items() if k != "verification"}}
+    if precision == "int8":
+        # Explicit quantization: a Q/DQ graph with symmetric int8 activations and per-channel weights.
+        from scnet_deploy.calibration.int8_onnx import build_int8_onnx
+
+        fields["int8"] = build_int8_onnx(ctx, workdir / ONNX_FILE, symmetric_activations=True)
+        image_inputs = fields["int8"].pop("inputs")
+    else:
+        shutil.copyfile(hub["path"], workdir / ONNX_FILE)
+        image_inputs = None
+    check_graph(onnx.load(str(workdir / ONNX_FILE)))
+    profile = make_profile(ctx.options.sizes, ctx.checkpoint.spec.num_in_ch, opts.max_batch)
+    command = trtexec_command(ONNX_FILE, PLAN_FILE, profile, precision, opts.workspace_mb, CACHE_FILE)
+    write_trtexec_script(workdir / SCRIPT_FILE, command)
+    size_range = SizeRange(tuple(ctx.options.sizes.min), tuple(ctx.options.sizes.opt), tuple(ctx.options.sizes.max))
+    section = {"profile": profile.to_dict(), "workspace_mb": opts.workspace_mb, "trtexec": command,
+               "timing_cache": CACHE_FILE}
+    fields.update({"size_range": size_range.to_dict(), "tensorrt": section})
+    reason = engine_unavailable_reason()
+    if reason is not None:
+        # No engine here: the artifact carries the graph TensorRT will build, checked for parser support and, where
+        # ONNX Runtime can run it (FP32, INT8 Q/DQ), against PyTorch.
+        section.update({"engine": None, "engine_note": f"not built: {reason}; run {SCRIPT_FILE} on the target"})
+        if precision in ("fp32", "int8"):
+            shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
+            with OrtRunner(workdir / ONNX_FILE, precision=precision) as runner:
+                fields["verification"] = verify_runner(runner, ctx.checkpoint.model, shapes, precision,
+                                                       ctx.checkpoint.spec.num_in_ch, inputs=image_inputs)
+            fields["verification"]["note"] = "the TensorRT graph, run in ONNX Runtime (no TensorRT here)"
+        else:
+            fields["verification"] = {"skipped": f"FP16 engine not built: {reason}", "passed": None}
+        return {"files": [ONNX_FILE, SCRIPT_FILE], **fields}
     import tensorrt as trt
 
-    _require_gpu()
-    hub = ctx.onnx()
-    shutil.copyfile(hub["path"], workdir / ONNX_FILE)
-    check_graph(onnx.load(str(workdir / ONNX_FILE)))
-    opts, precision = ctx.options.tensorrt, ctx.options.precision
-    profile = make_profile(ctx.options.sizes, ctx.checkpoint.spec.num_in_ch, opts.max_batch)
     plan = build_plan(workdir / ONNX_FILE, profile, precision, opts.workspace_mb, opts.timing_cache,
                       workdir / CACHE_FILE)
     (workdir / PLAN_FILE).write_bytes(plan)
     if opts.timing_cache:
         shutil.copyfile(workdir / CACHE_FILE, opts.timing_cache)
-    command = trtexec_command(ONNX_FILE, PLAN_FILE, profile, precision, opts.workspace_mb, CACHE_FILE)
-    write_trtexec_script(workdir / SCRIPT_FILE, command)
-    size_range = SizeRange(tuple(ctx.options.sizes.min), tuple(ctx.options.sizes.opt), tuple(ctx.options.sizes.max))
+    section.update({"engine": PLAN_FILE, "version": trt.__version__})
     shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
     with TensorRTRunner(workdir / PLAN_FILE, precision, size_range) as runner:
-        verification = verify_runner(runner, ctx.checkpoint.model, shapes, precision, ctx.checkpoint.spec.num_in_ch)
-    return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE],
-            "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
-            "size_range": size_range.to_dict(),
-            "tensorrt": {"version": trt.__version__, "profile": profile.to_dict(), "workspace_mb": opts.workspace_mb,
-                         "trtexec": command, "timing_cache": CACHE_FILE},
-            "verification": verification}
+        fields["verification"] = verify_runner(runner, ctx.checkpoint.model, shapes, precision,
+                                               ctx.checkpoint.spec.num_in_ch, inputs=image_inputs)
+    return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE], **fields}
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
+    if not (Path(directory) / PLAN_FILE).exists():
+        note = manifest.get("tensorrt", {}).get("engine_note", "model.plan missing")
+        raise BackendUnavailable(f"'{directory}' holds no TensorRT engine ({note}); run {SCRIPT_FILE} there, on the "
+                                 "target device.")
     return TensorRTRunner(Path(directory) / PLAN_FILE, manifest.get("precision", "fp32"),
                           SizeRange.from_dict(manifest.get("size_range")))

@@ -8,6 +8,8 @@ onnx-tensorrt operator matrix states; anything else is reported, so a graph is n
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from scnet_deploy.errors import ExportError
 from scnet_deploy.options import SizeOptions
 
@@ -58,7 +60,10 @@ def _check_depth_to_space(node, consts):
 
 
 def _check_zero_point(node, consts):
-    # Explicit quantization: symmetric only (zero point must be 0 when given).
+    # Explicit quantization: int8 and symmetric only (zero point must be 0 when given).
+    data = consts.get(node.input[0])
+    if node.op_type == "DequantizeLinear" and data is not None and data.dtype != np.int8:
+        return [f"dequantizes {data.dtype} data (TensorRT dequantizes int8 only; leave biases in float)"]
     if len(node.input) < 3 or not node.input[2]:
         return []
     zp = consts.get(node.input[2])
@@ -96,6 +101,8 @@ def unsupported_ops(model) -> list[str]:
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        if node.op_type == "DequantizeLinear" and node.input[0] in consts:
+            consts[node.output[0]] = consts[node.input[0]]  # quantized weights: constant for TensorRT
     for node in model.graph.node:
         check = SUPPORTED.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if check is None:
@@ -145,7 +152,7 @@ def trtexec_command(onnx_file: str, plan_file: str, profile: Profile, precision:
     if precision == "fp16":
         parts.append("--fp16")
     elif precision == "int8":
-        parts.append("--int8")  # explicit Q/DQ graph: TensorRT takes scales from the graph
+        parts += ["--int8", "--fp16"]  # explicit Q/DQ graph: scales from the graph; fp16 for the float layers
     if timing_cache:
         parts.append(f"--timingCacheFile={timing_cache}")
     return " ".join(parts)

@@ -23,6 +23,12 @@ def _onnx_options():
     return OnnxOptions()
 
 
+def _calib_options():
+    from scnet_deploy.calibration.data import CalibOptions
+
+    return CalibOptions()
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     output: Path
@@ -35,6 +41,8 @@ class ExportOptions:
     openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     coreml: CoreMLOptions = field(default_factory=CoreMLOptions)
+    calib: "object" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
+    budget_db: float | None = None  # INT8: max PSNR drift on held-out images; layers fall back to float
 
     def formats(self) -> list[str]:
         return [f.strip() for f in self.format.split(",") if f.strip()]
@@ -136,7 +144,8 @@ def _check(options: ExportOptions):
         if options.precision not in b.precisions:
             raise ExportError(f"--precision {options.precision} is not offered by --format {b.format}; it offers "
                               f"{list(b.precisions)}.")
-        b.require()
+        if not b.builds_without_dependency:
+            b.require()
     options.onnx.check()
     return chosen
 
@@ -145,6 +154,8 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
     chosen = _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
+    if options.precision == "int8":
+        ckpt.require_finite("calibrate")
     final = Path(options.output)
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(final)
@@ -157,7 +168,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
                 progress(f"building {backend.format} ({options.precision})")
             workdir = tmp if len(chosen) == 1 else tmp / backend.format
             workdir.mkdir(exist_ok=True)
-            fields = backend.impl().build(ctx, workdir)
+            fields = backend.impl(building=True).build(ctx, workdir)
             manifest = {
                 "format": backend.format,
                 "backend": backend.name,
@@ -192,4 +203,7 @@ def _options_record(options: ExportOptions, fmt: str) -> dict:
         record["sizes"] = asdict(options.sizes)
     if fmt in ("openvino", "tensorrt", "coreml"):
         record[fmt] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(getattr(options, fmt)).items()}
+    if options.precision == "int8":
+        record["calib"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options.calib).items()}
+        record["budget_db"] = options.budget_db
     return record
