@@ -39,8 +39,11 @@ def float_convolutions(model) -> list[str]:
 
 def quantize_ir(ctx, model, compile_fn):
     """Quantize the OpenVINO ``model``; ``compile_fn(model)`` -> callable infer. Returns (model, manifest section)."""
+    import logging
+
     import nncf
 
+    nncf.set_log_level(logging.WARNING)  # its INFO lines would interleave with our progress display
     ctx.checkpoint.require_finite("calibrate")
     opts, scale, budget = ctx.options.calib, ctx.checkpoint.spec.scale, ctx.options.budget_db
     calib = calibration_set(opts, scale)

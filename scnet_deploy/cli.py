@@ -323,6 +323,49 @@ def upscale_cmd(
                       f"{r['channels']} ch){note}")
 
 
+@app.command("pipeline")
+def pipeline_cmd(
+    checkpoint: Optional[Path] = typer.Argument(None, help="Checkpoint (default: the shipped reference SCNet-T x4)."),
+    output: Path = typer.Option(Path("scnet-deploy-out"), "--output", "-o", help="Output directory."),
+    dataset: Optional[Path] = typer.Option(None, help="Validation images (default: scikit-image sample photos)."),
+    calib_data: Optional[Path] = typer.Option(None, help="INT8 calibration images (default: scikit-image photos)."),
+    calib_count: int = typer.Option(16, help="INT8 calibration crops."),
+    budget: float = typer.Option(0.1, help="Drift budget, dB: INT8 fallback and the recommendation."),
+    shape: str = typer.Option("90x160,180x320", help="LR sizes to benchmark."),
+    runs: int = typer.Option(5, help="Timed runs per engine and size."),
+    formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
+) -> None:
+    """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .pipeline import PipelineOptions, pipeline
+
+    options = PipelineOptions(output, dataset, calib_data, calib_count, budget, _parse_shapes(shape), runs,
+                              tuple(f.strip() for f in formats.split(",") if f.strip()))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def say(stage, what, detail=None):
+            if stage == "skip":
+                bar.console.print(f"[yellow]skip[/yellow] {what}: {escape(detail)}")
+            elif stage == "failed":
+                bar.console.print(f"[red]failed[/red] {what}: {escape(detail)}")
+            elif stage == "built":
+                bar.console.print(f"[green]built[/green] {what}" + (f" ({escape(detail)})" if detail else ""))
+            else:
+                bar.update(task, description=f"{stage} {what}")
+
+        summary = pipeline(checkpoint, options, progress=say)
+    best = summary["recommendation"]
+    if best:
+        console.print(f"[bold]recommendation:[/bold] {escape(best['name'])} ({best['precision']}), "
+                      f"{best['median_ms']:.1f} ms at {best['shape'][0]}x{best['shape'][1]}, drift "
+                      f"{best['drift_db']:+.3f} dB")
+    else:
+        console.print(f"[bold]no engine is within the {budget} dB budget[/bold]")
+    console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
+
+
 def _terminate(signum, frame):
     # SIGTERM (a kill from a build system) unwinds like Ctrl-C, so temporary files are removed on the way out.
     raise KeyboardInterrupt

@@ -1,0 +1,169 @@
+"""The main job, end to end: one checkpoint -> every engine this machine can build, in every precision that makes
+sense -> validated against ground truth -> timed -> a report with a recommendation (the fastest engine within the
+drift budget).
+
+Defaults need nothing downloaded: the reference checkpoint shipped in the package, and scikit-image's sample
+photographs for calibration and for validation (disjoint sets).
+"""
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import ScnetDeployError
+from .export import ExportOptions, export
+
+REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    output: Path
+    dataset: Path | None = None  # validation images (DIR/HR ... or a plain folder); default: scikit-image photos
+    calib_data: Path | None = None
+    calib_count: int = 16
+    budget_db: float = 0.1
+    shapes: tuple[tuple[int, int], ...] = ((90, 160), (180, 320))
+    runs: int = 5
+    formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
+
+
+def reference_checkpoint() -> Path:
+    if not REFERENCE.exists():
+        raise ScnetDeployError(f"the reference checkpoint is missing from this installation ({REFERENCE}); pass a "
+                               "checkpoint: scnet-deploy pipeline CKPT.")
+    return REFERENCE
+
+
+def _default_dataset(root: Path, scale: int) -> Path:
+    """The validation photographs (disjoint from the calibration ones) as a DIR/HR folder."""
+    from PIL import Image
+
+    from scnet_deploy.calibration.data import SKIMAGE_HOLDOUT, _skimage
+
+    folder = root / "validation" / "HR"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SKIMAGE_HOLDOUT:
+        Image.fromarray(_skimage(name)).save(folder / f"{name}.png")
+    return folder.parent
+
+
+def plan(options: PipelineOptions) -> list[tuple[str, dict, str | None]]:
+    """(label, export kwargs, reason it is skipped or None) for every engine the pipeline considers."""
+    from scnet_deploy.exporters.onnx_export import OnnxOptions
+    from scnet_deploy.exporters.registry import backend_for_format
+
+    jobs = [("onnx-slice-fp32", {"format": "onnx", "onnx": OnnxOptions(shift="slice")}),
+            ("onnx-fp32", {"format": "onnx"}), ("onnx-int8", {"format": "onnx", "precision": "int8"}),
+            ("openvino-fp32", {"format": "openvino"}), ("openvino-bf16", {"format": "openvino", "precision": "bf16"}),
+            ("openvino-fp16", {"format": "openvino", "precision": "fp16"}),
+            ("openvino-int8", {"format": "openvino", "precision": "int8"}),
+            ("coreml-fp16", {"format": "coreml", "precision": "fp16"}),
+            ("tensorrt-fp16", {"format": "tensorrt", "precision": "fp16"}),
+            ("tensorrt-int8", {"format": "tensorrt", "precision": "int8"})]
+    result = []
+    for label, kwargs in jobs:
+        fmt = kwargs["format"]
+        if fmt not in options.formats:
+            result.append((label, kwargs, "not asked for (--formats)"))
+            continue
+        backend = backend_for_format(fmt)
+        reason = None
+        if not backend.available():
+            reason = f"{backend.distribution} is not installed ({backend.install})"
+        elif label == "openvino-bf16":
+            from scnet_deploy.exporters.openvino_backend import cpu_capabilities
+
+            if "BF16" not in cpu_capabilities():
+                reason = "this CPU has no bf16 support in OpenVINO"
+        elif label == "openvino-int8":
+            import importlib.util
+
+            if importlib.util.find_spec("nncf") is None:
+                reason = "nncf is not installed (pip install 'scnet-deploy[openvino]')"
+        result.append((label, kwargs, reason))
+    return result
+
+
+def recommend(validation: dict, bench: dict, budget_db: float) -> dict | None:
+    """The fastest runnable engine (at the largest shape) whose drift is within the budget."""
+    drift = {m["path"]: m.get("drift_db") for m in validation["models"]}
+    best = None
+    for m in bench["models"]:
+        d = drift.get(m["path"])
+        if m.get("baseline") or d is None or d < -budget_db:
+            continue
+        ms = m["shapes"][-1]["median_ms"]
+        if best is None or ms < best["median_ms"]:
+            best = {"name": m["name"], "path": m["path"], "precision": m["precision"], "median_ms": ms,
+                    "shape": m["shapes"][-1]["shape"], "drift_db": d,
+                    "speedup_vs_official_eager": m["shapes"][-1].get("speedup_vs_official_eager")}
+    return best
+
+
+def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=None) -> dict:
+    from scnet_deploy.calibration.data import CalibOptions
+
+    from .bench import BenchOptions, bench
+    from .checkpoint import load_checkpoint
+    from .manifest import write_json_atomic
+    from .report import report
+    from .validate import ValidateOptions, validate
+
+    t_start = time.perf_counter()
+    say = progress or (lambda *a, **k: None)
+    ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()
+    ckpt = load_checkpoint(ckpt_path)
+    scale = ckpt.spec.scale
+    out = Path(options.output)
+    engines = out / "engines"
+    engines.mkdir(parents=True, exist_ok=True)
+    dataset = options.dataset or _default_dataset(out, scale)
+    calib = CalibOptions(options.calib_data, count=options.calib_count)
+    built, skipped, failed = {}, {}, {}
+    jobs = plan(options)
+    for label, kwargs, reason in jobs:
+        if reason:
+            skipped[label] = reason
+            say("skip", label, reason)
+            continue
+        say("export", label)
+        try:
+            result = export(ckpt_path, ExportOptions(output=engines / label, calib=calib, budget_db=options.budget_db,
+                                                     **kwargs))
+        except ScnetDeployError as exc:
+            failed[label] = str(exc)
+            say("failed", label, str(exc))
+            continue
+        verification = result.manifest["verification"]
+        if verification.get("passed") is None:  # built, but it cannot run here (Core ML off macOS, TensorRT w/o GPU)
+            skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
+            say("built", label, skipped[label])
+        else:
+            built[label] = result.directory
+            say("built", label, None)
+    runnable = list(built.values())
+    say("validate", f"{len(runnable) + 1} models")
+    validation = validate([ckpt_path, *runnable], ValidateOptions(Path(dataset), scale, bicubic=True,
+                                                                  budget_db=options.budget_db))
+    say("bench", f"{len(runnable)} engines + baselines at {len(options.shapes)} sizes")
+    timing = bench([ckpt_path, *runnable], BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1))
+    timing["models"] = [m for m in timing["models"] if not (m["path"] == str(ckpt_path) and not m["baseline"])]
+    best = recommend(validation, timing, options.budget_db)
+    elapsed = time.perf_counter() - t_start
+    summary = {"checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "dataset": str(dataset),
+               "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
+               "failed": failed, "recommendation": best, "seconds": elapsed}
+    write_json_atomic(summary, out / "summary.json")
+    md = report([validation, timing], out, title="scnet-deploy pipeline report")
+    lines = md.read_text().splitlines()
+    rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
+           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB (budget {options.budget_db} dB)"
+           + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
+              else "") if best else f"**Recommendation:** no engine is within the {options.budget_db} dB budget.")
+    notes = [rec, ""] + [f"- skipped `{k}`: {v}" for k, v in skipped.items()] + \
+            [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", f"Pipeline time: {elapsed:.0f} s.", ""]
+    md.write_text("\n".join(lines[:2] + notes + lines[2:]) + "\n")
+    summary["report"] = str(md)
+    return summary

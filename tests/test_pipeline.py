@@ -1,0 +1,55 @@
+"""The main job end to end on a tiny configuration: small random-weight model, two images, one size."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from conftest import save_basicsr, tiny_model
+from scnet_deploy.pipeline import PipelineOptions, pipeline, plan, recommend
+
+
+def test_pipeline_tiny(tmp_path):
+    ckpt = save_basicsr(tiny_model(2, "pixelshuffle", num_feat=8, num_block=1), tmp_path / "tiny_x2.pth")
+    (tmp_path / "ds" / "HR").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(tmp_path / "ds" / "HR" / f"{i}.png")
+    out = subprocess.run([sys.executable, "-m", "scnet_deploy", "pipeline", str(ckpt), "-o", str(tmp_path / "out"),
+                          "--dataset", str(tmp_path / "ds"), "--shape", "8x8", "--runs", "2", "--calib-count", "4",
+                          "--budget", "100", "--formats", "onnx,openvino"], capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {"onnx-fp32", "onnx-slice-fp32", "onnx-int8"} <= set(summary["built"])
+    assert summary["skipped"]["coreml-fp16"].startswith("not asked for")
+    assert summary["recommendation"] and summary["recommendation"]["drift_db"] >= -100
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "**Recommendation:**" in report and "### Accuracy" in report and "### Latency, LR 8x8" in report
+    assert (tmp_path / "out" / "latency_vs_drift.png").exists()
+    assert "recommendation:" in out.stdout and "skip" in out.stdout
+
+
+def test_plan_says_why_each_backend_is_skipped():
+    jobs = {label: reason for label, _, reason in plan(PipelineOptions(output=".", formats=("onnx",)))}
+    assert jobs["onnx-fp32"] is None and jobs["openvino-fp32"] == "not asked for (--formats)"
+    all_jobs = {label: reason for label, _, reason in plan(PipelineOptions(output="."))}
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "pip install" in all_jobs["tensorrt-fp16"]
+
+
+def test_recommendation_is_fastest_within_budget():
+    validation = {"models": [{"path": "a", "drift_db": -0.5}, {"path": "b", "drift_db": -0.05},
+                             {"path": "c", "drift_db": 0.0}]}
+    shape = lambda ms: [{"median_ms": ms, "shape": [8, 8]}]  # noqa: E731
+    bench = {"models": [{"name": "A", "path": "a", "precision": "int8", "shapes": shape(1.0)},
+                        {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(2.0)},
+                        {"name": "C", "path": "c", "precision": "fp32", "shapes": shape(3.0)},
+                        {"name": "eager", "path": "c", "precision": "fp32", "shapes": shape(0.1), "baseline": True}]}
+    assert recommend(validation, bench, 0.1)["name"] == "B"
+    assert recommend(validation, bench, 1.0)["name"] == "A"
+    assert recommend({"models": [{"path": "a", "drift_db": -1}]}, bench, 0.1) is None
