@@ -7,6 +7,7 @@ Pickles are always read with ``weights_only=True``: a checkpoint can never run c
 
 import hashlib
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unpickling_reason(exc: Exception) -> str:
+    """The line of torch's long weights_only message that names the offending object, without terminal codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "Unsupported global" in line or "GLOBAL" in line]
+    return (named or lines or [type(exc).__name__])[0].split(". Please")[0][:160]
+
+
 def _read_file(path: Path) -> object:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist or is not a file; pass the path of a .pth or "
@@ -70,9 +79,8 @@ def _read_file(path: Path) -> object:
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": we report our own one line instead
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"refused to load '{path}': it holds objects other than tensors, which could run code "
-                              f"({first[:160]}). Re-save it as a plain state dict or .safetensors.")
+                              f"({_unpickling_reason(exc)}). Re-save it as a plain state dict or .safetensors.")
     except Exception as exc:  # the unpickler raises many kinds (EOFError, KeyError, BadZipFile...) on garbage
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint (truncated or another format: "

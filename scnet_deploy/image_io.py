@@ -33,7 +33,7 @@ def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(f"'{path}' declares {width}x{height} = {width * height / 1e6:.0f} MP, over the "
                          f"{max_pixels / 1e6:.0f} MP limit; refused before decoding (decompression bomb guard). "
-                         "Resize it first, or raise the limit if it is genuine.")
+                         "Resize it first.")
 
 
 def _png_is_16bit_colour(path: Path) -> bool:
