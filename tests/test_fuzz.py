@@ -36,11 +36,14 @@ def test_shift_forms(batch, groups, h, w, seed):
        upsampler=st.sampled_from(["mlp", "pixelshuffle"]), shift=st.sampled_from(["slice", "dwconv"]),
        h=st.integers(1, 9), w=st.integers(1, 9))
 def test_deploy_rewrites(nf, nb, scale, upsampler, shift, h, w):
+    from scnet_deploy.rewrites import conv_before_upsample
+
     ref = tiny_model(scale, upsampler, num_feat=nf, num_block=nb)
     deploy = to_deploy_form(ref, DeployOptions(shift=shift))
     x = torch.rand(1, 3, h, w)
     with torch.no_grad():
         assert (deploy(x) - ref(x)).abs().max() <= 1e-5
+        assert (conv_before_upsample(deploy)(x) - ref(x)).abs().max() <= 1e-5
 
 
 @FAST

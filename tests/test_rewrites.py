@@ -22,10 +22,12 @@ def test_deploy_form_matches_reference(shift, scale, upsampler):
     assert any(isinstance(m, Shift8) for m in ref.modules()), "the rewrite must not modify its input"
 
 
-def test_every_pipeline_step_is_exact_alone():
+def test_every_pipeline_step_and_candidate_is_exact_alone():
+    from scnet_deploy.rewrites import CANDIDATES
+
     ref = tiny_model(4, "mlp")
     x = torch.rand(1, 3, 8, 8)
-    for name, rewrite in PIPELINE:
+    for name, rewrite in PIPELINE + CANDIDATES:
         with torch.no_grad():
             assert (rewrite(ref, DeployOptions())(x) - ref(x)).abs().max() <= 1e-6, name
 
@@ -33,3 +35,25 @@ def test_every_pipeline_step_is_exact_alone():
 def test_unknown_shift_form_is_a_user_error():
     with pytest.raises(ExportError, match="slice"):
         replace_shift(tiny_model(), "conv3x3")
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_conv_before_upsample_is_exact_and_cheaper(scale):
+    from scnet_deploy.complexity import macs_per_lr_pixel
+    from scnet_deploy.rewrites import conv_before_upsample
+
+    ref = tiny_model(scale, "mlp")
+    moved = conv_before_upsample(ref)
+    x = torch.rand(2, 3, 7, 9)
+    with torch.no_grad():
+        assert (moved(x) - ref(x)).abs().max() <= 1e-5
+    assert isinstance(moved.upconv1.up_layer[0], torch.nn.Conv2d)
+    assert isinstance(ref.upconv1.up_layer[0], torch.nn.Upsample)  # input untouched
+    assert macs_per_lr_pixel(moved) < macs_per_lr_pixel(ref)
+
+
+def test_conv_before_upsample_leaves_pixelshuffle_alone():
+    from scnet_deploy.rewrites import conv_before_upsample
+
+    ref = tiny_model(4, "pixelshuffle")
+    assert [type(m) for m in conv_before_upsample(ref).modules()] == [type(m) for m in ref.modules()]
