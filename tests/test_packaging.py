@@ -37,6 +37,7 @@ def test_built_wheel_layout_and_imports(tmp_path):
     wheel = next(tmp_path.glob("scnet_deploy-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "scnet_deploy/exporters/registry.py" in names and "scnet_deploy/calibration/__init__.py" in names
+    assert "scnet_deploy/weights/scnet_t_x4_reference.safetensors" in names  # the pipeline's default checkpoint
     assert not any(n.startswith(("exporters/", "calibration/", "tests/", "benchmarks/")) for n in names)
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(wheel).extractall(unpacked)
