@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _output import emit  # benchmarks/ is on sys.path when a script here is run
+
 
 def artifact_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
@@ -63,11 +65,7 @@ def main(argv=None) -> int:
              "the ONNX export and verification.", "",
              "| format | precision | build s | artifact KiB | verification vs PyTorch FP32 |", "|---|---|---|---|---|",
              *rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

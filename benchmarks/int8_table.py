@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _output import emit  # benchmarks/ is on sys.path when a script here is run
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 
@@ -34,7 +36,6 @@ def main(argv=None) -> int:
     jobs = [("onnxruntime fp32", "onnx", "fp32"), ("onnxruntime int8", "onnx", "int8"),
             ("openvino fp32", "openvino", "fp32"), ("openvino bf16", "openvino", "bf16"),
             ("openvino int8", "openvino", "int8"), ("tensorrt int8 Q/DQ (in ORT)", "tensorrt", "int8")]
-    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts, notes = {}, {}
         for label, fmt, precision in jobs:
@@ -75,11 +76,7 @@ def main(argv=None) -> int:
             cells += [f"{m['psnr_y']:.2f}", f"{m['drift_db']:+.3f}"] if m else ["-", "-"]
         ms = t[path]["shapes"][0]["median_ms"] if path in t and not t[path]["baseline"] else None
         lines.append(f"| {label} | {' | '.join(cells)} | {'-' if ms is None else f'{ms:.0f}'} | {notes.get(label, '')} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _output import emit  # benchmarks/ is on sys.path when a script here is run
+
 
 def naive_export(model: torch.nn.Module, path: Path) -> None:
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -47,7 +49,6 @@ def time_session(path: Path, x: np.ndarray, runs: int, threads: int) -> tuple[fl
 def main(argv=None) -> None:
     import onnx
 
-    from scnet_deploy.arch import ArchSpec
     from scnet_deploy.checkpoint import load_checkpoint
     from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx, histogram
     from scnet_deploy.model import SCNet, SCNetConfig
@@ -87,10 +88,7 @@ def main(argv=None) -> None:
              "", "| form | nodes | ScatterND | Constant | median ms | speed-up vs naive |", "|---|---|---|---|---|---|"]
     for name, nodes, scatter, const, med in rows:
         lines.append(f"| {name} | {nodes} | {scatter} | {const} | {med * 1e3:.0f} | {base / med:.2f}x |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import numpy as np
 
 from scnet_deploy.calibration.budget import BudgetNotMet, psnr_y_of
 from scnet_deploy.calibration.data import calibration_set, holdout_pairs
+from scnet_deploy.calibration.int8_onnx import verification_inputs
 
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
@@ -38,7 +39,8 @@ def float_convolutions(model) -> list[str]:
 
 
 def quantize_ir(ctx, model, compile_fn):
-    """Quantize the OpenVINO ``model``; ``compile_fn(model)`` -> callable infer. Returns (model, manifest section)."""
+    """Quantize the OpenVINO ``model``; ``compile_fn(model)`` -> callable infer. Returns (model, manifest section,
+    with 'inputs' for verification)."""
     import logging
 
     import nncf
@@ -79,5 +81,6 @@ def quantize_ir(ctx, model, compile_fn):
                "holdout": {"sources": holdout, "fp32_psnr_y": fp32_psnr},
                "quantization": {"method": method, "preset": "performance (symmetric)", "nncf": nncf.__version__,
                                 "quantized_convs": len(convs) - len(float_layers)},
-               "budget_db": budget, "drift_db": drift, "float_layers": float_layers}
+               "budget_db": budget, "drift_db": drift, "float_layers": float_layers,
+               "inputs": verification_inputs(pairs)}
     return quantized, section

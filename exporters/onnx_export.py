@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scnet_deploy.errors import ExportError, VerificationError
+from scnet_deploy.errors import ExportError
 from scnet_deploy.rewrites import DeployOptions, to_deploy_form
 
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
@@ -130,29 +130,14 @@ def ort_session(path: Path, threads: int = 0):
 
 
 def verify(onnx_path: Path, reference: torch.nn.Module, options: OnnxOptions, in_ch: int = 3, seed: int = 0) -> dict:
-    """Run the ONNX model in ONNX Runtime and ``reference`` in PyTorch at each verify shape; raise on mismatch."""
-    session = ort_session(onnx_path)
-    gen = torch.Generator().manual_seed(seed)
-    results = []
-    for batch, height, width in options.verify_shapes:
-        x = torch.rand(batch, in_ch, height, width, generator=gen)
-        with torch.no_grad():
-            expected = reference(x).numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-        diff = diff if np.isfinite(diff) else float("inf")  # NaN/Inf outputs never pass
-        results.append({"shape": [batch, in_ch, height, width], "output_shape": list(got.shape),
-                        "max_abs_diff": diff})
-    worst = max(r["max_abs_diff"] for r in results)
-    report = {"runtime": "onnxruntime CPUExecutionProvider", "reference": "PyTorch FP32, official form",
-              "tolerance": options.tolerance, "max_abs_diff": worst, "cases": results,
-              "passed": bool(worst <= options.tolerance)}
-    if not report["passed"]:
-        bad = next(r for r in results if r["max_abs_diff"] > options.tolerance)
-        raise VerificationError(f"the exported ONNX model does not match PyTorch: max abs diff {bad['max_abs_diff']:.3g}"
-                                f" > {options.tolerance:g} at input {bad['shape']}. Nothing was written; report this "
-                                "with the manifest options, or try --shift slice / --exporter torchscript.")
-    return report
+    """Run the ONNX model in ONNX Runtime (CPU) and ``reference`` in PyTorch at each verify shape; raise on mismatch."""
+    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+    from scnet_deploy.exporters.runner import verify_runner
+    from scnet_deploy.options import RuntimeOptions
+
+    with OrtRunner(onnx_path, RuntimeOptions(cuda=False)) as runner:
+        return verify_runner(runner, reference, options.verify_shapes, "fp32", in_ch, seed,
+                             max_abs=options.tolerance)
 
 
 @dataclass

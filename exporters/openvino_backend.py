@@ -86,13 +86,10 @@ def build(ctx, workdir: Path) -> dict:
     options = ctx.options.openvino
     int8, inputs = None, None
     if precision == "int8":
-        from scnet_deploy.calibration.int8_onnx import verification_inputs
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
         model, int8 = quantize_ir(ctx, model, lambda m: _infer_fn(m, compile_config("f32", options)))
-        from scnet_deploy.calibration.data import holdout_pairs
-
-        inputs = verification_inputs(holdout_pairs(ctx.options.calib, ctx.checkpoint.spec.scale)[0])
+        inputs = int8.pop("inputs")
     ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
     with OpenVINORunner(workdir / XML, precision, options) as runner:
         verification = verify_runner(runner, ctx.checkpoint.model, ctx.options.onnx.verify_shapes, precision,

@@ -3,6 +3,7 @@
 ``lr`` is float32 NCHW (or CHW) in [0, 1]; the result has the same layout at ``scale`` times the size.
 """
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ class SizeRange:
         return cls(*(tuple(d[k]) if d.get(k) else None for k in ("min", "opt", "max")))
 
 
-class Runner:
+class Runner(abc.ABC):
     """Base class: input checks and the context-manager protocol; subclasses implement ``_infer(nchw)``."""
 
     backend = "?"
@@ -72,8 +73,9 @@ class Runner:
         out = self._infer(np.ascontiguousarray(lr, dtype=np.float32))
         return out[0] if squeeze else out
 
+    @abc.abstractmethod
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Run the engine on a contiguous float32 NCHW batch that passed the checks."""
 
 
 class TorchRunner(Runner):
@@ -104,7 +106,7 @@ def psnr_vs_reference(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 def verify_runner(runner: Runner, reference: torch.nn.Module, shapes, precision: str, in_ch: int = 3,
-                  seed: int = 0, inputs: list[np.ndarray] | None = None) -> dict:
+                  seed: int = 0, inputs: list[np.ndarray] | None = None, max_abs: float = FP32_MAX_ABS) -> dict:
     """Compare ``runner`` with the PyTorch FP32 reference at each (batch, h, w) on random inputs (or on ``inputs``,
     natural images, for INT8 whose calibrated ranges are those of images); raise if out of tolerance."""
     gen = np.random.default_rng(seed)
@@ -123,7 +125,7 @@ def verify_runner(runner: Runner, reference: torch.nn.Module, shapes, precision:
     worst_diff = max(c["max_abs_diff"] for c in cases)
     worst_psnr = min(c["psnr_vs_fp32_db"] for c in cases)
     if precision == "fp32":
-        passed, rule = worst_diff <= FP32_MAX_ABS, f"max abs diff <= {FP32_MAX_ABS:g}"
+        passed, rule = worst_diff <= max_abs, f"max abs diff <= {max_abs:g}"
     elif precision == "int8":
         passed, rule = worst_psnr >= INT8_MIN_PSNR_DB, f"PSNR vs FP32 >= {INT8_MIN_PSNR_DB:g} dB on image crops"
     else:

@@ -67,34 +67,14 @@ def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: in
             **summarize(times, options.batch, out_hw)}
 
 
-def _baseline_checkpoint(models: list[Path]) -> Path | None:
-    from .manifest import MANIFEST_NAME, read_manifest
-
-    for m in models:
-        if m.is_file():
-            return m
-        if (m / MANIFEST_NAME).exists():
-            path = Path(read_manifest(m).get("checkpoint", {}).get("path", ""))
-            if path.is_file():
-                return path
-    return None
-
-
-def _runner_scale(runner) -> int:
-    manifest = getattr(runner, "manifest", None)
-    if manifest:
-        return int(manifest["arch"]["scale"])
-    return int(runner.checkpoint.spec.scale)
-
-
 def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:
     """Time each model (checkpoint or artifact directory) at each shape; baselines first."""
     from .doctor import machine
-    from .runtime import open_model
+    from .runtime import find_checkpoint, open_model
 
     models = [Path(m) for m in models]
     plan = []  # (label, path, form)
-    base = _baseline_checkpoint(models) if options.baselines else None
+    base = find_checkpoint(models) if options.baselines else None
     if base is not None:
         plan += [("pytorch official eager", base, "official"), ("pytorch deploy form (dwconv)", base, "dwconv")]
     plan += [(None, m, "official") for m in models]
@@ -105,7 +85,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
         t0 = time.perf_counter()
         with open_model(path, options.runtime, form=form) as runner:
             load_s = time.perf_counter() - t0
-            scale = _runner_scale(runner)
+            scale = runner.arch["scale"]
             manifest = getattr(runner, "manifest", {}) or {}
             entry = {"name": label or runner.name, "path": str(path), "backend": getattr(runner, "backend", "?"),
                      "precision": manifest.get("precision", "fp32"), "baseline": label is not None,

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
 from .manifest import MANIFEST_NAME, tool_versions, write_manifest
 from .options import PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
@@ -90,13 +90,13 @@ def file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
     hashes = {}
     for name in names:
         path = directory / name
+        if not path.is_dir():
+            hashes[name] = sha256_of(path)
+            continue
         digest = hashlib.sha256()
-        if path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file()):
-                digest.update(str(f.relative_to(directory)).encode())
-                digest.update(f.read_bytes())
-        else:
-            digest.update(path.read_bytes())
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(directory)).encode())
+            digest.update(f.read_bytes())
         hashes[name] = digest.hexdigest()
     return hashes
 

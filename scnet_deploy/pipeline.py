@@ -6,9 +6,8 @@ Defaults need nothing downloaded: the reference checkpoint shipped in the packag
 photographs for calibration and for validation (disjoint sets).
 """
 
-import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScnetDeployError

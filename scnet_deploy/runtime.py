@@ -30,7 +30,8 @@ def verify_files(directory: Path, manifest: dict) -> None:
 
 def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), scale: int | None = None,
                form: str = "official"):
-    """A Runner for ``path``: a checkpoint file runs in PyTorch (``form``: official or a deploy shift form)."""
+    """A Runner for ``path``: a checkpoint file runs in PyTorch (``form``: official or a deploy shift form).
+    ``runner.arch`` is the ArchSpec dict (from the manifest of an artifact)."""
     from scnet_deploy.exporters.registry import get_backend
     from scnet_deploy.exporters.runner import TorchRunner
 
@@ -50,6 +51,7 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
             runner.size_range = SizeRange.from_dict(manifest["size_range"])
         runner.name = f"{path.name}: {runner.name}"
         runner.manifest = manifest
+        runner.arch = manifest["arch"]
         return runner
     from .checkpoint import load_checkpoint
 
@@ -61,4 +63,19 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         module = to_deploy_form(module, DeployOptions(shift=form))
     runner = TorchRunner(module, name=f"{path.name}: pytorch {form}", threads=runtime.threads)
     runner.checkpoint = ckpt
+    runner.arch = ckpt.spec.to_dict()
     return runner
+
+
+def find_checkpoint(models: list[Path]) -> Path | None:
+    """The FP32 reference for a set of models: the first checkpoint among them, else the first checkpoint an
+    artifact's manifest names that exists here."""
+    for m in models:
+        if Path(m).is_file():
+            return Path(m)
+    for m in models:
+        if (Path(m) / MANIFEST_NAME).exists():
+            path = Path(read_manifest(Path(m)).get("checkpoint", {}).get("path", ""))
+            if path.is_file():
+                return path
+    return None

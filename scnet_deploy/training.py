@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .images import list_images, mod_crop, read_rgb_u8
+from .datasets import load_dataset
+from .images import to_float_chw, to_u8_hwc
 from .metrics import psnr_ssim_y
 from .model import SCNet, SCNetConfig
-from .resize import bicubic_degrade
 from .rewrites import replace_shift
 
 
@@ -63,12 +63,7 @@ def init_weights(model: SCNet) -> None:
 
 
 def load_pairs(folders: list[str], scale: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    pairs = []
-    for folder in folders:
-        for path in list_images(folder):
-            hr = mod_crop(read_rgb_u8(path), scale)
-            pairs.append((bicubic_degrade(hr, scale), hr))
-    return pairs
+    return [(pair.lr, pair.hr) for folder in folders for pair in load_dataset(folder, scale)]
 
 
 def sample_batch(pairs, rng: np.random.Generator, batch: int, patch: int, scale: int):
@@ -89,10 +84,8 @@ def sample_batch(pairs, rng: np.random.Generator, batch: int, patch: int, scale:
 
 
 def super_resolve_u8(model: nn.Module, lr_u8: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(lr_u8.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
     with torch.no_grad():
-        y = model(x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
-    return np.floor(y * 255.0 + 0.5).astype(np.uint8)
+        return to_u8_hwc(model(torch.from_numpy(to_float_chw(lr_u8)[None]))[0].numpy())
 
 
 def evaluate(model: nn.Module, pairs) -> tuple[float, float]:
@@ -130,8 +123,7 @@ def train(opts: TrainOptions) -> Path:
     pairs = load_pairs(opts.data, opts.scale)
     eval_pairs = []
     if opts.eval:
-        eval_pairs = [(bicubic_degrade(hr, opts.scale), hr) for hr in
-                      (mod_crop(read_rgb_u8(p), opts.scale) for p in list_images(Path(opts.eval) / "HR"))]
+        eval_pairs = load_pairs([opts.eval], opts.scale)
     print(f"{len(pairs)} training images, {len(eval_pairs)} eval images, device {device}")
     use_bf16 = opts.bf16 and device == "cpu"
     log = open(out / "log.jsonl", "a")

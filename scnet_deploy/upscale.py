@@ -26,13 +26,6 @@ class UpscaleOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
-def model_arch(runner) -> dict:
-    manifest = getattr(runner, "manifest", None)
-    if manifest:
-        return manifest["arch"]
-    return runner.checkpoint.spec.to_dict()
-
-
 def _inputs(paths: list[Path]) -> list[Path]:
     files = []
     for p in paths:
@@ -70,7 +63,7 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
 
     files = _inputs([Path(p) for p in inputs])
     with open_model(model, options.runtime) as runner:
-        arch = model_arch(runner)
+        arch = runner.arch
         scale, radius, in_ch = arch["scale"], arch["receptive_radius"], arch["num_in_ch"]
         if in_ch != 3:
             raise ScnetDeployError(f"upscale supports 3-channel models; '{model}' takes {in_ch} channels.")

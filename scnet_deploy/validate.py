@@ -45,32 +45,10 @@ class _Bicubic:
         pass
 
 
-def _is_checkpoint(path: Path) -> bool:
-    return Path(path).is_file()
-
-
 def _reference_path(models: list[Path], options: ValidateOptions) -> Path | None:
-    if options.reference:
-        return Path(options.reference)
-    for m in models:
-        if _is_checkpoint(m):
-            return Path(m)
-    from .manifest import MANIFEST_NAME, read_manifest
+    from .runtime import find_checkpoint
 
-    for m in models:
-        if (Path(m) / MANIFEST_NAME).exists():
-            ckpt = Path(read_manifest(Path(m)).get("checkpoint", {}).get("path", ""))
-            if ckpt.is_file():
-                return ckpt
-    return None
-
-
-def _model_scale(runner) -> int | None:
-    manifest = getattr(runner, "manifest", None)
-    if manifest:
-        return manifest.get("arch", {}).get("scale")
-    ckpt = getattr(runner, "checkpoint", None)
-    return ckpt.spec.scale if ckpt else None
+    return Path(options.reference) if options.reference else find_checkpoint(models)
 
 
 def _flags(out: np.ndarray) -> dict:
@@ -131,8 +109,8 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
     tick = (lambda: progress(total)) if progress else None
     for path in order:
         with open_model(path, options.runtime, scale=options.scale) as runner:
-            scale = _model_scale(runner)
-            if scale is not None and scale != options.scale:
+            scale = runner.arch["scale"]
+            if scale != options.scale:
                 raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
                                        f"--scale {scale} or another model.")
             is_ref = ref_path is not None and path == ref_path

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import VerificationError

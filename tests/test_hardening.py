@@ -1,7 +1,6 @@
 """Hostile and broken inputs, exact tiled upscaling, atomic and reproducible artifacts, NaN/collapse guards."""
 
 import json
-import os
 import signal
 import struct
 import subprocess

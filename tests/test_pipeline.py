@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.pipeline import PipelineOptions, pipeline, plan, recommend
+from scnet_deploy.pipeline import PipelineOptions, plan, recommend
 
 
 def test_pipeline_tiny(tmp_path):
