@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from scnet_deploy.errors import ExportError
-from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+from scnet_deploy.rewrites import DeployOptions, check_shift, to_deploy_form
 
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -28,6 +28,7 @@ OPSETS = (17, 18)
 @dataclass(frozen=True)
 class OnnxOptions:
     shift: str = DeployOptions.shift
+    conv_before_upsample: bool = False  # exact; see scnet_deploy/rewrites.py
     opset: int | None = None  # None: the exporter's default (dynamo 18, torchscript 17)
     exporter: str = "dynamo"
     simplify: bool = True
@@ -38,7 +39,11 @@ class OnnxOptions:
     def resolved_opset(self) -> int:
         return self.opset if self.opset is not None else EXPORTERS[self.exporter]
 
+    def deploy(self) -> DeployOptions:
+        return DeployOptions(shift=self.shift, conv_before_upsample=self.conv_before_upsample)
+
     def check(self) -> None:
+        check_shift(self.shift)
         if self.exporter not in EXPORTERS:
             raise ExportError(f"--exporter {self.exporter!r} is unknown; choose one of {sorted(EXPORTERS)}.")
         if self.resolved_opset() not in OPSETS:
@@ -157,7 +162,7 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
     options.check()
     timings = {}
     t0 = time.perf_counter()
-    deploy = to_deploy_form(reference, DeployOptions(shift=options.shift))
+    deploy = to_deploy_form(reference, options.deploy())
     raw = torch_to_onnx(deploy, options, in_ch)
     timings["export"] = time.perf_counter() - t0
     before = histogram(raw)

@@ -94,6 +94,25 @@ class TorchRunner(Runner):
             return self.module(torch.from_numpy(lr)).numpy()
 
 
+class TiledRunner(Runner):
+    """An engine run tile by tile with a halo >= the receptive radius (so exactly), where the autotuner measured it
+    faster than whole images (``manifest["autotune"]["tile"]``)."""
+
+    def __init__(self, inner: Runner, tile: int, halo: int, scale: int) -> None:
+        r = inner.size_range
+        super().__init__(inner.precision, SizeRange(r.min, r.opt, None), f"{inner.name} (tiles of {tile})")
+        self.backend = inner.backend
+        self.inner, self.tile, self.halo, self.scale = inner, tile, halo, scale
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        from scnet_deploy.tiling import upscale_float
+
+        return np.stack([upscale_float(self.inner.infer, image, self.scale, self.tile, self.halo) for image in lr])
+
+
 # Tolerances per precision: FP32 must match to float rounding; reduced precisions must stay close to FP32.
 FP32_MAX_ABS = 1e-4
 REDUCED_MIN_PSNR_DB = 30.0

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import ScnetDeployError
+from .options import CANDIDATE_FORMS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export, profile and validate SCNet super-resolution models.")
@@ -29,6 +30,17 @@ def _parse_size(text: str) -> tuple[int, int]:
         return h, w
     except ValueError:
         raise ScnetDeployError(f"--size {text!r} is not HEIGHTxWIDTH with positive integers; write e.g. 180x320.")
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _parse_int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ScnetDeployError(f"{flag}: {text!r} is not an integer; write e.g. 128,256.")
 
 
 @app.command("info")
@@ -78,7 +90,16 @@ def export_cmd(
     calib_lr: bool = typer.Option(False, help="INT8: --calib-data holds LR images; crop them as they are."),
     budget: Optional[float] = typer.Option(None, help="INT8: max PSNR drift on held-out images, dB; the most "
                                            "sensitive layers fall back to float until it holds."),
-    shift: str = typer.Option("dwconv", help="Shift form in the graph: dwconv (depthwise 3x3) or slice (pad+slice)."),
+    shift: str = typer.Option("dwconv", help="Shift form in the graph: dwconv (depthwise 3x3), slice (pad+slice) or "
+                              "fold (into the next 1x1 conv: a sparse 3x3 conv)."),
+    conv_before_upsample: bool = typer.Option(False, help="Run each bilinear stage's 1x1 conv before the upsample "
+                                              "(exact, fewer MACs)."),
+    optimize: str = typer.Option("none", help="latency: build every --candidates form, verify and time each at "
+                                 "--opt-size here, keep the fastest (and exact tiling where faster); none: --shift."),
+    candidates: str = typer.Option(",".join(CANDIDATE_FORMS), help="--optimize latency: forms to try, "
+                                   "shift[+conv_before_upsample], comma-separated."),
+    tune_runs: int = typer.Option(5, help="--optimize latency: timed runs per candidate."),
+    tune_tiles: str = typer.Option("128,256", help="--optimize latency: LR tile sides to try ('' for none)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset, 17 or 18 (default: the exporter's, 18 for dynamo)."),
     exporter: str = typer.Option("dynamo", help="torch.onnx exporter: dynamo or torchscript."),
     simplify: bool = typer.Option(True, help="Simplify with onnxsim (onnxslim as fallback)."),
@@ -100,6 +121,7 @@ def export_cmd(
     """Export a checkpoint to verified engine artifacts (model files + manifest.json)."""
     from scnet_deploy.exporters.onnx_export import OnnxOptions
 
+    from .autotune import TuneOptions
     from .export import ExportOptions, export
     from .options import CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
     from scnet_deploy.calibration.data import CalibOptions
@@ -111,7 +133,10 @@ def export_cmd(
         calib=CalibOptions(calib_data, calib_count, calib_crop, lr_input=calib_lr, method=calib_method),
         budget_db=budget,
         sizes=SizeOptions(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
-        onnx=OnnxOptions(shift=shift, opset=opset, exporter=exporter, simplify=simplify),
+        onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample, opset=opset, exporter=exporter,
+                         simplify=simplify),
+        tune=TuneOptions(optimize, _parse_list(candidates), runs=tune_runs,
+                         tiles=tuple(_parse_int(t, "--tune-tiles") for t in _parse_list(tune_tiles))),
         openvino=OpenVINOOptions(inference_precision=ov_hint, performance=ov_performance),
         tensorrt=TensorRTOptions(workspace_mb=workspace, timing_cache=timing_cache, max_batch=max_batch),
         coreml=CoreMLOptions(shapes=coreml_shapes, enumerated=tuple(_parse_size(s) for s in coreml_sizes.split(",")),
@@ -334,6 +359,8 @@ def pipeline_cmd(
     shape: str = typer.Option("90x160,180x320", help="LR sizes to benchmark."),
     runs: int = typer.Option(5, help="Timed runs per engine and size."),
     formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
+    optimize: str = typer.Option("latency", help="latency: each engine in its fastest measured form (see export "
+                                 "--optimize); none: the default form."),
 ) -> None:
     """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -341,7 +368,7 @@ def pipeline_cmd(
     from .pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, dataset, calib_data, calib_count, budget, _parse_shapes(shape), runs,
-                              tuple(f.strip() for f in formats.split(",") if f.strip()))
+                              tuple(f.strip() for f in formats.split(",") if f.strip()), optimize)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("starting", total=None)
 

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .autotune import TuneOptions
 from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
 from .manifest import MANIFEST_NAME, tool_versions, write_manifest
@@ -43,6 +44,7 @@ class ExportOptions:
     coreml: CoreMLOptions = field(default_factory=CoreMLOptions)
     calib: "object" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
     budget_db: float | None = None  # INT8: max PSNR drift on held-out images; layers fall back to float
+    tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
 
     def formats(self) -> list[str]:
         return [f.strip() for f in self.format.split(",") if f.strip()]
@@ -71,9 +73,9 @@ class ExportContext:
         return self._onnx
 
     def deploy_module(self):
-        from .rewrites import DeployOptions, to_deploy_form
+        from .rewrites import to_deploy_form
 
-        return to_deploy_form(self.checkpoint.model, DeployOptions(shift=self.options.onnx.shift))
+        return to_deploy_form(self.checkpoint.model, self.options.onnx.deploy())
 
 
 @dataclass
@@ -147,6 +149,7 @@ def _check(options: ExportOptions):
         if not b.builds_without_dependency:
             b.require()
     options.onnx.check()
+    options.tune.check()
     return chosen
 
 
@@ -161,6 +164,18 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})
+    scratch = tmp / ".autotune"
+    contexts: dict[str, ExportContext] = {}
+
+    def context_for(form) -> ExportContext:  # one verified ONNX per form, shared by the backends that start from it
+        from .autotune import context_options
+
+        if form.name not in contexts:
+            root = scratch / f"form-{len(contexts)}"
+            root.mkdir(parents=True)
+            contexts[form.name] = ExportContext(ckpt, context_options(options, form), root)
+        return contexts[form.name]
+
     try:
         ctx = ExportContext(ckpt, options, tmp)
         for backend in chosen:
@@ -168,7 +183,13 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
                 progress(f"building {backend.format} ({options.precision})")
             workdir = tmp if len(chosen) == 1 else tmp / backend.format
             workdir.mkdir(exist_ok=True)
-            fields = backend.impl(building=True).build(ctx, workdir)
+            if options.tune.optimize == "latency":
+                from .autotune import build_fastest
+
+                fields = build_fastest(backend, options, ckpt.spec, context_for, workdir, scratch / backend.format,
+                                       progress)
+            else:
+                fields = {**backend.impl(building=True).build(ctx, workdir), "form": options.onnx.deploy().name}
             manifest = {
                 "format": backend.format,
                 "backend": backend.name,
@@ -189,6 +210,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
         shared = tmp / "_shared.onnx"
         if shared.exists():
             shared.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
         _move_into_place(tmp, final)
     finally:
         if tmp.exists():
@@ -198,7 +220,8 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
 
 
 def _options_record(options: ExportOptions, fmt: str) -> dict:
-    record = {"format": fmt, "precision": options.precision, "scale": options.scale, "param_key": options.param_key}
+    record = {"format": fmt, "precision": options.precision, "scale": options.scale, "param_key": options.param_key,
+              "tune": asdict(options.tune)}
     if fmt in ("tensorrt", "coreml"):
         record["sizes"] = asdict(options.sizes)
     if fmt in ("openvino", "tensorrt", "coreml"):

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# Deploy forms the latency autotuner builds and times by default (scnet_deploy/autotune.py), shift[+rewrite].
+CANDIDATE_FORMS = ("dwconv", "dwconv+conv_before_upsample", "slice+conv_before_upsample", "fold+conv_before_upsample")
 
 
 @dataclass(frozen=True)

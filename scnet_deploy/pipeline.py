@@ -26,6 +26,7 @@ class PipelineOptions:
     shapes: tuple[tuple[int, int], ...] = ((90, 160), (180, 320))
     runs: int = 5
     formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
+    optimize: str = "latency"  # each engine in the form measured fastest here, at the largest of ``shapes``
 
 
 def reference_checkpoint() -> Path:
@@ -101,9 +102,26 @@ def recommend(validation: dict, bench: dict, budget_db: float) -> dict | None:
     return best
 
 
+def autotune_summary(manifest: dict) -> dict:
+    """The chosen form (and tile) of one engine, with every candidate's median ms where it was autotuned."""
+    tuned = manifest.get("autotune") or {}
+    return {"form": manifest.get("form"), "tile": tuned.get("tile"), "target_lr_size": tuned.get("target_lr_size"),
+            "candidates_ms": {name: c.get("median_ms") for name, c in tuned.get("candidates", {}).items()}}
+
+
+def form_lines(forms: dict) -> list[str]:
+    lines = ["Graph form per engine (autotuned: every candidate's median ms at the target size, on this machine):", ""]
+    for label, f in forms.items():
+        tried = ", ".join(f"{n} {ms:.1f}" if ms is not None else f"{n} not timed" for n, ms in f["candidates_ms"].items())
+        tile = f", tiles of {f['tile']} LR px" if f.get("tile") else ""
+        lines.append(f"- `{label}`: {f['form']}{tile}" + (f" (tried: {tried})" if tried else ""))
+    return lines
+
+
 def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=None) -> dict:
     from scnet_deploy.calibration.data import CalibOptions
 
+    from .autotune import TuneOptions
     from .bench import BenchOptions, bench
     from .checkpoint import load_checkpoint
     from .manifest import write_json_atomic
@@ -120,7 +138,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     engines.mkdir(parents=True, exist_ok=True)
     dataset = options.dataset or _default_dataset(out, scale)
     calib = CalibOptions(options.calib_data, count=options.calib_count)
-    built, skipped, failed = {}, {}, {}
+    built, skipped, failed, forms = {}, {}, {}, {}
     jobs = plan(options)
     for label, kwargs, reason in jobs:
         if reason:
@@ -128,14 +146,18 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
             say("skip", label, reason)
             continue
         say("export", label)
+        # The slice-form job is there to show what the rewrite choice is worth: it keeps its form.
+        tune = TuneOptions(options.optimize if "onnx" not in kwargs else "none", size=max(options.shapes),
+                           runs=options.runs)
         try:
             result = export(ckpt_path, ExportOptions(output=engines / label, calib=calib, budget_db=options.budget_db,
-                                                     **kwargs))
+                                                     tune=tune, **kwargs), progress=lambda msg, label=label: say(f"{label}:", msg))
         except ScnetDeployError as exc:
             failed[label] = str(exc)
             say("failed", label, str(exc))
             continue
         verification = result.manifest["verification"]
+        forms[label] = autotune_summary(result.manifest)
         if verification.get("passed") is None:  # built, but it cannot run here (Core ML off macOS, TensorRT w/o GPU)
             skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
             say("built", label, skipped[label])
@@ -153,7 +175,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     elapsed = time.perf_counter() - t_start
     summary = {"checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "dataset": str(dataset),
                "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
-               "failed": failed, "recommendation": best, "seconds": elapsed}
+               "failed": failed, "forms": forms, "recommendation": best, "seconds": elapsed}
     write_json_atomic(summary, out / "summary.json")
     md = report([validation, timing], out, title="scnet-deploy pipeline report")
     lines = md.read_text().splitlines()
@@ -162,7 +184,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
            + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
               else "") if best else f"**Recommendation:** no engine is within the {options.budget_db} dB budget.")
     notes = [rec, ""] + [f"- skipped `{k}`: {v}" for k, v in skipped.items()] + \
-            [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", f"Pipeline time: {elapsed:.0f} s.", ""]
+            [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", *form_lines(forms), "",
+                                                                   f"Pipeline time: {elapsed:.0f} s.", ""]
     md.write_text("\n".join(lines[:2] + notes + lines[2:]) + "\n")
     summary["report"] = str(md)
     return summary

@@ -11,20 +11,34 @@ from typing import Callable
 from torch import nn
 
 from .errors import ExportError
-from .shift import SHIFT_FORMS, Shift8, ShiftDWConv, ShiftSlice
+from .shift import OFFSETS, SHIFT_FORMS, Shift8, ShiftDWConv, ShiftSlice
 
 DEFAULT_SHIFT = "dwconv"  # measured fastest in ONNX Runtime (see README, benchmarks/shift_forms.py)
+FOLD = "fold"  # the shift folded into the following 1x1 conv: one sparse 3x3 conv
+SHIFT_CHOICES = (*sorted(SHIFT_FORMS), FOLD)
 
 
 @dataclass(frozen=True)
 class DeployOptions:
-    shift: str = DEFAULT_SHIFT  # "slice" (pad + slices + concat) or "dwconv" (depthwise one-hot 3x3)
+    shift: str = DEFAULT_SHIFT  # "slice" (pad + slices + concat), "dwconv" (depthwise one-hot 3x3) or "fold"
+    conv_before_upsample: bool = False
+
+    @property
+    def name(self) -> str:
+        """A short name for this form, as the autotuner's records and the benchmark tables show it."""
+        return self.shift + ("+conv_before_upsample" if self.conv_before_upsample else "")
+
+
+def check_shift(form: str) -> None:
+    if form not in SHIFT_CHOICES:
+        raise ExportError(f"--shift {form!r} is not a shift form; choose one of {list(SHIFT_CHOICES)}.")
 
 
 def replace_shift(model: nn.Module, form: str) -> nn.Module:
-    """Replace every official Shift8 by the equivalent ``form`` ("slice" or "dwconv")."""
-    if form not in SHIFT_FORMS:
-        raise ExportError(f"--shift {form!r} is not a shift form; choose one of {sorted(SHIFT_FORMS)}.")
+    """Replace every official Shift8 by the equivalent ``form`` ("slice", "dwconv"), or fold it ("fold")."""
+    check_shift(form)
+    if form == FOLD:
+        return fold_shift(model)
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -50,15 +64,52 @@ def conv_before_upsample(model: nn.Module) -> nn.Module:
     return model
 
 
-# The ordered pipeline: (name, rewrite). Each has its own exactness test (tests/test_rewrites.py, test_fuzz.py).
-# conv_before_upsample is exact and saves 17% of SCNet-T x4's MACs, but measured no faster in ONNX Runtime on this
-# CPU (386 vs 390 ms at 180x320, interleaved runs: the HR tail is memory-bound), so it is not a default; it is a
-# candidate for per-backend autotuning.
+def folded_conv(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
+    """``conv`` (1x1) applied after the 8-direction shift, as one 3x3 conv with zero padding 1.
+
+    shift(x)[c](y, x) = x[c](y + dy_c, x + dx_c), zero outside; a 3x3 conv reads x(y + ky - 1, x + kx - 1) under the
+    same zero padding, so each input channel's weight goes to the one tap (1 + dy_c, 1 + dx_c): 8 of 9 taps are zero.
+    """
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None)
+    weight = conv.weight.detach().new_zeros(conv.out_channels, conv.in_channels, 3, 3)
+    for i, (dy, dx) in enumerate(OFFSETS):
+        weight[:, i * groups:(i + 1) * groups, 1 + dy, 1 + dx] = conv.weight.detach()[:, i * groups:(i + 1) * groups, 0, 0]
+    folded.weight = nn.Parameter(weight)
+    if conv.bias is not None:
+        folded.bias = nn.Parameter(conv.bias.detach().clone())
+    return folded
+
+
+def fold_shift(model: nn.Module) -> nn.Module:
+    """Fold every official shift into the 1x1 conv after it (through the ReLU/LeakyReLU between them in the residual
+    blocks: a pointwise activation with act(0) == 0 commutes with a zero-filled shift)."""
+    from .model import ResidualBlockShift
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        if isinstance(module, ResidualBlockShift) and isinstance(module.shift, Shift8):
+            # x + conv2(relu(shift(conv1 x))) == x + conv2(shift(relu(conv1 x))) == x + folded(relu(conv1 x))
+            module.conv2 = folded_conv(module.conv2, module.shift.g)
+            module.shift = nn.Identity()
+        elif isinstance(module, nn.Sequential):
+            layers = list(module)
+            for i, layer in enumerate(layers[:-1]):
+                after = layers[i + 1]
+                if isinstance(layer, Shift8) and isinstance(after, nn.Conv2d) and after.kernel_size == (1, 1):
+                    layers[i:i + 2] = [nn.Identity(), folded_conv(after, layer.g)]
+            for i, layer in enumerate(layers):
+                module[i] = layer
+    if any(isinstance(m, Shift8) for m in model.modules()):
+        raise ExportError("a shift is not followed by a 1x1 conv, so it cannot be folded; use --shift dwconv.")
+    return model
+
+
+# The ordered pipeline: (name, rewrite), each switched by DeployOptions and each exact alone (tests/test_rewrites.py,
+# test_fuzz.py). Which combination runs fastest depends on the backend, precision and size: the autotuner
+# (scnet_deploy/autotune.py) times the candidates; the defaults are the form measured fastest in ONNX Runtime FP32.
 PIPELINE: list[tuple[str, Callable[[nn.Module, DeployOptions], nn.Module]]] = [
+    ("conv_before_upsample", lambda m, o: conv_before_upsample(m) if o.conv_before_upsample else m),
     ("shift", lambda m, o: replace_shift(m, o.shift)),
-]
-CANDIDATES: list[tuple[str, Callable[[nn.Module, DeployOptions], nn.Module]]] = [
-    ("conv_before_upsample", lambda m, o: conv_before_upsample(m)),
 ]
 
 

@@ -49,6 +49,12 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
             from scnet_deploy.exporters.runner import SizeRange
 
             runner.size_range = SizeRange.from_dict(manifest["size_range"])
+        tile = (manifest.get("autotune") or {}).get("tile")
+        if tile:  # the autotuner measured tiles faster than whole images on the machine it ran on
+            from scnet_deploy.exporters.runner import TiledRunner
+
+            arch = manifest["arch"]
+            runner = TiledRunner(runner, tile, arch["receptive_radius"], arch["scale"])
         runner.name = f"{path.name}: {runner.name}"
         runner.manifest = manifest
         runner.arch = manifest["arch"]

@@ -57,6 +57,9 @@ def test_export_cli(tmp_path):
     (["export", "{ckpt}", "-o", "{tmp}/a", "--shift", "roll"], "shift form"),
     (["export", "{ckpt}", "-o", "{tmp}/a", "--opset", "9"], "opset"),
     (["info", "{ambiguous}"], "--scale 2 or --scale 3"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--optimize", "speed"], "--optimize 'speed' is unknown"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--optimize", "latency", "--candidates", "dwconv,roll"], "shift form"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--optimize", "latency", "--tune-tiles", "big"], "not an integer"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     ckpt = save_basicsr(tiny_model(4), tmp_path / "m.pth")

@@ -25,11 +25,16 @@ def test_pipeline_tiny(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {"onnx-fp32", "onnx-slice-fp32", "onnx-int8"} <= set(summary["built"])
     assert summary["skipped"]["coreml-fp16"].startswith("not asked for")
+    tuned = summary["forms"]["onnx-fp32"]  # autotuned by default: every candidate timed, the fastest kept
+    assert len(tuned["candidates_ms"]) == 4 and tuned["form"] == min(tuned["candidates_ms"],
+                                                                     key=tuned["candidates_ms"].get)
+    assert summary["forms"]["onnx-slice-fp32"]["form"] == "slice" and not summary["forms"]["onnx-slice-fp32"]["candidates_ms"]
     assert summary["recommendation"] and summary["recommendation"]["drift_db"] >= -100
     report = (tmp_path / "out" / "report.md").read_text()
     assert "**Recommendation:**" in report and "### Accuracy" in report and "### Latency, LR 8x8" in report
     assert (tmp_path / "out" / "latency_vs_drift.png").exists()
     assert "recommendation:" in out.stdout and "skip" in out.stdout
+    assert "Graph form per engine" in report
 
 
 def test_plan_says_why_each_backend_is_skipped():

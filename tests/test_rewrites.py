@@ -5,6 +5,7 @@ import torch
 
 from conftest import tiny_model
 from scnet_deploy.errors import ExportError
+from scnet_deploy.options import CANDIDATE_FORMS
 from scnet_deploy.rewrites import PIPELINE, DeployOptions, replace_shift, to_deploy_form
 from scnet_deploy.shift import Shift8, ShiftDWConv, ShiftSlice
 
@@ -22,18 +23,59 @@ def test_deploy_form_matches_reference(shift, scale, upsampler):
     assert any(isinstance(m, Shift8) for m in ref.modules()), "the rewrite must not modify its input"
 
 
-def test_every_pipeline_step_and_candidate_is_exact_alone():
-    from scnet_deploy.rewrites import CANDIDATES
-
+def test_every_pipeline_step_is_exact_alone():
     ref = tiny_model(4, "mlp")
     x = torch.rand(1, 3, 8, 8)
-    for name, rewrite in PIPELINE + CANDIDATES:
-        with torch.no_grad():
-            assert (rewrite(ref, DeployOptions())(x) - ref(x)).abs().max() <= 1e-6, name
+    for shift in ("slice", "dwconv", "fold"):
+        options = DeployOptions(shift=shift, conv_before_upsample=True)
+        for name, rewrite in PIPELINE:
+            with torch.no_grad():
+                assert (rewrite(ref, options)(x) - ref(x)).abs().max() <= 1e-5, (name, shift)
+
+
+@pytest.mark.parametrize("form", CANDIDATE_FORMS + ("fold", "slice"))
+@pytest.mark.parametrize("scale,upsampler", [(2, "mlp"), (3, "pixelshuffle"), (3, "mlp"), (4, "mlp"),
+                                             (8, "pixelshuffle")])
+def test_every_autotune_candidate_form_is_exact(form, scale, upsampler):
+    from scnet_deploy.autotune import parse_form
+
+    ref = tiny_model(scale, upsampler)
+    deploy = to_deploy_form(ref, parse_form(form))
+    x = torch.rand(2, 3, 7, 10)
+    with torch.no_grad():
+        assert (deploy(x) - ref(x)).abs().max() <= 1e-5
+    assert not any(isinstance(m, Shift8) for m in deploy.modules())
+
+
+@pytest.mark.parametrize("upsampler", ["mlp", "pixelshuffle"])
+def test_fold_turns_each_shift_and_next_conv_into_one_sparse_3x3_conv(upsampler):
+    from scnet_deploy.complexity import macs_per_lr_pixel
+    from scnet_deploy.rewrites import fold_shift
+
+    ref = tiny_model(4, upsampler)
+    folded = fold_shift(ref)
+    shifts = sum(isinstance(m, Shift8) for m in ref.modules())
+    convs3 = [m for m in folded.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs3) == shifts and not any(isinstance(m, (Shift8, ShiftSlice, ShiftDWConv)) for m in folded.modules())
+    for conv in convs3:  # each input channel keeps exactly one of the nine taps
+        nonzero_taps = (conv.weight.detach().abs().sum(0) > 0).sum(dim=(1, 2))
+        assert (nonzero_taps == 1).all()
+    assert macs_per_lr_pixel(folded) > macs_per_lr_pixel(ref)  # dense kernels pay for the zeros
+    assert any(isinstance(m, Shift8) for m in ref.modules()), "the rewrite must not modify its input"
+
+
+def test_fold_is_exact_at_the_border_where_zero_fill_matters():
+    # A one-pixel image: every shifted value comes from the zero fill, which the 3x3 conv's zero padding must match.
+    from scnet_deploy.rewrites import fold_shift
+
+    ref = tiny_model(2, "mlp")
+    x = torch.rand(1, 3, 1, 1)
+    with torch.no_grad():
+        assert (fold_shift(ref)(x) - ref(x)).abs().max() <= 1e-6
 
 
 def test_unknown_shift_form_is_a_user_error():
-    with pytest.raises(ExportError, match="slice"):
+    with pytest.raises(ExportError, match="fold"):
         replace_shift(tiny_model(), "conv3x3")
 
 

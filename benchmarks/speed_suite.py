@@ -1,0 +1,233 @@
+"""The speed suite: SCNet-T x4 at 180x320 -> 720x1280 and 540x960 -> 2160x3840, every baseline and every engine
+this machine can build and run, measured in one run, with the FP32 roofline measured in the same run.
+
+    python benchmarks/speed_suite.py [--checkpoint CKPT] [--sizes 180x320,540x960] [--runs 10,3]
+                                     [--calib-data DIR] [--budget 0.1] [--out FILE.md] [--json FILE.json]
+
+Rows: the official-form PyTorch eager model (the baseline every ratio uses); the naive ONNX export of the official
+form (TorchScript exporter, not simplified: what one gets by hand) in ONNX Runtime; every backend/precision that
+`scnet-deploy export` builds, each exported with ``--optimize latency`` (candidate forms built, verified and timed at
+the first size; the fastest kept). Columns: median latency (after one warm-up run), ratio vs official eager, drift vs
+FP32 PyTorch (Set5 x4 PSNR-Y where ../shared has it, else the scikit-image validation photographs), and for FP32 the
+ratio to the roofline: the official model's MACs x 2 / the FP32 GEMM rate measured here (torch.matmul, 2 threads...
+whatever torch uses, the best of 2048^3 and 4096^3). Tiling for cache: each engine is also timed on exact tiles
+(halo = receptive radius) of 128 and 256 LR px; the best tiled time is shown where it is faster than the whole image.
+"""
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _output import emit  # benchmarks/ is on sys.path when a script here is run
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+ENGINES = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"),
+           ("openvino", "int8"), ("tensorrt", "fp16"), ("coreml", "fp16")]
+TILES = (128, 256)
+
+
+def gemm_gflops() -> dict:
+    """FP32 matrix-product rate of this machine, measured now (median of 5 after 2 warm-ups, best size)."""
+    rates = {}
+    for n in (2048, 4096):
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        for _ in range(2):
+            a @ b
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        rates[n] = 2 * n ** 3 / statistics.median(times) / 1e9
+    return {"gflops": max(rates.values()), "by_size": rates, "threads": torch.get_num_threads()}
+
+
+def naive_onnx(model, path: Path) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(path), input_names=["lr"], output_names=["sr"],
+                          dynamic_axes={"lr": axes, "sr": axes}, opset_version=17, dynamo=False)
+
+
+def time_ms(infer, x: np.ndarray, runs: int) -> float:
+    from scnet_deploy.autotune import median_ms
+
+    return median_ms(infer, x, runs, warmup=1)
+
+
+def drift_table(ckpt: Path, artifacts: dict, out_dir: Path) -> tuple[str, dict]:
+    from scnet_deploy.pipeline import _default_dataset
+    from scnet_deploy.validate import ValidateOptions, validate
+
+    dataset = SHARED / "Set5"
+    name = "Set5 x4"
+    if not dataset.exists():
+        dataset, name = _default_dataset(out_dir, 4), "scikit-image validation photographs"
+    result = validate([ckpt, *artifacts.values()], ValidateOptions(dataset, 4))
+    by_path = {m["path"]: m for m in result["models"]}
+    return name, {label: by_path[str(p)]["drift_db"] for label, p in artifacts.items()}
+
+
+def main(argv=None) -> int:
+    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.complexity import macs_per_lr_pixel
+    from scnet_deploy.doctor import machine
+    from scnet_deploy.errors import ScnetDeployError
+    from scnet_deploy.export import ExportOptions, export
+    from scnet_deploy.autotune import TuneOptions
+    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+    from scnet_deploy.exporters.runner import TiledRunner, TorchRunner
+    from scnet_deploy.options import RuntimeOptions
+    from scnet_deploy.pipeline import REFERENCE
+    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.runtime import open_model
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=str(REFERENCE))
+    p.add_argument("--sizes", default="180x320,540x960")
+    p.add_argument("--runs", default="10,3", help="timed runs per size")
+    p.add_argument("--calib-data", default=str(SHARED / "BSD68") if (SHARED / "BSD68").exists() else None)
+    p.add_argument("--calib-count", type=int, default=32)
+    p.add_argument("--budget", type=float, default=0.1)
+    p.add_argument("--engines", default=",".join(f"{f}-{q}" for f, q in ENGINES))
+    p.add_argument("--out")
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    runs = [int(r) for r in args.runs.split(",")]
+    ckpt_path = Path(args.checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    t_start = time.perf_counter()
+    gemm = gemm_gflops()
+    macs_official = macs_per_lr_pixel(ckpt.model)
+    macs_min = macs_per_lr_pixel(to_deploy_form(ckpt.model, DeployOptions("dwconv", conv_before_upsample=True)))
+    rows = []  # {label, precision, form, ms: {size: ms}, tiled: {size: (ms, tile)}, note}
+    calib = CalibOptions(Path(args.calib_data) if args.calib_data else None, count=args.calib_count)
+    wanted = [tuple(e.split("-")) for e in args.engines.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        artifacts, notes = {}, {}
+        for fmt, precision in wanted:
+            label = f"{fmt} {precision}"
+            print(f"exporting {label} (autotuned)", file=sys.stderr, flush=True)
+            try:
+                r = export(ckpt_path, ExportOptions(output=tmp / label.replace(" ", "_"), format=fmt,
+                                                    precision=precision, calib=calib,
+                                                    budget_db=args.budget if precision == "int8" else None,
+                                                    tune=TuneOptions("latency", size=sizes[0], runs=5)))
+            except ScnetDeployError as exc:
+                notes[label] = f"not built: {str(exc).splitlines()[0][:160]}"
+                continue
+            tuned = r.manifest["autotune"]
+            if r.manifest["verification"].get("passed") is None:
+                reason = next(c.get("not_timed", "") for c in tuned["candidates"].values())
+                notes[label] = "built, not run here: " + reason.split(". ")[0]
+                continue
+            artifacts[label] = r.directory
+            cands = ", ".join(f"{n} {c['median_ms']:.0f}" for n, c in tuned["candidates"].items()
+                              if c.get("median_ms") is not None)
+            notes[label] = f"form {tuned['chosen']} (tried at {sizes[0][0]}x{sizes[0][1]}: {cands} ms)"
+        drift_name, drifts = drift_table(ckpt_path, artifacts, tmp) if artifacts else ("-", {})
+        naive = tmp / "naive.onnx"
+        naive_onnx(ckpt.model, naive)
+
+        def runners():
+            yield "pytorch official eager", "fp32", lambda: TorchRunner(ckpt.model, "official eager")
+            yield "naive ONNX export in ONNX Runtime", "fp32", lambda: OrtRunner(naive, RuntimeOptions(cuda=False))
+            for label, path in artifacts.items():
+                yield label, label.split()[1], lambda path=path: open_model(path, RuntimeOptions(cuda=False))
+
+        for label, precision, make in runners():
+            row = {"label": label, "precision": precision, "ms": {}, "tiled": {}, "drift_db": drifts.get(label),
+                   "note": notes.get(label, "")}
+            for size, n in zip(sizes, runs):
+                print(f"timing {label} at {size[0]}x{size[1]}", file=sys.stderr, flush=True)
+                x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+                with make() as runner:
+                    row["ms"][f"{size[0]}x{size[1]}"] = time_ms(runner.infer, x, n)
+                    if label in artifacts:
+                        spec = ckpt.spec
+                        tiled = {t: time_ms(TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer, x, n)
+                                 for t in TILES if t < max(size)}
+                        if tiled:
+                            best = min(tiled, key=tiled.get)
+                            row["tiled"][f"{size[0]}x{size[1]}"] = {"tile": best, "ms": tiled[best], "all": tiled}
+                gc.collect()
+            rows.append(row)
+        for label, note in notes.items():
+            if label not in artifacts:
+                rows.append({"label": label, "precision": label.split()[1], "ms": {}, "tiled": {}, "drift_db": None,
+                             "note": note})
+    info = machine()
+    elapsed = time.perf_counter() - t_start
+    lines = [f"SCNet-T x4 ({ckpt_path.name}), {info['cpu']['model']}, {info['cpu']['cores']} cores "
+             f"({platform.machine()}), torch {torch.__version__}; suite time {elapsed:.0f} s.",
+             f"FP32 GEMM rate measured in this run: {gemm['gflops']:.0f} GFLOP/s (torch.matmul, {gemm['threads']} "
+             f"threads). MACs per LR pixel: {macs_official:,.0f} (official form), {macs_min:,.0f} (conv before "
+             "upsample, the fewest of the exact forms).",
+             "FP32 roofline = official MACs x 2 / GEMM rate: " + ", ".join(
+                 f"{h}x{w}: {macs_official * h * w * 2 / gemm['gflops'] / 1e6:.0f} ms" for h, w in sizes)
+             + "; with the fewest-MAC form: " + ", ".join(
+                 f"{macs_min * h * w * 2 / gemm['gflops'] / 1e6:.0f} ms" for h, w in sizes) + ".",
+             f"Drift: PSNR-Y vs FP32 PyTorch on {drift_name}. Median of {args.runs} runs per size after a warm-up.", ""]
+    head = "| engine | drift dB |"
+    rule = "|---|---|"
+    for h, w in sizes:
+        head += f" {h}x{w} -> {h * 4}x{w * 4} ms | x eager | x roofline (FP32) | best exact tiling ms (tile) |"
+        rule += "---|---|---|---|"
+    lines += [head + " notes |", rule + "---|"]
+    eager = rows[0]["ms"]
+    naive_ms = rows[1]["ms"]
+    for row in rows:
+        d = row["drift_db"]
+        cells = [row["label"], "ref" if row["label"].startswith("pytorch") else ("-" if d is None else f"{d:+.3f}")]
+        for h, w in sizes:
+            key = f"{h}x{w}"
+            ms = row["ms"].get(key)
+            if ms is None:
+                cells += ["-", "-", "-", "-"]
+                continue
+            roof = macs_official * h * w * 2 / gemm["gflops"] / 1e6
+            tiled = row["tiled"].get(key)
+            cells += [f"{ms:.0f}", f"{eager[key] / ms:.1f}x",
+                      f"{ms / roof:.2f}x" if row["precision"] == "fp32" else "",
+                      (f"{tiled['ms']:.0f} ({tiled['tile']})" + (" faster" if tiled["ms"] < ms else ""))
+                      if tiled else ""]
+        lines.append("| " + " | ".join(cells) + f" | {row['note']} |")
+    lines.append("")
+    for h, w in sizes:
+        key = f"{h}x{w}"
+        ok = [r for r in rows[2:] if r["ms"].get(key) and r["drift_db"] is not None and r["drift_db"] >= -0.1]
+        if ok:
+            best = min(ok, key=lambda r: r["ms"][key])
+            lines.append(f"- {key}: best engine within 0.1 dB: {best['label']} {best['ms'][key]:.0f} ms = "
+                         f"{eager[key] / best['ms'][key]:.1f}x official eager, "
+                         f"{naive_ms[key] / best['ms'][key]:.1f}x the naive export.")
+        fp32 = [r for r in rows[2:] if r["ms"].get(key) and r["precision"] == "fp32"]
+        if fp32:
+            best = min(fp32, key=lambda r: r["ms"][key])
+            roof = macs_official * h * w * 2 / gemm["gflops"] / 1e6
+            lines.append(f"- {key}: best FP32 engine: {best['label']} {best['ms'][key]:.0f} ms = "
+                         f"{best['ms'][key] / roof:.2f}x the FP32 roofline ({roof:.0f} ms).")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "gemm": gemm, "macs_per_lr_pixel": {
+            "official": macs_official, "fewest": macs_min}, "sizes": [list(s) for s in sizes], "runs": runs,
+            "rows": rows, "seconds": elapsed}, indent=2, default=str))
+    return emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""``--optimize latency``: build every candidate deploy form for one backend and precision, verify each (the
+backend's own build does, before it returns), time each at the target size on this machine, keep the fastest.
+
+Then, on the winner, exact tiling (halo >= the receptive radius) is timed at a few tile sizes: where running the
+engine tile by tile is faster than the whole image (the HR tail is memory-bound on some CPUs), the tile is recorded
+and every verb that opens the artifact runs it that way (``runtime.open_model``).
+
+Candidate forms are named as in ``DeployOptions.name``: ``shift[+conv_before_upsample]``.
+"""
+
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError, ScnetDeployError
+from .options import CANDIDATE_FORMS
+from .rewrites import DeployOptions, check_shift
+
+OPTIMIZE = ("none", "latency")
+CBU = "+conv_before_upsample"
+
+
+def parse_form(name: str) -> DeployOptions:
+    shift, cbu = (name[:-len(CBU)], True) if name.endswith(CBU) else (name, False)
+    check_shift(shift)
+    return DeployOptions(shift=shift, conv_before_upsample=cbu)
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    optimize: str = "none"  # "latency": build and time the candidates
+    candidates: tuple[str, ...] = CANDIDATE_FORMS
+    size: tuple[int, int] | None = None  # LR (height, width) to time at; None: the export's --opt-size
+    runs: int = 5  # timed runs per candidate, after 2 warm-up runs; the median decides
+    tiles: tuple[int, ...] = (128, 256)  # LR tile sides tried on the winner; () tries none
+
+    def check(self) -> None:
+        if self.optimize not in OPTIMIZE:
+            raise ExportError(f"--optimize {self.optimize!r} is unknown; choose one of {list(OPTIMIZE)}.")
+        if not self.candidates:
+            raise ExportError("--candidates is empty; name at least one form, e.g. dwconv.")
+        for name in self.candidates:
+            parse_form(name)
+        if self.runs < 1 or any(t < 8 for t in self.tiles):
+            raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
+
+
+def median_ms(infer, x: np.ndarray, runs: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        infer(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        infer(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def fastest(timings: dict, key: str = "median_ms"):
+    """The name whose timing is lowest among those that were timed (None if none was)."""
+    timed = {name: t[key] for name, t in timings.items() if t.get(key) is not None}
+    return min(timed, key=timed.get) if timed else None
+
+
+def _load(backend, directory: Path, fields: dict, precision: str):
+    return backend.impl().load(directory, {"precision": precision, **fields})
+
+
+def _time_artifact(backend, directory: Path, fields: dict, precision: str, x: np.ndarray, runs: int):
+    """(median ms, None) or (None, reason) when this machine cannot run the artifact."""
+    try:
+        with _load(backend, directory, fields, precision) as runner:
+            return median_ms(runner.infer, x, runs), None
+    except ScnetDeployError as exc:  # TensorRT without a GPU, Core ML off macOS, ...
+        return None, str(exc).splitlines()[0][:300]
+
+
+def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: Path, progress=None) -> dict:
+    """Build ``backend`` once per candidate form (``make_context(form) -> ExportContext``), time each, move the
+    fastest into ``workdir``; returns its manifest fields plus ``autotune`` (the record of every candidate).
+    ``spec`` is the checkpoint's ArchSpec."""
+    tune = options.tune
+    size = tuple(tune.size or options.sizes.opt)
+    x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
+    candidates, built = {}, {}
+    for i, name in enumerate(tune.candidates):
+        if progress:
+            progress(f"autotune {backend.format} {options.precision}: building {name}")
+        form = parse_form(name)
+        cand_dir = scratch / f"{backend.format}-{i}"
+        cand_dir.mkdir(parents=True)
+        t0 = time.perf_counter()
+        try:
+            fields = backend.impl(building=True).build(make_context(form), cand_dir)
+        except ScnetDeployError as exc:
+            candidates[name] = {"error": str(exc).splitlines()[0][:300]}
+            continue
+        build_s = time.perf_counter() - t0
+        if progress:
+            progress(f"autotune {backend.format} {options.precision}: timing {name} at {size[0]}x{size[1]}")
+        ms, reason = _time_artifact(backend, cand_dir, fields, options.precision, x, tune.runs)
+        candidates[name] = {"median_ms": ms, "build_s": round(build_s, 2)}
+        built[name] = (cand_dir, fields)
+        if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
+            candidates[name]["not_timed"] = reason
+            break
+    if not built:
+        raise ExportError(f"no candidate form could be built for {backend.format} {options.precision}: "
+                          + "; ".join(f"{n}: {c['error']}" for n, c in candidates.items()))
+    best = fastest(candidates) or next(iter(built))
+    cand_dir, fields = built[best]
+    record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs, "candidates": candidates,
+              "chosen": best, "tile": None}
+    if candidates[best]["median_ms"] is not None and tune.tiles:
+        with _load(backend, cand_dir, fields, options.precision) as runner:
+            record["tiles"] = _time_tiles(runner, spec, backend.format, x, tune, candidates[best]["median_ms"],
+                                          progress)
+        winner = fastest(record["tiles"])
+        record["tile"] = None if winner in (None, "none") else int(winner)
+    for entry in cand_dir.iterdir():
+        shutil.move(str(entry), workdir / entry.name)
+    return {**fields, "form": best, "autotune": record}
+
+
+def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, whole_ms: float, progress) -> dict:
+    """Median ms of the whole image ("none") and of exact tiling at each tile side smaller than the image."""
+    from scnet_deploy.exporters.runner import TiledRunner
+
+    halo = spec.receptive_radius
+    timings = {"none": {"median_ms": whole_ms}}
+    for tile in tune.tiles:
+        if tile >= max(x.shape[2:]):
+            continue
+        if progress:
+            progress(f"autotune {fmt}: timing tiles of {tile} px")
+        try:
+            tiled = TiledRunner(runner, tile, halo, spec.scale)
+            timings[str(tile)] = {"median_ms": median_ms(tiled.infer, x, tune.runs)}
+        except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
+            timings[str(tile)] = {"error": str(exc).splitlines()[0][:300]}
+    return timings
+
+
+def context_options(options, form: DeployOptions):
+    """ExportOptions whose ONNX is built in ``form``."""
+    return replace(options, onnx=replace(options.onnx, shift=form.shift,
+                                         conv_before_upsample=form.conv_before_upsample))

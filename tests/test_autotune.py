@@ -1,0 +1,119 @@
+"""--optimize latency: every candidate form built, verified and timed; the fastest kept and recorded; exact tiling
+recorded and honoured where it measured faster."""
+
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import save_basicsr, tiny_model
+from scnet_deploy import autotune
+from scnet_deploy.autotune import TuneOptions, fastest, parse_form
+from scnet_deploy.errors import ExportError
+from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.rewrites import DeployOptions
+from scnet_deploy.runtime import open_model
+
+
+def test_form_names_round_trip_and_bad_ones_are_refused():
+    for form in (DeployOptions("dwconv"), DeployOptions("fold", True), DeployOptions("slice", True)):
+        assert parse_form(form.name) == form
+    with pytest.raises(ExportError, match="shift form"):
+        parse_form("roll+conv_before_upsample")
+    with pytest.raises(ExportError, match="--optimize"):
+        TuneOptions("fastest").check()
+
+
+def test_fastest_ignores_candidates_that_were_not_timed():
+    assert fastest({"a": {"median_ms": 3.0}, "b": {"median_ms": 2.0}, "c": {"error": "x"}}) == "b"
+    assert fastest({"a": {"median_ms": None}}) is None
+
+
+def _ops(path):
+    import onnx
+
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+    return {n.op_type for n in model.graph.node}, groups
+
+
+def test_latency_export_times_every_candidate_and_keeps_the_fastest(tmp_path):
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", tune=TuneOptions("latency", size=(24, 20), runs=2,
+                                                                                tiles=(8,))))
+    record = result.manifest["autotune"]
+    times = {name: c["median_ms"] for name, c in record["candidates"].items()}
+    assert set(times) == set(TuneOptions().candidates) and all(t > 0 for t in times.values())
+    assert record["chosen"] == min(times, key=times.get) == result.manifest["form"]
+    assert record["target_lr_size"] == [24, 20] and "8" in record["tiles"] and "none" in record["tiles"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.onnx"]  # no leftovers
+    # the artifact is the chosen form's graph, and it is exact
+    shift = parse_form(record["chosen"]).shift
+    ops, groups = _ops(tmp_path / "a" / "model.onnx")
+    assert ("Slice" in ops) == (shift == "slice") and (max(groups) > 1) == (shift == "dwconv")
+    x = np.random.default_rng(0).random((1, 3, 11, 13), dtype=np.float32)
+    with open_model(tmp_path / "a") as runner, torch.no_grad():
+        ref = tiny_model(4, "mlp")(torch.from_numpy(x)).numpy()
+        assert np.abs(runner.infer(x) - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("form", ["fold+conv_before_upsample", "slice"])
+def test_a_single_candidate_is_the_graph_written(tmp_path, form):
+    ckpt = save_basicsr(tiny_model(2, "mlp"), tmp_path / "m_x2.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", tune=TuneOptions("latency", (form,), (16, 16), 1, ())))
+    assert result.manifest["form"] == form and result.manifest["onnx"]["options"]["shift"] == form.split("+")[0]
+    ops, groups = _ops(tmp_path / "a" / "model.onnx")
+    assert ("Slice" in ops) == (form == "slice") and max(groups) == 1
+
+
+def test_a_measured_faster_tile_is_recorded_and_every_verb_runs_tiled_and_exact(tmp_path, monkeypatch):
+    from scnet_deploy.exporters.runner import TiledRunner
+
+    real = autotune.median_ms
+
+    def tiles_win(infer, x, runs, warmup=2):  # pretend this machine runs tiles faster; the rest is real
+        real(infer, x, 1, 0)
+        return 1.0 if isinstance(getattr(infer, "__self__", None), TiledRunner) else 100.0
+
+    monkeypatch.setattr(autotune, "median_ms", tiles_win)
+    ckpt = save_basicsr(tiny_model(2, "mlp"), tmp_path / "m_x2.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", tune=TuneOptions("latency", ("dwconv",), (40, 40), 1,
+                                                                                (16,))))
+    assert result.manifest["autotune"]["tile"] == 16
+    x = np.random.default_rng(1).random((2, 3, 37, 41), dtype=np.float32)
+    with open_model(tmp_path / "a") as runner, torch.no_grad():
+        assert isinstance(runner, TiledRunner) and runner.halo == result.manifest["arch"]["receptive_radius"]
+        ref = tiny_model(2, "mlp")(torch.from_numpy(x)).numpy()
+        assert np.abs(runner.infer(x) - ref).max() <= 1e-4
+
+
+def test_several_formats_share_one_onnx_per_candidate_form(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from scnet_deploy.exporters import onnx_export
+
+    calls = []
+    real = onnx_export.build_onnx
+    monkeypatch.setattr(onnx_export, "build_onnx", lambda *a, **k: calls.append(a[1].shift) or real(*a, **k))
+    ckpt = save_basicsr(tiny_model(2, "mlp"), tmp_path / "m_x2.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", format="onnx,openvino",
+                                        tune=TuneOptions("latency", ("dwconv", "slice"), (16, 16), 1, ())))
+    assert sorted(calls) == ["dwconv", "slice"]
+    for fmt in ("onnx", "openvino"):
+        assert set(result.manifests[fmt]["autotune"]["candidates"]) == {"dwconv", "slice"}
+    assert not list((tmp_path / "a").rglob(".autotune"))
+
+
+@pytest.mark.coreml
+def test_an_engine_that_cannot_run_here_keeps_the_first_form_and_says_why(tmp_path):
+    pytest.importorskip("coremltools")
+    import sys
+
+    if sys.platform == "darwin":
+        pytest.skip("Core ML runs on macOS: every candidate would be timed")
+    ckpt = save_basicsr(tiny_model(2, "mlp"), tmp_path / "m_x2.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", format="coreml",
+                                        tune=TuneOptions("latency", size=(16, 16), runs=1)))
+    record = result.manifest["autotune"]
+    assert list(record["candidates"]) == ["dwconv"] and record["chosen"] == "dwconv"
+    assert "macOS" in record["candidates"]["dwconv"]["not_timed"]
