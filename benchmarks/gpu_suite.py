@@ -5,6 +5,10 @@ CUDA provider and TensorRT where they import (the rows say when they do not).
     python benchmarks/gpu_suite.py [--checkpoint CKPT] [--sizes 180x320,540x960] [--runs 20] [--out FILE.md]
                                    [--json FILE.json] [--compile FORMS] [--device cuda]
 
+Rows: eager in each form and dtype; the best eager forms in channels_last; torch.compile (``--compile-mode``,
+default reduce-overhead, i.e. with CUDA graphs) and a hand-captured CUDA graph replay (``--graphs``) of the official
+form and the best forms: at 720p the model is launch-bound on a big GPU, so one launch per inference matters.
+
 Latency: CUDA events around each forward (input already on the GPU, output left there), median of ``--runs`` after 3
 warm-ups. Drift of reduced precisions: PSNR of the output against the FP32 output of the official form on a real
 photograph (scikit-image's astronaut, downscaled x4 with the MATLAB bicubic). Roofline for FP32: official MACs x 2 /
@@ -63,6 +67,27 @@ def gemm_tflops(device, dtype, n: int = 8192) -> float:
     return 2 * n ** 3 / (ms / 1e3) / 1e12
 
 
+def captured(module, x: torch.Tensor):
+    """``module`` on inputs shaped like ``x`` as a replayed CUDA graph (one launch per inference)."""
+    static_in = x.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for _ in range(3):
+            module(static_in)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        static_out = module(static_in)
+
+    def run(inp):
+        static_in.copy_(inp)
+        graph.replay()
+        return static_out
+
+    return run
+
+
 def photo_lr(device) -> torch.Tensor:
     from skimage import data
 
@@ -90,8 +115,12 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="180x320,540x960")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--dtypes", default=",".join(DTYPES), help="dtypes of the eager rows")
     p.add_argument("--compile", default="official:fp32,best:fp32,best:fp16",
                    help="form:dtype pairs to torch.compile; 'best' = the fastest eager form of that dtype")
+    p.add_argument("--compile-mode", default="reduce-overhead", help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    p.add_argument("--graphs", default="official:fp32,best:fp32,best:fp16",
+                   help="form:dtype pairs replayed as a captured CUDA graph (launch overhead removed)")
     p.add_argument("--out")
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -117,30 +146,41 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         ref_photo = copy.deepcopy(official).to(device)(photo).float()
 
-    def measure(label, module, dtype_name, tf32=False, compiled=False, channels_last=False):
+    def measure(label, module, dtype_name, tf32=False, compiled=False, channels_last=False, graph=False):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         dtype = DTYPES[dtype_name]
         layout = torch.channels_last if channels_last else torch.contiguous_format
         module = copy.deepcopy(module).to(device=device, dtype=dtype, memory_format=layout).eval()
-        fn = torch.compile(module) if compiled else module
-        row = {"label": label + (" channels_last" if channels_last else ""),
-               "precision": dtype_name + ("/tf32" if tf32 else ""), "compiled": compiled, "ms": {}}
+        if compiled:  # a fresh dynamo cache: every row compiles the same forward code, which would hit the recompile
+            torch._dynamo.reset()  # limit and silently fall back to eager
+        fn = torch.compile(module, mode=args.compile_mode, dynamic=False) if compiled else module
+        row = {"label": label + (" channels_last" if channels_last else "") + (" CUDA graph" if graph else ""),
+               "precision": dtype_name + ("/tf32" if tf32 else ""),
+               "compiled": args.compile_mode if compiled else "", "ms": {}}
         t0 = time.perf_counter()
         with torch.inference_mode():
             row["psnr_vs_fp32_db"] = psnr(fn(photo.to(dtype).contiguous(memory_format=layout)), ref_photo)
         row["first_call_s"] = time.perf_counter() - t0
         for h, w in sizes:
             x = torch.rand(1, 3, h, w, device=device, dtype=dtype).contiguous(memory_format=layout)
-            row["ms"][f"{h}x{w}"] = time_ms(fn, x, args.runs, device)
+            run = captured(module, x) if graph else fn
+            row["ms"][f"{h}x{w}"] = time_ms(run, x, args.runs, device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         result["rows"].append(row)
         save()
         print(json.dumps(row), flush=True)
         return row
 
+    warm = copy.deepcopy(official).to(device)  # clocks up before the baseline row: a cold GPU reads slow
+    x = torch.rand(1, 3, *sizes[0], device=device)
+    deadline = time.perf_counter() + 3
+    with torch.inference_mode():
+        while time.perf_counter() < deadline:
+            warm(x)
+    sync(device)
     measure("pytorch official eager", official, "fp32")
     eager = {}
-    for dtype_name in DTYPES:
+    for dtype_name in args.dtypes.split(","):
         for form in FORMS:
             module = to_deploy_form(official, parse_form(form))
             eager[(form, dtype_name)] = measure(f"pytorch {form}", module, dtype_name)
@@ -150,7 +190,7 @@ def main(argv=None) -> int:
     def best(dtype_name):
         return min((f for f, d in eager if d == dtype_name), key=lambda f: eager[(f, dtype_name)]["ms"][key])
 
-    for dtype_name in ("fp32", "fp16"):
+    for dtype_name in [d for d in ("fp32", "fp16") if d in args.dtypes.split(",")]:
         measure(f"pytorch {best(dtype_name)}", to_deploy_form(official, parse_form(best(dtype_name))), dtype_name,
                 channels_last=True)
     for pair in args.compile.split(","):
@@ -162,6 +202,15 @@ def main(argv=None) -> int:
             measure(f"pytorch {form} compiled", module, dtype_name, compiled=True)
         except Exception as exc:  # inductor needs a compiler toolchain; say so and go on
             result["notes"].append(f"torch.compile {form} {dtype_name}: {type(exc).__name__}: {exc}"[:300])
+            save()
+    for pair in args.graphs.split(",") if args.graphs and device.type == "cuda" else []:
+        form, dtype_name = pair.split(":")
+        form = best(dtype_name) if form == "best" else form
+        module = official if form == "official" else to_deploy_form(official, parse_form(form))
+        try:
+            measure(f"pytorch {form}", module, dtype_name, graph=True)
+        except Exception as exc:
+            result["notes"].append(f"CUDA graph {form} {dtype_name}: {type(exc).__name__}: {exc}"[:300])
             save()
     for name in ("onnxruntime", "tensorrt"):
         try:
@@ -191,7 +240,8 @@ def table(result: dict) -> list[str]:
              "|---|---|---|---|" + "---|---|" * len(sizes)]
     base = result["rows"][0]["ms"]
     for r in result["rows"]:
-        cells = [r["label"], r["precision"], "yes" if r["compiled"] else "", f"{r['psnr_vs_fp32_db']:.1f}"]
+        compiled = r["compiled"] if isinstance(r["compiled"], str) else ("default" if r["compiled"] else "")
+        cells = [r["label"], r["precision"], compiled, f"{r['psnr_vs_fp32_db']:.1f}"]
         for h, w in sizes:
             k = f"{h}x{w}"
             cells += [f"{r['ms'][k]:.2f}", f"{base[k] / r['ms'][k]:.1f}x"]
