@@ -23,7 +23,7 @@ from scnet_deploy.exporters.runner import Runner, SizeRange, verify_runner
 from scnet_deploy.options import RuntimeOptions
 
 PACKAGE = "model.mlpackage"
-EXPECTED_OPS = {"const", "conv", "relu", "leaky_relu", "add", "upsample_bilinear", "depth_to_space", "pixel_shuffle",
+EXPECTED_OPS = {"const", "conv", "conv_transpose", "relu", "leaky_relu", "add", "upsample_bilinear", "depth_to_space", "pixel_shuffle",
                 "cast", "pad", "slice_by_index", "concat", "mul", "constexpr_affine_dequantize",
                 "constexpr_blockwise_shift_scale"}
 

@@ -29,6 +29,7 @@ OPSETS = (17, 18)
 class OnnxOptions:
     shift: str = DeployOptions.shift
     conv_before_upsample: bool = False  # exact; see scnet_deploy/rewrites.py
+    upsample_as_deconv: bool = False  # exact; see scnet_deploy/rewrites.py
     opset: int | None = None  # None: the exporter's default (dynamo 18, torchscript 17)
     exporter: str = "dynamo"
     simplify: bool = True
@@ -40,7 +41,7 @@ class OnnxOptions:
         return self.opset if self.opset is not None else EXPORTERS[self.exporter]
 
     def deploy(self) -> DeployOptions:
-        return DeployOptions(shift=self.shift, conv_before_upsample=self.conv_before_upsample)
+        return DeployOptions(self.shift, self.conv_before_upsample, self.upsample_as_deconv)
 
     def check(self) -> None:
         check_shift(self.shift)

@@ -81,7 +81,8 @@ def _none(node, consts):
 
 
 SUPPORTED = {
-    "Conv": _check_conv, "Relu": _none, "LeakyRelu": _none, "Add": _none, "Sub": _none, "Mul": _none, "Div": _none,
+    "Conv": _check_conv, "ConvTranspose": _check_conv, "Relu": _none, "LeakyRelu": _none, "Add": _none,
+    "Sub": _none, "Mul": _none, "Div": _none,
     "Concat": _none, "Slice": _check_slice, "Pad": _check_pad, "Resize": _check_resize,
     "DepthToSpace": _check_depth_to_space, "Constant": _none, "Identity": _none, "Reshape": _none,
     "Transpose": _none, "Clip": _none, "Cast": _none, "Shape": _none, "Gather": _none, "Unsqueeze": _none,

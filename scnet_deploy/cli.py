@@ -94,10 +94,12 @@ def export_cmd(
                               "fold (into the next 1x1 conv: a sparse 3x3 conv)."),
     conv_before_upsample: bool = typer.Option(False, help="Run each bilinear stage's 1x1 conv before the upsample "
                                               "(exact, fewer MACs)."),
+    upsample_as_deconv: bool = typer.Option(False, help="Run each even bilinear upsample as edge pad + depthwise "
+                                            "transposed conv (exact)."),
     optimize: str = typer.Option("none", help="latency: build every --candidates form, verify and time each at "
                                  "--opt-size here, keep the fastest (and exact tiling where faster); none: --shift."),
     candidates: str = typer.Option(",".join(CANDIDATE_FORMS), help="--optimize latency: forms to try, "
-                                   "shift[+conv_before_upsample], comma-separated."),
+                                   "shift[+conv_before_upsample][+upsample_as_deconv], comma-separated."),
     tune_runs: int = typer.Option(5, help="--optimize latency: timed runs per candidate."),
     tune_tiles: str = typer.Option("128,256", help="--optimize latency: LR tile sides to try ('' for none)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset, 17 or 18 (default: the exporter's, 18 for dynamo)."),
@@ -133,8 +135,8 @@ def export_cmd(
         calib=CalibOptions(calib_data, calib_count, calib_crop, lr_input=calib_lr, method=calib_method),
         budget_db=budget,
         sizes=SizeOptions(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
-        onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample, opset=opset, exporter=exporter,
-                         simplify=simplify),
+        onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample,
+                         upsample_as_deconv=upsample_as_deconv, opset=opset, exporter=exporter, simplify=simplify),
         tune=TuneOptions(optimize, _parse_list(candidates), runs=tune_runs,
                          tiles=tuple(_parse_int(t, "--tune-tiles") for t in _parse_list(tune_tiles))),
         openvino=OpenVINOOptions(inference_precision=ov_hint, performance=ov_performance),

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .shift import Shift8
 
@@ -97,6 +96,8 @@ class SCNet(nn.Module):
         self.conv_hr = nn.Conv2d(nf, nf, 1)
         self.conv_last = nn.Conv2d(nf, config.num_out_ch, 1)
         self.lrelu = nn.LeakyReLU(0.1)
+        # The image-space skip (F.interpolate in the official code; a module here so rewrites can replace it).
+        self.skip = nn.Upsample(scale_factor=config.scale, mode="bilinear", align_corners=False)
 
     def upconvs(self) -> list[nn.Module]:
         return [getattr(self, f"upconv{k}") for k in range(1, self.num_stages + 1)]
@@ -106,4 +107,4 @@ class SCNet(nn.Module):
         for upconv in self.upconvs():
             out = self.lrelu(upconv(out))
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
-        return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return out + self.skip(x)

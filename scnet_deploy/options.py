@@ -5,6 +5,8 @@ from pathlib import Path
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # Deploy forms the latency autotuner builds and times by default (scnet_deploy/autotune.py), shift[+rewrite].
+# upsample_as_deconv is exact but measured slower in every backend here (OpenVINO picks a slow grouped-deconv kernel
+# inside the model), so it is a candidate only when asked for (--candidates).
 CANDIDATE_FORMS = ("dwconv", "dwconv+conv_before_upsample", "slice+conv_before_upsample", "fold+conv_before_upsample")
 
 

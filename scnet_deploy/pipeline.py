@@ -105,8 +105,10 @@ def recommend(validation: dict, bench: dict, budget_db: float) -> dict | None:
 def autotune_summary(manifest: dict) -> dict:
     """The chosen form (and tile) of one engine, with every candidate's median ms where it was autotuned."""
     tuned = manifest.get("autotune") or {}
+    cands = tuned.get("candidates", {})
     return {"form": manifest.get("form"), "tile": tuned.get("tile"), "target_lr_size": tuned.get("target_lr_size"),
-            "candidates_ms": {name: c.get("median_ms") for name, c in tuned.get("candidates", {}).items()}}
+            "candidates_ms": {name: c.get("median_ms") for name, c in cands.items()},
+            "interleaved_ms": {name: c["interleaved_ms"] for name, c in cands.items() if "interleaved_ms" in c}}
 
 
 def form_lines(forms: dict) -> list[str]:
@@ -114,7 +116,9 @@ def form_lines(forms: dict) -> list[str]:
     for label, f in forms.items():
         tried = ", ".join(f"{n} {ms:.1f}" if ms is not None else f"{n} not timed" for n, ms in f["candidates_ms"].items())
         tile = f", tiles of {f['tile']} LR px" if f.get("tile") else ""
-        lines.append(f"- `{label}`: {f['form']}{tile}" + (f" (tried: {tried})" if tried else ""))
+        final = ", ".join(f"{n} {ms:.1f}" for n, ms in f.get("interleaved_ms", {}).items())
+        lines.append(f"- `{label}`: {f['form']}{tile}" + (f" (tried: {tried}; the two fastest again, interleaved: "
+                                                           f"{final})" if final else f" (tried: {tried})" if tried else ""))
     return lines
 
 

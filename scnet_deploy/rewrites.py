@@ -8,7 +8,9 @@ import copy
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import ExportError
 from .shift import OFFSETS, SHIFT_FORMS, Shift8, ShiftDWConv, ShiftSlice
@@ -22,11 +24,26 @@ SHIFT_CHOICES = (*sorted(SHIFT_FORMS), FOLD)
 class DeployOptions:
     shift: str = DEFAULT_SHIFT  # "slice" (pad + slices + concat), "dwconv" (depthwise one-hot 3x3) or "fold"
     conv_before_upsample: bool = False
+    upsample_as_deconv: bool = False
 
     @property
     def name(self) -> str:
-        """A short name for this form, as the autotuner's records and the benchmark tables show it."""
-        return self.shift + ("+conv_before_upsample" if self.conv_before_upsample else "")
+        """A short name for this form, as the autotuner's records and the benchmark tables show it:
+        ``shift[+rewrite...]``, rewrites in REWRITE_FLAGS order."""
+        return "+".join([self.shift, *(flag for flag in REWRITE_FLAGS if getattr(self, flag))])
+
+    @classmethod
+    def from_name(cls, name: str) -> "DeployOptions":
+        shift, *flags = name.split("+")
+        check_shift(shift)
+        unknown = [f for f in flags if f not in REWRITE_FLAGS]
+        if unknown:
+            raise ExportError(f"form {name!r}: {unknown} are not rewrites; a form is shift[+rewrite...] with shift in "
+                              f"{list(SHIFT_CHOICES)} and rewrites from {list(REWRITE_FLAGS)}.")
+        return cls(shift, **{f: True for f in flags})
+
+
+REWRITE_FLAGS = ("conv_before_upsample", "upsample_as_deconv")
 
 
 def check_shift(form: str) -> None:
@@ -61,6 +78,54 @@ def conv_before_upsample(model: nn.Module) -> nn.Module:
             up, conv, *rest = module.up_layer
             if isinstance(up, nn.Upsample) and isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1):
                 module.up_layer = nn.Sequential(conv, up, *rest)
+    return model
+
+
+class BilinearDeconv(nn.Module):
+    """Bilinear upsampling by an even factor s (align_corners=False) as edge padding + a depthwise transposed conv.
+
+    Half-pixel bilinear by s blends each pixel with one neighbour using the tent weights
+    k[t] = 1 - |t - (s - 1/2)| / s, t = 0 .. 2s-1 (x2: 1/4, 3/4, 3/4, 1/4); the border clamp of the resize is the
+    one-pixel edge padding, and the transposed conv's padding 3s/2 crops its output to exactly s x the input.
+    """
+
+    def __init__(self, channels: int, scale: int) -> None:
+        super().__init__()
+        if scale % 2:
+            raise ValueError(f"BilinearDeconv needs an even scale, got {scale}")
+        self.channels, self.scale = channels, scale
+        k = 1 - (torch.arange(2 * scale, dtype=torch.float64) - (scale - 0.5)).abs() / scale
+        weight = torch.outer(k, k).float().expand(channels, 1, 2 * scale, 2 * scale).contiguous()
+        self.register_buffer("weight", weight, persistent=False)
+        self.register_buffer("bias", torch.zeros(channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(F.pad(x, [1, 1, 1, 1], mode="replicate"), self.weight, self.bias,
+                                  stride=self.scale, padding=3 * self.scale // 2, groups=self.channels)
+
+
+def _even_bilinear(module: nn.Module) -> int | None:
+    if (isinstance(module, nn.Upsample) and module.mode == "bilinear" and not module.align_corners
+            and module.size is None and float(module.scale_factor) in (2.0, 4.0, 8.0)):
+        return int(module.scale_factor)
+    return None
+
+
+def upsample_as_deconv(model: nn.Module) -> nn.Module:
+    """Every bilinear upsample by an even factor (the x2 stages of the shift-MLP upsampler, the x4/x8 image skip) as
+    a BilinearDeconv. Exact; whether it is faster depends on the runtime (OpenVINO: yes; ONNX Runtime: no)."""
+    from .model import UpShiftMLP
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        if isinstance(module, UpShiftMLP):
+            channels = next(m for m in module.up_layer if isinstance(m, nn.Conv2d)).in_channels
+            for i, layer in enumerate(module.up_layer):
+                if _even_bilinear(layer):
+                    module.up_layer[i] = BilinearDeconv(channels, _even_bilinear(layer))
+    skip = getattr(model, "skip", None)
+    if skip is not None and _even_bilinear(skip):
+        model.skip = BilinearDeconv(model.config.num_in_ch, _even_bilinear(skip))
     return model
 
 
@@ -109,6 +174,7 @@ def fold_shift(model: nn.Module) -> nn.Module:
 # (scnet_deploy/autotune.py) times the candidates; the defaults are the form measured fastest in ONNX Runtime FP32.
 PIPELINE: list[tuple[str, Callable[[nn.Module, DeployOptions], nn.Module]]] = [
     ("conv_before_upsample", lambda m, o: conv_before_upsample(m) if o.conv_before_upsample else m),
+    ("upsample_as_deconv", lambda m, o: upsample_as_deconv(m) if o.upsample_as_deconv else m),
     ("shift", lambda m, o: replace_shift(m, o.shift)),
 ]
 

@@ -60,3 +60,17 @@ def test_program_check_catches_wrong_upsample_semantics():
     mlmodel = ct.convert(program, convert_to="mlprogram", skip_model_load=True)
     with pytest.raises(ExportError, match="half-pixel"):
         check_program(mlmodel)
+
+
+def test_every_exact_form_converts_to_the_ops_it_should(tmp_path):
+    # The autotuner may pick any form on a Mac; each must convert with the ops it is made of.
+    from scnet_deploy.exporters.onnx_export import OnnxOptions
+
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    for name, onnx_options, expect in [
+            ("fold", OnnxOptions(shift="fold", conv_before_upsample=True), {"upsample_bilinear": 3}),
+            ("deconv", OnnxOptions(upsample_as_deconv=True), {"conv_transpose": 3})]:
+        m = export(ckpt, ExportOptions(output=tmp_path / name, format="coreml", precision="fp16",
+                                       onnx=onnx_options)).manifest
+        ops = m["coreml"]["program"]["ops"]
+        assert all(ops.get(op) == n for op, n in expect.items()), ops

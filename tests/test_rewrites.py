@@ -33,7 +33,7 @@ def test_every_pipeline_step_is_exact_alone():
                 assert (rewrite(ref, options)(x) - ref(x)).abs().max() <= 1e-5, (name, shift)
 
 
-@pytest.mark.parametrize("form", CANDIDATE_FORMS + ("fold", "slice"))
+@pytest.mark.parametrize("form", CANDIDATE_FORMS + ("fold", "slice", "slice+upsample_as_deconv"))
 @pytest.mark.parametrize("scale,upsampler", [(2, "mlp"), (3, "pixelshuffle"), (3, "mlp"), (4, "mlp"),
                                              (8, "pixelshuffle")])
 def test_every_autotune_candidate_form_is_exact(form, scale, upsampler):
@@ -99,3 +99,25 @@ def test_conv_before_upsample_leaves_pixelshuffle_alone():
 
     ref = tiny_model(4, "pixelshuffle")
     assert [type(m) for m in conv_before_upsample(ref).modules()] == [type(m) for m in ref.modules()]
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 6), (5, 3), (16, 9)])
+def test_bilinear_deconv_is_bilinear_upsampling(scale, h, w):
+    from scnet_deploy.rewrites import BilinearDeconv
+
+    x = torch.rand(2, 5, h, w)
+    ref = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    assert (BilinearDeconv(5, scale)(x) - ref).abs().max() <= 1e-6
+
+
+def test_upsample_as_deconv_replaces_every_even_bilinear_and_leaves_x3_alone():
+    from scnet_deploy.rewrites import BilinearDeconv, upsample_as_deconv
+
+    x4 = upsample_as_deconv(tiny_model(4, "mlp"))
+    assert not any(isinstance(m, torch.nn.Upsample) for m in x4.modules())
+    assert sum(isinstance(m, BilinearDeconv) for m in x4.modules()) == 3  # two x2 stages and the x4 image skip
+    x3 = upsample_as_deconv(tiny_model(3, "mlp"))
+    assert sum(isinstance(m, torch.nn.Upsample) for m in x3.modules()) == 2  # odd factors keep the resize
+    with pytest.raises(ExportError, match="not rewrites"):
+        DeployOptions.from_name("dwconv+upsample_as_pixelshuffle")

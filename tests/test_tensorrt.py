@@ -34,15 +34,25 @@ def test_trtexec_command():
     assert "--fp16" not in trtexec_command("m.onnx", "m.plan", p, "fp32", 64)
 
 
-@pytest.mark.parametrize("shift", ["slice", "dwconv"])
+@pytest.mark.parametrize("form", ["slice", "dwconv", "fold+conv_before_upsample",
+                                  "dwconv+conv_before_upsample+upsample_as_deconv"])
 @pytest.mark.parametrize("upsampler", ["mlp", "pixelshuffle"])
-def test_our_graphs_are_parsable_by_tensorrt(tmp_path, shift, upsampler):
-    build_onnx(tiny_model(4, upsampler, num_block=1), OnnxOptions(shift=shift), tmp_path / "m.onnx")
+def test_our_graphs_are_parsable_by_tensorrt(tmp_path, form, upsampler):
+    from scnet_deploy.rewrites import DeployOptions
+
+    f = DeployOptions.from_name(form)
+    options = OnnxOptions(shift=f.shift, conv_before_upsample=f.conv_before_upsample,
+                          upsample_as_deconv=f.upsample_as_deconv)
+    build_onnx(tiny_model(4, upsampler, num_block=1), options, tmp_path / "m.onnx")
     model = onnx.load(str(tmp_path / "m.onnx"))
     assert unsupported_ops(model) == []
     check_graph(model)
     ops = {n.op_type for n in model.graph.node}
-    assert "Resize" in ops and (upsampler == "mlp" or "DepthToSpace" in ops)
+    if f.upsample_as_deconv:
+        assert "ConvTranspose" in ops and "Resize" not in ops and "Pad" in ops
+    else:
+        assert "Resize" in ops
+    assert upsampler == "mlp" or "DepthToSpace" in ops
 
 
 def _graph(node, extra_inits=(), opset=18):
