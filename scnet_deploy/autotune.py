@@ -124,8 +124,7 @@ def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: 
     if candidates[best]["median_ms"] is not None and tune.tiles:
         with _load(backend, cand_dir, fields, options.precision) as runner:
             record["tiles"] = _time_tiles(runner, spec, backend.format, x, tune, progress)
-        winner = fastest(record["tiles"])
-        record["tile"] = None if winner in (None, "none") else int(winner)
+        record["tile"] = choose_tile(record["tiles"])
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
     return {**fields, "form": best, "autotune": record}
@@ -150,24 +149,45 @@ def _interleaved(backend, artifacts: list, precision: str, x: np.ndarray, runs: 
             r.close()
 
 
+TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost the timing noise must not hide
+
+
 def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress) -> dict:
-    """Median ms of the whole image ("none") and of exact tiling at each tile side smaller than the image, one
-    after the other on the same loaded engine."""
+    """Median ms of the whole image ("none") and of exact tiling at each tile side smaller than the image, timed run
+    for run in turn on the same loaded engine."""
     from scnet_deploy.exporters.runner import TiledRunner
 
     halo = spec.receptive_radius
-    timings = {"none": {"median_ms": median_ms(runner.infer, x, tune.runs)}}
+    ways = {"none": runner.infer}
     for tile in tune.tiles:
-        if tile >= max(x.shape[2:]):
-            continue
-        if progress:
-            progress(f"autotune {fmt}: timing tiles of {tile} px")
-        try:
-            tiled = TiledRunner(runner, tile, halo, spec.scale)
-            timings[str(tile)] = {"median_ms": median_ms(tiled.infer, x, tune.runs)}
-        except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
-            timings[str(tile)] = {"error": str(exc).splitlines()[0][:300]}
+        if tile < max(x.shape[2:]):
+            ways[str(tile)] = TiledRunner(runner, tile, halo, spec.scale).infer
+    if progress:
+        progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, interleaved")
+    times, errors = {name: [] for name in ways}, {}
+    for _ in range(tune.runs + 1):  # the first round warms up each way and is not counted
+        for name, infer in ways.items():
+            if name in errors:
+                continue
+            try:
+                t0 = time.perf_counter()
+                infer(x)
+                times[name].append(time.perf_counter() - t0)
+            except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
+                errors[name] = str(exc).splitlines()[0][:300]
+    timings = {name: ({"error": errors[name]} if name in errors else
+                      {"median_ms": statistics.median(t[1:]) * 1e3}) for name, t in times.items()}
     return timings
+
+
+def choose_tile(timings: dict) -> int | None:
+    """The fastest tile if it beats the whole image by the margin, else None (run whole images)."""
+    whole = timings["none"]["median_ms"]
+    tiles = {k: v for k, v in timings.items() if k != "none" and v.get("median_ms") is not None}
+    if not tiles:
+        return None
+    best = min(tiles, key=lambda k: tiles[k]["median_ms"])
+    return int(best) if tiles[best]["median_ms"] < TILE_MARGIN * whole else None
 
 
 def context_options(options, form: DeployOptions):
