@@ -139,7 +139,8 @@ def main(argv=None) -> int:
             artifacts[label] = r.directory
             cands = ", ".join(f"{n} {c['median_ms']:.0f}" for n, c in tuned["candidates"].items()
                               if c.get("median_ms") is not None)
-            notes[label] = f"form {tuned['chosen']} (tried at {sizes[0][0]}x{sizes[0][1]}: {cands} ms)"
+            tile = f", tiles of {tuned['tile']} px" if tuned.get("tile") else ", whole images"
+            notes[label] = f"form {tuned['chosen']}{tile} (tried at {sizes[0][0]}x{sizes[0][1]}: {cands} ms)"
         drift_name, drifts = drift_table(ckpt_path, artifacts, tmp) if artifacts else ("-", {})
         naive = tmp / "naive.onnx"
         naive_onnx(ckpt.model, naive)
