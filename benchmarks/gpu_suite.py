@@ -104,11 +104,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv=None) -> int:
-    from scnet_deploy.autotune import parse_form
     from scnet_deploy.checkpoint import load_checkpoint
     from scnet_deploy.complexity import macs_per_lr_pixel
     from scnet_deploy.pipeline import REFERENCE
-    from scnet_deploy.rewrites import to_deploy_form
+    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(REFERENCE))
@@ -182,7 +181,7 @@ def main(argv=None) -> int:
     eager = {}
     for dtype_name in args.dtypes.split(","):
         for form in FORMS:
-            module = to_deploy_form(official, parse_form(form))
+            module = to_deploy_form(official, DeployOptions.from_name(form))
             eager[(form, dtype_name)] = measure(f"pytorch {form}", module, dtype_name)
     measure("pytorch official eager", official, "fp32", tf32=True)
     key = f"{sizes[0][0]}x{sizes[0][1]}"
@@ -191,13 +190,13 @@ def main(argv=None) -> int:
         return min((f for f, d in eager if d == dtype_name), key=lambda f: eager[(f, dtype_name)]["ms"][key])
 
     for dtype_name in [d for d in ("fp32", "fp16") if d in args.dtypes.split(",")]:
-        measure(f"pytorch {best(dtype_name)}", to_deploy_form(official, parse_form(best(dtype_name))), dtype_name,
+        measure(f"pytorch {best(dtype_name)}", to_deploy_form(official, DeployOptions.from_name(best(dtype_name))), dtype_name,
                 channels_last=True)
     for pair in args.compile.split(","):
         form, dtype_name = pair.split(":")
         if form == "best":
             form = best(dtype_name)
-        module = official if form == "official" else to_deploy_form(official, parse_form(form))
+        module = official if form == "official" else to_deploy_form(official, DeployOptions.from_name(form))
         try:
             measure(f"pytorch {form} compiled", module, dtype_name, compiled=True)
         except Exception as exc:  # inductor needs a compiler toolchain; say so and go on
@@ -206,7 +205,7 @@ def main(argv=None) -> int:
     for pair in args.graphs.split(",") if args.graphs and device.type == "cuda" else []:
         form, dtype_name = pair.split(":")
         form = best(dtype_name) if form == "best" else form
-        module = official if form == "official" else to_deploy_form(official, parse_form(form))
+        module = official if form == "official" else to_deploy_form(official, DeployOptions.from_name(form))
         try:
             measure(f"pytorch {form}", module, dtype_name, graph=True)
         except Exception as exc:

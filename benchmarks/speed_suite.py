@@ -22,13 +22,13 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from _output import emit  # benchmarks/ is on sys.path when a script here is run
+from shift_forms import naive_export  # the same naive export as the shift-forms table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -51,14 +51,6 @@ def gemm_gflops() -> dict:
             times.append(time.perf_counter() - t0)
         rates[n] = 2 * n ** 3 / statistics.median(times) / 1e9
     return {"gflops": max(rates.values()), "by_size": rates, "threads": torch.get_num_threads()}
-
-
-def naive_onnx(model, path: Path) -> None:
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(path), input_names=["lr"], output_names=["sr"],
-                          dynamic_axes={"lr": axes, "sr": axes}, opset_version=17, dynamo=False)
 
 
 def time_ms(infer, x: np.ndarray, runs: int) -> float:
@@ -143,7 +135,7 @@ def main(argv=None) -> int:
             notes[label] = f"form {tuned['chosen']}{tile} (tried at {sizes[0][0]}x{sizes[0][1]}: {cands} ms)"
         drift_name, drifts = drift_table(ckpt_path, artifacts, tmp) if artifacts else ("-", {})
         naive = tmp / "naive.onnx"
-        naive_onnx(ckpt.model, naive)
+        naive_export(ckpt.model, naive)
 
         def runners():
             yield "pytorch official eager", "fp32", lambda: TorchRunner(ckpt.model, "official eager")

@@ -11,7 +11,7 @@ Candidate forms are named as in ``DeployOptions.name``: ``shift[+rewrite...]``.
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +21,6 @@ from .options import CANDIDATE_FORMS
 from .rewrites import DeployOptions
 
 OPTIMIZE = ("none", "latency")
-
-
-def parse_form(name: str) -> DeployOptions:
-    return DeployOptions.from_name(name)
 
 
 @dataclass(frozen=True)
@@ -41,20 +37,36 @@ class TuneOptions:
         if not self.candidates:
             raise ExportError("--candidates is empty; name at least one form, e.g. dwconv.")
         for name in self.candidates:
-            parse_form(name)
+            DeployOptions.from_name(name)
         if self.runs < 1 or any(t < 8 for t in self.tiles):
             raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
 
 
+def in_turn(infers: dict, x: np.ndarray, runs: int, warmup: int = 2) -> dict:
+    """Time several ways of running ``x`` one run each in turn, so a slow spell of the machine hits all alike:
+    {name: {"median_ms": ...}} after ``warmup`` untimed rounds, or {name: {"error": ...}} for a way that raised a
+    user-facing error (a tile smaller than the engine's minimum input, say)."""
+    times, errors = {name: [] for name in infers}, {}
+    for round_ in range(warmup + runs):
+        for name, infer in infers.items():
+            if name in errors:
+                continue
+            try:
+                t0 = time.perf_counter()
+                infer(x)
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+            except ScnetDeployError as exc:
+                errors[name] = str(exc).splitlines()[0][:300]
+    return {name: {"error": errors[name]} if name in errors else {"median_ms": statistics.median(t) * 1e3}
+            for name, t in times.items()}
+
+
 def median_ms(infer, x: np.ndarray, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        infer(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        infer(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    timing = in_turn({"it": infer}, x, runs, warmup)["it"]
+    if "error" in timing:
+        raise ScnetDeployError(timing["error"])
+    return timing["median_ms"]
 
 
 def fastest(timings: dict, key: str = "median_ms"):
@@ -87,7 +99,7 @@ def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: 
     for i, name in enumerate(tune.candidates):
         if progress:
             progress(f"autotune {backend.format} {options.precision}: building {name}")
-        form = parse_form(name)
+        form = DeployOptions.from_name(name)
         cand_dir = scratch / f"{backend.format}-{i}"
         cand_dir.mkdir(parents=True)
         t0 = time.perf_counter()
@@ -109,15 +121,15 @@ def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: 
         raise ExportError(f"no candidate form could be built for {backend.format} {options.precision}: "
                           + "; ".join(f"{n}: {c['error']}" for n, c in candidates.items()))
     best = fastest(candidates) or next(iter(built))
-    runner_up = sorted((n for n in built if candidates[n].get("median_ms") is not None),
-                       key=lambda n: candidates[n]["median_ms"])[1:2]
-    if runner_up:  # the two fastest again, run for run in turn: a slow spell of the machine hits both alike
+    top_two = sorted((n for n in built if candidates[n]["median_ms"] is not None),
+                     key=lambda n: candidates[n]["median_ms"])[:2]
+    if len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
         if progress:
-            progress(f"autotune {backend.format} {options.precision}: {best} vs {runner_up[0]}, interleaved")
-        confirmed = _interleaved(backend, [built[n] for n in (best, *runner_up)], options.precision, x, tune.runs)
-        for name, ms in zip((best, *runner_up), confirmed):
-            candidates[name]["interleaved_ms"] = ms
-        best = min((best, *runner_up), key=lambda n: candidates[n]["interleaved_ms"])
+            progress(f"autotune {backend.format} {options.precision}: {' vs '.join(top_two)}, interleaved")
+        for name, timing in _interleaved(backend, {n: built[n] for n in top_two}, options.precision, x,
+                                         tune.runs).items():
+            candidates[name]["interleaved_ms"] = timing["median_ms"]
+        best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
     record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs, "candidates": candidates,
               "chosen": best, "tile": None}
@@ -130,22 +142,13 @@ def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: 
     return {**fields, "form": best, "autotune": record}
 
 
-def _interleaved(backend, artifacts: list, precision: str, x: np.ndarray, runs: int) -> list[float]:
-    """Median ms of each artifact, timed one run each in turn (after 2 warm-ups each)."""
-    runners = [_load(backend, d, f, precision) for d, f in artifacts]
+def _interleaved(backend, artifacts: dict, precision: str, x: np.ndarray, runs: int) -> dict:
+    """``in_turn`` over built artifacts ({name: (directory, fields)}), each loaded once."""
+    runners = {name: _load(backend, d, f, precision) for name, (d, f) in artifacts.items()}
     try:
-        for r in runners:
-            r.infer(x)
-            r.infer(x)
-        times = [[] for _ in runners]
-        for _ in range(runs):
-            for r, t in zip(runners, times):
-                t0 = time.perf_counter()
-                r.infer(x)
-                t.append(time.perf_counter() - t0)
-        return [statistics.median(t) * 1e3 for t in times]
+        return in_turn({name: r.infer for name, r in runners.items()}, x, runs)
     finally:
-        for r in runners:
+        for r in runners.values():
             r.close()
 
 
@@ -153,44 +156,27 @@ TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost 
 
 
 def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress) -> dict:
-    """Median ms of the whole image ("none") and of exact tiling at each tile side smaller than the image, timed run
-    for run in turn on the same loaded engine."""
+    """The whole image ("none") and exact tiling at each tile side smaller than the image, timed in turn on the
+    same loaded engine."""
     from scnet_deploy.exporters.runner import TiledRunner
 
-    halo = spec.receptive_radius
     ways = {"none": runner.infer}
     for tile in tune.tiles:
         if tile < max(x.shape[2:]):
-            ways[str(tile)] = TiledRunner(runner, tile, halo, spec.scale).infer
+            ways[str(tile)] = TiledRunner(runner, tile, spec.receptive_radius, spec.scale).infer
     if progress:
         progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, interleaved")
-    times, errors = {name: [] for name in ways}, {}
-    for _ in range(tune.runs + 1):  # the first round warms up each way and is not counted
-        for name, infer in ways.items():
-            if name in errors:
-                continue
-            try:
-                t0 = time.perf_counter()
-                infer(x)
-                times[name].append(time.perf_counter() - t0)
-            except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
-                errors[name] = str(exc).splitlines()[0][:300]
-    timings = {name: ({"error": errors[name]} if name in errors else
-                      {"median_ms": statistics.median(t[1:]) * 1e3}) for name, t in times.items()}
-    return timings
+    return in_turn(ways, x, tune.runs, warmup=1)
 
 
 def choose_tile(timings: dict) -> int | None:
     """The fastest tile if it beats the whole image by the margin, else None (run whole images)."""
-    whole = timings["none"]["median_ms"]
-    tiles = {k: v for k, v in timings.items() if k != "none" and v.get("median_ms") is not None}
-    if not tiles:
+    best = fastest({k: v for k, v in timings.items() if k != "none"})
+    if best is None or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
         return None
-    best = min(tiles, key=lambda k: tiles[k]["median_ms"])
-    return int(best) if tiles[best]["median_ms"] < TILE_MARGIN * whole else None
+    return int(best)
 
 
 def context_options(options, form: DeployOptions):
     """ExportOptions whose ONNX is built in ``form``."""
-    return replace(options, onnx=replace(options.onnx, shift=form.shift, conv_before_upsample=form.conv_before_upsample,
-                                         upsample_as_deconv=form.upsample_as_deconv))
+    return replace(options, onnx=replace(options.onnx, **asdict(form)))  # OnnxOptions names the same fields

@@ -370,7 +370,7 @@ def pipeline_cmd(
     from .pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, dataset, calib_data, calib_count, budget, _parse_shapes(shape), runs,
-                              tuple(f.strip() for f in formats.split(",") if f.strip()), optimize)
+                              _parse_list(formats), optimize)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("starting", total=None)
 

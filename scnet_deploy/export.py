@@ -164,7 +164,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})
-    scratch = tmp / ".autotune"
+    scratch = tmp / ".scratch"
     contexts: dict[str, ExportContext] = {}
 
     def context_for(form) -> ExportContext:  # one verified ONNX per form, shared by the backends that start from it
@@ -177,7 +177,6 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
         return contexts[form.name]
 
     try:
-        ctx = ExportContext(ckpt, options, tmp)
         for backend in chosen:
             if progress:
                 progress(f"building {backend.format} ({options.precision})")
@@ -189,7 +188,8 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
                 fields = build_fastest(backend, options, ckpt.spec, context_for, workdir, scratch / backend.format,
                                        progress)
             else:
-                fields = {**backend.impl(building=True).build(ctx, workdir), "form": options.onnx.deploy().name}
+                form = options.onnx.deploy()
+                fields = {**backend.impl(building=True).build(context_for(form), workdir), "form": form.name}
             manifest = {
                 "format": backend.format,
                 "backend": backend.name,
@@ -207,10 +207,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
             manifest = write_manifest(workdir, manifest)
             result.artifacts[backend.format] = final if len(chosen) == 1 else final / backend.format
             result.manifests[backend.format] = manifest
-        shared = tmp / "_shared.onnx"
-        if shared.exists():
-            shared.unlink()
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # every form's shared ONNX and the autotuner's candidates
         _move_into_place(tmp, final)
     finally:
         if tmp.exists():

@@ -114,11 +114,15 @@ def autotune_summary(manifest: dict) -> dict:
 def form_lines(forms: dict) -> list[str]:
     lines = ["Graph form per engine (autotuned: every candidate's median ms at the target size, on this machine):", ""]
     for label, f in forms.items():
-        tried = ", ".join(f"{n} {ms:.1f}" if ms is not None else f"{n} not timed" for n, ms in f["candidates_ms"].items())
-        tile = f", tiles of {f['tile']} LR px" if f.get("tile") else ""
-        final = ", ".join(f"{n} {ms:.1f}" for n, ms in f.get("interleaved_ms", {}).items())
-        lines.append(f"- `{label}`: {f['form']}{tile}" + (f" (tried: {tried}; the two fastest again, interleaved: "
-                                                           f"{final})" if final else f" (tried: {tried})" if tried else ""))
+        line = f"- `{label}`: {f['form']}" + (f", tiles of {f['tile']} LR px" if f.get("tile") else "")
+        if f["candidates_ms"]:
+            line += " (tried: " + ", ".join(f"{n} {ms:.1f}" if ms is not None else f"{n} not timed"
+                                            for n, ms in f["candidates_ms"].items())
+            if f["interleaved_ms"]:
+                line += "; the two fastest again, interleaved: " + ", ".join(
+                    f"{n} {ms:.1f}" for n, ms in f["interleaved_ms"].items())
+            line += ")"
+        lines.append(line)
     return lines
 
 

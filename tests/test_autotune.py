@@ -8,7 +8,7 @@ import torch
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy import autotune
-from scnet_deploy.autotune import TuneOptions, fastest, parse_form
+from scnet_deploy.autotune import TuneOptions, fastest
 from scnet_deploy.errors import ExportError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.rewrites import DeployOptions
@@ -17,9 +17,9 @@ from scnet_deploy.runtime import open_model
 
 def test_form_names_round_trip_and_bad_ones_are_refused():
     for form in (DeployOptions("dwconv"), DeployOptions("fold", True), DeployOptions("slice", True)):
-        assert parse_form(form.name) == form
+        assert DeployOptions.from_name(form.name) == form
     with pytest.raises(ExportError, match="shift form"):
-        parse_form("roll+conv_before_upsample")
+        DeployOptions.from_name("roll+conv_before_upsample")
     with pytest.raises(ExportError, match="--optimize"):
         TuneOptions("fastest").check()
 
@@ -51,7 +51,7 @@ def test_latency_export_times_every_candidate_and_keeps_the_fastest(tmp_path):
     assert record["target_lr_size"] == [24, 20] and "8" in record["tiles"] and "none" in record["tiles"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["manifest.json", "model.onnx"]  # no leftovers
     # the artifact is the chosen form's graph, and it is exact
-    shift = parse_form(record["chosen"]).shift
+    shift = DeployOptions.from_name(record["chosen"]).shift
     ops, groups = _ops(tmp_path / "a" / "model.onnx")
     assert ("Slice" in ops) == (shift == "slice") and (max(groups) > 1) == (shift == "dwconv")
     x = np.random.default_rng(0).random((1, 3, 11, 13), dtype=np.float32)
@@ -114,7 +114,7 @@ def test_several_formats_share_one_onnx_per_candidate_form(tmp_path, monkeypatch
     assert sorted(calls) == ["dwconv", "slice"]
     for fmt in ("onnx", "openvino"):
         assert set(result.manifests[fmt]["autotune"]["candidates"]) == {"dwconv", "slice"}
-    assert not list((tmp_path / "a").rglob(".autotune"))
+    assert not list((tmp_path / "a").rglob(".scratch"))
 
 
 @pytest.mark.coreml

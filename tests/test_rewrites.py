@@ -37,10 +37,8 @@ def test_every_pipeline_step_is_exact_alone():
 @pytest.mark.parametrize("scale,upsampler", [(2, "mlp"), (3, "pixelshuffle"), (3, "mlp"), (4, "mlp"),
                                              (8, "pixelshuffle")])
 def test_every_autotune_candidate_form_is_exact(form, scale, upsampler):
-    from scnet_deploy.autotune import parse_form
-
     ref = tiny_model(scale, upsampler)
-    deploy = to_deploy_form(ref, parse_form(form))
+    deploy = to_deploy_form(ref, DeployOptions.from_name(form))
     x = torch.rand(2, 3, 7, 10)
     with torch.no_grad():
         assert (deploy(x) - ref(x)).abs().max() <= 1e-5
