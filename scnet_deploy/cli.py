@@ -395,8 +395,15 @@ def pipeline_cmd(
     console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
 
 
+_interrupted = False
+
+
 def _terminate(signum, frame):
-    # SIGTERM (a kill from a build system) unwinds like Ctrl-C, so temporary files are removed on the way out.
+    # Ctrl-C and SIGTERM (a kill from a build system) unwind alike, so temporary files are removed on the way out.
+    # Remembered: a library may catch the KeyboardInterrupt and raise its own error instead (torch.onnx does when
+    # the interrupt lands in one of its lazy imports); that error is then the interruption, not a failure.
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
 
 
@@ -406,24 +413,25 @@ def main() -> None:
     import warnings
 
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     warnings.showwarning = lambda message, category, *a, **k: err_console.print(
         f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
         if isinstance(code, int) and code:
             sys.exit(code)
-    except ScnetDeployError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing half-written was left behind")
         sys.exit(130)
     except Exception as exc:
         import click
 
-        if isinstance(exc, click.exceptions.Abort):  # Ctrl-C / SIGTERM, after every finally: has cleaned up
+        if _interrupted or isinstance(exc, click.exceptions.Abort):  # Ctrl-C / SIGTERM, after every finally: ran
             err_console.print("interrupted; nothing half-written was left behind")
             sys.exit(130)
+        if isinstance(exc, ScnetDeployError):
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
