@@ -421,21 +421,25 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except KeyboardInterrupt:
-        err_console.print("interrupted; nothing half-written was left behind")
-        sys.exit(130)
+        _exit_interrupted()
+    except ScnetDeployError as exc:
+        if _interrupted:
+            _exit_interrupted()
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:
-        import click
-
-        if _interrupted or isinstance(exc, click.exceptions.Abort):  # Ctrl-C / SIGTERM, after every finally: ran
-            err_console.print("interrupted; nothing half-written was left behind")
-            sys.exit(130)
-        if isinstance(exc, ScnetDeployError):
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        # Matched by name and shape, not by import: the click that typer uses is vendored in some typer versions.
+        if _interrupted or type(exc).__name__ == "Abort":  # Ctrl-C / SIGTERM, after every finally: has cleaned up
+            _exit_interrupted()
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error (unknown option, missing argument)
             sys.exit(exc.exit_code)
         raise
+
+
+def _exit_interrupted() -> None:
+    err_console.print("interrupted; nothing half-written was left behind")
+    sys.exit(130)
 
 
 if __name__ == "__main__":
