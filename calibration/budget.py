@@ -1,8 +1,12 @@
-"""Accuracy-aware mixed precision: quantize, measure the PSNR drift on held-out images, and keep the most sensitive
-convolutions in float (ranked by the error each adds) until the drift is within budget or nothing is left to keep.
+"""One budget mechanism for every INT8 backend: quantize, measure the PSNR-Y drift on the hold-out (mean gates,
+worst image reported, per image recorded), and keep the most sensitive convolutions in float (ranked by the error
+each adds) until the mean drift is within budget, or fail in one line when nothing is left to keep.
+
+Every backend's manifest section comes from ``int8_section`` so ``manifest.json``, ``validate`` and the pipeline
+report read the same for each.
 """
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -11,47 +15,120 @@ from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.images import to_u8_hwc
 from scnet_deploy.metrics import psnr_ssim_y
 
+DEFAULT_BUDGET_DB = 0.1  # mean PSNR-Y drift on the hold-out an INT8 export may lose unless told otherwise
+
 
 class BudgetNotMet(ScnetDeployError):
     """Even with every layer kept in float the drift is over budget."""
 
 
-def psnr_y_of(infer: Callable[[np.ndarray], np.ndarray], pairs, scale: int) -> float:
+def check_budget(budget_db: float | None) -> None:
+    """``None`` is an explicit opt-out (recorded); otherwise a loss in dB, >= 0."""
+    if budget_db is not None and not (budget_db >= 0 and np.isfinite(budget_db)):
+        raise ScnetDeployError(f"--budget must be a finite loss >= 0 dB, got {budget_db}; or pass --no-budget to "
+                               "export INT8 without a drift gate (recorded in the manifest).")
+
+
+def psnr_scores(infer: Callable[[np.ndarray], np.ndarray], holdout, scale: int) -> list[float]:
+    """PSNR-Y (BasicSR/MATLAB protocol) of ``infer`` on each hold-out image."""
     scores = []
-    for lr, hr in pairs:
-        out = infer(lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]
-        scores.append(psnr_ssim_y(to_u8_hwc(out), hr, crop=scale)[0])
-    return float(np.mean(scores))
+    for item in holdout:
+        out = infer(item.lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]
+        scores.append(psnr_ssim_y(to_u8_hwc(out), item.hr, crop=scale)[0])
+    return scores
 
 
-def onnx_infer(path: Path):
-    from scnet_deploy.exporters.onnx_export import ort_session
+@dataclass(frozen=True)
+class Baseline:
+    """The hold-out and the FP32 engine's PSNR-Y on each image, computed once per export."""
 
-    session = ort_session(path)
-    return lambda x: session.run(["sr"], {"lr": x})[0]
+    holdout: list
+    fp32_psnr: list[float]
+    scale: int
+
+    def measure(self, infer) -> dict:
+        drifts = [p - f for p, f in zip(psnr_scores(infer, self.holdout, self.scale), self.fp32_psnr)]
+        per_image = [{"name": h.name, "content": h.content, "drift_db": d} for h, d in zip(self.holdout, drifts)]
+        worst = min(per_image, key=lambda r: r["drift_db"])
+        contents = sorted({h.content for h in self.holdout})
+        by_content = {c: float(np.mean([r["drift_db"] for r in per_image if r["content"] == c])) for c in contents}
+        return {"mean_db": float(np.mean(drifts)), "worst_image": worst, "by_content": by_content,
+                "per_image": per_image}
 
 
-def quantize_within_budget(quantize: Callable[[tuple[str, ...]], Path], measure: Callable[[Path], float],
-                           rank: Callable[[Path], list[str]], budget_db: float | None) -> dict:
-    """``quantize(exclude) -> model``, ``measure(model) -> drift dB`` (negative = worse), ``rank(model)`` -> convs,
-    most sensitive first. Returns the chosen model, its drift and which layers stayed float."""
-    if budget_db is not None and budget_db < 0:
-        raise ScnetDeployError(f"--budget must be >= 0 dB (a loss you accept), got {budget_db}.")
+def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measure: Callable[[object], dict],
+                           rank: Callable[[object], list[str]], budget_db: float | None) -> dict:
+    """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', ...}`` (negative = worse),
+    ``rank(model)`` -> convs, most sensitive first. Returns the chosen model, its measurement, the layers kept in
+    float and every try."""
+    check_budget(budget_db)
     exclude: tuple[str, ...] = ()
     model = quantize(exclude)
     drift = measure(model)
-    history = [{"float_layers": 0, "drift_db": drift}]
-    if budget_db is not None and drift < -budget_db:
+    tries = [{"float_layers": 0, "mean_drift_db": drift["mean_db"], "worst_drift_db": drift["worst_image"]["drift_db"]}]
+    if budget_db is not None and drift["mean_db"] < -budget_db:
         ranking = rank(model)
         k = 1
-        while drift < -budget_db:
+        while drift["mean_db"] < -budget_db:
             if k > len(ranking):
-                raise BudgetNotMet(f"INT8 drift {drift:.3f} dB is over the {budget_db} dB budget even with all "
-                                   f"{len(ranking)} convolutions kept in float; raise --budget or export in float.")
+                raise BudgetNotMet(f"INT8 mean drift {drift['mean_db']:.3f} dB on the hold-out is over the {budget_db} "
+                                   f"dB budget even with all {len(ranking)} convolutions kept in float; raise --budget,"
+                                   " calibrate on content like yours (--calib-data), or export in float.")
             exclude = tuple(ranking[:k])
             model = quantize(exclude)
             drift = measure(model)
-            history.append({"float_layers": k, "drift_db": drift})
+            tries.append({"float_layers": k, "mean_drift_db": drift["mean_db"],
+                          "worst_drift_db": drift["worst_image"]["drift_db"]})
             k = len(ranking) + 1 if k == len(ranking) else min(2 * k, len(ranking))
-    return {"model": model, "drift_db": drift, "float_layers": list(exclude), "budget_db": budget_db,
-            "history": history}
+    return {"model": model, "drift": drift, "float_layers": list(exclude), "budget_db": budget_db, "tries": tries}
+
+
+def rank_by_added_error(learned: dict[str, tuple[str, str]], runs) -> list[tuple[str, float]]:
+    """Rank convolutions by the error each adds: NMSE of its output minus NMSE of its input, INT8 vs FP32.
+
+    ``learned``: conv name -> (input key, output key); ``runs``: (fp32 activations, int8 activations) dicts per
+    sample, keyed like ``learned``. A key missing from the activations (the network input) counts as exact."""
+    err: dict[str, float] = {}
+    for a, b in runs:
+        for key in a:
+            err[key] = err.get(key, 0.0) + float(np.mean((a[key] - b[key]) ** 2) / (np.mean(a[key] ** 2) + 1e-12))
+    added = {name: err.get(out, 0.0) - err.get(inp, 0.0) for name, (inp, out) in learned.items()}
+    return sorted(added.items(), key=lambda kv: kv[1], reverse=True)
+
+
+def check_within_budget(model, measure: Callable[[object], dict], budget_db: float | None) -> dict:
+    """For engines whose layers cannot be kept in float one by one (Core ML's weight-only INT8): measure once and
+    fail in one line when over budget. Returns the same record as ``quantize_within_budget``."""
+    check_budget(budget_db)
+    drift = measure(model)
+    if budget_db is not None and drift["mean_db"] < -budget_db:
+        w = drift["worst_image"]
+        raise BudgetNotMet(f"INT8 mean drift {drift['mean_db']:.3f} dB on the hold-out (worst {w['drift_db']:.3f} dB "
+                           f"on {w['name']}) is over the {budget_db} dB budget; raise --budget or export in float.")
+    return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db,
+            "tries": [{"float_layers": 0, "mean_drift_db": drift["mean_db"],
+                       "worst_drift_db": drift["worst_image"]["drift_db"]}]}
+
+
+def int8_section(calib, options, baseline: Baseline, result: dict, quantization: dict) -> dict:
+    """The ``int8`` section of every INT8 manifest (the same keys for each backend)."""
+    drift = result["drift"]
+    budget = result["budget_db"]
+    return {"calibration": {"sources": calib.sources, "count": len(calib), "crop": options.crop, "seed": options.seed,
+                            "method": options.method, "content_mix": options.content_mix},
+            "holdout": {"sources": [h.name for h in baseline.holdout],
+                        "content": {h.name: h.content for h in baseline.holdout},
+                        "user_folder": str(options.holdout) if options.holdout else None,
+                        "fp32_psnr_y": float(np.mean(baseline.fp32_psnr))},
+            "quantization": quantization,
+            "budget_db": budget, "budget": "off (--no-budget)" if budget is None else f"{budget} dB mean drift",
+            "drift_db": drift["mean_db"], "worst_image": drift["worst_image"], "by_content": drift["by_content"],
+            "per_image": drift["per_image"], "float_layers": result["float_layers"], "tries": result["tries"],
+            "within_budget": budget is None or drift["mean_db"] >= -budget}
+
+
+def verification_inputs(holdout) -> list:
+    """Two natural-image LR crops of different, odd sizes (INT8 ranges are calibrated on images, not noise)."""
+    photo = next((h for h in holdout if h.content == "photo"), holdout[0])
+    lr = photo.lr.transpose(2, 0, 1)[None].astype("float32") / 255.0
+    return [lr[:, :, :37, :29].copy(), lr[:, :, 5:29, 3:47].copy()]

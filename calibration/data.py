@@ -2,7 +2,14 @@
 installed package (scikit-image's sample photographs), so INT8 export works on a fresh machine.
 
 One data contract for calibration and benchmarking: a re-iterable of float32 NCHW LR arrays in [0, 1].
-Calibration and hold-out images never overlap: the sources are split by name before any crop is taken.
+Calibration and hold-out images never overlap: the sources are split by name before any crop is taken, and the
+generated content of each (calibration/content.py) uses its own seeds.
+
+Photographs alone do not predict other content, so the hold-out that gates the INT8 budget mixes held-out
+photographs with generated line art, text, flat colours and textures and scikit-image's scanned text, silhouette
+and texture (``--holdout DIR`` replaces it with the user's own). ``content_mix`` also adds generated content to the
+calibration crops; measured, that costs photographs more than it gains (benchmarks/results/int8_variants.md), so
+it is off by default.
 """
 
 from dataclasses import dataclass
@@ -10,13 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from scnet_deploy.calibration.content import GENERATORS, skimage_image
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.images import list_images, mod_crop, read_rgb_u8
 from scnet_deploy.resize import bicubic_degrade
 
 # scikit-image sample photographs (bundled with the package, no download): calibration and hold-out, disjoint.
 SKIMAGE_CALIBRATION = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
-SKIMAGE_HOLDOUT = ("chelsea", "motorcycle")
+SKIMAGE_HOLDOUT = ("chelsea", "clock")
+# Generated content: seeds for calibration crops and for the hold-out never meet (evaluation uses seeds >= 100).
+CONTENT_CALIBRATION_SEEDS = (10, 11)
+CONTENT_HOLDOUT_SEEDS = (0,)
+# scikit-image images of other content in the hold-out: scanned text, a binary silhouette, texture.
+SKIMAGE_HOLDOUT_CONTENT = (("text", "text"), ("horse", "line-art"), ("gravel", "textures"))
 
 
 @dataclass(frozen=True)
@@ -28,13 +41,10 @@ class CalibOptions:
     lr_input: bool = False  # the folder holds LR images: crop them as they are
     holdout_fraction: float = 0.25  # of a folder's images, kept out of calibration for the budget check
     method: str = "minmax"  # minmax | entropy | percentile (ONNX Runtime / TensorRT calibration)
-
-
-def _skimage(name: str) -> np.ndarray:
-    import skimage.data
-
-    image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
-    return np.ascontiguousarray(image[..., :3])
+    holdout: Path | None = None  # the user's own hold-out folder (sub-folders name content types); replaces ours
+    # add generated line art, text, flat colours, textures to the calibration crops (a quarter). Off by default: it
+    # widens ranges, which costs photographs more than it gains elsewhere (benchmarks/results/int8_variants.md).
+    content_mix: bool = False
 
 
 def _sources(options: CalibOptions) -> tuple[list[tuple[str, object]], list[tuple[str, object]]]:
@@ -45,7 +55,7 @@ def _sources(options: CalibOptions) -> tuple[list[tuple[str, object]], list[tupl
         except ImportError:
             raise ScnetDeployError("the default calibration images come from scikit-image, which is not installed; "
                                    "pip install scikit-image, or pass --calib-data DIR.")
-        as_loader = lambda n: (f"skimage:{n}", lambda: _skimage(n))  # noqa: E731
+        as_loader = lambda n: (f"skimage:{n}", lambda: skimage_image(n))  # noqa: E731
         return [as_loader(n) for n in SKIMAGE_CALIBRATION], [as_loader(n) for n in SKIMAGE_HOLDOUT]
     folder = Path(options.data)
     if not folder.is_dir():
@@ -77,34 +87,86 @@ def _lr_of(image: np.ndarray, scale: int, lr_input: bool) -> np.ndarray:
     return image if lr_input else bicubic_degrade(mod_crop(image, scale), scale)
 
 
+def _crops(lrs: list[np.ndarray], count: int, side: int, rng) -> list[np.ndarray]:
+    arrays = []
+    for i in range(count):
+        lr = lrs[i % len(lrs)]  # round-robin over images, random position: every image contributes
+        c = min(side, *lr.shape[:2])
+        y, x = rng.integers(lr.shape[0] - c + 1), rng.integers(lr.shape[1] - c + 1)
+        arrays.append(lr[y:y + c, x:x + c].transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    return arrays
+
+
+def content_share(options: CalibOptions) -> int:
+    """How many of ``options.count`` crops come from generated content (a quarter; none when mixing is off)."""
+    return options.count // 4 if options.content_mix and options.count >= 4 else 0
+
+
 def calibration_set(options: CalibOptions, scale: int, exclude: set[str] = frozenset()) -> CalibrationSet:
-    """``options.count`` LR crops of side ``options.crop`` from the calibration sources (never from ``exclude``)."""
+    """``options.count`` LR crops of side ``options.crop`` from the calibration sources (never from ``exclude``),
+    a quarter of them from generated content when ``options.content_mix`` is on."""
     if options.count < 1 or options.crop < 4:
         raise ScnetDeployError(f"--calib-count must be >= 1 and the crop >= 4 (got {options.count}, {options.crop}).")
     sources, _ = _sources(options)
     sources = [(n, f) for n, f in sources if n not in exclude and Path(n).stem not in exclude]
     if not sources:
         raise ScnetDeployError("every calibration image is also a validation image; pass other --calib-data.")
-    lrs = [_lr_of(load(), scale, options.lr_input) for _, load in sources]
     rng = np.random.default_rng(options.seed)
-    arrays = []
-    for i in range(options.count):
-        lr = lrs[i % len(lrs)]  # round-robin over images, random position: every image contributes
-        c = min(options.crop, *lr.shape[:2])
-        y, x = rng.integers(lr.shape[0] - c + 1), rng.integers(lr.shape[1] - c + 1)
-        arrays.append(lr[y:y + c, x:x + c].transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-    return CalibrationSet(arrays, [n for n, _ in sources])
+    n_content = content_share(options)
+    arrays = _crops([_lr_of(load(), scale, options.lr_input) for _, load in sources], options.count - n_content, options.crop, rng)
+    names = [n for n, _ in sources]
+    if n_content:
+        generated = [(f"generated:{kind}:{seed}", make(seed)) for seed in CONTENT_CALIBRATION_SEEDS
+                     for kind, make in GENERATORS.items()]
+        arrays += _crops([_lr_of(image, scale, False) for _, image in generated], n_content, options.crop, rng)
+        names += [n for n, _ in generated]
+    return CalibrationSet(arrays, names)
 
 
-def holdout_pairs(options: CalibOptions, scale: int, size: int = 96) -> tuple[list[tuple[np.ndarray, np.ndarray]],
-                                                                              list[str]]:
-    """Held-out (LR, HR) uint8 pairs for drift checks: a centre HR crop of ``size`` (x scale-aligned) per image."""
-    _, sources = _sources(options)
-    pairs = []
-    for _, load in sources:
-        hr = mod_crop(load(), scale)
-        side = min(size * scale, hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale)
-        y, x = (hr.shape[0] - side) // 2 // scale * scale, (hr.shape[1] - side) // 2 // scale * scale
-        crop = hr[y:y + side, x:x + side]
-        pairs.append((bicubic_degrade(crop, scale), crop))
-    return pairs, [n for n, _ in sources]
+@dataclass(frozen=True)
+class HoldoutImage:
+    name: str
+    content: str  # content type: photo, line-art, text, flat-colours, textures, or the user's sub-folder name
+    lr: np.ndarray  # uint8 HWC
+    hr: np.ndarray  # uint8 HWC, mod-cropped to the scale
+
+
+def _centre_pair(image: np.ndarray, scale: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    hr = mod_crop(image, scale)
+    side_h, side_w = min(size * scale, hr.shape[0]), min(size * scale, hr.shape[1])
+    y, x = (hr.shape[0] - side_h) // 2 // scale * scale, (hr.shape[1] - side_w) // 2 // scale * scale
+    crop = hr[y:y + side_h, x:x + side_w]
+    return bicubic_degrade(crop, scale), crop
+
+
+def _user_holdout(folder: Path) -> list[tuple[str, str, object]]:
+    if not folder.is_dir():
+        raise ScnetDeployError(f"--holdout '{folder}' is not a folder of images.")
+    found = [(str(p), "holdout", (lambda p=p: read_rgb_u8(p))) for p in list_images(folder)]
+    for sub in sorted(d for d in folder.iterdir() if d.is_dir()):
+        found += [(str(p), sub.name, (lambda p=p: read_rgb_u8(p))) for p in list_images(sub)]
+    if not found:
+        raise ScnetDeployError(f"--holdout '{folder}' has no images (PNG, JPEG, BMP, TIFF, WebP; sub-folders name "
+                               "content types).")
+    return found
+
+
+def holdout_set(options: CalibOptions, scale: int, size: int = 96) -> list[HoldoutImage]:
+    """Held-out (LR, HR) uint8 pairs that gate the INT8 budget: a centre crop of ``size`` LR pixels per image.
+
+    ``options.holdout``: the user's folder, alone. Otherwise the calibration source's held-out photographs plus
+    generated line art, text, flat colours and textures and scikit-image's scanned text, silhouette and texture:
+    content a photo-only hold-out does not predict."""
+    if options.holdout is not None:
+        entries = _user_holdout(Path(options.holdout))
+    else:
+        _, photos = _sources(options)
+        entries = [(n, "photo", load) for n, load in photos]
+        entries += [(f"generated:{kind}:{seed}", kind, (lambda m=make, s=seed: m(s)))
+                    for seed in CONTENT_HOLDOUT_SEEDS for kind, make in GENERATORS.items()]
+        entries += [(f"skimage:{n}", kind, (lambda n=n: skimage_image(n))) for n, kind in SKIMAGE_HOLDOUT_CONTENT]
+    items = []
+    for name, content, load in entries:
+        lr, hr = _centre_pair(load(), scale, size)
+        items.append(HoldoutImage(name, content, lr, hr))
+    return items

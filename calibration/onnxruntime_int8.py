@@ -3,8 +3,10 @@
 - ONNX Runtime: per-channel symmetric int8 weights, uint8 asymmetric activations (the fast u8s8 VNNI path).
 - TensorRT: explicit quantization as TensorRT 10 wants it: per-channel symmetric int8 weights and symmetric int8
   activations (zero points 0), the same calibration data.
-Only convolutions are quantized; the image-space residual (bilinear skip + add) and the graph output stay float,
-so calibrated ranges can never clip the output below the image range.
+Only convolutions are quantized. Known ranges are never calibrated: the input ``lr`` is an image in [0, 1] and its
+quantizer uses exactly that range; the image-space residual (the bilinear skip reading ``lr``, the add) and the graph
+output stay float, so no calibrated range can clip the image (ORT's quantizer rewires every consumer of a quantized
+tensor to its DequantizeLinear: ``keep_float_paths`` gives the float consumers their float input back).
 """
 
 import tempfile
@@ -12,9 +14,42 @@ from pathlib import Path
 
 import numpy as np
 
+from scnet_deploy.calibration.budget import rank_by_added_error
 from scnet_deploy.errors import ScnetDeployError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+INPUT = "lr"
+QUANTIZED_OPS = ("Conv",)
+
+
+def keep_float_paths(model) -> int:
+    """Rewire every non-quantized consumer (Resize, Add, ...) of an activation Q->DQ pair to the float tensor the
+    pair quantizes, and drop DQ/Q nodes left without consumers. Returns how many inputs were rewired."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {t.name for t in model.graph.initializer}
+    rewired = 0
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in initializers:
+                continue
+            q = producers.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:  # remove Q/DQ nodes nothing reads any more
+        used = {i for n in model.graph.node for i in n.input} | graph_outputs
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            for init in [t for t in model.graph.initializer if t.name not in used]:
+                model.graph.initializer.remove(init)
+            return rewired
+        for n in dead:
+            model.graph.node.remove(n)
 
 
 class _Reader:
@@ -27,7 +62,7 @@ class _Reader:
         if self.it is None:
             self.it = iter(self.calib)
         x = next(self.it, None)
-        return None if x is None else {"lr": x}
+        return None if x is None else {INPUT: x}
 
     def rewind(self):
         self.it = None
@@ -62,10 +97,15 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
                               "percentile": CalibrationMethod.Percentile}[method],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric_activations,
                            "CalibPercentile": 99.999,
+                           "TensorQuantOverrides": {INPUT: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]},
                            # TensorRT dequantizes int8 only; it fuses float biases itself. ORT fuses int32 biases.
                            "QuantizeBias": not symmetric_activations})
+    model = onnx.load(str(out_path))
+    keep_float_paths(model)
+    onnx.save(model, str(out_path))
     quantized = [n for n in convs if n not in exclude]
-    return {"method": method, "quantized_convs": len(quantized), "float_convs": sorted(exclude),
+    return {"input_range": [0.0, 1.0], "float_paths": "image-space skip and output read float tensors",
+            "method": method, "quantized_convs": len(quantized), "float_convs": sorted(exclude),
             "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel", "calibration_samples": len(calib)}
 
@@ -92,6 +132,29 @@ def output_is_float(model) -> bool:
     return all(producers[o.name].op_type != "DequantizeLinear" for o in model.graph.output)
 
 
+def dequantized_readers(model) -> list[str]:
+    """Nodes other than the quantized ops that read a dequantized activation (should be none)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type not in QUANTIZED_OPS + ("QuantizeLinear",)
+            and any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                    and producers[i].input[0] not in initializers for i in n.input)]
+
+
+def input_range(model) -> tuple[float, float] | None:
+    """The float range the input's QuantizeLinear represents, or None when the input is not quantized."""
+    import onnx
+
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] == INPUT:
+            scale = float(inits[node.input[1]])
+            zp = inits[node.input[2]] if len(node.input) > 2 else np.array(0, np.uint8)
+            info = np.iinfo(zp.dtype)
+            return (float((info.min - int(zp)) * scale), float((info.max - int(zp)) * scale))
+    return None
+
+
 def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[str, float]]:
     """Rank the learned convolutions by the error each adds: NMSE of its output minus NMSE of its input, INT8 vs
     FP32 runs on ``samples``."""
@@ -101,7 +164,7 @@ def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[s
     fp32 = onnx.load(str(fp32_path))
     int8 = onnx.load(str(int8_path))
     convs = [n for n in fp32.graph.node if n.op_type == "Conv"]
-    names = sorted({t for n in convs for t in (n.input[0], n.output[0])} - {"lr"})
+    names = sorted({t for n in convs for t in (n.input[0], n.output[0])} - {INPUT})
 
     def run(model, x):
         m = onnx.ModelProto()
@@ -109,15 +172,9 @@ def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[s
         existing = {o.name for o in m.graph.output}
         m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in existing)
         session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        out = session.run(names, {"lr": x})
+        out = session.run(names, {INPUT: x})
         return dict(zip(names, out))
 
-    err = {t: 0.0 for t in names}
-    for x in samples:
-        a, b = run(fp32, x), run(int8, x)
-        for t in names:
-            err[t] += float(np.mean((a[t] - b[t]) ** 2) / (np.mean(a[t] ** 2) + 1e-12))
     # The depthwise shift (group > 1, one-hot weights exact in int8) adds no error of its own: not a candidate.
-    learned = [n for n in convs if all(a.name != "group" or a.i == 1 for a in n.attribute)]
-    added = {n.name: err[n.output[0]] - err.get(n.input[0], 0.0) for n in learned}
-    return sorted(added.items(), key=lambda kv: kv[1], reverse=True)
+    learned = {n.name: (n.input[0], n.output[0]) for n in convs if all(a.name != "group" or a.i == 1 for a in n.attribute)}
+    return rank_by_added_error(learned, [(run(fp32, x), run(int8, x)) for x in samples])

@@ -1,86 +1,200 @@
-"""INT8 for OpenVINO with NNCF: ``nncf.quantize`` on the IR, or ``nncf.quantize_with_accuracy_control`` with a
-validation function that returns PSNR-Y on held-out images when a budget is given (NNCF then reverts the most
-sensitive layers to float until the drop is within ``max_drop``)."""
+"""INT8 for OpenVINO with NNCF, held to the same budget mechanism as every INT8 backend (calibration/budget.py):
+``nncf.quantize`` on the IR, convolutions kept in float through NNCF's ``IgnoredScope`` when the hold-out drift is
+over budget.
+
+Settings chosen by measurement (benchmarks/int8_variants.py -> benchmarks/results/int8_variants.md): activation
+ranges from the global min/max of the calibration set (NNCF's default aggregates per-sample statistics, narrower
+than the extremes: content unlike the calibration photos clipped inside the network), the performance preset
+(symmetric activations: the mixed preset drifts less on photos but its engine crashed OpenVINO 2026.4's CPU plugin
+on 1x1 and 2x1 inputs and ran slower), fast bias correction. Known ranges are never calibrated: the input quantizer
+covers exactly [0, 1], and the image-space path (bilinear skip, residual add) stays float (``image_path``,
+``fix_known_ranges``), so white is never clipped.
+"""
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import BudgetNotMet, psnr_y_of
-from scnet_deploy.calibration.data import calibration_set, holdout_pairs
-from scnet_deploy.calibration.int8_onnx import verification_inputs
-
+from scnet_deploy.calibration.budget import Baseline, int8_section, psnr_scores, quantize_within_budget, \
+    rank_by_added_error, verification_inputs
+from scnet_deploy.calibration.data import calibration_set, holdout_set
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
+PRESETS = ("mixed", "performance")
+RANGE_ESTIMATORS = ("minmax", "default", "mean_minmax")
 
 
-def _lr_float(lr_u8: np.ndarray) -> np.ndarray:
-    return lr_u8.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+def _ov_infer(model, config: dict):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def infer(x):
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    infer.compiled = compiled  # the request must not outlive its compiled model
+    return infer
+
+
+def _is_weight_quantized(conv) -> bool:
+    # int8 weights appear as a Constant(i8) -> Convert -> (Subtract) -> Multiply chain, or a FakeQuantize
+    seen, frontier = 0, [conv.input(1).get_source_output().get_node()]
+    while frontier and seen < 6:
+        node = frontier.pop()
+        seen += 1
+        kind = node.get_type_name()
+        if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() == "i8"):
+            return True
+        frontier += [i.get_source_output().get_node() for i in node.inputs()]
+    return False
 
 
 def float_convolutions(model) -> list[str]:
-    """Convolutions of the quantized IR whose weights are not fake-quantized (kept in float)."""
-    quantized = set()
-    for op in model.get_ops():
-        if op.get_type_name() not in CONV_TYPES:
-            continue
-        for inp in op.inputs()[1:2]:
-            producer = inp.get_source_output().get_node()
-            # int8 weights appear as a Constant(i8) -> Convert -> (Subtract) -> Multiply chain, or a FakeQuantize
-            seen, frontier = 0, [producer]
-            while frontier and seen < 6:
-                node = frontier.pop()
-                seen += 1
-                kind = node.get_type_name()
-                if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() == "i8"):
-                    quantized.add(op.get_friendly_name())
-                    break
-                frontier += [i.get_source_output().get_node() for i in node.inputs()]
+    """Convolutions of the quantized IR whose weights are not quantized (kept in float)."""
     return sorted(op.get_friendly_name() for op in model.get_ops()
-                  if op.get_type_name() in CONV_TYPES and op.get_friendly_name() not in quantized)
+                  if op.get_type_name() in CONV_TYPES and not _is_weight_quantized(op))
 
 
-def quantize_ir(ctx, model, compile_fn):
-    """Quantize the OpenVINO ``model``; ``compile_fn(model)`` -> callable infer. Returns (model, manifest section,
-    with 'inputs' for verification)."""
+def input_quantizers(model) -> list:
+    """FakeQuantize ops that read the network input directly."""
+    params = {p.get_friendly_name() for p in model.get_parameters()}
+    return [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
+            and op.input(0).get_source_output().get_node().get_friendly_name() in params]
+
+
+def fake_quantize_range(fq) -> tuple[float, float]:
+    """The (low, high) float range a FakeQuantize passes (its output range)."""
+    lo = fq.input(3).get_source_output().get_node().get_data()
+    hi = fq.input(4).get_source_output().get_node().get_data()
+    return float(np.min(lo)), float(np.max(hi))
+
+
+def image_path(model) -> list[str]:
+    """The ops of the image-space path: from the input through every non-convolution consumer (the bilinear skip,
+    the residual add) to the output. NNCF would quantize the add's inputs, clipping the upsampled image to the
+    calibrated range; these stay float (NNCF's ignored scope)."""
+    names, frontier = [], [t.get_node() for p in model.get_parameters() for t in p.output(0).get_target_inputs()]
+    while frontier:
+        op = frontier.pop()
+        if op.get_type_name() in CONV_TYPES or op.get_type_name() == "Result" or op.get_friendly_name() in names:
+            continue
+        names.append(op.get_friendly_name())
+        frontier += [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
+    return sorted(names)
+
+
+def fix_known_ranges(model) -> dict:
+    """The input is an image in [0, 1]: its quantizer gets exactly that range; every consumer of the quantized input
+    other than a convolution (the image-space bilinear skip) reads the float input instead."""
+    import openvino as ov
+
+    param = model.get_parameters()[0]
+    rewired = 0
+    for fq in input_quantizers(model):
+        for i, value in ((1, 0.0), (2, 1.0), (3, 0.0), (4, 1.0)):
+            old = fq.input(i).get_source_output()
+            const = ov.opset13.constant(np.full(old.get_shape(), value, np.float32))
+            fq.input(i).replace_source_output(const.output(0))
+        for target in list(fq.output(0).get_target_inputs()):
+            if target.get_node().get_type_name() not in CONV_TYPES:
+                target.replace_source_output(param.output(0))
+                rewired += 1
+    model.validate_nodes_and_infer_types()
+    return {"input_range": [0.0, 1.0], "float_consumers_of_input": rewired}
+
+
+def _activations(model, names: list[str], config: dict):
+    """infer(x) -> {op friendly name: output 0} for ``names`` (plus the model output)."""
+    import openvino as ov
+
+    clone = model.clone()
+    ops = {op.get_friendly_name(): op for op in clone.get_ops()}
+    present = [n for n in names if n in ops]
+    clone.add_outputs([ops[n].output(0) for n in present])
+    compiled = ov.Core().compile_model(clone, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x):
+        request.infer({0: x})
+        return {n: request.get_output_tensor(i + 1).data.copy() for i, n in enumerate(present)}
+
+    run.compiled = compiled  # the request must not outlive its compiled model
+    return run
+
+
+def layer_sensitivity(fp32, int8, samples, config: dict) -> list[tuple[str, float]]:
+    """Learned (non-grouped) convolutions ranked by the error each adds, INT8 vs FP32 runs on ``samples``."""
+    learned = {}
+    for op in fp32.get_ops():
+        if op.get_type_name() == "Convolution":
+            learned[op.get_friendly_name()] = (op.input(0).get_source_output().get_node().get_friendly_name(),
+                                               op.get_friendly_name())
+    names = sorted({k for pair in learned.values() for k in pair})
+    a, b = _activations(fp32, names, config), _activations(int8, names, config)
+    return rank_by_added_error(learned, [(a(x), b(x)) for x in samples])
+
+
+def nncf_parameters(preset: str = "performance", ranges: str = "minmax", bias_correction: str = "fast",
+                    known_ranges: bool = True) -> dict:
+    """Keyword arguments of ``nncf.quantize`` for one combination of settings (benchmarks/int8_variants.py)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    del known_ranges  # applied after quantization (fix_known_ranges), not an NNCF parameter
+    from nncf.quantization.range_estimator import (AggregatorType, RangeEstimatorParameters,
+                                                   StatisticsCollectorParameters, StatisticsType)
+
+    def extreme_quantile(kind):  # each sample's 1e-4 quantile, then the extreme over samples
+        return StatisticsCollectorParameters(StatisticsType.QUANTILE, kind, quantile_outlier_prob=1e-4)
+
+    estimator = {"minmax": RangeEstimatorParametersSet.MINMAX, "mean_minmax": RangeEstimatorParametersSet.MEAN_MINMAX,
+                 "histogram": RangeEstimatorParametersSet.HISTOGRAM,
+                 "quantile_minmax": RangeEstimatorParameters(extreme_quantile(AggregatorType.MIN),
+                                                             extreme_quantile(AggregatorType.MAX)),
+                 "default": None}[ranges]
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator) \
+        if estimator is not None else AdvancedQuantizationParameters()
+    return {"preset": {"mixed": nncf.QuantizationPreset.MIXED,
+                       "performance": nncf.QuantizationPreset.PERFORMANCE}[preset],
+            "fast_bias_correction": bias_correction == "fast", "advanced_parameters": advanced}
+
+
+DEFAULT_SETTINGS = {"preset": "performance", "ranges": "minmax", "bias_correction": "fast", "known_ranges": True}
+
+
+def quantize_ir(model, options, scale: int, budget_db: float | None, config: dict,
+                settings: dict = DEFAULT_SETTINGS):
+    """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``); returns (model, manifest section, with
+    'inputs' for verification)."""
     import logging
 
     import nncf
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines would interleave with our progress display
-    ctx.checkpoint.require_finite("calibrate")
-    opts, scale, budget = ctx.options.calib, ctx.checkpoint.spec.scale, ctx.options.budget_db
-    calib = calibration_set(opts, scale)
-    pairs, holdout = holdout_pairs(opts, scale)
-    fp32_psnr = psnr_y_of(compile_fn(model), pairs, scale)
+    calib = calibration_set(options, scale)
+    holdout = holdout_set(options, scale)
+    baseline = Baseline(holdout, psnr_scores(_ov_infer(model, config), holdout, scale), scale)
     calibration = nncf.Dataset(list(calib))
-    common = {"preset": nncf.QuantizationPreset.PERFORMANCE, "subset_size": len(calib)}
-    if budget is None:
-        quantized = nncf.quantize(model, calibration, **common)
-        method = "nncf.quantize"
-    else:
-        def validate(compiled, items) -> float:
-            request = compiled.create_infer_request()
+    kwargs = nncf_parameters(**settings)
+    fixes = {}
 
-            def infer(x):
-                request.infer({0: x})
-                return request.get_output_tensor(0).data.copy()
+    float_path = image_path(model) if settings.get("known_ranges", True) else []
 
-            return psnr_y_of(infer, list(items), scale)
+    def quantize(exclude):
+        scope = nncf.IgnoredScope(names=list(exclude) + float_path) if exclude or float_path else None
+        quantized = nncf.quantize(model.clone(), calibration, subset_size=len(calib), ignored_scope=scope, **kwargs)
+        if settings.get("known_ranges", True):
+            fixes.update(fix_known_ranges(quantized), float_image_path=float_path)
+        return quantized
 
-        validation = nncf.Dataset(pairs, lambda pair: _lr_float(pair[0]))
-        quantized = nncf.quantize_with_accuracy_control(
-            model, calibration, validation, validation_fn=validate, max_drop=budget,
-            drop_type=nncf.DropType.ABSOLUTE, **common)
-        method = "nncf.quantize_with_accuracy_control"
-    drift = psnr_y_of(compile_fn(quantized), pairs, scale) - fp32_psnr
-    if budget is not None and drift < -budget:
-        raise BudgetNotMet(f"OpenVINO INT8 drift {drift:.3f} dB is over the {budget} dB budget after NNCF's accuracy "
-                           "control; raise --budget or export in float.")
-    convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
+    result = quantize_within_budget(
+        quantize, lambda m: baseline.measure(_ov_infer(m, config)),
+        lambda m: [n for n, _ in layer_sensitivity(model, m, calib.arrays[:4], config)], budget_db)
+    quantized = result["model"]
     float_layers = float_convolutions(quantized)
-    section = {"calibration": {"sources": calib.sources, "count": len(calib), "crop": opts.crop, "seed": opts.seed},
-               "holdout": {"sources": holdout, "fp32_psnr_y": fp32_psnr},
-               "quantization": {"method": method, "preset": "performance (symmetric)", "nncf": nncf.__version__,
-                                "quantized_convs": len(convs) - len(float_layers)},
-               "budget_db": budget, "drift_db": drift, "float_layers": float_layers,
-               "inputs": verification_inputs(pairs)}
-    return quantized, section
+    convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
+    quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes,
+                    "quantized_convs": len(convs) - len(float_layers), "float_convs_in_ir": float_layers}
+    section = int8_section(calib, options, baseline, result, quantization)
+    return quantized, {**section, "inputs": verification_inputs(holdout)}

@@ -154,8 +154,13 @@ def build(ctx, workdir: Path) -> dict:
     if can_predict():
         with CoreMLRunner(workdir / PACKAGE, precision, size_range) as runner:
             shapes = [(1, *sizes.min), (1, *sizes.opt)]
-            verification = verify_runner(runner, ctx.checkpoint.model, shapes, precision, channels)
+            if int8 is not None:  # the same hold-out and budget as every INT8 engine; no per-layer fallback here
+                int8.update(coreml_budget_check(runner, ctx))
+            verification = verify_runner(runner, ctx.checkpoint.model, shapes, precision, channels, int8=int8)
     else:
+        if int8 is not None:
+            int8.update({"budget_db": ctx.options.budget_db, "within_budget": None,
+                         "budget": "not measured: Core ML runs predictions on macOS only"})
         verification = {"skipped": f"Core ML prediction needs macOS; built on {platform.system()}, MIL program checked",
                         "passed": None}
     section = {"deployment_target": options.deployment_target, "shapes": options.shapes,
@@ -166,6 +171,25 @@ def build(ctx, workdir: Path) -> dict:
     if int8 is not None:
         fields["int8"] = int8
     return fields
+
+
+def coreml_budget_check(runner, ctx) -> dict:
+    from scnet_deploy.calibration.budget import Baseline, check_within_budget, int8_section, psnr_scores
+    from scnet_deploy.calibration.data import holdout_set
+    from scnet_deploy.exporters.runner import TorchRunner
+
+    options, scale = ctx.options.calib, ctx.checkpoint.spec.scale
+    holdout = holdout_set(options, scale)
+    baseline = Baseline(holdout, psnr_scores(TorchRunner(ctx.checkpoint.model).infer, holdout, scale), scale)
+    result = check_within_budget(runner, lambda r: baseline.measure(r.infer), ctx.options.budget_db)
+    section = int8_section(_NoCalibration(), options, baseline, result, {"method": "weights only"})
+    return {k: v for k, v in section.items() if k != "calibration"}
+
+
+class _NoCalibration(list):
+    """Weight-only INT8 calibrates nothing."""
+
+    sources: list = []
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

@@ -18,9 +18,11 @@ def build(ctx, workdir: Path) -> dict:
         from scnet_deploy.calibration.int8_onnx import build_int8_onnx
         from scnet_deploy.exporters.runner import verify_runner
 
-        section = build_int8_onnx(ctx, workdir / MODEL_FILE, symmetric_activations=False)
+        section = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.options.calib, ctx.checkpoint.spec.scale,
+                                  ctx.options.budget_db, symmetric_activations=False)
         with OrtRunner(workdir / MODEL_FILE, precision="int8") as runner:
-            verification = verify_runner(runner, ctx.checkpoint.model, (), "int8", inputs=section.pop("inputs"))
+            verification = verify_runner(runner, ctx.checkpoint.model, (), "int8", inputs=section.pop("inputs"),
+                                         int8=section)
         return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": section, "verification": verification}
     shutil.copyfile(hub["path"], workdir / MODEL_FILE)
     # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.
@@ -47,7 +49,7 @@ class OrtRunner(Runner):
             so.intra_op_num_threads = runtime.threads
         self.session = ort.InferenceSession(str(path), so, providers=providers(runtime.cuda))
         provider = self.session.get_providers()[0].replace("ExecutionProvider", "")
-        super().__init__(precision, name=name or f"onnxruntime {provider}")
+        super().__init__(precision, name=name or f"onnxruntime {provider} {precision}")
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         return self.session.run(["sr"], {"lr": lr})[0]

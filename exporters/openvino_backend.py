@@ -66,7 +66,9 @@ class OpenVINORunner(Runner):
         self.compiled = ov.Core().compile_model(str(xml), "CPU", self.config)
         self.effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.request = self.compiled.create_infer_request()
-        super().__init__(precision, name=f"openvino CPU {hint}")
+        # Labelled by what it is: an INT8 engine's hint is only the precision of its float parts.
+        label = f"int8 (float parts {hint})" if precision == "int8" else hint
+        super().__init__(precision, name=f"openvino CPU {label}")
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         self.request.infer({0: lr})
@@ -88,12 +90,13 @@ def build(ctx, workdir: Path) -> dict:
     if precision == "int8":
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
-        model, int8 = quantize_ir(ctx, model, lambda m: _infer_fn(m, compile_config("f32", options)))
+        model, int8 = quantize_ir(model, ctx.options.calib, ctx.checkpoint.spec.scale, ctx.options.budget_db,
+                                  compile_config("f32", options))
         inputs = int8.pop("inputs")
     ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
     with OpenVINORunner(workdir / XML, precision, options) as runner:
         verification = verify_runner(runner, ctx.checkpoint.model, ctx.options.onnx.verify_shapes, precision,
-                                     ctx.checkpoint.spec.num_in_ch, inputs=inputs)
+                                     ctx.checkpoint.spec.num_in_ch, inputs=inputs, int8=int8)
         section = {"device": "CPU", "weights": "fp16" if compress else "fp32", "compile_config": runner.config,
                    "effective_inference_precision": runner.effective, "capabilities": cpu_capabilities()}
     fields = {"files": [XML, BIN], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
@@ -101,18 +104,6 @@ def build(ctx, workdir: Path) -> dict:
     if int8 is not None:
         fields["int8"] = int8
     return fields
-
-
-def _infer_fn(model, config: dict):
-    import openvino as ov
-
-    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
-
-    def infer(x):
-        request.infer({0: x})
-        return request.get_output_tensor(0).data.copy()
-
-    return infer
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

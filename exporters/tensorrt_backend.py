@@ -122,7 +122,8 @@ def build(ctx, workdir: Path) -> dict:
         # Explicit quantization: a Q/DQ graph with symmetric int8 activations and per-channel weights.
         from scnet_deploy.calibration.int8_onnx import build_int8_onnx
 
-        fields["int8"] = build_int8_onnx(ctx, workdir / ONNX_FILE, symmetric_activations=True)
+        fields["int8"] = build_int8_onnx(hub["path"], workdir / ONNX_FILE, ctx.options.calib, ctx.checkpoint.spec.scale,
+                                         ctx.options.budget_db, symmetric_activations=True)
         image_inputs = fields["int8"].pop("inputs")
     else:
         shutil.copyfile(hub["path"], workdir / ONNX_FILE)
@@ -144,7 +145,8 @@ def build(ctx, workdir: Path) -> dict:
             shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
             with OrtRunner(workdir / ONNX_FILE, precision=precision) as runner:
                 fields["verification"] = verify_runner(runner, ctx.checkpoint.model, shapes, precision,
-                                                       ctx.checkpoint.spec.num_in_ch, inputs=image_inputs)
+                                                       ctx.checkpoint.spec.num_in_ch, inputs=image_inputs,
+                                                       int8=fields.get("int8"))
             fields["verification"]["note"] = "the TensorRT graph, run in ONNX Runtime (no TensorRT here)"
         else:
             fields["verification"] = {"skipped": f"FP16 engine not built: {reason}", "passed": None}
@@ -160,7 +162,8 @@ def build(ctx, workdir: Path) -> dict:
     shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
     with TensorRTRunner(workdir / PLAN_FILE, precision, size_range) as runner:
         fields["verification"] = verify_runner(runner, ctx.checkpoint.model, shapes, precision,
-                                               ctx.checkpoint.spec.num_in_ch, inputs=image_inputs)
+                                               ctx.checkpoint.spec.num_in_ch, inputs=image_inputs,
+                                               int8=fields.get("int8"))
     return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE], **fields}
 
 

@@ -43,7 +43,9 @@ class ExportOptions:
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     coreml: CoreMLOptions = field(default_factory=CoreMLOptions)
     calib: "object" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
-    budget_db: float | None = None  # INT8: max PSNR drift on held-out images; layers fall back to float
+    # INT8: max mean PSNR-Y drift on the hold-out, dB (layers fall back to float until it holds, else the export
+    # fails); None opts out explicitly (recorded in the manifest).
+    budget_db: float | None = 0.1
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
 
     def formats(self) -> list[str]:
@@ -150,6 +152,10 @@ def _check(options: ExportOptions):
             b.require()
     options.onnx.check()
     options.tune.check()
+    if options.precision == "int8":
+        from scnet_deploy.calibration.budget import check_budget
+
+        check_budget(options.budget_db)
     return chosen
 
 

@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,10 +13,13 @@ import torch
 from PIL import Image
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.calibration.budget import BudgetNotMet, quantize_within_budget
-from scnet_deploy.calibration.data import CalibOptions, calibration_set, holdout_pairs
-from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, layer_sensitivity, output_is_float,
-                                                       quantize_onnx, quantized_weight_convs)
+from scnet_deploy.calibration.budget import Baseline, BudgetNotMet, psnr_scores, quantize_within_budget
+from scnet_deploy.calibration.content import GENERATORS
+from scnet_deploy.calibration.data import CalibOptions, calibration_set, content_share, holdout_set
+from scnet_deploy.calibration.int8_onnx import onnx_infer
+from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, dequantized_readers, input_range,
+                                                       layer_sensitivity, output_is_float, quantize_onnx,
+                                                       quantized_weight_convs)
 from scnet_deploy.errors import CheckpointError, ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx, ort_session
@@ -23,16 +27,39 @@ from scnet_deploy.exporters.tensorrt_support import unsupported_ops
 from scnet_deploy.runtime import open_model
 
 FAST = CalibOptions(count=8, crop=32)
+EXTREME_FRAMES = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "red": (1.0, 0.0, 0.0),
+                  "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0)}
+
+
+def smooth_images(folder: Path, low: int, high: int, seed: int, resample) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(4):
+        small = rng.integers(low, high + 1, (12, 16, 3)).astype(np.uint8)
+        Image.fromarray(small).resize((96, 72), resample).save(folder / f"c{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    """Calibration photos whose pixels lie in 60-190 only: a range calibrated on them would clip white and black."""
+    return smooth_images(tmp_path_factory.mktemp("narrow"), 60, 190, 1, Image.BILINEAR)
+
+
+def frame(rgb, h=12, w=10) -> np.ndarray:
+    return np.broadcast_to(np.asarray(rgb, np.float32)[None, :, None, None], (1, 3, h, w)).copy()
+
+
+def assert_extremes_not_clipped(fp32_infer, int8_infer, tol=0.02):
+    """A flat frame's output is the frame itself through the float skip: INT8 must not darken white or lift black."""
+    for name, rgb in EXTREME_FRAMES.items():
+        a, b = fp32_infer(frame(rgb)), int8_infer(frame(rgb))
+        gap = np.abs(a.mean(axis=(0, 2, 3)) - b.mean(axis=(0, 2, 3))).max()
+        assert gap < tol, f"{name} frame: INT8 output differs from FP32 by {gap:.3f} per channel"
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        small = rng.integers(0, 256, (12, 16, 3)).astype(np.uint8)
-        Image.fromarray(small).resize((96, 72), Image.BICUBIC).save(d / f"c{i}.png")
-    return d
+    return smooth_images(tmp_path_factory.mktemp("calib"), 0, 255, 0, Image.BICUBIC)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +80,51 @@ def test_calibration_is_deterministic_and_disjoint(folder):
     assert all(x.shape == (1, 3, 16, 16) and x.dtype == np.float32 for x in a)
     c = calibration_set(CalibOptions(folder, count=6, crop=16, seed=1), 2)
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
-    assert list(a) == list(a)  # re-iterable
-    _, holdout = holdout_pairs(CalibOptions(folder), 2)
-    assert set(a.sources).isdisjoint(holdout) and len(holdout) == 1 and len(a.sources) == 3
+    first, second = list(a), list(a)  # re-iterable: the same arrays again, not an exhausted iterator
+    assert len(first) == 6 and all(np.array_equal(x, y) for x, y in zip(first, second))
+    holdout = holdout_set(CalibOptions(folder), 2)
+    photos = [h.name for h in holdout if h.content == "photo"]
+    assert set(a.sources).isdisjoint(photos) and len(photos) == 1 and len([s for s in a.sources if "generated" not in s]) == 3
     default = calibration_set(CalibOptions(count=4, crop=16), 4)
     assert default.sources[0].startswith("skimage:")
-    assert set(default.sources).isdisjoint(holdout_pairs(CalibOptions(), 4)[1])
+    assert set(default.sources).isdisjoint(h.name for h in holdout_set(CalibOptions(), 4))
+
+
+def test_calibration_mixes_generated_content_when_asked(folder):
+    mixed = calibration_set(CalibOptions(folder, count=8, crop=16, content_mix=True), 2)
+    plain = calibration_set(CalibOptions(folder, count=8, crop=16), 2)  # the default: photos only (measured better)
+    assert content_share(CalibOptions(count=8, content_mix=True)) == 2 and content_share(CalibOptions(count=8)) == 0
+    assert len(mixed) == len(plain) == 8
+    assert any(s.startswith("generated:line-art") for s in mixed.sources)
+    assert not any(s.startswith("generated") for s in plain.sources)
+    # the folder's crops are smooth mid-tones; generated content reaches pure black and white
+    assert max(float(x.max()) for x in mixed) == 1.0 and min(float(x.min()) for x in mixed) == 0.0
+
+
+def test_default_holdout_mixes_content_types(folder, tmp_path):
+    holdout = holdout_set(CalibOptions(), 4)
+    assert {"photo", "line-art", "text", "flat-colours", "textures"} <= {h.content for h in holdout}
+    assert all(h.lr.shape[0] * 4 == h.hr.shape[0] and h.lr.shape[1] * 4 == h.hr.shape[1] for h in holdout)
+    from_folder = holdout_set(CalibOptions(folder), 4)  # a calibration folder's held-out photos, plus the content
+    assert [h.content for h in from_folder].count("photo") == 1 and len({h.content for h in from_folder}) >= 5
+    # the user's own hold-out replaces ours; sub-folders name content types
+    (tmp_path / "own" / "comics").mkdir(parents=True)
+    Image.fromarray(GENERATORS["line-art"](7)).save(tmp_path / "own" / "comics" / "a.png")
+    Image.fromarray(GENERATORS["text"](7)).save(tmp_path / "own" / "b.png")
+    own = holdout_set(CalibOptions(holdout=tmp_path / "own"), 4)
+    assert sorted((Path(h.name).name, h.content) for h in own) == [("a.png", "comics"), ("b.png", "holdout")]
+    with pytest.raises(ScnetDeployError, match="--holdout"):
+        holdout_set(CalibOptions(holdout=tmp_path / "nope"), 4)
+
+
+def test_generated_content_is_deterministic_and_reaches_the_cube_corners():
+    for kind, make in GENERATORS.items():
+        a, b, c = make(3), make(3), make(4)
+        assert a.dtype == np.uint8 and a.shape[2] == 3 and np.array_equal(a, b) and not np.array_equal(a, c), kind
+    assert (GENERATORS["line-art"](0) == 255).all(axis=2).mean() > 0.3  # white paper
+    assert (GENERATORS["line-art"](0) == 0).all(axis=2).any()  # black ink
+    flat = GENERATORS["flat-colours"](0)
+    assert ((flat == [255, 0, 0]).all(axis=2)).any() or ((flat == [0, 0, 255]).all(axis=2)).any()
 
 
 def test_lr_input_crops_raw_pixels(folder):
@@ -88,24 +154,46 @@ def test_ort_qdq_really_quantizes_every_1x1_conv(fp32_onnx, tmp_path):
         quantize_onnx(fp32_onnx, tmp_path / "x.onnx", calib, "magic")
 
 
-def test_int8_output_not_clipped_at_black_and_white(fp32_onnx, tmp_path):
-    quantize_onnx(fp32_onnx, tmp_path / "q.onnx", calibration_set(FAST, 4))
-    fp32, int8 = ort_session(fp32_onnx), ort_session(tmp_path / "q.onnx")
-    for value in (0.0, 1.0):
-        x = np.full((1, 3, 16, 16), value, np.float32)
-        a, b = fp32.run(None, {"lr": x})[0], int8.run(None, {"lr": x})[0]
-        assert abs(float(a.mean()) - float(b.mean())) < 0.02
+@pytest.mark.parametrize("symmetric", [False, True], ids=["onnxruntime-u8", "tensorrt-s8"])
+def test_known_ranges_are_never_calibrated_in_the_qdq_graph(fp32_onnx, narrow, tmp_path, symmetric):
+    """Calibrated on mid-tones only, the saved graph still quantizes the input over all of [0, 1], its skip Resize
+    and every other non-conv node read float tensors, and white/black/saturated frames come out as in FP32."""
+    calib = calibration_set(CalibOptions(narrow, count=8, crop=32), 4)
+    assert max(float(x.max()) for x in calib) < 0.8  # really narrow
+    quantize_onnx(fp32_onnx, tmp_path / "q.onnx", calib, "minmax", (), symmetric)
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    lo, hi = input_range(model)
+    assert lo <= 0.0 and hi >= 1.0 - 1e-6, f"input quantized over [{lo}, {hi}], narrower than [0, 1]"
+    assert dequantized_readers(model) == [], "a non-conv node reads a dequantized (clipped) activation"
+    resize = [n for n in model.graph.node if n.op_type == "Resize" and n.input[0] == "lr"]
+    assert resize, "the image-space skip must read the float input"
+    assert output_is_float(model)
+    assert_extremes_not_clipped(onnx_infer(fp32_onnx), onnx_infer(tmp_path / "q.onnx"))
 
 
-def test_sensitivity_ranks_every_conv(fp32_onnx, tmp_path):
+def test_sensitivity_ranks_a_damaged_conv_first(fp32_onnx, tmp_path):
     calib = calibration_set(FAST, 4)
     quantize_onnx(fp32_onnx, tmp_path / "q.onnx", calib)
+    model = onnx.load(str(tmp_path / "q.onnx"))
     ranking = layer_sensitivity(fp32_onnx, tmp_path / "q.onnx", calib.arrays[:2])
-    model = onnx.load(str(fp32_onnx))
-    pointwise = [n.name for n in model.graph.node
+    fp32 = onnx.load(str(fp32_onnx))
+    pointwise = [n.name for n in fp32.graph.node
                  if n.op_type == "Conv" and all(a.name != "group" or a.i == 1 for a in n.attribute)]
-    assert sorted(n for n, _ in ranking) == sorted(pointwise) and len(ranking) < len(conv_nodes(model))
-    assert ranking == sorted(ranking, key=lambda kv: kv[1], reverse=True)
+    assert sorted(n for n, _ in ranking) == sorted(pointwise) and len(ranking) < len(conv_nodes(fp32))
+    # damage the weight scale of a conv in the middle of the ranking: it must now add the most error
+    victim = ranking[len(ranking) // 2][0]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.name == victim)
+    scale_name = producers[conv.input[1]].input[1]
+    init = next(t for t in model.graph.initializer if t.name == scale_name)
+    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 3.0, scale_name))
+    onnx.save(model, str(tmp_path / "damaged.onnx"))
+    damaged = layer_sensitivity(fp32_onnx, tmp_path / "damaged.onnx", calib.arrays[:2])
+    assert damaged[0][0] == victim and damaged == sorted(damaged, key=lambda kv: kv[1], reverse=True)
+
+
+def _drift(value):
+    return {"mean_db": value, "worst_image": {"name": "x", "content": "photo", "drift_db": value}}
 
 
 def test_budget_loop_falls_back_with_real_exclusion(fp32_onnx, tmp_path):
@@ -117,31 +205,49 @@ def test_budget_loop_falls_back_with_real_exclusion(fp32_onnx, tmp_path):
         quantize_onnx(fp32_onnx, path, calib, "minmax", exclude)
         return path
 
-    result = quantize_within_budget(quantize, lambda p: -1.0 if int(p.stem[1:]) < 3 else -0.01,
+    result = quantize_within_budget(quantize, lambda p: _drift(-1.0 if int(p.stem[1:]) < 3 else -0.01),
                                     lambda p: [n for n, _ in layer_sensitivity(fp32_onnx, p, calib.arrays[:2])], 0.1)
-    assert [h["float_layers"] for h in result["history"]] == [0, 1, 2, 4]
-    assert len(result["float_layers"]) == 4 and result["drift_db"] == -0.01
+    assert [t["float_layers"] for t in result["tries"]] == [0, 1, 2, 4]
+    assert len(result["float_layers"]) == 4 and result["drift"]["mean_db"] == -0.01
     quantized = set(quantized_weight_convs(onnx.load(str(result["model"]))))
     assert not quantized & set(result["float_layers"]) and len(quantized) == len(convs) - 4
 
 
 def test_budget_loop_gives_up_when_nothing_is_left():
     with pytest.raises(BudgetNotMet, match="all 3 convolutions"):
-        quantize_within_budget(lambda ex: ex, lambda m: -1.0, lambda m: ["a", "b", "c"], 0.1)
+        quantize_within_budget(lambda ex: ex, lambda m: _drift(-1.0), lambda m: ["a", "b", "c"], 0.1)
     seen = []
-    quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: -1.0 if len(m) < 3 else 0.0,
+    quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0 if len(m) < 3 else 0.0),
                            lambda m: ["a", "b", "c"], 0.1)
     assert seen == [(), ("a",), ("a", "b"), ("a", "b", "c")]
-    with pytest.raises(ScnetDeployError, match=">= 0"):
-        quantize_within_budget(lambda ex: ex, lambda m: 0.0, lambda m: [], -1)
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ScnetDeployError, match="--budget"):
+            quantize_within_budget(lambda ex: ex, lambda m: _drift(0.0), lambda m: [], bad)
+    # no budget (explicit opt-out): one try, whatever the drift
+    result = quantize_within_budget(lambda ex: ex, lambda m: _drift(-5.0), lambda m: ["a"], None)
+    assert result["float_layers"] == [] and len(result["tries"]) == 1
+
+
+def _independent_holdout_drift(manifest: dict, int8_infer, fp32_infer, scale: int) -> float:
+    """The hold-out drift recomputed from the saved model with the library's metric, not read from the manifest."""
+    holdout = holdout_set(CalibOptions(count=8, crop=32), scale)
+    assert [h.name for h in holdout] == manifest["int8"]["holdout"]["sources"]
+    return float(np.mean(np.subtract(psnr_scores(int8_infer, holdout, scale), psnr_scores(fp32_infer, holdout, scale))))
 
 
 def test_onnxruntime_int8_export_validate_bench(ckpt, tmp_path):
-    result = export(ckpt, ExportOptions(output=tmp_path / "int8", precision="int8", calib=FAST, budget_db=0.5))
+    result = export(ckpt, ExportOptions(output=tmp_path / "int8", precision="int8", calib=FAST))
     m = result.manifest
-    assert m["precision"] == "int8" and m["int8"]["calibration"]["count"] == 8
-    assert m["int8"]["drift_db"] >= -0.5 and m["verification"]["passed"]
-    assert set(m["int8"]["calibration"]["sources"]).isdisjoint(m["int8"]["holdout"]["sources"])
+    i = m["int8"]
+    assert m["precision"] == "int8" and i["calibration"]["count"] == 8 and i["budget_db"] == 0.1  # default budget
+    assert set(i["calibration"]["sources"]).isdisjoint(i["holdout"]["sources"])
+    assert {r["content"] for r in i["per_image"]} >= {"photo", "line-art", "text", "flat-colours", "textures"}
+    assert i["worst_image"]["drift_db"] == min(r["drift_db"] for r in i["per_image"])
+    recomputed = _independent_holdout_drift(m, onnx_infer(tmp_path / "int8" / "model.onnx"),
+                                            _fp32_infer(ckpt, tmp_path), 4)
+    assert abs(recomputed - i["drift_db"]) < 1e-6 and recomputed >= -0.1
+    v = m["verification"]
+    assert v["passed"] and "hold-out mean drift >= -0.1 dB" in v["rule"] and v["holdout_mean_drift_db"] == i["drift_db"]
     (tmp_path / "ds" / "HR").mkdir(parents=True)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
         tmp_path / "ds" / "HR" / "a.png")
@@ -150,8 +256,53 @@ def test_onnxruntime_int8_export_validate_bench(ckpt, tmp_path):
 
     v = validate([ckpt, tmp_path / "int8"], ValidateOptions(tmp_path / "ds", 4))
     assert v["models"][1]["precision"] == "int8" and v["models"][1]["drift_db"] is not None
+    assert "int8" in v["models"][1]["name"]  # labelled by what it is
     b = bench([tmp_path / "int8"], BenchOptions(shapes=((8, 8),), runs=2, baselines=False))
     assert b["models"][0]["precision"] == "int8"
+
+
+def _fp32_infer(ckpt, tmp_path):
+    out = tmp_path / "fp32_ref"
+    export(ckpt, ExportOptions(output=out))
+    return onnx_infer(out / "model.onnx")
+
+
+def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, tmp_path, monkeypatch):
+    """A real export forced to fall back: the hold-out measurement reads 1 dB worse while fewer than 3 layers are
+    float, so the loop must try 1, 2, then 4 float layers; the 4 the manifest names are float in the saved graph
+    and every other conv int8."""
+    import scnet_deploy.calibration.budget as budget
+    import scnet_deploy.calibration.int8_onnx as int8_onnx
+
+    excluded, real_quantize, real_measure = [], int8_onnx.quantize_onnx, budget.Baseline.measure
+
+    def quantize(*args):
+        excluded.append(len(args[4]))
+        return real_quantize(*args)
+
+    def measure(self, infer):
+        drift = real_measure(self, infer)
+        return {**drift, "mean_db": drift["mean_db"] - (1.0 if excluded[-1] < 3 else 0.0)}
+
+    monkeypatch.setattr(int8_onnx, "quantize_onnx", quantize)
+    monkeypatch.setattr(budget.Baseline, "measure", measure)
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST, budget_db=0.5)).manifest
+    i = m["int8"]
+    assert [t["float_layers"] for t in i["tries"]] == [0, 1, 2, 4] and len(i["float_layers"]) == 4
+    model = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    quantized = set(quantized_weight_convs(model))
+    assert not quantized & set(i["float_layers"])
+    assert quantized == set(conv_nodes(model)) - set(i["float_layers"])
+    assert m["verification"]["passed"] and i["within_budget"]
+
+
+def test_budget_opt_out_is_explicit_and_recorded(ckpt, tmp_path):
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST, budget_db=None)).manifest
+    assert m["int8"]["budget_db"] is None and "off" in m["int8"]["budget"] and m["options"]["budget_db"] is None
+    assert "no drift budget" in m["verification"]["rule"]
+    with pytest.raises(ScnetDeployError, match="--budget"):
+        export(ckpt, ExportOptions(output=tmp_path / "bad", precision="int8", calib=FAST, budget_db=-0.1))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_tensorrt_int8_is_explicit_symmetric_qdq(ckpt, tmp_path):
@@ -162,30 +313,69 @@ def test_tensorrt_int8_is_explicit_symmetric_qdq(ckpt, tmp_path):
     assert zero_points and all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)
     assert all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
     assert sorted(quantized_weight_convs(model)) == sorted(conv_nodes(model))
+    inits = {t.name: t for t in model.graph.initializer}
+    biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert biases and all(b in inits and inits[b].data_type == onnx.TensorProto.FLOAT for b in biases), \
+        "TensorRT wants float biases: every conv bias must be a float initializer in the saved graph"
+    assert dequantized_readers(model) == [] and input_range(model)[1] >= 1.0 - 1e-6
     assert m["verification"]["passed"] and "ONNX Runtime" in m["verification"]["note"]
-    assert "--int8" in (tmp_path / "trt" / "build_engine.sh").read_text()
-    assert m["tensorrt"]["engine"] is None or m["tensorrt"]["engine"] == "model.plan"
+    assert m["int8"]["budget_db"] == 0.1 and "worst_image" in m["int8"]
+    assert m["tensorrt"]["engine"] is None and "not built" in m["tensorrt"]["engine_note"]
+
+
+def _ov_model(path):
+    import openvino as ov
+
+    return ov.Core().read_model(str(path))
 
 
 @pytest.mark.openvino
-@pytest.mark.parametrize("budget", [None, 0.5])
-def test_openvino_int8_nncf(ckpt, tmp_path, budget):
+def test_openvino_int8_nncf(ckpt, tmp_path):
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
-    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=FAST,
-                                   budget_db=budget)).manifest
+    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=FAST)).manifest
     i = m["int8"]
-    assert i["quantization"]["method"] == ("nncf.quantize" if budget is None else "nncf.quantize_with_accuracy_control")
-    assert i["quantization"]["quantized_convs"] > 0
-    import openvino as ov
+    assert i["quantization"]["method"] == "nncf.quantize" and i["quantization"]["ranges"] == "minmax"
+    assert i["quantization"]["quantized_convs"] > 0 and i["budget_db"] == 0.1 and m["verification"]["passed"]
+    assert {r["content"] for r in i["per_image"]} >= {"photo", "line-art", "text"}
+    from scnet_deploy.calibration.openvino_int8 import float_convolutions
 
-    from scnet_deploy.calibration.openvino_int8 import CONV_TYPES, float_convolutions
-
-    model = ov.Core().read_model(str(tmp_path / "ov" / "model.xml"))
+    model = _ov_model(tmp_path / "ov" / "model.xml")
     pointwise = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Convolution"]
     assert pointwise and not set(pointwise) & set(float_convolutions(model)), "1x1 convs must be quantized"
-    assert CONV_TYPES
     with open_model(tmp_path / "ov") as runner:
         assert runner.precision == "int8" and runner.infer(np.zeros((1, 3, 9, 7), np.float32)).shape == (1, 3, 36, 28)
+        assert "int8" in runner.name  # not "f32", the precision of its float parts
+
+
+@pytest.mark.openvino
+def test_openvino_int8_known_ranges_in_the_saved_ir(ckpt, narrow, tmp_path):
+    """Calibrated on mid-tones only: the saved IR's input quantizer covers exactly [0, 1], the image-space skip
+    Interpolate reads the Parameter itself, the output is not fake-quantized, and white/black/saturated frames come
+    out as in FP32."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    calib = CalibOptions(narrow, count=8, crop=32)
+    export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=calib,
+                               budget_db=None))
+    export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino"))
+    from scnet_deploy.calibration.openvino_int8 import fake_quantize_range, image_path, input_quantizers
+
+    model = _ov_model(tmp_path / "ov" / "model.xml")
+    param = model.get_parameters()[0]
+    fqs = input_quantizers(model)
+    assert fqs and all(fake_quantize_range(fq) == (0.0, 1.0) for fq in fqs)
+    skip = [op for op in model.get_ops() if op.get_type_name() == "Interpolate"
+            and op.input(0).get_source_output().get_node().get_friendly_name() == param.get_friendly_name()]
+    assert skip, "the image-space skip must read the float input, not its FakeQuantize"
+    assert all(t.get_node().get_type_name() in ("Convolution", "GroupConvolution")
+               for fq in fqs for t in fq.output(0).get_target_inputs())
+    result = model.get_results()[0].input(0).get_source_output().get_node()
+    assert result.get_type_name() != "FakeQuantize"
+    path = [op for op in model.get_ops() if op.get_friendly_name() in image_path(model)]
+    assert {op.get_type_name() for op in path} >= {"Interpolate", "Add"}
+    assert not [op.get_friendly_name() for op in path for out in op.outputs() for t in out.get_target_inputs()
+                if t.get_node().get_type_name() == "FakeQuantize"], "the image-space path is fake-quantized"
+    with open_model(tmp_path / "fp32") as a, open_model(tmp_path / "ov") as b:
+        assert_extremes_not_clipped(a.infer, b.infer)
 
 
 @pytest.mark.coreml
@@ -218,3 +408,14 @@ def test_int8_cli(ckpt, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(tmp_path / "b"),
                           "--int8", "--precision", "bf16"], capture_output=True, text=True)
     assert bad.returncode == 2 and "contradict" in bad.stderr
+
+
+def test_measure_only_budget_check_for_weight_only_int8():
+    from scnet_deploy.calibration.budget import check_within_budget
+
+    record = check_within_budget("model", lambda m: _drift(-0.05), 0.1)
+    assert record["float_layers"] == [] and record["tries"][0]["mean_drift_db"] == -0.05
+    assert set(record) == set(quantize_within_budget(lambda ex: "m", lambda m: _drift(-0.05), lambda m: [], 0.1))
+    with pytest.raises(BudgetNotMet, match="over the 0.1 dB budget"):
+        check_within_budget("model", lambda m: _drift(-0.2), 0.1)
+    assert check_within_budget("model", lambda m: _drift(-3.0), None)["budget_db"] is None
