@@ -88,8 +88,15 @@ def export_cmd(
     calib_crop: int = typer.Option(48, help="INT8: LR calibration crop side."),
     calib_method: str = typer.Option("minmax", help="INT8 (ONNX Runtime/TensorRT): minmax, entropy or percentile."),
     calib_lr: bool = typer.Option(False, help="INT8: --calib-data holds LR images; crop them as they are."),
-    budget: Optional[float] = typer.Option(None, help="INT8: max PSNR drift on held-out images, dB; the most "
-                                           "sensitive layers fall back to float until it holds."),
+    budget: float = typer.Option(0.1, help="INT8: max mean PSNR-Y drift on the hold-out, dB; the most "
+                                 "sensitive layers fall back to float until it holds, else the export fails."),
+    no_budget: bool = typer.Option(False, "--no-budget", help="INT8 without a drift gate (the drift is still "
+                                   "measured and recorded; the manifest says the gate was off)."),
+    holdout: Optional[Path] = typer.Option(None, help="INT8: your own hold-out images for the budget (sub-folders "
+                                           "name content types); default: held-out photos + generated line art, "
+                                           "text, flat colours, textures."),
+    content_mix: bool = typer.Option(False, help="INT8: also calibrate on generated line art, text, flat colours "
+                                     "and textures (a quarter of the crops; widens ranges, costs photos)."),
     shift: str = typer.Option("dwconv", help="Shift form in the graph: dwconv (depthwise 3x3), slice (pad+slice) or "
                               "fold (into the next 1x1 conv: a sparse 3x3 conv)."),
     conv_before_upsample: bool = typer.Option(False, help="Run each bilinear stage's 1x1 conv before the upsample "
@@ -132,8 +139,9 @@ def export_cmd(
         raise ScnetDeployError(f"--int8 and --precision {precision} contradict each other; pass one of them.")
     options = ExportOptions(
         output=output, format=format, precision="int8" if int8 else precision, scale=scale, param_key=param_key,
-        calib=CalibOptions(calib_data, calib_count, calib_crop, lr_input=calib_lr, method=calib_method),
-        budget_db=budget,
+        calib=CalibOptions(calib_data, calib_count, calib_crop, lr_input=calib_lr, method=calib_method,
+                           holdout=holdout, content_mix=content_mix),
+        budget_db=None if no_budget else budget,
         sizes=SizeOptions(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
         onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample,
                          upsample_as_deconv=upsample_as_deconv, opset=opset, exporter=exporter, simplify=simplify),
@@ -154,8 +162,10 @@ def export_cmd(
                           f"simplified by {o['simplifier']})")
         if "int8" in m and "drift_db" in m["int8"]:
             i = m["int8"]
-            console.print(f"  INT8: drift {i['drift_db']:+.3f} dB on held-out images "
-                          f"({', '.join(i['holdout']['sources'])}); {len(i['float_layers'])} layer(s) kept in float")
+            w = i["worst_image"]
+            console.print(f"  INT8: mean drift {i['drift_db']:+.3f} dB on {len(i['holdout']['sources'])} held-out "
+                          f"images (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {escape(w['name'])} "
+                          f"({w['content']}); {len(i['float_layers'])} layer(s) kept in float")
         v = m["verification"]
         if v.get("skipped"):
             console.print(f"  not run here: {v['skipped']}")
@@ -209,7 +219,8 @@ def _write_outputs(result: dict, json_file: Optional[Path], csv_file: Optional[P
 @app.command("validate")
 def validate_cmd(
     models: list[Path] = typer.Argument(None, help="Checkpoints and/or artifact directories."),
-    dataset: Path = typer.Option(..., help="Folder: DIR/HR (+ DIR/LR_bicubic/X{s}) or a plain folder of images."),
+    dataset: list[Path] = typer.Option(..., help="Folder: DIR/HR (+ DIR/LR_bicubic/X{s}) or a plain folder of "
+                                       "images; repeat for several (a table each, the worst named)."),
     scale: int = typer.Option(..., help="Upscaling factor of the models."),
     method: Optional[str] = typer.Option(None, help="Add a classical baseline row: bicubic."),
     budget: Optional[float] = typer.Option(None, help="Fail (exit 1) if any model's PSNR drift exceeds this, dB."),
@@ -229,8 +240,8 @@ def validate_cmd(
 
     if method not in (None, "bicubic"):
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
-    options = ValidateOptions(dataset, scale, method == "bicubic", budget, reference, limit,
-                              RuntimeOptions(threads=threads))
+    options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
+                              RuntimeOptions(threads=threads), visuals=report_dir)
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("validating", total=None)
 
@@ -238,19 +249,27 @@ def validate_cmd(
             progress.update(task, total=total, advance=1)
 
         result = validate(models or [], options, progress=tick)
-    table = Table(title=f"{dataset} x{scale}: {result['images']} images")
-    for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "max abs diff", "worst image"):
-        table.add_column(col)
-    for m in result["models"]:
-        drift = m.get("drift_db")
-        table.add_row(escape(m["name"]) + (" (ref)" if m.get("reference") else ""), m["precision"],
-                      f"{m['psnr_y']:.2f}", f"{m['ssim_y']:.4f}", "-" if drift is None else f"{drift:+.3f}",
-                      f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", m["worst_image"]["name"])
-    console.print(table)
-    rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff")]
+    for d in result["datasets"]:
+        table = Table(title=f"{d['name']} x{scale}: {d['images']} images")
+        for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "max abs diff", "worst image"):
+            table.add_column(col)
+        for m in d["models"]:
+            drift = m.get("drift_db")
+            table.add_row(escape(m["name"]) + (" (ref)" if m.get("reference") else ""), m["precision"],
+                          f"{m['psnr_y']:.2f}", f"{m['ssim_y']:.4f}", "-" if drift is None else f"{drift:+.3f}",
+                          f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", escape(m["worst_image"]["name"]))
+        console.print(table)
+    if len(result["datasets"]) > 1:
+        for m in result["models"]:
+            if m.get("drift_db") is not None and not m.get("reference"):
+                w = m["worst_image"]
+                console.print(f"{escape(m['name'])}: worst content {escape(m['worst_dataset'])} "
+                              f"({m['drift_db']:+.3f} dB), worst image {escape(w['dataset'])}/{escape(w['name'])} "
+                              f"({w['drift_db']:+.3f} dB)")
+    rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset")]
     rows += [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
               "" if r.get("drift_db") is None else f"{r['drift_db']:.4f}",
-              "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}")
+              "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}", r["dataset"])
              for m in result["models"] for r in m["per_image"]]
     _write_outputs(result, json_file, csv_file, rows, report_dir)
     for m in result["models"]:

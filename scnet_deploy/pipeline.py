@@ -19,7 +19,9 @@ REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensor
 @dataclass(frozen=True)
 class PipelineOptions:
     output: Path
-    dataset: Path | None = None  # validation images (DIR/HR ... or a plain folder); default: scikit-image photos
+    # validation images (DIR/HR ... or plain folders, several allowed); default: photos, line art, text, flat colours
+    # and textures (VALIDATION_CONTENT), none of them used by calibration or the INT8 hold-out
+    dataset: Path | tuple[Path, ...] | None = None
     calib_data: Path | None = None
     calib_count: int = 16
     budget_db: float = 0.1
@@ -36,17 +38,32 @@ def reference_checkpoint() -> Path:
     return REFERENCE
 
 
-def _default_dataset(root: Path, scale: int) -> Path:
-    """The validation photographs (disjoint from the calibration ones) as a DIR/HR folder."""
+# The pipeline's default validation: content types, none of it used by calibration or the INT8 hold-out
+# (scikit-image images outside both; generated content at seeds >= 200).
+VALIDATION_CONTENT = {
+    "photo": [("skimage", "motorcycle"), ("skimage", "camera"), ("skimage", "coins")],
+    "line-art": [("line-art", 200), ("line-art", 201), ("skimage", "logo")],
+    "text": [("text", 200), ("skimage", "page")],
+    "flat-colours": [("flat-colours", 200), ("skimage", "colorwheel")],
+    "textures": [("skimage", "brick"), ("skimage", "grass")],
+}
+
+
+def _default_datasets(root: Path) -> list[Path]:
+    """One DIR/HR folder per content type of ``VALIDATION_CONTENT``."""
     from PIL import Image
 
-    from scnet_deploy.calibration.data import SKIMAGE_HOLDOUT, _skimage
+    from scnet_deploy.calibration.content import GENERATORS, skimage_image
 
-    folder = root / "validation" / "HR"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in SKIMAGE_HOLDOUT:
-        Image.fromarray(_skimage(name)).save(folder / f"{name}.png")
-    return folder.parent
+    folders = []
+    for content, items in VALIDATION_CONTENT.items():
+        folder = root / "validation" / content / "HR"
+        folder.mkdir(parents=True, exist_ok=True)
+        for source, key in items:
+            image = skimage_image(key) if source == "skimage" else GENERATORS[source](key)
+            Image.fromarray(image).save(folder / f"{source}_{key}.png")
+        folders.append(folder.parent)
+    return folders
 
 
 def plan(options: PipelineOptions) -> list[tuple[str, dict, str | None]]:
@@ -111,6 +128,20 @@ def autotune_summary(manifest: dict) -> dict:
             "interleaved_ms": {name: c["interleaved_ms"] for name, c in cands.items() if "interleaved_ms" in c}}
 
 
+def int8_lines(records: dict) -> list[str]:
+    """Each INT8 engine's budget check, as its manifest records it (the same record for every backend)."""
+    if not records:
+        return []
+    lines = ["INT8 budget check on the export's hold-out (photos, line art, text, flat colours, textures; the mean "
+             "gates):", ""]
+    for label, i in records.items():
+        w = i["worst_image"]
+        lines.append(f"- `{label}`: mean {i['drift_db']:+.3f} dB (budget {i['budget']}), worst image "
+                     f"{w['drift_db']:+.3f} dB ({w['content']}: {w['name']}), {len(i['float_layers'])} layer(s) "
+                     f"kept in float after {len(i['tries'])} tr{'y' if len(i['tries']) == 1 else 'ies'}")
+    return lines + [""]
+
+
 def form_lines(forms: dict) -> list[str]:
     lines = ["Graph form per engine (autotuned: every candidate's median ms at the target size, on this machine):", ""]
     for label, f in forms.items():
@@ -144,9 +175,12 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     out = Path(options.output)
     engines = out / "engines"
     engines.mkdir(parents=True, exist_ok=True)
-    dataset = options.dataset or _default_dataset(out, scale)
+    if options.dataset is None:
+        datasets = _default_datasets(out)
+    else:
+        datasets = [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset)
     calib = CalibOptions(options.calib_data, count=options.calib_count)
-    built, skipped, failed, forms = {}, {}, {}, {}
+    built, skipped, failed, forms, int8 = {}, {}, {}, {}, {}
     jobs = plan(options)
     for label, kwargs, reason in jobs:
         if reason:
@@ -166,6 +200,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
             continue
         verification = result.manifest["verification"]
         forms[label] = autotune_summary(result.manifest)
+        if result.manifest.get("int8", {}).get("worst_image"):
+            int8[label] = result.manifest["int8"]
         if verification.get("passed") is None:  # built, but it cannot run here (Core ML off macOS, TensorRT w/o GPU)
             skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
             say("built", label, skipped[label])
@@ -174,26 +210,27 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
             say("built", label, None)
     runnable = list(built.values())
     say("validate", f"{len(runnable) + 1} models")
-    validation = validate([ckpt_path, *runnable], ValidateOptions(Path(dataset), scale, bicubic=True,
-                                                                  budget_db=options.budget_db))
+    validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
+                                                                  budget_db=options.budget_db, visuals=out))
     say("bench", f"{len(runnable)} engines + baselines at {len(options.shapes)} sizes")
     timing = bench([ckpt_path, *runnable], BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1))
     timing["models"] = [m for m in timing["models"] if not (m["path"] == str(ckpt_path) and not m["baseline"])]
     best = recommend(validation, timing, options.budget_db)
     elapsed = time.perf_counter() - t_start
-    summary = {"checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "dataset": str(dataset),
+    summary = {"int8": {k: {f: v[f] for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",
+                                               "tries")} for k, v in int8.items()},
+               "checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "datasets": [str(d) for d in datasets],
                "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
                "failed": failed, "forms": forms, "recommendation": best, "seconds": elapsed}
-    write_json_atomic(summary, out / "summary.json")
-    md = report([validation, timing], out, title="scnet-deploy pipeline report")
-    lines = md.read_text().splitlines()
     rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
-           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB (budget {options.budget_db} dB)"
+           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content "
+           f"(budget {options.budget_db} dB)"
            + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
               else "") if best else f"**Recommendation:** no engine is within the {options.budget_db} dB budget.")
     notes = [rec, ""] + [f"- skipped `{k}`: {v}" for k, v in skipped.items()] + \
-            [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", *form_lines(forms), "",
+            [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", *int8_lines(int8), *form_lines(forms), "",
                                                                    f"Pipeline time: {elapsed:.0f} s.", ""]
-    md.write_text("\n".join(lines[:2] + notes + lines[2:]) + "\n")
+    md = report([validation, timing], out, title="scnet-deploy pipeline report", sections=notes)
     summary["report"] = str(md)
+    write_json_atomic(summary, out / "summary.json")
     return summary

@@ -5,6 +5,7 @@ for models present in both a bench and a validate result (matched by path).
 """
 
 import json
+import shutil
 from pathlib import Path
 
 from .errors import ScnetDeployError
@@ -12,7 +13,7 @@ from .manifest import write_json_atomic
 
 
 def _kind(result: dict) -> str:
-    if "dataset" in result:
+    if "dataset" in result or "datasets" in result:
         return "validate"
     if "options" in result and "models" in result:
         return "bench"
@@ -51,9 +52,9 @@ def bench_markdown(result: dict) -> list[str]:
     return lines
 
 
-def validate_markdown(result: dict) -> list[str]:
-    lines = [f"### Accuracy, {Path(result['dataset']).name} x{result['scale']} ({result['images']} images, LR "
-             f"{', '.join(result['lr_source'])})", "",
+def _dataset_markdown(result: dict) -> list[str]:
+    lines = [f"### Accuracy, {result.get('name') or Path(result['dataset']).name} x{result['scale']} "
+             f"({result['images']} images, LR {', '.join(result['lr_source'])})", "",
              "| model | precision | PSNR-Y | SSIM-Y | drift dB | PSNR vs ref dB | max abs diff | worst image |",
              "|---|---|---|---|---|---|---|---|"]
     for m in result["models"]:
@@ -62,10 +63,37 @@ def validate_markdown(result: dict) -> list[str]:
                      f"{m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {_fmt(m.get('drift_db'), 3)} | "
                      f"{_fmt(m.get('psnr_vs_reference_db'), 1)} | {_fmt(m.get('max_abs_diff'), 4)} | "
                      f"{worst.get('name', '-')} |")
-    if result.get("budget_db") is not None:
-        lines += ["", f"Budget {result['budget_db']} dB: " + ("all within" if result["passed"] else
-                                                              f"over budget: {', '.join(result['over_budget'])}")]
     return lines + [""]
+
+
+def validate_markdown(result: dict) -> list[str]:
+    """A table per dataset and, for several, one row per model naming its worst dataset (content type)."""
+    per_set = result.get("datasets") or [result]
+    lines = []
+    for d in per_set:
+        lines += _dataset_markdown(d)
+    if len(per_set) > 1:
+        names = [d["name"] for d in per_set]
+        lines += [f"### Drift by content (dB vs FP32; a model's drift is its worst dataset's)", "",
+                  "| model | precision | " + " | ".join(names) + " | worst content | worst image |",
+                  "|---|---|" + "---|" * len(names) + "---|---|"]
+        for m in result["models"]:
+            if m.get("drift_db") is None or m.get("reference"):
+                continue
+            worst = m.get("worst_image", {})
+            lines.append(f"| {m['name']} | {m['precision']} | "
+                         + " | ".join(_fmt(m["by_dataset"][n]["drift_db"], 3) for n in names)
+                         + f" | {m.get('worst_dataset', '-')} | {worst.get('dataset', '')}/{worst.get('name', '-')} "
+                         f"({_fmt(worst.get('drift_db'), 3)}) |")
+        lines.append("")
+    if result.get("budget_db") is not None:
+        lines += [f"Budget {result['budget_db']} dB: " + ("all within" if result["passed"] else
+                                                          f"over budget: {', '.join(result['over_budget'])}"), ""]
+    for v in result.get("visuals", []):
+        lines += [f"Worst image of {', '.join(v['worst_for'])}: {v['dataset']}/{v['image']} (crop of {v['crop'][2]} "
+                  f"HR px at y={v['crop'][0]}, x={v['crop'][1]}; top: bicubic, FP32, each engine; bottom: |error vs "
+                  f"FP32| x{v['gain']})", "", f"![{v['file']}]({v['file']})", ""]
+    return lines
 
 
 def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]:
@@ -104,13 +132,14 @@ def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]
     points = [(m["name"], m["shapes"][0]["median_ms"], drift_by_path[m["path"]]) for b in benches for m in b["models"]
               if m["path"] in drift_by_path and not m.get("baseline")]
     if points:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, ms, drift in points:
-            ax.scatter(ms, drift)
-            ax.annotate(name, (ms, drift), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        markers = "osD^v<>pP*hX"
+        for i, (name, ms, drift) in enumerate(points):  # a legend, not annotations: engines at equal drift collide
+            ax.scatter(ms, drift, marker=markers[i % len(markers)], s=40, label=name)
         ax.set(xlabel="median latency (ms), first shape", ylabel="PSNR-Y drift (dB)", title="Latency vs drift",
                xscale="log")
         ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(out / "latency_vs_drift.png", dpi=120)
         plt.close(fig)
@@ -118,8 +147,10 @@ def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]
     return written
 
 
-def report(results: list[dict], output: str | Path, title: str = "scnet-deploy report") -> Path:
-    """Write ``output/report.md``, ``output/results.json`` and the PNG plots; returns the Markdown path."""
+def report(results: list[dict], output: str | Path, title: str = "scnet-deploy report",
+           sections: list[str] | None = None) -> Path:
+    """Write ``output/report.md``, ``output/results.json`` and the PNG plots; returns the Markdown path.
+    ``sections``: Markdown lines placed after the title and machine (the pipeline's recommendation)."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     benches = [r for r in results if _kind(r) == "bench"]
@@ -131,7 +162,12 @@ def report(results: list[dict], output: str | Path, title: str = "scnet-deploy r
         lines += [f"Machine: {cpu['model']}, {cpu['cores']} cores ({', '.join(k for k, v in cpu['features'].items() if v)}"
                   f"); GPUs: {', '.join(machine['gpus']) or 'none'}; "
                   + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v), ""]
+    lines += sections or []
     for v in validations:
+        for visual in v.get("visuals", []):  # comparisons written by validate elsewhere travel with the report
+            source = Path(visual["path"])
+            if source.exists() and source.resolve() != (out / visual["file"]).resolve():
+                shutil.copyfile(source, out / visual["file"])
         lines += validate_markdown(v)
     for b in benches:
         lines += bench_markdown(b)

@@ -1,9 +1,12 @@
 """The ``validate`` verb: PSNR/SSIM-Y against ground truth (BasicSR/MATLAB protocol) and the drift of every model
 from the FP32 PyTorch reference, side by side.
 
-Drift is PSNR-Y(model) - PSNR-Y(reference), in dB (negative = worse). ``budget_db`` fails the run when any model
-loses more than that. Outputs are clipped to [0, 1] and rounded to 8 bits before scoring; PSNR vs reference and
-max abs diff compare the float outputs. Non-finite and collapsed (constant) outputs are flagged per image.
+Drift is PSNR-Y(model) - PSNR-Y(reference), in dB (negative = worse). Several datasets (content types) are scored
+in one call, a table each; a model's drift is that of its worst dataset, which is named. ``budget_db`` fails the
+run when any model loses more than that on any dataset. Outputs are clipped to [0, 1] and rounded to 8 bits before
+scoring; PSNR vs reference and max abs diff compare the float outputs. Non-finite and collapsed (constant) outputs
+are flagged per image. With ``visuals``, the worst image of each model is shown as a crop side by side (bicubic,
+FP32, every model) with an amplified error map vs FP32 (scnet_deploy/visuals.py).
 """
 
 from dataclasses import dataclass, field
@@ -25,13 +28,17 @@ PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialia
 
 @dataclass(frozen=True)
 class ValidateOptions:
-    dataset: Path
+    datasets: Path | tuple[Path, ...]  # one folder, or several (each a content type with its own table)
     scale: int
     bicubic: bool = False  # add the MATLAB-bicubic baseline row
     budget_db: float | None = None
     reference: Path | None = None  # FP32 reference checkpoint; default: the first checkpoint among the models
     limit: int | None = None  # first N images only
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    visuals: Path | None = None  # write side-by-side crops of each model's worst image here
+
+    def folders(self) -> tuple[Path, ...]:
+        return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
 
 
 class _Bicubic:
@@ -90,61 +97,144 @@ def _score_model(runner, pairs, scale, ref_outputs, progress) -> tuple[dict, lis
     return entry, outputs
 
 
-def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
-    """Score each model (checkpoint or artifact directory) on ``options.dataset``; see the module docstring."""
-    from .doctor import machine
+def dataset_name(folder: Path) -> str:
+    """What a dataset folder is called in tables: its own name (DIR for DIR/HR)."""
+    folder = Path(folder)
+    return folder.parent.name if folder.name == "HR" else folder.name
+
+
+def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep) -> tuple[list[dict], list[list]]:
     from .runtime import open_model
+
+    entries, outputs = [], []
+    with open_model(path, options.runtime, scale=options.scale) as runner:
+        scale = runner.arch["scale"]
+        if scale != options.scale:
+            raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
+                                   f"--scale {scale} or another model.")
+        for k, pairs in enumerate(sets):
+            entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick)
+            entry.update({"path": str(path), "kind": "artifact" if path.is_dir() else "checkpoint",
+                          "backend": getattr(runner, "backend", "?"), "reference": is_ref})
+            entries.append(entry)
+            outputs.append(outs if is_ref else [to_u8_hwc(o) for o in outs] if keep else None)
+    return entries, outputs
+
+
+def _drifts(entries: list[dict], ref_entry: dict | None, budget_db) -> None:
+    if ref_entry is None:
+        for e in entries:
+            e["drift_db"] = None
+            worst = min(e["per_image"], key=lambda r: r["psnr_y"])
+            e["worst_image"] = {"name": worst["name"], "psnr_y": worst["psnr_y"]}
+        return
+    ref_by_image = {r["name"]: r["psnr_y"] for r in ref_entry["per_image"]}
+    for e in entries:
+        for r in e["per_image"]:
+            r["drift_db"] = r["psnr_y"] - ref_by_image[r["name"]]
+        e["drift_db"] = e["psnr_y"] - ref_entry["psnr_y"]
+        worst = min(e["per_image"], key=lambda r: r["drift_db"])
+        e["worst_image"] = {"name": worst["name"], "drift_db": worst["drift_db"], "psnr_y": worst["psnr_y"]}
+        if "max_abs_diff" in e["per_image"][0]:
+            e["max_abs_diff"] = max(r["max_abs_diff"] for r in e["per_image"])
+            e["psnr_vs_reference_db"] = min(r["psnr_vs_reference_db"] for r in e["per_image"])
+        if e["kind"] != "method" and budget_db is not None:
+            e["within_budget"] = e["drift_db"] >= -budget_db and not e["nonfinite_images"]
+
+
+def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
+    """One row per model over every dataset: the drift of its worst dataset (named), its worst image."""
+    rows = []
+    for i, first in enumerate(per_set[0]["models"]):
+        ms = [r["models"][i] for r in per_set]
+        row = {k: first[k] for k in ("name", "precision", "path", "kind", "backend", "reference") if k in first}
+        if "implicit" in first:
+            row["implicit"] = first["implicit"]
+        row["psnr_y"] = float(np.mean([m["psnr_y"] for m in ms]))
+        row["ssim_y"] = float(np.mean([m["ssim_y"] for m in ms]))
+        row["per_image"] = [{**r, "dataset": n} for n, m in zip(names, ms) for r in m["per_image"]]
+        row["nonfinite_images"] = [f"{n}/{x}" if len(names) > 1 else x for n, m in zip(names, ms)
+                                   for x in m["nonfinite_images"]]
+        row["collapsed_images"] = [f"{n}/{x}" if len(names) > 1 else x for n, m in zip(names, ms)
+                                   for x in m["collapsed_images"]]
+        row["by_dataset"] = {n: {"psnr_y": m["psnr_y"], "drift_db": m["drift_db"]} for n, m in zip(names, ms)}
+        if first["drift_db"] is not None:
+            k = min(range(len(ms)), key=lambda j: ms[j]["drift_db"])
+            row["drift_db"] = ms[k]["drift_db"]
+            row["worst_dataset"] = names[k]
+            worst = min(row["per_image"], key=lambda r: r["drift_db"])
+            row["worst_image"] = {"dataset": worst["dataset"], "name": worst["name"], "drift_db": worst["drift_db"],
+                                  "psnr_y": worst["psnr_y"]}
+            if "max_abs_diff" in first:
+                row["max_abs_diff"] = max(m["max_abs_diff"] for m in ms)
+                row["psnr_vs_reference_db"] = min(m["psnr_vs_reference_db"] for m in ms)
+            if "within_budget" in first:
+                row["within_budget"] = all(m["within_budget"] for m in ms)
+        else:
+            row["drift_db"] = None
+            worst = min(row["per_image"], key=lambda r: r["psnr_y"])
+            row["worst_image"] = {"dataset": worst["dataset"], "name": worst["name"], "psnr_y": worst["psnr_y"]}
+        rows.append(row)
+    return rows
+
+
+def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
+    """Score each model (checkpoint or artifact directory) on each dataset of ``options``; see the module
+    docstring."""
+    from .doctor import machine
 
     models = [Path(m) for m in models]
     if not models and not options.bicubic:
         raise ScnetDeployError("validate needs at least one MODEL (checkpoint or artifact directory) or --method "
                                "bicubic.")
-    pairs = load_dataset(options.dataset, options.scale, options.limit)
+    folders = options.folders()
+    if not folders:
+        raise ScnetDeployError("validate needs at least one --dataset folder.")
+    names = [dataset_name(f) for f in folders]
+    if len(set(names)) != len(names):
+        raise ScnetDeployError(f"--dataset folders must have different names (they label the tables): {names}.")
+    sets = [load_dataset(f, options.scale, options.limit) for f in folders]
     ref_path = _reference_path(models, options)
     if options.budget_db is not None and ref_path is None:
         raise ScnetDeployError("--budget needs an FP32 reference: pass the checkpoint as a MODEL or with --reference.")
-    entries, ref_outputs = [], None
     order = ([ref_path] if ref_path is not None and ref_path not in models else []) + models
-    total = len(pairs) * (len(order) + int(options.bicubic))
+    total = sum(len(p) for p in sets) * (len(order) + int(options.bicubic))
     tick = (lambda: progress(total)) if progress else None
+    keep = options.visuals is not None
+    per_model, outputs, ref_outputs = [], [], [None] * len(sets)
     for path in order:
-        with open_model(path, options.runtime, scale=options.scale) as runner:
-            scale = runner.arch["scale"]
-            if scale != options.scale:
-                raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
-                                       f"--scale {scale} or another model.")
-            is_ref = ref_path is not None and path == ref_path
-            entry, outputs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs, tick)
-            entry.update({"path": str(path), "kind": "artifact" if path.is_dir() else "checkpoint",
-                          "backend": getattr(runner, "backend", "?"), "reference": is_ref})
-            if is_ref:
-                ref_outputs, ref_entry = outputs, entry
-                entry["implicit"] = path not in models
-            entries.append(entry)
+        is_ref = ref_path is not None and path == ref_path
+        entries, outs = _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep)
+        if is_ref:
+            ref_outputs = outs
+            for e in entries:
+                e["implicit"] = path not in models
+        per_model.append(entries)
+        outputs.append(outs)
     if options.bicubic:
-        entry, _ = _score_model(_Bicubic(), pairs, options.scale, None, tick)
-        entry.update({"path": None, "kind": "method", "backend": "bicubic", "reference": False})
-        entries.append(entry)
-    if ref_outputs is not None:
-        ref_by_image = {r["name"]: r["psnr_y"] for r in ref_entry["per_image"]}
-        for e in entries:
-            for r in e["per_image"]:
-                r["drift_db"] = r["psnr_y"] - ref_by_image[r["name"]]
-            e["drift_db"] = e["psnr_y"] - ref_entry["psnr_y"]
-            worst = min(e["per_image"], key=lambda r: r["drift_db"])
-            e["worst_image"] = {"name": worst["name"], "drift_db": worst["drift_db"], "psnr_y": worst["psnr_y"]}
-            if "max_abs_diff" in e["per_image"][0]:
-                e["max_abs_diff"] = max(r["max_abs_diff"] for r in e["per_image"])
-                e["psnr_vs_reference_db"] = min(r["psnr_vs_reference_db"] for r in e["per_image"])
-            if e["kind"] != "method" and options.budget_db is not None:
-                e["within_budget"] = e["drift_db"] >= -options.budget_db and not e["nonfinite_images"]
-    else:
-        for e in entries:
-            e["drift_db"] = None
-            worst = min(e["per_image"], key=lambda r: r["psnr_y"])
-            e["worst_image"] = {"name": worst["name"], "psnr_y": worst["psnr_y"]}
-    failed = [e["name"] for e in entries if e.get("within_budget") is False]
-    return {"dataset": str(options.dataset), "scale": options.scale, "images": len(pairs),
-            "lr_source": sorted({p.lr_source for p in pairs}), "protocol": PROTOCOL,
-            "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
-            "passed": not failed, "over_budget": failed, "models": entries, "machine": machine()}
+        entries = []
+        for pairs in sets:
+            entry, _ = _score_model(_Bicubic(), pairs, options.scale, None, tick)
+            entry.update({"path": None, "kind": "method", "backend": "bicubic", "reference": False})
+            entries.append(entry)
+        per_model.append(entries)
+    per_set = []
+    for k, (folder, pairs) in enumerate(zip(folders, sets)):
+        entries = [m[k] for m in per_model]
+        ref_entry = next((e for e in entries if e["reference"]), None)
+        _drifts(entries, ref_entry, options.budget_db)
+        failed = [e["name"] for e in entries if e.get("within_budget") is False]
+        per_set.append({"dataset": str(folder), "name": names[k], "scale": options.scale, "images": len(pairs),
+                        "lr_source": sorted({p.lr_source for p in pairs}), "budget_db": options.budget_db,
+                        "passed": not failed, "over_budget": failed, "models": entries})
+    rows = _summary(per_set, names)
+    failed = [r["name"] for r in rows if r.get("within_budget") is False]
+    result = {"dataset": ", ".join(str(f) for f in folders), "datasets": per_set, "scale": options.scale,
+              "images": sum(len(p) for p in sets), "lr_source": sorted({p.lr_source for s in sets for p in s}),
+              "protocol": PROTOCOL, "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
+              "passed": not failed, "over_budget": failed, "models": rows, "machine": machine()}
+    if keep and ref_path is not None:
+        from .visuals import worst_image_comparisons
+
+        result["visuals"] = worst_image_comparisons(result, sets, outputs, options.scale, Path(options.visuals))
+    return result

@@ -59,3 +59,18 @@ def test_recommendation_is_fastest_within_budget():
     assert recommend(validation, bench, 0.1)["name"] == "B"
     assert recommend(validation, bench, 1.0)["name"] == "A"
     assert recommend({"models": [{"path": "a", "drift_db": -1}]}, bench, 0.1) is None
+
+
+def test_default_validation_mixes_content_none_of_it_in_calibration_or_holdout(tmp_path):
+    from scnet_deploy.calibration.data import CalibOptions, calibration_set, holdout_set
+    from scnet_deploy.images import list_images
+    from scnet_deploy.pipeline import _default_datasets
+
+    folders = _default_datasets(tmp_path)
+    assert [f.name for f in folders] == ["photo", "line-art", "text", "flat-colours", "textures"]
+    images = [p for f in folders for p in list_images(f / "HR")]
+    assert len(images) > 2 * len(folders)  # more than the two photographs the pipeline used to validate on
+    used = {h.name for h in holdout_set(CalibOptions(), 4)} | set(calibration_set(CalibOptions(count=8), 4).sources)
+    validation = {f"{p.stem.split('_', 1)[0]}:{p.stem.split('_', 1)[1]}" for p in images}
+    assert not validation & {n.replace("generated:", "").rsplit(":", 1)[0] + ":" + n.rsplit(":", 1)[1]
+                             if n.startswith("generated:") else n for n in used}

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATASETS, need, save_basicsr, tiny_model
+from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.bench import BenchOptions, bench, summarize, time_runner
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.runner import Runner
@@ -77,6 +78,60 @@ def test_artifact_alone_finds_its_reference(dataset, models):
     result = validate([artifact], ValidateOptions(dataset, 4))
     assert result["models"][0]["reference"] and result["models"][0]["implicit"]
     assert abs(result["models"][1]["drift_db"]) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def second_dataset(tmp_path_factory):
+    """Another content type: black strokes on white, where a model that brightens or darkens shows at once."""
+    root = tmp_path_factory.mktemp("lineart")
+    (root / "HR").mkdir()
+    for i in range(2):
+        img = np.full((24, 32, 3), 255, np.uint8)
+        img[4 + 3 * i:8 + 3 * i, 2:30] = 0
+        img[:, 10 + i:12 + i] = 0
+        Image.fromarray(img).save(root / "HR" / f"strokes{i}.png")
+    return root
+
+
+def test_validate_several_datasets_names_the_worst(dataset, second_dataset, models):
+    ref, other, artifact = models
+    result = validate([ref, artifact, other], ValidateOptions((dataset, second_dataset), 4, budget_db=0.1))
+    names = [d["name"] for d in result["datasets"]]
+    assert names == [dataset.name, second_dataset.name] and result["images"] == 5
+    assert [d["images"] for d in result["datasets"]] == [3, 2]
+    bad = next(m for m in result["models"] if m["path"] == str(other))
+    per_set = {d["name"]: next(m for m in d["models"] if m["path"] == str(other))["drift_db"]
+               for d in result["datasets"]}
+    # a model's drift is that of its worst dataset, which is named; its worst image is the worst over both
+    assert bad["drift_db"] == min(per_set.values()) and bad["worst_dataset"] == min(per_set, key=per_set.get)
+    assert bad["worst_image"]["drift_db"] == min(r["drift_db"] for r in bad["per_image"])
+    assert {r["dataset"] for r in bad["per_image"]} == set(names)
+    assert result["passed"] == bad["within_budget"]
+    with pytest.raises(ScnetDeployError, match="different names"):
+        validate([ref], ValidateOptions((dataset, dataset), 4))
+
+
+def test_validate_report_shows_the_worst_crops(dataset, second_dataset, models, tmp_path):
+    ref, other, artifact = models
+    out = cli("validate", ref, artifact, other, "--dataset", dataset, "--dataset", second_dataset, "--scale", "4",
+              "--report", tmp_path / "rep", "--json", tmp_path / "v.json")
+    assert out.returncode == 0, out.stderr
+    assert "worst content" in out.stdout
+    data = json.loads((tmp_path / "v.json").read_text())
+    visuals = data["visuals"]
+    assert visuals and all((tmp_path / "rep" / v["file"]).exists() for v in visuals)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert all(f"![{v['file']}]" in md for v in visuals) and "### Drift by content" in md
+    bad = next(m for m in data["models"] if m["path"] == str(other))
+    sheet = next(v for v in visuals if bad["name"] in v["worst_for"])
+    assert (sheet["dataset"], sheet["image"]) == (bad["worst_image"]["dataset"], bad["worst_image"]["name"])
+    image = np.asarray(Image.open(tmp_path / "rep" / sheet["file"]))
+    columns = 2 + 2  # bicubic, FP32, then each of the two models
+    assert image.shape[1] % columns == 0 and image.shape[0] > image.shape[1] // columns  # two rows of tiles
+    # the error map under the FP32 column is black: FP32 minus itself
+    tile_w, tile_h = image.shape[1] // columns, image.shape[0] // 2
+    assert image[tile_h + 16:, tile_w:2 * tile_w].max() == 0
+    assert image[tile_h + 16:, 3 * tile_w:].max() > 0  # the other model differs
 
 
 def test_validate_cli_budget_exit_codes(dataset, models, tmp_path):
