@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--calib-data", default=str(SHARED / "BSD68"))
     p.add_argument("--calib-count", type=int, default=32)
     p.add_argument("--only", choices=("openvino", "onnx"), help="one backend family's rows only")
+    p.add_argument("--save-ir", help="save each OpenVINO variant's IR here as ov_<row>.xml (for benchmark_app)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint)
@@ -154,6 +155,9 @@ def main(argv=None) -> int:
                                              {**DEFAULT_SETTINGS, **settings})
                 infer = _ov_infer(model, config)
                 lines.append(row(label, ov_fp32, infer, section, median_ms(infer)) + f" {small_inputs(model, tmp)} |")
+                if args.save_ir:
+                    Path(args.save_ir).mkdir(parents=True, exist_ok=True)
+                    ov.save_model(model, str(Path(args.save_ir) / f"ov_{OV_VARIANTS.index((label, settings, mix))}.xml"))
         if args.only != "openvino":
             calib = {mix: calibration_set(replace(calib_options, content_mix=mix), scale) for mix in (True, False)}
             holdout = holdout_set(calib_options, scale)

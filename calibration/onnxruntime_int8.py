@@ -6,7 +6,7 @@
 Only convolutions are quantized. Known ranges are never calibrated: the input ``lr`` is an image in [0, 1] and its
 quantizer uses exactly that range; the image-space residual (the bilinear skip reading ``lr``, the add) and the graph
 output stay float, so no calibrated range can clip the image (ORT's quantizer rewires every consumer of a quantized
-tensor to its DequantizeLinear: ``keep_float_paths`` gives the float consumers their float input back).
+tensor to its DequantizeLinear: ``keep_float_paths`` gives the skip its float input back).
 """
 
 import tempfile
@@ -22,21 +22,28 @@ INPUT = "lr"
 QUANTIZED_OPS = ("Conv",)
 
 
-def keep_float_paths(model) -> int:
-    """Rewire every non-quantized consumer (Resize, Add, ...) of an activation Q->DQ pair to the float tensor the
-    pair quantizes, and drop DQ/Q nodes left without consumers. Returns how many inputs were rewired."""
+def keep_float_paths(model, only_input: bool, float_convs: tuple[str, ...] = ()) -> int:
+    """Rewire non-quantized consumers (the bilinear skip's Resize; with ``only_input`` off also the residual Adds)
+    of activation Q->DQ pairs to the float tensor each pair quantizes, and drop Q/DQ nodes left without consumers.
+    Returns how many inputs were rewired.
+
+    ONNX Runtime: the input only. Inside the network a float consumer of a quantized activation stops ORT fusing
+    the producing conv with its QuantizeLinear (measured 3x slower), and the calibrated range there is what the
+    budget measures. The TensorRT graph: every one, which keeps the residual adds in float and drifted half as much
+    (benchmarks/results/int8_variants.md; TensorRT's speed could not be measured here). Convs kept in float
+    (``float_convs``, the budget's fallback) read float inputs too: ORT's quantizer would otherwise hand them the
+    dequantized tensor their quantized neighbours share."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    initializers = {t.name for t in model.graph.initializer}
     rewired = 0
     for node in model.graph.node:
-        if node.op_type in QUANTIZED_OPS or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        kept_float = node.name in float_convs
+        if (node.op_type in QUANTIZED_OPS and not kept_float) or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for i, name in enumerate(node.input):
             dq = producers.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in initializers:
-                continue
-            q = producers.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and (q.input[0] == INPUT or not only_input
+                                                                    or kept_float):
                 node.input[i] = q.input[0]
                 rewired += 1
     graph_outputs = {o.name for o in model.graph.output}
@@ -101,10 +108,11 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
                            # TensorRT dequantizes int8 only; it fuses float biases itself. ORT fuses int32 biases.
                            "QuantizeBias": not symmetric_activations})
     model = onnx.load(str(out_path))
-    keep_float_paths(model)
+    keep_float_paths(model, only_input=not symmetric_activations, float_convs=tuple(exclude))
     onnx.save(model, str(out_path))
     quantized = [n for n in convs if n not in exclude]
-    return {"input_range": [0.0, 1.0], "float_paths": "image-space skip and output read float tensors",
+    return {"input_range": [0.0, 1.0],
+            "float_paths": "image-space skip and output" + ("" if not symmetric_activations else ", residual adds"),
             "method": method, "quantized_convs": len(quantized), "float_convs": sorted(exclude),
             "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel", "calibration_samples": len(calib)}
@@ -126,6 +134,14 @@ def quantized_weight_convs(model) -> list[str]:
     return result
 
 
+def quantized_input_convs(model) -> list[str]:
+    """Convs whose data input is dequantized int8/uint8: they run quantized (a conv kept in float reads a float
+    tensor; its weights may still be a shared, exactly representable int8 tensor, as the shift's one-hot kernels)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "Conv"
+            and producers.get(n.input[0]) is not None and producers[n.input[0]].op_type == "DequantizeLinear"]
+
+
 def output_is_float(model) -> bool:
     """The graph output is not produced by a DequantizeLinear (so no calibrated range can clip the image)."""
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -133,12 +149,17 @@ def output_is_float(model) -> bool:
 
 
 def dequantized_readers(model) -> list[str]:
-    """Nodes other than the quantized ops that read a dequantized activation (should be none)."""
+    """Nodes other than the quantized ops that read the dequantized (clipped) input instead of the input itself
+    (should be none: the image-space skip reads the float input)."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    initializers = {t.name for t in model.graph.initializer}
+
+    def is_dequantized_input(name):
+        dq = producers.get(name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return q is not None and q.op_type == "QuantizeLinear" and q.input[0] == INPUT
+
     return [n.name for n in model.graph.node if n.op_type not in QUANTIZED_OPS + ("QuantizeLinear",)
-            and any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                    and producers[i].input[0] not in initializers for i in n.input)]
+            and any(is_dequantized_input(i) for i in n.input)]
 
 
 def input_range(model) -> tuple[float, float] | None:
@@ -156,7 +177,7 @@ def input_range(model) -> tuple[float, float] | None:
 
 
 def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[str, float]]:
-    """Rank the learned convolutions by the error each adds: NMSE of its output minus NMSE of its input, INT8 vs
+    """Rank the convolutions by the error each adds: NMSE of its output minus NMSE of its (float) input, INT8 vs
     FP32 runs on ``samples``."""
     import onnx
     import onnxruntime as ort
@@ -175,6 +196,7 @@ def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[s
         out = session.run(names, {INPUT: x})
         return dict(zip(names, out))
 
-    # The depthwise shift (group > 1, one-hot weights exact in int8) adds no error of its own: not a candidate.
-    learned = {n.name: (n.input[0], n.output[0]) for n in convs if all(a.name != "group" or a.i == 1 for a in n.attribute)}
+    # Every conv is a candidate: the depthwise shift's one-hot weights are exact in int8, but the range calibrated for
+    # its input can clip, and that error is counted as added by it.
+    learned = {n.name: (n.input[0], n.output[0]) for n in convs}
     return rank_by_added_error(learned, [(run(fp32, x), run(int8, x)) for x in samples])

@@ -17,7 +17,10 @@ class ArtifactError(ScnetDeployError):
 def verify_files(directory: Path, manifest: dict) -> None:
     from .export import file_hashes
 
-    recorded = manifest.get("files") or {}
+    recorded = manifest.get("files")
+    if not recorded:
+        raise ArtifactError(f"artifact '{directory}': its manifest.json lists no files with their sha256, so nothing "
+                            "in it can be checked; refusing to run it. Re-export it.")
     missing = [n for n in recorded if not (directory / n).exists()]
     if missing:
         raise ArtifactError(f"artifact '{directory}' lacks {missing} listed in its manifest; re-export it.")

@@ -11,7 +11,8 @@ from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import VerificationError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters import registry
-from scnet_deploy.exporters.runner import InputOutOfRange, Runner, SizeRange, TorchRunner, verify_runner
+from scnet_deploy.exporters.runner import (InputOutOfRange, Runner, SizeRange, TorchRunner, psnr_vs_reference,
+                                         verify_runner)
 from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
 from scnet_deploy.runtime import ArtifactError, open_model
 
@@ -78,15 +79,27 @@ def test_onnxruntime_runner_contract(onnx_artifact, ckpt):
         assert np.abs(deploy.infer(x) - expected).max() <= 1e-5
 
 
-def test_tampered_artifact_is_refused(onnx_artifact, tmp_path):
+def test_tampered_artifact_is_refused(onnx_artifact, tmp_path, monkeypatch):
     import shutil
+
+    from scnet_deploy.exporters import onnxruntime_backend
 
     copy = tmp_path / "copy"
     shutil.copytree(onnx_artifact, copy)
     with (copy / "model.onnx").open("ab") as f:
         f.write(b"\0")
+    loads = []  # refused before loading: the backend's loader is never reached
+    monkeypatch.setattr(onnxruntime_backend, "load", lambda *a, **k: loads.append(a))
     with pytest.raises(ArtifactError, match="do not match the sha256"):
         open_model(copy)
+    assert loads == []
+    monkeypatch.undo()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for files in (None, {}):  # a manifest that lists no files cannot vouch for any
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+        with pytest.raises(ArtifactError, match="lists no files"):
+            open_model(copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / "model.onnx").unlink()
     with pytest.raises(ArtifactError, match="lacks"):
         open_model(copy)
@@ -163,10 +176,17 @@ def test_openvino_precisions(ckpt, tmp_path, precision):
         assert 0 < v["max_abs_diff"] and v["min_psnr_vs_fp32_db"] >= 30  # its own precision, with its own drift
     else:
         assert m["openvino"]["weights"] == "fp16"
-    with open_model(tmp_path / "ov") as runner:
+    x = np.random.default_rng(5).random((1, 3, 7, 5), dtype=np.float32)
+    with open_model(tmp_path / "ov") as runner, open_model(ckpt) as reference:
         assert runner.precision == precision
-        assert runner.config["INFERENCE_PRECISION_HINT"] == hint  # the recorded hint is honoured at load
-        assert runner.infer(np.zeros((1, 3, 7, 5), np.float32)).shape == (1, 3, 28, 20)
+        # the recorded hint is honoured at load: what the compiled model runs, as OpenVINO reports it
+        assert runner.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == hint
+        out, ref = runner.infer(x), reference.infer(x)
+        assert out.shape == (1, 3, 28, 20)
+        if hint == "f32":
+            assert np.abs(out - ref).max() <= 1e-4
+        else:  # bf16 (or f16) compute: close to FP32, but not FP32
+            assert 0 < np.abs(out - ref).max() and psnr_vs_reference(out, ref) >= 30
 
 
 @pytest.mark.openvino

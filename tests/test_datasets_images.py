@@ -51,10 +51,11 @@ def test_empty_folder(tmp_path):
 
 
 def test_explicit_conversions(tmp_path):
-    g16 = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    # round(v / 257): 129 -> 1 and 65534 -> 255 (floor gives 0 and 254, v >> 8 gives 0 and 255), 128 -> 0
+    g16 = np.array([[0, 257, 65535, 32896, 129, 65534, 128, 385]], dtype=np.uint16)
     Image.fromarray(g16).save(tmp_path / "g16.png")
-    assert read_rgb_u8(tmp_path / "g16.png")[0, :, 0].tolist() == [0, 1, 255, 128]
-    assert read_rgb_u8(tmp_path / "g16.png").shape == (1, 4, 3)
+    assert read_rgb_u8(tmp_path / "g16.png")[0, :, 0].tolist() == [0, 1, 255, 128, 1, 255, 0, 1]
+    assert read_rgb_u8(tmp_path / "g16.png").shape == (1, 8, 3)
     gray = RNG.integers(0, 256, (5, 6), dtype=np.uint8)
     Image.fromarray(gray).save(tmp_path / "g.png")
     out = read_rgb_u8(tmp_path / "g.png")

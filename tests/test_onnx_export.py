@@ -139,7 +139,6 @@ def test_onnxslim_fallback_when_onnxsim_fails(tmp_path, monkeypatch):
     assert result.verification["passed"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["scnet_t_x4_mlp", "scnet_t_x3_ps"])
 def test_official_checkpoint_exports_within_1e5_of_official_output(tmp_path, name):
     export(need(FIXTURES / f"{name}.pth"), ExportOptions(output=tmp_path / "a"))

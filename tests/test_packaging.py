@@ -29,7 +29,6 @@ def test_installed_import_names(tmp_path):
     assert "onnx" in lines[3]
 
 
-@pytest.mark.slow
 def test_built_wheel_layout_and_imports(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
                           str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)

@@ -18,8 +18,8 @@ def test_pipeline_tiny(tmp_path):
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(tmp_path / "ds" / "HR" / f"{i}.png")
     out = subprocess.run([sys.executable, "-m", "scnet_deploy", "pipeline", str(ckpt), "-o", str(tmp_path / "out"),
-                          "--dataset", str(tmp_path / "ds"), "--shape", "8x8", "--runs", "2", "--calib-count", "4",
-                          "--budget", "100", "--formats", "onnx,openvino"], capture_output=True, text=True,
+                          "--dataset", str(tmp_path / "ds"), "--shape", "8x8,12x10", "--runs", "2", "--calib-count",
+                          "4", "--budget", "0.02", "--formats", "onnx,openvino"], capture_output=True, text=True,
                          timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -30,7 +30,16 @@ def test_pipeline_tiny(tmp_path):
     assert tuned["form"] == min(tuned["interleaved_ms"], key=tuned["interleaved_ms"].get)
     assert set(tuned["interleaved_ms"]) == set(sorted(tuned["candidates_ms"], key=tuned["candidates_ms"].get)[:2])
     assert summary["forms"]["onnx-slice-fp32"]["form"] == "slice" and not summary["forms"]["onnx-slice-fp32"]["candidates_ms"]
-    assert summary["recommendation"] and summary["recommendation"]["drift_db"] >= -100
+    assert tuned["target_lr_size"] == [12, 10]  # autotuned at the largest benchmark size
+    # the pick is the fastest engine at the largest size whose drift is within budget, recomputed from results.json
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    drift = {m["path"]: m["drift_db"] for m in results["validate"][0]["models"]}
+    candidates = {m["path"]: m["shapes"][-1]["median_ms"] for m in results["bench"][0]["models"]
+                  if not m["baseline"] and drift.get(m["path"]) is not None and drift[m["path"]] >= -0.02}
+    best = summary["recommendation"]
+    assert best and best["path"] == min(candidates, key=candidates.get) and best["drift_db"] >= -0.02
+    over = [p for p, d in drift.items() if d is not None and d < -0.02]
+    assert all(best["path"] != p for p in over)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "**Recommendation:**" in report and "### Accuracy" in report and "### Latency, LR 8x8" in report
     assert (tmp_path / "out" / "latency_vs_drift.png").exists()

@@ -190,6 +190,9 @@ def test_bench_with_baselines_and_report(models, dataset, tmp_path):
     names = [m["name"] for m in b["models"]]
     assert names[:2] == ["pytorch official eager", "pytorch deploy form (dwconv)"] and len(names) == 3
     assert b["models"][0]["shapes"][0]["speedup_vs_official_eager"] == 1.0
+    for engine, official in ((b["models"][2]["shapes"][i], b["models"][0]["shapes"][i]) for i in range(2)):
+        # an engine's speed-up is the official eager median over its own, at the same shape
+        assert engine["speedup_vs_official_eager"] == pytest.approx(official["median_ms"] / engine["median_ms"])
     assert {"median_ms", "p90_ms", "p99_ms", "images_per_s", "megapixels_per_s"} <= set(b["models"][2]["shapes"][1])
     assert b["machine"]["cpu"]["cores"] >= 1
     v = validate([ref, artifact], ValidateOptions(dataset, 4))
