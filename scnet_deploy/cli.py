@@ -396,6 +396,8 @@ def pipeline_cmd(
         task = bar.add_task("starting", total=None)
 
         def say(stage, what, detail=None):
+            if _interrupted:  # an export that turned the interrupt into its own error must not go on to the next
+                raise KeyboardInterrupt
             if stage == "skip":
                 bar.console.print(f"[yellow]skip[/yellow] {what}: {escape(detail)}")
             elif stage == "failed":
