@@ -56,6 +56,11 @@ class Baseline:
                 "per_image": per_image}
 
 
+def _try(float_layers: int, drift: dict) -> dict:
+    return {"float_layers": float_layers, "mean_drift_db": drift["mean_db"],
+            "worst_drift_db": drift["worst_image"]["drift_db"]}
+
+
 def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measure: Callable[[object], dict],
                            rank: Callable[[object], list[str]], budget_db: float | None) -> dict:
     """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', ...}`` (negative = worse),
@@ -65,7 +70,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
     exclude: tuple[str, ...] = ()
     model = quantize(exclude)
     drift = measure(model)
-    tries = [{"float_layers": 0, "mean_drift_db": drift["mean_db"], "worst_drift_db": drift["worst_image"]["drift_db"]}]
+    tries = [_try(0, drift)]
     if budget_db is not None and drift["mean_db"] < -budget_db:
         ranking = rank(model)
         k = 1
@@ -77,8 +82,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
             exclude = tuple(ranking[:k])
             model = quantize(exclude)
             drift = measure(model)
-            tries.append({"float_layers": k, "mean_drift_db": drift["mean_db"],
-                          "worst_drift_db": drift["worst_image"]["drift_db"]})
+            tries.append(_try(k, drift))
             k = len(ranking) + 1 if k == len(ranking) else min(2 * k, len(ranking))
     return {"model": model, "drift": drift, "float_layers": list(exclude), "budget_db": budget_db, "tries": tries}
 
@@ -105,17 +109,18 @@ def check_within_budget(model, measure: Callable[[object], dict], budget_db: flo
         w = drift["worst_image"]
         raise BudgetNotMet(f"INT8 mean drift {drift['mean_db']:.3f} dB on the hold-out (worst {w['drift_db']:.3f} dB "
                            f"on {w['name']}) is over the {budget_db} dB budget; raise --budget or export in float.")
-    return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db,
-            "tries": [{"float_layers": 0, "mean_drift_db": drift["mean_db"],
-                       "worst_drift_db": drift["worst_image"]["drift_db"]}]}
+    return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db, "tries": [_try(0, drift)]}
 
 
 def int8_section(calib, options, baseline: Baseline, result: dict, quantization: dict) -> dict:
-    """The ``int8`` section of every INT8 manifest (the same keys for each backend)."""
+    """The ``int8`` section of every INT8 manifest (the same keys for each backend; no ``calibration`` when
+    ``calib`` is None: weight-only INT8 calibrates nothing)."""
     drift = result["drift"]
     budget = result["budget_db"]
-    return {"calibration": {"sources": calib.sources, "count": len(calib), "crop": options.crop, "seed": options.seed,
-                            "method": options.method, "content_mix": options.content_mix},
+    section = {} if calib is None else {"calibration": {
+        "sources": calib.sources, "count": len(calib), "crop": options.crop, "seed": options.seed,
+        "method": options.method, "content_mix": options.content_mix}}
+    return {**section,
             "holdout": {"sources": [h.name for h in baseline.holdout],
                         "content": {h.name: h.content for h in baseline.holdout},
                         "user_folder": str(options.holdout) if options.holdout else None,

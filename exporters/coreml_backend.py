@@ -182,14 +182,7 @@ def coreml_budget_check(runner, ctx) -> dict:
     holdout = holdout_set(options, scale)
     baseline = Baseline(holdout, psnr_scores(TorchRunner(ctx.checkpoint.model).infer, holdout, scale), scale)
     result = check_within_budget(runner, lambda r: baseline.measure(r.infer), ctx.options.budget_db)
-    section = int8_section(_NoCalibration(), options, baseline, result, {"method": "weights only"})
-    return {k: v for k, v in section.items() if k != "calibration"}
-
-
-class _NoCalibration(list):
-    """Weight-only INT8 calibrates nothing."""
-
-    sources: list = []
+    return int8_section(None, options, baseline, result, {"method": "weights only"})
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

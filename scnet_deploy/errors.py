@@ -22,3 +22,7 @@ class ExportError(ScnetDeployError):
 
 class VerificationError(ScnetDeployError):
     """An exported model does not reproduce PyTorch's output."""
+
+
+class ImageError(ScnetDeployError):
+    """An image file cannot be read."""

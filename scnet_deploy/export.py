@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from scnet_deploy.calibration.budget import DEFAULT_BUDGET_DB
+
 from .autotune import TuneOptions
 from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
@@ -45,7 +47,7 @@ class ExportOptions:
     calib: "object" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
     # INT8: max mean PSNR-Y drift on the hold-out, dB (layers fall back to float until it holds, else the export
     # fails); None opts out explicitly (recorded in the manifest).
-    budget_db: float | None = 0.1
+    budget_db: float | None = DEFAULT_BUDGET_DB
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
 
     def formats(self) -> list[str]:

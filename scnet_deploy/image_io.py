@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError
+from .errors import ImageError
 
 MAX_PIXELS = 200_000_000  # refuse larger inputs before decoding (an 8K frame is 33 MP)
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -10,13 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ScnetDeployError
+from .errors import ImageError, ScnetDeployError  # noqa: F401 (ImageError: re-exported, its old home)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class ImageError(ScnetDeployError):
-    """An image file cannot be read."""
 
 
 def list_images(folder: str | Path) -> list[Path]:
