@@ -431,6 +431,15 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
+    # A KeyboardInterrupt that escapes the handlers below (raised by a signal that lands inside one of them, or by a
+    # library between its own handlers) must still end as an interruption: exit 130, never death by SIGINT (-2).
+    try:
+        _main()
+    except KeyboardInterrupt:
+        _exit_interrupted()
+
+
+def _main() -> None:
     import signal
 
     import warnings

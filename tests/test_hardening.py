@@ -329,10 +329,10 @@ def test_interrupted_export_leaves_nothing_and_rerun_succeeds(tmp_path, sig):
     assert list(tmp_path.glob(".artifact.tmp-*")), "export never started writing"
     time.sleep(0.5)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert not out.exists()
     if sig != signal.SIGKILL:
-        assert proc.returncode == 130 and not list(tmp_path.glob(".artifact*"))
+        assert proc.returncode == 130 and not list(tmp_path.glob(".artifact*")), err[-3000:]
     rerun = cli("export", ckpt, "-o", out)
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "m.pth"]

@@ -1,0 +1,99 @@
+"""The layout explains itself: no import cycles between the package's modules, counting the imports made inside
+functions (a lazy import hides a cycle from Python, not from a reader), and calibration/ stays a leaf."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"scnet_deploy": ROOT / "scnet_deploy", "scnet_deploy.exporters": ROOT / "exporters",
+            "scnet_deploy.calibration": ROOT / "calibration"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in PACKAGES.items():
+        for f in folder.glob("*.py"):
+            found[package if f.stem == "__init__" else f"{package}.{f.stem}"] = f
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports anywhere in its text (top level or inside a function)."""
+    mods = modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for mod, path in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = mod if path.stem == "__init__" else mod.rpartition(".")[0]
+                    for _ in range(node.level - 1):
+                        package = package.rpartition(".")[0]
+                    base = f"{package}.{base}" if base else package
+                targets = [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            deps |= {o for o in map(owner, targets) if o and o not in (mod, "scnet_deploy")}
+        graph[mod] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_is_read():
+    graph = import_graph()
+    assert "scnet_deploy.calibration.budget" in graph["scnet_deploy.calibration.int8_onnx"]  # a top-level import
+    assert "scnet_deploy.exporters.registry" in graph["scnet_deploy.runtime"]  # one inside a function
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_calibration_is_a_leaf():
+    graph = import_graph()
+    offenders = {m: sorted(d for d in deps if d.startswith("scnet_deploy.exporters"))
+                 for m, deps in graph.items() if m.startswith("scnet_deploy.calibration")}
+    assert {m: d for m, d in offenders.items() if d} == {}
