@@ -94,7 +94,7 @@ def small_inputs(model, tmp: Path) -> str:
 def main(argv=None) -> int:
     import openvino as ov
 
-    from scnet_deploy.calibration.budget import Baseline, psnr_scores
+    from scnet_deploy.calibration.budget import Baseline, int8_data, psnr_scores
     from scnet_deploy.calibration.data import CalibOptions, calibration_set, holdout_set
     from scnet_deploy.calibration.int8_onnx import onnx_infer
     from scnet_deploy.calibration.onnxruntime_int8 import quantize_onnx
@@ -151,8 +151,9 @@ def main(argv=None) -> int:
                       f"{median_ms(fp32_infer):.1f} | - |"]
             for label, settings, mix in OV_VARIANTS:
                 print(f"openvino: {label}", file=sys.stderr, flush=True)
-                model, section = quantize_ir(fp32_ir, replace(calib_options, content_mix=mix), scale, None, config,
-                                             {**DEFAULT_SETTINGS, **settings})
+                data = int8_data(replace(calib_options, content_mix=mix), scale)
+                quantized = quantize_ir(fp32_ir, data, None, config, {**DEFAULT_SETTINGS, **settings})
+                model, section = quantized.model, quantized.section
                 infer = _ov_infer(model, config)
                 lines.append(row(label, ov_fp32, infer, section, median_ms(infer)) + f" {small_inputs(model, tmp)} |")
                 if args.save_ir:

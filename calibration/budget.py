@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from scnet_deploy.calibration.data import CalibOptions, CalibrationSet, calibration_set, holdout_set
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.images import to_u8_hwc
 from scnet_deploy.metrics import psnr_ssim_y
@@ -54,6 +55,37 @@ class Baseline:
         by_content = {c: float(np.mean([r["drift_db"] for r in per_image if r["content"] == c])) for c in contents}
         return {"mean_db": float(np.mean(drifts)), "worst_image": worst, "by_content": by_content,
                 "per_image": per_image}
+
+
+@dataclass(frozen=True)
+class Int8Data:
+    """What every quantizer measures with, built once per calibration source (the build session caches it): the
+    calibration crops and the hold-out."""
+
+    options: CalibOptions
+    calib: CalibrationSet
+    holdout: list
+    scale: int
+
+    def baseline(self, fp32_infer: Callable[[np.ndarray], np.ndarray]) -> Baseline:
+        """The hold-out with ``fp32_infer``'s PSNR-Y on it: the same engine in FP32, so drift is INT8's alone."""
+        return Baseline(self.holdout, psnr_scores(fp32_infer, self.holdout, self.scale), self.scale)
+
+    def verification_inputs(self) -> list:
+        return verification_inputs(self.holdout)
+
+
+def int8_data(options: CalibOptions, scale: int) -> Int8Data:
+    return Int8Data(options, calibration_set(options, scale), holdout_set(options, scale), scale)
+
+
+@dataclass
+class Quantized:
+    """What every quantizer returns: the chosen model (a path, or the backend's in-memory model) and the manifest's
+    ``int8`` section (``int8_section``)."""
+
+    model: object
+    section: dict
 
 
 def _try(float_layers: int, drift: dict) -> dict:

@@ -13,9 +13,8 @@ covers exactly [0, 1], and the image-space path (bilinear skip, residual add) st
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import Baseline, int8_section, psnr_scores, quantize_within_budget, \
-    rank_by_added_error, verification_inputs
-from scnet_deploy.calibration.data import calibration_set, holdout_set
+from scnet_deploy.calibration.budget import Int8Data, Quantized, int8_section, quantize_within_budget, \
+    rank_by_added_error
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
 PRESETS = ("mixed", "performance")
@@ -165,18 +164,16 @@ def nncf_parameters(preset: str = "performance", ranges: str = "minmax", bias_co
 DEFAULT_SETTINGS = {"preset": "performance", "ranges": "minmax", "bias_correction": "fast", "known_ranges": True}
 
 
-def quantize_ir(model, options, scale: int, budget_db: float | None, config: dict,
-                settings: dict = DEFAULT_SETTINGS):
-    """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``); returns (model, manifest section, with
-    'inputs' for verification)."""
+def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
+                settings: dict = DEFAULT_SETTINGS) -> Quantized:
+    """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``) within ``budget_db`` on ``data``'s
+    hold-out; the result's model is the quantized ``ov.Model``."""
     import logging
 
     import nncf
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines would interleave with our progress display
-    calib = calibration_set(options, scale)
-    holdout = holdout_set(options, scale)
-    baseline = Baseline(holdout, psnr_scores(_ov_infer(model, config), holdout, scale), scale)
+    calib, baseline = data.calib, data.baseline(_ov_infer(model, config))
     calibration = nncf.Dataset(list(calib))
     kwargs = nncf_parameters(**settings)
     fixes = {}
@@ -198,5 +195,4 @@ def quantize_ir(model, options, scale: int, budget_db: float | None, config: dic
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
     quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes,
                     "quantized_convs": len(convs) - len(float_layers), "float_convs_in_ir": float_layers}
-    section = int8_section(calib, options, baseline, result, quantization)
-    return quantized, {**section, "inputs": verification_inputs(holdout)}
+    return Quantized(quantized, int8_section(calib, data.options, baseline, result, quantization))

@@ -19,7 +19,7 @@ import torch
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.registry import BackendUnavailable
-from scnet_deploy.exporters.runner import Runner, SizeRange, verify_runner
+from scnet_deploy.exporters.runner import Runner, SizeRange
 from scnet_deploy.options import RuntimeOptions
 
 PACKAGE = "model.mlpackage"
@@ -151,40 +151,26 @@ def build(ctx, workdir: Path) -> dict:
         mlmodel.short_description = f"SCNet x{ctx.checkpoint.spec.scale} super-resolution (scnet-deploy)"
         mlmodel.save(str(workdir / PACKAGE))
     size_range = SizeRange(tuple(sizes.min), tuple(sizes.opt), tuple(sizes.max))
-    if can_predict():
-        with CoreMLRunner(workdir / PACKAGE, precision, size_range) as runner:
-            shapes = [(1, *sizes.min), (1, *sizes.opt)]
-            if int8 is not None:  # the same hold-out and budget as every INT8 engine; no per-layer fallback here
-                int8.update(coreml_budget_check(runner, ctx))
-            verification = verify_runner(runner, ctx.checkpoint.model, shapes, precision, channels, int8=int8)
-    else:
-        if int8 is not None:
-            int8.update({"budget_db": ctx.options.budget_db, "within_budget": None,
-                         "budget": "not measured: Core ML runs predictions on macOS only"})
-        verification = {"skipped": f"Core ML prediction needs macOS; built on {platform.system()}, MIL program checked",
-                        "passed": None}
     section = {"deployment_target": options.deployment_target, "shapes": options.shapes,
                "enumerated": [list(s) for s in options.enumerated] if options.shapes == "enumerated" else None,
                "compute_precision": "float32" if precision == "fp32" else "float16",
                "coremltools": ct.__version__, "program": program_check}
-    fields = {"files": [PACKAGE], "size_range": size_range.to_dict(), "coreml": section, "verification": verification}
+    fields = {"files": [PACKAGE], "size_range": size_range.to_dict(), "coreml": section}
     if int8 is not None:
-        fields["int8"] = int8
+        fields["int8"] = int8  # weight-only: the session measures its drift where the engine runs (macOS)
     return fields
 
 
-def coreml_budget_check(runner, ctx) -> dict:
-    from scnet_deploy.calibration.budget import Baseline, check_within_budget, int8_section, psnr_scores
-    from scnet_deploy.calibration.data import holdout_set
-    from scnet_deploy.exporters.runner import TorchRunner
+def check(precision: str) -> str | None:
+    return None  # converts anywhere coremltools installs; predictions (and so verification) need macOS
 
-    options, scale = ctx.options.calib, ctx.checkpoint.spec.scale
-    holdout = holdout_set(options, scale)
-    baseline = Baseline(holdout, psnr_scores(TorchRunner(ctx.checkpoint.model).infer, holdout, scale), scale)
-    result = check_within_budget(runner, lambda r: baseline.measure(r.infer), ctx.options.budget_db)
-    return int8_section(None, options, baseline, result, {"method": "weights only"})
+
+def verification_runner(workdir: Path, fields: dict, precision: str):
+    if not can_predict():
+        return None, f"Core ML prediction needs macOS; built on {platform.system()}, MIL program checked"
+    return load(workdir, {"precision": precision, **fields}), None
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     return CoreMLRunner(Path(directory) / PACKAGE, manifest.get("precision", "fp32"),
-                        SizeRange.from_dict(manifest.get("size_range")))
+                        SizeRange.from_dict(manifest.get("size_range"))).declare(manifest)

@@ -10,7 +10,7 @@ import collections
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,11 @@ class OnnxOptions:
 
     def deploy(self) -> DeployOptions:
         return DeployOptions(self.shift, self.conv_before_upsample, self.upsample_as_deconv)
+
+    def with_form(self, form: DeployOptions) -> "OnnxOptions":
+        """These options with the graph built in deploy ``form``."""
+        return replace(self, shift=form.shift, conv_before_upsample=form.conv_before_upsample,
+                       upsample_as_deconv=form.upsample_as_deconv)
 
     def check(self) -> None:
         check_shift(self.shift)

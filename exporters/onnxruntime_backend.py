@@ -11,22 +11,26 @@ from scnet_deploy.options import RuntimeOptions
 MODEL_FILE = "model.onnx"
 
 
+def check(precision: str) -> str | None:
+    return None  # onnxruntime itself is the registry's check; every precision it offers builds and runs on CPU
+
+
 def build(ctx, workdir: Path) -> dict:
     hub = ctx.onnx()
     onnx_section = {k: v for k, v in hub["section"].items() if k != "verification"}
     if ctx.options.precision == "int8":
         from scnet_deploy.calibration.int8_onnx import build_int8_onnx
-        from scnet_deploy.exporters.runner import verify_runner
 
-        section = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.options.calib, ctx.checkpoint.spec.scale,
-                                  ctx.options.budget_db, symmetric_activations=False)
-        with OrtRunner(workdir / MODEL_FILE, precision="int8") as runner:
-            verification = verify_runner(runner, ctx.checkpoint.model, (), "int8", inputs=section.pop("inputs"),
-                                         int8=section)
-        return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": section, "verification": verification}
+        quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.budget_db,
+                                    symmetric_activations=False)
+        return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section}
     shutil.copyfile(hub["path"], workdir / MODEL_FILE)
     # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.
     return {"files": [MODEL_FILE], "onnx": onnx_section, "verification": hub["section"]["verification"]}
+
+
+def verification_runner(workdir: Path, fields: dict, precision: str):
+    return OrtRunner(workdir / MODEL_FILE, precision=precision), None
 
 
 def providers(use_cuda: bool = True) -> list[str]:
@@ -59,4 +63,4 @@ class OrtRunner(Runner):
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
-    return OrtRunner(Path(directory) / MODEL_FILE, runtime, manifest.get("precision", "fp32"))
+    return OrtRunner(Path(directory) / MODEL_FILE, runtime, manifest.get("precision", "fp32")).declare(manifest)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from scnet_deploy.errors import ExportError
-from scnet_deploy.exporters.runner import Runner, verify_runner
+from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
 
 XML, BIN = "model.xml", "model.bin"
@@ -78,6 +78,18 @@ class OpenVINORunner(Runner):
         self.request = self.compiled = None
 
 
+def check(precision: str) -> str | None:
+    """Why this machine cannot build or run ``precision`` (None: it can)."""
+    if precision == "int8":
+        import importlib.util
+
+        if importlib.util.find_spec("nncf") is None:
+            return "OpenVINO INT8 needs nncf, which is not installed (pip install 'scnet-deploy[openvino]')"
+    if precision == "bf16" and "BF16" not in cpu_capabilities():
+        return "this CPU has no bf16 support in OpenVINO"
+    return None
+
+
 def build(ctx, workdir: Path) -> dict:
     import openvino as ov
 
@@ -86,24 +98,25 @@ def build(ctx, workdir: Path) -> dict:
     model = ov.convert_model(str(hub["path"]))
     compress = precision == "fp16"
     options = ctx.options.openvino
-    int8, inputs = None, None
+    int8 = None
     if precision == "int8":
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
-        model, int8 = quantize_ir(model, ctx.options.calib, ctx.checkpoint.spec.scale, ctx.options.budget_db,
-                                  compile_config("f32", options))
-        inputs = int8.pop("inputs")
+        quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options))
+        model, int8 = quantized.model, quantized.section
     ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
-    with OpenVINORunner(workdir / XML, precision, options) as runner:
-        verification = verify_runner(runner, ctx.checkpoint.model, ctx.options.onnx.verify_shapes, precision,
-                                     ctx.checkpoint.spec.num_in_ch, inputs=inputs, int8=int8)
+    with OpenVINORunner(workdir / XML, precision, options) as runner:  # what the CPU plugin makes of the hint
         section = {"device": "CPU", "weights": "fp16" if compress else "fp32", "compile_config": runner.config,
                    "effective_inference_precision": runner.effective, "capabilities": cpu_capabilities()}
     fields = {"files": [XML, BIN], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
-              "openvino": section, "verification": verification}
+              "openvino": section}
     if int8 is not None:
         fields["int8"] = int8
     return fields
+
+
+def verification_runner(workdir: Path, fields: dict, precision: str):
+    return load(workdir, {"precision": precision, **fields}), None
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
@@ -113,4 +126,4 @@ def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptio
         options = replace(options, inference_precision=recorded["INFERENCE_PRECISION_HINT"])
     if runtime.threads and not options.threads:
         options = replace(options, threads=runtime.threads)
-    return OpenVINORunner(Path(directory) / XML, manifest.get("precision", "fp32"), options)
+    return OpenVINORunner(Path(directory) / XML, manifest.get("precision", "fp32"), options).declare(manifest)

@@ -1,8 +1,14 @@
 """The registry of backends, keyed by name: the one place that maps a name to its code and its dependency.
 
-Each backend's implementation module has ``build(ctx, workdir) -> dict`` (writes its files, returns manifest
-fields) and ``load(directory, manifest, runtime) -> Runner``. Modules are imported only when used, so
-``import scnet_deploy`` and ``--help`` need only the core dependencies.
+The contract (Polygraphy's loader/runner split): each backend's implementation module has
+- ``check(precision) -> str | None``: why this machine cannot build or run that precision (None: it can), beyond
+  the package being installed, which ``Backend.check`` tests first;
+- ``build(ctx: session.BuildContext, workdir) -> dict``: writes its files, returns manifest fields (no verification);
+- ``verification_runner(workdir, fields, precision) -> (Runner | None, note)``: what the build session verifies
+  against PyTorch: the engine, a stand-in where this machine cannot run it (TensorRT's graph in ONNX Runtime), or
+  None with the reason;
+- ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range.
+Modules are imported only when used, so ``import scnet_deploy`` and ``--help`` need only the core dependencies.
 """
 
 import importlib
@@ -43,10 +49,23 @@ class Backend:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    def require(self) -> None:
+    def require(self, precision: str | None = None) -> None:
+        """Raise BackendUnavailable (one line, with the fix) unless this machine can build ``precision``."""
         if not self.available():
             raise BackendUnavailable(f"backend '{self.name}' needs the Python package '{self.distribution}', which is "
                                      f"not installed. Fix: {self.install}")
+        reason = self.check(precision) if precision else None
+        if reason:
+            raise BackendUnavailable(f"--format {self.format} --precision {precision}: {reason}.")
+
+    def check(self, precision: str, build_only: bool = False) -> str | None:
+        """Why this machine cannot build and run ``precision`` with this backend (None: it can). ``build_only``:
+        building is enough (a backend that builds without its dependency passes)."""
+        if not self.available():
+            if build_only and self.builds_without_dependency:
+                return None
+            return f"{self.distribution} is not installed ({self.install})"
+        return importlib.import_module(self.module).check(precision)
 
     def impl(self, building: bool = False):
         if not (building and self.builds_without_dependency):

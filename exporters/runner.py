@@ -43,10 +43,22 @@ class Runner(abc.ABC):
 
     backend = "?"
 
-    def __init__(self, precision: str = "fp32", size_range: SizeRange = SizeRange(), name: str = "") -> None:
+    def __init__(self, precision: str = "fp32", size_range: SizeRange = SizeRange(), name: str = "",
+                 arch: dict | None = None) -> None:
         self.precision = precision
         self.size_range = size_range
         self.name = name or self.backend
+        self.arch = arch  # ArchSpec.to_dict() of the model it runs: scale, receptive radius, ...
+        self.manifest: dict = {}  # the artifact's manifest; empty for a PyTorch module
+
+    def declare(self, manifest: dict) -> "Runner":
+        """Declare what this engine is from its artifact's manifest: the manifest, the architecture and, where the
+        engine was built for a fixed range, the size range. Every backend's ``load`` returns ``runner.declare(...)``."""
+        self.manifest = manifest
+        self.arch = manifest.get("arch", self.arch)
+        if manifest.get("size_range"):
+            self.size_range = SizeRange.from_dict(manifest["size_range"])
+        return self
 
     def __enter__(self) -> "Runner":
         return self
@@ -83,8 +95,9 @@ class TorchRunner(Runner):
 
     backend = "pytorch"
 
-    def __init__(self, module: torch.nn.Module, name: str = "pytorch", threads: int | None = None) -> None:
-        super().__init__("fp32", SizeRange(), name)
+    def __init__(self, module: torch.nn.Module, name: str = "pytorch", threads: int | None = None,
+                 arch: dict | None = None) -> None:
+        super().__init__("fp32", SizeRange(), name, arch)
         self.module = module.eval()
         if threads:
             torch.set_num_threads(threads)
@@ -100,7 +113,9 @@ class TiledRunner(Runner):
 
     def __init__(self, inner: Runner, tile: int, halo: int, scale: int) -> None:
         r = inner.size_range
-        super().__init__(inner.precision, SizeRange(r.min, r.opt, None), f"{inner.name} (tiles of {tile})")
+        super().__init__(inner.precision, SizeRange(r.min, r.opt, None), f"{inner.name} (tiles of {tile})",
+                         inner.arch)
+        self.manifest = inner.manifest
         self.backend = inner.backend
         self.inner, self.tile, self.halo, self.scale = inner, tile, halo, scale
 

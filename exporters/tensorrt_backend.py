@@ -12,7 +12,7 @@ import numpy as np
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.registry import BackendUnavailable
-from scnet_deploy.exporters.runner import Runner, SizeRange, verify_runner
+from scnet_deploy.exporters.runner import Runner, SizeRange
 from scnet_deploy.exporters.tensorrt_support import check_graph, make_profile, trtexec_command, write_trtexec_script
 from scnet_deploy.options import RuntimeOptions
 
@@ -110,10 +110,12 @@ def engine_unavailable_reason() -> str | None:
     return None if torch.cuda.is_available() else "no NVIDIA GPU is visible here"
 
 
+def check(precision: str) -> str | None:
+    return None  # builds its ONNX graph and build_engine.sh anywhere; the engine where TensorRT and a GPU are
+
+
 def build(ctx, workdir: Path) -> dict:
     import onnx
-
-    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
 
     hub = ctx.onnx()
     opts, precision = ctx.options.tensorrt, ctx.options.precision
@@ -122,12 +124,10 @@ def build(ctx, workdir: Path) -> dict:
         # Explicit quantization: a Q/DQ graph with symmetric int8 activations and per-channel weights.
         from scnet_deploy.calibration.int8_onnx import build_int8_onnx
 
-        fields["int8"] = build_int8_onnx(hub["path"], workdir / ONNX_FILE, ctx.options.calib, ctx.checkpoint.spec.scale,
-                                         ctx.options.budget_db, symmetric_activations=True)
-        image_inputs = fields["int8"].pop("inputs")
+        fields["int8"] = build_int8_onnx(hub["path"], workdir / ONNX_FILE, ctx.int8_data(), ctx.options.budget_db,
+                                         symmetric_activations=True).section
     else:
         shutil.copyfile(hub["path"], workdir / ONNX_FILE)
-        image_inputs = None
     check_graph(onnx.load(str(workdir / ONNX_FILE)))
     profile = make_profile(ctx.options.sizes, ctx.checkpoint.spec.num_in_ch, opts.max_batch)
     command = trtexec_command(ONNX_FILE, PLAN_FILE, profile, precision, opts.workspace_mb, CACHE_FILE)
@@ -139,17 +139,8 @@ def build(ctx, workdir: Path) -> dict:
     reason = engine_unavailable_reason()
     if reason is not None:
         # No engine here: the artifact carries the graph TensorRT will build, checked for parser support and, where
-        # ONNX Runtime can run it (FP32, INT8 Q/DQ), against PyTorch.
+        # ONNX Runtime can run it (FP32, INT8 Q/DQ), against PyTorch (``verification_runner``).
         section.update({"engine": None, "engine_note": f"not built: {reason}; run {SCRIPT_FILE} on the target"})
-        if precision in ("fp32", "int8"):
-            shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
-            with OrtRunner(workdir / ONNX_FILE, precision=precision) as runner:
-                fields["verification"] = verify_runner(runner, ctx.checkpoint.model, shapes, precision,
-                                                       ctx.checkpoint.spec.num_in_ch, inputs=image_inputs,
-                                                       int8=fields.get("int8"))
-            fields["verification"]["note"] = "the TensorRT graph, run in ONNX Runtime (no TensorRT here)"
-        else:
-            fields["verification"] = {"skipped": f"FP16 engine not built: {reason}", "passed": None}
         return {"files": [ONNX_FILE, SCRIPT_FILE], **fields}
     import tensorrt as trt
 
@@ -159,12 +150,19 @@ def build(ctx, workdir: Path) -> dict:
     if opts.timing_cache:
         shutil.copyfile(workdir / CACHE_FILE, opts.timing_cache)
     section.update({"engine": PLAN_FILE, "version": trt.__version__})
-    shapes = [(1, *profile.min[2:]), (1, *profile.opt[2:])]
-    with TensorRTRunner(workdir / PLAN_FILE, precision, size_range) as runner:
-        fields["verification"] = verify_runner(runner, ctx.checkpoint.model, shapes, precision,
-                                               ctx.checkpoint.spec.num_in_ch, inputs=image_inputs,
-                                               int8=fields.get("int8"))
     return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE], **fields}
+
+
+def verification_runner(workdir: Path, fields: dict, precision: str):
+    """The engine where one was built; else its graph in ONNX Runtime where that can run it (FP32, INT8 Q/DQ)."""
+    if (workdir / PLAN_FILE).exists():
+        return TensorRTRunner(workdir / PLAN_FILE, precision, SizeRange.from_dict(fields.get("size_range"))), None
+    reason = engine_unavailable_reason()
+    if precision not in ("fp32", "int8"):
+        return None, f"FP16 engine not built: {reason}"
+    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+
+    return OrtRunner(workdir / ONNX_FILE, precision=precision), "the TensorRT graph, run in ONNX Runtime (no TensorRT here)"
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
@@ -173,4 +171,4 @@ def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptio
         raise BackendUnavailable(f"'{directory}' holds no TensorRT engine ({note}); run {SCRIPT_FILE} there, on the "
                                  "target device.")
     return TensorRTRunner(Path(directory) / PLAN_FILE, manifest.get("precision", "fp32"),
-                          SizeRange.from_dict(manifest.get("size_range")))
+                          SizeRange.from_dict(manifest.get("size_range"))).declare(manifest)

@@ -11,7 +11,7 @@ Candidate forms are named as in ``DeployOptions.name``: ``shift[+rewrite...]``.
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,58 +75,58 @@ def fastest(timings: dict, key: str = "median_ms"):
     return min(timed, key=timed.get) if timed else None
 
 
-def _load(backend, directory: Path, fields: dict, precision: str):
-    return backend.impl().load(directory, {"precision": precision, **fields})
+def _load(module, directory: Path, fields: dict, precision: str):
+    return module.load(directory, {"precision": precision, **fields})
 
 
-def _time_artifact(backend, directory: Path, fields: dict, precision: str, x: np.ndarray, runs: int):
+def _time_artifact(module, directory: Path, fields: dict, precision: str, x: np.ndarray, runs: int):
     """(median ms, None) or (None, reason) when this machine cannot run the artifact."""
     try:
-        with _load(backend, directory, fields, precision) as runner:
+        with _load(module, directory, fields, precision) as runner:
             return median_ms(runner.infer, x, runs), None
     except ScnetDeployError as exc:  # TensorRT without a GPU, Core ML off macOS, ...
         return None, str(exc).splitlines()[0][:300]
 
 
-def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: Path, progress=None) -> dict:
-    """Build ``backend`` once per candidate form (``make_context(form) -> ExportContext``), time each, move the
-    fastest into ``workdir``; returns its manifest fields plus ``autotune`` (the record of every candidate).
-    ``spec`` is the checkpoint's ArchSpec."""
-    tune = options.tune
+def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
+    """Build ``target`` in ``session`` once per candidate form, time each, move the fastest into ``workdir``;
+    returns its manifest fields plus ``autotune`` (the record of every candidate)."""
+    from scnet_deploy.exporters.registry import backend_for_format
+
+    options = session.options_for(target)
+    module = backend_for_format(target.format).impl(building=True)
+    spec, tune, progress, label = session.checkpoint.spec, options.tune, session.progress, \
+        f"autotune {target.format} {target.precision}"
     size = tuple(tune.size or options.sizes.opt)
     x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
     candidates, built = {}, {}
     for i, name in enumerate(tune.candidates):
-        if progress:
-            progress(f"autotune {backend.format} {options.precision}: building {name}")
-        form = DeployOptions.from_name(name)
-        cand_dir = scratch / f"{backend.format}-{i}"
+        progress(f"{label}: building {name}")
+        cand_dir = scratch / f"{i}"
         cand_dir.mkdir(parents=True)
         t0 = time.perf_counter()
         try:
-            fields = backend.impl(building=True).build(make_context(form), cand_dir)
+            fields = session.build_form(target, DeployOptions.from_name(name), cand_dir)
         except ScnetDeployError as exc:
             candidates[name] = {"error": str(exc).splitlines()[0][:300]}
             continue
         build_s = time.perf_counter() - t0
-        if progress:
-            progress(f"autotune {backend.format} {options.precision}: timing {name} at {size[0]}x{size[1]}")
-        ms, reason = _time_artifact(backend, cand_dir, fields, options.precision, x, tune.runs)
+        progress(f"{label}: timing {name} at {size[0]}x{size[1]}")
+        ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs)
         candidates[name] = {"median_ms": ms, "build_s": round(build_s, 2)}
         built[name] = (cand_dir, fields)
         if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
             candidates[name]["not_timed"] = reason
             break
     if not built:
-        raise ExportError(f"no candidate form could be built for {backend.format} {options.precision}: "
+        raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
                           + "; ".join(f"{n}: {c['error']}" for n, c in candidates.items()))
     best = fastest(candidates) or next(iter(built))
     top_two = sorted((n for n in built if candidates[n]["median_ms"] is not None),
                      key=lambda n: candidates[n]["median_ms"])[:2]
     if len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
-        if progress:
-            progress(f"autotune {backend.format} {options.precision}: {' vs '.join(top_two)}, interleaved")
-        for name, timing in _interleaved(backend, {n: built[n] for n in top_two}, options.precision, x,
+        progress(f"{label}: {' vs '.join(top_two)}, interleaved")
+        for name, timing in _interleaved(module, {n: built[n] for n in top_two}, target.precision, x,
                                          tune.runs).items():
             candidates[name]["interleaved_ms"] = timing["median_ms"]
         best = fastest(candidates, "interleaved_ms")
@@ -134,17 +134,18 @@ def build_fastest(backend, options, spec, make_context, workdir: Path, scratch: 
     record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs, "candidates": candidates,
               "chosen": best, "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
-        with _load(backend, cand_dir, fields, options.precision) as runner:
-            record["tiles"] = _time_tiles(runner, spec, backend.format, x, tune, progress)
+        with _load(module, cand_dir, fields, target.precision) as runner:
+            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress)
         record["tile"] = choose_tile(record["tiles"])
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
-    return {**fields, "form": best, "autotune": record}
+    shutil.rmtree(scratch, ignore_errors=True)  # the losers
+    return {**fields, "autotune": record}
 
 
-def _interleaved(backend, artifacts: dict, precision: str, x: np.ndarray, runs: int) -> dict:
+def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: int) -> dict:
     """``in_turn`` over built artifacts ({name: (directory, fields)}), each loaded once."""
-    runners = {name: _load(backend, d, f, precision) for name, (d, f) in artifacts.items()}
+    runners = {name: _load(module, d, f, precision) for name, (d, f) in artifacts.items()}
     try:
         return in_turn({name: r.infer for name, r in runners.items()}, x, runs)
     finally:
@@ -164,8 +165,7 @@ def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progre
     for tile in tune.tiles:
         if tile < max(x.shape[2:]):
             ways[str(tile)] = TiledRunner(runner, tile, spec.receptive_radius, spec.scale).infer
-    if progress:
-        progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, interleaved")
+    progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, interleaved")
     return in_turn(ways, x, tune.runs, warmup=1)
 
 
@@ -175,8 +175,3 @@ def choose_tile(timings: dict) -> int | None:
     if best is None or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
         return None
     return int(best)
-
-
-def context_options(options, form: DeployOptions):
-    """ExportOptions whose ONNX is built in ``form``."""
-    return replace(options, onnx=replace(options.onnx, **asdict(form)))  # OnnxOptions names the same fields

@@ -24,6 +24,7 @@ class BenchOptions:
     warmup: int = 2
     batch: int = 1
     baselines: bool = True  # PyTorch official-form eager and deploy-form of the models' checkpoint
+    reference: Path | None = None  # the checkpoint of the baselines; None: the first among (or named by) the models
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
 
@@ -74,7 +75,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
 
     models = [Path(m) for m in models]
     plan = []  # (label, path, form)
-    base = find_checkpoint(models) if options.baselines else None
+    base = (options.reference or find_checkpoint(models)) if options.baselines else None
     if base is not None:
         plan += [("pytorch official eager", base, "official"), ("pytorch deploy form (dwconv)", base, "dwconv")]
     plan += [(None, m, "official") for m in models]
@@ -86,8 +87,8 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
         with open_model(path, options.runtime, form=form) as runner:
             load_s = time.perf_counter() - t0
             scale = runner.arch["scale"]
-            manifest = getattr(runner, "manifest", {}) or {}
-            entry = {"name": label or runner.name, "path": str(path), "backend": getattr(runner, "backend", "?"),
+            manifest = runner.manifest
+            entry = {"name": label or runner.name, "path": str(path), "backend": runner.backend,
                      "precision": manifest.get("precision", "fp32"), "baseline": label is not None,
                      "load_s": load_s, "shapes": []}
             for shape in options.shapes:

@@ -1,9 +1,11 @@
 """The ``export`` verb: checkpoint -> one artifact directory per format, each with its manifest, written atomically.
 
-The verified ONNX model is built once and shared by every format that starts from it; Core ML starts from the
-deploy-form PyTorch module. Every engine that can run on this machine is verified against PyTorch FP32.
+The formats are targets of one build session (scnet_deploy/session.py): the verified ONNX graph of each deploy
+form and the INT8 calibration data are made once and shared; every engine that can run on this machine is verified
+against PyTorch FP32 there. ``write_artifact`` is what ``pipeline`` calls per engine on its own session.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -12,12 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from scnet_deploy.calibration.budget import DEFAULT_BUDGET_DB
+from scnet_deploy.exporters.registry import backend_for_format
 
 from .autotune import TuneOptions
 from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
 from .manifest import MANIFEST_NAME, tool_versions, write_manifest
 from .options import PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
+from .session import BuildSession, Target
 
 
 def _onnx_options():
@@ -52,34 +56,6 @@ class ExportOptions:
 
     def formats(self) -> list[str]:
         return [f.strip() for f in self.format.split(",") if f.strip()]
-
-
-@dataclass
-class ExportContext:
-    """What a backend's build gets: the checkpoint, the options and the shared, verified ONNX model."""
-
-    checkpoint: Checkpoint
-    options: ExportOptions
-    root: Path
-    _onnx: dict | None = None
-
-    def onnx(self) -> dict:
-        """Build (once) and return {'path': verified model.onnx, 'section': its manifest section}."""
-        if self._onnx is None:
-            from scnet_deploy.exporters.onnx_export import build_onnx, options_dict
-
-            path = self.root / "_shared.onnx"
-            r = build_onnx(self.checkpoint.model, self.options.onnx, path, self.checkpoint.spec.num_in_ch)
-            self._onnx = {"path": path, "section": {
-                "options": options_dict(self.options.onnx), "simplifier": r.simplifier,
-                "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
-                "node_count": sum(r.nodes_after.values()), "seconds": r.seconds, "verification": r.verification}}
-        return self._onnx
-
-    def deploy_module(self):
-        from .rewrites import to_deploy_form
-
-        return to_deploy_form(self.checkpoint.model, self.options.onnx.deploy())
 
 
 @dataclass
@@ -132,8 +108,6 @@ def _remove_stale_temporaries(final: Path) -> None:
 
 
 def _check(options: ExportOptions):
-    from scnet_deploy.exporters.registry import backend_for_format
-
     formats = options.formats()
     if not formats:
         raise ExportError("--format is empty; choose one or more of onnx, openvino, tensorrt, coreml.")
@@ -151,7 +125,7 @@ def _check(options: ExportOptions):
             raise ExportError(f"--precision {options.precision} is not offered by --format {b.format}; it offers "
                               f"{list(b.precisions)}.")
         if not b.builds_without_dependency:
-            b.require()
+            b.require(options.precision)
     options.onnx.check()
     options.tune.check()
     if options.precision == "int8":
@@ -163,46 +137,50 @@ def _check(options: ExportOptions):
 
 def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> ExportResult:
     """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
-    chosen = _check(options)
+    _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
     if options.precision == "int8":
         ckpt.require_finite("calibrate")
     final = Path(options.output)
     final.parent.mkdir(parents=True, exist_ok=True)
+    targets = [Target(fmt, options.precision) for fmt in options.formats()]
+    with build_session(ckpt, options, final, progress) as session:
+        return write_artifact(session, targets, final)
+
+
+@contextlib.contextmanager
+def build_session(ckpt: Checkpoint, options: ExportOptions, output: Path, progress=None):
+    """A BuildSession whose scratch (shared ONNX graphs, autotune candidates) is a hidden directory beside
+    ``output``, removed when the session ends, however it ends; a killed session's scratch (SIGKILL cannot be
+    caught) is removed by the next one for the same output."""
+    for stale in output.parent.glob(f".{output.name}.build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
+    try:
+        yield BuildSession(ckpt, options, scratch, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_artifact(session: BuildSession, targets: list[Target], final: Path) -> ExportResult:
+    """Build ``targets`` in ``session`` into ``final`` (one sub-directory per format when several), each with its
+    manifest; the directory appears whole or not at all."""
     _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})
-    scratch = tmp / ".scratch"
-    contexts: dict[str, ExportContext] = {}
-
-    def context_for(form) -> ExportContext:  # one verified ONNX per form, shared by the backends that start from it
-        from .autotune import context_options
-
-        if form.name not in contexts:
-            root = scratch / f"form-{len(contexts)}"
-            root.mkdir(parents=True)
-            contexts[form.name] = ExportContext(ckpt, context_options(options, form), root)
-        return contexts[form.name]
-
+    ckpt = session.checkpoint
     try:
-        for backend in chosen:
-            if progress:
-                progress(f"building {backend.format} ({options.precision})")
-            workdir = tmp if len(chosen) == 1 else tmp / backend.format
+        for target in targets:
+            session.progress(f"building {target.format} ({target.precision})")
+            workdir = tmp if len(targets) == 1 else tmp / target.format
             workdir.mkdir(exist_ok=True)
-            if options.tune.optimize == "latency":
-                from .autotune import build_fastest
-
-                fields = build_fastest(backend, options, ckpt.spec, context_for, workdir, scratch / backend.format,
-                                       progress)
-            else:
-                form = options.onnx.deploy()
-                fields = {**backend.impl(building=True).build(context_for(form), workdir), "form": form.name}
+            fields = session.build(target, workdir)
+            backend = backend_for_format(target.format)
             manifest = {
-                "format": backend.format,
+                "format": target.format,
                 "backend": backend.name,
-                "precision": options.precision,
-                "options": _options_record(options, backend.format),
+                "precision": target.precision,
+                "options": _options_record(session.options_for(target), target.format),
                 **{k: v for k, v in fields.items() if k != "files"},
                 "checkpoint": ckpt.manifest_entry(),
                 "arch": ckpt.spec.to_dict(),
@@ -213,9 +191,8 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
                                              "numpy"), backend.distribution: backend.version()},
             }
             manifest = write_manifest(workdir, manifest)
-            result.artifacts[backend.format] = final if len(chosen) == 1 else final / backend.format
-            result.manifests[backend.format] = manifest
-        shutil.rmtree(scratch, ignore_errors=True)  # every form's shared ONNX and the autotuner's candidates
+            result.artifacts[target.format] = final if len(targets) == 1 else final / target.format
+            result.manifests[target.format] = manifest
         _move_into_place(tmp, final)
     finally:
         if tmp.exists():

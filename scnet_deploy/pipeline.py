@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScnetDeployError
-from .export import ExportOptions, export
+from .rewrites import DeployOptions
+from .session import Target
 
 REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
 
@@ -66,41 +67,19 @@ def _default_datasets(root: Path) -> list[Path]:
     return folders
 
 
-def plan(options: PipelineOptions) -> list[tuple[str, dict, str | None]]:
-    """(label, export kwargs, reason it is skipped or None) for every engine the pipeline considers."""
-    from scnet_deploy.exporters.onnx_export import OnnxOptions
+def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
+    """(label, target, reason it is skipped or None) for every engine the pipeline considers. The slice-form job is
+    there to show what the rewrite choice is worth: it keeps its form."""
     from scnet_deploy.exporters.registry import backend_for_format
 
-    jobs = [("onnx-slice-fp32", {"format": "onnx", "onnx": OnnxOptions(shift="slice")}),
-            ("onnx-fp32", {"format": "onnx"}), ("onnx-int8", {"format": "onnx", "precision": "int8"}),
-            ("openvino-fp32", {"format": "openvino"}), ("openvino-bf16", {"format": "openvino", "precision": "bf16"}),
-            ("openvino-fp16", {"format": "openvino", "precision": "fp16"}),
-            ("openvino-int8", {"format": "openvino", "precision": "int8"}),
-            ("coreml-fp16", {"format": "coreml", "precision": "fp16"}),
-            ("tensorrt-fp16", {"format": "tensorrt", "precision": "fp16"}),
-            ("tensorrt-int8", {"format": "tensorrt", "precision": "int8"})]
-    result = []
-    for label, kwargs in jobs:
-        fmt = kwargs["format"]
-        if fmt not in options.formats:
-            result.append((label, kwargs, "not asked for (--formats)"))
-            continue
-        backend = backend_for_format(fmt)
-        reason = None
-        if not backend.available():
-            reason = f"{backend.distribution} is not installed ({backend.install})"
-        elif label == "openvino-bf16":
-            from scnet_deploy.exporters.openvino_backend import cpu_capabilities
-
-            if "BF16" not in cpu_capabilities():
-                reason = "this CPU has no bf16 support in OpenVINO"
-        elif label == "openvino-int8":
-            import importlib.util
-
-            if importlib.util.find_spec("nncf") is None:
-                reason = "nncf is not installed (pip install 'scnet-deploy[openvino]')"
-        result.append((label, kwargs, reason))
-    return result
+    jobs = [("onnx-slice-fp32", Target("onnx", form=DeployOptions("slice"), optimize="none")),
+            ("onnx-fp32", Target("onnx")), ("onnx-int8", Target("onnx", "int8")),
+            ("openvino-fp32", Target("openvino")), ("openvino-bf16", Target("openvino", "bf16")),
+            ("openvino-fp16", Target("openvino", "fp16")), ("openvino-int8", Target("openvino", "int8")),
+            ("coreml-fp16", Target("coreml", "fp16")),
+            ("tensorrt-fp16", Target("tensorrt", "fp16")), ("tensorrt-int8", Target("tensorrt", "int8"))]
+    return [(label, target, backend_for_format(target.format).check(target.precision)
+             if target.format in options.formats else "not asked for (--formats)") for label, target in jobs]
 
 
 def recommend(validation: dict, bench: dict, budget_db: float) -> dict | None:
@@ -163,6 +142,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     from .autotune import TuneOptions
     from .bench import BenchOptions, bench
     from .checkpoint import load_checkpoint
+    from .export import ExportOptions, build_session, write_artifact
     from .manifest import write_json_atomic
     from .report import report
     from .validate import ValidateOptions, validate
@@ -179,42 +159,41 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
         datasets = _default_datasets(out)
     else:
         datasets = [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset)
-    calib = CalibOptions(options.calib_data, count=options.calib_count)
+    # What every engine shares; each target adds its format, precision and (for the slice job) its form.
+    shared = ExportOptions(output=engines, calib=CalibOptions(options.calib_data, count=options.calib_count),
+                           budget_db=options.budget_db,
+                           tune=TuneOptions(options.optimize, size=max(options.shapes), runs=options.runs))
     built, skipped, failed, forms, int8 = {}, {}, {}, {}, {}
-    jobs = plan(options)
-    for label, kwargs, reason in jobs:
-        if reason:
-            skipped[label] = reason
-            say("skip", label, reason)
-            continue
-        say("export", label)
-        # The slice-form job is there to show what the rewrite choice is worth: it keeps its form.
-        tune = TuneOptions(options.optimize if "onnx" not in kwargs else "none", size=max(options.shapes),
-                           runs=options.runs)
-        try:
-            result = export(ckpt_path, ExportOptions(output=engines / label, calib=calib, budget_db=options.budget_db,
-                                                     tune=tune, **kwargs), progress=lambda msg, label=label: say(f"{label}:", msg))
-        except ScnetDeployError as exc:
-            failed[label] = str(exc)
-            say("failed", label, str(exc))
-            continue
-        verification = result.manifest["verification"]
-        forms[label] = autotune_summary(result.manifest)
-        if result.manifest.get("int8", {}).get("worst_image"):
-            int8[label] = result.manifest["int8"]
-        if verification.get("passed") is None:  # built, but it cannot run here (Core ML off macOS, TensorRT w/o GPU)
-            skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
-            say("built", label, skipped[label])
-        else:
-            built[label] = result.directory
-            say("built", label, None)
+    with build_session(ckpt, shared, engines, progress=lambda msg: say("", msg)) as session:
+        for label, target, reason in plan(options):
+            if reason:
+                skipped[label] = reason
+                say("skip", label, reason)
+                continue
+            say("export", label)
+            session.progress = lambda msg, label=label: say(f"{label}:", msg)
+            try:
+                result = write_artifact(session, [target], engines / label)
+            except ScnetDeployError as exc:
+                failed[label] = str(exc)
+                say("failed", label, str(exc))
+                continue
+            verification = result.manifest["verification"]
+            forms[label] = autotune_summary(result.manifest)
+            if result.manifest.get("int8", {}).get("worst_image"):
+                int8[label] = result.manifest["int8"]
+            if verification.get("passed") is None:  # built, cannot run here (Core ML off macOS, TensorRT w/o GPU)
+                skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
+                say("built", label, skipped[label])
+            else:
+                built[label] = result.directory
+                say("built", label, None)
     runnable = list(built.values())
     say("validate", f"{len(runnable) + 1} models")
     validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
                                                                   budget_db=options.budget_db, visuals=out))
     say("bench", f"{len(runnable)} engines + baselines at {len(options.shapes)} sizes")
-    timing = bench([ckpt_path, *runnable], BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1))
-    timing["models"] = [m for m in timing["models"] if not (m["path"] == str(ckpt_path) and not m["baseline"])]
+    timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1, reference=ckpt_path))
     best = recommend(validation, timing, options.budget_db)
     elapsed = time.perf_counter() - t_start
     summary = {"int8": {k: {f: v[f] for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",

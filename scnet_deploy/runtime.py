@@ -47,20 +47,13 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         manifest = read_manifest(path)
         verify_files(path, manifest)
         backend = get_backend(manifest.get("backend", "?"))
-        runner = backend.impl().load(path, manifest, runtime)
-        if manifest.get("size_range"):
-            from scnet_deploy.exporters.runner import SizeRange
-
-            runner.size_range = SizeRange.from_dict(manifest["size_range"])
+        runner = backend.impl().load(path, manifest, runtime)  # declares its manifest, arch and size range
         tile = (manifest.get("autotune") or {}).get("tile")
         if tile:  # the autotuner measured tiles faster than whole images on the machine it ran on
             from scnet_deploy.exporters.runner import TiledRunner
 
-            arch = manifest["arch"]
-            runner = TiledRunner(runner, tile, arch["receptive_radius"], arch["scale"])
+            runner = TiledRunner(runner, tile, runner.arch["receptive_radius"], runner.arch["scale"])
         runner.name = f"{path.name}: {runner.name}"
-        runner.manifest = manifest
-        runner.arch = manifest["arch"]
         return runner
     from .checkpoint import load_checkpoint
 
@@ -70,10 +63,8 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         from .rewrites import DeployOptions, to_deploy_form
 
         module = to_deploy_form(module, DeployOptions(shift=form))
-    runner = TorchRunner(module, name=f"{path.name}: pytorch {form}", threads=runtime.threads)
-    runner.checkpoint = ckpt
-    runner.arch = ckpt.spec.to_dict()
-    return runner
+    return TorchRunner(module, name=f"{path.name}: pytorch {form}", threads=runtime.threads,
+                       arch=ckpt.spec.to_dict())
 
 
 def find_checkpoint(models: list[Path]) -> Path | None:

@@ -88,7 +88,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress) -> tuple[dict, lis
             mse = float(np.mean((a.astype(np.float64) - b) ** 2))
             row["max_abs_diff"] = float(np.abs(a - b).max())
             row["psnr_vs_reference_db"] = float("inf") if mse == 0 else float(10 * np.log10(1 / mse))
-    entry = {"name": runner.name, "precision": getattr(runner, "precision", "fp32"),
+    entry = {"name": runner.name, "precision": runner.precision,
              "psnr_y": float(np.mean([r["psnr_y"] for r in per_image])),
              "ssim_y": float(np.mean([r["ssim_y"] for r in per_image])),
              "nonfinite_images": [r["name"] for r in per_image if r["nonfinite"]],
@@ -115,7 +115,7 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep) -> tup
         for k, pairs in enumerate(sets):
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick)
             entry.update({"path": str(path), "kind": "artifact" if path.is_dir() else "checkpoint",
-                          "backend": getattr(runner, "backend", "?"), "reference": is_ref})
+                          "backend": runner.backend, "reference": is_ref})
             entries.append(entry)
             outputs.append(outs if is_ref else [to_u8_hwc(o) for o in outs] if keep else None)
     return entries, outputs

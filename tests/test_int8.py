@@ -439,3 +439,35 @@ def test_measure_only_budget_check_for_weight_only_int8():
     with pytest.raises(BudgetNotMet, match="over the 0.1 dB budget"):
         check_within_budget("model", lambda m: _drift(-0.2), 0.1)
     assert check_within_budget("model", lambda m: _drift(-3.0), None)["budget_db"] is None
+
+
+def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_path, monkeypatch):
+    """``export -f onnx,openvino,tensorrt --int8`` (and the latency autotuner over two forms on top): every ONNX
+    graph is exported once per deploy form and every calibration/hold-out set once, however many engines use them."""
+    import scnet_deploy.calibration.budget as budget
+    import scnet_deploy.exporters.onnx_export as onnx_export
+    from scnet_deploy.autotune import TuneOptions
+
+    counts = {"torch_to_onnx": 0, "calibration_set": 0, "holdout_set": 0}
+
+    def counting(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(onnx_export, "torch_to_onnx")
+    counting(budget, "calibration_set")
+    counting(budget, "holdout_set")
+    result = export(ckpt, ExportOptions(output=tmp_path / "all", format="onnx,openvino,tensorrt", precision="int8",
+                                        calib=FAST))
+    assert sorted(result.manifests) == ["onnx", "openvino", "tensorrt"]
+    assert counts == {"torch_to_onnx": 1, "calibration_set": 1, "holdout_set": 1}
+    counts.update(dict.fromkeys(counts, 0))
+    tuned = export(ckpt, ExportOptions(output=tmp_path / "tuned", format="onnx,openvino", precision="int8", calib=FAST,
+                                       tune=TuneOptions("latency", ("dwconv", "slice"), size=(16, 16), runs=1,
+                                                        tiles=())))
+    assert {m["form"] for m in tuned.manifests.values()} <= {"dwconv", "slice"}
+    assert counts == {"torch_to_onnx": 2, "calibration_set": 1, "holdout_set": 1}

@@ -1,0 +1,155 @@
+"""One build session: what several engines share is made once.
+
+A session holds one loaded checkpoint and caches, per deploy form, the verified ONNX graph and, per calibration
+source, the calibration crops and hold-out. ``export``, the latency
+autotuner and ``pipeline`` all build through it, target by target::
+
+    session = BuildSession(checkpoint, options, scratch)
+    fields = session.build(Target("openvino", "int8"), workdir)   # files in workdir, manifest fields returned
+
+Every engine is verified here, once, the same way: the backend builds, then the session runs the engine (or, where
+this machine cannot, what the backend offers in its place) against PyTorch FP32.
+"""
+
+import collections
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .checkpoint import Checkpoint
+from .rewrites import DeployOptions
+
+
+@dataclass(frozen=True)
+class Target:
+    """One engine to build: a format, a precision, and optionally a fixed deploy form and autotune choice (``None``:
+    the export options')."""
+
+    format: str
+    precision: str = "fp32"
+    form: DeployOptions | None = None
+    optimize: str | None = None
+
+
+@dataclass
+class BuildContext:
+    """What a backend's ``build`` reads: the checkpoint, the options as this target asks (its precision and form),
+    and the session's shared products."""
+
+    checkpoint: Checkpoint
+    options: "object"  # ExportOptions
+    session: "BuildSession"
+
+    def onnx(self) -> dict:
+        """{'path': the verified model.onnx of this form, 'section': its manifest section}; built once a session."""
+        return self.session.onnx(self.options.onnx)
+
+    def int8_data(self):
+        """Calibration crops, hold-out and FP32 baseline (calibration.budget.Int8Data); built once a session."""
+        return self.session.int8_data(self.options.calib)
+
+    def deploy_module(self):
+        from .rewrites import to_deploy_form
+
+        return to_deploy_form(self.checkpoint.model, self.options.onnx.deploy())
+
+
+class BuildSession:
+    def __init__(self, checkpoint: Checkpoint, options, scratch: Path, progress=None) -> None:
+        self.checkpoint = checkpoint
+        self.options = options  # ExportOptions: what every target shares (sizes, calibration, budget, tuning)
+        self.scratch = Path(scratch)
+        self.progress = progress or (lambda message: None)
+        self._onnx: dict = {}
+        self._int8: dict = {}
+        self.made = collections.Counter()  # "onnx", "int8_data": what this session built (read by tests)
+
+    def options_for(self, target: Target, form: DeployOptions | None = None):
+        """The export options as ``target`` asks: its format, precision, autotuning and form."""
+        options = self.options
+        form = form or target.form
+        return replace(options, format=target.format, precision=target.precision,
+                       tune=replace(options.tune, optimize=target.optimize or options.tune.optimize),
+                       onnx=options.onnx.with_form(form) if form else options.onnx)
+
+    def onnx(self, onnx_options) -> dict:
+        if onnx_options not in self._onnx:
+            from scnet_deploy.exporters.onnx_export import build_onnx, options_dict
+
+            self.progress(f"ONNX graph, form {onnx_options.deploy().name}: export, simplify, verify")
+            path = self.scratch / f"form-{len(self._onnx)}.onnx"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            r = build_onnx(self.checkpoint.model, onnx_options, path, self.checkpoint.spec.num_in_ch)
+            self.made["onnx"] += 1
+            self._onnx[onnx_options] = {"path": path, "section": {
+                "options": options_dict(onnx_options), "simplifier": r.simplifier,
+                "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
+                "node_count": sum(r.nodes_after.values()), "seconds": r.seconds, "verification": r.verification}}
+        return self._onnx[onnx_options]
+
+    def int8_data(self, calib_options):
+        if calib_options not in self._int8:
+            from scnet_deploy.calibration.budget import int8_data
+
+            self.progress("calibration crops and hold-out")
+            self.checkpoint.require_finite("calibrate")
+            self.made["int8_data"] += 1
+            self._int8[calib_options] = int8_data(calib_options, self.checkpoint.spec.scale)
+        return self._int8[calib_options]
+
+    def build(self, target: Target, workdir: Path) -> dict:
+        """Build ``target`` into ``workdir`` (autotuned over forms where asked); returns its verified manifest fields,
+        ``form`` included."""
+        options = self.options_for(target)
+        if options.tune.optimize == "latency":
+            from .autotune import build_fastest
+
+            return build_fastest(self, target, workdir, self.scratch / f"{target.format}-{target.precision}")
+        return self.build_form(target, options.onnx.deploy(), workdir)
+
+    def build_form(self, target: Target, form: DeployOptions, workdir: Path) -> dict:
+        """Build ``target`` in one deploy ``form``, then verify it."""
+        from scnet_deploy.exporters.registry import backend_for_format
+
+        backend = backend_for_format(target.format)
+        module = backend.impl(building=True)
+        fields = module.build(BuildContext(self.checkpoint, self.options_for(target, form), self), workdir)
+        if "verification" not in fields:  # ONNX Runtime FP32 is the hub graph, verified when it was built
+            fields["verification"] = self.verify(module, target.precision, workdir, fields)
+        return {**fields, "form": form.name}
+
+    def verify(self, module, precision: str, workdir: Path, fields: dict) -> dict:
+        """Run the built engine against PyTorch FP32 (the backend's ``verification_runner``: the engine, or what
+        stands in for it here); INT8 also on its budget record; raises VerificationError when out of tolerance."""
+        from scnet_deploy.exporters.runner import verify_runner
+
+        runner, note = module.verification_runner(workdir, fields, precision)
+        int8 = fields.get("int8")
+        if runner is None:
+            if int8 is not None and "drift_db" not in int8:
+                int8.update({"budget_db": self.options.budget_db, "within_budget": None,
+                             "budget": f"not measured: {note}"})
+            return {"skipped": note, "passed": None}
+        spec = self.checkpoint.spec
+        with runner:
+            inputs = None
+            if int8 is not None:
+                data = self.int8_data(self.options.calib)
+                inputs = data.verification_inputs()
+                if "drift_db" not in int8:  # weight-only INT8 calibrates nothing: measure the engine once
+                    int8.update(self._weight_only_budget(runner, data))
+            size_range = fields.get("size_range") or {}
+            shapes = ([(1, *size_range["min"]), (1, *size_range["opt"])] if size_range.get("min") else
+                      self.options.onnx.verify_shapes)
+            report = verify_runner(runner, self.checkpoint.model, shapes, precision, spec.num_in_ch, inputs=inputs,
+                                   int8=int8)
+        if note:
+            report["note"] = note
+        return report
+
+    def _weight_only_budget(self, runner, data) -> dict:
+        from scnet_deploy.calibration.budget import check_within_budget, int8_section
+        from scnet_deploy.exporters.runner import TorchRunner
+
+        baseline = data.baseline(TorchRunner(self.checkpoint.model).infer)  # its FP32 engine is not built here
+        result = check_within_budget(runner, lambda r: baseline.measure(r.infer), self.options.budget_db)
+        return int8_section(None, data.options, baseline, result, {"method": "weights only"})
