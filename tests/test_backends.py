@@ -206,3 +206,19 @@ def test_openvino_fp16_weights_are_half_the_size_and_hints_recorded(ckpt, tmp_pa
     assert size(b.directory) < 0.6 * size(a.directory)
     assert b.manifest["openvino"]["compile_config"]["PERFORMANCE_HINT"] == "THROUGHPUT"
     assert b.manifest["options"]["openvino"]["performance"] == "throughput"
+
+
+def test_missing_nncf_is_a_one_line_error_before_anything_is_built(ckpt, tmp_path, monkeypatch):
+    """OpenVINO is installed but its INT8 dependency is not: the export refuses up front, naming the fix, and the
+    pipeline's plan skips that engine with the same reason."""
+    import importlib.util
+
+    from scnet_deploy.pipeline import PipelineOptions, plan
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    with pytest.raises(registry.BackendUnavailable, match=r"nncf.*pip install 'scnet-deploy\[openvino\]'") as info:
+        export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8"))
+    assert "\n" not in str(info.value) and not (tmp_path / "ov").exists()
+    reasons = {label: reason for label, _, reason in plan(PipelineOptions(output=tmp_path, formats=("openvino",)))}
+    assert "nncf" in reasons["openvino-int8"] and reasons["openvino-fp32"] is None
