@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     from scnet_deploy.checkpoint import load_checkpoint
     from scnet_deploy.datasets import load_dataset
     from scnet_deploy.doctor import machine
-    from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx
+    from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
     from scnet_deploy.pipeline import REFERENCE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -33,7 +33,7 @@ def naive_export(model: torch.nn.Module, path: Path) -> None:
 
 
 def time_session(path: Path, x: np.ndarray, runs: int, threads: int) -> tuple[float, list[float]]:
-    from scnet_deploy.exporters.onnx_export import ort_session
+    from scnet_deploy.exporters.onnx_graph import ort_session
 
     session = ort_session(path, threads)
     for _ in range(2):
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     import onnx
 
     from scnet_deploy.checkpoint import load_checkpoint
-    from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx, histogram
+    from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx, histogram
     from scnet_deploy.model import SCNet, SCNetConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

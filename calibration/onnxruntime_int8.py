@@ -16,9 +16,10 @@ import numpy as np
 
 from scnet_deploy.calibration.budget import rank_by_added_error
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.manifest import INPUT_NAME
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-INPUT = "lr"
+INPUT = INPUT_NAME
 QUANTIZED_OPS = ("Conv",)
 
 

@@ -20,6 +20,7 @@ import torch
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.registry import BackendUnavailable
 from scnet_deploy.exporters.runner import Runner, SizeRange
+from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.options import RuntimeOptions
 
 PACKAGE = "model.mlpackage"
@@ -59,7 +60,7 @@ def input_type(options, sizes, channels: int):
         shape = ct.EnumeratedShapes(shapes=shapes, default=shapes[0])
     else:
         raise ExportError(f"Core ML shapes {options.shapes!r} is unknown; choose range or enumerated.")
-    return ct.TensorType(name="lr", shape=shape, dtype=np.float32)
+    return ct.TensorType(name=INPUT_NAME, shape=shape, dtype=np.float32)
 
 
 def check_program(mlmodel) -> dict:
@@ -109,7 +110,7 @@ class CoreMLRunner(Runner):
         super().__init__(precision, size_range, name="coreml")
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.model.predict({"lr": x[None]})["sr"] for x in lr]).astype(np.float32)
+        return np.concatenate([self.model.predict({INPUT_NAME: x[None]})[OUTPUT_NAME] for x in lr]).astype(np.float32)
 
 
 def build(ctx, workdir: Path) -> dict:
@@ -132,7 +133,7 @@ def build(ctx, workdir: Path) -> dict:
         program = export_program(ctx.deploy_module(), sizes, channels)
         with contextlib.redirect_stderr(io.StringIO()):  # its progress bars; errors still raise
             mlmodel = ct.convert(program, inputs=[input_type(options, sizes, channels)],
-                                 outputs=[ct.TensorType(name="sr", dtype=np.float32)], convert_to="mlprogram",
+                                 outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)], convert_to="mlprogram",
                                  compute_precision=ct.precision.FLOAT32 if precision == "fp32"
                                  else ct.precision.FLOAT16,
                                  minimum_deployment_target=target, skip_model_load=not can_predict())

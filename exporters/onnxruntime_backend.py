@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from scnet_deploy.exporters.runner import Runner
+from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.options import RuntimeOptions
 
 MODEL_FILE = "model.onnx"
@@ -56,7 +57,7 @@ class OrtRunner(Runner):
         super().__init__(precision, name=name or f"onnxruntime {provider} {precision}")
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        return self.session.run(["sr"], {"lr": lr})[0]
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: lr})[0]
 
     def close(self) -> None:
         self.session = None

@@ -13,7 +13,8 @@ import numpy as np
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.registry import BackendUnavailable
 from scnet_deploy.exporters.runner import Runner, SizeRange
-from scnet_deploy.exporters.tensorrt_support import check_graph, make_profile, trtexec_command, write_trtexec_script
+from scnet_deploy.exporters.tensorrt_graph import check_graph, make_profile, trtexec_command, write_trtexec_script
+from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.options import RuntimeOptions
 
 ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE = "model.onnx", "model.plan", "timing.cache", "build_engine.sh"
@@ -54,7 +55,7 @@ def build_plan(onnx_path: Path, profile, precision: str, workspace_mb: int, cach
         config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.FP16)
     opt_profile = builder.create_optimization_profile()
-    opt_profile.set_shape("lr", profile.min, profile.opt, profile.max)
+    opt_profile.set_shape(INPUT_NAME, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(opt_profile)
     cache = config.create_timing_cache(cache_in.read_bytes() if cache_in and cache_in.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -87,10 +88,10 @@ class TensorRTRunner(Runner):
         import torch
 
         x = torch.from_numpy(lr).cuda()
-        self.context.set_input_shape("lr", tuple(x.shape))
-        y = torch.empty(tuple(self.context.get_tensor_shape("sr")), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address("lr", x.data_ptr())
-        self.context.set_tensor_address("sr", y.data_ptr())
+        self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
+        y = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT_NAME)), dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
+        self.context.set_tensor_address(OUTPUT_NAME, y.data_ptr())
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         self.stream.synchronize()

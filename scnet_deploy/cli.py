@@ -129,7 +129,7 @@ def export_cmd(
     param_key: Optional[str] = typer.Option(None, help="Which weights of a BasicSR file: params or params_ema."),
 ) -> None:
     """Export a checkpoint to verified engine artifacts (model files + manifest.json)."""
-    from scnet_deploy.exporters.onnx_export import OnnxOptions
+    from scnet_deploy.exporters.onnx_graph import OnnxOptions
 
     from .autotune import TuneOptions
     from .export import ExportOptions, export

@@ -19,13 +19,13 @@ from scnet_deploy.exporters.registry import backend_for_format
 from .autotune import TuneOptions
 from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
-from .manifest import MANIFEST_NAME, tool_versions, write_manifest
+from .manifest import MANIFEST_NAME, io_record, tool_versions, write_manifest
 from .options import PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
 from .session import BuildSession, Target
 
 
 def _onnx_options():
-    from scnet_deploy.exporters.onnx_export import OnnxOptions
+    from scnet_deploy.exporters.onnx_graph import OnnxOptions
 
     return OnnxOptions()
 
@@ -184,8 +184,7 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path) ->
                 **{k: v for k, v in fields.items() if k != "files"},
                 "checkpoint": ckpt.manifest_entry(),
                 "arch": ckpt.spec.to_dict(),
-                "io": {"input": "lr", "output": "sr", "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
-                       "dynamic_axes": {"0": "batch", "2": "height", "3": "width"}, "scale": ckpt.spec.scale},
+                "io": io_record(ckpt.spec.scale),
                 "files": file_hashes(workdir, fields["files"]),
                 "versions": {**tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnxscript",
                                              "numpy"), backend.distribution: backend.version()},

@@ -8,6 +8,14 @@ from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+# The model's tensor names in every engine (ONNX, OpenVINO, TensorRT, Core ML): NCHW float32 in [0, 1].
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+
+
+def io_record(scale: int) -> dict:
+    """The manifest's ``io`` section: what an engine takes and gives."""
+    return {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": "NCHW", "dtype": "float32", "range": [0.0, 1.0],
+            "dynamic_axes": {"0": "batch", "2": "height", "3": "width"}, "scale": scale}
 
 
 def tool_versions(*packages: str) -> dict[str, str | None]:

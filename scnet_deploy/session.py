@@ -73,7 +73,7 @@ class BuildSession:
 
     def onnx(self, onnx_options) -> dict:
         if onnx_options not in self._onnx:
-            from scnet_deploy.exporters.onnx_export import build_onnx, options_dict
+            from scnet_deploy.exporters.onnx_graph import build_onnx, options_dict
 
             self.progress(f"ONNX graph, form {onnx_options.deploy().name}: export, simplify, verify")
             path = self.scratch / f"form-{len(self._onnx)}.onnx"

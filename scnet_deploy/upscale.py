@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScnetDeployError
-from .image_io import WRITE_SUFFIXES, quantize, read_image, write_image
-from .images import IMAGE_SUFFIXES, list_images
+from .images import IMAGE_SUFFIXES, WRITE_SUFFIXES, list_images, read_image, round_to_bits, write_image
 from .options import RuntimeOptions
 from .tiling import auto_tile, run_tiled
 
@@ -100,7 +99,7 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
                         report["nonfinite"] = True
                         block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=0.0)
                     hwc = block.transpose(1, 2, 0)
-                    out[y:y + hwc.shape[0], x:x + hwc.shape[1], target] = quantize(
+                    out[y:y + hwc.shape[0], x:x + hwc.shape[1], target] = round_to_bits(
                         hwc.mean(axis=2, keepdims=True) if grey else hwc, bits)
 
                 report["tiles"] = run_tiled(runner.infer, np.ascontiguousarray(pixels.transpose(2, 0, 1)), scale,

@@ -103,11 +103,11 @@ def test_a_measured_faster_tile_is_recorded_and_every_verb_runs_tiled_and_exact(
 
 def test_several_formats_share_one_onnx_per_candidate_form(tmp_path, monkeypatch):
     pytest.importorskip("openvino")
-    from scnet_deploy.exporters import onnx_export
+    from scnet_deploy.exporters import onnx_graph
 
     calls = []
-    real = onnx_export.build_onnx
-    monkeypatch.setattr(onnx_export, "build_onnx", lambda *a, **k: calls.append(a[1].shift) or real(*a, **k))
+    real = onnx_graph.build_onnx
+    monkeypatch.setattr(onnx_graph, "build_onnx", lambda *a, **k: calls.append(a[1].shift) or real(*a, **k))
     ckpt = save_basicsr(tiny_model(2, "mlp"), tmp_path / "m_x2.pth")
     result = export(ckpt, ExportOptions(output=tmp_path / "a", format="onnx,openvino",
                                         tune=TuneOptions("latency", ("dwconv", "slice"), (16, 16), 1, ())))
@@ -130,3 +130,4 @@ def test_an_engine_that_cannot_run_here_keeps_the_first_form_and_says_why(tmp_pa
     record = result.manifest["autotune"]
     assert list(record["candidates"]) == ["dwconv"] and record["chosen"] == "dwconv"
     assert "macOS" in record["candidates"]["dwconv"]["not_timed"]
+

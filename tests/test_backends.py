@@ -145,11 +145,11 @@ def test_size_range_is_enforced_with_a_clear_message():
 
 def test_several_formats_share_one_onnx(ckpt, tmp_path, monkeypatch):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
-    from scnet_deploy.exporters import onnx_export
+    from scnet_deploy.exporters import onnx_graph
 
     calls = []
-    real = onnx_export.torch_to_onnx
-    monkeypatch.setattr(onnx_export, "torch_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = onnx_graph.torch_to_onnx
+    monkeypatch.setattr(onnx_graph, "torch_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = export(ckpt, ExportOptions(output=tmp_path / "multi", format="onnx,openvino"))
     assert len(calls) == 1
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["onnx", "openvino"]

@@ -13,7 +13,7 @@ from conftest import tiny_model
 from scnet_deploy.arch import detect_arch
 from scnet_deploy.checkpoint import load_checkpoint
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.image_io import read_image
+from scnet_deploy.images import read_image
 from scnet_deploy.images import read_rgb_u8
 from scnet_deploy.rewrites import DeployOptions, to_deploy_form
 from scnet_deploy.shift import Shift8, ShiftDWConv, ShiftSlice

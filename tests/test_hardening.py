@@ -18,7 +18,7 @@ from conftest import save_basicsr, tiny_model
 from scnet_deploy.checkpoint import NonFiniteWeightsWarning, load_checkpoint
 from scnet_deploy.errors import CheckpointError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.image_io import read_image
+from scnet_deploy.images import read_image
 from scnet_deploy.images import ImageError
 from scnet_deploy.runtime import open_model
 from scnet_deploy.tiling import auto_tile, plan_tiles, upscale_float

@@ -22,8 +22,8 @@ from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, dequantized_r
                                                        quantized_input_convs, quantized_weight_convs)
 from scnet_deploy.errors import CheckpointError, ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx, ort_session
-from scnet_deploy.exporters.tensorrt_support import unsupported_ops
+from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx, ort_session
+from scnet_deploy.exporters.tensorrt_graph import unsupported_ops
 from scnet_deploy.runtime import open_model
 
 FAST = CalibOptions(count=8, crop=32)
@@ -445,7 +445,7 @@ def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_pa
     """``export -f onnx,openvino,tensorrt --int8`` (and the latency autotuner over two forms on top): every ONNX
     graph is exported once per deploy form and every calibration/hold-out set once, however many engines use them."""
     import scnet_deploy.calibration.budget as budget
-    import scnet_deploy.exporters.onnx_export as onnx_export
+    import scnet_deploy.exporters.onnx_graph as onnx_graph
     from scnet_deploy.autotune import TuneOptions
 
     counts = {"torch_to_onnx": 0, "calibration_set": 0, "holdout_set": 0}
@@ -458,7 +458,7 @@ def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_pa
             return real(*args, **kwargs)
         monkeypatch.setattr(module, name, wrapper)
 
-    counting(onnx_export, "torch_to_onnx")
+    counting(onnx_graph, "torch_to_onnx")
     counting(budget, "calibration_set")
     counting(budget, "holdout_set")
     result = export(ckpt, ExportOptions(output=tmp_path / "all", format="onnx,openvino,tensorrt", precision="int8",

@@ -9,8 +9,8 @@ from onnx import TensorProto, helper
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import ExportError
-from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx
-from scnet_deploy.exporters.tensorrt_support import (check_graph, make_profile, trtexec_command,
+from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
+from scnet_deploy.exporters.tensorrt_graph import (check_graph, make_profile, trtexec_command,
                                                      unsupported_ops)
 from scnet_deploy.options import SizeOptions
 

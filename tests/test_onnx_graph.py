@@ -10,8 +10,8 @@ import torch
 from conftest import FIXTURES, need, save_basicsr, tiny_model
 from scnet_deploy.errors import ExportError, VerificationError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.exporters import onnx_export
-from scnet_deploy.exporters.onnx_export import OnnxOptions, build_onnx, histogram, ort_session
+from scnet_deploy.exporters import onnx_graph
+from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx, histogram, ort_session
 
 
 def run(path, x: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def test_nodes_per_residual_block_after_simplification(tmp_path, shift, budget):
 
 
 def test_rewrite_removes_the_scatternd_of_the_official_shift(tmp_path):
-    from scnet_deploy.exporters.onnx_export import torch_to_onnx
+    from scnet_deploy.exporters.onnx_graph import torch_to_onnx
 
     model = tiny_model(2, "pixelshuffle", num_block=1)
     naive = histogram(torch_to_onnx(model, OnnxOptions(exporter="torchscript")))  # the official form, as-is
@@ -81,14 +81,14 @@ def test_bad_options_are_user_errors(tmp_path):
 
 def test_verification_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
     ckpt = save_basicsr(tiny_model(4), tmp_path / "m.pth")
-    real = onnx_export.torch_to_onnx
+    real = onnx_graph.torch_to_onnx
 
     def broken_export(module, options, in_ch=3):
         with torch.no_grad():
             module.conv_last.bias.add_(0.01)  # the exported graph no longer matches the checkpoint
         return real(module, options, in_ch)
 
-    monkeypatch.setattr(onnx_export, "torch_to_onnx", broken_export)
+    monkeypatch.setattr(onnx_graph, "torch_to_onnx", broken_export)
     out = tmp_path / "artifact"
     with pytest.raises(VerificationError, match="does not match PyTorch"):
         export(ckpt, ExportOptions(output=out))

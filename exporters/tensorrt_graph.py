@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from scnet_deploy.errors import ExportError
+from scnet_deploy.manifest import INPUT_NAME
 from scnet_deploy.options import SizeOptions
 
 OPSET_RANGE = (9, 20)  # TensorRT 10's ONNX parser
@@ -129,7 +130,7 @@ class Profile:
     max: tuple[int, int, int, int]
 
     def to_dict(self) -> dict:
-        return {"input": "lr", "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+        return {"input": INPUT_NAME, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
 def make_profile(sizes: SizeOptions, channels: int = 3, max_batch: int = 1) -> Profile:
@@ -146,7 +147,7 @@ def make_profile(sizes: SizeOptions, channels: int = 3, max_batch: int = 1) -> P
 def trtexec_command(onnx_file: str, plan_file: str, profile: Profile, precision: str, workspace_mb: int,
                     timing_cache: str | None = None) -> str:
     """The trtexec command line that builds the same engine (for building on the target device by hand)."""
-    shape = lambda s: "lr:" + "x".join(map(str, s))  # noqa: E731
+    shape = lambda s: f"{INPUT_NAME}:" + "x".join(map(str, s))  # noqa: E731
     parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={plan_file}", f"--minShapes={shape(profile.min)}",
              f"--optShapes={shape(profile.opt)}", f"--maxShapes={shape(profile.max)}",
              f"--memPoolSize=workspace:{workspace_mb}M"]

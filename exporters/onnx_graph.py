@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from scnet_deploy.errors import ExportError
+from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.rewrites import DeployOptions, check_shift, to_deploy_form
 
-INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 EXPORTERS = {"dynamo": 18, "torchscript": 17}  # exporter -> default opset
 OPSETS = (17, 18)
