@@ -54,16 +54,13 @@ class Backend:
         if not self.available():
             raise BackendUnavailable(f"backend '{self.name}' needs the Python package '{self.distribution}', which is "
                                      f"not installed. Fix: {self.install}")
-        reason = self.check(precision) if precision else None
+        reason = importlib.import_module(self.module).check(precision) if precision else None
         if reason:
             raise BackendUnavailable(f"--format {self.format} --precision {precision}: {reason}.")
 
-    def check(self, precision: str, build_only: bool = False) -> str | None:
-        """Why this machine cannot build and run ``precision`` with this backend (None: it can). ``build_only``:
-        building is enough (a backend that builds without its dependency passes)."""
+    def check(self, precision: str) -> str | None:
+        """Why this machine cannot build and run ``precision`` with this backend (None: it can)."""
         if not self.available():
-            if build_only and self.builds_without_dependency:
-                return None
             return f"{self.distribution} is not installed ({self.install})"
         return importlib.import_module(self.module).check(precision)
 

@@ -107,7 +107,7 @@ def _remove_stale_temporaries(final: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _check(options: ExportOptions):
+def _check(options: ExportOptions) -> None:
     formats = options.formats()
     if not formats:
         raise ExportError("--format is empty; choose one or more of onnx, openvino, tensorrt, coreml.")
@@ -119,8 +119,7 @@ def _check(options: ExportOptions):
     if not (s.min[0] <= s.opt[0] <= s.max[0] and s.min[1] <= s.opt[1] <= s.max[1] and min(s.min) >= 1):
         raise ExportError(f"size range must satisfy 1 <= min <= opt <= max per dimension; got min {s.min}, opt {s.opt},"
                           f" max {s.max}.")
-    chosen = [backend_for_format(f) for f in formats]
-    for b in chosen:
+    for b in map(backend_for_format, formats):
         if options.precision not in b.precisions:
             raise ExportError(f"--precision {options.precision} is not offered by --format {b.format}; it offers "
                               f"{list(b.precisions)}.")
@@ -132,15 +131,12 @@ def _check(options: ExportOptions):
         from scnet_deploy.calibration.budget import check_budget
 
         check_budget(options.budget_db)
-    return chosen
 
 
 def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> ExportResult:
     """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
     _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
-    if options.precision == "int8":
-        ckpt.require_finite("calibrate")
     final = Path(options.output)
     final.parent.mkdir(parents=True, exist_ok=True)
     targets = [Target(fmt, options.precision) for fmt in options.formats()]

@@ -164,7 +164,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                            budget_db=options.budget_db,
                            tune=TuneOptions(options.optimize, size=max(options.shapes), runs=options.runs))
     built, skipped, failed, forms, int8 = {}, {}, {}, {}, {}
-    with build_session(ckpt, shared, engines, progress=lambda msg: say("", msg)) as session:
+    with build_session(ckpt, shared, engines) as session:  # its progress is set per engine below
         for label, target, reason in plan(options):
             if reason:
                 skipped[label] = reason

@@ -11,7 +11,6 @@ Every engine is verified here, once, the same way: the backend builds, then the 
 this machine cannot, what the backend offers in its place) against PyTorch FP32.
 """
 
-import collections
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,7 +60,6 @@ class BuildSession:
         self.progress = progress or (lambda message: None)
         self._onnx: dict = {}
         self._int8: dict = {}
-        self.made = collections.Counter()  # "onnx", "int8_data": what this session built (read by tests)
 
     def options_for(self, target: Target, form: DeployOptions | None = None):
         """The export options as ``target`` asks: its format, precision, autotuning and form."""
@@ -79,7 +77,6 @@ class BuildSession:
             path = self.scratch / f"form-{len(self._onnx)}.onnx"
             path.parent.mkdir(parents=True, exist_ok=True)
             r = build_onnx(self.checkpoint.model, onnx_options, path, self.checkpoint.spec.num_in_ch)
-            self.made["onnx"] += 1
             self._onnx[onnx_options] = {"path": path, "section": {
                 "options": options_dict(onnx_options), "simplifier": r.simplifier,
                 "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
@@ -91,14 +88,14 @@ class BuildSession:
             from scnet_deploy.calibration.budget import int8_data
 
             self.progress("calibration crops and hold-out")
-            self.checkpoint.require_finite("calibrate")
-            self.made["int8_data"] += 1
             self._int8[calib_options] = int8_data(calib_options, self.checkpoint.spec.scale)
         return self._int8[calib_options]
 
     def build(self, target: Target, workdir: Path) -> dict:
         """Build ``target`` into ``workdir`` (autotuned over forms where asked); returns its verified manifest fields,
         ``form`` included."""
+        if target.precision == "int8":  # before anything is built: NaN weights would fail verification first
+            self.checkpoint.require_finite("calibrate")
         options = self.options_for(target)
         if options.tune.optimize == "latency":
             from .autotune import build_fastest
