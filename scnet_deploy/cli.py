@@ -450,6 +450,8 @@ def _main() -> None:
         f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
+        if _interrupted:  # typer turns a KeyboardInterrupt into a silent Exit(130)
+            _exit_interrupted()
         if isinstance(code, int) and code:
             sys.exit(code)
     except KeyboardInterrupt:
@@ -471,6 +473,11 @@ def _main() -> None:
 
 def _exit_interrupted() -> None:
     err_console.print("interrupted; nothing half-written was left behind")
+    # A KeyboardInterrupt that passed through code a library ran from a string (exec/eval: dataclasses, namedtuple,
+    # lazy imports) set CPython's "unhandled KeyboardInterrupt" flag although we handled it; under `python -m` the
+    # interpreter would then kill itself with SIGINT after this exit (exit -2, not 130). Running any string resets
+    # that flag (run_eval_code_obj in CPython 3.8-3.13).
+    exec("")
     sys.exit(130)
 
 
