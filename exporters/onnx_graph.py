@@ -140,8 +140,9 @@ def ort_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def verify(onnx_path: Path, reference: torch.nn.Module, options: OnnxOptions, in_ch: int = 3, seed: int = 0) -> dict:
-    """Run the ONNX model in ONNX Runtime (CPU) and ``reference`` in PyTorch at each verify shape; raise on mismatch."""
+def verify(onnx_path: Path, reference, options: OnnxOptions, in_ch: int = 3, seed: int = 0) -> dict:
+    """Run the ONNX model in ONNX Runtime (CPU) and ``reference`` in PyTorch (a module, or ``ReferenceOutputs``) at
+    each verify shape; raise on mismatch."""
     from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
     from scnet_deploy.exporters.runner import verify_runner
     from scnet_deploy.options import RuntimeOptions
@@ -161,8 +162,10 @@ class OnnxResult:
     seconds: dict = field(default_factory=dict)
 
 
-def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_ch: int = 3) -> OnnxResult:
-    """Write the verified ONNX model of ``reference`` (the official-form SCNet) to ``path``."""
+def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_ch: int = 3,
+               reference_outputs=None) -> OnnxResult:
+    """Write the verified ONNX model of ``reference`` (the official-form SCNet) to ``path``; verified against
+    ``reference_outputs`` (``ReferenceOutputs`` of the same model, shared by a session) where given."""
     import onnx
 
     options.check()
@@ -185,7 +188,7 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
                           "rewrite. Report it with the manifest.")
     onnx.save(model, str(path))
     t0 = time.perf_counter()
-    report = verify(path, reference, options, in_ch)
+    report = verify(path, reference_outputs or reference, options, in_ch)
     timings["verify"] = time.perf_counter() - t0
     return OnnxResult(path, before, histogram(model), simplifier, report, {k: round(v, 3) for k, v in timings.items()})
 

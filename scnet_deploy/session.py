@@ -60,6 +60,16 @@ class BuildSession:
         self.progress = progress or (lambda message: None)
         self._onnx: dict = {}
         self._int8: dict = {}
+        self._reference = None
+
+    @property
+    def reference(self):
+        """The checkpoint's PyTorch FP32 outputs, each computed once a session (``ReferenceOutputs``)."""
+        if self._reference is None:
+            from scnet_deploy.exporters.runner import ReferenceOutputs
+
+            self._reference = ReferenceOutputs(self.checkpoint.model)
+        return self._reference
 
     def options_for(self, target: Target, form: DeployOptions | None = None):
         """The export options as ``target`` asks: its format, precision, autotuning and form."""
@@ -76,7 +86,8 @@ class BuildSession:
             self.progress(f"ONNX graph, form {onnx_options.deploy().name}: export, simplify, verify")
             path = self.scratch / f"form-{len(self._onnx)}.onnx"
             path.parent.mkdir(parents=True, exist_ok=True)
-            r = build_onnx(self.checkpoint.model, onnx_options, path, self.checkpoint.spec.num_in_ch)
+            r = build_onnx(self.checkpoint.model, onnx_options, path, self.checkpoint.spec.num_in_ch,
+                           reference_outputs=self.reference)
             self._onnx[onnx_options] = {"path": path, "section": {
                 "options": options_dict(onnx_options), "simplifier": r.simplifier,
                 "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
@@ -137,7 +148,7 @@ class BuildSession:
             size_range = fields.get("size_range") or {}
             shapes = ([(1, *size_range["min"]), (1, *size_range["opt"])] if size_range.get("min") else
                       self.options.onnx.verify_shapes)
-            report = verify_runner(runner, self.checkpoint.model, shapes, precision, spec.num_in_ch, inputs=inputs,
+            report = verify_runner(runner, self.reference, shapes, precision, spec.num_in_ch, inputs=inputs,
                                    int8=int8)
         if note:
             report["note"] = note
