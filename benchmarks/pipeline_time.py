@@ -13,8 +13,9 @@ def main(argv=None) -> int:
     out = Path((argv or sys.argv[1:] or ["pipeline-out"])[0])
     t0 = time.perf_counter()
 
-    def say(*parts):
-        print(f"{time.perf_counter() - t0:7.1f}", *[p for p in parts if p], flush=True)
+    def say(event):
+        kind = "" if event.kind == "step" else event.kind
+        print(f"{time.perf_counter() - t0:7.1f}", *[p for p in (kind, event.message) if p], flush=True)
 
     summary = pipeline(None, PipelineOptions(output=out), progress=say)
     print("total", round(time.perf_counter() - t0, 1), "s; recommendation:", summary["recommendation"])

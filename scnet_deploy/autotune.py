@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import ExportError, ScnetDeployError
 from .options import CANDIDATE_FORMS
+from .progress import Progress
 from .rewrites import DeployOptions
 
 OPTIMIZE = ("none", "latency")
@@ -101,7 +102,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
     candidates, built = {}, {}
     for i, name in enumerate(tune.candidates):
-        progress(f"{label}: building {name}")
+        progress(Progress(f"{label}: building {name}", done=i, total=len(tune.candidates)))
         cand_dir = scratch / f"{i}"
         cand_dir.mkdir(parents=True)
         t0 = time.perf_counter()
@@ -111,7 +112,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             candidates[name] = {"error": str(exc).splitlines()[0][:300]}
             continue
         build_s = time.perf_counter() - t0
-        progress(f"{label}: timing {name} at {size[0]}x{size[1]}")
+        progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=i, total=len(tune.candidates)))
         ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs)
         candidates[name] = {"median_ms": ms, "build_s": round(build_s, 2)}
         built[name] = (cand_dir, fields)
@@ -125,7 +126,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     top_two = sorted((n for n in built if candidates[n]["median_ms"] is not None),
                      key=lambda n: candidates[n]["median_ms"])[:2]
     if len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
-        progress(f"{label}: {' vs '.join(top_two)}, interleaved")
+        progress(Progress(f"{label}: {' vs '.join(top_two)}, interleaved"))
         for name, timing in _interleaved(module, {n: built[n] for n in top_two}, target.precision, x,
                                          tune.runs).items():
             candidates[name]["interleaved_ms"] = timing["median_ms"]
@@ -165,7 +166,8 @@ def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progre
     for tile in tune.tiles:
         if tile < max(x.shape[2:]):
             ways[str(tile)] = TiledRunner(runner, tile, spec.receptive_radius, spec.scale).infer
-    progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, interleaved")
+    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, "
+                      "interleaved"))
     return in_turn(ways, x, tune.runs, warmup=1)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import ScnetDeployError
 from .options import RuntimeOptions
+from .progress import Progress, reporter
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     plan += [(None, m, "official") for m in models]
     if not plan:
         raise ScnetDeployError("bench needs at least one MODEL (checkpoint or artifact directory).")
-    results = []
+    say, results = reporter(progress), []
     for label, path, form in plan:
         t0 = time.perf_counter()
         with open_model(path, options.runtime, form=form) as runner:
@@ -92,8 +93,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                      "precision": manifest.get("precision", "fp32"), "baseline": label is not None,
                      "load_s": load_s, "shapes": []}
             for shape in options.shapes:
-                if progress:
-                    progress(f"{entry['name']} at {shape[0]}x{shape[1]}")
+                say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}", done=len(results), total=len(plan)))
                 entry["shapes"].append(time_runner(runner, shape, options, scale))
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)

@@ -3,6 +3,7 @@
 User mistakes (ScnetDeployError) print one line and exit 2; anything else is a bug and keeps its traceback.
 """
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -152,8 +153,8 @@ def export_cmd(
         tensorrt=TensorRTOptions(workspace_mb=workspace, timing_cache=timing_cache, max_batch=max_batch),
         coreml=CoreMLOptions(shapes=coreml_shapes, enumerated=tuple(_parse_size(s) for s in coreml_sizes.split(",")),
                              deployment_target=coreml_target))
-    with console.status(f"exporting {checkpoint} ...") as status:
-        result = export(checkpoint, options, progress=lambda msg: status.update(msg))
+    with _progress_display(err_console, f"exporting {checkpoint}") as show:
+        result = export(checkpoint, options, progress=show)
     for fmt, m in result.manifests.items():
         console.print(f"[green]wrote[/green] {result.artifacts[fmt]} ({', '.join(m['files'])}, manifest.json)")
         if "onnx" in m:
@@ -234,8 +235,6 @@ def validate_cmd(
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
 ) -> None:
     """PSNR/SSIM-Y vs ground truth and drift vs the FP32 reference, for every model, side by side."""
-    from rich.progress import Progress
-
     from .options import RuntimeOptions
     from .validate import ValidateOptions, validate
 
@@ -243,13 +242,8 @@ def validate_cmd(
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
                               RuntimeOptions(threads=threads), visuals=report_dir)
-    with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task("validating", total=None)
-
-        def tick(total):
-            progress.update(task, total=total, advance=1)
-
-        result = validate(models or [], options, progress=tick)
+    with _progress_display(err_console, "validating") as show:
+        result = validate(models or [], options, progress=show)
     for d in result["datasets"]:
         table = Table(title=f"{d['name']} x{scale}: {d['images']} images")
         for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "max abs diff", "worst image"):
@@ -308,8 +302,8 @@ def bench_cmd(
 
     runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
     options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines, runtime)
-    with console.status("benchmarking ...") as status:
-        result = bench(models, options, progress=lambda msg: status.update(f"benchmarking {escape(msg)}"))
+    with _progress_display(err_console, "benchmarking") as show:
+        result = bench(models, options, progress=show)
 
     table = Table(title="latency")
     for col in ("model", "precision", "LR", "first ms", "median ms", "p90 ms", "p99 ms", "img/s", "MP/s", "vs eager"):
@@ -354,15 +348,12 @@ def upscale_cmd(
     threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
 ) -> None:
     """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit."""
-    from rich.progress import Progress
-
     from .options import RuntimeOptions
     from .upscale import UpscaleOptions, upscale
 
     options = UpscaleOptions(output, tile, overlap, max_memory, RuntimeOptions(threads=threads))
-    with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task("upscaling", total=None)
-        results = upscale(model, inputs, options, progress=lambda r: progress.advance(task))
+    with _progress_display(err_console, "upscaling") as show:
+        results = upscale(model, inputs, options, progress=show)
     for r in results:
         flags = [f for f in ("nonfinite", "collapsed") if r[f]]
         note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
@@ -386,28 +377,12 @@ def pipeline_cmd(
                                  "--optimize); none: the default form."),
 ) -> None:
     """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from .pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, tuple(dataset) if dataset else None, calib_data, calib_count, budget,
                               _parse_shapes(shape), runs, _parse_list(formats), optimize)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("starting", total=None)
-
-        def say(stage, what, detail=None):
-            if _interrupted:  # an export that turned the interrupt into its own error must not go on to the next
-                raise KeyboardInterrupt
-            if stage == "skip":
-                bar.console.print(f"[yellow]skip[/yellow] {what}: {escape(detail)}")
-            elif stage == "failed":
-                bar.console.print(f"[red]failed[/red] {what}: {escape(detail)}")
-            elif stage == "built":
-                bar.console.print(f"[green]built[/green] {what}" + (f" ({escape(detail)})" if detail else ""))
-            else:
-                bar.update(task, description=f"{stage} {what}")
-
-        summary = pipeline(checkpoint, options, progress=say)
+    with _progress_display(console, "starting", transient=False) as show:
+        summary = pipeline(checkpoint, options, progress=show)
     best = summary["recommendation"]
     if best:
         console.print(f"[bold]recommendation:[/bold] {escape(best['name'])} ({best['precision']}), "
@@ -419,6 +394,29 @@ def pipeline_cmd(
 
 
 _interrupted = False
+
+OUTCOME_STYLE = {"built": "[green]built[/green]", "skipped": "[yellow]skip[/yellow]", "failed": "[red]failed[/red]"}
+
+
+@contextlib.contextmanager
+def _progress_display(on: Console, first: str, transient: bool = True):
+    """The one display of every verb's ``Progress`` events: a spinner with the current step (and a count where the
+    work is counted), the time so far, and a line of its own for each outcome (built, skipped, failed)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=on, transient=transient) as bar:
+        task = bar.add_task(escape(first), total=None)
+
+        def show(event) -> None:
+            if _interrupted:  # a library turned the interrupt into its own error: do not go on to the next step
+                raise KeyboardInterrupt
+            if event.kind in OUTCOME_STYLE:
+                bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(event.message)}")
+            else:
+                bar.update(task, description=escape(event.message), total=event.total, completed=event.done or 0)
+
+        yield show
 
 
 def _terminate(signum, frame):

@@ -21,6 +21,7 @@ from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
 from .manifest import MANIFEST_NAME, io_record, tool_versions, write_manifest
 from .options import PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
+from .progress import Progress
 from .session import BuildSession, Target
 
 
@@ -167,7 +168,7 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path) ->
     ckpt = session.checkpoint
     try:
         for target in targets:
-            session.progress(f"building {target.format} ({target.precision})")
+            session.progress(Progress(f"building {target.format} ({target.precision})"))
             workdir = tmp if len(targets) == 1 else tmp / target.format
             workdir.mkdir(exist_ok=True)
             fields = session.build(target, workdir)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScnetDeployError
+from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
 from .rewrites import DeployOptions
 from .session import Target
 
@@ -148,7 +149,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     from .validate import ValidateOptions, validate
 
     t_start = time.perf_counter()
-    say = progress or (lambda *a, **k: None)
+    say = reporter(progress)
     ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()
     ckpt = load_checkpoint(ckpt_path)
     scale = ckpt.spec.scale
@@ -168,15 +169,15 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
         for label, target, reason in plan(options):
             if reason:
                 skipped[label] = reason
-                say("skip", label, reason)
+                say(Progress(f"{label}: {reason}", SKIPPED))
                 continue
-            say("export", label)
-            session.progress = lambda msg, label=label: say(f"{label}:", msg)
+            say(Progress(f"export {label}"))
+            session.progress = lambda event, label=label: say(event.prefixed(label))
             try:
                 result = write_artifact(session, [target], engines / label)
             except ScnetDeployError as exc:
                 failed[label] = str(exc)
-                say("failed", label, str(exc))
+                say(Progress(f"{label}: {exc}", FAILED))
                 continue
             verification = result.manifest["verification"]
             forms[label] = autotune_summary(result.manifest)
@@ -184,16 +185,16 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                 int8[label] = result.manifest["int8"]
             if verification.get("passed") is None:  # built, cannot run here (Core ML off macOS, TensorRT w/o GPU)
                 skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
-                say("built", label, skipped[label])
+                say(Progress(f"{label} ({skipped[label]})", BUILT))
             else:
                 built[label] = result.directory
-                say("built", label, None)
+                say(Progress(label, BUILT))
     runnable = list(built.values())
-    say("validate", f"{len(runnable) + 1} models")
     validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
-                                                                  budget_db=options.budget_db, visuals=out))
-    say("bench", f"{len(runnable)} engines + baselines at {len(options.shapes)} sizes")
-    timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1, reference=ckpt_path))
+                                                                  budget_db=options.budget_db, visuals=out),
+                          progress=say)
+    timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1, reference=ckpt_path),
+                   progress=lambda event: say(event.prefixed("bench")))
     best = recommend(validation, timing, options.budget_db)
     elapsed = time.perf_counter() - t_start
     summary = {"int8": {k: {f: v[f] for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .checkpoint import Checkpoint
+from .progress import Progress, reporter
 from .rewrites import DeployOptions
 
 
@@ -57,7 +58,7 @@ class BuildSession:
         self.checkpoint = checkpoint
         self.options = options  # ExportOptions: what every target shares (sizes, calibration, budget, tuning)
         self.scratch = Path(scratch)
-        self.progress = progress or (lambda message: None)
+        self.progress = reporter(progress)  # receives Progress events
         self._onnx: dict = {}
         self._int8: dict = {}
         self._reference = None
@@ -83,7 +84,7 @@ class BuildSession:
         if onnx_options not in self._onnx:
             from scnet_deploy.exporters.onnx_graph import build_onnx, options_dict
 
-            self.progress(f"ONNX graph, form {onnx_options.deploy().name}: export, simplify, verify")
+            self.progress(Progress(f"ONNX graph, form {onnx_options.deploy().name}: export, simplify, verify"))
             path = self.scratch / f"form-{len(self._onnx)}.onnx"
             path.parent.mkdir(parents=True, exist_ok=True)
             r = build_onnx(self.checkpoint.model, onnx_options, path, self.checkpoint.spec.num_in_ch,
@@ -98,7 +99,7 @@ class BuildSession:
         if calib_options not in self._int8:
             from scnet_deploy.calibration.budget import int8_data
 
-            self.progress("calibration crops and hold-out")
+            self.progress(Progress("calibration crops and hold-out"))
             self._int8[calib_options] = int8_data(calib_options, self.checkpoint.spec.scale)
         return self._int8[calib_options]
 

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import ScnetDeployError
 from .images import IMAGE_SUFFIXES, WRITE_SUFFIXES, list_images, read_image, round_to_bits, write_image
 from .options import RuntimeOptions
+from .progress import Progress, reporter
 from .tiling import auto_tile, run_tiled
 
 
@@ -60,6 +61,7 @@ def _destinations(files: list[Path], output: Path, scale: int) -> list[Path]:
 def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions, progress=None) -> list[dict]:
     from .runtime import open_model
 
+    say = reporter(progress)
     files = _inputs([Path(p) for p in inputs])
     with open_model(model, options.runtime) as runner:
         arch = runner.arch
@@ -108,6 +110,5 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
             report["collapsed"] = bool(colour_out.max() == colour_out.min())
             write_image(dst, out, bits)
             results.append(report)
-            if progress:
-                progress(report)
+            say(Progress(f"upscaled {src.name}", done=len(results), total=len(files)))
     return results

@@ -19,6 +19,7 @@ from .errors import ScnetDeployError
 from .images import to_float_chw, to_u8_hwc
 from .metrics import psnr_ssim_y
 from .options import RuntimeOptions
+from .progress import Progress, reporter
 from .resize import imresize_u8
 
 PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialiased); output clipped to [0,1] and "
@@ -80,8 +81,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress) -> tuple[dict, lis
         row = {"name": pair.name, "psnr_y": p, "ssim_y": s, **_flags(out)}
         outputs.append(out)
         per_image.append(row)
-        if progress:
-            progress()
+        progress()
     if ref_outputs is not None:
         for row, out, ref in zip(per_image, outputs, ref_outputs):
             a, b = np.clip(np.nan_to_num(out), 0, 1), np.clip(ref, 0, 1)
@@ -199,7 +199,11 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
         raise ScnetDeployError("--budget needs an FP32 reference: pass the checkpoint as a MODEL or with --reference.")
     order = ([ref_path] if ref_path is not None and ref_path not in models else []) + models
     total = sum(len(p) for p in sets) * (len(order) + int(options.bicubic))
-    tick = (lambda: progress(total)) if progress else None
+    say, done = reporter(progress), [0]
+
+    def tick():
+        done[0] += 1
+        say(Progress("validating", done=done[0], total=total))
     keep = options.visuals is not None
     per_model, outputs, ref_outputs = [], [], [None] * len(sets)
     for path in order:
