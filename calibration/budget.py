@@ -23,6 +23,45 @@ class BudgetNotMet(ScnetDeployError):
     """Even with every layer kept in float the drift is over budget."""
 
 
+class BudgetAbandoned(ScnetDeployError):
+    """A budget loop stopped early on a ``SpeedLimit``: its engine, over budget, was already slower than the limit
+    (or, with no limit yet, only its all-INT8 speed was asked for). ``ms``: that engine's time."""
+
+    def __init__(self, message: str, ms: float) -> None:
+        super().__init__(message)
+        self.ms = ms
+
+
+@dataclass(frozen=True)
+class SpeedLimit:
+    """For the latency autotuner: a candidate whose INT8 engine is over budget and already slower than ``ms`` (the
+    fastest candidate within budget so far) cannot win, and keeping more layers in float only makes it slower, so
+    its budget loop stops. ``ms=None``: no candidate is within budget yet; stop at the first try over budget and
+    report its speed (the autotuner comes back to it). Timed at ``x`` (median of ``runs`` after one warm-up)."""
+
+    ms: float | None
+    x: np.ndarray
+    runs: int = 3
+    margin: float = 1.1  # slower than the limit by this factor: timing noise must not abandon a winner
+
+    def check(self, infer, float_layers: int, drift_db: float) -> None:
+        import statistics
+        import time
+
+        infer(self.x)
+        times = []
+        for _ in range(self.runs):
+            t0 = time.perf_counter()
+            infer(self.x)
+            times.append(time.perf_counter() - t0)
+        ms = statistics.median(times) * 1e3
+        over = f"over budget ({drift_db:+.3f} dB) with {float_layers} layer(s) in float, {ms:.1f} ms"
+        if self.ms is None:
+            raise BudgetAbandoned(f"{over}; set aside until a candidate within budget is timed", ms)
+        if ms > self.margin * self.ms:
+            raise BudgetAbandoned(f"{over}: already slower than {self.ms:.1f} ms, the fastest within budget", ms)
+
+
 def check_budget(budget_db: float | None) -> None:
     """``None`` is an explicit opt-out (recorded); otherwise a loss in dB, >= 0."""
     if budget_db is not None and not (budget_db >= 0 and np.isfinite(budget_db)):
@@ -94,19 +133,27 @@ def _try(float_layers: int, drift: dict) -> dict:
 
 
 def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measure: Callable[[object], dict],
-                           rank: Callable[[object], list[str]], budget_db: float | None) -> dict:
+                           rank: Callable[[object], list[str]], budget_db: float | None,
+                           too_slow: Callable[[object, int, float], None] | None = None) -> dict:
     """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', ...}`` (negative = worse),
     ``rank(model)`` -> convs, most sensitive first. Returns the chosen model, its measurement, the layers kept in
-    float and every try."""
+    float and every try. ``too_slow(model, float_layers, drift_db)`` (a ``SpeedLimit`` check) is asked after each
+    try over budget and raises ``BudgetAbandoned`` to stop."""
     check_budget(budget_db)
+
+    def over(drift) -> bool:
+        return budget_db is not None and drift["mean_db"] < -budget_db
+
     exclude: tuple[str, ...] = ()
     model = quantize(exclude)
     drift = measure(model)
     tries = [_try(0, drift)]
-    if budget_db is not None and drift["mean_db"] < -budget_db:
+    if over(drift):
+        if too_slow is not None:
+            too_slow(model, 0, drift["mean_db"])
         ranking = rank(model)
         k = 1
-        while drift["mean_db"] < -budget_db:
+        while over(drift):
             if k > len(ranking):
                 raise BudgetNotMet(f"INT8 mean drift {drift['mean_db']:.3f} dB on the hold-out is over the {budget_db} "
                                    f"dB budget even with all {len(ranking)} convolutions kept in float; raise --budget,"
@@ -116,6 +163,8 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
             drift = measure(model)
             tries.append(_try(k, drift))
             k = len(ranking) + 1 if k == len(ranking) else min(2 * k, len(ranking))
+            if over(drift) and too_slow is not None and k <= len(ranking):
+                too_slow(model, len(exclude), drift["mean_db"])
     return {"model": model, "drift": drift, "float_layers": list(exclude), "budget_db": budget_db, "tries": tries}
 
 

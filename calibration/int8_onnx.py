@@ -4,7 +4,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from scnet_deploy.calibration.budget import Int8Data, Quantized, int8_section, quantize_within_budget
+from scnet_deploy.calibration.budget import Int8Data, Quantized, SpeedLimit, int8_section, quantize_within_budget
 from scnet_deploy.calibration.onnxruntime_int8 import layer_sensitivity, quantize_onnx
 
 
@@ -16,9 +16,9 @@ def onnx_infer(path: Path):
 
 
 def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, budget_db: float | None,
-                    symmetric_activations: bool) -> Quantized:
+                    symmetric_activations: bool, speed_limit: SpeedLimit | None = None) -> Quantized:
     """Write the INT8 QDQ model of the verified FP32 ONNX ``fp32`` to ``out_path``, within ``budget_db`` on
-    ``data``'s hold-out."""
+    ``data``'s hold-out. ``speed_limit`` (ONNX Runtime engines only): see ``budget.SpeedLimit``."""
     calib, baseline = data.calib, data.baseline(onnx_infer(fp32))
     with tempfile.TemporaryDirectory() as tmp:
         details = {}
@@ -30,7 +30,8 @@ def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, budget_db: float
 
         result = quantize_within_budget(
             quantize, lambda p: baseline.measure(onnx_infer(p)),
-            lambda p: [name for name, _ in layer_sensitivity(fp32, p, calib.arrays[:4])], budget_db)
+            lambda p: [name for name, _ in layer_sensitivity(fp32, p, calib.arrays[:4])], budget_db,
+            None if speed_limit is None else lambda p, *tried: speed_limit.check(onnx_infer(p), *tried))
         shutil.copyfile(result["model"], out_path)
     quantization = {k: v for k, v in details.items() if k != "float_convs"}
     return Quantized(out_path, int8_section(calib, data.options, baseline, result, quantization))

@@ -13,8 +13,8 @@ covers exactly [0, 1], and the image-space path (bilinear skip, residual add) st
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import Int8Data, Quantized, int8_section, quantize_within_budget, \
-    rank_by_added_error
+from scnet_deploy.calibration.budget import Int8Data, Quantized, SpeedLimit, int8_section, \
+    quantize_within_budget, rank_by_added_error
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
 PRESETS = ("mixed", "performance")
@@ -165,9 +165,9 @@ DEFAULT_SETTINGS = {"preset": "performance", "ranges": "minmax", "bias_correctio
 
 
 def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
-                settings: dict = DEFAULT_SETTINGS) -> Quantized:
+                settings: dict = DEFAULT_SETTINGS, speed_limit: SpeedLimit | None = None) -> Quantized:
     """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``) within ``budget_db`` on ``data``'s
-    hold-out; the result's model is the quantized ``ov.Model``."""
+    hold-out; the result's model is the quantized ``ov.Model``. ``speed_limit``: see ``budget.SpeedLimit``."""
     import logging
 
     import nncf
@@ -189,7 +189,8 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
 
     result = quantize_within_budget(
         quantize, lambda m: baseline.measure(_ov_infer(m, config)),
-        lambda m: [n for n, _ in layer_sensitivity(model, m, calib.arrays[:4], config)], budget_db)
+        lambda m: [n for n, _ in layer_sensitivity(model, m, calib.arrays[:4], config)], budget_db,
+        None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried))
     quantized = result["model"]
     float_layers = float_convolutions(quantized)
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]

@@ -23,7 +23,7 @@ def build(ctx, workdir: Path) -> dict:
         from scnet_deploy.calibration.int8_onnx import build_int8_onnx
 
         quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.budget_db,
-                                    symmetric_activations=False)
+                                    symmetric_activations=False, speed_limit=ctx.speed_limit)
         return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section}
     shutil.copyfile(hub["path"], workdir / MODEL_FILE)
     # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.

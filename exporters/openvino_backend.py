@@ -102,7 +102,8 @@ def build(ctx, workdir: Path) -> dict:
     if precision == "int8":
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
-        quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options))
+        quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options),
+                                speed_limit=ctx.speed_limit)
         model, int8 = quantized.model, quantized.section
     ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
     with OpenVINORunner(workdir / XML, precision, options) as runner:  # what the CPU plugin makes of the hint

@@ -89,9 +89,19 @@ def _time_artifact(module, directory: Path, fields: dict, precision: str, x: np.
         return None, str(exc).splitlines()[0][:300]
 
 
+# INT8 engines whose budget loop the autotuner may stop early (calibration.budget.SpeedLimit): those it times here.
+SPEED_LIMITED = ("onnx", "openvino")
+
+
 def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     """Build ``target`` in ``session`` once per candidate form, time each, move the fastest into ``workdir``;
-    returns its manifest fields plus ``autotune`` (the record of every candidate)."""
+    returns its manifest fields plus ``autotune`` (the record of every candidate).
+
+    INT8 (ONNX Runtime, OpenVINO): keeping layers in float only makes an engine slower, so a candidate over budget
+    whose engine is already slower than the fastest candidate within budget cannot win. Each candidate is first
+    quantized once; those over budget are set aside with their all-INT8 speed, then taken up fastest first, their
+    budget loops stopped as soon as they are slower than the best within budget (``SpeedLimit``)."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit
     from scnet_deploy.exporters.registry import backend_for_format
 
     options = session.options_for(target)
@@ -100,17 +110,26 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         f"autotune {target.format} {target.precision}"
     size = tuple(tune.size or options.sizes.opt)
     x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
-    candidates, built = {}, {}
-    for i, name in enumerate(tune.candidates):
+    limited = target.precision == "int8" and target.format in SPEED_LIMITED
+    candidates, built, set_aside = {}, {}, []
+
+    def build_and_time(i: int, name: str, limit) -> bool:
+        """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
         progress(Progress(f"{label}: building {name}", done=i, total=len(tune.candidates)))
         cand_dir = scratch / f"{i}"
+        shutil.rmtree(cand_dir, ignore_errors=True)
         cand_dir.mkdir(parents=True)
         t0 = time.perf_counter()
         try:
-            fields = session.build_form(target, DeployOptions.from_name(name), cand_dir)
+            fields = session.build_form(target, DeployOptions.from_name(name), cand_dir, speed_limit=limit)
+        except BudgetAbandoned as exc:
+            candidates[name] = {"median_ms": None, "over_budget_ms": round(exc.ms, 2), "abandoned": str(exc)}
+            if limit.ms is None:
+                set_aside.append(name)
+            return True
         except ScnetDeployError as exc:
             candidates[name] = {"error": str(exc).splitlines()[0][:300]}
-            continue
+            return True
         build_s = time.perf_counter() - t0
         progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=i, total=len(tune.candidates)))
         ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs)
@@ -118,10 +137,24 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         built[name] = (cand_dir, fields)
         if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
             candidates[name]["not_timed"] = reason
+            return False
+        return True
+
+    for i, name in enumerate(tune.candidates):
+        if not build_and_time(i, name, SpeedLimit(None, x) if limited else None):
             break
+    for name in sorted(set_aside, key=lambda n: candidates[n]["over_budget_ms"]):
+        best_ms = min((c["median_ms"] for c in candidates.values() if c.get("median_ms") is not None), default=None)
+        limit = SpeedLimit(best_ms, x) if best_ms is not None else None  # none within budget yet: the whole loop
+        if best_ms is not None and candidates[name]["over_budget_ms"] > limit.margin * best_ms:
+            candidates[name]["abandoned"] = (f"over budget all-INT8, and already then slower "
+                                             f"({candidates[name]['over_budget_ms']:.1f} ms) than {best_ms:.1f} ms, "
+                                             "the fastest within budget")
+            continue
+        build_and_time(tune.candidates.index(name), name, limit)
     if not built:
         raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
-                          + "; ".join(f"{n}: {c['error']}" for n, c in candidates.items()))
+                          + "; ".join(f"{n}: {c.get('error') or c.get('abandoned')}" for n, c in candidates.items()))
     best = fastest(candidates) or next(iter(built))
     top_two = sorted((n for n in built if candidates[n]["median_ms"] is not None),
                      key=lambda n: candidates[n]["median_ms"])[:2]
@@ -132,8 +165,9 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             candidates[name]["interleaved_ms"] = timing["median_ms"]
         best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
-    record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs, "candidates": candidates,
-              "chosen": best, "tile": None}
+    record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs,
+              "candidates": {n: candidates[n] for n in tune.candidates if n in candidates}, "chosen": best,
+              "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
         with _load(module, cand_dir, fields, target.precision) as runner:
             record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress)

@@ -105,6 +105,7 @@ def autotune_summary(manifest: dict) -> dict:
     cands = tuned.get("candidates", {})
     return {"form": manifest.get("form"), "tile": tuned.get("tile"), "target_lr_size": tuned.get("target_lr_size"),
             "candidates_ms": {name: c.get("median_ms") for name, c in cands.items()},
+            "abandoned": {name: c["abandoned"] for name, c in cands.items() if "abandoned" in c},
             "interleaved_ms": {name: c["interleaved_ms"] for name, c in cands.items() if "interleaved_ms" in c}}
 
 
@@ -127,8 +128,9 @@ def form_lines(forms: dict) -> list[str]:
     for label, f in forms.items():
         line = f"- `{label}`: {f['form']}" + (f", tiles of {f['tile']} LR px" if f.get("tile") else "")
         if f["candidates_ms"]:
-            line += " (tried: " + ", ".join(f"{n} {ms:.1f}" if ms is not None else f"{n} not timed"
-                                            for n, ms in f["candidates_ms"].items())
+            line += " (tried: " + ", ".join(
+                f"{n} {ms:.1f}" if ms is not None else f"{n} over budget, stopped" if n in f.get("abandoned", {})
+                else f"{n} not timed" for n, ms in f["candidates_ms"].items())
             if f["interleaved_ms"]:
                 line += "; the two fastest again, interleaved: " + ", ".join(
                     f"{n} {ms:.1f}" for n, ms in f["interleaved_ms"].items())

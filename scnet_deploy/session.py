@@ -38,6 +38,9 @@ class BuildContext:
     checkpoint: Checkpoint
     options: "object"  # ExportOptions
     session: "BuildSession"
+    # The autotuner's calibration.budget.SpeedLimit for an INT8 candidate, honoured by the backends whose engine it
+    # times (ONNX Runtime, OpenVINO); None: the budget loop runs to the end.
+    speed_limit: "object" = None
 
     def onnx(self) -> dict:
         """{'path': the verified model.onnx of this form, 'section': its manifest section}; built once a session."""
@@ -115,13 +118,14 @@ class BuildSession:
             return build_fastest(self, target, workdir, self.scratch / f"{target.format}-{target.precision}")
         return self.build_form(target, options.onnx.deploy(), workdir)
 
-    def build_form(self, target: Target, form: DeployOptions, workdir: Path) -> dict:
-        """Build ``target`` in one deploy ``form``, then verify it."""
+    def build_form(self, target: Target, form: DeployOptions, workdir: Path, speed_limit=None) -> dict:
+        """Build ``target`` in one deploy ``form``, then verify it (``speed_limit``: see ``BuildContext``)."""
         from scnet_deploy.exporters.registry import backend_for_format
 
         backend = backend_for_format(target.format)
         module = backend.impl(building=True)
-        fields = module.build(BuildContext(self.checkpoint, self.options_for(target, form), self), workdir)
+        fields = module.build(BuildContext(self.checkpoint, self.options_for(target, form), self, speed_limit),
+                              workdir)
         if "verification" not in fields:  # ONNX Runtime FP32 is the hub graph, verified when it was built
             fields["verification"] = self.verify(module, target.precision, workdir, fields)
         return {**fields, "form": form.name}

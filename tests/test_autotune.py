@@ -131,3 +131,42 @@ def test_an_engine_that_cannot_run_here_keeps_the_first_form_and_says_why(tmp_pa
     assert list(record["candidates"]) == ["dwconv"] and record["chosen"] == "dwconv"
     assert "macOS" in record["candidates"]["dwconv"]["not_timed"]
 
+
+
+def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_the_best_within_budget(
+        tmp_path, monkeypatch):
+    """The orchestration, with builds and timings scripted: A is within budget at 100 ms; B, C, D are over budget
+    all-INT8 at 80, 150 and 95 ms. B (fastest) is taken up first with the limit 100 and ends within budget at 90;
+    D is taken up with the limit 90 and its loop stops; C is not rebuilt at all (150 > 1.1 x 90)."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned
+    from scnet_deploy.session import BuildSession
+
+    all_int8 = {"slice": None, "dwconv": 80.0, "fold": 150.0, "slice+conv_before_upsample": 95.0}
+    within = {"slice": 100.0, "dwconv": 90.0}
+    calls = []
+
+    def build_form(self, target, form, workdir, speed_limit=None):
+        calls.append((form.name, None if speed_limit is None else speed_limit.ms))
+        (workdir / "model.onnx").write_bytes(form.name.encode())
+        if all_int8[form.name] is not None and (speed_limit.ms is None or form.name not in within):
+            raise BudgetAbandoned(f"{form.name} over budget", all_int8[form.name])
+        return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
+
+    def time_artifact(module, directory, fields, precision, x, runs):
+        return within[fields["form"]], None
+
+    def interleaved(module, artifacts, precision, x, runs):
+        return {name: {"median_ms": within[name]} for name in artifacts}
+
+    monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(autotune, "_time_artifact", time_artifact)
+    monkeypatch.setattr(autotune, "_interleaved", interleaved)
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", precision="int8", tune=TuneOptions(
+        "latency", tuple(all_int8), size=(8, 8), runs=1, tiles=())))
+    assert calls == [("slice", None), ("dwconv", None), ("fold", None), ("slice+conv_before_upsample", None),
+                     ("dwconv", 100.0), ("slice+conv_before_upsample", 90.0)]
+    record = result.manifest["autotune"]
+    assert record["chosen"] == "dwconv" and (tmp_path / "a" / "model.onnx").read_bytes() == b"dwconv"
+    assert {n for n, c in record["candidates"].items() if "abandoned" in c} == {"fold", "slice+conv_before_upsample"}
+    assert "150.0 ms" in record["candidates"]["fold"]["abandoned"]

@@ -486,3 +486,37 @@ def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_pa
                                                         tiles=())))
     assert {m["form"] for m in tuned.manifests.values()} <= {"dwconv", "slice"}
     assert counts == {"torch_to_onnx": 2, "calibration_set": 1, "holdout_set": 1}
+
+
+def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
+    import time
+
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    slow = lambda x: time.sleep(0.03)  # noqa: E731
+    fast = lambda x: None  # noqa: E731
+    with pytest.raises(BudgetAbandoned, match="set aside") as info:
+        SpeedLimit(None, x, runs=1).check(fast, 0, -0.3)  # no limit yet: report the speed, go no further
+    assert info.value.ms < 5
+    SpeedLimit(10.0, x, runs=1).check(fast, 1, -0.3)  # faster than the limit: go on
+    with pytest.raises(BudgetAbandoned, match="slower than 10.0 ms"):
+        SpeedLimit(10.0, x, runs=1).check(slow, 1, -0.3)
+    # in the loop: every try over budget is checked; each float layer adds 10 ms and 0.1 dB
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):
+        return {"mean_db": -0.9 + 0.1 * k, "worst_image": {"drift_db": -0.9 + 0.1 * k}}
+
+    speed = lambda k, *tried: SpeedLimit(25.0, x, runs=1, margin=1.0).check(  # noqa: E731
+        lambda _: time.sleep(0.01 * k), *tried)
+    with pytest.raises(BudgetAbandoned):
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1, speed)
+    assert tries == [0, 1, 2, 4]  # 40 ms with 4 in float: stopped there, not at 8
+    tries.clear()
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)
+    assert tries == [0, 1, 2, 4, 8] and result["float_layers"] == list("abcdefgh")  # no limit: to the end
