@@ -1,5 +1,6 @@
 """``--optimize latency``: build every candidate deploy form for one backend and precision, verify each (the
-backend's own build does, before it returns), time each at the target size on this machine, keep the fastest.
+backend's own build does, before it returns), time each at the target size on this machine (a screening run of
+half the runs each, then the two fastest again in turn with every run), keep the fastest.
 
 Then, on the winner, exact tiling (halo >= the receptive radius) is timed at a few tile sizes: where running the
 engine tile by tile is faster than the whole image (the HR tail is memory-bound on some CPUs), the tile is recorded
@@ -29,7 +30,9 @@ class TuneOptions:
     optimize: str = "none"  # "latency": build and time the candidates
     candidates: tuple[str, ...] = CANDIDATE_FORMS
     size: tuple[int, int] | None = None  # LR (height, width) to time at; None: the export's --opt-size
-    runs: int = 5  # timed runs per candidate, after 2 warm-up runs; the median decides
+    # timed runs of the two fastest candidates in turn and of the tiles (the medians decide); each candidate is
+    # first screened alone with half as many (rounded up) after one warm-up run
+    runs: int = 5
     tiles: tuple[int, ...] = (128, 256)  # LR tile sides tried on the winner; () tries none
 
     def check(self) -> None:
@@ -43,14 +46,18 @@ class TuneOptions:
             raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
 
 
-def in_turn(infers: dict, x: np.ndarray, runs: int, warmup: int = 2) -> dict:
+DROP_ABOVE = 1.3  # in turn: a way this much slower than the best median after two timed rounds cannot win; stop it
+
+
+def in_turn(infers: dict, x: np.ndarray, runs: int, warmup: int = 2, drop_above: float | None = DROP_ABOVE) -> dict:
     """Time several ways of running ``x`` one run each in turn, so a slow spell of the machine hits all alike:
-    {name: {"median_ms": ...}} after ``warmup`` untimed rounds, or {name: {"error": ...}} for a way that raised a
-    user-facing error (a tile smaller than the engine's minimum input, say)."""
-    times, errors = {name: [] for name in infers}, {}
+    {name: {"median_ms": ..., "runs": n}} after ``warmup`` untimed rounds, or {name: {"error": ...}} for a way
+    that raised a user-facing error (a tile smaller than the engine's minimum input, say). From the second timed
+    round on, a way whose fastest run is over ``drop_above`` times the best median is not run again."""
+    times, errors, dropped = {name: [] for name in infers}, {}, set()
     for round_ in range(warmup + runs):
         for name, infer in infers.items():
-            if name in errors:
+            if name in errors or name in dropped:
                 continue
             try:
                 t0 = time.perf_counter()
@@ -59,11 +66,15 @@ def in_turn(infers: dict, x: np.ndarray, runs: int, warmup: int = 2) -> dict:
                     times[name].append(time.perf_counter() - t0)
             except ScnetDeployError as exc:
                 errors[name] = str(exc).splitlines()[0][:300]
-    return {name: {"error": errors[name]} if name in errors else {"median_ms": statistics.median(t) * 1e3}
-            for name, t in times.items()}
+        if drop_above is not None and round_ >= warmup + 1:
+            medians = [statistics.median(t) for n, t in times.items() if t and n not in errors]
+            best = min(medians, default=None)
+            dropped |= {n for n, t in times.items() if t and best is not None and min(t) > drop_above * best}
+    return {name: {"error": errors[name]} if name in errors else
+            {"median_ms": statistics.median(t) * 1e3, "runs": len(t)} for name, t in times.items()}
 
 
-def median_ms(infer, x: np.ndarray, runs: int, warmup: int = 2) -> float:
+def median_ms(infer, x: np.ndarray, runs: int, warmup: int = 1) -> float:
     timing = in_turn({"it": infer}, x, runs, warmup)["it"]
     if "error" in timing:
         raise ScnetDeployError(timing["error"])
@@ -84,7 +95,7 @@ def _time_artifact(module, directory: Path, fields: dict, precision: str, x: np.
     """(median ms, None) or (None, reason) when this machine cannot run the artifact."""
     try:
         with _load(module, directory, fields, precision) as runner:
-            return median_ms(runner.infer, x, runs), None
+            return median_ms(runner.infer, x, -(-runs // 2)), None  # screening: half the runs
     except ScnetDeployError as exc:  # TensorRT without a GPU, Core ML off macOS, ...
         return None, str(exc).splitlines()[0][:300]
 
@@ -166,6 +177,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
     record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs,
+              "screening_runs": -(-tune.runs // 2),
               "candidates": {n: candidates[n] for n in tune.candidates if n in candidates}, "chosen": best,
               "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:

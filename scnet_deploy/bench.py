@@ -24,7 +24,8 @@ class BenchOptions:
     seconds: float | None = None  # measure for this long instead of a run count
     warmup: int = 2
     batch: int = 1
-    baselines: bool = True  # PyTorch official-form eager and deploy-form of the models' checkpoint
+    baselines: bool = True  # PyTorch eager baselines of the models' checkpoint, in ``baseline_forms``
+    baseline_forms: tuple[str, ...] = ("official", "dwconv")  # the official form first: every ratio is against it
     reference: Path | None = None  # the checkpoint of the baselines; None: the first among (or named by) the models
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
@@ -78,7 +79,10 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     plan = []  # (label, path, form)
     base = (options.reference or find_checkpoint(models)) if options.baselines else None
     if base is not None:
-        plan += [("pytorch official eager", base, "official"), ("pytorch deploy form (dwconv)", base, "dwconv")]
+        labels = {"official": "pytorch official eager", "dwconv": "pytorch deploy form (dwconv)"}
+        if not set(options.baseline_forms) <= set(labels):
+            raise ScnetDeployError(f"baseline forms {list(options.baseline_forms)}: choose among {list(labels)}.")
+        plan += [(labels[form], base, form) for form in options.baseline_forms]
     plan += [(None, m, "official") for m in models]
     if not plan:
         raise ScnetDeployError("bench needs at least one MODEL (checkpoint or artifact directory).")

@@ -195,7 +195,10 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
                                                                   budget_db=options.budget_db, visuals=out),
                           progress=say)
-    timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1, reference=ckpt_path),
+    # One PyTorch baseline, the official eager model every speed-up is against (bench alone also times the
+    # deploy form in eager: it runs no faster, README's bench table shows, and costs ~20 s here).
+    timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1, reference=ckpt_path,
+                                          baseline_forms=("official",)),
                    progress=lambda event: say(event.prefixed("bench")))
     best = recommend(validation, timing, options.budget_db)
     elapsed = time.perf_counter() - t_start

@@ -170,3 +170,25 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
     assert record["chosen"] == "dwconv" and (tmp_path / "a" / "model.onnx").read_bytes() == b"dwconv"
     assert {n for n, c in record["candidates"].items() if "abandoned" in c} == {"fold", "slice+conv_before_upsample"}
     assert "150.0 ms" in record["candidates"]["fold"]["abandoned"]
+
+
+def test_in_turn_stops_running_a_way_that_cannot_win():
+    import time
+
+    calls = {"fast": 0, "twice as slow": 0, "close": 0}
+
+    def way(name, seconds):
+        def run(x):
+            calls[name] += 1
+            time.sleep(seconds)
+        return run
+
+    timings = autotune.in_turn({"fast": way("fast", 0.01), "twice as slow": way("twice as slow", 0.02),
+                                "close": way("close", 0.0105)}, None, runs=6, warmup=1)
+    assert calls == {"fast": 7, "twice as slow": 3, "close": 7}  # dropped after its second timed run
+    assert timings["twice as slow"]["runs"] == 2 and timings["fast"]["runs"] == 6
+    assert fastest(timings) == "fast"
+    calls.update(dict.fromkeys(calls, 0))
+    autotune.in_turn({"fast": way("fast", 0.01), "twice as slow": way("twice as slow", 0.02)}, None, runs=6,
+                     warmup=1, drop_above=None)
+    assert calls["twice as slow"] == 7

@@ -36,6 +36,7 @@ def test_pipeline_tiny(tmp_path):
     drift = {m["path"]: m["drift_db"] for m in results["validate"][0]["models"]}
     candidates = {m["path"]: m["shapes"][-1]["median_ms"] for m in results["bench"][0]["models"]
                   if not m["baseline"] and drift.get(m["path"]) is not None and drift[m["path"]] >= -0.02}
+    assert [m["name"] for m in results["bench"][0]["models"] if m["baseline"]] == ["pytorch official eager"]
     best = summary["recommendation"]
     assert best and best["path"] == min(candidates, key=candidates.get) and best["drift_db"] >= -0.02
     over = [p for p, d in drift.items() if d is not None and d < -0.02]
