@@ -144,3 +144,30 @@ def test_official_checkpoint_exports_within_1e5_of_official_output(tmp_path, nam
     export(need(FIXTURES / f"{name}.pth"), ExportOptions(output=tmp_path / "a"))
     x = np.load(FIXTURES / f"{name}.input.npy")
     assert np.abs(run(tmp_path / "a" / "model.onnx", x) - np.load(FIXTURES / f"{name}.output.npy")).max() <= 1e-5
+
+
+def test_slice_form_from_the_dwconv_graph_is_the_graph_dynamo_makes_of_shiftslice(tmp_path):
+    """``--shift slice`` with the dynamo exporter rewrites the dwconv graph's shift convolutions (six times faster
+    than tracing ShiftSlice): after simplification it has exactly the ops of ShiftSlice's own export, no grouped
+    convolution, and a depthwise convolution that is not the shift is left alone."""
+    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+
+    model = tiny_model(4, "mlp", num_block=3)
+    for cbu in (False, True):
+        options = OnnxOptions(shift="slice", conv_before_upsample=cbu)
+        result = build_onnx(model, options, tmp_path / f"{cbu}.onnx")
+        direct, _ = onnx_graph.simplify(onnx_graph.torch_to_onnx(to_deploy_form(model, DeployOptions("slice", cbu)),
+                                                                 options))
+        assert result.nodes_after == histogram(direct) and result.verification["passed"]
+        graph = onnx.load(str(tmp_path / f"{cbu}.onnx"))
+        groups = [a.i for n in graph.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+        assert set(groups) <= {1}
+    raw = onnx_graph.torch_to_onnx(to_deploy_form(model, DeployOptions("dwconv")), OnnxOptions())
+    shifts = [n for n in raw.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1
+                                                                       for a in n.attribute)]
+    weight = next(t for t in raw.graph.initializer if t.name == shifts[0].input[1])
+    kernel = onnx.numpy_helper.to_array(weight).copy()
+    kernel[0, 0, 1, 1] = 0.5  # no longer a one-hot shift
+    weight.CopyFrom(onnx.numpy_helper.from_array(kernel, weight.name))
+    assert onnx_graph.shift_convs_as_slices(raw) == len(shifts) - 1
+    assert sum(n.op_type == "Conv" and n.input[1] == weight.name for n in raw.graph.node) == 1
