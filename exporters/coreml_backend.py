@@ -151,7 +151,7 @@ def build(ctx, workdir: Path) -> dict:
                               "8-bit weights; the Core ML INT8 model would not be what was asked.")
         mlmodel.short_description = f"SCNet x{ctx.checkpoint.spec.scale} super-resolution (scnet-deploy)"
         mlmodel.save(str(workdir / PACKAGE))
-    size_range = SizeRange(tuple(sizes.min), tuple(sizes.opt), tuple(sizes.max))
+    size_range = sizes
     section = {"deployment_target": options.deployment_target, "shapes": options.shapes,
                "enumerated": [list(s) for s in options.enumerated] if options.shapes == "enumerated" else None,
                "compute_precision": "float32" if precision == "fp32" else "float16",

@@ -10,32 +10,11 @@ import numpy as np
 import torch
 
 from scnet_deploy.errors import ScnetDeployError, VerificationError
+from scnet_deploy.options import SizeRange  # noqa: F401 (runners declare theirs; re-exported)
 
 
 class InputOutOfRange(ScnetDeployError):
     """The input size is outside the range the engine was built for."""
-
-
-@dataclass(frozen=True)
-class SizeRange:
-    """LR (height, width) range an engine accepts; engines with fully dynamic shapes have ``None`` bounds."""
-
-    min: tuple[int, int] | None = None
-    opt: tuple[int, int] | None = None
-    max: tuple[int, int] | None = None
-
-    def contains(self, h: int, w: int) -> bool:
-        lo_ok = self.min is None or (h >= self.min[0] and w >= self.min[1])
-        hi_ok = self.max is None or (h <= self.max[0] and w <= self.max[1])
-        return lo_ok and hi_ok
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if v else None for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))}
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "SizeRange":
-        d = d or {}
-        return cls(*(tuple(d[k]) if d.get(k) else None for k in ("min", "opt", "max")))
 
 
 class Runner(abc.ABC):

@@ -133,7 +133,7 @@ def build(ctx, workdir: Path) -> dict:
     profile = make_profile(ctx.options.sizes, ctx.checkpoint.spec.num_in_ch, opts.max_batch)
     command = trtexec_command(ONNX_FILE, PLAN_FILE, profile, precision, opts.workspace_mb, CACHE_FILE)
     write_trtexec_script(workdir / SCRIPT_FILE, command)
-    size_range = SizeRange(tuple(ctx.options.sizes.min), tuple(ctx.options.sizes.opt), tuple(ctx.options.sizes.max))
+    size_range = ctx.options.sizes
     section = {"profile": profile.to_dict(), "workspace_mb": opts.workspace_mb, "trtexec": command,
                "timing_cache": CACHE_FILE}
     fields.update({"size_range": size_range.to_dict(), "tensorrt": section})

@@ -12,7 +12,7 @@ import numpy as np
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.manifest import INPUT_NAME
-from scnet_deploy.options import SizeOptions
+from scnet_deploy.options import SizeRange
 
 OPSET_RANGE = (9, 20)  # TensorRT 10's ONNX parser
 
@@ -133,12 +133,11 @@ class Profile:
         return {"input": INPUT_NAME, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
-def make_profile(sizes: SizeOptions, channels: int = 3, max_batch: int = 1) -> Profile:
-    """The profile for the user's LR resolution range: batch 1 at min and opt, ``max_batch`` at max."""
+def make_profile(sizes: SizeRange, channels: int = 3, max_batch: int = 1) -> Profile:
+    """TensorRT's view of the export's LR size range: NCHW shapes of input 'lr', batch 1 at min and opt,
+    ``max_batch`` at max."""
+    sizes.check()
     (h0, w0), (h1, w1), (h2, w2) = sizes.min, sizes.opt, sizes.max
-    if not (1 <= h0 <= h1 <= h2 and 1 <= w0 <= w1 <= w2):
-        raise ExportError(f"TensorRT profile needs 1 <= min <= opt <= max per dimension; got min {sizes.min}, "
-                          f"opt {sizes.opt}, max {sizes.max}.")
     if max_batch < 1:
         raise ExportError(f"--max-batch must be at least 1, got {max_batch}.")
     return Profile((1, channels, h0, w0), (1, channels, h1, w1), (max_batch, channels, h2, w2))

@@ -134,7 +134,7 @@ def export_cmd(
 
     from .autotune import TuneOptions
     from .export import ExportOptions, export
-    from .options import CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
+    from .options import CoreMLOptions, OpenVINOOptions, SizeRange, TensorRTOptions
     from scnet_deploy.calibration.data import CalibOptions
 
     if int8 and precision not in ("fp32", "int8"):
@@ -144,7 +144,7 @@ def export_cmd(
         calib=CalibOptions(calib_data, calib_count, calib_crop, lr_input=calib_lr, method=calib_method,
                            holdout=holdout, content_mix=content_mix),
         budget_db=None if no_budget else budget,
-        sizes=SizeOptions(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
+        sizes=SizeRange(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
         onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample,
                          upsample_as_deconv=upsample_as_deconv, opset=opset, exporter=exporter, simplify=simplify),
         tune=TuneOptions(optimize, _parse_list(candidates), runs=tune_runs,

@@ -20,7 +20,7 @@ from .autotune import TuneOptions
 from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
 from .manifest import MANIFEST_NAME, io_record, tool_versions, write_manifest
-from .options import PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeOptions, TensorRTOptions
+from .options import EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange, TensorRTOptions
 from .progress import Progress
 from .session import BuildSession, Target
 
@@ -44,7 +44,7 @@ class ExportOptions:
     precision: str = "fp32"
     scale: int | None = None  # only for one-stage shift-MLP checkpoints, whose weights cannot tell x2 from x3
     param_key: str | None = None  # "params" or "params_ema" when a BasicSR file has both
-    sizes: SizeOptions = field(default_factory=SizeOptions)
+    sizes: SizeRange = EXPORT_SIZES
     onnx: "object" = field(default_factory=_onnx_options)
     openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
@@ -116,10 +116,7 @@ def _check(options: ExportOptions) -> None:
         raise ExportError(f"--format {options.format!r} names a format twice.")
     if options.precision not in PRECISIONS:
         raise ExportError(f"--precision {options.precision!r} is unknown; choose one of {list(PRECISIONS)}.")
-    s = options.sizes
-    if not (s.min[0] <= s.opt[0] <= s.max[0] and s.min[1] <= s.opt[1] <= s.max[1] and min(s.min) >= 1):
-        raise ExportError(f"size range must satisfy 1 <= min <= opt <= max per dimension; got min {s.min}, opt {s.opt},"
-                          f" max {s.max}.")
+    options.sizes.check()
     for b in map(backend_for_format, formats):
         if options.precision not in b.precisions:
             raise ExportError(f"--precision {options.precision} is not offered by --format {b.format}; it offers "

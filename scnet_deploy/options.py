@@ -36,12 +36,40 @@ class CoreMLOptions:
 
 
 @dataclass(frozen=True)
-class SizeOptions:
-    """LR size range (height, width) an engine must accept; used by TensorRT profiles and Core ML ranges."""
+class SizeRange:
+    """The one LR size type, (height, width) min/opt/max: what an export must accept (``EXPORT_SIZES`` unless
+    asked; TensorRT profiles and Core ML ranges are made from it) and what a built engine declares it accepts
+    (``None`` bounds: any size)."""
 
-    min: tuple[int, int] = (16, 16)
-    opt: tuple[int, int] = (180, 320)
-    max: tuple[int, int] = (1080, 1920)
+    min: tuple[int, int] | None = None
+    opt: tuple[int, int] | None = None
+    max: tuple[int, int] | None = None
+
+    def contains(self, h: int, w: int) -> bool:
+        lo_ok = self.min is None or (h >= self.min[0] and w >= self.min[1])
+        hi_ok = self.max is None or (h <= self.max[0] and w <= self.max[1])
+        return lo_ok and hi_ok
+
+    def check(self) -> None:
+        """An export's range: every bound given and 1 <= min <= opt <= max per dimension."""
+        from .errors import ExportError
+
+        ok = None not in (self.min, self.opt, self.max) and all(
+            1 <= lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max))
+        if not ok:
+            raise ExportError(f"size range must satisfy 1 <= min <= opt <= max per dimension; got min {self.min}, "
+                              f"opt {self.opt}, max {self.max}.")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if v else None for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SizeRange":
+        d = d or {}
+        return cls(*(tuple(d[k]) if d.get(k) else None for k in ("min", "opt", "max")))
+
+
+EXPORT_SIZES = SizeRange((16, 16), (180, 320), (1080, 1920))  # export's default --min/--opt/--max-size
 
 
 @dataclass(frozen=True)

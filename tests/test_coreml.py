@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import ExportError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.options import CoreMLOptions, SizeOptions
+from scnet_deploy.options import CoreMLOptions, SizeRange
 
 pytestmark = pytest.mark.coreml
 ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'scnet-deploy[coreml]')")
@@ -21,7 +21,7 @@ ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pi
 def test_convert(tmp_path, precision, shapes):
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     options = ExportOptions(output=tmp_path / "cm", format="coreml", precision=precision,
-                            sizes=SizeOptions((8, 8), (32, 48), (256, 256)),
+                            sizes=SizeRange((8, 8), (32, 48), (256, 256)),
                             coreml=CoreMLOptions(shapes=shapes, enumerated=((32, 48), (64, 96))))
     m = export(ckpt, options).manifest
     assert (tmp_path / "cm" / "model.mlpackage").is_dir() and "model.mlpackage" in m["files"]

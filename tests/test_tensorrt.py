@@ -12,21 +12,21 @@ from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
 from scnet_deploy.exporters.tensorrt_graph import (check_graph, make_profile, trtexec_command,
                                                      unsupported_ops)
-from scnet_deploy.options import SizeOptions
+from scnet_deploy.options import EXPORT_SIZES, SizeRange
 
 
 def test_profile_from_resolution_range():
-    p = make_profile(SizeOptions((16, 24), (180, 320), (540, 960)), channels=3, max_batch=4)
+    p = make_profile(SizeRange((16, 24), (180, 320), (540, 960)), channels=3, max_batch=4)
     assert p.min == (1, 3, 16, 24) and p.opt == (1, 3, 180, 320) and p.max == (4, 3, 540, 960)
     assert p.to_dict()["input"] == "lr"
     with pytest.raises(ExportError, match="min <= opt <= max"):
-        make_profile(SizeOptions((200, 16), (180, 320), (540, 960)))
+        make_profile(SizeRange((200, 16), (180, 320), (540, 960)))
     with pytest.raises(ExportError, match="max-batch"):
-        make_profile(SizeOptions(), max_batch=0)
+        make_profile(EXPORT_SIZES, max_batch=0)
 
 
 def test_trtexec_command():
-    p = make_profile(SizeOptions((16, 16), (180, 320), (1080, 1920)))
+    p = make_profile(SizeRange((16, 16), (180, 320), (1080, 1920)))
     cmd = trtexec_command("model.onnx", "model.plan", p, "fp16", 2048, "timing.cache")
     assert cmd == ("trtexec --onnx=model.onnx --saveEngine=model.plan --minShapes=lr:1x3x16x16 "
                    "--optShapes=lr:1x3x180x320 --maxShapes=lr:1x3x1080x1920 --memPoolSize=workspace:2048M --fp16 "
@@ -101,13 +101,13 @@ def _has_tensorrt_gpu() -> str | None:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_real_engine_build_and_run(tmp_path, precision):
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.options import SizeOptions, TensorRTOptions
+    from scnet_deploy.options import SizeRange, TensorRTOptions
     from scnet_deploy.runtime import open_model
 
     ckpt = save_basicsr(tiny_model(4), tmp_path / "m.pth")
     cache = tmp_path / "timing.cache"
     options = ExportOptions(output=tmp_path / "trt", format="tensorrt", precision=precision,
-                            sizes=SizeOptions((8, 8), (16, 24), (64, 64)), tensorrt=TensorRTOptions(timing_cache=cache))
+                            sizes=SizeRange((8, 8), (16, 24), (64, 64)), tensorrt=TensorRTOptions(timing_cache=cache))
     result = export(ckpt, options)
     assert cache.exists() and result.manifest["tensorrt"]["trtexec"].startswith("trtexec")
     with open_model(result.directory) as runner, open_model(ckpt) as ref:
