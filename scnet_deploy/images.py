@@ -20,6 +20,7 @@ from .errors import ImageError, ScnetDeployError  # noqa: F401 (ImageError: re-e
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 200_000_000  # refuse larger inputs before decoding (an 8K frame is 33 MP)
+STREAM_PNG_PIXELS = 64_000_000  # larger PNGs are written row by row (pypng), not through a Pillow copy
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -127,14 +128,15 @@ def write_image(path: str | Path, pixels: np.ndarray, bits: int) -> Path:
     channels = pixels.shape[2]
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
-        if bits == 16 and channels in (3, 4, 2):
+        huge = pixels.shape[0] * pixels.shape[1] > STREAM_PNG_PIXELS
+        if suffix == ".png" and ((bits == 16 and channels in (3, 4, 2)) or huge):
             import png
 
-            data = round_to_bits(pixels, 16)
-            if channels == 2:  # grey + alpha
-                writer = png.Writer(data.shape[1], data.shape[0], greyscale=True, alpha=True, bitdepth=16)
-            else:
-                writer = png.Writer(data.shape[1], data.shape[0], greyscale=False, alpha=channels == 4, bitdepth=16)
+            # pypng writes row by row from the array itself: 16-bit colour (Pillow has no such mode), and huge
+            # images (Pillow holds a 4-byte-per-pixel copy of RGB: 2.1 GB more for an 8K x4 result)
+            data = round_to_bits(pixels, bits)
+            writer = png.Writer(data.shape[1], data.shape[0], greyscale=channels in (1, 2), alpha=channels in (2, 4),
+                                bitdepth=bits)
             with open(tmp, "wb") as f:
                 writer.write(f, data.reshape(data.shape[0], -1))
         else:

@@ -77,3 +77,26 @@ def test_unreadable_images(tmp_path):
     for name in ("zero.png", "trunc.png", "text.png"):
         with pytest.raises(ImageError, match=name):
             read_rgb_u8(tmp_path / name)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_huge_pngs_are_written_row_by_row_with_the_same_pixels(tmp_path, monkeypatch, channels):
+    """Above STREAM_PNG_PIXELS an 8-bit PNG is streamed by pypng (no Pillow copy of the whole image): it must
+    decode to exactly the pixels, in the same mode Pillow would have written."""
+    import scnet_deploy.images as images
+
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    images.write_image(tmp_path / "pillow.png", pixels, 8)
+    import png
+
+    streamed = []
+    monkeypatch.setattr(png.Writer, "write", lambda self, *a, real=png.Writer.write: streamed.append(1) or real(
+        self, *a))
+    images.write_image(tmp_path / "pillow.png", pixels, 8)
+    monkeypatch.setattr(images, "STREAM_PNG_PIXELS", 100)
+    images.write_image(tmp_path / "streamed.png", pixels, 8)
+    assert streamed == [1]  # the small one went through Pillow, the "huge" one through pypng
+    with Image.open(tmp_path / "pillow.png") as a, Image.open(tmp_path / "streamed.png") as b:
+        assert a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))
+        assert np.array_equal(np.asarray(b).reshape(37, 53, channels), pixels)
