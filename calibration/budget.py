@@ -45,16 +45,9 @@ class SpeedLimit:
     margin: float = 1.1  # slower than the limit by this factor: timing noise must not abandon a winner
 
     def check(self, infer, float_layers: int, drift_db: float) -> None:
-        import statistics
-        import time
+        from scnet_deploy.timing import median_ms
 
-        infer(self.x)
-        times = []
-        for _ in range(self.runs):
-            t0 = time.perf_counter()
-            infer(self.x)
-            times.append(time.perf_counter() - t0)
-        ms = statistics.median(times) * 1e3
+        ms = median_ms(infer, self.x, self.runs, warmup=1)
         over = f"over budget ({drift_db:+.3f} dB) with {float_layers} layer(s) in float, {ms:.1f} ms"
         if self.ms is None:
             raise BudgetAbandoned(f"{over}; set aside until a candidate within budget is timed", ms)

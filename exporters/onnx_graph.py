@@ -21,6 +21,7 @@ import torch
 from scnet_deploy.errors import ExportError
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.rewrites import DeployOptions, check_shift, to_deploy_form
+from scnet_deploy.shift import OFFSETS, ShiftDWConv, shift_kernel
 
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 EXPORTERS = {"dynamo": 18, "torchscript": 17}  # exporter -> default opset
@@ -99,8 +100,6 @@ def shift_convs_as_slices(model) -> int:
     on SCNet-T's slice form here (symbolic shapes through 36 x 8 dynamic slices) and ~4 s on its dwconv form.
     Returns how many shifts were rewritten; the result is verified against PyTorch like every graph."""
     from onnx import helper, numpy_helper
-
-    from scnet_deploy.shift import OFFSETS, shift_kernel
 
     graph = model.graph
     tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -247,7 +246,7 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
     raw = torch_to_onnx(deploy, options, in_ch)
     if via_dwconv:
         shifts = shift_convs_as_slices(raw)
-        expected = len([m for m in deploy.modules() if type(m).__name__ == "ShiftDWConv"])
+        expected = sum(isinstance(m, ShiftDWConv) for m in deploy.modules())
         if shifts != expected:
             raise ExportError(f"the slice form rewrote {shifts} of {expected} shift convolutions; this is a bug in "
                               "the rewrite. Report it, or export with --exporter torchscript.")

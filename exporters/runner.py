@@ -4,13 +4,13 @@
 """
 
 import abc
-from dataclasses import dataclass
+import hashlib
 
 import numpy as np
 import torch
 
 from scnet_deploy.errors import ScnetDeployError, VerificationError
-from scnet_deploy.options import SizeRange  # noqa: F401 (runners declare theirs; re-exported)
+from scnet_deploy.options import SizeRange
 
 
 class InputOutOfRange(ScnetDeployError):
@@ -96,8 +96,6 @@ class ReferenceOutputs:
         self._outputs: dict = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import hashlib
-
         key = (tuple(x.shape), str(x.dtype), hashlib.sha256(x.numpy().tobytes()).hexdigest())
         if key not in self._outputs:
             with torch.no_grad():

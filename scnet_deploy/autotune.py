@@ -10,7 +10,6 @@ Candidate forms are named as in ``DeployOptions.name``: ``shift[+rewrite...]``.
 """
 
 import shutil
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from .errors import ExportError, ScnetDeployError
 from .options import CANDIDATE_FORMS
 from .progress import Progress
 from .rewrites import DeployOptions
+from .timing import in_turn, median_ms
 
 OPTIMIZE = ("none", "latency")
 
@@ -44,41 +44,6 @@ class TuneOptions:
             DeployOptions.from_name(name)
         if self.runs < 1 or any(t < 8 for t in self.tiles):
             raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
-
-
-DROP_ABOVE = 1.3  # in turn: a way this much slower than the best median after two timed rounds cannot win; stop it
-
-
-def in_turn(infers: dict, x: np.ndarray, runs: int, warmup: int = 2, drop_above: float | None = DROP_ABOVE) -> dict:
-    """Time several ways of running ``x`` one run each in turn, so a slow spell of the machine hits all alike:
-    {name: {"median_ms": ..., "runs": n}} after ``warmup`` untimed rounds, or {name: {"error": ...}} for a way
-    that raised a user-facing error (a tile smaller than the engine's minimum input, say). From the second timed
-    round on, a way whose fastest run is over ``drop_above`` times the best median is not run again."""
-    times, errors, dropped = {name: [] for name in infers}, {}, set()
-    for round_ in range(warmup + runs):
-        for name, infer in infers.items():
-            if name in errors or name in dropped:
-                continue
-            try:
-                t0 = time.perf_counter()
-                infer(x)
-                if round_ >= warmup:
-                    times[name].append(time.perf_counter() - t0)
-            except ScnetDeployError as exc:
-                errors[name] = str(exc).splitlines()[0][:300]
-        if drop_above is not None and round_ >= warmup + 1:
-            medians = [statistics.median(t) for n, t in times.items() if t and n not in errors]
-            best = min(medians, default=None)
-            dropped |= {n for n, t in times.items() if t and best is not None and min(t) > drop_above * best}
-    return {name: {"error": errors[name]} if name in errors else
-            {"median_ms": statistics.median(t) * 1e3, "runs": len(t)} for name, t in times.items()}
-
-
-def median_ms(infer, x: np.ndarray, runs: int, warmup: int = 1) -> float:
-    timing = in_turn({"it": infer}, x, runs, warmup)["it"]
-    if "error" in timing:
-        raise ScnetDeployError(timing["error"])
-    return timing["median_ms"]
 
 
 def fastest(timings: dict, key: str = "median_ms"):

@@ -184,7 +184,7 @@ def test_in_turn_stops_running_a_way_that_cannot_win():
         return run
 
     timings = autotune.in_turn({"fast": way("fast", 0.05), "twice as slow": way("twice as slow", 0.1),
-                                "close": way("close", 0.05)}, None, runs=6, warmup=1)
+                                "close": way("close", 0.057)}, None, runs=6, warmup=1)
     assert calls == {"fast": 7, "twice as slow": 3, "close": 7}  # dropped after its second timed run
     assert timings["twice as slow"]["runs"] == 2 and timings["fast"]["runs"] == 6
     assert fastest(timings) == "fast"
