@@ -5,7 +5,7 @@ TorchScript exporter is deprecated), at opset 18, its native opset. Its own grap
 folds the same constants in a fraction of the time, and we always simplify. ``--exporter torchscript`` (opset 17 by
 default) remains for environments where dynamo fails; both are tested. The slice form through dynamo is the
 dwconv form's graph with each shift convolution rewritten as Pad + Slices + Concat (``shift_convs_as_slices``):
-the same ops as dynamo's own export of ``ShiftSlice``, whose symbolic-shape tracing takes six times as long.
+the same ops as dynamo's own export of ``ShiftSlice``, whose symbolic-shape tracing takes 3-6x as long.
 """
 
 import collections
@@ -96,7 +96,7 @@ INT64_MAX = 2**63 - 1  # "to the end" in a Slice
 def shift_convs_as_slices(model) -> int:
     """Rewrite each depthwise shift convolution of a dwconv-form graph (one-hot 3x3 kernels, zero bias, padding 1)
     as the slice form, in place: one zero Pad, eight Slices (one per direction group, negative constant ends so any
-    size works) and a Concat, the graph the dynamo exporter makes of ``ShiftSlice``. The dynamo exporter takes ~23 s
+    size works) and a Concat, the graph the dynamo exporter makes of ``ShiftSlice``. The dynamo exporter takes 17-25 s
     on SCNet-T's slice form here (symbolic shapes through 36 x 8 dynamic slices) and ~4 s on its dwconv form.
     Returns how many shifts were rewritten; the result is verified against PyTorch like every graph."""
     from onnx import helper, numpy_helper
@@ -240,7 +240,7 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
     t0 = time.perf_counter()
     form = options.deploy()
     # The slice form through the dynamo exporter: the dwconv form's graph with its shift convolutions rewritten
-    # (shift_convs_as_slices), the same Pad/Slice/Concat graph in a sixth of the time.
+    # (shift_convs_as_slices), the same Pad/Slice/Concat graph in a third to a sixth of the time.
     via_dwconv = options.exporter == "dynamo" and form.shift == "slice"
     deploy = to_deploy_form(reference, replace(form, shift="dwconv") if via_dwconv else form)
     raw = torch_to_onnx(deploy, options, in_ch)
