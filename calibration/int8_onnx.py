@@ -2,6 +2,7 @@
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from scnet_deploy.calibration.budget import Int8Data, Quantized, SpeedLimit, int8_section, quantize_within_budget
@@ -11,14 +12,19 @@ from scnet_deploy.calibration.onnxruntime_int8 import layer_sensitivity, quantiz
 def onnx_infer(path: Path):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, budget_db: float | None,
-                    symmetric_activations: bool, speed_limit: SpeedLimit | None = None) -> Quantized:
+                    symmetric_activations: bool, speed_limit: SpeedLimit | None = None,
+                    finish: Callable[[Path], object] | None = None) -> Quantized:
     """Write the INT8 QDQ model of the verified FP32 ONNX ``fp32`` to ``out_path``, within ``budget_db`` on
-    ``data``'s hold-out. ``speed_limit`` (ONNX Runtime engines only): see ``budget.SpeedLimit``."""
+    ``data``'s hold-out. ``speed_limit`` (ONNX Runtime engines only): see ``budget.SpeedLimit``. ``finish(path)``
+    rewrites each quantized graph in place before it is measured (TensorRT: its float parts to FP16), so the budget
+    holds for the graph that ships."""
     calib, baseline = data.calib, data.baseline(onnx_infer(fp32))
     with tempfile.TemporaryDirectory() as tmp:
         details = {}
@@ -26,6 +32,8 @@ def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, budget_db: float
         def quantize(exclude):
             path = Path(tmp) / f"int8_{len(exclude)}.onnx"
             details.update(quantize_onnx(fp32, path, calib, data.options.method, exclude, symmetric_activations))
+            if finish is not None:
+                finish(path)
             return path
 
         result = quantize_within_budget(

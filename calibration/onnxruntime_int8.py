@@ -149,6 +149,12 @@ def output_is_float(model) -> bool:
     return all(producers[o.name].op_type != "DequantizeLinear" for o in model.graph.output)
 
 
+def reads_input(node, producers) -> bool:
+    """Whether ``node`` quantizes the graph input, directly or through a Cast (FP16 graphs cast it first)."""
+    source = producers.get(node.input[0])
+    return node.input[0] == INPUT or (source is not None and source.op_type == "Cast" and source.input[0] == INPUT)
+
+
 def dequantized_readers(model) -> list[str]:
     """Nodes other than the quantized ops that read the dequantized (clipped) input instead of the input itself
     (should be none: the image-space skip reads the float input)."""
@@ -157,7 +163,7 @@ def dequantized_readers(model) -> list[str]:
     def is_dequantized_input(name):
         dq = producers.get(name)
         q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        return q is not None and q.op_type == "QuantizeLinear" and q.input[0] == INPUT
+        return q is not None and q.op_type == "QuantizeLinear" and reads_input(q, producers)
 
     return [n.name for n in model.graph.node if n.op_type not in QUANTIZED_OPS + ("QuantizeLinear",)
             and any(is_dequantized_input(i) for i in n.input)]
@@ -168,8 +174,9 @@ def input_range(model) -> tuple[float, float] | None:
     import onnx
 
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] == INPUT:
+        if node.op_type == "QuantizeLinear" and reads_input(node, producers):
             scale = float(inits[node.input[1]])
             zp = inits[node.input[2]] if len(node.input) > 2 else np.array(0, np.uint8)
             info = np.iinfo(zp.dtype)

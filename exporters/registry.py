@@ -36,6 +36,8 @@ class Backend:
     # Builds a useful artifact without its dependency (TensorRT: the ONNX/Q-DQ model and build_engine.sh for the
     # target device); its runner still needs the dependency.
     builds_without_dependency: bool = False
+    # "module:function" saying what the installed version means for this code (TensorRT: 10.x or 11.x typing)
+    version_note: str | None = None
 
     def available(self) -> bool:
         try:
@@ -48,6 +50,14 @@ class Backend:
             return importlib.metadata.version(self.distribution)
         except importlib.metadata.PackageNotFoundError:
             return None
+
+    def describe_version(self) -> str | None:
+        """The installed version, with what it means where the backend says (``version_note``)."""
+        version = self.version()
+        if version is None or self.version_note is None:
+            return version
+        module, function = self.version_note.split(":")
+        return f"{version} ({getattr(importlib.import_module(module), function)(version)})"
 
     def require(self, precision: str | None = None) -> None:
         """Raise BackendUnavailable (one line, with the fix) unless this machine can build ``precision``."""
@@ -109,8 +119,9 @@ register(Backend("openvino", "openvino", f"{_PKG}.openvino_backend", "openvino",
                  "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)"))
 register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt_backend", "tensorrt", "tensorrt",
                  "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
-                 "TensorRT 10 engine (model.plan); without TensorRT: its ONNX and build_engine.sh",
-                 builds_without_dependency=True))
+                 "TensorRT 10.x/11.x engine (model.plan, strongly typed); without TensorRT: its ONNX and "
+                 "build_engine.sh", builds_without_dependency=True,
+                 version_note=f"{_PKG}.tensorrt_graph:tensorrt_generation"))
 register(Backend("coreml", "coreml", f"{_PKG}.coreml_backend", "coremltools", "coremltools",
                  "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16", "int8"),
                  "Core ML ML Program (model.mlpackage); prediction needs macOS"))

@@ -1,8 +1,11 @@
-"""TensorRT logic that needs no TensorRT: optimization profiles, the equivalent trtexec command, and a static check
-that every op and attribute of the ONNX graph is one TensorRT 10's ONNX parser supports.
+"""TensorRT logic that needs no TensorRT: which API generation a version is, optimization profiles, the equivalent
+trtexec command, and a static check that the ONNX graph is one a strongly typed TensorRT 10/11 network accepts:
+every op and attribute one its ONNX parser supports, and every tensor's type consistent (strong typing inserts no
+casts).
 
-The support table covers the ops SCNet graphs (FP32/FP16 and Q/DQ INT8) can contain, with the restrictions the
-onnx-tensorrt operator matrix states; anything else is reported, so a graph is never sent to a device to fail there.
+The support table covers the ops SCNet graphs (FP32, mixed FP16 and Q/DQ INT8) can contain, with the restrictions
+the onnx-tensorrt operator matrix states; anything else is reported, so a graph is never sent to a device to fail
+there.
 """
 
 from dataclasses import dataclass
@@ -15,6 +18,18 @@ from scnet_deploy.manifest import INPUT_NAME
 from scnet_deploy.options import SizeRange
 
 OPSET_RANGE = (9, 20)  # TensorRT 10's ONNX parser
+GENERATIONS = (10, 11)  # the TensorRT major versions this code is written for (pyproject: tensorrt>=10,<12)
+
+
+def tensorrt_generation(version: str) -> str:
+    """What the installed TensorRT means for the build: 10.x opts in to strong typing, 11.x is always strongly
+    typed; anything else is outside what this code was written for."""
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else None
+    if major == 10:
+        return "10.x: strongly typed through NetworkDefinitionCreationFlag.STRONGLY_TYPED"
+    if major == 11:
+        return "11.x: always strongly typed"
+    return f"unsupported: written for TensorRT {' and '.join(f'{g}.x' for g in GENERATIONS)}"
 
 
 def _attr(node, name, default=None):
@@ -114,11 +129,47 @@ def unsupported_ops(model) -> list[str]:
     return problems
 
 
+def typing_problem(model) -> str | None:
+    """Why a strongly typed network would reject the graph's types (None: consistent). Strong typing inserts no
+    casts, so every op must see the types ONNX allows it; ONNX's full check with type inference says exactly that."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        return str(e).strip().splitlines()[0]
+    return None
+
+
 def check_graph(model) -> None:
     problems = unsupported_ops(model)
     if problems:
         raise ExportError(f"the ONNX graph has {len(problems)} construct(s) TensorRT cannot parse: "
                           f"{'; '.join(problems[:4])}. Try --shift dwconv or another opset.")
+    problem = typing_problem(model)
+    if problem:
+        raise ExportError(f"the ONNX graph's types are inconsistent, which a strongly typed TensorRT network rejects: "
+                          f"{problem}. Report it with the options used.")
+
+
+def conv_precisions(model) -> dict[str, int]:
+    """How many convolutions run in each precision, read from the graph (what a strongly typed build will do):
+    int8 (weights from a DequantizeLinear of int8 data), else the weights' float type."""
+    from onnx import TensorProto
+
+    names = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.INT8: "int8"}
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        weight = node.input[1]
+        while weight in producers and producers[weight].op_type in ("DequantizeLinear", "Cast", "Identity"):
+            weight = producers[weight].input[0]
+        kind = names.get(types.get(weight), "other")
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 @dataclass(frozen=True)
@@ -143,22 +194,38 @@ def make_profile(sizes: SizeRange, channels: int = 3, max_batch: int = 1) -> Pro
     return Profile((1, channels, h0, w0), (1, channels, h1, w1), (max_batch, channels, h2, w2))
 
 
-def trtexec_command(onnx_file: str, plan_file: str, profile: Profile, precision: str, workspace_mb: int,
+# What TensorRT 11's trtexec removed (NVIDIA, "Migrating trtexec Usage from TensorRT 10.x to 11.x", 11.4): weak
+# typing's precision flags and implicit-quantization calibration. Nothing we write may contain them.
+REMOVED_TRTEXEC_FLAGS = ("--fp16", "--int8", "--bf16", "--fp8", "--int4", "--best", "--calib",
+                         "--precisionConstraints", "--layerPrecisions", "--layerOutputTypes")
+STRONGLY_TYPED_FLAG = "--stronglyTyped"  # required by trtexec 10.x for a strongly typed build; 11.x: always on
+
+
+def trtexec_command(onnx_file: str, plan_file: str, profile: Profile, workspace_mb: int,
                     timing_cache: str | None = None) -> str:
-    """The trtexec command line that builds the same engine (for building on the target device by hand)."""
+    """The trtexec command line that builds the same engine on the target device: strongly typed, so the precision
+    is the ONNX graph's (FP32, mixed FP16, or Q/DQ INT8 with FP16 float layers) and no precision flag exists."""
     shape = lambda s: f"{INPUT_NAME}:" + "x".join(map(str, s))  # noqa: E731
     parts = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={plan_file}", f"--minShapes={shape(profile.min)}",
              f"--optShapes={shape(profile.opt)}", f"--maxShapes={shape(profile.max)}",
-             f"--memPoolSize=workspace:{workspace_mb}M"]
-    if precision == "fp16":
-        parts.append("--fp16")
-    elif precision == "int8":
-        parts += ["--int8", "--fp16"]  # explicit Q/DQ graph: scales from the graph; fp16 for the float layers
+             f"--memPoolSize=workspace:{workspace_mb}M", STRONGLY_TYPED_FLAG]
     if timing_cache:
         parts.append(f"--timingCacheFile={timing_cache}")
     return " ".join(parts)
 
 
 def write_trtexec_script(path: Path, command: str) -> None:
-    path.write_text("#!/bin/sh\n# Rebuild this engine on the target device (TensorRT 10).\n" + command + "\n")
+    """``build_engine.sh``: the command, run from the artifact's directory with the device's trtexec (``$TRTEXEC``,
+    else the one on PATH); ``--stronglyTyped`` is passed only where that trtexec lists it (10.x needs it; 11.x is
+    always strongly typed and may drop the flag)."""
+    assert command.startswith("trtexec ") and STRONGLY_TYPED_FLAG in command.split()
+    args = " ".join(a for a in command.split()[1:] if a != STRONGLY_TYPED_FLAG)
+    path.write_text(f"""#!/bin/sh
+# Rebuild this engine on the target device: TensorRT 10.x or 11.x, strongly typed (the precision is model.onnx's).
+set -e
+cd "$(dirname "$0")"
+TRTEXEC="${{TRTEXEC:-trtexec}}"
+if "$TRTEXEC" --help 2>&1 | grep -q -e "{STRONGLY_TYPED_FLAG}"; then TYPED={STRONGLY_TYPED_FLAG}; else TYPED=; fi
+exec "$TRTEXEC" {args} $TYPED
+""")
     path.chmod(0o755)

@@ -317,8 +317,12 @@ def test_tensorrt_int8_is_explicit_symmetric_qdq(ckpt, tmp_path):
     assert sorted(quantized_weight_convs(model)) == sorted(conv_nodes(model))
     inits = {t.name: t for t in model.graph.initializer}
     biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
-    assert biases and all(b in inits and inits[b].data_type == onnx.TensorProto.FLOAT for b in biases), \
-        "TensorRT wants float biases: every conv bias must be a float initializer in the saved graph"
+    assert biases and all(b in inits and inits[b].data_type == onnx.TensorProto.FLOAT16 for b in biases), \
+        "TensorRT wants float biases (FP16, as the float layers of this strongly typed graph): every conv bias " \
+        "must be a float initializer in the saved graph"
+    scales = [inits[n.input[1]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert scales and {s.data_type for s in scales} == {onnx.TensorProto.FLOAT16}  # FP16 float layers in TensorRT
+    assert m["tensorrt"]["conv_precisions"] == {"int8": len(conv_nodes(model))}
     assert dequantized_readers(model) == [] and input_range(model)[1] >= 1.0 - 1e-6
     assert m["verification"]["passed"] and "ONNX Runtime" in m["verification"]["note"]
     assert m["int8"]["budget_db"] == 0.1 and "worst_image" in m["int8"]

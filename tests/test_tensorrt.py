@@ -1,5 +1,10 @@
-"""TensorRT: profile logic, trtexec command and the static parser-support check run everywhere; the real engine
-build and run need TensorRT and an NVIDIA GPU and skip with that reason elsewhere."""
+"""TensorRT: profile logic, trtexec command and build_engine.sh, the static parser-support and typing checks, and the
+backend's build code driven through stand-ins of the TensorRT 10.x and 11.x Python APIs (tests/tensorrt_standins.py)
+run everywhere; the real engine build and run need TensorRT and an NVIDIA GPU and skip with that reason elsewhere."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -7,11 +12,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+import tensorrt_standins
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
-from scnet_deploy.exporters.tensorrt_graph import (check_graph, make_profile, trtexec_command,
-                                                     unsupported_ops)
+from scnet_deploy.exporters.tensorrt_graph import (REMOVED_TRTEXEC_FLAGS, check_graph, conv_precisions, make_profile,
+                                                     tensorrt_generation, trtexec_command, unsupported_ops,
+                                                     write_trtexec_script)
 from scnet_deploy.options import EXPORT_SIZES, SizeRange
 
 
@@ -25,13 +32,53 @@ def test_profile_from_resolution_range():
         make_profile(EXPORT_SIZES, max_batch=0)
 
 
-def test_trtexec_command():
+def test_trtexec_command_is_strongly_typed_with_nothing_tensorrt_11_removed():
     p = make_profile(SizeRange((16, 16), (180, 320), (1080, 1920)))
-    cmd = trtexec_command("model.onnx", "model.plan", p, "fp16", 2048, "timing.cache")
+    cmd = trtexec_command("model.onnx", "model.plan", p, 2048, "timing.cache")
     assert cmd == ("trtexec --onnx=model.onnx --saveEngine=model.plan --minShapes=lr:1x3x16x16 "
-                   "--optShapes=lr:1x3x180x320 --maxShapes=lr:1x3x1080x1920 --memPoolSize=workspace:2048M --fp16 "
-                   "--timingCacheFile=timing.cache")
-    assert "--fp16" not in trtexec_command("m.onnx", "m.plan", p, "fp32", 64)
+                   "--optShapes=lr:1x3x180x320 --maxShapes=lr:1x3x1080x1920 --memPoolSize=workspace:2048M "
+                   "--stronglyTyped --timingCacheFile=timing.cache")
+    assert not set(cmd.split()) & set(REMOVED_TRTEXEC_FLAGS)
+
+
+def _fake_trtexec(directory, generation: int):
+    """A trtexec of each generation as far as build_engine.sh meets it: 10.x lists --stronglyTyped in its help;
+    11.x does not and, like the real one, exits with an error on a flag it removed (here also on --stronglyTyped,
+    the worst case for the script). Both record their arguments."""
+    directory.mkdir()
+    listed = "  --stronglyTyped   Create a strongly typed network." if generation == 10 else ""
+    rejected = " ".join(REMOVED_TRTEXEC_FLAGS + (() if generation == 10 else ("--stronglyTyped",)))
+    if generation == 10:
+        rejected = "--calib"  # 10.x still has the weak-typing flags; the script must simply not use them
+    script = directory / "trtexec"
+    script.write_text(f"""#!/bin/sh
+if [ "$1" = "--help" ]; then echo "TensorRT.trtexec [TensorRT v{generation}0000]"; echo "{listed}"; exit 0; fi
+for a in "$@"; do for r in {rejected}; do
+  case "$a" in "$r"|"$r"=*) echo "Unknown option: $a" >&2; exit 1;; esac
+done; done
+pwd > "$TRTEXEC_LOG"; for a in "$@"; do echo "$a" >> "$TRTEXEC_LOG"; done
+""")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("generation", [10, 11])
+def test_build_engine_script_runs_with_trtexec_10_and_11(tmp_path, generation):
+    profile = make_profile(SizeRange((16, 16), (180, 320), (540, 960)))
+    artifact = tmp_path / "my engine"  # a space in the path: the script must quote it
+    artifact.mkdir()
+    write_trtexec_script(artifact / "build_engine.sh", trtexec_command("model.onnx", "model.plan", profile, 512,
+                                                                       "timing.cache"))
+    log = tmp_path / "args.txt"
+    env = {**os.environ, "TRTEXEC": str(_fake_trtexec(tmp_path / "bin", generation)), "TRTEXEC_LOG": str(log)}
+    run = subprocess.run(["sh", str(artifact / "build_engine.sh")], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    cwd, *args = log.read_text().splitlines()
+    assert cwd == str(artifact)
+    assert ("--stronglyTyped" in args) == (generation == 10)
+    assert "--onnx=model.onnx" in args and "--maxShapes=lr:1x3x540x960" in args
+    assert not set(args) & set(REMOVED_TRTEXEC_FLAGS)
 
 
 @pytest.mark.parametrize("form", ["slice", "dwconv", "fold+conv_before_upsample",
@@ -115,3 +162,146 @@ def test_real_engine_build_and_run(tmp_path, precision):
         diff = np.abs(runner.infer(x) - ref.infer(x)).max()
         assert diff <= (1e-4 if precision == "fp32" else 5e-2)
     export(ckpt, options)  # second build reuses the timing cache
+
+
+def test_tensorrt_generation_names_what_the_code_was_written_for():
+    assert tensorrt_generation("10.13.0.35").startswith("10.x") and "STRONGLY_TYPED" in tensorrt_generation("10.3.0")
+    assert tensorrt_generation("11.4.0.5").startswith("11.x")
+    assert tensorrt_generation("12.0.0").startswith("unsupported") and tensorrt_generation("8.6.1").startswith("unsup")
+
+
+def test_type_inconsistent_graph_is_refused():
+    """Strong typing inserts no casts: an Add of float16 and float32 must be caught before a device sees it."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT16, [1, 3, 4, 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"], name="add")], "g", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert unsupported_ops(model) == []
+    with pytest.raises(ExportError, match="strongly typed"):
+        check_graph(model)
+
+
+def _trt_export(tmp_path, precision, upsampler="mlp", form="dwconv", **calib):
+    from scnet_deploy.export import ExportOptions, export
+    from scnet_deploy.rewrites import DeployOptions
+
+    ckpt = save_basicsr(tiny_model(4, upsampler, num_block=1), tmp_path / f"m_{upsampler}.pth")
+    f = DeployOptions.from_name(form)
+    options = ExportOptions(output=tmp_path / f"trt_{precision}_{upsampler}_{form}".replace("+", "_"),
+                            format="tensorrt", precision=precision,
+                            onnx=OnnxOptions(shift=f.shift, conv_before_upsample=f.conv_before_upsample,
+                                             upsample_as_deconv=f.upsample_as_deconv), **calib)
+    return export(ckpt, options)
+
+
+@pytest.mark.parametrize("form", ["slice", "dwconv", "dwconv+conv_before_upsample+upsample_as_deconv"])
+@pytest.mark.parametrize("upsampler", ["mlp", "pixelshuffle"])
+def test_fp16_export_writes_a_strongly_typed_mixed_precision_graph(tmp_path, form, upsampler):
+    result = _trt_export(tmp_path, "fp16", upsampler, form)
+    m = result.manifest
+    model = onnx.load(str(result.directory / "model.onnx"))
+    assert unsupported_ops(model) == [] and "Cast" in {n.op_type for n in model.graph.node}
+    check_graph(model)
+    assert {i.type.tensor_type.elem_type for i in list(model.graph.input) + list(model.graph.output)} == {
+        TensorProto.FLOAT}
+    convs = conv_precisions(model)
+    # FP32 convs: only the image skip's depthwise deconvolution, where the bilinear skip is one (image space)
+    assert convs.get("fp16", 0) >= 4 and convs.get("fp32", 0) == ("deconv" in form)
+    assert m["tensorrt"]["conv_precisions"] == convs
+    # the image-space path stays FP32: the last Add reads and writes float32; the feature resizes run in FP16
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    types.update({o.name: TensorProto.FLOAT for o in model.graph.output})
+    last = next(n for n in model.graph.node if "sr" in n.output)
+    assert last.op_type == "Add" and all(types[i] == TensorProto.FLOAT for i in last.input)
+    if upsampler == "mlp" and "deconv" not in form:
+        fp16_resizes = [n for n in model.graph.node if n.op_type == "Resize" and types.get(n.output[0]) == 10]
+        assert len(fp16_resizes) == 2  # the two x2 feature upsamples; the image skip's x4 stays FP32
+    assert m["tensorrt"]["float16"]["fp32_image_space"] and m["tensorrt"]["float16"]["io"].startswith("float32")
+    v = m["verification"]
+    assert v["passed"] and v["precision"] == "fp16" and "ONNX Runtime" in v["note"] and v["min_psnr_vs_fp32_db"] > 55
+    assert not set(m["tensorrt"]["trtexec"].split()) & set(REMOVED_TRTEXEC_FLAGS)
+    assert "--fp16" not in (result.directory / "build_engine.sh").read_text()
+
+
+@pytest.fixture(scope="module")
+def trt_graphs(tmp_path_factory):
+    """One TensorRT export per precision (no TensorRT here: the graph, build_engine.sh and manifest)."""
+    from scnet_deploy.calibration.data import CalibOptions
+
+    tmp = tmp_path_factory.mktemp("trt")
+    return {p: _trt_export(tmp, p, **({"calib": CalibOptions(count=8, crop=32)} if p == "int8" else {}))
+            for p in ("fp32", "fp16", "int8")}
+
+
+def _standin_build(monkeypatch, tmp_path, version, onnx_path, **kw):
+    import scnet_deploy.exporters.tensorrt_backend as backend
+
+    trt = tensorrt_standins.make(version, **kw)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    profile = make_profile(SizeRange((8, 8), (16, 24), (64, 64)), max_batch=2)
+    plan = backend.build_plan(onnx_path, profile, 256, None, tmp_path / "timing.cache")
+    return trt, plan
+
+
+@pytest.mark.parametrize("version", ["10.13.0.35", "11.4.0.5"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_code_is_strongly_typed_on_tensorrt_10_and_11(monkeypatch, tmp_path, trt_graphs, version, precision):
+    """The backend's real build code against each API generation: the network flag named, not a hard-coded bit
+    (STRONGLY_TYPED is bit 1 in 10.x, bit 0 in 11.x), no precision flag (11.x has none; on 10.x they would fail a
+    strongly typed build), the optimization profile, workspace and timing cache; the parser gets a graph it accepts."""
+    result = trt_graphs[precision]
+    trt, plan = _standin_build(monkeypatch, tmp_path, version, result.directory / "model.onnx")
+    assert plan == f"plan {version}".encode()
+    flag = ("create_network", 1 << (1 if version.startswith("10.") else 0))
+    assert flag in trt.calls
+    (built,) = trt.built
+    assert built["network"].strongly_typed and built["flags"] == [] and built["profiles"] == 1
+    assert built["pools"] == {"WORKSPACE": 256 << 20}
+    assert ("set_shape", "lr", (1, 3, 8, 8), (1, 3, 16, 24), (2, 3, 64, 64)) in trt.calls
+    assert ("set_timing_cache", False) in trt.calls and (tmp_path / "timing.cache").read_bytes()
+    assert conv_precisions(built["network"].graph) == result.manifest["tensorrt"]["conv_precisions"]
+    expected = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}[precision]
+    assert set(result.manifest["tensorrt"]["conv_precisions"]) == {expected}
+
+
+def test_weak_typing_flags_fail_where_the_standins_say(monkeypatch, tmp_path):
+    """The stand-ins catch the break this issue was about: 11.x has no BuilderFlag.FP16 at all; 10.x refuses it on
+    a strongly typed network."""
+    assert not hasattr(tensorrt_standins.make("11.4.0.5").BuilderFlag, "FP16")
+    trt10 = tensorrt_standins.make("10.13.0.35")
+    network = trt10.Builder(trt10.Logger()).create_network(1 << int(trt10.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    config = trt10.Builder(None).create_builder_config()
+    config.set_flag(trt10.BuilderFlag.FP16)
+    assert trt10.Builder(None).build_serialized_network(network, config) is None
+
+
+def test_refused_timing_cache_is_one_line(monkeypatch, tmp_path):
+    path = tmp_path / "m.onnx"
+    build_onnx(tiny_model(2, num_block=1), OnnxOptions(shift="dwconv"), path)
+    with pytest.raises(ExportError, match="refused the timing cache"):
+        _standin_build(monkeypatch, tmp_path, "11.4.0.5", path, timing_cache_accepted=False)
+
+
+def test_plan_built_by_another_version_is_refused(monkeypatch, tmp_path):
+    from scnet_deploy.exporters import tensorrt_backend
+
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_standins.make("11.4.0.5"))
+    (tmp_path / "model.plan").write_bytes(b"plan")
+    with pytest.raises(ExportError, match=r"built with TensorRT 10\.13\.0\.35, and this is TensorRT 11\.4\.0\.5"):
+        tensorrt_backend.load(tmp_path, {"precision": "fp32", "tensorrt": {"version": "10.13.0.35"}})
+
+
+@pytest.mark.parametrize("version, generation", [("10.13.0.35", "10.x"), ("11.4.0.5", "11.x")])
+def test_doctor_says_which_tensorrt_generation_is_installed(monkeypatch, version, generation):
+    import importlib.metadata
+    import importlib.util
+
+    from scnet_deploy.doctor import doctor
+    from scnet_deploy.exporters.registry import Backend
+
+    real_version, real_find = importlib.metadata.version, importlib.util.find_spec
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: version if d == "tensorrt" else real_version(d))
+    monkeypatch.setattr(Backend, "available", lambda self: self.name == "tensorrt" or real_find(self.requires))
+    row = next(r for r in doctor()["backends"] if r["backend"] == "tensorrt")
+    assert row["available"] and row["version"].startswith(f"{version} ({generation}")
