@@ -9,7 +9,8 @@ What this module adds to the converter:
 - FP32 graph input and output, and the image-space path in FP32: the nodes that only read and write image tensors
   (the bilinear skip of the input, the final add), where FP16's spacing near 1.0 (4.9e-4) is an eighth of an 8-bit
   grey level;
-- nodes whose FP32 values on probe inputs, or whose weights, pass ``FP16_SAFE_MAX`` stay FP32 (FP16 ends at 65504);
+- nodes whose weights, or the values they make or read on probe inputs (FP32 run), pass ``FP16_SAFE_MAX``
+  stay FP32 (FP16 ends at 65504);
 - Resize runs in FP16: the converter blocks it by default only because its scales must stay float32, which is
   restored here;
 - Q/DQ graphs get FP16 scales, so the float layers between Q/DQ pairs (resize, add, the float fallback convs) run in
@@ -64,7 +65,8 @@ def image_space_nodes(model) -> list[str]:
 
 
 def overflowing_nodes(model, probes: list[np.ndarray], limit: float = FP16_SAFE_MAX) -> list[str]:
-    """Nodes with a float weight, or a float output on any of ``probes`` (FP32 run), beyond ``limit`` in magnitude."""
+    """Nodes with a float weight beyond ``limit`` in magnitude, and nodes that make or read a float tensor beyond it
+    on any of ``probes`` (an FP32 run)."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -84,10 +86,13 @@ def overflowing_nodes(model, probes: list[np.ndarray], limit: float = FP16_SAFE_
     session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     input_name = session.get_inputs()[0].name
+    big = set()
     for x in probes:
         for name, value in zip(names, session.run(names, {input_name: x})):
             if name in producer and np.abs(value).max(initial=0) > limit:
-                found.add(producer[name])
+                big.add(name)
+    # the node that makes such a value and every node that reads it: neither can hold it in FP16
+    found |= {producer[name] for name in big} | {n.name for n in model.graph.node if big.intersection(n.input)}
     return sorted(found)
 
 
@@ -114,6 +119,26 @@ def _restore_resize_scales(model) -> None:
             return
         for node in dead:
             model.graph.node.remove(node)
+
+
+def _unshare_initializers(model, keep: list[str]) -> None:
+    """Give nodes kept FP32 their own copy of any initializer they share with converted nodes (the dwconv form's
+    shift convolutions share one weight): the converter converts a shared initializer for all its readers."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    readers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.name)
+    kept = set(keep)
+    for node in model.graph.node:
+        if node.name not in kept:
+            continue
+        for k, name in enumerate(node.input):
+            if name in initializers and readers[name] - kept:
+                copy = model.graph.initializer.add()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}__fp32_{node.name}"
+                node.input[k] = copy.name
 
 
 def _scales(model) -> dict[str, np.ndarray]:
@@ -154,6 +179,14 @@ def _restore_float_outputs(model) -> None:
         output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
 
 
+def _copy(model):
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
 def to_float16(model, probes: list[np.ndarray]):
     """The mixed-precision FP16 graph of the FP32 (or FP32 Q/DQ) ``model``, and a record of what stayed FP32."""
     import onnx
@@ -168,6 +201,8 @@ def to_float16(model, probes: list[np.ndarray]):
     image = image_space_nodes(model)
     overflow = overflowing_nodes(model, probes)
     keep = sorted(set(image) | set(overflow))
+    model = _copy(model)
+    _unshare_initializers(model, keep)
     blocked_ops = [op for op in float16.DEFAULT_OP_BLOCK_LIST if op != "Resize"]
     producers = {o: n for n in model.graph.node for o in n.output}
     scale_constants = [producers[i].name for n in model.graph.node if n.op_type == "Resize" for i in n.input[1:3]

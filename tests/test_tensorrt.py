@@ -305,3 +305,39 @@ def test_doctor_says_which_tensorrt_generation_is_installed(monkeypatch, version
     monkeypatch.setattr(Backend, "available", lambda self: self.name == "tensorrt" or real_find(self.requires))
     row = next(r for r in doctor()["backends"] if r["backend"] == "tensorrt")
     assert row["available"] and row["version"].startswith(f"{version} ({generation}")
+
+
+def test_fp16_keeps_layers_that_would_overflow_in_fp32(tmp_path, monkeypatch):
+    """A block whose activations pass FP16's 65504 (conv1 scaled up, conv2 down: the same function) stays FP32: the
+    nodes that make or read those values keep float32 outputs, and the graph stays close to FP32. (ONNX Runtime's CPU
+    does not overflow where TensorRT's FP16 kernels would, so the check is on the graph's types.)"""
+    import onnxruntime as ort
+
+    from scnet_deploy.exporters import onnx_float16
+
+    model = tiny_model(2, num_block=1)
+    with torch.no_grad():
+        model.body[0].conv1.weight *= 1e6
+        model.body[0].conv1.bias *= 1e6
+        model.body[0].conv2.weight /= 1e6
+    build_onnx(model, OnnxOptions(shift="dwconv"), tmp_path / "m.onnx")
+    x = np.random.default_rng(1).random((1, 3, 12, 12), dtype=np.float32)
+
+    def run(path):
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"lr": x})[0]
+
+    def output_types(path):
+        m = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        types = {v.name: v.type.tensor_type.elem_type for v in m.graph.value_info}
+        return {n.name: types.get(n.output[0]) for n in m.graph.node}
+
+    record = onnx_float16.write_float16(tmp_path / "m.onnx", tmp_path / "safe.onnx")
+    overflow = record["fp32_overflow"]
+    assert len(overflow) >= 3 and set(overflow) <= set(record["fp32_nodes"])  # conv1, shift, relu, conv2 at least
+    assert {output_types(tmp_path / "safe.onnx")[n] for n in overflow} == {TensorProto.FLOAT}
+    np.testing.assert_allclose(run(tmp_path / "safe.onnx"), run(tmp_path / "m.onnx"), atol=1e-2)
+    monkeypatch.setattr(onnx_float16, "overflowing_nodes", lambda model, probes, limit=0: [])
+    onnx_float16.write_float16(tmp_path / "m.onnx", tmp_path / "unsafe.onnx")
+    assert TensorProto.FLOAT16 in {output_types(tmp_path / "unsafe.onnx")[n] for n in overflow}
