@@ -5,6 +5,7 @@ User mistakes (ScnetDeployError) print one line and exit 2; anything else is a b
 
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -344,21 +345,36 @@ def upscale_cmd(
     tile: Optional[int] = typer.Option(None, help="Tile size in LR pixels (default: from --max-memory)."),
     overlap: Optional[int] = typer.Option(None, help="Tile halo in LR pixels (default and minimum: the receptive "
                                           "radius, so tiles are exact)."),
-    max_memory: int = typer.Option(1024, help="Memory budget for activations, MB; sets the tile size."),
+    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB; sets the tile size (default: 70% of what "
+                                             "this process may use: free memory, cgroup and address-space limits)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume a batch: leave outputs that exist "
+                                       "(complete by construction: written atomically)."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
 ) -> None:
-    """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit."""
+    """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit. A file that
+    cannot be read or written is reported and skipped; exit code 1 when any failed."""
     from .options import RuntimeOptions
-    from .upscale import UpscaleOptions, upscale
+    from .upscale import DONE, FAILED_STATUS, UpscaleOptions, upscale
 
-    options = UpscaleOptions(output, tile, overlap, max_memory, RuntimeOptions(threads=threads))
+    options = UpscaleOptions(output, tile=tile, overlap=overlap, max_memory_mb=max_memory,
+                             runtime=RuntimeOptions(threads=threads), skip_existing=skip_existing)
     with _progress_display(err_console, "upscaling") as show:
         results = upscale(model, inputs, options, progress=show)
     for r in results:
+        if r["status"] != DONE:
+            continue
         flags = [f for f in ("nonfinite", "collapsed") if r[f]]
         note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
         console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
                       f"{r['channels']} ch){note}")
+    failed = [r for r in results if r["status"] == FAILED_STATUS]
+    counts = {status: sum(r["status"] == status for r in results) for status in (DONE, FAILED_STATUS, "skipped")}
+    console.print(f"{counts[DONE]} upscaled, {counts[FAILED_STATUS]} failed, {counts['skipped']} skipped (output "
+                  f"exists) of {len(results)}")
+    for r in failed:
+        console.print(f"[red]failed[/red] {escape(r['input'])}: {escape(r['error'])}", soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("pipeline")
@@ -413,10 +429,20 @@ def _progress_display(on: Console, first: str, transient: bool = True):
                 raise KeyboardInterrupt
             if event.kind in OUTCOME_STYLE:
                 bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(event.message)}")
+                if event.done is not None:
+                    bar.update(task, total=event.total, completed=event.done)
             else:
                 bar.update(task, description=escape(event.message), total=event.total, completed=event.done or 0)
 
         yield show
+
+
+def _in_import(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _terminate(signum, frame):
@@ -425,6 +451,13 @@ def _terminate(signum, frame):
     # the interrupt lands in one of its lazy imports); that error is then the interruption, not a failure.
     global _interrupted
     _interrupted = True
+    if _in_import(frame) and hasattr(signal, "setitimer"):
+        # Not inside an import: a C extension whose initialiser runs Python code (onnx's pybind11 module creating
+        # enums) turns the exception into std::terminate, and the process aborts (-6). Deliver it 50 ms later,
+        # again until the import is done.
+        signal.signal(signal.SIGALRM, _terminate)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
     raise KeyboardInterrupt
 
 
@@ -438,8 +471,6 @@ def main() -> None:
 
 
 def _main() -> None:
-    import signal
-
     import warnings
 
     signal.signal(signal.SIGTERM, _terminate)
