@@ -29,6 +29,7 @@ class BenchOptions:
     reference: Path | None = None  # the checkpoint of the baselines; None: the first among (or named by) the models
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
+    max_memory_mb: int | None = None  # refuse (one line, before any run) what would not fit; None: memory model
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -70,6 +71,34 @@ def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: in
             **summarize(times, options.batch, out_hw)}
 
 
+def _arch_and_backend(path: Path) -> tuple[dict, str]:
+    """What the memory model needs of a model, without loading its engine."""
+    from .manifest import MANIFEST_NAME, read_manifest
+
+    if path.is_dir() and (path / MANIFEST_NAME).exists():
+        manifest = read_manifest(path)
+        if manifest.get("arch") and manifest.get("backend"):
+            return manifest["arch"], manifest["backend"]
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(path).spec.to_dict(), "pytorch"
+
+
+def check_memory(plan: list[tuple[str | None, Path, str]], options: BenchOptions) -> None:
+    """Refuse, before anything runs, a model and shape whose run would not fit the memory budget: the models
+    asked for first, then the baselines (which ``--no-baselines`` leaves out)."""
+    from .memory import budget_bytes, require_fits
+
+    budget = budget_bytes(options.max_memory_mb)
+    if budget is None:
+        return
+    for label, path, _ in sorted(plan, key=lambda item: item[0] is not None):
+        arch, backend = _arch_and_backend(path)
+        name = f"{label} (a baseline: --no-baselines leaves it out)" if label else f"'{path}' ({backend})"
+        for h, w in options.shapes:
+            require_fits(arch, backend, name, h, w, budget, options.batch)
+
+
 def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:
     """Time each model (checkpoint or artifact directory) at each shape; baselines first."""
     from .doctor import machine
@@ -86,6 +115,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     plan += [(None, m, "official") for m in models]
     if not plan:
         raise ScnetDeployError("bench needs at least one MODEL (checkpoint or artifact directory).")
+    check_memory(plan, options)
     say, results = reporter(progress), []
     for label, path, form in plan:
         t0 = time.perf_counter()

@@ -231,18 +231,21 @@ def validate_cmd(
                                              "among MODELS, else the artifacts' own)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
+    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: images whose run would not fit are run "
+                                             "in exact tiles (default: 70% of what this process may use)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
 ) -> None:
-    """PSNR/SSIM-Y vs ground truth and drift vs the FP32 reference, for every model, side by side."""
+    """PSNR/SSIM-Y vs ground truth and drift vs the FP32 reference, for every model, side by side. Unreadable
+    images are named and left out of the means."""
     from .options import RuntimeOptions
     from .validate import ValidateOptions, validate
 
     if method not in (None, "bicubic"):
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
-                              RuntimeOptions(threads=threads), visuals=report_dir)
+                              RuntimeOptions(threads=threads), visuals=report_dir, max_memory_mb=max_memory)
     with _progress_display(err_console, "validating") as show:
         result = validate(models or [], options, progress=show)
     for d in result["datasets"]:
@@ -268,6 +271,9 @@ def validate_cmd(
               "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}", r["dataset"])
              for m in result["models"] for r in m["per_image"]]
     _write_outputs(result, json_file, csv_file, rows, report_dir)
+    for u in result["unreadable_images"]:
+        err_console.print(f"[yellow]skipped unreadable image[/yellow] {escape(u['path'])}: {escape(u['error'])}",
+                          soft_wrap=True)
     for m in result["models"]:
         if m["nonfinite_images"] or m["collapsed_images"]:
             err_console.print(f"[yellow]warning:[/yellow] {escape(m['name'])}: non-finite output on "
@@ -293,6 +299,9 @@ def bench_cmd(
     baselines: bool = typer.Option(True, help="Also time PyTorch official-form eager and deploy form."),
     ov_performance: str = typer.Option("latency", help="OpenVINO performance hint: latency or throughput."),
     ov_streams: Optional[int] = typer.Option(None, help="OpenVINO streams."),
+    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: a shape whose run would not fit is "
+                                             "refused before anything runs (default: 70% of what this process may "
+                                             "use)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
@@ -302,7 +311,8 @@ def bench_cmd(
     from .options import OpenVINOOptions, RuntimeOptions
 
     runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
-    options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines, runtime)
+    options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines,
+                           runtime=runtime, max_memory_mb=max_memory)
     with _progress_display(err_console, "benchmarking") as show:
         result = bench(models, options, progress=show)
 
@@ -366,7 +376,7 @@ def upscale_cmd(
         flags = [f for f in ("nonfinite", "collapsed") if r[f]]
         note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
         console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
-                      f"{r['channels']} ch){note}")
+                      f"{r['channels']} ch){note}", soft_wrap=True)
     failed = [r for r in results if r["status"] == FAILED_STATUS]
     counts = {status: sum(r["status"] == status for r in results) for status in (DONE, FAILED_STATUS, "skipped")}
     console.print(f"{counts[DONE]} upscaled, {counts[FAILED_STATUS]} failed, {counts['skipped']} skipped (output "
@@ -391,12 +401,14 @@ def pipeline_cmd(
     formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
     optimize: str = typer.Option("latency", help="latency: each engine in its fastest measured form (see export "
                                  "--optimize); none: the default form."),
+    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: validation runs larger images in exact "
+                                             "tiles (default: 70% of what this process may use)."),
 ) -> None:
     """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
     from .pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, tuple(dataset) if dataset else None, calib_data, calib_count, budget,
-                              _parse_shapes(shape), runs, _parse_list(formats), optimize)
+                              _parse_shapes(shape), runs, _parse_list(formats), optimize, max_memory)
     with _progress_display(console, "starting", transient=False) as show:
         summary = pipeline(checkpoint, options, progress=show)
     best = summary["recommendation"]

@@ -16,6 +16,9 @@ from .images import list_images, mod_crop, read_rgb_u8
 from .resize import bicubic_degrade
 
 
+SSIM_WINDOW = 11  # metrics.ssim's Gaussian window
+
+
 class DatasetError(ScnetDeployError):
     """A dataset folder cannot be used."""
 
@@ -37,7 +40,16 @@ def _shipped_lr(root: Path, name: str, scale: int) -> Path | None:
     return None
 
 
-def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> list[Pair]:
+class Dataset(list):
+    """The pairs of a dataset folder (a list of ``Pair``), and the images in it that could not be read
+    (``unreadable``: path and reason), which are left out rather than stopping the run."""
+
+    def __init__(self, pairs=(), unreadable=()) -> None:
+        super().__init__(pairs)
+        self.unreadable = list(unreadable)
+
+
+def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"--dataset '{root}' is not a folder; pass a folder with HR/ (and LR_bicubic/X{scale}/) "
@@ -46,11 +58,17 @@ def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> list
     paths = list_images(hr_dir)
     if not paths:
         raise DatasetError(f"no images in '{hr_dir}' (looked for .png, .jpg, .bmp, .tif, .webp).")
-    pairs = []
+    pairs, unreadable = [], []
     for path in paths[:limit]:
-        hr = mod_crop(read_rgb_u8(path), scale)
-        if min(hr.shape[:2]) < scale:
-            raise DatasetError(f"'{path}' is smaller than the scale x{scale}; remove it from the dataset.")
+        try:
+            hr = mod_crop(read_rgb_u8(path), scale)
+        except ScnetDeployError as e:  # one bad file: named in the results, left out of the means
+            unreadable.append({"path": str(path), "error": str(e).strip().splitlines()[0]})
+            continue
+        if min(hr.shape[:2]) < SSIM_WINDOW + 2 * scale:  # too small to score: named and left out like unreadable ones
+            unreadable.append({"path": str(path), "error": f"{hr.shape[1]}x{hr.shape[0]} is too small to score at "
+                               f"x{scale} (SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window after a {scale}-pixel border crop)"})
+            continue
         shipped = _shipped_lr(root, path.stem, scale) if hr_dir != root else None
         if shipped is not None:
             lr, source = read_rgb_u8(shipped), "shipped"
@@ -60,4 +78,6 @@ def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> list
         else:
             lr, source = bicubic_degrade(hr, scale), "bicubic"
         pairs.append(Pair(path.stem, lr, hr, source))
-    return pairs
+    if not pairs:
+        raise DatasetError(f"no readable image in '{hr_dir}': {unreadable[0]['error']}")
+    return Dataset(pairs, unreadable)

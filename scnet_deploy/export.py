@@ -19,6 +19,7 @@ from scnet_deploy.exporters.registry import backend_for_format
 from .autotune import TuneOptions
 from .checkpoint import Checkpoint, load_checkpoint, sha256_of
 from .errors import ExportError
+from .locks import exclusive
 from .manifest import MANIFEST_NAME, io_record, tool_versions, write_manifest
 from .options import EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange, TensorRTOptions
 from .progress import Progress
@@ -146,14 +147,16 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
 def build_session(ckpt: Checkpoint, options: ExportOptions, output: Path, progress=None):
     """A BuildSession whose scratch (shared ONNX graphs, autotune candidates) is a hidden directory beside
     ``output``, removed when the session ends, however it ends; a killed session's scratch (SIGKILL cannot be
-    caught) is removed by the next one for the same output."""
-    for stale in output.parent.glob(f".{output.name}.build-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
-    try:
-        yield BuildSession(ckpt, options, scratch, progress)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    caught) is removed by the next one for the same output. Holds ``output``'s lock (``locks.exclusive``): a second
+    export to the same output at the same time stops at once with a message."""
+    with exclusive(output, "export"):  # one writer per output: another would clear this one's temporaries
+        for stale in output.parent.glob(f".{output.name}.build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.build-", dir=output.parent))
+        try:
+            yield BuildSession(ckpt, options, scratch, progress)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_artifact(session: BuildSession, targets: list[Target], final: Path) -> ExportResult:

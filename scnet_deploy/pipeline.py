@@ -31,6 +31,7 @@ class PipelineOptions:
     runs: int = 5
     formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
     optimize: str = "latency"  # each engine in the form measured fastest here, at the largest of ``shapes``
+    max_memory_mb: int | None = None  # validation tiles and bench refuses beyond it; None: the memory model's default
 
 
 def reference_checkpoint() -> Path:
@@ -193,12 +194,13 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                 say(Progress(label, BUILT))
     runnable = list(built.values())
     validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
-                                                                  budget_db=options.budget_db, visuals=out),
+                                                                  budget_db=options.budget_db, visuals=out,
+                                                                  max_memory_mb=options.max_memory_mb),
                           progress=say)
     # One PyTorch baseline, the official eager model every speed-up is against (bench alone also times the
     # deploy form in eager: it runs no faster, README's bench table shows, and costs ~20 s here).
     timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=1, reference=ckpt_path,
-                                          baseline_forms=("official",)),
+                                          baseline_forms=("official",), max_memory_mb=options.max_memory_mb),
                    progress=lambda event: say(event.prefixed("bench")))
     best = recommend(validation, timing, options.budget_db)
     elapsed = time.perf_counter() - t_start

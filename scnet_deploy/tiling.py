@@ -66,23 +66,18 @@ def upscale_float(infer, image: np.ndarray, scale: int, tile: int | None, halo: 
     return out
 
 
-def bytes_per_lr_pixel(num_feat: int, scale: int) -> int:
-    # Peak activations: about four live float32 feature maps at HR resolution (num_feat x scale^2 per LR pixel).
-    return 4 * num_feat * scale * scale * 4
-
-
-def auto_tile(height: int, width: int, num_feat: int, scale: int, halo: int, max_memory_mb: int,
+def auto_tile(height: int, width: int, bytes_per_px: int, halo: int, budget: int | None,
               max_crop: tuple[int, int] | None = None) -> int | None:
-    """The largest tile whose crop fits ``max_memory_mb`` (and an engine's max input); None = the whole image fits."""
-    budget = max_memory_mb * 2**20 // bytes_per_lr_pixel(num_feat, scale)
+    """The largest tile whose crop fits ``budget`` bytes at ``bytes_per_px`` per LR pixel (``memory`` module) and an
+    engine's max input; None = the whole image fits (or no budget is known)."""
     fits_engine = max_crop is None or (height <= max_crop[0] and width <= max_crop[1])
-    if height * width <= budget and fits_engine:
+    if (budget is None or height * width * bytes_per_px <= budget) and fits_engine:
         return None
-    side = int(math.isqrt(budget))
+    side = int(math.isqrt(budget // bytes_per_px)) if budget is not None else max(height, width)
     if max_crop is not None:
         side = min(side, *max_crop)
     tile = side - 2 * halo
     if tile < 8:
-        raise ScnetDeployError(f"--max-memory {max_memory_mb} MB leaves tiles of {tile} px after a {halo} px halo; "
-                               "raise --max-memory.")
+        raise ScnetDeployError(f"a memory budget of {budget / 2**20:.0f} MB leaves tiles of {tile} px after a {halo} px "
+                               "halo; raise --max-memory or free memory.")
     return tile

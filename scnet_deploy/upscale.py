@@ -1,10 +1,16 @@
-"""The ``upscale`` verb: images through any model (checkpoint or engine), tiled exactly within a memory limit.
+"""The ``upscale`` verb: images through any model (checkpoint or engine), tiled exactly within a memory budget.
 
 Grey images stay grey (run as RGB with equal channels, averaged back); alpha is upscaled separately through the
 same model and reattached; 16-bit stays 16-bit (PNG). Every output tile is checked for NaN/Inf, every image for
 collapse (constant output); both are reported per image.
+
+A batch (a folder, or several inputs) finishes: a file that cannot be read, run or written is reported (``status:
+failed`` and the reason) and the rest go on (one input alone raises its error); ``skip_existing`` resumes an
+interrupted batch (outputs are written atomically, so one that exists is complete). The tile size comes from the
+memory model (``memory.py``) unless given.
 """
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,18 +18,22 @@ import numpy as np
 
 from .errors import ScnetDeployError
 from .images import IMAGE_SUFFIXES, WRITE_SUFFIXES, list_images, read_image, round_to_bits, write_image
+from .memory import budget_bytes, bytes_per_lr_pixel
 from .options import RuntimeOptions
-from .progress import Progress, reporter
+from .progress import FAILED, SKIPPED, STEP, Progress, reporter
 from .tiling import auto_tile, run_tiled
+
+DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
 
 
 @dataclass(frozen=True)
 class UpscaleOptions:
     output: Path
-    tile: int | None = None  # LR pixels; None: chosen from max_memory_mb
+    tile: int | None = None  # LR pixels; None: chosen by the memory model within max_memory_mb
     overlap: int | None = None  # halo in LR pixels; None: the receptive radius (never less)
-    max_memory_mb: int = 1024
+    max_memory_mb: int | None = None  # None: the memory model's default budget (a share of what is available)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    skip_existing: bool = False  # resume: leave outputs that exist (always complete: atomic writes) as they are
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
@@ -58,7 +68,51 @@ def _destinations(files: list[Path], output: Path, scale: int) -> list[Path]:
     return dests
 
 
+def _upscale_one(runner, src: Path, dst: Path, options: UpscaleOptions, halo: int, budget: int | None) -> dict:
+    arch = runner.arch
+    scale = arch["scale"]
+    image = read_image(src)
+    h, w, c = image.pixels.shape
+    tile = options.tile if options.tile is not None else auto_tile(
+        h, w, bytes_per_lr_pixel(arch, runner.backend), halo, budget, runner.size_range.max)
+    colour = image.pixels[..., :3] if c >= 3 else np.repeat(image.pixels[..., :1], 3, axis=2)
+    planes = [(colour, slice(0, 3) if c >= 3 else slice(0, 1))]
+    if c in (2, 4):  # alpha, upscaled separately through the same model
+        planes.append((np.repeat(image.pixels[..., -1:], 3, axis=2), slice(c - 1, c)))
+    bits = image.bits if dst.suffix.lower() == ".png" else 8
+    # Assembled directly in the output's integer type: an 8K x4 result is 1.6 GB in uint8, 6.4 GB in float.
+    out = np.empty((h * scale, w * scale, c), np.uint16 if bits == 16 else np.uint8)
+    report = {"input": str(src), "output": str(dst), "size": [w, h], "channels": c, "bits": image.bits,
+              "tile": tile, "halo": halo, "nonfinite": False}
+
+    for pixels, target in planes:
+        grey_target = target.stop - target.start == 1
+
+        def sink(y, x, block, target=target, grey=grey_target):
+            if not np.isfinite(block).all():
+                report["nonfinite"] = True
+                block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=0.0)
+            hwc = block.transpose(1, 2, 0)
+            out[y:y + hwc.shape[0], x:x + hwc.shape[1], target] = round_to_bits(
+                hwc.mean(axis=2, keepdims=True) if grey else hwc, bits)
+
+        report["tiles"] = run_tiled(runner.infer, np.ascontiguousarray(pixels.transpose(2, 0, 1)), scale,
+                                    tile, halo, sink)
+    colour_out = out[..., : (3 if c >= 3 else 1)]
+    report["collapsed"] = bool(colour_out.max() == colour_out.min())
+    write_image(dst, out, bits)
+    return report
+
+
+def _eta(seconds: float, worked: int, remaining: int) -> str:
+    if not worked or not remaining:
+        return ""
+    left = seconds / worked * remaining
+    return f", ~{left:.0f} s left" if left < 120 else f", ~{left / 60:.0f} min left"
+
+
 def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions, progress=None) -> list[dict]:
+    """Upscale every input image; one result per input with ``status`` done, failed (with ``error``) or skipped."""
     from .runtime import open_model
 
     say = reporter(progress)
@@ -76,39 +130,27 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
         dests = _destinations(files, output, scale)
         if output.suffix.lower() not in WRITE_SUFFIXES:
             output.mkdir(parents=True, exist_ok=True)
-        max_crop = runner.size_range.max
-        results = []
+        budget = budget_bytes(options.max_memory_mb)
+        batch = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
+        results, started, worked = [], time.perf_counter(), 0
         for src, dst in zip(files, dests):
-            image = read_image(src)
-            h, w, c = image.pixels.shape
-            tile = options.tile if options.tile is not None else auto_tile(
-                h, w, arch["num_feat"], scale, halo, options.max_memory_mb, max_crop)
-            colour = image.pixels[..., :3] if c >= 3 else np.repeat(image.pixels[..., :1], 3, axis=2)
-            planes = [(colour, slice(0, 3) if c >= 3 else slice(0, 1))]
-            if c in (2, 4):  # alpha, upscaled separately through the same model
-                planes.append((np.repeat(image.pixels[..., -1:], 3, axis=2), slice(c - 1, c)))
-            bits = image.bits if dst.suffix.lower() == ".png" else 8
-            # Assembled directly in the output's integer type: an 8K x4 result is 1.6 GB in uint8, 6.4 GB in float.
-            out = np.empty((h * scale, w * scale, c), np.uint16 if bits == 16 else np.uint8)
-            report = {"input": str(src), "output": str(dst), "size": [w, h], "channels": c, "bits": image.bits,
-                      "tile": tile, "halo": halo, "nonfinite": False}
-
-            for pixels, target in planes:
-                grey_target = target.stop - target.start == 1
-
-                def sink(y, x, block, target=target, grey=grey_target):
-                    if not np.isfinite(block).all():
-                        report["nonfinite"] = True
-                        block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=0.0)
-                    hwc = block.transpose(1, 2, 0)
-                    out[y:y + hwc.shape[0], x:x + hwc.shape[1], target] = round_to_bits(
-                        hwc.mean(axis=2, keepdims=True) if grey else hwc, bits)
-
-                report["tiles"] = run_tiled(runner.infer, np.ascontiguousarray(pixels.transpose(2, 0, 1)), scale,
-                                            tile, halo, sink)
-            colour_out = out[..., : (3 if c >= 3 else 1)]
-            report["collapsed"] = bool(colour_out.max() == colour_out.min())
-            write_image(dst, out, bits)
-            results.append(report)
-            say(Progress(f"upscaled {src.name}", done=len(results), total=len(files)))
+            if options.skip_existing and dst.exists():
+                results.append({"input": str(src), "output": str(dst), "status": SKIPPED_STATUS})
+                kind, what = SKIPPED, f"{src.name}: output exists, skipped"
+            else:
+                worked += 1
+                try:
+                    results.append({**_upscale_one(runner, src, dst, options, halo, budget), "status": DONE})
+                    kind, what = STEP, f"upscaled {src.name}"
+                except (ScnetDeployError, OSError) as e:  # this file's problem: report it, go on with the rest
+                    if not batch:
+                        raise  # one image asked for: its error is the answer (exit 2, one line)
+                    error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    results.append({"input": str(src), "output": str(dst), "status": FAILED_STATUS, "error": error})
+                    kind, what = FAILED, f"{src.name} failed: {error}"
+            failed = sum(r["status"] == FAILED_STATUS for r in results)
+            remaining = len(files) - len(results)
+            say(Progress(f"{what} ({len(results) - failed} done, {failed} failed, {remaining} left"
+                         f"{_eta(time.perf_counter() - started, worked, remaining)})", kind=kind, done=len(results),
+                         total=len(files)))
     return results

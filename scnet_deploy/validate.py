@@ -5,10 +5,13 @@ Drift is PSNR-Y(model) - PSNR-Y(reference), in dB (negative = worse). Several da
 in one call, a table each; a model's drift is that of its worst dataset, which is named. ``budget_db`` fails the
 run when any model loses more than that on any dataset. Outputs are clipped to [0, 1] and rounded to 8 bits before
 scoring; PSNR vs reference and max abs diff compare the float outputs. Non-finite and collapsed (constant) outputs
-are flagged per image. With ``visuals``, the worst image of each model is shown as a crop side by side (bicubic,
-FP32, every model) with an amplified error map vs FP32 (scnet_deploy/visuals.py).
+are flagged per image. An image that cannot be read is named (``unreadable_images``) and left out of the means; one
+whose run would not fit the memory budget (``memory.py``) is run in exact tiles (``tile`` per image). With
+``visuals``, the worst image of each model is shown as a crop side by side (bicubic, FP32, every model) with an
+amplified error map vs FP32 (scnet_deploy/visuals.py).
 """
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +20,12 @@ import numpy as np
 from .datasets import load_dataset
 from .errors import ScnetDeployError
 from .images import to_float_chw, to_u8_hwc
+from .memory import budget_bytes, bytes_per_lr_pixel
 from .metrics import psnr_ssim_y
 from .options import RuntimeOptions
 from .progress import Progress, reporter
 from .resize import imresize_u8
+from .tiling import auto_tile, upscale_float
 
 PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialiased); output clipped to [0,1] and "
             "rounded to 8 bits; PSNR and SSIM (11x11 Gaussian, sigma 1.5) on BT.601 Y (16-235), `scale` border "
@@ -37,6 +42,7 @@ class ValidateOptions:
     limit: int | None = None  # first N images only
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     visuals: Path | None = None  # write side-by-side crops of each model's worst image here
+    max_memory_mb: int | None = None  # images whose run would pass this are run in exact tiles; None: memory model
 
     def folders(self) -> tuple[Path, ...]:
         return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
@@ -65,36 +71,76 @@ def _flags(out: np.ndarray) -> dict:
     return {"nonfinite": not finite, "collapsed": collapsed}
 
 
-def _score_model(runner, pairs, scale, ref_outputs, progress) -> tuple[dict, list[np.ndarray]]:
-    per_image, outputs = [], []
-    for pair in pairs:
+def _infer_within(runner, lr: np.ndarray, scale: int, budget: int | None) -> tuple[np.ndarray, int | None]:
+    """The whole-image output, run in exact tiles where the memory model says the whole run would not fit
+    ``budget`` (or the engine's size range); returns the output and the tile used (None: whole)."""
+    arch = runner.arch
+    radius = arch["receptive_radius"]
+    tile = auto_tile(lr.shape[1], lr.shape[2], bytes_per_lr_pixel(arch, runner.backend), radius, budget,
+                     runner.size_range.max)
+    return (runner.infer(lr) if tile is None else upscale_float(runner.infer, lr, scale, tile, radius)), tile
+
+
+def _score_model(runner, pairs, scale, ref_outputs, progress, budget=None, keep=None) -> tuple[dict, list]:
+    """Score ``runner`` on ``pairs``, each image against the reference's output (``ref_outputs``) as it comes;
+    ``keep(out)`` is what is kept of each float output (None: nothing), so memory does not grow with the dataset."""
+    per_image, kept = [], []
+    for i, pair in enumerate(pairs):
+        tile = None
         if isinstance(runner, _Bicubic):
             sr_u8 = imresize_u8(pair.lr, scale)
             out = sr_u8.transpose(2, 0, 1).astype(np.float32) / 255.0
         else:
-            out = runner.infer(to_float_chw(pair.lr))
+            out, tile = _infer_within(runner, to_float_chw(pair.lr), scale, budget)
             sr_u8 = to_u8_hwc(out)
         if sr_u8.shape != pair.hr.shape:
             raise ScnetDeployError(f"{runner.name}: output {sr_u8.shape[1]}x{sr_u8.shape[0]} for '{pair.name}' does "
                                    f"not match HR {pair.hr.shape[1]}x{pair.hr.shape[0]}; is the model x{scale}?")
         p, s = psnr_ssim_y(sr_u8, pair.hr, crop=scale)
-        row = {"name": pair.name, "psnr_y": p, "ssim_y": s, **_flags(out)}
-        outputs.append(out)
-        per_image.append(row)
-        progress()
-    if ref_outputs is not None:
-        for row, out, ref in zip(per_image, outputs, ref_outputs):
-            a, b = np.clip(np.nan_to_num(out), 0, 1), np.clip(ref, 0, 1)
+        row = {"name": pair.name, "psnr_y": p, "ssim_y": s, **_flags(out), "tile": tile}
+        if ref_outputs is not None:
+            a, b = np.clip(np.nan_to_num(out), 0, 1), np.clip(ref_outputs[i], 0, 1)
             mse = float(np.mean((a.astype(np.float64) - b) ** 2))
             row["max_abs_diff"] = float(np.abs(a - b).max())
             row["psnr_vs_reference_db"] = float("inf") if mse == 0 else float(10 * np.log10(1 / mse))
+        kept.append(keep(out) if keep else None)
+        per_image.append(row)
+        progress()
     entry = {"name": runner.name, "precision": runner.precision,
              "psnr_y": float(np.mean([r["psnr_y"] for r in per_image])),
              "ssim_y": float(np.mean([r["ssim_y"] for r in per_image])),
              "nonfinite_images": [r["name"] for r in per_image if r["nonfinite"]],
              "collapsed_images": [r["name"] for r in per_image if r["collapsed"]],
              "per_image": per_image}
-    return entry, outputs
+    return entry, kept
+
+
+def _spill(folder: Path):
+    """Keep float outputs on disk, read back as memory maps: the reference's outputs for a whole dataset of large
+    images would otherwise stay resident (44 MB per 2560x1440 image) while every other model runs."""
+    count = [0]
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def keep(out: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        path = folder / f"{count[0]}.npy"
+        np.save(path, out)
+        return np.load(path, mmap_mode="r")
+    return keep
+
+
+def _release_freed_memory() -> None:
+    """Hand memory a closed engine freed back to the system (glibc keeps large freed blocks otherwise), so the next
+    model's budget, measured from what is left, is not eaten by the last one's garbage."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def dataset_name(folder: Path) -> str:
@@ -103,7 +149,7 @@ def dataset_name(folder: Path) -> str:
     return folder.parent.name if folder.name == "HR" else folder.name
 
 
-def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep) -> tuple[list[dict], list[list]]:
+def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill) -> tuple[list[dict], list[list]]:
     from .runtime import open_model
 
     entries, outputs = [], []
@@ -112,12 +158,15 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep) -> tup
         if scale != options.scale:
             raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
                                    f"--scale {scale} or another model.")
+        budget = budget_bytes(options.max_memory_mb)  # what is left now, with this engine loaded
         for k, pairs in enumerate(sets):
-            entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick)
+            entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
+                                       budget, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None)
             entry.update({"path": str(path), "kind": "artifact" if path.is_dir() else "checkpoint",
                           "backend": runner.backend, "reference": is_ref})
             entries.append(entry)
-            outputs.append(outs if is_ref else [to_u8_hwc(o) for o in outs] if keep else None)
+            outputs.append(outs if is_ref or keep else None)
+    _release_freed_memory()
     return entries, outputs
 
 
@@ -181,6 +230,11 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
 def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
     """Score each model (checkpoint or artifact directory) on each dataset of ``options``; see the module
     docstring."""
+    with tempfile.TemporaryDirectory(prefix="scnet-deploy-validate-") as spill:
+        return _validate(models, options, progress, Path(spill))
+
+
+def _validate(models: list[str | Path], options: ValidateOptions, progress, spill: Path) -> dict:
     from .doctor import machine
 
     models = [Path(m) for m in models]
@@ -208,7 +262,8 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
     per_model, outputs, ref_outputs = [], [], [None] * len(sets)
     for path in order:
         is_ref = ref_path is not None and path == ref_path
-        entries, outs = _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep)
+        entries, outs = _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep,
+                                        spill / str(len(per_model)))
         if is_ref:
             ref_outputs = outs
             for e in entries:
@@ -230,13 +285,15 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
         failed = [e["name"] for e in entries if e.get("within_budget") is False]
         per_set.append({"dataset": str(folder), "name": names[k], "scale": options.scale, "images": len(pairs),
                         "lr_source": sorted({p.lr_source for p in pairs}), "budget_db": options.budget_db,
-                        "passed": not failed, "over_budget": failed, "models": entries})
+                        "passed": not failed, "over_budget": failed, "models": entries,
+                        "unreadable": pairs.unreadable})
     rows = _summary(per_set, names)
     failed = [r["name"] for r in rows if r.get("within_budget") is False]
     result = {"dataset": ", ".join(str(f) for f in folders), "datasets": per_set, "scale": options.scale,
               "images": sum(len(p) for p in sets), "lr_source": sorted({p.lr_source for s in sets for p in s}),
               "protocol": PROTOCOL, "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
-              "passed": not failed, "over_budget": failed, "models": rows, "machine": machine()}
+              "passed": not failed, "over_budget": failed, "models": rows, "machine": machine(),
+              "unreadable_images": [u for s in sets for u in s.unreadable]}
     if keep and ref_path is not None:
         from .visuals import worst_image_comparisons
 

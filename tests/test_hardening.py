@@ -85,11 +85,16 @@ def test_tile_plan_covers_every_pixel_once():
 
 
 def test_auto_tile_from_memory_and_engine_limit():
-    assert auto_tile(100, 100, 64, 4, 21, 1024) is None  # fits whole
-    tile = auto_tile(4320, 7680, 64, 4, 21, 1024)
+    from scnet_deploy.memory import bytes_per_lr_pixel
+
+    per_px = bytes_per_lr_pixel({"num_feat": 64, "scale": 4, "num_in_ch": 3, "num_out_ch": 3}, "onnxruntime")
+    gib = 2**30
+    assert auto_tile(100, 100, per_px, 21, gib) is None  # fits whole
+    tile = auto_tile(4320, 7680, per_px, 21, gib)
     crop = tile + 42
-    assert crop * crop * 4 * 64 * 16 * 4 <= 1024 * 2**20
-    assert auto_tile(200, 200, 64, 4, 10, 1024, max_crop=(64, 64)) == 44
+    assert crop * crop * per_px <= gib < (crop + 1) ** 2 * per_px
+    assert auto_tile(200, 200, per_px, 10, gib, max_crop=(64, 64)) == 44
+    assert auto_tile(4320, 7680, per_px, 21, None) is None  # no budget known: whole
 
 
 # -- upscale: formats, bit depth, grey, alpha ---------------------------------------------------------------------
@@ -358,6 +363,33 @@ def test_interrupt_inside_library_exec_still_exits_130_with_the_message(tmp_path
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert r.returncode == 130 and "interrupted" in r.stderr and "Traceback" not in r.stderr, (r.returncode,
                                                                                                  r.stderr[-2000:])
+
+
+def test_interrupt_during_an_import_is_delivered_after_it(tmp_path):
+    """Ctrl-C inside an import is held until the import is done: raised inside a C extension's initialiser (onnx's
+    pybind11 module creating enums) it aborted the process (-6, seen in CI). The imported module here interrupts
+    itself and then marks that it finished; the CLI must still exit 130 with its message."""
+    (tmp_path / "slow_module.py").write_text(
+        "import os, signal, time, pathlib\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.3)\n"
+        "pathlib.Path('imported').write_text('done')\n")
+    (tmp_path / "interrupt_in_import.py").write_text(
+        "import sys\n"
+        "import scnet_deploy.export\n"
+        "from scnet_deploy.cli import main\n"
+        "def export(*args, **kwargs):\n"
+        "    import slow_module\n"
+        "    import time\n"
+        "    time.sleep(30)\n"
+        "sys.modules['scnet_deploy.export'].export = export\n"
+        "main()\n")
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    r = subprocess.run([sys.executable, "-m", "interrupt_in_import", "export", str(ckpt), "-o", str(tmp_path / "a")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and "interrupted" in r.stderr and "Traceback" not in r.stderr, (r.returncode,
+                                                                                             r.stderr[-2000:])
+    assert (tmp_path / "imported").read_text() == "done"
 
 
 @pytest.mark.parametrize("verb", ["upscale", "pipeline"])
