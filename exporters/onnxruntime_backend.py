@@ -50,7 +50,7 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.log_severity_level = 3  # errors only: its warnings (e.g. FP16 nodes it cannot constant-fold) are not the user's
+        so.log_severity_level = 3  # errors only: its warnings (FP16 nodes it cannot constant-fold) are not the user's
         if runtime.threads:
             so.intra_op_num_threads = runtime.threads
         self.session = ort.InferenceSession(str(path), so, providers=providers(runtime.cuda))

@@ -173,7 +173,8 @@ def build(ctx, workdir: Path) -> dict:
     (workdir / PLAN_FILE).write_bytes(plan)
     if opts.timing_cache:
         shutil.copyfile(workdir / CACHE_FILE, opts.timing_cache)
-    section.update({"engine": PLAN_FILE, "version": trt.__version__, "generation": tensorrt_generation(trt.__version__)})
+    section.update({"engine": PLAN_FILE, "version": trt.__version__,
+                    "generation": tensorrt_generation(trt.__version__)})
     return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE], **fields}
 
 
