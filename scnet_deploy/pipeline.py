@@ -148,6 +148,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     from .checkpoint import load_checkpoint
     from .export import ExportOptions, build_session, write_artifact
     from .manifest import write_json_atomic
+    from .memory import budget_bytes, require_fits
     from .report import report
     from .validate import ValidateOptions, validate
 
@@ -156,6 +157,9 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()
     ckpt = load_checkpoint(ckpt_path)
     scale = ckpt.spec.scale
+    budget = budget_bytes(options.max_memory_mb)
+    for h, w in options.shapes:  # refuse a bench shape that cannot fit now, not after minutes of building
+        require_fits(ckpt.spec.to_dict(), "pytorch", "the PyTorch baseline of the benchmark", h, w, budget)
     out = Path(options.output)
     engines = out / "engines"
     engines.mkdir(parents=True, exist_ok=True)

@@ -306,3 +306,10 @@ def test_two_upscales_into_one_folder_never_tear_a_file(tiny_ckpt_module, tmp_pa
         with Image.open(p) as im:
             im.load()  # a torn file fails to decode
             assert im.size == (128, 128)
+
+
+def test_pipeline_refuses_a_bench_shape_that_cannot_fit_before_building(tmp_path):
+    t0 = time.perf_counter()
+    out = cli("pipeline", "-o", tmp_path / "p", "--shape", "3000x3000", "--formats", "onnx", "--max-memory", "4096")
+    assert out.returncode == 2 and time.perf_counter() - t0 < 60
+    assert "needs about" in out.stderr and not (tmp_path / "p").exists()
