@@ -16,9 +16,6 @@ from .images import list_images, mod_crop, read_rgb_u8
 from .resize import bicubic_degrade
 
 
-SSIM_WINDOW = 11  # metrics.ssim's Gaussian window
-
-
 class DatasetError(ScnetDeployError):
     """A dataset folder cannot be used."""
 
@@ -29,6 +26,7 @@ class Pair:
     lr: np.ndarray  # HxWx3 uint8
     hr: np.ndarray  # (sH)x(sW)x3 uint8, mod-cropped
     lr_source: str  # "shipped" or "bicubic"
+    path: str = ""  # the HR file
 
 
 def _shipped_lr(root: Path, name: str, scale: int) -> Path | None:
@@ -48,6 +46,18 @@ class Dataset(list):
         super().__init__(pairs)
         self.unreadable = list(unreadable)
 
+    def scorable(self, scale: int, window: int) -> "Dataset":
+        """The pairs whose HR, less the ``scale``-pixel border, holds an SSIM ``window``; the others join
+        ``unreadable`` with the reason."""
+        too_small = lambda p: min(p.hr.shape[:2]) - 2 * scale < window  # noqa: E731
+        small = [p for p in self if too_small(p)]
+        reasons = [{"path": p.path or p.name, "error": f"{p.hr.shape[1]}x{p.hr.shape[0]} is too small to score at x{scale} "
+                    f"(SSIM's {window}x{window} window after a {scale}-pixel border crop)"} for p in small]
+        kept = [p for p in self if not too_small(p)]
+        if not kept:
+            raise DatasetError(f"no image of the dataset can be scored: {(self.unreadable + reasons)[0]['error']}")
+        return Dataset(kept, self.unreadable + reasons)
+
 
 def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> Dataset:
     root = Path(root)
@@ -65,10 +75,8 @@ def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> Data
         except ScnetDeployError as e:  # one bad file: named in the results, left out of the means
             unreadable.append({"path": str(path), "error": str(e).strip().splitlines()[0]})
             continue
-        if min(hr.shape[:2]) < SSIM_WINDOW + 2 * scale:  # too small to score: named and left out like unreadable ones
-            unreadable.append({"path": str(path), "error": f"{hr.shape[1]}x{hr.shape[0]} is too small to score at "
-                               f"x{scale} (SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window after a {scale}-pixel border crop)"})
-            continue
+        if min(hr.shape[:2]) < scale:
+            raise DatasetError(f"'{path}' is smaller than the scale x{scale}; remove it from the dataset.")
         shipped = _shipped_lr(root, path.stem, scale) if hr_dir != root else None
         if shipped is not None:
             lr, source = read_rgb_u8(shipped), "shipped"
@@ -77,7 +85,7 @@ def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> Data
                                    f"{hr.shape[1]}x{hr.shape[0]} at x{scale}; the LR is not of this HR.")
         else:
             lr, source = bicubic_degrade(hr, scale), "bicubic"
-        pairs.append(Pair(path.stem, lr, hr, source))
+        pairs.append(Pair(path.stem, lr, hr, source, str(path)))
     if not pairs:
         raise DatasetError(f"no readable image in '{hr_dir}': {unreadable[0]['error']}")
     return Dataset(pairs, unreadable)

@@ -26,7 +26,10 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(peak**2 / mse))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+SSIM_WINDOW = 11  # the Gaussian window's side: an image (less its crop) must be at least this large to score
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> np.ndarray:
     ax = np.arange(size) - (size - 1) / 2
     g = np.exp(-(ax**2) / (2 * sigma**2))
     return g / g.sum()

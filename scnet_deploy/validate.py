@@ -21,7 +21,7 @@ from .datasets import load_dataset
 from .errors import ScnetDeployError
 from .images import to_float_chw, to_u8_hwc
 from .memory import budget_bytes, bytes_per_lr_pixel
-from .metrics import psnr_ssim_y
+from .metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RuntimeOptions
 from .progress import Progress, reporter
 from .resize import imresize_u8
@@ -247,7 +247,7 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     names = [dataset_name(f) for f in folders]
     if len(set(names)) != len(names):
         raise ScnetDeployError(f"--dataset folders must have different names (they label the tables): {names}.")
-    sets = [load_dataset(f, options.scale, options.limit) for f in folders]
+    sets = [load_dataset(f, options.scale, options.limit).scorable(options.scale, SSIM_WINDOW) for f in folders]
     ref_path = _reference_path(models, options)
     if options.budget_db is not None and ref_path is None:
         raise ScnetDeployError("--budget needs an FP32 reference: pass the checkpoint as a MODEL or with --reference.")
