@@ -74,6 +74,17 @@ class OpenVINORunner(Runner):
         self.request.infer({0: lr})
         return self.request.get_output_tensor(0).data.copy()
 
+    def optimal_requests(self) -> int:
+        return int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+    def run_in_flight(self, lr: np.ndarray, count: int, inflight: int) -> None:
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.compiled, inflight)
+        for _ in range(count):
+            queue.start_async({0: np.ascontiguousarray(lr, dtype=np.float32)})
+        queue.wait_all()
+
     def close(self) -> None:
         self.request = self.compiled = None
 

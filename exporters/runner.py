@@ -68,6 +68,19 @@ class Runner(abc.ABC):
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         """Run the engine on a contiguous float32 NCHW batch that passed the checks."""
 
+    def optimal_requests(self) -> int:
+        """How many requests this engine runs best with in flight (throughput); 1 where it has no notion of it."""
+        return 1
+
+    def run_in_flight(self, lr: np.ndarray, count: int, inflight: int) -> None:
+        """Run ``count`` inferences of ``lr`` with ``inflight`` of them at a time: threads here (the runtimes
+        release the GIL while they compute); a backend with an asynchronous API overrides this."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(inflight) as pool:
+            for _ in pool.map(lambda _: self.infer(lr), range(count)):
+                pass
+
 
 class TorchRunner(Runner):
     """A PyTorch module as a runner (the FP32 reference, or any form of the model)."""

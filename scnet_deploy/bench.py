@@ -3,11 +3,14 @@ in the same run so every speed is also a ratio.
 
 Per model and shape: load time, the first inference (reported apart), ``warmup`` untimed runs, then ``runs`` timed
 runs (or as many as fit in ``seconds``); median, mean, p90, p99, min, max; images/s and output megapixels/s.
+``mode="throughput"`` adds images/s with several requests in flight (OpenVINO's async infer queue, the engine
+compiled again with its throughput hint; other engines from threads), the median of three rounds, and its ratio to
+the latency run's images/s (the engine as it runs one image at a time).
 """
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,8 @@ class BenchOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
     max_memory_mb: int | None = None  # refuse (one line, before any run) what would not fit; None: memory model
+    mode: str = "latency"  # "throughput" also measures images/s with several requests in flight
+    inflight: int | None = None  # requests in flight in throughput mode; None: the engine's optimal number
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -69,6 +74,34 @@ def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: in
     out_hw = (h * scale, w * scale)
     return {"shape": [h, w], "output": list(out_hw), "batch": options.batch, "first_inference_ms": first * 1e3,
             **summarize(times, options.batch, out_hw)}
+
+
+MODES = ("latency", "throughput")
+THROUGHPUT_ROUNDS = 3
+
+
+def throughput_runtime(runtime: RuntimeOptions) -> RuntimeOptions:
+    return replace(runtime, openvino=replace(runtime.openvino, performance="throughput"))
+
+
+def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
+    """Images/s with ``inflight`` requests in flight (the median of three rounds of at least ``runs`` images)."""
+    h, w = shape
+    x = np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32)
+    inflight = options.inflight or runner.optimal_requests()
+    if inflight < 1:
+        raise ScnetDeployError(f"--inflight must be at least 1, got {inflight}.")
+    runner.infer(x)  # checks the input
+    runner.run_in_flight(x, inflight, inflight)  # every request warm
+    count = max(options.runs or 10, 2 * inflight)
+    rates = []
+    for _ in range(THROUGHPUT_ROUNDS):
+        t0 = time.perf_counter()
+        runner.run_in_flight(x, count, inflight)
+        rates.append(count * options.batch / (time.perf_counter() - t0))
+    rate = statistics.median(rates)
+    return {"inflight": inflight, "images_per_round": count * options.batch, "images_per_s": rate,
+            "megapixels_per_s": rate * h * scale * w * scale / 1e6, "rounds_images_per_s": rates}
 
 
 def _arch_and_backend(path: Path) -> tuple[dict, str]:
@@ -115,6 +148,8 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     plan += [(None, m, "official") for m in models]
     if not plan:
         raise ScnetDeployError("bench needs at least one MODEL (checkpoint or artifact directory).")
+    if options.mode not in MODES:
+        raise ScnetDeployError(f"--mode {options.mode!r} is unknown; choose {' or '.join(MODES)}.")
     check_memory(plan, options)
     say, results = reporter(progress), []
     for label, path, form in plan:
@@ -129,11 +164,23 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
             for shape in options.shapes:
                 say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}", done=len(results), total=len(plan)))
                 entry["shapes"].append(time_runner(runner, shape, options, scale))
+        if options.mode == "throughput":
+            # Reopened for throughput (OpenVINO: compiled with its throughput hint, streams that serve requests in
+            # parallel); the ratio is against the latency numbers above, the engine as it runs one image at a time.
+            with open_model(path, throughput_runtime(options.runtime), form=form) as runner:
+                for shape, timed in zip(options.shapes, entry["shapes"]):
+                    say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
+                                 total=len(plan)))
+                    timed["throughput"] = time_throughput(runner, shape, options, scale)
+                    timed["throughput"]["vs_latency"] = timed["throughput"]["images_per_s"] / timed["images_per_s"]
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)
     for r in results:
         for i, s in enumerate(r["shapes"]):
             s["speedup_vs_official_eager"] = (official["shapes"][i]["median_ms"] / s["median_ms"]) if official else None
     return {"options": {"shapes": [list(s) for s in options.shapes], "runs": options.runs, "seconds": options.seconds,
-                        "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads},
+                        "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads,
+                        "mode": options.mode, "inflight": options.inflight,
+                        "openvino_performance": options.runtime.openvino.performance,
+                        "openvino_performance_in_flight": "throughput" if options.mode == "throughput" else None},
             "models": results, "machine": machine()}

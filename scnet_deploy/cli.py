@@ -120,7 +120,12 @@ def export_cmd(
     max_size: str = typer.Option("1080x1920", help="Largest LR input HxW (TensorRT profile, Core ML range)."),
     ov_hint: Optional[str] = typer.Option(None, help="OpenVINO inference precision f32|bf16|f16 (default: from "
                                           "--precision)."),
-    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint: latency or throughput."),
+    mode: str = typer.Option("latency", help="latency, or throughput: also images/s with several requests in "
+                             "flight."),
+    inflight: Optional[int] = typer.Option(None, help="Throughput mode: requests in flight (default: the engine's "
+                                           "optimal number; 1 where it has none)."),
+    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint of the latency runs: latency or "
+                                       "throughput (throughput mode's in-flight runs always use throughput)."),
     workspace: int = typer.Option(1024, help="TensorRT workspace limit, MiB."),
     timing_cache: Optional[Path] = typer.Option(None, help="TensorRT timing cache file to reuse and update."),
     max_batch: int = typer.Option(1, help="TensorRT profile's largest batch."),
@@ -297,7 +302,12 @@ def bench_cmd(
     batch: int = typer.Option(1, help="Batch size."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
     baselines: bool = typer.Option(True, help="Also time PyTorch official-form eager and deploy form."),
-    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint: latency or throughput."),
+    mode: str = typer.Option("latency", help="latency, or throughput: also images/s with several requests in "
+                             "flight."),
+    inflight: Optional[int] = typer.Option(None, help="Throughput mode: requests in flight (default: the engine's "
+                                           "optimal number; 1 where it has none)."),
+    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint of the latency runs: latency or "
+                                       "throughput (throughput mode's in-flight runs always use throughput)."),
     ov_streams: Optional[int] = typer.Option(None, help="OpenVINO streams."),
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: a shape whose run would not fit is "
                                              "refused before anything runs (default: 70% of what this process may "
@@ -312,7 +322,7 @@ def bench_cmd(
 
     runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
     options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines,
-                           runtime=runtime, max_memory_mb=max_memory)
+                           runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight)
     with _progress_display(err_console, "benchmarking") as show:
         result = bench(models, options, progress=show)
 
@@ -332,6 +342,17 @@ def bench_cmd(
                 "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
                 "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
     console.print(table)
+    if mode == "throughput":
+        table = Table(title="throughput (requests in flight)")
+        for col in ("model", "precision", "LR", "in flight", "img/s", "MP/s", "vs latency run"):
+            table.add_column(col)
+        for m in result["models"]:
+            for s in m["shapes"]:
+                t = s["throughput"]
+                table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
+                              str(t["inflight"]), f"{t['images_per_s']:.2f}", f"{t['megapixels_per_s']:.1f}",
+                              f"{t['vs_latency']:.2f}x")
+        console.print(table)
     _write_outputs(result, json_file, csv_file, rows, report_dir)
 
 

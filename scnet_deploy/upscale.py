@@ -20,7 +20,7 @@ from .errors import ScnetDeployError
 from .images import IMAGE_SUFFIXES, WRITE_SUFFIXES, list_images, read_image, round_to_bits, write_image
 from .memory import budget_bytes, bytes_per_lr_pixel
 from .options import RuntimeOptions
-from .progress import FAILED, SKIPPED, STEP, Progress, reporter
+from .progress import FAILED, STEP, Progress, reporter
 from .tiling import auto_tile, run_tiled
 
 DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
@@ -136,7 +136,7 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
         for src, dst in zip(files, dests):
             if options.skip_existing and dst.exists():
                 results.append({"input": str(src), "output": str(dst), "status": SKIPPED_STATUS})
-                kind, what = SKIPPED, f"{src.name}: output exists, skipped"
+                kind, what = STEP, f"{src.name}: output exists, skipped"  # counted, not a line each: resumes are long
             else:
                 worked += 1
                 try:

@@ -212,3 +212,46 @@ def test_bench_cli_json_keys(models, tmp_path):
     data = json.loads((tmp_path / "b.json").read_text())
     assert [s["shape"] for s in data["models"][0]["shapes"]] == [[8, 8], [8, 16]]
     assert len((tmp_path / "b.csv").read_text().splitlines()) == 3
+
+
+class _Sleepy(Runner):
+    """Waits 40 ms per call without holding the GIL, like a runtime computing: in flight, calls overlap."""
+
+    def __init__(self):
+        super().__init__("fp32", name="sleepy")
+
+    def _infer(self, lr):
+        time.sleep(0.04)
+        return np.repeat(np.repeat(lr, 2, axis=2), 2, axis=3)
+
+
+def test_throughput_mode_keeps_requests_in_flight():
+    from scnet_deploy.bench import time_throughput
+
+    options = BenchOptions(runs=8, warmup=0, inflight=4)
+    latency = time_runner(_Sleepy(), (4, 4), options, scale=2)
+    throughput = time_throughput(_Sleepy(), (4, 4), options, scale=2)
+    assert throughput["inflight"] == 4 and throughput["images_per_round"] == 8
+    assert throughput["images_per_s"] > 2.5 * latency["images_per_s"]  # 4 overlapping sleeps: about 4x
+    one = time_throughput(_Sleepy(), (4, 4), BenchOptions(runs=4, warmup=0), scale=2)
+    assert one["inflight"] == 1 and one["images_per_s"] < 1.5 * latency["images_per_s"]
+
+
+@pytest.mark.openvino
+def test_openvino_throughput_uses_its_async_queue_and_optimal_requests(tmp_path):
+    ckpt = save_basicsr(tiny_model(2, "mlp"), tmp_path / "m_x2.pth")
+    artifact = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino")).directory
+    options = BenchOptions(shapes=((8, 8),), runs=4, warmup=0, baselines=False, mode="throughput")
+    result = bench([artifact], options)
+    t = result["models"][0]["shapes"][0]["throughput"]
+    from scnet_deploy.runtime import open_model
+
+    from scnet_deploy.bench import throughput_runtime
+
+    runtime = throughput_runtime(options.runtime)
+    assert runtime.openvino.performance == "throughput" and options.runtime.openvino.performance == "latency"
+    with open_model(artifact, runtime) as runner:
+        assert t["inflight"] == runner.optimal_requests() >= 1
+    assert t["images_per_s"] > 0 and t["vs_latency"] > 0 and result["options"]["mode"] == "throughput"
+    with pytest.raises(ScnetDeployError, match="--mode"):
+        bench([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, mode="fast"))
