@@ -120,12 +120,7 @@ def export_cmd(
     max_size: str = typer.Option("1080x1920", help="Largest LR input HxW (TensorRT profile, Core ML range)."),
     ov_hint: Optional[str] = typer.Option(None, help="OpenVINO inference precision f32|bf16|f16 (default: from "
                                           "--precision)."),
-    mode: str = typer.Option("latency", help="latency, or throughput: also images/s with several requests in "
-                             "flight."),
-    inflight: Optional[int] = typer.Option(None, help="Throughput mode: requests in flight (default: the engine's "
-                                           "optimal number; 1 where it has none)."),
-    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint of the latency runs: latency or "
-                                       "throughput (throughput mode's in-flight runs always use throughput)."),
+    ov_performance: str = typer.Option("latency", help="OpenVINO performance hint: latency or throughput."),
     workspace: int = typer.Option(1024, help="TensorRT workspace limit, MiB."),
     timing_cache: Optional[Path] = typer.Option(None, help="TensorRT timing cache file to reuse and update."),
     max_batch: int = typer.Option(1, help="TensorRT profile's largest batch."),
