@@ -486,6 +486,7 @@ def _terminate(signum, frame):
         signal.signal(signal.SIGALRM, _terminate)
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         return
+    _cancel_deferred_interrupt()
     raise KeyboardInterrupt
 
 
@@ -528,7 +529,15 @@ def _main() -> None:
         raise
 
 
+def _cancel_deferred_interrupt() -> None:
+    # The interrupt is being handled: a re-delivery still pending (_terminate's timer) must not fire later, least of
+    # all while the interpreter shuts down and SIGALRM's default action would kill the process (exit -14).
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _exit_interrupted() -> None:
+    _cancel_deferred_interrupt()
     err_console.print("interrupted; nothing half-written was left behind")
     # A KeyboardInterrupt that passed through code a library ran from a string (exec/eval: dataclasses, namedtuple,
     # lazy imports) set CPython's "unhandled KeyboardInterrupt" flag although we handled it; under `python -m` the

@@ -392,6 +392,27 @@ def test_interrupt_during_an_import_is_delivered_after_it(tmp_path):
     assert (tmp_path / "imported").read_text() == "done"
 
 
+def test_interrupt_deferred_from_an_import_then_handled_at_once_leaves_no_alarm(tmp_path):
+    """The interrupt lands in an import (its re-delivery is armed), then another path handles it at once (as the
+    progress display does): the armed re-delivery must be cancelled, or it fires while the interpreter shuts down
+    and SIGALRM kills the process (exit -14, seen in CI)."""
+    (tmp_path / "quick_module.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
+    (tmp_path / "interrupt_then_raise.py").write_text(
+        "import sys\n"
+        "import scnet_deploy.export\n"
+        "from scnet_deploy.cli import main\n"
+        "def export(*args, **kwargs):\n"
+        "    import quick_module\n"
+        "    raise KeyboardInterrupt\n"
+        "sys.modules['scnet_deploy.export'].export = export\n"
+        "main()\n")
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-m", "interrupt_then_raise", "export", str(ckpt), "-o",
+                            str(tmp_path / "a")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 130 and "interrupted" in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
 @pytest.mark.parametrize("verb", ["upscale", "pipeline"])
 def test_interrupted_upscale_and_pipeline_exit_130_without_traceback(tmp_path, verb):
     ckpt = save_basicsr(tiny_model(4, "mlp", num_block=4), tmp_path / "m.pth")
