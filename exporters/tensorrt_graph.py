@@ -218,14 +218,13 @@ def write_trtexec_script(path: Path, command: str) -> None:
     """``build_engine.sh``: the command, run from the artifact's directory with the device's trtexec (``$TRTEXEC``,
     else the one on PATH); ``--stronglyTyped`` is passed only where that trtexec lists it (10.x needs it; 11.x is
     always strongly typed and may drop the flag)."""
-    assert command.startswith("trtexec ") and STRONGLY_TYPED_FLAG in command.split()
-    args = " ".join(a for a in command.split()[1:] if a != STRONGLY_TYPED_FLAG)
+    args = " ".join("$TYPED" if a == STRONGLY_TYPED_FLAG else a for a in command.split()[1:])
     path.write_text(f"""#!/bin/sh
 # Rebuild this engine on the target device: TensorRT 10.x or 11.x, strongly typed (the precision is model.onnx's).
 set -e
 cd "$(dirname "$0")"
 TRTEXEC="${{TRTEXEC:-trtexec}}"
 if "$TRTEXEC" --help 2>&1 | grep -q -e "{STRONGLY_TYPED_FLAG}"; then TYPED={STRONGLY_TYPED_FLAG}; else TYPED=; fi
-exec "$TRTEXEC" {args} $TYPED
+exec "$TRTEXEC" {args}
 """)
     path.chmod(0o755)

@@ -51,8 +51,8 @@ class Dataset(list):
         ``unreadable`` with the reason."""
         too_small = lambda p: min(p.hr.shape[:2]) - 2 * scale < window  # noqa: E731
         small = [p for p in self if too_small(p)]
-        reasons = [{"path": p.path or p.name, "error": f"{p.hr.shape[1]}x{p.hr.shape[0]} is too small to score at x{scale} "
-                    f"(SSIM's {window}x{window} window after a {scale}-pixel border crop)"} for p in small]
+        reasons = [{"path": p.path or p.name, "error": f"{p.hr.shape[1]}x{p.hr.shape[0]} is too small to score at "
+                    f"x{scale} (SSIM's {window}x{window} window after a {scale}-pixel border crop)"} for p in small]
         kept = [p for p in self if not too_small(p)]
         if not kept:
             raise DatasetError(f"no image of the dataset can be scored: {(self.unreadable + reasons)[0]['error']}")

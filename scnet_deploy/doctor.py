@@ -64,6 +64,7 @@ def doctor() -> dict:
     for b in backends():
         available = b.available()
         rows.append({"backend": b.name, "format": b.format, "available": available,
-                     "version": b.describe_version() if available else None, "install": None if available else b.install,
+                     "version": b.describe_version() if available else None,
+                     "install": None if available else b.install,
                      "precisions": list(b.precisions), "description": b.description})
     return {"backends": rows, **machine()}

@@ -66,6 +66,14 @@ def upscale_float(infer, image: np.ndarray, scale: int, tile: int | None, halo: 
     return out
 
 
+def tile_for(runner, height: int, width: int, halo: int, budget: int | None) -> int | None:
+    """``auto_tile`` for ``runner``: its backend's bytes per LR pixel (the memory model) and its engine's max input."""
+    from .memory import bytes_per_lr_pixel
+
+    return auto_tile(height, width, bytes_per_lr_pixel(runner.arch, runner.backend), halo, budget,
+                     runner.size_range.max)
+
+
 def auto_tile(height: int, width: int, bytes_per_px: int, halo: int, budget: int | None,
               max_crop: tuple[int, int] | None = None) -> int | None:
     """The largest tile whose crop fits ``budget`` bytes at ``bytes_per_px`` per LR pixel (``memory`` module) and an
@@ -78,6 +86,6 @@ def auto_tile(height: int, width: int, bytes_per_px: int, halo: int, budget: int
         side = min(side, *max_crop)
     tile = side - 2 * halo
     if tile < 8:
-        raise ScnetDeployError(f"a memory budget of {budget / 2**20:.0f} MB leaves tiles of {tile} px after a {halo} px "
-                               "halo; raise --max-memory or free memory.")
+        raise ScnetDeployError(f"a memory budget of {budget / 2**20:.0f} MB leaves tiles of {tile} px after a {halo} "
+                               "px halo; raise --max-memory or free memory.")
     return tile

@@ -18,10 +18,10 @@ import numpy as np
 
 from .errors import ScnetDeployError
 from .images import IMAGE_SUFFIXES, WRITE_SUFFIXES, list_images, read_image, round_to_bits, write_image
-from .memory import budget_bytes, bytes_per_lr_pixel
+from .memory import budget_bytes
 from .options import RuntimeOptions
 from .progress import FAILED, STEP, Progress, reporter
-from .tiling import auto_tile, run_tiled
+from .tiling import run_tiled, tile_for
 
 DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
 
@@ -69,12 +69,10 @@ def _destinations(files: list[Path], output: Path, scale: int) -> list[Path]:
 
 
 def _upscale_one(runner, src: Path, dst: Path, options: UpscaleOptions, halo: int, budget: int | None) -> dict:
-    arch = runner.arch
-    scale = arch["scale"]
+    scale = runner.arch["scale"]
     image = read_image(src)
     h, w, c = image.pixels.shape
-    tile = options.tile if options.tile is not None else auto_tile(
-        h, w, bytes_per_lr_pixel(arch, runner.backend), halo, budget, runner.size_range.max)
+    tile = options.tile if options.tile is not None else tile_for(runner, h, w, halo, budget)
     colour = image.pixels[..., :3] if c >= 3 else np.repeat(image.pixels[..., :1], 3, axis=2)
     planes = [(colour, slice(0, 3) if c >= 3 else slice(0, 1))]
     if c in (2, 4):  # alpha, upscaled separately through the same model

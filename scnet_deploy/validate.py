@@ -20,12 +20,12 @@ import numpy as np
 from .datasets import load_dataset
 from .errors import ScnetDeployError
 from .images import to_float_chw, to_u8_hwc
-from .memory import budget_bytes, bytes_per_lr_pixel
+from .memory import budget_bytes
 from .metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RuntimeOptions
 from .progress import Progress, reporter
 from .resize import imresize_u8
-from .tiling import auto_tile, upscale_float
+from .tiling import tile_for, upscale_float
 
 PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialiased); output clipped to [0,1] and "
             "rounded to 8 bits; PSNR and SSIM (11x11 Gaussian, sigma 1.5) on BT.601 Y (16-235), `scale` border "
@@ -74,10 +74,8 @@ def _flags(out: np.ndarray) -> dict:
 def _infer_within(runner, lr: np.ndarray, scale: int, budget: int | None) -> tuple[np.ndarray, int | None]:
     """The whole-image output, run in exact tiles where the memory model says the whole run would not fit
     ``budget`` (or the engine's size range); returns the output and the tile used (None: whole)."""
-    arch = runner.arch
-    radius = arch["receptive_radius"]
-    tile = auto_tile(lr.shape[1], lr.shape[2], bytes_per_lr_pixel(arch, runner.backend), radius, budget,
-                     runner.size_range.max)
+    radius = runner.arch["receptive_radius"]
+    tile = tile_for(runner, lr.shape[1], lr.shape[2], radius, budget)
     return (runner.infer(lr) if tile is None else upscale_float(runner.infer, lr, scale, tile, radius)), tile
 
 

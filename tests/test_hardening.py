@@ -344,23 +344,31 @@ def test_interrupted_export_leaves_nothing_and_rerun_succeeds(tmp_path, sig):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact", "m.pth"]
 
 
+def _export_patched(tmp_path, body: str) -> subprocess.CompletedProcess:
+    """``scnet-deploy export`` under ``python -m`` with the library's ``export``
+    replaced by a function whose body is ``body`` (indented lines)."""
+    (tmp_path / "patched_cli.py").write_text(
+        "import sys\n"
+        "import scnet_deploy.export\n"
+        "from scnet_deploy.cli import main\n"
+        "def export(*args, **kwargs):\n" + body +
+        "sys.modules['scnet_deploy.export'].export = export\n"
+        "main()\n")
+    ckpt = tmp_path / "m.pth"
+    if not ckpt.exists():
+        save_basicsr(tiny_model(4, "mlp"), ckpt)
+    return subprocess.run([sys.executable, "-m", "patched_cli", "export", str(ckpt), "-o", str(tmp_path / "a")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
 def test_interrupt_inside_library_exec_still_exits_130_with_the_message(tmp_path):
     # Ctrl-C that lands while a library runs code from a string (dataclasses, namedtuple and lazy imports do: exec
     # and eval of strings) sets CPython's "unhandled KeyboardInterrupt" flag even though we handle it; under
     # `python -m` the interpreter then kills itself with SIGINT after our exit(130): exit -2, no message. typer also
     # turns a KeyboardInterrupt into a silent Exit(130). Here the export itself is such a library call.
-    (tmp_path / "interrupt_in_exec.py").write_text(
-        "import sys\n"
-        "import scnet_deploy.export\n"
-        "from scnet_deploy.cli import main\n"
-        "def export(*args, **kwargs):\n"
-        "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(30)')\n"
-        "sys.modules['scnet_deploy.export'].export = export\n"
-        "main()\n")
-    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     for _ in range(3):
-        r = subprocess.run([sys.executable, "-m", "interrupt_in_exec", "export", str(ckpt), "-o", str(tmp_path / "a")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        r = _export_patched(tmp_path, "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\n"
+                                      "time.sleep(30)')\n")
         assert r.returncode == 130 and "interrupted" in r.stderr and "Traceback" not in r.stderr, (r.returncode,
                                                                                                  r.stderr[-2000:])
 
@@ -374,19 +382,7 @@ def test_interrupt_during_an_import_is_delivered_after_it(tmp_path):
         "os.kill(os.getpid(), signal.SIGINT)\n"
         "time.sleep(0.3)\n"
         "pathlib.Path('imported').write_text('done')\n")
-    (tmp_path / "interrupt_in_import.py").write_text(
-        "import sys\n"
-        "import scnet_deploy.export\n"
-        "from scnet_deploy.cli import main\n"
-        "def export(*args, **kwargs):\n"
-        "    import slow_module\n"
-        "    import time\n"
-        "    time.sleep(30)\n"
-        "sys.modules['scnet_deploy.export'].export = export\n"
-        "main()\n")
-    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
-    r = subprocess.run([sys.executable, "-m", "interrupt_in_import", "export", str(ckpt), "-o", str(tmp_path / "a")],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = _export_patched(tmp_path, "    import slow_module\n    import time\n    time.sleep(30)\n")
     assert r.returncode == 130 and "interrupted" in r.stderr and "Traceback" not in r.stderr, (r.returncode,
                                                                                              r.stderr[-2000:])
     assert (tmp_path / "imported").read_text() == "done"
@@ -397,19 +393,8 @@ def test_interrupt_deferred_from_an_import_then_handled_at_once_leaves_no_alarm(
     progress display does): the armed re-delivery must be cancelled, or it fires while the interpreter shuts down
     and SIGALRM kills the process (exit -14, seen in CI)."""
     (tmp_path / "quick_module.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n")
-    (tmp_path / "interrupt_then_raise.py").write_text(
-        "import sys\n"
-        "import scnet_deploy.export\n"
-        "from scnet_deploy.cli import main\n"
-        "def export(*args, **kwargs):\n"
-        "    import quick_module\n"
-        "    raise KeyboardInterrupt\n"
-        "sys.modules['scnet_deploy.export'].export = export\n"
-        "main()\n")
-    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     for _ in range(3):
-        r = subprocess.run([sys.executable, "-m", "interrupt_then_raise", "export", str(ckpt), "-o",
-                            str(tmp_path / "a")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        r = _export_patched(tmp_path, "    import quick_module\n    raise KeyboardInterrupt\n")
         assert r.returncode == 130 and "interrupted" in r.stderr, (r.returncode, r.stderr[-2000:])
 
 
