@@ -6,7 +6,7 @@ Every backend's manifest section comes from ``int8_section`` so ``manifest.json`
 report read the same for each.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -37,12 +37,17 @@ class SpeedLimit:
     """For the latency autotuner: a candidate whose INT8 engine is over budget and already slower than ``ms`` (the
     fastest candidate within budget so far) cannot win, and keeping more layers in float only makes it slower, so
     its budget loop stops. ``ms=None``: no candidate is within budget yet; stop at the first try over budget and
-    report its speed (the autotuner comes back to it). Timed at ``x`` (median of ``runs`` after one warm-up)."""
+    report its speed (the autotuner comes back to it). Timed at ``x`` (median of ``runs`` after one warm-up).
+
+    ``first_try``: the candidate's all-INT8 try (model and drift), kept by a quantizer that holds its model in memory
+    (OpenVINO) so that the autotuner's second limit for the same candidate resumes the loop instead of quantizing
+    it again; pass the first limit's dict to the second."""
 
     ms: float | None
     x: np.ndarray
     runs: int = 3
     margin: float = 1.1  # slower than the limit by this factor: timing noise must not abandon a winner
+    first_try: dict = field(default_factory=dict, compare=False)
 
     def check(self, infer, float_layers: int, drift_db: float) -> None:
         from scnet_deploy.timing import median_ms
@@ -127,19 +132,26 @@ def _try(float_layers: int, drift: dict) -> dict:
 
 def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measure: Callable[[object], dict],
                            rank: Callable[[object], list[str]], budget_db: float | None,
-                           too_slow: Callable[[object, int, float], None] | None = None) -> dict:
+                           too_slow: Callable[[object, int, float], None] | None = None,
+                           first_try: dict | None = None) -> dict:
     """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', ...}`` (negative = worse),
     ``rank(model)`` -> convs, most sensitive first. Returns the chosen model, its measurement, the layers kept in
     float and every try. ``too_slow(model, float_layers, drift_db)`` (a ``SpeedLimit`` check) is asked after each
-    try over budget and raises ``BudgetAbandoned`` to stop."""
+    try over budget and raises ``BudgetAbandoned`` to stop. ``first_try``: where the all-INT8 try is kept, and
+    taken from when it is already there (``SpeedLimit.first_try``)."""
     check_budget(budget_db)
 
     def over(drift) -> bool:
         return budget_db is not None and drift["mean_db"] < -budget_db
 
     exclude: tuple[str, ...] = ()
-    model = quantize(exclude)
-    drift = measure(model)
+    if first_try:
+        model, drift = first_try["model"], first_try["drift"]
+    else:
+        model = quantize(exclude)
+        drift = measure(model)
+        if first_try is not None:
+            first_try.update(model=model, drift=drift)
     tries = [_try(0, drift)]
     if over(drift):
         if too_slow is not None:

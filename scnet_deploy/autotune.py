@@ -52,15 +52,28 @@ def fastest(timings: dict, key: str = "median_ms"):
     return min(timed, key=timed.get) if timed else None
 
 
+def fastest_ms(timings: dict) -> float | None:
+    """The lowest screening median among ``timings`` (None if none was timed)."""
+    best = fastest(timings)
+    return None if best is None else timings[best]["median_ms"]
+
+
 def _load(module, directory: Path, fields: dict, precision: str):
     return module.load(directory, {"precision": precision, **fields})
 
 
-def _time_artifact(module, directory: Path, fields: dict, precision: str, x: np.ndarray, runs: int):
+# Screening: a candidate whose first timed run is this much slower than the fastest median so far is not run again
+# (its one run is its time): it cannot win, and the slow forms are the ones that cost most to repeat.
+GIVE_UP_ABOVE = 1.5
+
+
+def _time_artifact(module, directory: Path, fields: dict, precision: str, x: np.ndarray, runs: int,
+                   best_ms: float | None = None):
     """(median ms, None) or (None, reason) when this machine cannot run the artifact."""
+    give_up = None if best_ms is None else GIVE_UP_ABOVE * best_ms
     try:
         with _load(module, directory, fields, precision) as runner:
-            return median_ms(runner.infer, x, -(-runs // 2)), None  # screening: half the runs
+            return median_ms(runner.infer, x, -(-runs // 2), give_up_above_ms=give_up), None  # screening: half
     except ScnetDeployError as exc:  # TensorRT without a GPU, Core ML off macOS, ...
         return None, str(exc).splitlines()[0][:300]
 
@@ -87,7 +100,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     size = tuple(tune.size or options.sizes.opt)
     x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
     limited = target.precision == "int8" and target.format in SPEED_LIMITED
-    candidates, built, set_aside = {}, {}, []
+    candidates, built, set_aside, first_limits = {}, {}, [], {}
 
     def build_and_time(i: int, name: str, limit) -> bool:
         """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
@@ -108,7 +121,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             return True
         build_s = time.perf_counter() - t0
         progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=i, total=len(tune.candidates)))
-        ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs)
+        best_ms = fastest_ms(candidates)
+        ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs, best_ms)
         candidates[name] = {"median_ms": ms, "build_s": round(build_s, 2)}
         built[name] = (cand_dir, fields)
         if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
@@ -117,11 +131,13 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         return True
 
     for i, name in enumerate(tune.candidates):
-        if not build_and_time(i, name, SpeedLimit(None, x) if limited else None):
+        first_limits[name] = SpeedLimit(None, x) if limited else None
+        if not build_and_time(i, name, first_limits[name]):
             break
     for name in sorted(set_aside, key=lambda n: candidates[n]["over_budget_ms"]):
-        best_ms = min((c["median_ms"] for c in candidates.values() if c.get("median_ms") is not None), default=None)
-        limit = SpeedLimit(best_ms, x) if best_ms is not None else None  # none within budget yet: the whole loop
+        best_ms = fastest_ms(candidates)
+        # none within budget yet: the whole loop; else resumed from its all-INT8 try where the quantizer kept it
+        limit = SpeedLimit(best_ms, x, first_try=first_limits[name].first_try) if best_ms is not None else None
         if best_ms is not None and candidates[name]["over_budget_ms"] > limit.margin * best_ms:
             candidates[name]["abandoned"] = (f"over budget all-INT8, and already then slower "
                                              f"({candidates[name]['over_budget_ms']:.1f} ms) than {best_ms:.1f} ms, "
@@ -142,7 +158,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
     record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs,
-              "screening_runs": -(-tune.runs // 2),
+              "screening_runs": -(-tune.runs // 2), "screening_gives_up_above": GIVE_UP_ABOVE,
               "candidates": {n: candidates[n] for n in tune.candidates if n in candidates}, "chosen": best,
               "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
@@ -159,7 +175,7 @@ def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: i
     """``in_turn`` over built artifacts ({name: (directory, fields)}), each loaded once."""
     runners = {name: _load(module, d, f, precision) for name, (d, f) in artifacts.items()}
     try:
-        return in_turn({name: r.infer for name, r in runners.items()}, x, runs)
+        return in_turn({name: r.infer for name, r in runners.items()}, x, runs, warmup=1)
     finally:
         for r in runners.values():
             r.close()

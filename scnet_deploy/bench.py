@@ -29,6 +29,7 @@ class BenchOptions:
     batch: int = 1
     baselines: bool = True  # PyTorch eager baselines of the models' checkpoint, in ``baseline_forms``
     baseline_forms: tuple[str, ...] = ("official", "dwconv")  # the official form first: every ratio is against it
+    baseline_runs: int | None = None  # timed runs of the baselines (eager PyTorch is slow); None: ``runs``
     reference: Path | None = None  # the checkpoint of the baselines; None: the first among (or named by) the models
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
@@ -163,7 +164,8 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                      "load_s": load_s, "shapes": []}
             for shape in options.shapes:
                 say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}", done=len(results), total=len(plan)))
-                entry["shapes"].append(time_runner(runner, shape, options, scale))
+                timed_as = replace(options, runs=options.baseline_runs) if label and options.baseline_runs else options
+                entry["shapes"].append(time_runner(runner, shape, timed_as, scale))
         if options.mode == "throughput":
             # Reopened for throughput (OpenVINO: compiled with its throughput hint, streams that serve requests in
             # parallel); the ratio is against the latency numbers above, the engine as it runs one image at a time.
@@ -178,7 +180,8 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     for r in results:
         for i, s in enumerate(r["shapes"]):
             s["speedup_vs_official_eager"] = (official["shapes"][i]["median_ms"] / s["median_ms"]) if official else None
-    return {"options": {"shapes": [list(s) for s in options.shapes], "runs": options.runs, "seconds": options.seconds,
+    return {"options": {"shapes": [list(s) for s in options.shapes], "runs": options.runs,
+                        "baseline_runs": options.baseline_runs or options.runs, "seconds": options.seconds,
                         "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads,
                         "mode": options.mode, "inflight": options.inflight,
                         "openvino_performance": options.runtime.openvino.performance,

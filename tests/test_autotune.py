@@ -1,6 +1,7 @@
 """--optimize latency: every candidate form built, verified and timed; the fastest kept and recorded; exact tiling
 recorded and honoured where it measured faster."""
 
+import time
 
 import numpy as np
 import pytest
@@ -143,16 +144,17 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
 
     all_int8 = {"slice": None, "dwconv": 80.0, "fold": 150.0, "slice+conv_before_upsample": 95.0}
     within = {"slice": 100.0, "dwconv": 90.0}
-    calls = []
+    calls, limits = [], {}
 
     def build_form(self, target, form, workdir, speed_limit=None):
         calls.append((form.name, None if speed_limit is None else speed_limit.ms))
+        limits.setdefault(form.name, []).append(speed_limit)
         (workdir / "model.onnx").write_bytes(form.name.encode())
         if all_int8[form.name] is not None and (speed_limit.ms is None or form.name not in within):
             raise BudgetAbandoned(f"{form.name} over budget", all_int8[form.name])
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
-    def time_artifact(module, directory, fields, precision, x, runs):
+    def time_artifact(module, directory, fields, precision, x, runs, best_ms=None):
         return within[fields["form"]], None
 
     def interleaved(module, artifacts, precision, x, runs):
@@ -170,6 +172,9 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
     assert record["chosen"] == "dwconv" and (tmp_path / "a" / "model.onnx").read_bytes() == b"dwconv"
     assert {n for n, c in record["candidates"].items() if "abandoned" in c} == {"fold", "slice+conv_before_upsample"}
     assert "150.0 ms" in record["candidates"]["fold"]["abandoned"]
+    # a candidate taken up again gets the all-INT8 try its first build kept (the quantizer resumes from it)
+    assert all(later.first_try is first.first_try for first, later in (limits["dwconv"],
+                                                                       limits["slice+conv_before_upsample"]))
 
 
 def test_in_turn_stops_running_a_way_that_cannot_win():
@@ -192,3 +197,24 @@ def test_in_turn_stops_running_a_way_that_cannot_win():
     autotune.in_turn({"fast": way("fast", 0.05), "twice as slow": way("twice as slow", 0.1)}, None, runs=6,
                      warmup=1, drop_above=None)
     assert calls["twice as slow"] == 7
+
+
+def test_screening_gives_up_on_a_candidate_whose_first_run_cannot_win():
+    from scnet_deploy.timing import median_ms
+
+    calls = []
+
+    def run(seconds):
+        def infer(x):
+            calls.append(seconds)
+            time.sleep(seconds)
+        return infer
+
+    ms = median_ms(run(0.03), None, runs=3, warmup=1, give_up_above_ms=10.0)
+    assert len(calls) == 2 and ms >= 30  # warm-up + one timed run, slower than 10 ms: that run is its time
+    calls.clear()
+    median_ms(run(0.001), None, runs=3, warmup=1, give_up_above_ms=100.0)
+    assert len(calls) == 4  # fast enough: every run
+    calls.clear()
+    median_ms(run(0.03), None, runs=3, warmup=1)
+    assert len(calls) == 4  # no limit: every run

@@ -358,6 +358,31 @@ def test_openvino_int8_nncf(ckpt, tmp_path):
 
 
 @pytest.mark.openvino
+def test_openvino_statistics_on_the_crops_static_shape_quantize_the_same(ckpt, tmp_path):
+    """NNCF runs on a copy reshaped to the calibration crops' one shape (faster); the quantized model is the one the
+    dynamic model gives, and gets the dynamic input shape back."""
+    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    import openvino as ov
+
+    from scnet_deploy.calibration.data import calibration_set
+    from scnet_deploy.calibration.openvino_int8 import nncf_parameters, static_for, with_input_shape
+
+    export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino"))
+    model = _ov_model(tmp_path / "fp32" / "model.xml")
+    calib = list(calibration_set(FAST, 4))
+    static = static_for(model, calib)
+    assert static.inputs[0].get_partial_shape().is_static and model.inputs[0].get_partial_shape().is_dynamic
+    ways = [with_input_shape(model, nncf.quantize(m, nncf.Dataset(calib), subset_size=len(calib),
+                                                  **nncf_parameters())) for m in (model.clone(), static)]
+    assert ways[1].inputs[0].get_partial_shape() == model.inputs[0].get_partial_shape()
+    x = np.random.default_rng(0).random((1, 3, 13, 21), dtype=np.float32)
+    outs = [ov.Core().compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x})[0] for m in ways]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    mixed = calib[:2] + [calib[0][:, :, :20, :24]]
+    assert static_for(model, mixed).inputs[0].get_partial_shape().is_dynamic  # crops of two shapes: left dynamic
+
+
+@pytest.mark.openvino
 def test_openvino_int8_known_ranges_in_the_saved_ir(ckpt, narrow, tmp_path):
     """Calibrated on mid-tones only: the saved IR's input quantizer covers exactly [0, 1], the image-space skip
     Interpolate reads the Parameter itself, the output is not fake-quantized, and white/black/saturated frames come
@@ -524,3 +549,30 @@ def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
     tries.clear()
     result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)
     assert tries == [0, 1, 2, 4, 8] and result["float_layers"] == list("abcdefgh")  # no limit: to the end
+
+
+def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
+    """The autotuner's first limit stops a candidate after its all-INT8 try; the second limit shares that try
+    (``SpeedLimit.first_try``), so the loop goes on from it without quantizing everything again."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):
+        return {"mean_db": -0.9 + 0.3 * k, "worst_image": {"drift_db": -0.9 + 0.3 * k}}
+
+    first = SpeedLimit(None, x, runs=1)
+    with pytest.raises(BudgetAbandoned, match="set aside"):
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                               lambda m, *t: first.check(lambda _: None, *t), first_try=first.first_try)
+    assert tries == [0] and first.first_try == {"model": 0, "drift": measure(0)}
+    again = SpeedLimit(1e6, x, runs=1, first_try=first.first_try)
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                                    lambda m, *t: again.check(lambda _: None, *t), first_try=again.first_try)
+    assert tries == [0, 1, 2, 4] and result["float_layers"] == list("abcd")
+    assert result["tries"][0]["float_layers"] == 0  # the kept try is still recorded as the first

@@ -204,6 +204,13 @@ def test_bench_with_baselines_and_report(models, dataset, tmp_path):
     assert json.loads((tmp_path / "rep" / "results.json").read_text())["bench"][0]["options"]["runs"] == 2
 
 
+def test_bench_times_the_baselines_with_their_own_run_count(models):
+    _, _, artifact = models
+    b = bench([artifact], BenchOptions(shapes=((8, 8),), runs=4, warmup=0, baseline_forms=("official",),
+                                       baseline_runs=2))
+    assert [m["shapes"][0]["runs"] for m in b["models"]] == [2, 4] and b["options"]["baseline_runs"] == 2
+
+
 def test_bench_cli_json_keys(models, tmp_path):
     _, _, artifact = models
     out = cli("bench", artifact, "--shape", "8x8,8x16", "--runs", "2", "--no-baselines", "--json", tmp_path / "b.json",
