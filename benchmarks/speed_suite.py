@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.autotune import TuneOptions
     from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
-    from scnet_deploy.exporters.runner import TiledRunner, TorchRunner
+    from scnet_deploy.exporters.runner import TiledRunner
+    from scnet_deploy.exporters.torch_runner import TorchRunner
     from scnet_deploy.options import RuntimeOptions
     from scnet_deploy.pipeline import REFERENCE
     from scnet_deploy.rewrites import DeployOptions, to_deploy_form

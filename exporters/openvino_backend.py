@@ -95,7 +95,7 @@ def check(precision: str) -> str | None:
         import importlib.util
 
         if importlib.util.find_spec("nncf") is None:
-            return "OpenVINO INT8 needs nncf, which is not installed (pip install 'scnet-deploy[openvino]')"
+            return "OpenVINO INT8 needs nncf, which is not installed (pip install 'scnet-deploy[export,openvino]')"
     if precision == "bf16" and "BF16" not in cpu_capabilities():
         return "this CPU has no bf16 support in OpenVINO"
     return None

@@ -1,13 +1,12 @@
 """The runner contract: every backend's engine runs as ``with runner: sr = runner.infer(lr)``.
 
-``lr`` is float32 NCHW (or CHW) in [0, 1]; the result has the same layout at ``scale`` times the size.
+``lr`` is float32 NCHW (or CHW) in [0, 1]; the result has the same layout at ``scale`` times the size. Nothing here
+needs PyTorch (an artifact runs without it); the PyTorch runners are in ``torch_runner``.
 """
 
 import abc
-import hashlib
 
 import numpy as np
-import torch
 
 from scnet_deploy.errors import ScnetDeployError, VerificationError
 from scnet_deploy.options import SizeRange
@@ -82,40 +81,6 @@ class Runner(abc.ABC):
                 pass
 
 
-class TorchRunner(Runner):
-    """A PyTorch module as a runner (the FP32 reference, or any form of the model)."""
-
-    backend = "pytorch"
-
-    def __init__(self, module: torch.nn.Module, name: str = "pytorch", threads: int | None = None,
-                 arch: dict | None = None) -> None:
-        super().__init__("fp32", SizeRange(), name, arch)
-        self.module = module.eval()
-        if threads:
-            torch.set_num_threads(threads)
-
-    def _infer(self, lr: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.module(torch.from_numpy(lr)).numpy()
-
-
-class ReferenceOutputs:
-    """The PyTorch FP32 reference as ``verify_runner`` calls it (tensor in, tensor out), each output computed once
-    per distinct input: a build session verifies every engine and candidate form on the same inputs, and the
-    reference in the official form is the slowest model in the session."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module = module.eval()
-        self._outputs: dict = {}
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), str(x.dtype), hashlib.sha256(x.numpy().tobytes()).hexdigest())
-        if key not in self._outputs:
-            with torch.no_grad():
-                self._outputs[key] = self.module(x)
-        return self._outputs[key]
-
-
 class TiledRunner(Runner):
     """An engine run tile by tile with a halo >= the receptive radius (so exactly), where the autotuner measured it
     faster than whole images (``manifest["autotune"]["tile"]``)."""
@@ -161,6 +126,8 @@ def verify_runner(runner: Runner, reference, shapes, precision: str, in_ch: int 
     cases = []
     if inputs is None:
         inputs = [gen.random((batch, in_ch, h, w), dtype=np.float32) for batch, h, w in shapes]
+    import torch  # the reference is PyTorch: verification is part of an export
+
     for x in inputs:
         batch, _, h, w = x.shape
         with torch.no_grad():

@@ -1,16 +1,28 @@
 """scnet-deploy: export, profile and validate SCNet super-resolution models on edge runtimes.
 
-Public API (one function per verb): ``load_checkpoint``, ``info``, ``export``.
+Public API here: ``load_checkpoint``, ``info``, ``export``; the other verbs are one function each in their module
+(``bench.bench``, ``validate.validate``, ``upscale.upscale``, ``pipeline.pipeline``). Importing the package needs no
+PyTorch (a device runs artifacts without it); the names that do (checkpoints, the model) are imported when first
+used.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .arch import ArchSpec, detect_arch
-from .checkpoint import Checkpoint, load_checkpoint
-from .errors import ScnetDeployError
-from .export import ExportOptions, ExportResult, export
-from .info import info
-from .model import SCNet, SCNetConfig
+from .errors import ScnetDeployError  # noqa: E402
+from .export import ExportOptions, ExportResult, export  # noqa: E402
+from .info import info  # noqa: E402
+
+_LAZY = {"ArchSpec": "arch", "detect_arch": "arch", "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+         "SCNet": "model", "SCNetConfig": "model"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'scnet_deploy' has no attribute {name!r}")
+
 
 __all__ = ["ArchSpec", "Checkpoint", "ExportOptions", "ExportResult", "SCNet", "SCNetConfig", "ScnetDeployError",
            "detect_arch", "export", "info", "load_checkpoint", "__version__"]

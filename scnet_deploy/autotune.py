@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ExportError, ScnetDeployError
 from .options import CANDIDATE_FORMS
 from .progress import Progress
-from .rewrites import DeployOptions
+from .forms import DeployOptions
 from .timing import in_turn, median_ms
 
 OPTIMIZE = ("none", "latency")

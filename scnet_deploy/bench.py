@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScnetDeployError
-from .options import RuntimeOptions
+from .options import RemoteOptions, RuntimeOptions
 from .progress import Progress, reporter
 
 
@@ -36,6 +36,9 @@ class BenchOptions:
     max_memory_mb: int | None = None  # refuse (one line, before any run) what would not fit; None: memory model
     mode: str = "latency"  # "throughput" also measures images/s with several requests in flight
     inflight: int | None = None  # requests in flight in throughput mode; None: the engine's optimal number
+    # devices to run on (remote.py): "ssh://user@host[:port]" or "local"; () = here only, as one result
+    on: tuple[str, ...] = ()
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,13 +137,25 @@ def check_memory(plan: list[tuple[str | None, Path, str]], options: BenchOptions
 
 
 def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:
-    """Time each model (checkpoint or artifact directory) at each shape; baselines first."""
+    """Time each model (checkpoint or artifact directory) at each shape; baselines first. With ``options.on``,
+    on each of those devices instead (``remote.bench_on``: a result per device and one table)."""
+    if options.on:
+        from .remote import bench_on
+
+        return bench_on(models, options, bench, progress)
     from .doctor import machine
     from .runtime import find_checkpoint, open_model
+
+    from .errors import EXPORT_EXTRA, has_torch, require_export_stack
 
     models = [Path(m) for m in models]
     plan = []  # (label, path, form)
     base = (options.reference or find_checkpoint(models)) if options.baselines else None
+    baselines_skipped = None
+    if base is not None and not has_torch():  # a device runs artifacts without PyTorch: no eager baselines there
+        if options.reference is not None:
+            require_export_stack("the PyTorch baselines of --reference")
+        base, baselines_skipped = None, f"PyTorch is not installed here ({EXPORT_EXTRA} adds it)"
     if base is not None:
         labels = {"official": "pytorch official eager", "dwconv": "pytorch deploy form (dwconv)"}
         if not set(options.baseline_forms) <= set(labels):
@@ -186,4 +201,4 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                         "mode": options.mode, "inflight": options.inflight,
                         "openvino_performance": options.runtime.openvino.performance,
                         "openvino_performance_in_flight": "throughput" if options.mode == "throughput" else None},
-            "models": results, "machine": machine()}
+            "models": results, "machine": machine(), "baselines_skipped": baselines_skipped}

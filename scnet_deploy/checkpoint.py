@@ -5,7 +5,6 @@ Accepted: ``.pth``/``.pt`` as BasicSR writes it (``{"params": sd}``, ``{"params_
 Pickles are always read with ``weights_only=True``: a checkpoint can never run code.
 """
 
-import hashlib
 import pickle
 import re
 import warnings
@@ -16,6 +15,7 @@ import torch
 
 from .arch import ArchSpec, build_model, detect_arch
 from .errors import CheckpointError
+from .manifest import sha256_of
 from .model import SCNet
 
 PARAM_KEYS = ("params_ema", "params")  # BasicSR; EMA weights first: they are what BasicSR evaluates when present
@@ -42,14 +42,6 @@ class Checkpoint:
 
     def manifest_entry(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "param_key": self.param_key}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unpickling_reason(exc: Exception) -> str:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import ScnetDeployError
+from .errors import EXPORT_STACK, ScnetDeployError, needs_export_stack
 from .options import CANDIDATE_FORMS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -233,6 +233,15 @@ def validate_cmd(
     threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: images whose run would not fit are run "
                                              "in exact tiles (default: 70% of what this process may use)."),
+    on: list[str] = typer.Option([], "--on", help="Run on this device instead: ssh://user@host[:port] (your ssh "
+                                 "config, keys and agent apply), or local; repeat for a column per device."),
+    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy (default: "
+                                                "scnet-deploy on its PATH)."),
+    provision: bool = typer.Option(False, "--provision", help="--on: install this scnet-deploy version on the device "
+                                   "from a wheel built here when its version differs."),
+    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
+    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device "
+                                             "(default: its $TMPDIR or /tmp); removed after each run."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
@@ -245,7 +254,8 @@ def validate_cmd(
     if method not in (None, "bicubic"):
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
-                              RuntimeOptions(threads=threads), visuals=report_dir, max_memory_mb=max_memory)
+                              RuntimeOptions(threads=threads), visuals=report_dir, max_memory_mb=max_memory,
+                              on=tuple(on), remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
     with _progress_display(err_console, "validating") as show:
         result = validate(models or [], options, progress=show)
     for d in result["datasets"]:
@@ -265,6 +275,8 @@ def validate_cmd(
                 console.print(f"{escape(m['name'])}: worst content {escape(m['worst_dataset'])} "
                               f"({m['drift_db']:+.3f} dB), worst image {escape(w['dataset'])}/{escape(w['name'])} "
                               f"({w['drift_db']:+.3f} dB)")
+    if result.get("reference_skipped"):
+        console.print(f"no drift (the FP32 PyTorch reference cannot run): {escape(result['reference_skipped'])}")
     rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset")]
     rows += [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
               "" if r.get("drift_db") is None else f"{r['drift_db']:.4f}",
@@ -281,6 +293,31 @@ def validate_cmd(
     if not result["passed"]:
         err_console.print(f"[red]over budget ({budget} dB):[/red] {escape(', '.join(result['over_budget']))}")
         raise typer.Exit(1)
+
+
+def _remote_options(remote_python, provision, ssh_config, remote_dir):
+    from .options import RemoteOptions
+
+    return RemoteOptions(remote_python, provision, ssh_config, remote_dir)
+
+
+def _device_bench_table(result: dict, json_file: Optional[Path], csv_file: Optional[Path]) -> None:
+    """bench --on: median ms per model and shape, a column per device, then each device's description."""
+    labels = list(result["devices"])
+    table = Table(title="median ms per device")
+    for col in ("model", "precision", "LR", *labels):
+        table.add_column(col)
+    rows = [("model", "precision", "lr_h", "lr_w", "device", "median_ms")]
+    for r in result["table"]:
+        table.add_row(escape(r["model"]), r["precision"], f"{r['shape'][0]}x{r['shape'][1]}",
+                      *(f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels))
+        rows += [(r["model"], r["precision"], *r["shape"], d, f"{ms:.3f}") for d, ms in r["median_ms"].items()]
+    console.print(table)
+    for label, bench_result in result["devices"].items():
+        m = bench_result["machine"]
+        console.print(f"{escape(label)}: {escape(m['cpu']['model'])} ({m['cpu']['cores']} cores, {m['cpu']['arch']}), "
+                      f"{escape(m['os'])}, GPUs: {escape(', '.join(m['gpus']) or 'none')}", soft_wrap=True)
+    _write_outputs(result, json_file, csv_file, rows, None)
 
 
 def _parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
@@ -307,19 +344,33 @@ def bench_cmd(
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: a shape whose run would not fit is "
                                              "refused before anything runs (default: 70% of what this process may "
                                              "use)."),
+    on: list[str] = typer.Option([], "--on", help="Run on this device instead: ssh://user@host[:port] (your ssh "
+                                 "config, keys and agent apply), or local; repeat for a column per device."),
+    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy (default: "
+                                                "scnet-deploy on its PATH)."),
+    provision: bool = typer.Option(False, "--provision", help="--on: install this scnet-deploy version on the device "
+                                   "from a wheel built here when its version differs."),
+    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
+    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device "
+                                             "(default: its $TMPDIR or /tmp); removed after each run."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
 ) -> None:
-    """Latency and throughput of each model at each shape, with PyTorch baselines from the same run."""
+    """Latency and throughput of each model at each shape, with PyTorch baselines from the same run; with --on, on
+    each device (one table, a column per device)."""
     from .bench import BenchOptions, bench
     from .options import OpenVINOOptions, RuntimeOptions
 
     runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
     options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines,
-                           runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight)
+                           runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight, on=tuple(on),
+                           remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
     with _progress_display(err_console, "benchmarking") as show:
         result = bench(models, options, progress=show)
+    if on:
+        _device_bench_table(result, json_file, csv_file)
+        return
 
     table = Table(title="latency")
     for col in ("model", "precision", "LR", "first ms", "median ms", "p90 ms", "p99 ms", "img/s", "MP/s", "vs eager"):
@@ -337,6 +388,8 @@ def bench_cmd(
                 "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
                 "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
     console.print(table)
+    if result.get("baselines_skipped"):
+        console.print(f"no PyTorch baselines: {escape(result['baselines_skipped'])}")
     if mode == "throughput":
         table = Table(title="throughput (requests in flight)")
         for col in ("model", "precision", "LR", "in flight", "img/s", "MP/s", "vs latency run"):
@@ -401,6 +454,25 @@ def upscale_cmd(
         console.print(f"[red]failed[/red] {escape(r['input'])}: {escape(r['error'])}", soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("infer")
+def infer_cmd(
+    model: Path = typer.Argument(..., help="Artifact directory (or checkpoint, where PyTorch is installed)."),
+    inputs: Path = typer.Argument(..., help=".npz of float32 CHW LR arrays in [0, 1]."),
+    output: Path = typer.Option(..., "--output", "-o", help=".npz to write the outputs to (same keys)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write what ran (engine, tiles, seconds) as JSON."),
+    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: larger images run in exact tiles."),
+    threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
+) -> None:
+    """Run a model on arrays (.npz in, .npz out): what validate --on runs on a device."""
+    from .infer import InferOptions, infer
+    from .options import RuntimeOptions
+
+    with _progress_display(err_console, "inferring") as show:
+        result = infer(model, inputs, InferOptions(output, RuntimeOptions(threads=threads), max_memory), progress=show)
+    _write_outputs(result, json_file, None, [], None)
+    console.print(f"{len(result['runs'])} array(s) through {escape(result['name'])} -> {escape(str(output))}")
 
 
 @app.command("pipeline")
@@ -518,6 +590,15 @@ def _main() -> None:
         if _interrupted:
             _exit_interrupted()
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        if _interrupted:
+            _exit_interrupted()
+        if (exc.name or "").split(".")[0] not in EXPORT_STACK:
+            raise
+        what = f"scnet-deploy {sys.argv[1]}" if len(sys.argv) > 1 else "this"
+        err_console.print(f"[red]error:[/red] {escape(str(needs_export_stack(what, exc.name.split('.')[0])))}",
+                          highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:
         # Matched by name and shape, not by import: the click that typer uses is vendored in some typer versions.

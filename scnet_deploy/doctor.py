@@ -53,8 +53,10 @@ def machine() -> dict:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
+    from scnet_deploy import __version__
+
     return {"cpu": cpu_info(), "gpus": gpus(), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "versions": versions}
+            "python": platform.python_version(), "versions": {"scnet_deploy": __version__, **versions}}
 
 
 def doctor() -> dict:
@@ -67,4 +69,6 @@ def doctor() -> dict:
                      "version": b.describe_version() if available else None,
                      "install": None if available else b.install,
                      "precisions": list(b.precisions), "description": b.description})
-    return {"backends": rows, **machine()}
+    import sys
+
+    return {"backends": rows, **machine(), "executable": sys.executable}

@@ -26,3 +26,30 @@ class VerificationError(ScnetDeployError):
 
 class ImageError(ScnetDeployError):
     """An image file cannot be read."""
+
+
+# The export stack: installed by the `export` extra, never needed to run an artifact (a device installs without it).
+EXPORT_STACK = ("torch", "onnx", "onnxscript", "onnxsim", "onnxslim", "onnxconverter_common", "safetensors",
+                "skimage", "nncf", "coremltools")
+EXPORT_EXTRA = "pip install 'scnet-deploy[export]'"
+
+
+class NeedsExportStack(ScnetDeployError):
+    """A verb (or part of one) that needs the export stack was asked for where it is not installed."""
+
+
+def needs_export_stack(what: str, module: str = "torch") -> NeedsExportStack:
+    return NeedsExportStack(f"{what} needs {module} (the export stack), which is not installed here: "
+                            f"{EXPORT_EXTRA}. Artifacts run without it: bench, validate, upscale, doctor.")
+
+
+def require_export_stack(what: str) -> None:
+    """Raise ``NeedsExportStack`` (one line, with the fix) unless PyTorch can be imported here."""
+    if not has_torch():
+        raise needs_export_stack(what)
+
+
+def has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None

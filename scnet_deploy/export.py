@@ -6,24 +6,26 @@ against PyTorch FP32 there. ``write_artifact`` is what ``pipeline`` calls per en
 """
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scnet_deploy.calibration.budget import DEFAULT_BUDGET_DB
 from scnet_deploy.exporters.registry import backend_for_format
 
 from .autotune import TuneOptions
-from .checkpoint import Checkpoint, load_checkpoint, sha256_of
-from .errors import ExportError
+from .errors import ExportError, require_export_stack
 from .locks import exclusive
-from .manifest import MANIFEST_NAME, io_record, tool_versions, write_manifest
+from .manifest import MANIFEST_NAME, file_hashes, io_record, tool_versions, write_manifest
 from .options import EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange, TensorRTOptions
 from .progress import Progress
 from .session import BuildSession, Target
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 
 def _onnx_options():
@@ -66,23 +68,6 @@ class ExportResult:
     manifest: dict  # the first (or only) artifact's
     artifacts: dict[str, Path] = field(default_factory=dict)  # format -> artifact directory
     manifests: dict[str, dict] = field(default_factory=dict)
-
-
-def file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
-    """sha256 of each file (as sha256sum prints it); a directory (e.g. model.mlpackage) hashes its files' relative
-    paths and contents in sorted order."""
-    hashes = {}
-    for name in names:
-        path = directory / name
-        if not path.is_dir():
-            hashes[name] = sha256_of(path)
-            continue
-        digest = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(f.relative_to(directory)).encode())
-            digest.update(f.read_bytes())
-        hashes[name] = digest.hexdigest()
-    return hashes
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -134,6 +119,9 @@ def _check(options: ExportOptions) -> None:
 
 def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> ExportResult:
     """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
+    require_export_stack("export")
+    from .checkpoint import load_checkpoint
+
     _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
     final = Path(options.output)
@@ -144,7 +132,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
 
 
 @contextlib.contextmanager
-def build_session(ckpt: Checkpoint, options: ExportOptions, output: Path, progress=None):
+def build_session(ckpt: "Checkpoint", options: ExportOptions, output: Path, progress=None):
     """A BuildSession whose scratch (shared ONNX graphs, autotune candidates) is a hidden directory beside
     ``output``, removed when the session ends, however it ends; a killed session's scratch (SIGKILL cannot be
     caught) is removed by the next one for the same output. Holds ``output``'s lock (``locks.exclusive``): a second

@@ -2,13 +2,17 @@
 
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
-from .complexity import count_macs, macs_per_lr_pixel
 
 
 def info(checkpoint: str | Path, size: tuple[int, int] | None = (180, 320), scale: int | None = None,
          param_key: str | None = None) -> dict:
     """Architecture, parameter count and MACs (per LR pixel, and for one LR ``size`` = (height, width))."""
+    from .errors import require_export_stack
+
+    require_export_stack("info (it reads a checkpoint)")
+    from .checkpoint import load_checkpoint
+    from .complexity import count_macs, macs_per_lr_pixel
+
     ckpt = load_checkpoint(checkpoint, scale=scale, param_key=param_key)
     spec = ckpt.spec
     result = {

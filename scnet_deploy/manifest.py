@@ -1,5 +1,6 @@
 """manifest.json: what went into an artifact, what came out, and what was verified."""
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -43,3 +44,28 @@ def write_manifest(directory: Path, data: dict) -> dict:
 
 def read_manifest(directory: Path) -> dict:
     return json.loads((Path(directory) / MANIFEST_NAME).read_text())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of each file (as sha256sum prints it); a directory (e.g. model.mlpackage) hashes its files' relative
+    paths and contents in sorted order."""
+    hashes = {}
+    for name in names:
+        path = directory / name
+        if not path.is_dir():
+            hashes[name] = sha256_of(path)
+            continue
+        digest = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(directory)).encode())
+            digest.update(f.read_bytes())
+        hashes[name] = digest.hexdigest()
+    return hashes

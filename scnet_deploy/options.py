@@ -79,3 +79,12 @@ class RuntimeOptions:
     threads: int | None = None
     openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
     cuda: bool = True  # ONNX Runtime: use the CUDA provider where present
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    remote_python: str | None = None  # the device's Python with scnet-deploy; None: `scnet-deploy` on its PATH
+    provision: bool = False  # versions differ: install this version there from a wheel built here
+    ssh_config: Path | None = None  # ssh -F FILE (default: ssh's own, ~/.ssh/config)
+    remote_dir: str | None = None  # where run directories are made on the device (default: its $TMPDIR or /tmp)
+    connect_timeout_s: int = 15

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ScnetDeployError
+from .errors import ScnetDeployError, require_export_stack
 from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
-from .rewrites import DeployOptions
+from .forms import DeployOptions
 from .session import Target
 
 REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
@@ -152,6 +152,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     from .report import report
     from .validate import ValidateOptions, validate
 
+    require_export_stack("pipeline (it exports)")
     t_start = time.perf_counter()
     say = reporter(progress)
     ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()

@@ -5,7 +5,6 @@ modified) and changes no output beyond float rounding; tests/test_rewrites.py pr
 """
 
 import copy
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -13,43 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ExportError
-from .shift import OFFSETS, SHIFT_FORMS, Shift8, ShiftDWConv, ShiftSlice
-
-DEFAULT_SHIFT = "dwconv"  # measured fastest in ONNX Runtime (see README, benchmarks/shift_forms.py)
-FOLD = "fold"  # the shift folded into the following 1x1 conv: one sparse 3x3 conv
-SHIFT_CHOICES = (*sorted(SHIFT_FORMS), FOLD)
-
-
-@dataclass(frozen=True)
-class DeployOptions:
-    shift: str = DEFAULT_SHIFT  # "slice" (pad + slices + concat), "dwconv" (depthwise one-hot 3x3) or "fold"
-    conv_before_upsample: bool = False
-    upsample_as_deconv: bool = False
-
-    @property
-    def name(self) -> str:
-        """A short name for this form, as the autotuner's records and the benchmark tables show it:
-        ``shift[+rewrite...]``, rewrites in REWRITE_FLAGS order."""
-        return "+".join([self.shift, *(flag for flag in REWRITE_FLAGS if getattr(self, flag))])
-
-    @classmethod
-    def from_name(cls, name: str) -> "DeployOptions":
-        shift, *flags = name.split("+")
-        check_shift(shift)
-        unknown = [f for f in flags if f not in REWRITE_FLAGS]
-        if unknown:
-            raise ExportError(f"form {name!r}: {unknown} are not rewrites; a form is shift[+rewrite...] with shift in "
-                              f"{list(SHIFT_CHOICES)} and rewrites from {list(REWRITE_FLAGS)}.")
-        return cls(shift, **{f: True for f in flags})
-
-
-REWRITE_FLAGS = ("conv_before_upsample", "upsample_as_deconv")
-
-
-def check_shift(form: str) -> None:
-    if form not in SHIFT_CHOICES:
-        raise ExportError(f"--shift {form!r} is not a shift form; choose one of {list(SHIFT_CHOICES)}.")
-
+# the form names live in forms.py (no PyTorch); DeployOptions is imported from here too
+from .forms import FOLD, DeployOptions, check_shift  # noqa: F401
+from .shift import OFFSETS, Shift8, ShiftDWConv, ShiftSlice
 
 def replace_shift(model: nn.Module, form: str) -> nn.Module:
     """Replace every official Shift8 by the equivalent ``form`` ("slice", "dwconv"), or fold it ("fold")."""

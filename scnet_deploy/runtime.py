@@ -6,7 +6,7 @@ Artifacts are checked against their manifest's file hashes before anything is lo
 from pathlib import Path
 
 from .errors import ScnetDeployError
-from .manifest import MANIFEST_NAME, read_manifest
+from .manifest import MANIFEST_NAME, file_hashes, read_manifest
 from .options import RuntimeOptions
 
 
@@ -15,8 +15,6 @@ class ArtifactError(ScnetDeployError):
 
 
 def verify_files(directory: Path, manifest: dict) -> None:
-    from .export import file_hashes
-
     recorded = manifest.get("files")
     if not recorded:
         raise ArtifactError(f"artifact '{directory}': its manifest.json lists no files with their sha256, so nothing "
@@ -36,7 +34,6 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
     """A Runner for ``path``: a checkpoint file runs in PyTorch (``form``: official or a deploy shift form).
     ``runner.arch`` is the ArchSpec dict (from the manifest of an artifact)."""
     from scnet_deploy.exporters.registry import get_backend
-    from scnet_deploy.exporters.runner import TorchRunner
 
     path = Path(path)
     if path.is_dir():
@@ -55,6 +52,11 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
             runner = TiledRunner(runner, tile, runner.arch["receptive_radius"], runner.arch["scale"])
         runner.name = f"{path.name}: {runner.name}"
         return runner
+    from .errors import require_export_stack
+
+    require_export_stack(f"running the checkpoint '{path}' in PyTorch")
+    from scnet_deploy.exporters.torch_runner import TorchRunner
+
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, scale=scale)

@@ -14,9 +14,13 @@ this machine cannot, what the backend offers in its place) against PyTorch FP32.
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .checkpoint import Checkpoint
+from typing import TYPE_CHECKING
+
+from .forms import DeployOptions
 from .progress import Progress, reporter
-from .rewrites import DeployOptions
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class BuildContext:
     """What a backend's ``build`` reads: the checkpoint, the options as this target asks (its precision and form),
     and the session's shared products."""
 
-    checkpoint: Checkpoint
+    checkpoint: "Checkpoint"
     options: "object"  # ExportOptions
     session: "BuildSession"
     # The autotuner's calibration.budget.SpeedLimit for an INT8 candidate, honoured by the backends whose engine it
@@ -57,7 +61,7 @@ class BuildContext:
 
 
 class BuildSession:
-    def __init__(self, checkpoint: Checkpoint, options, scratch: Path, progress=None) -> None:
+    def __init__(self, checkpoint: "Checkpoint", options, scratch: Path, progress=None) -> None:
         self.checkpoint = checkpoint
         self.options = options  # ExportOptions: what every target shares (sizes, calibration, budget, tuning)
         self.scratch = Path(scratch)
@@ -70,7 +74,7 @@ class BuildSession:
     def reference(self):
         """The checkpoint's PyTorch FP32 outputs, each computed once a session (``ReferenceOutputs``)."""
         if self._reference is None:
-            from scnet_deploy.exporters.runner import ReferenceOutputs
+            from scnet_deploy.exporters.torch_runner import ReferenceOutputs
 
             self._reference = ReferenceOutputs(self.checkpoint.model)
         return self._reference
@@ -161,7 +165,7 @@ class BuildSession:
 
     def _weight_only_budget(self, runner, data) -> dict:
         from scnet_deploy.calibration.budget import check_within_budget, int8_section
-        from scnet_deploy.exporters.runner import TorchRunner
+        from scnet_deploy.exporters.torch_runner import TorchRunner
 
         baseline = data.baseline(TorchRunner(self.checkpoint.model).infer)  # its FP32 engine is not built here
         result = check_within_budget(runner, lambda r: baseline.measure(r.infer), self.options.budget_db)

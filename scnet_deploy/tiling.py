@@ -89,3 +89,14 @@ def auto_tile(height: int, width: int, bytes_per_px: int, halo: int, budget: int
         raise ScnetDeployError(f"a memory budget of {budget / 2**20:.0f} MB leaves tiles of {tile} px after a {halo} "
                                "px halo; raise --max-memory or free memory.")
     return tile
+
+
+def run_within(runner, lr: np.ndarray, scale: int, budget: int | None) -> tuple[np.ndarray, int | None]:
+    """The whole-image output of ``runner`` on ``lr`` (CHW), run in exact tiles where the memory model says the whole
+    run would not fit ``budget`` (or the engine's size range); returns the output and the tile used (None: whole).
+    A runner that replays outputs computed elsewhere (``holds_outputs``) is asked for the whole image."""
+    if getattr(runner, "holds_outputs", False):
+        return runner.infer(lr), None
+    radius = runner.arch["receptive_radius"]
+    tile = tile_for(runner, lr.shape[1], lr.shape[2], radius, budget)
+    return (runner.infer(lr) if tile is None else upscale_float(runner.infer, lr, scale, tile, radius)), tile

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_dataset
-from .errors import ScnetDeployError
+from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
 from .images import to_float_chw, to_u8_hwc
 from .memory import budget_bytes
 from .metrics import SSIM_WINDOW, psnr_ssim_y
-from .options import RuntimeOptions
+from .options import RemoteOptions, RuntimeOptions
 from .progress import Progress, reporter
 from .resize import imresize_u8
-from .tiling import tile_for, upscale_float
+from .tiling import run_within
 
 PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialiased); output clipped to [0,1] and "
             "rounded to 8 bits; PSNR and SSIM (11x11 Gaussian, sigma 1.5) on BT.601 Y (16-235), `scale` border "
@@ -43,6 +43,9 @@ class ValidateOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     visuals: Path | None = None  # write side-by-side crops of each model's worst image here
     max_memory_mb: int | None = None  # images whose run would pass this are run in exact tiles; None: memory model
+    # devices the artifacts run on (remote.py): "ssh://user@host[:port]" or "local"; scored here
+    on: tuple[str, ...] = ()
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
     def folders(self) -> tuple[Path, ...]:
         return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
@@ -71,14 +74,6 @@ def _flags(out: np.ndarray) -> dict:
     return {"nonfinite": not finite, "collapsed": collapsed}
 
 
-def _infer_within(runner, lr: np.ndarray, scale: int, budget: int | None) -> tuple[np.ndarray, int | None]:
-    """The whole-image output, run in exact tiles where the memory model says the whole run would not fit
-    ``budget`` (or the engine's size range); returns the output and the tile used (None: whole)."""
-    radius = runner.arch["receptive_radius"]
-    tile = tile_for(runner, lr.shape[1], lr.shape[2], radius, budget)
-    return (runner.infer(lr) if tile is None else upscale_float(runner.infer, lr, scale, tile, radius)), tile
-
-
 def _score_model(runner, pairs, scale, ref_outputs, progress, budget=None, keep=None) -> tuple[dict, list]:
     """Score ``runner`` on ``pairs``, each image against the reference's output (``ref_outputs``) as it comes;
     ``keep(out)`` is what is kept of each float output (None: nothing), so memory does not grow with the dataset."""
@@ -89,7 +84,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, budget=None, keep=
             sr_u8 = imresize_u8(pair.lr, scale)
             out = sr_u8.transpose(2, 0, 1).astype(np.float32) / 255.0
         else:
-            out, tile = _infer_within(runner, to_float_chw(pair.lr), scale, budget)
+            out, tile = run_within(runner, to_float_chw(pair.lr), scale, budget)
             sr_u8 = to_u8_hwc(out)
         if sr_u8.shape != pair.hr.shape:
             raise ScnetDeployError(f"{runner.name}: output {sr_u8.shape[1]}x{sr_u8.shape[0]} for '{pair.name}' does "
@@ -151,7 +146,11 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
     from .runtime import open_model
 
     entries, outputs = [], []
-    with open_model(path, options.runtime, scale=options.scale) as runner:
+    if hasattr(path, "open_runner"):  # a device's outputs (remote.DeviceOutputs)
+        opened = path.open_runner()
+    else:
+        opened = open_model(path, options.runtime, scale=options.scale)
+    with opened as runner:
         scale = runner.arch["scale"]
         if scale != options.scale:
             raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
@@ -160,7 +159,7 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
         for k, pairs in enumerate(sets):
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
                                        budget, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None)
-            entry.update({"path": str(path), "kind": "artifact" if path.is_dir() else "checkpoint",
+            entry.update({"path": str(path), "kind": "artifact" if Path(path).is_dir() else "checkpoint",
                           "backend": runner.backend, "reference": is_ref})
             entries.append(entry)
             outputs.append(outs if is_ref or keep else None)
@@ -227,7 +226,11 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
 
 def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
     """Score each model (checkpoint or artifact directory) on each dataset of ``options``; see the module
-    docstring."""
+    docstring. With ``options.on``, the artifacts run on those devices and are scored here (``remote.validate_on``)."""
+    if options.on:
+        from .remote import validate_on
+
+        return validate_on(models, options, validate, progress)
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-validate-") as spill:
         return _validate(models, options, progress, Path(spill))
 
@@ -235,7 +238,7 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
 def _validate(models: list[str | Path], options: ValidateOptions, progress, spill: Path) -> dict:
     from .doctor import machine
 
-    models = [Path(m) for m in models]
+    models = [m if hasattr(m, "open_runner") else Path(m) for m in models]  # remote.DeviceOutputs
     if not models and not options.bicubic:
         raise ScnetDeployError("validate needs at least one MODEL (checkpoint or artifact directory) or --method "
                                "bicubic.")
@@ -247,6 +250,10 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
         raise ScnetDeployError(f"--dataset folders must have different names (they label the tables): {names}.")
     sets = [load_dataset(f, options.scale, options.limit).scorable(options.scale, SSIM_WINDOW) for f in folders]
     ref_path = _reference_path(models, options)
+    reference_skipped = None
+    if ref_path is not None and ref_path not in models and options.reference is None and not has_torch():
+        # found through an artifact's manifest, on a machine without PyTorch (a device): scored against ground truth
+        ref_path, reference_skipped = None, f"PyTorch is not installed here ({EXPORT_EXTRA} adds it)"
     if options.budget_db is not None and ref_path is None:
         raise ScnetDeployError("--budget needs an FP32 reference: pass the checkpoint as a MODEL or with --reference.")
     order = ([ref_path] if ref_path is not None and ref_path not in models else []) + models
@@ -291,7 +298,7 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
               "images": sum(len(p) for p in sets), "lr_source": sorted({p.lr_source for s in sets for p in s}),
               "protocol": PROTOCOL, "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
               "passed": not failed, "over_budget": failed, "models": rows, "machine": machine(),
-              "unreadable_images": [u for s in sets for u in s.unreadable]}
+              "unreadable_images": [u for s in sets for u in s.unreadable], "reference_skipped": reference_skipped}
     if keep and ref_path is not None:
         from .visuals import worst_image_comparisons
 

@@ -11,8 +11,8 @@ from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import VerificationError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters import registry
-from scnet_deploy.exporters.runner import (InputOutOfRange, Runner, SizeRange, TorchRunner, psnr_vs_reference,
-                                         verify_runner)
+from scnet_deploy.exporters.runner import InputOutOfRange, Runner, SizeRange, psnr_vs_reference, verify_runner
+from scnet_deploy.exporters.torch_runner import TorchRunner
 from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
 from scnet_deploy.runtime import ArtifactError, open_model
 
@@ -217,7 +217,8 @@ def test_missing_nncf_is_a_one_line_error_before_anything_is_built(ckpt, tmp_pat
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
-    with pytest.raises(registry.BackendUnavailable, match=r"nncf.*pip install 'scnet-deploy\[openvino\]'") as info:
+    with pytest.raises(registry.BackendUnavailable,
+                       match=r"nncf.*pip install 'scnet-deploy\[export,openvino\]'") as info:
         export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8"))
     assert "\n" not in str(info.value) and not (tmp_path / "ov").exists()
     reasons = {label: reason for label, _, reason in plan(PipelineOptions(output=tmp_path, formats=("openvino",)))}

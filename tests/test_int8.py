@@ -475,7 +475,7 @@ def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_pa
     graph is exported once per deploy form and every calibration/hold-out set once, however many engines use them."""
     import scnet_deploy.calibration.budget as budget
     import scnet_deploy.exporters.onnx_graph as onnx_graph
-    import scnet_deploy.exporters.runner as runner_mod
+    import scnet_deploy.exporters.torch_runner as runner_mod
     from scnet_deploy.autotune import TuneOptions
 
     counts = {"torch_to_onnx": 0, "calibration_set": 0, "holdout_set": 0}

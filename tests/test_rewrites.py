@@ -133,3 +133,10 @@ def test_conv_before_upsample_saves_17_percent_of_scnet_t_x4_macs():
     before, after = macs_per_lr_pixel(ref), macs_per_lr_pixel(conv_before_upsample(ref))
     assert (before, after) == (363_712, 302_272)
     assert round(100 * (1 - after / before)) == 17
+
+
+def test_the_form_names_without_pytorch_are_the_shift_forms():
+    from scnet_deploy.forms import FOLD, SHIFT_CHOICES
+    from scnet_deploy.shift import SHIFT_FORMS
+
+    assert SHIFT_CHOICES == (*sorted(SHIFT_FORMS), FOLD)

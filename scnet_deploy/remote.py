@@ -1,0 +1,450 @@
+"""Verbs on the device itself: ``bench`` and ``validate --on ssh://user@host[:port]`` (``--on local`` for this
+machine; several ``--on`` give one table, a column per device).
+
+The transport is the system OpenSSH client, so ``~/.ssh/config``, keys, agents and jump hosts work as they do for
+``ssh``; host keys are checked as ssh checks them (``BatchMode``: never a prompt, never skipped). No local shell is
+involved (argument lists), and every word of a remote command is quoted for the remote shell. Each run copies what
+it needs (tar over the connection) into a fresh directory on the device (``mktemp -d`` under ``--remote-dir``, else
+the device's ``$TMPDIR`` or /tmp), runs the device's own scnet-deploy there, fetches the results and removes the
+directory, however the run ends (Ctrl-C included). A lost connection, a missing scnet-deploy or backend on the
+device, a full disk there: one line, exit 2, nothing written here.
+
+``bench --on``: the device's latency for each artifact, with the device's description (CPU, GPU, OS, library
+versions). ``validate --on``: the LR inputs are made here and shipped as arrays, the device runs them through each
+engine (``infer``), and the outputs are scored here against ground truth and the FP32 PyTorch reference, exactly as
+``validate`` scores a local engine.
+"""
+
+import contextlib
+import hashlib
+import json
+import shlex
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from scnet_deploy.exporters.runner import Runner
+
+from .errors import ScnetDeployError
+from .manifest import MANIFEST_NAME, read_manifest
+from .options import RemoteOptions
+
+LOCAL = "local"
+
+
+class RemoteError(ScnetDeployError):
+    """The device could not be reached, or could not do what was asked."""
+
+
+@dataclass(frozen=True)
+class Device:
+    url: str
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.url.removeprefix("ssh://")
+
+
+def parse_device(url: str) -> Device:
+    """``ssh://[user@]host[:port]``; anything else is refused in one line."""
+    parts = urlsplit(url)
+    form = "expected ssh://[user@]host[:port], or local for this machine"
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise ScnetDeployError(f"--on {url!r}: {form}.")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ScnetDeployError(f"--on {url!r}: {form} (no path; the run directory is --remote-dir).")
+    if parts.password is not None:
+        raise ScnetDeployError(f"--on {url!r}: no password in the URL; ssh uses your keys or agent.")
+    if parts.hostname.startswith("-"):
+        raise ScnetDeployError(f"--on {url!r}: a host cannot start with '-'.")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ScnetDeployError(f"--on {url!r}: the port is not a number in 1-65535.") from None
+    return Device(url, parts.hostname, parts.username, port)
+
+
+def _last_line(data: bytes, default: str) -> str:
+    lines = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [default])[-1]
+
+
+class Connection:
+    """One device, reached with the system ssh client."""
+
+    def __init__(self, device: Device, options: RemoteOptions) -> None:
+        self.device, self.options = device, options
+
+    def argv(self, command: list[str]) -> list[str]:
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.options.connect_timeout_s}",
+                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
+        if self.options.ssh_config:
+            argv += ["-F", str(self.options.ssh_config)]
+        if self.device.port:
+            argv += ["-p", str(self.device.port)]
+        if self.device.user:
+            argv += ["-l", self.device.user]
+        return argv + ["--", self.device.host, shlex.join(command)]
+
+    def scnet(self, *args: str) -> list[str]:
+        """The device's scnet-deploy with ``args``."""
+        if self.options.remote_python:
+            return [self.options.remote_python, "-m", "scnet_deploy", *args]
+        return ["scnet-deploy", *args]
+
+    def check(self, returncode: int, stderr: bytes, doing: str) -> None:
+        if returncode == 0:
+            return
+        label, line = self.device.label, _last_line(stderr, f"exit status {returncode}")
+        text = stderr.decode(errors="replace")
+        if returncode == 255:
+            raise RemoteError(f"ssh {label}: {line} (while {doing}); check that `ssh {label}` works (keys, the "
+                              "host key in known_hosts, the network). Nothing was written here.")
+        if "No space left on device" in text:
+            raise RemoteError(f"{label} ran out of disk space while {doing} ({line}); free space there or pass "
+                              "--remote-dir on a larger disk. Nothing was written here.")
+        if returncode in (126, 127):
+            what = self.options.remote_python or "scnet-deploy"
+            raise RemoteError(f"{label}: cannot run {what} ({line}) while {doing}; install scnet-deploy there "
+                              "(pip install scnet-deploy, plus the extra of its backend) or name its Python with "
+                              "--remote-python.")
+        raise RemoteError(f"{label} ({doing}): {line.removeprefix('error:').strip()}")
+
+    def run(self, command: list[str], doing: str) -> str:
+        proc = subprocess.run(self.argv(command), stdin=subprocess.DEVNULL, capture_output=True)
+        self.check(proc.returncode, proc.stderr, doing)
+        return proc.stdout.decode(errors="replace")
+
+    def put(self, run_dir: str, files: dict[str, Path], doing: str) -> None:
+        """Copy local files or folders into ``run_dir`` under the given names (a tar stream over the connection)."""
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(self.argv(["tar", "-x", "-f", "-", "-C", run_dir]), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
+                    for name, path in files.items():
+                        tar.add(str(path), arcname=name)
+                proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the device stopped reading: its exit status and message say why
+            finally:
+                returncode = proc.wait()
+            err.seek(0)
+            self.check(returncode, err.read(), doing)
+
+    def get(self, run_dir: str, names: list[str], into: Path, doing: str) -> None:
+        """Fetch ``names`` from ``run_dir`` into the local folder ``into``."""
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(self.argv(["tar", "-c", "-f", "-", "-C", run_dir, *names]),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+            try:
+                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                    tar.extractall(into, filter="data")
+            except tarfile.TarError:
+                pass  # an empty or cut stream: the exit status and message say why
+            finally:
+                proc.stdout.close()
+                returncode = proc.wait()
+            err.seek(0)
+            self.check(returncode, err.read(), doing)
+
+    @contextlib.contextmanager
+    def run_directory(self):
+        """A fresh directory on the device, removed afterwards however the run ends."""
+        made = self.run(["sh", "-c", 'mktemp -d "${1:-${TMPDIR:-/tmp}}/scnet-deploy.XXXXXX"', "sh",
+                         self.options.remote_dir or ""], "making a run directory").strip()
+        if not made.startswith("/"):
+            raise RemoteError(f"{self.device.label}: mktemp gave {made!r}, not a directory.")
+        try:
+            yield made
+        finally:
+            with contextlib.suppress(RemoteError, OSError, KeyboardInterrupt):
+                self.run(["rm", "-rf", "--", made], "removing the run directory")
+
+
+def describe(conn: Connection, run_dir: str) -> dict:
+    """The device's own description (``doctor --json``: CPU, GPUs, OS, library versions, its Python), after
+    checking its scnet-deploy is this version (or installing this version there with ``provision``)."""
+    from scnet_deploy import __version__
+
+    about = _doctor(conn)
+    theirs = about.get("versions", {}).get("scnet_deploy")
+    if theirs != __version__:
+        if not conn.options.provision:
+            raise RemoteError(f"{conn.device.label} has scnet-deploy {theirs or '(unknown, older)'} and this machine "
+                              f"{__version__}: results would not compare. Install {__version__} there, or pass "
+                              "--provision to install it from a wheel built here.")
+        provision(conn, run_dir, about.get("executable"))
+        about = _doctor(conn)
+        if about.get("versions", {}).get("scnet_deploy") != __version__:
+            raise RemoteError(f"{conn.device.label}: --provision installed a wheel, and the device still reports "
+                              f"scnet-deploy {about.get('versions', {}).get('scnet_deploy')}; check its PATH.")
+    return about
+
+
+def _doctor(conn: Connection) -> dict:
+    out = conn.run(conn.scnet("doctor", "--json"), "asking the device's scnet-deploy what it runs on")
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        raise RemoteError(f"{conn.device.label}: `scnet-deploy doctor --json` printed no JSON; is scnet-deploy "
+                          "installed there?") from None
+
+
+def source_checkout() -> Path | None:
+    """The source tree this installation runs from (an editable or source install), if any."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def provision(conn: Connection, run_dir: str, python: str | None) -> None:
+    """Build a wheel of this installation here and install it with the device's Python."""
+    import sys
+
+    root = source_checkout()
+    if root is None:
+        raise RemoteError("--provision builds a wheel of this installation's source checkout, and this installation "
+                          "has none; install the same scnet-deploy version on the device yourself.")
+    python = conn.options.remote_python or python
+    if not python:
+        raise RemoteError(f"{conn.device.label}: its Python is unknown; pass --remote-python.")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                               "-w", tmp, str(root)], capture_output=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode or not wheels:
+            raise RemoteError(f"--provision: building the wheel here failed: {_last_line(proc.stderr, 'no wheel')}")
+        conn.put(run_dir, {wheels[0].name: wheels[0]}, "copying the wheel")
+        conn.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
+                  f"{run_dir}/{wheels[0].name}"], "installing the wheel (--provision)")
+
+
+def _artifacts(models: list[Path], verb: str) -> list[Path]:
+    models = [Path(m) for m in models]
+    not_artifacts = [str(m) for m in models if not (m / MANIFEST_NAME).exists()]
+    if not_artifacts:
+        raise ScnetDeployError(f"{verb} --on runs artifact directories on the device, and {not_artifacts} are not; "
+                               "export them first (scnet-deploy export CKPT -f onnx,openvino -o DIR).")
+    return models
+
+
+def _remote_names(models: list[Path]) -> dict[str, Path]:
+    """Safe names on the device (m0, m1, ...): local names may hold spaces, quotes or ';'."""
+    return {f"m{i}": m for i, m in enumerate(models)}
+
+
+def _with_local_names(entry: dict, name: str, local: Path) -> dict:
+    prefix = f"{name}: "
+    entry = dict(entry)
+    entry["path"] = str(local)
+    if entry.get("name", "").startswith(prefix):
+        entry["name"] = f"{local.name}: {entry['name'][len(prefix):]}"
+    return entry
+
+
+# --- bench ---------------------------------------------------------------------------------------------------------
+
+def _bench_args(options) -> list[str]:
+    args = ["--shape", ",".join(f"{h}x{w}" for h, w in options.shapes), "--warmup", str(options.warmup),
+            "--batch", str(options.batch), "--no-baselines", "--mode", options.mode,
+            "--ov-performance", options.runtime.openvino.performance]
+    args += ["--seconds", str(options.seconds)] if options.seconds else ["--runs", str(options.runs)]
+    for flag, value in (("--threads", options.runtime.threads), ("--inflight", options.inflight),
+                        ("--ov-streams", options.runtime.openvino.streams), ("--max-memory", options.max_memory_mb)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def bench_on_device(device: Device, models: list[Path], options, remote: RemoteOptions, progress) -> dict:
+    from .progress import Progress
+
+    models = _artifacts(models, "bench")
+    conn = Connection(device, remote)
+    names = _remote_names(models)
+    with conn.run_directory() as run_dir:
+        progress(Progress(f"{device.label}: checking its scnet-deploy"))
+        about = describe(conn, run_dir)
+        progress(Progress(f"{device.label}: copying {len(models)} artifact(s)"))
+        conn.put(run_dir, names, "copying the artifacts")
+        progress(Progress(f"{device.label}: benchmarking"))
+        conn.run(conn.scnet("bench", *[f"{run_dir}/{n}" for n in names], "--json", f"{run_dir}/bench.json",
+                            *_bench_args(options)), "benchmarking")
+        with tempfile.TemporaryDirectory() as tmp:
+            conn.get(run_dir, ["bench.json"], Path(tmp), "fetching the results")
+            result = json.loads((Path(tmp) / "bench.json").read_text())
+    result["models"] = [_with_local_names(m, n, names[n]) for m, n in zip(result["models"], names)]
+    result["device"] = {"url": device.url, "label": device.label, **_device_summary(about)}
+    return result
+
+
+def _device_summary(about: dict) -> dict:
+    return {k: about.get(k) for k in ("cpu", "gpus", "os", "python", "versions", "executable")} | {
+        "backends": {b["backend"]: b["version"] for b in about.get("backends", []) if b.get("available")}}
+
+
+def bench_on(models: list[Path], options, bench, progress=None) -> dict:
+    """``bench`` on each of ``options.on`` (``local`` = here, with ``bench``, the local verb): {"devices": {label:
+    bench result}, "table": rows of (model, shape, {device: median ms})}."""
+    from .progress import reporter
+
+    say = reporter(progress)
+    devices = {}
+    for url in options.on:
+        if url == LOCAL:
+            devices[LOCAL] = bench(models, replace(options, on=()), progress)
+            continue
+        device = parse_device(url)
+        devices[device.label] = bench_on_device(device, models, options, options.remote, say)
+    return {"devices": devices, "table": device_table(devices)}
+
+
+def device_table(devices: dict) -> list[dict]:
+    """One row per model (by path) and shape, the median ms on each device."""
+    rows: dict = {}
+    for label, result in devices.items():
+        for m in result["models"]:
+            if m.get("baseline"):
+                continue
+            for s in m["shapes"]:
+                key = (m["path"], tuple(s["shape"]))
+                row = rows.setdefault(key, {"model": Path(m["path"]).name, "path": m["path"],
+                                            "precision": m["precision"], "shape": s["shape"], "median_ms": {}})
+                row["median_ms"][label] = s["median_ms"]
+    return list(rows.values())
+
+
+# --- validate ------------------------------------------------------------------------------------------------------
+
+def array_key(x: np.ndarray) -> str:
+    """What identifies an input array: its shape and bytes."""
+    return hashlib.sha256(repr(x.shape).encode() + np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
+
+
+class DeviceOutputs:
+    """An artifact's outputs computed on a device, opened by ``validate`` like a model: its runner replays them for
+    exactly the inputs that were sent (keyed by their bytes)."""
+
+    def __init__(self, artifact: Path, device: str, outputs: dict[str, np.ndarray], ran: dict) -> None:
+        self.artifact, self.device, self.outputs, self.ran = Path(artifact), device, outputs, ran
+
+    def __fspath__(self) -> str:  # its manifest is the artifact's (reference lookup, kind)
+        return str(self.artifact)
+
+    def __str__(self) -> str:
+        return f"{self.artifact} @ {self.device}"
+
+    def open_runner(self):
+        return ReplayRunner(self)
+
+
+class ReplayRunner(Runner):
+    """A device's outputs as a runner: ``infer`` returns what the device computed for that exact input."""
+
+    holds_outputs = True  # tiling.run_within asks for whole images: the device tiled where it had to
+
+    def __init__(self, source: DeviceOutputs) -> None:
+        manifest = read_manifest(source.artifact)
+        engine = source.ran.get("name", "").split(": ", 1)[-1]
+        super().__init__(manifest.get("precision", "fp32"), name=f"{source.artifact.name} @ {source.device}: {engine}")
+        self.declare(manifest)
+        self.backend = source.ran.get("backend", manifest.get("backend", "?"))
+        self.source = source
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        outs = []
+        for image in lr:
+            key = array_key(image)
+            if key not in self.source.outputs:
+                raise ScnetDeployError(f"{self.name}: no output from {self.source.device} for an input of shape "
+                                       f"{image.shape} (only the inputs sent there can be scored).")
+            outs.append(self.source.outputs[key])
+        return np.stack(outs)
+
+
+def _lr_inputs(options) -> dict[str, np.ndarray]:
+    """Every LR input ``validate`` will score, as the float32 CHW arrays it runs, keyed by their bytes."""
+    from .datasets import load_dataset
+    from .images import to_float_chw
+    from .metrics import SSIM_WINDOW
+
+    arrays = {}
+    for folder in options.folders():
+        for pair in load_dataset(folder, options.scale, options.limit).scorable(options.scale, SSIM_WINDOW):
+            x = to_float_chw(pair.lr)
+            arrays[array_key(x)] = x
+    return arrays
+
+
+def outputs_on_device(device: Device, models: list[Path], inputs: Path, options, remote: RemoteOptions,
+                      progress) -> list[DeviceOutputs]:
+    from .infer import read_arrays
+    from .progress import Progress
+
+    conn = Connection(device, remote)
+    names = _remote_names(models)
+    found = []
+    with conn.run_directory() as run_dir:
+        progress(Progress(f"{device.label}: checking its scnet-deploy"))
+        describe(conn, run_dir)
+        progress(Progress(f"{device.label}: copying {len(models)} artifact(s) and the LR inputs"))
+        conn.put(run_dir, {**names, "inputs.npz": inputs}, "copying the artifacts and inputs")
+        for name, local in names.items():
+            progress(Progress(f"{device.label}: running {local.name}"))
+            args = ["infer", f"{run_dir}/{name}", f"{run_dir}/inputs.npz", "-o", f"{run_dir}/{name}.npz",
+                    "--json", f"{run_dir}/{name}.json"]
+            if options.max_memory_mb is not None:
+                args += ["--max-memory", str(options.max_memory_mb)]
+            if options.runtime.threads is not None:
+                args += ["--threads", str(options.runtime.threads)]
+            conn.run(conn.scnet(*args), f"running {local.name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            conn.get(run_dir, [n for name in names for n in (f"{name}.npz", f"{name}.json")], Path(tmp),
+                     "fetching the outputs")
+            for name, local in names.items():
+                ran = json.loads((Path(tmp) / f"{name}.json").read_text())
+                found.append(DeviceOutputs(local, device.label, read_arrays(Path(tmp) / f"{name}.npz"), ran))
+    return found
+
+
+def validate_on(models: list[Path], options, validate, progress=None) -> dict:
+    """``validate`` (the local verb, passed in) with each artifact run on each of ``options.on`` (``local`` = here)
+    and every output scored here: one table with a row per artifact and device; drift against the FP32 PyTorch
+    reference computed here."""
+    from .errors import require_export_stack
+    from .progress import reporter
+    from .runtime import find_checkpoint
+
+    say = reporter(progress)
+    models = [Path(m) for m in models]
+    checkpoints = [m for m in models if m.is_file()]
+    artifacts = _artifacts([m for m in models if not m.is_file()], "validate")
+    reference = Path(options.reference) if options.reference else find_checkpoint(models)
+    if reference is None:
+        raise ScnetDeployError("validate --on measures drift here, against the FP32 PyTorch reference: pass the "
+                               "checkpoint as a MODEL or with --reference.")
+    require_export_stack("validate --on (its FP32 reference runs here)")
+    sources: list = [*checkpoints]
+    with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
+        from .infer import write_arrays
+
+        inputs = Path(tmp) / "inputs.npz"
+        write_arrays(_lr_inputs(options), inputs)
+        for url in options.on:
+            if url == LOCAL:
+                sources += artifacts
+                continue
+            sources += outputs_on_device(parse_device(url), artifacts, inputs, options, options.remote, say)
+    result = validate(sources, replace(options, on=(), reference=reference), progress)
+    result["devices"] = [LOCAL if url == LOCAL else parse_device(url).label for url in options.on]
+    return result
+
