@@ -1,0 +1,288 @@
+"""Issue 14: a torch-free runtime, and bench/validate on a device over SSH, against a real OpenSSH server on a loopback
+port whose device Python is an environment without PyTorch (tests/devices.py)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import save_basicsr, tiny_model
+from devices import device_venv, start_sshd
+from scnet_deploy import __version__
+from scnet_deploy.bench import BenchOptions, bench
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.options import RemoteOptions
+from scnet_deploy.remote import RemoteError, parse_device
+from scnet_deploy.validate import ValidateOptions, validate
+
+pytestmark = pytest.mark.openvino
+
+
+@pytest.fixture(scope="module")
+def device():
+    return device_venv()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    yield from start_sshd(tmp_path_factory.mktemp("sshd"))
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    d = tmp_path_factory.mktemp("engines")
+    ckpt = save_basicsr(tiny_model(4, seed=3), d / "ref.pth")
+    result = export(ckpt, ExportOptions(output=d / "eng", format="onnx,openvino"))
+    return ckpt, result.artifacts["onnx"], result.artifacts["openvino"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    (root / "HR").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+        Image.fromarray(base).resize((48, 36), Image.BICUBIC).save(root / "HR" / f"img{i}.png")
+    return root
+
+
+def remote_options(sshd, device, tmp_path, **changes) -> RemoteOptions:
+    run_dirs = tmp_path / "device runs"  # a space in it: quoted on the device
+    run_dirs.mkdir(exist_ok=True)
+    return replace(RemoteOptions(str(device / "bin" / "python"), ssh_config=sshd.config, remote_dir=str(run_dirs)),
+                   **changes)
+
+
+def left_on_device(options: RemoteOptions) -> list[str]:
+    return os.listdir(options.remote_dir)
+
+
+def cli(*args, cwd=None, python=sys.executable):
+    return subprocess.run([python, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def one_line_error(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("error:"), proc.stderr
+    return lines[-1]
+
+
+# --- point 1: the runtime without PyTorch ------------------------------------------------------------------------
+
+def test_the_device_environment_has_no_torch_and_runs_artifacts(device, engines, dataset, tmp_path):
+    ckpt, onnx_dir, ov_dir = engines
+    python = device / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    doctor = json.loads(cli("doctor", "--json", python=python).stdout)
+    assert doctor["versions"]["scnet_deploy"] == __version__ and doctor["versions"]["torch"] is None
+    assert {b["backend"]: b["available"] for b in doctor["backends"]}["openvino"]
+
+    run = cli("bench", onnx_dir, ov_dir, "--shape", "12x16", "--runs", "2", "--json", tmp_path / "b.json",
+              python=python)
+    assert run.returncode == 0, run.stderr
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert len(b["models"]) == 2 and "scnet-deploy[export]" in b["baselines_skipped"]  # its checkpoint exists here
+    run = cli("validate", onnx_dir, "--dataset", dataset, "--scale", "4", "--json", tmp_path / "v.json",
+              python=python)
+    assert run.returncode == 0, run.stderr
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["models"][0]["psnr_y"] > 0 and "scnet-deploy[export]" in v["reference_skipped"]
+    run = cli("upscale", ov_dir, dataset / "HR" / "img0.png", "-o", tmp_path / "up.png", python=python)
+    assert run.returncode == 0 and Image.open(tmp_path / "up.png").size == (192, 144), run.stderr
+    np.savez(tmp_path / "in.npz", a=np.zeros((3, 8, 10), np.float32))
+    run = cli("infer", onnx_dir, tmp_path / "in.npz", "-o", tmp_path / "out.npz", python=python)
+    assert run.returncode == 0 and np.load(tmp_path / "out.npz")["a"].shape == (3, 32, 40), run.stderr
+
+    for verb in (["export", ckpt, "-o", tmp_path / "x"], ["info", ckpt], ["bench", ckpt]):
+        assert "pip install 'scnet-deploy[export]'" in one_line_error(cli(*verb, python=python))
+    assert not (tmp_path / "x").exists()
+
+
+# --- points 2, 4, 5: bench and validate on a device over SSH -----------------------------------------------------
+
+def test_bench_on_a_device_and_here_in_one_table(sshd, device, engines, tmp_path):
+    _, onnx_dir, ov_dir = engines
+    remote = remote_options(sshd, device, tmp_path)
+    result = bench([onnx_dir, ov_dir], BenchOptions(shapes=((12, 16),), runs=2, warmup=0, on=("local", sshd.url()),
+                                                    remote=remote))
+    assert list(result["devices"]) == ["local", "device"]
+    here, there = result["devices"]["local"], result["devices"]["device"]
+    assert there["device"]["executable"] == str(device / "bin" / "python")  # the device's own description
+    assert there["device"]["versions"]["torch"] is None and there["device"]["backends"]["openvino"]
+    assert [m["path"] for m in there["models"]] == [str(onnx_dir), str(ov_dir)]
+    assert [m["name"].split(":")[0] for m in there["models"]] == ["onnx", "openvino"]  # local names, not m0/m1
+    assert any(m["baseline"] for m in here["models"]) and not any(m["baseline"] for m in there["models"])
+    assert len(result["table"]) == 2 and all(set(r["median_ms"]) == {"local", "device"} for r in result["table"])
+    assert left_on_device(remote) == []  # the run directory was removed
+
+
+def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference(sshd, device, engines, dataset,
+                                                                                   tmp_path):
+    ckpt, onnx_dir, ov_dir = engines
+    remote = remote_options(sshd, device, tmp_path)
+    on = validate([ckpt, onnx_dir, ov_dir], ValidateOptions(dataset, 4, on=("local", sshd.url()), remote=remote))
+    names = [m["name"] for m in on["models"]]
+    assert names[0].startswith("ref.pth") and sum(" @ device" in n for n in names) == 2 and len(names) == 5
+    by_name = {m["name"].split(":")[0]: m for m in on["models"]}
+    for local, remote_row in (("onnx", "onnx @ device"), ("openvino", "openvino @ device")):
+        # the same engine on the same inputs: the device's output scores as the local one does
+        assert by_name[remote_row]["psnr_y"] == pytest.approx(by_name[local]["psnr_y"], abs=1e-6)
+        assert abs(by_name[remote_row]["drift_db"]) < 1e-3 and by_name[remote_row]["max_abs_diff"] < 1e-4
+    assert on["devices"] == ["local", "device"] and left_on_device(remote) == []
+    with pytest.raises(ScnetDeployError, match="FP32 PyTorch reference"):
+        shutil.copytree(onnx_dir, tmp_path / "orphan")
+        manifest = json.loads((tmp_path / "orphan" / "manifest.json").read_text())
+        manifest["checkpoint"]["path"] = str(tmp_path / "gone.pth")
+        (tmp_path / "orphan" / "manifest.json").write_text(json.dumps(manifest))
+        validate([tmp_path / "orphan"], ValidateOptions(dataset, 4, on=(sshd.url(),), remote=remote))
+
+
+def test_names_with_spaces_quotes_and_semicolons_are_passed_safely(sshd, device, engines, tmp_path):
+    _, onnx_dir, _ = engines
+    name = f"pwned-{os.getpid()}"  # a shell that ran these names would create it in the login directory
+    canary = Path.home() / name
+    odd = tmp_path / f"eng 'a' \"b\"; touch {name}; $(touch {name})"
+    shutil.copytree(onnx_dir, odd)
+    remote = remote_options(sshd, device, tmp_path, remote_dir=str(tmp_path / f"runs; touch {name} `touch {name}`"))
+    Path(remote.remote_dir).mkdir()
+    result = bench([odd], BenchOptions(shapes=((8, 8),), runs=1, warmup=0, on=(sshd.url(),), remote=remote))
+    assert result["devices"]["device"]["models"][0]["path"] == str(odd)
+    assert not canary.exists() and left_on_device(remote) == []
+
+
+def test_device_urls_are_parsed_strictly():
+    d = parse_device("ssh://pi@jetson.local:2222")
+    assert (d.user, d.host, d.port, d.label) == ("pi", "jetson.local", 2222, "pi@jetson.local:2222")
+    for bad in ("jetson", "http://jetson", "ssh://jetson/tmp", "ssh://-oProxyCommand=x", "ssh://h:99999",
+                "ssh://u:secret@h"):
+        with pytest.raises(ScnetDeployError, match="--on"):
+            parse_device(bad)
+
+
+# --- failures: one line, exit 2, nothing written here ------------------------------------------------------------
+
+def _bench_cli(sshd, device, engines, tmp_path, *extra, url=None):
+    _, onnx_dir, _ = engines
+    remote = remote_options(sshd, device, tmp_path)
+    args = ["bench", onnx_dir, "--shape", "8x8", "--runs", "1", "--on", url or sshd.url(), "--ssh-config",
+            sshd.config, "--remote-dir", remote.remote_dir, "--json", tmp_path / "out.json"]
+    if "--remote-python" not in extra:
+        args += ["--remote-python", remote.remote_python]
+    return cli(*args, *extra), remote
+
+
+def test_an_unreachable_device_and_an_unknown_host_key_are_one_line_errors(sshd, device, engines, tmp_path):
+    closed = tmp_path / "closed_config"
+    closed.write_text(sshd.config.read_text().replace(f"Port {sshd.port}", "Port 1"))
+    proc, _ = _bench_cli(sshd, device, engines, tmp_path, "--ssh-config", closed)
+    assert "ssh device:" in one_line_error(proc) and not (tmp_path / "out.json").exists()
+    stranger = tmp_path / "stranger_config"  # a known_hosts that does not hold this server's key: never skipped
+    (tmp_path / "other_hosts").write_text(f"[127.0.0.1]:{sshd.port} ssh-ed25519 "
+                                          "AAAAC3NzaC1lZDI1NTE5AAAAIBtYQRj4bmUKiS3YDqSJcnwJQxWYhJ8uqnfOQvXxG3Aq\n")
+    stranger.write_text(sshd.config.read_text().replace(str(sshd.directory / "known_hosts"),
+                                                        str(tmp_path / "other_hosts")))
+    line = one_line_error(_bench_cli(sshd, device, engines, tmp_path, "--ssh-config", stranger)[0])
+    assert "host key" in line.lower() and not (tmp_path / "out.json").exists()
+
+
+def test_a_missing_remote_scnet_deploy_or_backend_is_a_one_line_error(sshd, device, engines, tmp_path):
+    proc, remote = _bench_cli(sshd, device, engines, tmp_path, "--remote-python", "/nonexistent/python3")
+    assert "cannot run /nonexistent/python3" in one_line_error(proc) and left_on_device(remote) == []
+    # an artifact whose backend the device lacks (Core ML: not in the device environment)
+    _, onnx_dir, _ = engines
+    coreml = tmp_path / "coreml-like"
+    shutil.copytree(onnx_dir, coreml)
+    manifest = json.loads((coreml / "manifest.json").read_text())
+    (coreml / "manifest.json").write_text(json.dumps({**manifest, "backend": "coreml"}))
+    proc = cli("bench", coreml, "--shape", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config", sshd.config,
+               "--remote-python", remote.remote_python, "--remote-dir", remote.remote_dir)
+    assert "coremltools" in one_line_error(proc) and left_on_device(remote) == []
+
+
+def _stand_in_python(tmp_path: Path, device: Path, body: str) -> Path:
+    """A device 'Python' that is the device environment's, except for what ``body`` (sh) does first."""
+    script = tmp_path / "device-python"
+    script.write_text(f"#!/bin/sh\n{body}\nexec {device / 'bin' / 'python'} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_lost_connection_is_a_one_line_error(sshd, device, engines, tmp_path):
+    stub = _stand_in_python(tmp_path, device, 'case " $* " in *" bench "*) kill -9 $PPID; sleep 5;; esac')
+    proc, remote = _bench_cli(sshd, device, engines, tmp_path, "--remote-python", stub)
+    assert "ssh device:" in one_line_error(proc) and not (tmp_path / "out.json").exists()
+
+
+def test_a_full_device_disk_is_a_one_line_error(sshd, device, engines, tmp_path):
+    small = tmp_path / "small disk"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(small)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        _, onnx_dir, _ = engines
+        proc = cli("bench", onnx_dir, "--shape", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config",
+                   sshd.config, "--remote-python", device / "bin" / "python", "--remote-dir", small, "--json",
+                   tmp_path / "out.json")
+        assert "ran out of disk space" in one_line_error(proc) and not (tmp_path / "out.json").exists()
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_another_version_on_the_device_is_refused_unless_provisioned(sshd, device, engines, tmp_path):
+    """The device reports 0.0.9 until it installs a wheel; the wheel is built here and copied over for real, and
+    its pip (a stand-in) checks it is a wheel there and records the command."""
+    flag, asked = tmp_path / "installed", tmp_path / "pip-args"
+    stub = _stand_in_python(tmp_path, device, f"""
+case " $* " in
+  *" doctor "*) [ -e {flag} ] || {{ {device / 'bin' / 'python'} "$@" | sed 's/"scnet_deploy": "[^"]*"/"scnet_deploy": "0.0.9"/'; exit 0; }};;
+  *" pip install "*) for a; do last=$a; done
+     {device / 'bin' / 'python'} -c "import sys, zipfile; sys.exit(not zipfile.is_zipfile(sys.argv[1]))" "$last" || exit 3
+     echo "$*" > {asked}; touch {flag}; exit 0;;
+esac""")
+    proc, remote = _bench_cli(sshd, device, engines, tmp_path, "--remote-python", stub)
+    line = one_line_error(proc)
+    assert "0.0.9" in line and __version__ in line and "--provision" in line and left_on_device(remote) == []
+    proc, _ = _bench_cli(sshd, device, engines, tmp_path, "--remote-python", stub, "--provision")
+    assert proc.returncode == 0, proc.stderr
+    assert f"scnet_deploy-{__version__}-py3-none-any.whl" in asked.read_text()
+    assert "install -q --force-reinstall --no-deps" in asked.read_text() and left_on_device(remote) == []
+
+
+def test_ctrl_c_removes_the_run_directory_on_the_device(sshd, device, engines, tmp_path):
+    stub = _stand_in_python(tmp_path, device, 'case " $* " in *" bench "*) sleep 20; exit 1;; esac')
+    _, onnx_dir, _ = engines
+    remote = remote_options(sshd, device, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", "bench", str(onnx_dir), "--shape", "8x8", "--on",
+                             sshd.url(), "--ssh-config", str(sshd.config), "--remote-python", str(stub),
+                             "--remote-dir", remote.remote_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            (Path(remote.remote_dir) / d / "m0").exists() for d in left_on_device(remote)):
+        time.sleep(0.2)
+    assert left_on_device(remote), "the run never reached the device"
+    time.sleep(1)  # the remote bench is running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert left_on_device(remote) == []
+
+
+def test_remote_errors_name_the_device():
+    assert issubclass(RemoteError, ScnetDeployError)
