@@ -122,8 +122,10 @@ def engine_unavailable_reason() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         return "TensorRT is not installed here (pip install 'scnet-deploy[tensorrt]' on the target)"
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # the runner's GPU memory is PyTorch's CUDA tensors (JetPack ships PyTorch)
+        return "PyTorch with CUDA is not installed here (the TensorRT runner's GPU memory is PyTorch's)"
     return None if torch.cuda.is_available() else "no NVIDIA GPU is visible here"
 
 
@@ -176,6 +178,41 @@ def build(ctx, workdir: Path) -> dict:
     section.update({"engine": PLAN_FILE, "version": trt.__version__,
                     "generation": tensorrt_generation(trt.__version__)})
     return {"files": [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE], **fields}
+
+
+def build_here(directory: Path, verification: Path | None = None) -> dict:
+    """The ``build-engine`` verb, run on the target device: build the plan of the TensorRT artifact ``directory``
+    (its verified ONNX graph) with this machine's TensorRT, verify it against ``verification`` (the inputs and
+    PyTorch FP32 outputs the export shipped: ``ShippedReference``), and record both in its manifest (written
+    atomically). Returns the manifest."""
+    import tensorrt as trt
+
+    from scnet_deploy.exporters.runner import ShippedReference, verify_runner
+    from scnet_deploy.manifest import file_hashes, read_manifest, write_manifest
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest.get("backend") != "tensorrt":
+        raise ExportError(f"'{directory}' is a {manifest.get('backend')} artifact; build-engine builds TensorRT ones.")
+    section, sizes = manifest["tensorrt"], SizeRange.from_dict(manifest["size_range"])
+    profile = make_profile(sizes, manifest["arch"]["num_in_ch"], manifest["options"]["tensorrt"]["max_batch"])
+    plan = build_plan(directory / ONNX_FILE, profile, section["workspace_mb"], None, directory / CACHE_FILE)
+    (directory / PLAN_FILE).write_bytes(plan)
+    section.update({"engine": PLAN_FILE, "version": trt.__version__, "generation": tensorrt_generation(trt.__version__),
+                    "engine_note": None})
+    files = [ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE]
+    reason = engine_unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailable(f"the engine was built with TensorRT {trt.__version__} here, and cannot be verified: "
+                                 f"{reason}.")
+    if verification is not None:
+        reference = ShippedReference.load(verification)
+        with TensorRTRunner(directory / PLAN_FILE, manifest["precision"], sizes) as runner:
+            manifest["verification"] = verify_runner(runner, reference, [], manifest["precision"],
+                                                     manifest["arch"]["num_in_ch"], inputs=reference.inputs,
+                                                     int8=manifest.get("int8"))
+    manifest["files"] = file_hashes(directory, files)
+    return write_manifest(directory, manifest)
 
 
 def verification_runner(workdir: Path, fields: dict, precision: str):

@@ -129,6 +129,12 @@ def export_cmd(
     coreml_target: str = typer.Option("iOS17", help="Core ML minimum deployment target."),
     scale: Optional[int] = typer.Option(None, help="Scale, only needed for one-stage shift-MLP checkpoints (2 or 3)."),
     param_key: Optional[str] = typer.Option(None, help="Which weights of a BasicSR file: params or params_ema."),
+    on: list[str] = typer.Option([], "--on", help="-f tensorrt: build and verify the engine on this device "
+                                 "(ssh://user@host[:port]) with its TensorRT, and bring the artifact back."),
+    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy."),
+    provision: bool = typer.Option(False, "--provision", help="--on: install this version there when it differs."),
+    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
+    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device."),
 ) -> None:
     """Export a checkpoint to verified engine artifacts (model files + manifest.json)."""
     from scnet_deploy.exporters.onnx_graph import OnnxOptions
@@ -153,7 +159,8 @@ def export_cmd(
         openvino=OpenVINOOptions(inference_precision=ov_hint, performance=ov_performance),
         tensorrt=TensorRTOptions(workspace_mb=workspace, timing_cache=timing_cache, max_batch=max_batch),
         coreml=CoreMLOptions(shapes=coreml_shapes, enumerated=tuple(_parse_size(s) for s in coreml_sizes.split(",")),
-                             deployment_target=coreml_target))
+                             deployment_target=coreml_target),
+        on=tuple(on), remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
     with _progress_display(err_console, f"exporting {checkpoint}") as show:
         result = export(checkpoint, options, progress=show)
     for fmt, m in result.manifests.items():
@@ -473,6 +480,25 @@ def infer_cmd(
         result = infer(model, inputs, InferOptions(output, RuntimeOptions(threads=threads), max_memory), progress=show)
     _write_outputs(result, json_file, None, [], None)
     console.print(f"{len(result['runs'])} array(s) through {escape(result['name'])} -> {escape(str(output))}")
+
+
+@app.command("build-engine")
+def build_engine_cmd(
+    artifact: Path = typer.Argument(..., help="A TensorRT artifact directory (export -f tensorrt)."),
+    verification: Optional[Path] = typer.Option(None, help="Inputs and PyTorch FP32 outputs to verify the engine on "
+                                                "(.npz; export --on ships one)."),
+) -> None:
+    """On the target device: build a TensorRT artifact's engine with this machine's TensorRT and verify it (export -f
+    tensorrt --on runs this there)."""
+    from scnet_deploy.exporters.registry import get_backend
+
+    get_backend("tensorrt").require()
+    from scnet_deploy.exporters.tensorrt_backend import build_here
+
+    manifest = build_here(artifact, verification)
+    v = manifest.get("verification", {})
+    console.print(f"built {escape(str(artifact / manifest['tensorrt']['engine']))} with TensorRT "
+                  f"{manifest['tensorrt']['version']}" + (f"; verified: {escape(v['rule'])}" if v.get("passed") else ""))
 
 
 @app.command("pipeline")

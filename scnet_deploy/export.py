@@ -20,7 +20,8 @@ from .autotune import TuneOptions
 from .errors import ExportError, require_export_stack
 from .locks import exclusive
 from .manifest import MANIFEST_NAME, file_hashes, io_record, tool_versions, write_manifest
-from .options import EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange, TensorRTOptions
+from .options import (EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, RemoteOptions, SizeRange,
+                      TensorRTOptions)
 from .progress import Progress
 from .session import BuildSession, Target
 
@@ -57,6 +58,9 @@ class ExportOptions:
     # fails); None opts out explicitly (recorded in the manifest).
     budget_db: float | None = DEFAULT_BUDGET_DB
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
+    # --on ssh://host: TensorRT's engine is built and verified on that device (its GPU and TensorRT version)
+    on: tuple[str, ...] = ()
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
     def formats(self) -> list[str]:
         return [f.strip() for f in self.format.split(",") if f.strip()]
@@ -111,6 +115,10 @@ def _check(options: ExportOptions) -> None:
             b.require(options.precision)
     options.onnx.check()
     options.tune.check()
+    if options.on and (formats != ["tensorrt"] or len(options.on) != 1):
+        raise ExportError("export --on builds a TensorRT engine on the one device it is for: --format tensorrt --on "
+                          "ssh://user@host. Other formats build here and run anywhere; check them on the device with "
+                          "bench/validate --on.")
     if options.precision == "int8":
         from scnet_deploy.calibration.budget import check_budget
 
@@ -128,7 +136,38 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     final.parent.mkdir(parents=True, exist_ok=True)
     targets = [Target(fmt, options.precision) for fmt in options.formats()]
     with build_session(ckpt, options, final, progress) as session:
-        return write_artifact(session, targets, final)
+        return write_artifact(session, targets, final, _on_device(session, options) if options.on else None)
+
+
+def _on_device(session: BuildSession, options: ExportOptions):
+    """``write_artifact``'s finish step for ``export --on``: the engine built and verified on the device."""
+    from .remote import build_on_device, parse_device
+
+    device = parse_device(options.on[0])
+
+    def finish(workdir: Path, manifest: dict) -> dict:
+        return build_on_device(device, workdir, verification_set(session, manifest), options.remote,
+                               session.progress)
+    return finish
+
+
+def verification_set(session: BuildSession, manifest: dict):
+    """The inputs an engine is verified on (as the session verifies one here) with the PyTorch FP32 outputs made
+    here, to ship to the device that builds it (``runner.ShippedReference``)."""
+    import numpy as np
+    import torch
+
+    from scnet_deploy.exporters.runner import ShippedReference
+
+    in_ch = session.checkpoint.spec.num_in_ch
+    if manifest["precision"] == "int8":
+        inputs = session.int8_data(session.options.calib).verification_inputs()
+    else:
+        sizes, gen = manifest["size_range"], np.random.default_rng(0)
+        inputs = [gen.random((1, in_ch, *sizes[k]), dtype=np.float32) for k in ("min", "opt")]
+    with torch.no_grad():
+        outputs = [session.reference(torch.from_numpy(x)).numpy() for x in inputs]
+    return ShippedReference(inputs, outputs)
 
 
 @contextlib.contextmanager
@@ -147,9 +186,10 @@ def build_session(ckpt: "Checkpoint", options: ExportOptions, output: Path, prog
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def write_artifact(session: BuildSession, targets: list[Target], final: Path) -> ExportResult:
+def write_artifact(session: BuildSession, targets: list[Target], final: Path, finish=None) -> ExportResult:
     """Build ``targets`` in ``session`` into ``final`` (one sub-directory per format when several), each with its
-    manifest; the directory appears whole or not at all."""
+    manifest; the directory appears whole or not at all. ``finish(workdir, manifest) -> manifest`` completes each
+    artifact before it is moved into place (``export --on``: its engine built on the device)."""
     _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})
@@ -175,6 +215,8 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path) ->
                                              "numpy"), backend.distribution: backend.version()},
             }
             manifest = write_manifest(workdir, manifest)
+            if finish is not None:
+                manifest = finish(workdir, manifest)
             result.artifacts[target.format] = final if len(targets) == 1 else final / target.format
             result.manifests[target.format] = manifest
         _move_into_place(tmp, final)

@@ -448,3 +448,34 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
     result["devices"] = [LOCAL if url == LOCAL else parse_device(url).label for url in options.on]
     return result
 
+
+# --- export --on: TensorRT built where it runs ----------------------------------------------------------------------
+
+def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOptions, progress) -> dict:
+    """Ship the TensorRT artifact in ``workdir`` (its verified ONNX graph, build script, manifest) and ``reference``
+    (``runner.ShippedReference``: the inputs and PyTorch FP32 outputs made here) to ``device``; build and verify
+    the engine there (``build-engine``); bring the artifact back into ``workdir``. Returns its manifest, which
+    records the device it was built on."""
+    import shutil
+
+    from .manifest import write_manifest
+    from .progress import Progress
+
+    conn = Connection(device, remote)
+    with conn.run_directory() as run_dir, tempfile.TemporaryDirectory() as tmp:
+        progress(Progress(f"{device.label}: checking its scnet-deploy"))
+        about = describe(conn, run_dir)
+        reference.save(Path(tmp) / "verification.npz")
+        progress(Progress(f"{device.label}: copying the TensorRT graph and its verification set"))
+        conn.put(run_dir, {"artifact": workdir, "verification.npz": Path(tmp) / "verification.npz"},
+                 "copying the TensorRT artifact")
+        progress(Progress(f"{device.label}: building and verifying the engine"))
+        conn.run(conn.scnet("build-engine", f"{run_dir}/artifact", "--verification", f"{run_dir}/verification.npz"),
+                 "building and verifying the TensorRT engine")
+        conn.get(run_dir, ["artifact"], Path(tmp), "fetching the built artifact")
+        for f in (Path(tmp) / "artifact").iterdir():
+            shutil.move(str(f), workdir / f.name)
+    manifest = read_manifest(workdir)
+    manifest["tensorrt"]["built_on"] = {"device": device.label, **_device_summary(about)}
+    return write_manifest(workdir, manifest)
+

@@ -140,7 +140,14 @@ def make(version: str, timing_cache_accepted: bool = True) -> types.ModuleType:
             self.network, self.errors = network, []
 
         def parse(self, data):
-            import onnx
+            try:
+                import onnx
+            except ImportError:  # on a device without the export stack: accept, and record what was parsed
+                import hashlib
+
+                trt.calls.append(("parse", hashlib.sha256(bytes(data)).hexdigest()))
+                self.network.graph = bytes(data)
+                return True
 
             try:
                 model = onnx.load_from_string(bytes(data))

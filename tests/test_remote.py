@@ -284,5 +284,53 @@ def test_ctrl_c_removes_the_run_directory_on_the_device(sshd, device, engines, t
     assert left_on_device(remote) == []
 
 
+# --- point 3: TensorRT built on the device --------------------------------------------------------------------------
+
+def test_export_tensorrt_on_a_device_builds_there_and_brings_nothing_back_unverified(sshd, device, engines, tmp_path):
+    """The device has a stand-in TensorRT 10.x (tests/tensorrt_standins.py, recording what it is asked) and no GPU:
+    the export ships the verified graph and its verification set, the device's scnet-deploy builds the plan with
+    its TensorRT (strongly typed network, the artifact's profile), and refuses to return an engine it cannot verify:
+    one line, exit 2, no artifact here."""
+    import hashlib
+
+    from scnet_deploy.manifest import INPUT_NAME
+    from scnet_deploy.options import EXPORT_SIZES
+    from scnet_deploy.exporters.tensorrt_graph import make_profile
+
+    ckpt, _, _ = engines
+    package, record = tmp_path / "standin" / "tensorrt", tmp_path / "trt-calls.json"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"""import atexit, json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import tensorrt_standins
+trt = tensorrt_standins.make("10.13.0.35")
+sys.modules["tensorrt"] = trt
+atexit.register(lambda: open({str(record)!r}, "w").write(json.dumps(
+    [[c if isinstance(c, (int, str)) else list(c) if isinstance(c, tuple) else repr(c) for c in call]
+     for call in trt.calls])))
+""")
+    stub = _stand_in_python(tmp_path, device, f"export PYTHONPATH={package.parent}")
+    remote = remote_options(sshd, device, tmp_path)
+    proc = cli("export", ckpt, "-f", "tensorrt", "-o", tmp_path / "trt", "--on", sshd.url(), "--ssh-config",
+               sshd.config, "--remote-python", stub, "--remote-dir", remote.remote_dir)
+    line = one_line_error(proc)
+    assert "device" in line and "built with TensorRT 10.13.0.35" in line and "cannot be verified" in line
+    assert not (tmp_path / "trt").exists() and left_on_device(remote) == []
+    calls = json.loads(record.read_text())
+    assert ["create_network", 1 << 1] in calls  # 10.x: STRONGLY_TYPED is bit 1, no precision flag
+    p = make_profile(EXPORT_SIZES, 3, 1)
+    assert ["set_shape", INPUT_NAME, list(p.min), list(p.opt), list(p.max)] in calls
+    parsed = [c[1] for c in calls if c[0] == "parse"]
+    assert len(parsed) == 1 and len(parsed[0]) == len(hashlib.sha256().hexdigest())
+
+
+def test_export_on_is_for_tensorrt_on_one_device(engines, tmp_path):
+    ckpt, _, _ = engines
+    with pytest.raises(ScnetDeployError, match="--format tensorrt --on"):
+        export(ckpt, ExportOptions(output=tmp_path / "x", format="onnx", on=("ssh://a",)))
+    with pytest.raises(ScnetDeployError, match="--format tensorrt --on"):
+        export(ckpt, ExportOptions(output=tmp_path / "x", format="tensorrt", on=("ssh://a", "ssh://b")))
+
+
 def test_remote_errors_name_the_device():
     assert issubclass(RemoteError, ScnetDeployError)
