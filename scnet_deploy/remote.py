@@ -72,6 +72,15 @@ def parse_device(url: str) -> Device:
     return Device(url, parts.hostname, parts.username, port)
 
 
+# What ssh itself says when it exits 255 (a remote command may exit 255 too: then it is that command's failure).
+SSH_FAILURES = ("ssh:", "connection", "host key", "permission denied", "could not resolve", "broken pipe",
+                "kex_exchange", "timed out", "closed by remote host")
+
+
+def _from_ssh(stderr: str) -> bool:
+    return any(s in stderr.lower() for s in SSH_FAILURES)
+
+
 def _last_line(data: bytes, default: str) -> str:
     lines = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
@@ -106,7 +115,7 @@ class Connection:
             return
         label, line = self.device.label, _last_line(stderr, f"exit status {returncode}")
         text = stderr.decode(errors="replace")
-        if returncode == 255:
+        if returncode == 255 and _from_ssh(text):
             raise RemoteError(f"ssh {label}: {line} (while {doing}); check that `ssh {label}` works (keys, the "
                               "host key in known_hosts, the network). Nothing was written here.")
         if "No space left on device" in text:
@@ -117,6 +126,9 @@ class Connection:
             raise RemoteError(f"{label}: cannot run {what} ({line}) while {doing}; install scnet-deploy there "
                               "(pip install scnet-deploy, plus the extra of its backend) or name its Python with "
                               "--remote-python.")
+        if returncode > 128 or "uncaught target signal" in text:
+            raise RemoteError(f"{label}: the process on the device died while {doing} ({line}, exit {returncode}); "
+                              "run the same verb there by hand to see why.")
         raise RemoteError(f"{label} ({doing}): {line.removeprefix('error:').strip()}")
 
     def run(self, command: list[str], doing: str) -> str:
@@ -386,7 +398,7 @@ def _lr_inputs(options) -> dict[str, np.ndarray]:
 
 
 def outputs_on_device(device: Device, models: list[Path], inputs: Path, options, remote: RemoteOptions,
-                      progress) -> list[DeviceOutputs]:
+                      progress) -> tuple[list[DeviceOutputs], dict]:
     from .infer import read_arrays
     from .progress import Progress
 
@@ -395,7 +407,7 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, options,
     found = []
     with conn.run_directory() as run_dir:
         progress(Progress(f"{device.label}: checking its scnet-deploy"))
-        describe(conn, run_dir)
+        about = describe(conn, run_dir)
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s) and the LR inputs"))
         conn.put(run_dir, {**names, "inputs.npz": inputs}, "copying the artifacts and inputs")
         for name, local in names.items():
@@ -413,7 +425,7 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, options,
             for name, local in names.items():
                 ran = json.loads((Path(tmp) / f"{name}.json").read_text())
                 found.append(DeviceOutputs(local, device.label, read_arrays(Path(tmp) / f"{name}.npz"), ran))
-    return found
+    return found, _device_summary(about)
 
 
 def validate_on(models: list[Path], options, validate, progress=None) -> dict:
@@ -434,6 +446,7 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
                                "checkpoint as a MODEL or with --reference.")
     require_export_stack("validate --on (its FP32 reference runs here)")
     sources: list = [*checkpoints]
+    devices = {}
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
         from .infer import write_arrays
 
@@ -441,11 +454,16 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
         write_arrays(_lr_inputs(options), inputs)
         for url in options.on:
             if url == LOCAL:
+                from .doctor import machine
+
                 sources += artifacts
+                devices[LOCAL] = machine()
                 continue
-            sources += outputs_on_device(parse_device(url), artifacts, inputs, options, options.remote, say)
+            device = parse_device(url)
+            found, devices[device.label] = outputs_on_device(device, artifacts, inputs, options, options.remote, say)
+            sources += found
     result = validate(sources, replace(options, on=(), reference=reference), progress)
-    result["devices"] = [LOCAL if url == LOCAL else parse_device(url).label for url in options.on]
+    result["devices"] = devices  # each device's own description (CPU, GPUs, OS, library versions)
     return result
 
 

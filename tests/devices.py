@@ -58,8 +58,9 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(directory: Path):
-    """Yield an ``SshServer`` on a free loopback port; stopped afterwards."""
+def start_sshd(directory: Path, chroot: str | None = None):
+    """Yield an ``SshServer`` on a free loopback port (its sessions inside ``chroot`` where given: another
+    architecture's userland, run through binfmt_misc); stopped afterwards."""
     if not Path(SSHD).exists() or not shutil.which("ssh"):
         pytest.skip("OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,7 @@ PubkeyAuthentication yes
 UsePAM no
 StrictModes no
 PermitRootLogin yes
-""")
+""" + (f"ChrootDirectory {chroot}\n" if chroot else ""))
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {(directory / 'host_key.pub').read_text()}")
     (directory / "ssh_config").write_text(f"""Host device
   HostName 127.0.0.1

@@ -142,7 +142,8 @@ def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference
         # the same engine on the same inputs: the device's output scores as the local one does
         assert by_name[remote_row]["psnr_y"] == pytest.approx(by_name[local]["psnr_y"], abs=1e-6)
         assert abs(by_name[remote_row]["drift_db"]) < 1e-3 and by_name[remote_row]["max_abs_diff"] < 1e-4
-    assert on["devices"] == ["local", "device"] and left_on_device(remote) == []
+    assert list(on["devices"]) == ["local", "device"] and left_on_device(remote) == []
+    assert on["devices"]["device"]["executable"] == str(device / "bin" / "python")
     with pytest.raises(ScnetDeployError, match="FP32 PyTorch reference"):
         shutil.copytree(onnx_dir, tmp_path / "orphan")
         manifest = json.loads((tmp_path / "orphan" / "manifest.json").read_text())
@@ -330,6 +331,35 @@ def test_export_on_is_for_tensorrt_on_one_device(engines, tmp_path):
         export(ckpt, ExportOptions(output=tmp_path / "x", format="onnx", on=("ssh://a",)))
     with pytest.raises(ScnetDeployError, match="--format tensorrt --on"):
         export(ckpt, ExportOptions(output=tmp_path / "x", format="tensorrt", on=("ssh://a", "ssh://b")))
+
+
+# --- point 6: a device of another architecture ---------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_validate_on_an_emulated_arm64_device(engines, dataset, tmp_path_factory):
+    """tests/arm64_device.sh makes an arm64 Debian userland with a torch-free scnet-deploy (qemu-user through
+    binfmt_misc); an sshd whose sessions are chrooted into it is the device. The ARM kernels' output is scored here
+    against the FP32 PyTorch reference. Emulated: its latency is not a device figure and is not measured."""
+    if os.geteuid() != 0:
+        pytest.skip("the emulated arm64 device needs root (binfmt_misc, debootstrap, chroot)")
+    root = os.environ.get("SCNET_DEPLOY_ARM64_ROOT", "/srv/scnet-deploy-arm64")
+    made = subprocess.run(["bash", str(Path(__file__).parent / "arm64_device.sh"), root], capture_output=True,
+                          text=True, timeout=3600)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    ckpt, onnx_dir, _ = engines
+    server = start_sshd(tmp_path_factory.mktemp("sshd-arm64"), chroot=root)
+    sshd = next(server)
+    try:
+        result = validate([ckpt, onnx_dir], ValidateOptions(dataset, 4, on=(sshd.url(),), remote=RemoteOptions(
+            "/opt/device/bin/python", ssh_config=sshd.config)))
+    finally:
+        server.close()
+    assert result["devices"]["device"]["cpu"]["arch"] == "aarch64"
+    arm = next(m for m in result["models"] if " @ device" in m["name"])
+    print(f"\narm64 (emulated) ONNX Runtime {result['devices']['device']['versions']['onnxruntime']} vs FP32 "
+          f"PyTorch here: drift {arm['drift_db']:+.2e} dB, max abs diff {arm['max_abs_diff']:.2e}, PSNR vs reference "
+          f"{arm['psnr_vs_reference_db']:.1f} dB")
+    assert abs(arm["drift_db"]) < 1e-3 and arm["max_abs_diff"] < 1e-4
 
 
 def test_remote_errors_name_the_device():
