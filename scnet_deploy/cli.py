@@ -517,12 +517,19 @@ def pipeline_cmd(
                                  "--optimize); none: the default form."),
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: validation runs larger images in exact "
                                              "tiles (default: 70% of what this process may use)."),
+    on: list[str] = typer.Option([], "--on", help="Also bench every runnable engine on this device "
+                                 "(ssh://user@host[:port]); repeat for several: rows in the report."),
+    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy."),
+    provision: bool = typer.Option(False, "--provision", help="--on: install this version there when it differs."),
+    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
+    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device."),
 ) -> None:
     """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
     from .pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, tuple(dataset) if dataset else None, calib_data, calib_count, budget,
-                              _parse_shapes(shape), runs, _parse_list(formats), optimize, max_memory)
+                              _parse_shapes(shape), runs, _parse_list(formats), optimize, max_memory, on=tuple(on),
+                              remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
     with _progress_display(console, "starting", transient=False) as show:
         summary = pipeline(checkpoint, options, progress=show)
     best = summary["recommendation"]

@@ -152,6 +152,21 @@ def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference
         validate([tmp_path / "orphan"], ValidateOptions(dataset, 4, on=(sshd.url(),), remote=remote))
 
 
+def test_pipeline_on_a_device_adds_its_rows_to_the_report(sshd, device, dataset, tmp_path):
+    ckpt = save_basicsr(tiny_model(4, num_feat=8, num_block=1), tmp_path / "tiny_x4.pth")
+    remote = remote_options(sshd, device, tmp_path)
+    run = cli("pipeline", ckpt, "-o", tmp_path / "out", "--dataset", dataset, "--shape", "8x8", "--runs", "1",
+              "--formats", "onnx", "--optimize", "none", "--calib-count", "4", "--on", sshd.url(), "--ssh-config",
+              sshd.config, "--remote-python", remote.remote_python, "--remote-dir", remote.remote_dir)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    there = summary["on_devices"]["devices"]["device"]
+    assert sorted(Path(m["path"]).name for m in there["models"]) == sorted(summary["built"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "On devices (median ms" in report and "| engine | precision | LR | device |" in report
+    assert f"scnet-deploy {__version__}" in report and left_on_device(remote) == []
+
+
 def test_names_with_spaces_quotes_and_semicolons_are_passed_safely(sshd, device, engines, tmp_path):
     _, onnx_dir, _ = engines
     name = f"pwned-{os.getpid()}"  # a shell that ran these names would create it in the login directory
