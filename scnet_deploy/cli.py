@@ -284,6 +284,8 @@ def validate_cmd(
                               f"({w['drift_db']:+.3f} dB)")
     if result.get("reference_skipped"):
         console.print(f"no drift (the FP32 PyTorch reference cannot run): {escape(result['reference_skipped'])}")
+    if result.get("devices"):
+        _device_drift_table(result)
     rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset")]
     rows += [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
               "" if r.get("drift_db") is None else f"{r['drift_db']:.4f}",
@@ -325,6 +327,23 @@ def _device_bench_table(result: dict, json_file: Optional[Path], csv_file: Optio
         console.print(f"{escape(label)}: {escape(m['cpu']['model'])} ({m['cpu']['cores']} cores, {m['cpu']['arch']}), "
                       f"{escape(m['os'])}, GPUs: {escape(', '.join(m['gpus']) or 'none')}", soft_wrap=True)
     _write_outputs(result, json_file, csv_file, rows, None)
+
+
+def _device_drift_table(result: dict) -> None:
+    """validate --on: each artifact's drift (worst content) on each device, a column per device."""
+    labels = list(result["devices"])
+    drift: dict = {}
+    for m in result["models"]:
+        if m.get("reference") or m.get("kind") == "method":
+            continue
+        name, _, device = m["name"].split(":")[0].partition(" @ ")
+        drift.setdefault(name, {})[device or "local"] = m.get("drift_db")
+    table = Table(title="drift dB vs the FP32 reference here, per device")
+    for col in ("artifact", *labels):
+        table.add_column(col)
+    for name, by_device in drift.items():
+        table.add_row(escape(name), *("-" if by_device.get(d) is None else f"{by_device[d]:+.3f}" for d in labels))
+    console.print(table)
 
 
 def _parse_shapes(text: str) -> tuple[tuple[int, int], ...]:

@@ -3,6 +3,7 @@ port whose device Python is an environment without PyTorch (tests/devices.py).""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -165,6 +166,18 @@ def test_pipeline_on_a_device_adds_its_rows_to_the_report(sshd, device, dataset,
     report = (tmp_path / "out" / "report.md").read_text()
     assert "On devices (median ms" in report and "| engine | precision | LR | device |" in report
     assert f"scnet-deploy {__version__}" in report and left_on_device(remote) == []
+
+
+def test_validate_on_cli_shows_a_drift_column_per_device(sshd, device, engines, dataset, tmp_path):
+    ckpt, onnx_dir, _ = engines
+    remote = remote_options(sshd, device, tmp_path)
+    run = cli("validate", ckpt, onnx_dir, "--dataset", dataset, "--scale", "4", "--on", "local", "--on", sshd.url(),
+              "--ssh-config", sshd.config, "--remote-python", remote.remote_python, "--remote-dir",
+              remote.remote_dir, "--json", tmp_path / "v.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "drift dB vs the FP32" in run.stdout and re.search(r"┃ local\s+┃ device\s+┃", run.stdout)
+    assert re.search(r"│ onnx\s+│ [+-]0\.000\s+│ [+-]0\.000\s+│", run.stdout)
+    assert json.loads((tmp_path / "v.json").read_text())["devices"]["device"]["cpu"]["cores"] >= 1
 
 
 def test_names_with_spaces_quotes_and_semicolons_are_passed_safely(sshd, device, engines, tmp_path):
