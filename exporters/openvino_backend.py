@@ -77,6 +77,13 @@ class OpenVINORunner(Runner):
     def optimal_requests(self) -> int:
         return int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
+    def worker(self) -> "OpenVINORunner":
+        import copy
+
+        clone = copy.copy(self)  # the same compiled model; its own infer request (a request serves one run at a time)
+        clone.request = self.compiled.create_infer_request()
+        return clone
+
     def run_in_flight(self, lr: np.ndarray, count: int, inflight: int) -> None:
         import openvino as ov
 

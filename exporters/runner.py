@@ -71,6 +71,11 @@ class Runner(abc.ABC):
         """How many requests this engine runs best with in flight (throughput); 1 where it has no notion of it."""
         return 1
 
+    def worker(self) -> "Runner":
+        """A runner one more thread can use while others use theirs (``upscale`` of a folder, several images in
+        flight): the same engine; a backend whose runs hold per-request state (OpenVINO) gives a new request."""
+        return self
+
     def run_in_flight(self, lr: np.ndarray, count: int, inflight: int) -> None:
         """Run ``count`` inferences of ``lr`` with ``inflight`` of them at a time: threads here (the runtimes
         release the GIL while they compute); a backend with an asynchronous API overrides this."""
@@ -95,6 +100,13 @@ class TiledRunner(Runner):
 
     def close(self) -> None:
         self.inner.close()
+
+    def worker(self) -> "Runner":
+        import copy
+
+        clone = copy.copy(self)
+        clone.inner = self.inner.worker()
+        return clone
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         from scnet_deploy.tiling import upscale_float

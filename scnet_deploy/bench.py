@@ -36,6 +36,8 @@ class BenchOptions:
     max_memory_mb: int | None = None  # refuse (one line, before any run) what would not fit; None: memory model
     mode: str = "latency"  # "throughput" also measures images/s with several requests in flight
     inflight: int | None = None  # requests in flight in throughput mode; None: the engine's optimal number
+    throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
+    throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
     # devices to run on (remote.py): "ssh://user@host[:port]" or "local"; () = here only, as one result
     on: tuple[str, ...] = ()
     remote: RemoteOptions = field(default_factory=RemoteOptions)
@@ -82,10 +84,6 @@ def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: in
 
 MODES = ("latency", "throughput")
 THROUGHPUT_ROUNDS = 3
-
-
-def throughput_runtime(runtime: RuntimeOptions) -> RuntimeOptions:
-    return replace(runtime, openvino=replace(runtime.openvino, performance="throughput"))
 
 
 def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
@@ -181,11 +179,14 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                 say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}", done=len(results), total=len(plan)))
                 timed_as = replace(options, runs=options.baseline_runs) if label and options.baseline_runs else options
                 entry["shapes"].append(time_runner(runner, shape, timed_as, scale))
-        if options.mode == "throughput":
+        if options.mode == "throughput" and (options.throughput_models is None
+                                             or str(path) in options.throughput_models):
             # Reopened for throughput (OpenVINO: compiled with its throughput hint, streams that serve requests in
             # parallel); the ratio is against the latency numbers above, the engine as it runs one image at a time.
-            with open_model(path, throughput_runtime(options.runtime), form=form) as runner:
+            with open_model(path, options.runtime.for_throughput(), form=form) as runner:
                 for shape, timed in zip(options.shapes, entry["shapes"]):
+                    if options.throughput_shapes is not None and tuple(shape) not in options.throughput_shapes:
+                        continue
                     say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
                                  total=len(plan)))
                     timed["throughput"] = time_throughput(runner, shape, options, scale)

@@ -422,6 +422,8 @@ def bench_cmd(
             table.add_column(col)
         for m in result["models"]:
             for s in m["shapes"]:
+                if "throughput" not in s:
+                    continue
                 t = s["throughput"]
                 table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
                               str(t["inflight"]), f"{t['images_per_s']:.2f}", f"{t['megapixels_per_s']:.1f}",
@@ -454,6 +456,8 @@ def upscale_cmd(
                                              "this process may use: free memory, cgroup and address-space limits)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume a batch: leave outputs that exist "
                                        "(complete by construction: written atomically)."),
+    inflight: Optional[int] = typer.Option(None, help="Images in flight for a folder (default: the engine's optimal "
+                                           "number in its throughput mode; 1: one image at a time)."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
 ) -> None:
     """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit. A file that
@@ -462,7 +466,7 @@ def upscale_cmd(
     from .upscale import DONE, FAILED_STATUS, UpscaleOptions, upscale
 
     options = UpscaleOptions(output, tile=tile, overlap=overlap, max_memory_mb=max_memory,
-                             runtime=RuntimeOptions(threads=threads), skip_existing=skip_existing)
+                             runtime=RuntimeOptions(threads=threads), skip_existing=skip_existing, inflight=inflight)
     with _progress_display(err_console, "upscaling") as show:
         results = upscale(model, inputs, options, progress=show)
     for r in results:
@@ -558,6 +562,10 @@ def pipeline_cmd(
                       f"{best['drift_db']:+.3f} dB on its worst content")
     else:
         console.print(f"[bold]no engine is within the {budget} dB budget[/bold]")
+    t = summary.get("recommendation_throughput")
+    if t:
+        console.print(f"[bold]for throughput:[/bold] {escape(t['name'])} ({t['precision']}), {t['images_per_s']:.2f} "
+                      f"images/s at {t['shape'][0]}x{t['shape'][1]} with {t['inflight']} in flight")
     console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
 
 

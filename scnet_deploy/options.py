@@ -1,6 +1,6 @@
 """Options for export, as dataclasses (the CLI maps its flags onto these one to one)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -79,6 +79,10 @@ class RuntimeOptions:
     threads: int | None = None
     openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
     cuda: bool = True  # ONNX Runtime: use the CUDA provider where present
+
+    def for_throughput(self) -> "RuntimeOptions":
+        """The same, with OpenVINO compiled for several requests in flight (its throughput hint: streams)."""
+        return replace(self, openvino=replace(self.openvino, performance="throughput"))
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,13 @@ def bench_markdown(result: dict) -> list[str]:
                          f"{s['p90_ms']:.1f} | {s['p99_ms']:.1f} | {s['images_per_s']:.2f} | "
                          f"{s['megapixels_per_s']:.1f} | {ratio} |")
         lines.append("")
+        in_flight = [(m, m["shapes"][i]["throughput"]) for m in result["models"] if "throughput" in m["shapes"][i]]
+        if in_flight:
+            lines += [f"### Throughput, LR {shape[0]}x{shape[1]} (requests in flight)", "",
+                      "| model | precision | in flight | images/s | MP/s | vs its latency run |", "|---|---|---|---|---|---|"]
+            lines += [f"| {m['name']} | {m['precision']} | {t['inflight']} | {t['images_per_s']:.2f} | "
+                      f"{t['megapixels_per_s']:.1f} | {t['vs_latency']:.2f}x |" for m, t in in_flight]
+            lines.append("")
     return lines
 
 

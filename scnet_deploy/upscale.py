@@ -34,6 +34,9 @@ class UpscaleOptions:
     max_memory_mb: int | None = None  # None: the memory model's default budget (a share of what is available)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     skip_existing: bool = False  # resume: leave outputs that exist (always complete: atomic writes) as they are
+    # images in flight when several are upscaled (a folder): None = the engine's optimal number in its throughput
+    # mode (OpenVINO compiled with its throughput hint; 1 for engines without one); 1 = one image at a time
+    inflight: int | None = None
 
 
 def _inputs(paths: list[Path]) -> list[Path]:
@@ -110,12 +113,17 @@ def _eta(seconds: float, worked: int, remaining: int) -> str:
 
 
 def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions, progress=None) -> list[dict]:
-    """Upscale every input image; one result per input with ``status`` done, failed (with ``error``) or skipped."""
+    """Upscale every input image; one result per input with ``status`` done, failed (with ``error``) or skipped.
+    Several inputs run several at a time where the engine serves requests in parallel (``options.inflight``)."""
     from .runtime import open_model
 
     say = reporter(progress)
     files = _inputs([Path(p) for p in inputs])
-    with open_model(model, options.runtime) as runner:
+    batch = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
+    if options.inflight is not None and options.inflight < 1:
+        raise ScnetDeployError(f"--inflight must be at least 1, got {options.inflight}.")
+    throughput = batch and options.inflight != 1
+    with open_model(model, options.runtime.for_throughput() if throughput else options.runtime) as runner:
         arch = runner.arch
         scale, radius, in_ch = arch["scale"], arch["receptive_radius"], arch["num_in_ch"]
         if in_ch != 3:
@@ -128,27 +136,68 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
         dests = _destinations(files, output, scale)
         if output.suffix.lower() not in WRITE_SUFFIXES:
             output.mkdir(parents=True, exist_ok=True)
+        todo = [i for i, dst in enumerate(dests) if not (options.skip_existing and dst.exists())]
+        inflight = max(1, min(options.inflight or runner.optimal_requests(), len(todo))) if throughput else 1
         budget = budget_bytes(options.max_memory_mb)
-        batch = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
-        results, started, worked = [], time.perf_counter(), 0
-        for src, dst in zip(files, dests):
-            if options.skip_existing and dst.exists():
-                results.append({"input": str(src), "output": str(dst), "status": SKIPPED_STATUS})
-                kind, what = STEP, f"{src.name}: output exists, skipped"  # counted, not a line each: resumes are long
-            else:
-                worked += 1
-                try:
-                    results.append({**_upscale_one(runner, src, dst, options, halo, budget), "status": DONE})
-                    kind, what = STEP, f"upscaled {src.name}"
-                except (ScnetDeployError, OSError) as e:  # this file's problem: report it, go on with the rest
-                    if not batch:
-                        raise  # one image asked for: its error is the answer (exit 2, one line)
-                    error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    results.append({"input": str(src), "output": str(dst), "status": FAILED_STATUS, "error": error})
-                    kind, what = FAILED, f"{src.name} failed: {error}"
-            failed = sum(r["status"] == FAILED_STATUS for r in results)
-            remaining = len(files) - len(results)
-            say(Progress(f"{what} ({len(results) - failed} done, {failed} failed, {remaining} left"
-                         f"{_eta(time.perf_counter() - started, worked, remaining)})", kind=kind, done=len(results),
+        if budget is not None:
+            budget //= inflight  # every image in flight holds its own maps
+        results: list = [None] * len(files)
+        started, worked = time.perf_counter(), [0]
+
+        def finish(i: int, result: dict, kind: str, what: str) -> None:
+            results[i] = result
+            done = [r for r in results if r is not None]
+            failed = sum(r["status"] == FAILED_STATUS for r in done)
+            remaining = len(files) - len(done)
+            say(Progress(f"{what} ({len(done) - failed} done, {failed} failed, {remaining} left"
+                         f"{_eta(time.perf_counter() - started, worked[0], remaining)})", kind=kind, done=len(done),
                          total=len(files)))
+
+        for i in sorted(set(range(len(files))) - set(todo)):  # counted, not a line each: resumes are long
+            finish(i, {"input": str(files[i]), "output": str(dests[i]), "status": SKIPPED_STATUS}, STEP,
+                   f"{files[i].name}: output exists, skipped")
+
+        def one(i: int, engine) -> tuple[dict, str, str]:
+            src, dst = files[i], dests[i]
+            try:
+                result = {**_upscale_one(engine, src, dst, options, halo, budget), "status": DONE,
+                          "inflight": inflight}
+                return result, STEP, f"upscaled {src.name}"
+            except (ScnetDeployError, OSError) as e:  # this file's problem: report it, go on with the rest
+                if not batch:
+                    raise  # one image asked for: its error is the answer (exit 2, one line)
+                error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                return ({"input": str(src), "output": str(dst), "status": FAILED_STATUS, "error": error}, FAILED,
+                        f"{src.name} failed: {error}")
+
+        if inflight == 1:
+            for i in todo:
+                worked[0] += 1
+                finish(i, *one(i, runner))
+        else:
+            _in_flight(runner, todo, inflight, one, finish, worked)
     return results
+
+
+def _in_flight(runner, todo: list[int], inflight: int, one, finish, worked: list) -> None:
+    """``one(i, engine)`` for every index of ``todo``, ``inflight`` at a time, each thread with its own
+    ``runner.worker()``; results handed to ``finish`` as they complete. An interrupt cancels what has not started
+    (outputs are written atomically: nothing half-written is left)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    local = threading.local()
+
+    def run(i: int):
+        if not hasattr(local, "engine"):
+            local.engine = runner.worker()
+        return one(i, local.engine)
+
+    pool = ThreadPoolExecutor(inflight, thread_name_prefix="upscale")
+    try:
+        futures = {pool.submit(run, i): i for i in todo}
+        for future in as_completed(futures):
+            worked[0] += 1
+            finish(futures[future], *future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -219,6 +219,32 @@ def test_a_corrupt_file_does_not_stop_the_batch_and_skip_existing_resumes(tiny_c
             assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.openvino
+def test_a_folder_runs_several_images_in_flight_with_the_same_outputs(tiny_ckpt_module, tmp_path):
+    """upscale of a folder uses the throughput mode: OpenVINO compiled with its throughput hint, as many images in
+    flight as it serves best, each thread with its own request; the pixels are those of one image at a time, and a
+    bad file among them is still reported, not fatal."""
+    from scnet_deploy.upscale import UpscaleOptions, upscale
+
+    artifact = export(tiny_ckpt_module, ExportOptions(output=tmp_path / "ov", format="openvino")).directory
+    rng = np.random.default_rng(5)
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    (tmp_path / "in" / "5.png").write_bytes(b"not an image")
+    one = upscale(artifact, [tmp_path / "in"], UpscaleOptions(tmp_path / "one", inflight=1))
+    many = upscale(artifact, [tmp_path / "in"], UpscaleOptions(tmp_path / "many", inflight=3))
+    auto = upscale(artifact, [tmp_path / "in"], UpscaleOptions(tmp_path / "auto"))
+    assert [r["status"] for r in many] == [r["status"] for r in one] == ["done"] * 5 + ["failed"]
+    assert {r.get("inflight") for r in many if r["status"] == "done"} == {3}
+    assert {r.get("inflight") for r in one if r["status"] == "done"} == {1}
+    assert all(r.get("inflight", 1) >= 1 for r in auto)
+    for i in range(5):
+        a = np.asarray(Image.open(tmp_path / "one" / f"{i}_x2.png"))
+        for other in ("many", "auto"):
+            np.testing.assert_array_equal(a, np.asarray(Image.open(tmp_path / other / f"{i}_x2.png")))
+
+
 def test_one_input_alone_still_fails_in_one_line(tiny_ckpt_module, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"junk")
     out = cli("upscale", tiny_ckpt_module, tmp_path / "bad.png", "-o", tmp_path / "o.png")

@@ -46,6 +46,15 @@ def test_pipeline_tiny(tmp_path):
     assert (tmp_path / "out" / "latency_vs_drift.png").exists()
     assert "recommendation:" in out.stdout and "skip" in out.stdout
     assert "Graph form per engine" in report
+    # throughput too, for the engines within budget at the largest size: recommended per goal
+    throughput = {m["path"]: m["shapes"][-1]["throughput"]["images_per_s"] for m in results["bench"][0]["models"]
+                  if "throughput" in m["shapes"][-1]}
+    assert set(throughput) == set(candidates) and all("throughput" not in m["shapes"][0]
+                                                      for m in results["bench"][0]["models"])
+    fastest = summary["recommendation_throughput"]
+    assert fastest["path"] == max(throughput, key=throughput.get) and fastest["inflight"] >= 1
+    assert "**Recommendation for throughput**" in report and "### Throughput, LR 12x10" in report
+    assert "for throughput:" in out.stdout
 
 
 def test_plan_says_why_each_backend_is_skipped():
@@ -69,6 +78,22 @@ def test_recommendation_is_fastest_within_budget():
     assert recommend(validation, bench, 0.1)["name"] == "B"
     assert recommend(validation, bench, 1.0)["name"] == "A"
     assert recommend({"models": [{"path": "a", "drift_db": -1}]}, bench, 0.1) is None
+
+
+def test_recommendation_for_throughput_is_the_most_images_per_second_within_budget():
+    validation = {"models": [{"path": "a", "drift_db": -0.5}, {"path": "b", "drift_db": -0.05},
+                             {"path": "c", "drift_db": 0.0}, {"path": "d", "drift_db": 0.0}]}
+
+    def shape(ms, per_s=None):
+        s = {"median_ms": ms, "shape": [8, 8]}
+        return [s if per_s is None else {**s, "throughput": {"images_per_s": per_s, "inflight": 2}}]
+    bench = {"models": [{"name": "A", "path": "a", "precision": "int8", "shapes": shape(1.0, 9.0)},
+                        {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(2.0, 3.0)},
+                        {"name": "C", "path": "c", "precision": "fp32", "shapes": shape(3.0, 4.0)},
+                        {"name": "D", "path": "d", "precision": "fp32", "shapes": shape(0.5)}]}  # not run in flight
+    assert recommend(validation, bench, 0.1)["name"] == "D"  # latency: the lowest median
+    best = recommend(validation, bench, 0.1, "throughput")
+    assert best["name"] == "C" and best["images_per_s"] == 4.0 and best["inflight"] == 2  # A is over budget
 
 
 def test_default_validation_mixes_content_none_of_it_in_calibration_or_holdout(tmp_path):

@@ -253,9 +253,7 @@ def test_openvino_throughput_uses_its_async_queue_and_optimal_requests(tmp_path)
     t = result["models"][0]["shapes"][0]["throughput"]
     from scnet_deploy.runtime import open_model
 
-    from scnet_deploy.bench import throughput_runtime
-
-    runtime = throughput_runtime(options.runtime)
+    runtime = options.runtime.for_throughput()
     assert runtime.openvino.performance == "throughput" and options.runtime.openvino.performance == "latency"
     with open_model(artifact, runtime) as runner:
         assert t["inflight"] == runner.optimal_requests() >= 1
