@@ -4,8 +4,8 @@ in the same run so every speed is also a ratio.
 Per model and shape: load time, the first inference (reported apart), ``warmup`` untimed runs, then ``runs`` timed
 runs (or as many as fit in ``seconds``); median, mean, p90, p99, min, max; images/s and output megapixels/s.
 ``mode="throughput"`` adds images/s with several requests in flight (OpenVINO's async infer queue, the engine
-compiled again with its throughput hint; other engines from threads), the median of three rounds, and its ratio to
-the latency run's images/s (the engine as it runs one image at a time).
+compiled again with its throughput hint; other engines from threads), the median of three rounds
+(``throughput_rounds``), and its ratio to the latency run's images/s (the engine as it runs one image at a time).
 """
 
 import statistics
@@ -38,6 +38,7 @@ class BenchOptions:
     inflight: int | None = None  # requests in flight in throughput mode; None: the engine's optimal number
     throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
     throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
+    throughput_rounds: int = 3  # throughput mode: rounds of at least ``runs`` images each; the median is reported
     # devices to run on (remote.py): "ssh://user@host[:port]" or "local"; () = here only, as one result
     on: tuple[str, ...] = ()
     remote: RemoteOptions = field(default_factory=RemoteOptions)
@@ -83,11 +84,11 @@ def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: in
 
 
 MODES = ("latency", "throughput")
-THROUGHPUT_ROUNDS = 3
 
 
 def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
-    """Images/s with ``inflight`` requests in flight (the median of three rounds of at least ``runs`` images)."""
+    """Images/s with ``inflight`` requests in flight (the median of ``throughput_rounds`` rounds of at least
+    ``runs`` images)."""
     h, w = shape
     x = np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32)
     inflight = options.inflight or runner.optimal_requests()
@@ -97,7 +98,7 @@ def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale
     runner.run_in_flight(x, inflight, inflight)  # every request warm
     count = max(options.runs or 10, 2 * inflight)
     rates = []
-    for _ in range(THROUGHPUT_ROUNDS):
+    for _ in range(options.throughput_rounds):
         t0 = time.perf_counter()
         runner.run_in_flight(x, count, inflight)
         rates.append(count * options.batch / (time.perf_counter() - t0))

@@ -249,7 +249,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=0, reference=ckpt_path,
                                           baseline_forms=("official",), baseline_runs=min(3, options.runs),
                                           max_memory_mb=options.max_memory_mb, mode="throughput",
-                                          throughput_shapes=(options.shapes[-1],), throughput_models=candidates),
+                                          throughput_shapes=(options.shapes[-1],), throughput_models=candidates,
+                                          throughput_rounds=2),
                    progress=lambda event: say(event.prefixed("bench")))
     best = recommend(validation, timing, options.budget_db)
     best_throughput = recommend(validation, timing, options.budget_db, "throughput")
