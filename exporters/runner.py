@@ -5,6 +5,7 @@ needs PyTorch (an artifact runs without it); the PyTorch runners are in ``torch_
 """
 
 import abc
+import hashlib
 
 import numpy as np
 
@@ -114,20 +115,21 @@ class TiledRunner(Runner):
         return np.stack([upscale_float(self.inner.infer, image, self.scale, self.tile, self.halo) for image in lr])
 
 
+def array_key(x: np.ndarray) -> str:
+    """What identifies an input array: its shape and its float32 bytes."""
+    return hashlib.sha256(repr(x.shape).encode() + np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
+
+
 class ShippedReference:
     """PyTorch FP32 outputs computed elsewhere for known inputs (the verification set an export ships to the device
     that builds its engine): ``reference(x)`` is the output made for exactly ``x``."""
 
     def __init__(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
         self.inputs = inputs
-        self._outputs = {self.key(x): y for x, y in zip(inputs, outputs)}
-
-    @staticmethod
-    def key(x: np.ndarray) -> bytes:
-        return repr(x.shape).encode() + np.ascontiguousarray(x, np.float32).tobytes()
+        self._outputs = {array_key(x): y for x, y in zip(inputs, outputs)}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._outputs[self.key(x)]
+        return self._outputs[array_key(x)]
 
     def save(self, path) -> None:
         np.savez(path, **{f"input_{i}": x for i, x in enumerate(self.inputs)},
@@ -151,6 +153,12 @@ def psnr_vs_reference(out: np.ndarray, ref: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
+def random_inputs(shapes, in_ch: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """The random float32 inputs an engine is verified on, one per (batch, h, w) of ``shapes``."""
+    gen = np.random.default_rng(seed)
+    return [gen.random((batch, in_ch, h, w), dtype=np.float32) for batch, h, w in shapes]
+
+
 def verify_runner(runner: Runner, reference, shapes, precision: str, in_ch: int = 3,
                   seed: int = 0, inputs: list[np.ndarray] | None = None, max_abs: float = FP32_MAX_ABS,
                   int8: dict | None = None) -> dict:
@@ -160,10 +168,9 @@ def verify_runner(runner: Runner, reference, shapes, precision: str, in_ch: int 
 
     INT8 is verified by its budget check (``int8``: the hold-out drift measured by the quantizer) plus a sanity
     floor of PSNR vs FP32 on image crops against broken engines."""
-    gen = np.random.default_rng(seed)
     cases = []
     if inputs is None:
-        inputs = [gen.random((batch, in_ch, h, w), dtype=np.float32) for batch, h, w in shapes]
+        inputs = random_inputs(shapes, in_ch, seed)
     for x in inputs:
         batch, _, h, w = x.shape
         if isinstance(reference, ShippedReference):  # outputs made elsewhere (a device verifies without PyTorch)

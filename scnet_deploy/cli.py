@@ -45,6 +45,18 @@ def _parse_int(text: str, flag: str) -> int:
         raise ScnetDeployError(f"{flag}: {text!r} is not an integer; write e.g. 128,256.")
 
 
+# --on and how the device is reached: the same options for every verb that runs on a device (remote.py)
+RUN_ON = typer.Option([], "--on", help="Run on this device instead: ssh://user@host[:port] (your ssh config, keys and "
+                      "agent apply), or local; repeat for a column per device.")
+REMOTE_PYTHON = typer.Option(None, "--remote-python", help="--on: the device's Python with scnet-deploy (default: "
+                             "scnet-deploy on its PATH).")
+PROVISION = typer.Option(False, "--provision", help="--on: install this scnet-deploy version on the device from a "
+                         "wheel built here when its version differs.")
+SSH_CONFIG = typer.Option(None, "--ssh-config", help="--on: ssh config file (ssh -F).")
+REMOTE_DIR = typer.Option(None, "--remote-dir", help="--on: where run directories are made on the device (default: "
+                          "its $TMPDIR or /tmp); removed after each run.")
+
+
 @app.command("info")
 def info_cmd(
     checkpoint: Path = typer.Argument(..., help="SCNet checkpoint (.pth, .safetensors)."),
@@ -131,10 +143,10 @@ def export_cmd(
     param_key: Optional[str] = typer.Option(None, help="Which weights of a BasicSR file: params or params_ema."),
     on: list[str] = typer.Option([], "--on", help="-f tensorrt: build and verify the engine on this device "
                                  "(ssh://user@host[:port]) with its TensorRT, and bring the artifact back."),
-    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy."),
-    provision: bool = typer.Option(False, "--provision", help="--on: install this version there when it differs."),
-    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
-    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device."),
+    remote_python: Optional[str] = REMOTE_PYTHON,
+    provision: bool = PROVISION,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    remote_dir: Optional[str] = REMOTE_DIR,
 ) -> None:
     """Export a checkpoint to verified engine artifacts (model files + manifest.json)."""
     from scnet_deploy.exporters.onnx_graph import OnnxOptions
@@ -240,15 +252,11 @@ def validate_cmd(
     threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: images whose run would not fit are run "
                                              "in exact tiles (default: 70% of what this process may use)."),
-    on: list[str] = typer.Option([], "--on", help="Run on this device instead: ssh://user@host[:port] (your ssh "
-                                 "config, keys and agent apply), or local; repeat for a column per device."),
-    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy (default: "
-                                                "scnet-deploy on its PATH)."),
-    provision: bool = typer.Option(False, "--provision", help="--on: install this scnet-deploy version on the device "
-                                   "from a wheel built here when its version differs."),
-    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
-    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device "
-                                             "(default: its $TMPDIR or /tmp); removed after each run."),
+    on: list[str] = RUN_ON,
+    remote_python: Optional[str] = REMOTE_PYTHON,
+    provision: bool = PROVISION,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    remote_dir: Optional[str] = REMOTE_DIR,
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
@@ -322,10 +330,10 @@ def _device_bench_table(result: dict, json_file: Optional[Path], csv_file: Optio
                       *(f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels))
         rows += [(r["model"], r["precision"], *r["shape"], d, f"{ms:.3f}") for d, ms in r["median_ms"].items()]
     console.print(table)
+    from .doctor import machine_line
+
     for label, bench_result in result["devices"].items():
-        m = bench_result["machine"]
-        console.print(f"{escape(label)}: {escape(m['cpu']['model'])} ({m['cpu']['cores']} cores, {m['cpu']['arch']}), "
-                      f"{escape(m['os'])}, GPUs: {escape(', '.join(m['gpus']) or 'none')}", soft_wrap=True)
+        console.print(f"{escape(label)}: {escape(machine_line(bench_result['machine']))}", soft_wrap=True)
     _write_outputs(result, json_file, csv_file, rows, None)
 
 
@@ -370,15 +378,11 @@ def bench_cmd(
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: a shape whose run would not fit is "
                                              "refused before anything runs (default: 70% of what this process may "
                                              "use)."),
-    on: list[str] = typer.Option([], "--on", help="Run on this device instead: ssh://user@host[:port] (your ssh "
-                                 "config, keys and agent apply), or local; repeat for a column per device."),
-    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy (default: "
-                                                "scnet-deploy on its PATH)."),
-    provision: bool = typer.Option(False, "--provision", help="--on: install this scnet-deploy version on the device "
-                                   "from a wheel built here when its version differs."),
-    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
-    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device "
-                                             "(default: its $TMPDIR or /tmp); removed after each run."),
+    on: list[str] = RUN_ON,
+    remote_python: Optional[str] = REMOTE_PYTHON,
+    provision: bool = PROVISION,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    remote_dir: Optional[str] = REMOTE_DIR,
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
@@ -542,10 +546,10 @@ def pipeline_cmd(
                                              "tiles (default: 70% of what this process may use)."),
     on: list[str] = typer.Option([], "--on", help="Also bench every runnable engine on this device "
                                  "(ssh://user@host[:port]); repeat for several: rows in the report."),
-    remote_python: Optional[str] = typer.Option(None, help="--on: the device's Python with scnet-deploy."),
-    provision: bool = typer.Option(False, "--provision", help="--on: install this version there when it differs."),
-    ssh_config: Optional[Path] = typer.Option(None, help="--on: ssh config file (ssh -F)."),
-    remote_dir: Optional[str] = typer.Option(None, help="--on: where run directories are made on the device."),
+    remote_python: Optional[str] = REMOTE_PYTHON,
+    provision: bool = PROVISION,
+    ssh_config: Optional[Path] = SSH_CONFIG,
+    remote_dir: Optional[str] = REMOTE_DIR,
 ) -> None:
     """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
     from .pipeline import PipelineOptions, pipeline

@@ -59,6 +59,12 @@ def machine() -> dict:
             "python": platform.python_version(), "versions": {"scnet_deploy": __version__, **versions}}
 
 
+def machine_line(m: dict) -> str:
+    """One line of a ``machine()`` record: CPU, cores, architecture, OS, GPUs, scnet-deploy version."""
+    return (f"{m['cpu']['model']} ({m['cpu']['cores']} cores, {m['cpu']['arch']}), {m['os']}, GPUs: "
+            f"{', '.join(m['gpus']) or 'none'}, scnet-deploy {m['versions'].get('scnet_deploy')}")
+
+
 def doctor() -> dict:
     from scnet_deploy.exporters.registry import backends
 

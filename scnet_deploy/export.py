@@ -154,17 +154,11 @@ def _on_device(session: BuildSession, options: ExportOptions):
 def verification_set(session: BuildSession, manifest: dict):
     """The inputs an engine is verified on (as the session verifies one here) with the PyTorch FP32 outputs made
     here, to ship to the device that builds it (``runner.ShippedReference``)."""
-    import numpy as np
     import torch
 
     from scnet_deploy.exporters.runner import ShippedReference
 
-    in_ch = session.checkpoint.spec.num_in_ch
-    if manifest["precision"] == "int8":
-        inputs = session.int8_data(session.options.calib).verification_inputs()
-    else:
-        sizes, gen = manifest["size_range"], np.random.default_rng(0)
-        inputs = [gen.random((1, in_ch, *sizes[k]), dtype=np.float32) for k in ("min", "opt")]
+    inputs = session.verification_inputs(manifest)
     with torch.no_grad():
         outputs = [session.reference(torch.from_numpy(x)).numpy() for x in inputs]
     return ShippedReference(inputs, outputs)

@@ -88,9 +88,6 @@ def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
              if target.format in options.formats else "not asked for (--formats)") for label, target in jobs]
 
 
-GOALS = ("latency", "throughput")
-
-
 def within_budget(validation: dict, budget_db: float) -> dict[str, float]:
     """{path: drift} of the engines whose drift (worst content) is within the budget."""
     return {m["path"]: m["drift_db"] for m in validation["models"]
@@ -170,10 +167,9 @@ def device_lines(on_devices: dict | None) -> list[str]:
         lines.append(f"| {r['model']} | {r['precision']} | {r['shape'][0]}x{r['shape'][1]} | " + " | ".join(cells)
                      + " |")
     lines.append("")
-    for label, result in on_devices["devices"].items():
-        m = result["machine"]
-        lines.append(f"- `{label}`: {m['cpu']['model']} ({m['cpu']['cores']} cores, {m['cpu']['arch']}), {m['os']}, "
-                     f"GPUs: {', '.join(m['gpus']) or 'none'}, scnet-deploy {m['versions'].get('scnet_deploy')}")
+    from .doctor import machine_line
+
+    lines += [f"- `{label}`: {machine_line(result['machine'])}" for label, result in on_devices["devices"].items()]
     return lines + [""]
 
 
@@ -245,7 +241,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     # first inference is untimed (reported apart), the warm-up.
     # Throughput (several requests in flight) too, for the engines within the drift budget (the candidates of a
     # recommendation) at the largest shape: the report recommends per goal.
-    candidates = tuple(p for p in map(str, runnable) if p in within_budget(validation, options.budget_db))
+    within = within_budget(validation, options.budget_db)
+    candidates = tuple(p for p in map(str, runnable) if p in within)
     timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=0, reference=ckpt_path,
                                           baseline_forms=("official",), baseline_runs=min(3, options.runs),
                                           max_memory_mb=options.max_memory_mb, mode="throughput",

@@ -16,7 +16,6 @@ engine (``infer``), and the outputs are scored here against ground truth and the
 """
 
 import contextlib
-import hashlib
 import json
 import shlex
 import subprocess
@@ -28,13 +27,14 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from scnet_deploy.exporters.runner import Runner
+from scnet_deploy.exporters.runner import Runner, array_key
 
 from .errors import ScnetDeployError
 from .manifest import MANIFEST_NAME, read_manifest
 from .options import RemoteOptions
 
 LOCAL = "local"
+RUN_DIR_TEMPLATE = "scnet-deploy.XXXXXX"  # mktemp -d replaces the X's with random characters
 
 
 class RemoteError(ScnetDeployError):
@@ -172,7 +172,8 @@ class Connection:
     @contextlib.contextmanager
     def run_directory(self):
         """A fresh directory on the device, removed afterwards however the run ends."""
-        made = self.run(["sh", "-c", 'mktemp -d "${1:-${TMPDIR:-/tmp}}/scnet-deploy.XXXXXX"', "sh",
+        # $1: --remote-dir, passed as an argument so the shell never parses it; empty: the device's $TMPDIR or /tmp
+        made = self.run(["sh", "-c", f'mktemp -d "${{1:-${{TMPDIR:-/tmp}}}}/{RUN_DIR_TEMPLATE}"', "sh",
                          self.options.remote_dir or ""], "making a run directory").strip()
         if not made.startswith("/"):
             raise RemoteError(f"{self.device.label}: mktemp gave {made!r}, not a directory.")
@@ -181,6 +182,23 @@ class Connection:
         finally:
             with contextlib.suppress(RemoteError, OSError, KeyboardInterrupt):
                 self.run(["rm", "-rf", "--", made], "removing the run directory")
+
+
+@contextlib.contextmanager
+def on_device(device: Device, remote: RemoteOptions, progress):
+    """A connection to ``device`` with a fresh run directory there, its scnet-deploy checked (``describe``):
+    yields (connection, run directory, the device's summary)."""
+    from .progress import Progress
+
+    conn = Connection(device, remote)
+    with conn.run_directory() as run_dir:
+        progress(Progress(f"{device.label}: checking its scnet-deploy"))
+        yield conn, run_dir, _device_summary(describe(conn, run_dir))
+
+
+def _flags(pairs) -> list[str]:
+    """``--flag value`` for each (flag, value) whose value is set."""
+    return [word for flag, value in pairs if value is not None for word in (flag, str(value))]
 
 
 def describe(conn: Connection, run_dir: str) -> dict:
@@ -270,22 +288,16 @@ def _bench_args(options) -> list[str]:
             "--batch", str(options.batch), "--no-baselines", "--mode", options.mode,
             "--ov-performance", options.runtime.openvino.performance]
     args += ["--seconds", str(options.seconds)] if options.seconds else ["--runs", str(options.runs)]
-    for flag, value in (("--threads", options.runtime.threads), ("--inflight", options.inflight),
-                        ("--ov-streams", options.runtime.openvino.streams), ("--max-memory", options.max_memory_mb)):
-        if value is not None:
-            args += [flag, str(value)]
-    return args
+    return args + _flags((("--threads", options.runtime.threads), ("--inflight", options.inflight),
+                          ("--ov-streams", options.runtime.openvino.streams), ("--max-memory", options.max_memory_mb)))
 
 
 def bench_on_device(device: Device, models: list[Path], options, remote: RemoteOptions, progress) -> dict:
     from .progress import Progress
 
     models = _artifacts(models, "bench")
-    conn = Connection(device, remote)
     names = _remote_names(models)
-    with conn.run_directory() as run_dir:
-        progress(Progress(f"{device.label}: checking its scnet-deploy"))
-        about = describe(conn, run_dir)
+    with on_device(device, remote, progress) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s)"))
         conn.put(run_dir, names, "copying the artifacts")
         progress(Progress(f"{device.label}: benchmarking"))
@@ -295,7 +307,7 @@ def bench_on_device(device: Device, models: list[Path], options, remote: RemoteO
             conn.get(run_dir, ["bench.json"], Path(tmp), "fetching the results")
             result = json.loads((Path(tmp) / "bench.json").read_text())
     result["models"] = [_with_local_names(m, n, names[n]) for m, n in zip(result["models"], names)]
-    result["device"] = {"url": device.url, "label": device.label, **_device_summary(about)}
+    result["device"] = {"url": device.url, "label": device.label, **summary}
     return result
 
 
@@ -336,11 +348,6 @@ def device_table(devices: dict) -> list[dict]:
 
 
 # --- validate ------------------------------------------------------------------------------------------------------
-
-def array_key(x: np.ndarray) -> str:
-    """What identifies an input array: its shape and bytes."""
-    return hashlib.sha256(repr(x.shape).encode() + np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
-
 
 class DeviceOutputs:
     """An artifact's outputs computed on a device, opened by ``validate`` like a model: its runner replays them for
@@ -402,30 +409,24 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, options,
     from .infer import read_arrays
     from .progress import Progress
 
-    conn = Connection(device, remote)
     names = _remote_names(models)
     found = []
-    with conn.run_directory() as run_dir:
-        progress(Progress(f"{device.label}: checking its scnet-deploy"))
-        about = describe(conn, run_dir)
+    with on_device(device, remote, progress) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s) and the LR inputs"))
         conn.put(run_dir, {**names, "inputs.npz": inputs}, "copying the artifacts and inputs")
         for name, local in names.items():
             progress(Progress(f"{device.label}: running {local.name}"))
-            args = ["infer", f"{run_dir}/{name}", f"{run_dir}/inputs.npz", "-o", f"{run_dir}/{name}.npz",
-                    "--json", f"{run_dir}/{name}.json"]
-            if options.max_memory_mb is not None:
-                args += ["--max-memory", str(options.max_memory_mb)]
-            if options.runtime.threads is not None:
-                args += ["--threads", str(options.runtime.threads)]
-            conn.run(conn.scnet(*args), f"running {local.name}")
+            conn.run(conn.scnet("infer", f"{run_dir}/{name}", f"{run_dir}/inputs.npz", "-o", f"{run_dir}/{name}.npz",
+                                "--json", f"{run_dir}/{name}.json",
+                                *_flags((("--max-memory", options.max_memory_mb),
+                                         ("--threads", options.runtime.threads)))), f"running {local.name}")
         with tempfile.TemporaryDirectory() as tmp:
             conn.get(run_dir, [n for name in names for n in (f"{name}.npz", f"{name}.json")], Path(tmp),
                      "fetching the outputs")
             for name, local in names.items():
                 ran = json.loads((Path(tmp) / f"{name}.json").read_text())
                 found.append(DeviceOutputs(local, device.label, read_arrays(Path(tmp) / f"{name}.npz"), ran))
-    return found, _device_summary(about)
+    return found, summary
 
 
 def validate_on(models: list[Path], options, validate, progress=None) -> dict:
@@ -479,10 +480,7 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
     from .manifest import write_manifest
     from .progress import Progress
 
-    conn = Connection(device, remote)
-    with conn.run_directory() as run_dir, tempfile.TemporaryDirectory() as tmp:
-        progress(Progress(f"{device.label}: checking its scnet-deploy"))
-        about = describe(conn, run_dir)
+    with on_device(device, remote, progress) as (conn, run_dir, summary), tempfile.TemporaryDirectory() as tmp:
         reference.save(Path(tmp) / "verification.npz")
         progress(Progress(f"{device.label}: copying the TensorRT graph and its verification set"))
         conn.put(run_dir, {"artifact": workdir, "verification.npz": Path(tmp) / "verification.npz"},
@@ -494,6 +492,6 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
         for f in (Path(tmp) / "artifact").iterdir():
             shutil.move(str(f), workdir / f.name)
     manifest = read_manifest(workdir)
-    manifest["tensorrt"]["built_on"] = {"device": device.label, **_device_summary(about)}
+    manifest["tensorrt"]["built_on"] = {"device": device.label, **summary}
     return write_manifest(workdir, manifest)
 

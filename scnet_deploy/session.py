@@ -148,20 +148,26 @@ class BuildSession:
             return {"skipped": note, "passed": None}
         spec = self.checkpoint.spec
         with runner:
-            inputs = None
-            if int8 is not None:
-                data = self.int8_data(self.options.calib)
-                inputs = data.verification_inputs()
-                if "drift_db" not in int8:  # weight-only INT8 calibrates nothing: measure the engine once
-                    int8.update(self._weight_only_budget(runner, data))
-            size_range = fields.get("size_range") or {}
-            shapes = ([(1, *size_range["min"]), (1, *size_range["opt"])] if size_range.get("min") else
-                      self.options.onnx.verify_shapes)
-            report = verify_runner(runner, self.reference, shapes, precision, spec.num_in_ch, inputs=inputs,
-                                   int8=int8)
+            if int8 is not None and "drift_db" not in int8:  # weight-only INT8 calibrates nothing: measure it once
+                int8.update(self._weight_only_budget(runner, self.int8_data(self.options.calib)))
+            report = verify_runner(runner, self.reference, [], precision, spec.num_in_ch,
+                                   inputs=self.verification_inputs(fields), int8=int8)
         if note:
             report["note"] = note
         return report
+
+    def verification_inputs(self, fields: dict) -> list:
+        """What an engine with these manifest ``fields`` is verified on: INT8 (an ``int8`` section), image crops of
+        the hold-out (its ranges are those of images); else random inputs at the engine's min and opt sizes (or the
+        ONNX verify shapes where it has no fixed range)."""
+        from scnet_deploy.exporters.runner import random_inputs
+
+        if fields.get("int8") is not None:
+            return self.int8_data(self.options.calib).verification_inputs()
+        size_range = fields.get("size_range") or {}
+        shapes = ([(1, *size_range["min"]), (1, *size_range["opt"])] if size_range.get("min") else
+                  self.options.onnx.verify_shapes)
+        return random_inputs(shapes, self.checkpoint.spec.num_in_ch)
 
     def _weight_only_budget(self, runner, data) -> dict:
         from scnet_deploy.calibration.budget import check_within_budget, int8_section

@@ -33,6 +33,20 @@ def tiny_model(scale: int = 2, upsampler: str = "mlp", num_feat: int = 16, num_b
     return model.eval()
 
 
+def smooth_hr_folder(root: Path, count: int, size: tuple[int, int]) -> Path:
+    """A DIR/HR folder of ``count`` smooth images of ``size`` (width, height), so an SR model's output is
+    meaningful; the same images for the same arguments."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "HR").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+        Image.fromarray(base).resize(size, Image.BICUBIC).save(root / "HR" / f"img{i}.png")
+    return root
+
+
 def save_basicsr(model: torch.nn.Module, path: Path, key: str = "params") -> Path:
     torch.save({key: model.state_dict()}, path)
     return path

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_basicsr, tiny_model
+from conftest import save_basicsr, smooth_hr_folder, tiny_model
 from devices import device_venv, start_sshd
 from scnet_deploy import __version__
 from scnet_deploy.bench import BenchOptions, bench
@@ -49,13 +49,7 @@ def engines(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    (root / "HR").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
-        Image.fromarray(base).resize((48, 36), Image.BICUBIC).save(root / "HR" / f"img{i}.png")
-    return root
+    return smooth_hr_folder(tmp_path_factory.mktemp("ds"), 2, (48, 36))
 
 
 def remote_options(sshd, device, tmp_path, **changes) -> RemoteOptions:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATASETS, need, save_basicsr, tiny_model
+from conftest import DATASETS, need, save_basicsr, smooth_hr_folder, tiny_model
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.bench import BenchOptions, bench, summarize, time_runner
 from scnet_deploy.export import ExportOptions, export
@@ -26,14 +26,7 @@ def cli(*args):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds")
-    (root / "HR").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        # smooth images, so an SR model's output is meaningful
-        base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
-        Image.fromarray(base).resize((32, 24), Image.BICUBIC).save(root / "HR" / f"img{i}.png")
-    return root
+    return smooth_hr_folder(tmp_path_factory.mktemp("ds"), 3, (32, 24))
 
 
 @pytest.fixture(scope="module")
