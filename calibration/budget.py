@@ -24,20 +24,38 @@ class BudgetNotMet(ScnetDeployError):
 
 
 class BudgetAbandoned(ScnetDeployError):
-    """A budget loop stopped early on a ``SpeedLimit``: its engine, over budget, was already slower than the limit
-    (or, with no limit yet, only its all-INT8 speed was asked for). ``ms``: that engine's time."""
+    """A budget loop stopped early on a ``SpeedLimit``: its engine, over budget, was already slower than the limit,
+    or its drift stalled (or, with no limit yet, only its all-INT8 speed was asked for). ``ms``: that engine's time;
+    ``tries``: the loop's tries so far (as ``quantize_within_budget`` records them)."""
 
-    def __init__(self, message: str, ms: float) -> None:
+    def __init__(self, message: str, ms: float, tries: list | None = None) -> None:
         super().__init__(message)
         self.ms = ms
+        self.tries = list(tries or [])
+
+
+# A budget loop under a speed limit stops when its last two tries (each doubling the layers kept in float) each won
+# back less than this share of the drift still over budget before it: the ranking's next layers add less error than
+# those already in float, so more of them cannot be expected to close the gap, and each one only slows the engine.
+STALL_SHARE = 0.1
+
+
+def stalled(tries: list, budget_db: float) -> bool:
+    """Whether the last two of ``tries`` ({'mean_drift_db', ...}, in order) each recovered less than
+    ``STALL_SHARE`` of the drift over ``budget_db`` before it."""
+    if len(tries) < 3:
+        return False
+    gaps = [-budget_db - t["mean_drift_db"] for t in tries[-3:]]  # > 0: over budget by that much
+    return all(gap > 0 and later > (1 - STALL_SHARE) * gap for gap, later in zip(gaps, gaps[1:]))
 
 
 @dataclass(frozen=True)
 class SpeedLimit:
     """For the latency autotuner: a candidate whose INT8 engine is over budget and already slower than ``ms`` (the
     fastest candidate within budget so far) cannot win, and keeping more layers in float only makes it slower, so
-    its budget loop stops. ``ms=None``: no candidate is within budget yet; stop at the first try over budget and
-    report its speed (the autotuner comes back to it). Timed at ``x`` (median of ``runs`` after one warm-up).
+    its budget loop stops; so does a loop whose drift has stalled (``stalled``: more float layers would only slow
+    it). ``ms=None``: no candidate is within budget yet; stop at the first try over budget and report its speed (the
+    autotuner comes back to it). Timed at ``x`` (median of ``runs`` after one warm-up).
 
     ``first_try``: the candidate's all-INT8 try (model and drift), kept by a quantizer that holds its model in memory
     (OpenVINO) so that the autotuner's second limit for the same candidate resumes the loop instead of quantizing
@@ -49,15 +67,21 @@ class SpeedLimit:
     margin: float = 1.1  # slower than the limit by this factor: timing noise must not abandon a winner
     first_try: dict = field(default_factory=dict, compare=False)
 
-    def check(self, infer, float_layers: int, drift_db: float) -> None:
+    def check(self, infer, float_layers: int, drift_db: float, tries: list = (), budget_db: float | None = None
+              ) -> None:
+        """``tries`` and ``budget_db`` (the loop's, from ``quantize_within_budget``): for the stall rule."""
         from scnet_deploy.timing import median_ms
 
         ms = median_ms(infer, self.x, self.runs, warmup=1)
         over = f"over budget ({drift_db:+.3f} dB) with {float_layers} layer(s) in float, {ms:.1f} ms"
         if self.ms is None:
-            raise BudgetAbandoned(f"{over}; set aside until a candidate within budget is timed", ms)
+            raise BudgetAbandoned(f"{over}; set aside until a candidate within budget is timed", ms, tries)
         if ms > self.margin * self.ms:
-            raise BudgetAbandoned(f"{over}: already slower than {self.ms:.1f} ms, the fastest within budget", ms)
+            raise BudgetAbandoned(f"{over}: already slower than {self.ms:.1f} ms, the fastest within budget", ms,
+                                  tries)
+        if budget_db is not None and stalled(list(tries), budget_db):
+            raise BudgetAbandoned(f"{over}: stalled, the last two doublings of the float layers each won back less "
+                                  f"than {STALL_SHARE:.0%} of the drift over budget", ms, tries)
 
 
 def check_budget(budget_db: float | None) -> None:
@@ -132,12 +156,12 @@ def _try(float_layers: int, drift: dict) -> dict:
 
 def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measure: Callable[[object], dict],
                            rank: Callable[[object], list[str]], budget_db: float | None,
-                           too_slow: Callable[[object, int, float], None] | None = None,
+                           too_slow: Callable[..., None] | None = None,
                            first_try: dict | None = None) -> dict:
     """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', ...}`` (negative = worse),
     ``rank(model)`` -> convs, most sensitive first. Returns the chosen model, its measurement, the layers kept in
-    float and every try. ``too_slow(model, float_layers, drift_db)`` (a ``SpeedLimit`` check) is asked after each
-    try over budget and raises ``BudgetAbandoned`` to stop. ``first_try``: where the all-INT8 try is kept, and
+    float and every try. ``too_slow(model, float_layers, drift_db, tries, budget_db)`` (a ``SpeedLimit`` check) is
+    asked after each try over budget and raises ``BudgetAbandoned`` to stop. ``first_try``: where the all-INT8 try is kept, and
     taken from when it is already there (``SpeedLimit.first_try``)."""
     check_budget(budget_db)
 
@@ -155,7 +179,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
     tries = [_try(0, drift)]
     if over(drift):
         if too_slow is not None:
-            too_slow(model, 0, drift["mean_db"])
+            too_slow(model, 0, drift["mean_db"], tries, budget_db)
         ranking = rank(model)
         k = 1
         while over(drift):
@@ -169,7 +193,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
             tries.append(_try(k, drift))
             k = len(ranking) + 1 if k == len(ranking) else min(2 * k, len(ranking))
             if over(drift) and too_slow is not None and k <= len(ranking):
-                too_slow(model, len(exclude), drift["mean_db"])
+                too_slow(model, len(exclude), drift["mean_db"], tries, budget_db)
     return {"model": model, "drift": drift, "float_layers": list(exclude), "budget_db": budget_db, "tries": tries}
 
 

@@ -551,6 +551,37 @@ def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
     assert tries == [0, 1, 2, 4, 8] and result["float_layers"] == list("abcdefgh")  # no limit: to the end
 
 
+def test_a_speed_limited_budget_loop_stops_when_its_drift_stalls():
+    """Under a speed limit (the autotuner), a loop whose last two doublings of float layers each won back under 10%
+    of the drift over budget stops: the layers left add less error than those already in float. Without a limit
+    (a plain export), the same loop runs to its end."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget, stalled
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    drift = {0: -0.30, 1: -0.29, 2: -0.285, 4: -0.28, 8: -0.05}  # stuck near -0.28 until 8 layers in float
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):
+        return {"mean_db": drift[k], "worst_image": {"drift_db": drift[k]}}
+
+    limit = SpeedLimit(1e6, x, runs=1)  # never too slow: only the stall rule can stop it
+    with pytest.raises(BudgetAbandoned, match="stalled") as info:
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                               lambda m, *t: limit.check(lambda _: None, *t))
+    assert tries == [0, 1, 2] and [t["float_layers"] for t in info.value.tries] == [0, 1, 2]
+    tries.clear()
+    assert quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)["float_layers"] == \
+        list("abcdefgh") and tries == [0, 1, 2, 4, 8]
+    # one slow try between good ones is not a stall; neither is a loop already within budget
+    gaps = lambda *d: [{"mean_drift_db": v} for v in d]  # noqa: E731
+    assert not stalled(gaps(-0.3, -0.29, -0.2), 0.1) and not stalled(gaps(-0.3, -0.2, -0.195), 0.1)
+    assert stalled(gaps(-0.3, -0.29, -0.285), 0.1) and not stalled(gaps(-0.3, -0.29), 0.1)
+
+
 def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
     """The autotuner's first limit stops a candidate after its all-INT8 try; the second limit shares that try
     (``SpeedLimit.first_try``), so the loop goes on from it without quantizing everything again."""
