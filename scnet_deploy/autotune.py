@@ -117,7 +117,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         try:
             fields = session.build_form(target, DeployOptions.from_name(name), cand_dir, speed_limit=limit)
         except BudgetAbandoned as exc:
-            candidates[name] = {"median_ms": None, "over_budget_ms": round(exc.ms, 2), "abandoned": str(exc)}
+            candidates[name] = {"median_ms": None, "over_budget_ms": round(exc.ms, 2), "abandoned": str(exc),
+                                "tries": exc.tries}
             if limit.ms is None:
                 set_aside.append(name)
             return True
@@ -170,8 +171,9 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
               "candidates": {n: candidates[n] for n in tune.candidates if n in candidates}, "chosen": best,
               "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
+        whole_ms = candidates[best].get("interleaved_ms", candidates[best]["median_ms"])
         with _load(module, cand_dir, fields, target.precision) as runner:
-            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress)
+            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
         record["tile"] = choose_tile(record["tiles"])
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
@@ -192,23 +194,34 @@ def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: i
 TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost the timing noise must not hide
 
 
-def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress) -> dict:
-    """The whole image ("none") and exact tiling at each tile side smaller than the image, timed in turn on the
-    same loaded engine."""
+def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress, whole_ms: float) -> dict:
+    """The whole image ("none") and exact tiling at each tile side smaller than the image, on the same loaded
+    engine. Each tile is first screened alone, as the candidates are (one warm-up, half the runs, stopped after its
+    first run if that is already slower than ``whole_ms``, the whole image's median from the candidates' timing):
+    only a tile whose screening median beats the whole image by ``TILE_MARGIN`` is timed again, in turn with the
+    whole image, and only those timings choose (``choose_tile``)."""
     from scnet_deploy.exporters.runner import TiledRunner
 
-    ways = {"none": runner.infer}
-    for tile in tune.tiles:
-        if tile < max(x.shape[2:]):
-            ways[str(tile)] = TiledRunner(runner, tile, spec.receptive_radius, spec.scale).infer
-    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(list(ways)[1:]) or '-'} px, "
-                      "interleaved"))
-    return in_turn(ways, x, tune.runs, warmup=1)
+    tiles = {str(t): TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer
+             for t in tune.tiles if t < max(x.shape[2:])}
+    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(tiles) or '-'} px"))
+    timings = {"none": {"median_ms": whole_ms, "from": "candidates"}}
+    for name, infer in tiles.items():
+        try:
+            timings[name] = {"median_ms": median_ms(infer, x, -(-tune.runs // 2), give_up_above_ms=whole_ms),
+                             "from": "screening"}
+        except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
+            timings[name] = {"error": str(exc).splitlines()[0][:300]}
+    promising = {n: tiles[n] for n in tiles if timings[n].get("median_ms", whole_ms) < TILE_MARGIN * whole_ms}
+    if promising:
+        timings.update(in_turn({"none": runner.infer, **promising}, x, tune.runs, warmup=1))
+    return timings
 
 
 def choose_tile(timings: dict) -> int | None:
-    """The fastest tile if it beats the whole image by the margin, else None (run whole images)."""
-    best = fastest({k: v for k, v in timings.items() if k != "none"})
+    """The fastest tile timed in turn with the whole image (not one only screened) if it beats the whole image by
+    the margin, else None (run whole images)."""
+    best = fastest({k: v for k, v in timings.items() if k != "none" and v.get("from") != "screening"})
     if best is None or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
         return None
     return int(best)

@@ -12,6 +12,7 @@ from scnet_deploy import autotune
 from scnet_deploy.autotune import TuneOptions, fastest
 from scnet_deploy.errors import ExportError
 from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.rewrites import DeployOptions
 from scnet_deploy.runtime import open_model
 
@@ -84,6 +85,43 @@ def test_tiles_are_timed_against_the_whole_image_on_one_engine(tmp_path):
                                                                                 (16, 64))))
     tiles = result.manifest["autotune"]["tiles"]
     assert set(tiles) == {"none", "16"} and all(t["median_ms"] > 0 for t in tiles.values())  # 64 >= the image
+
+
+class _PricedRunner(Runner):
+    """A stand-in engine whose time is ``ms(pixels)``: tiles can be made cheap or dear per test."""
+
+    def __init__(self, ms) -> None:
+        super().__init__()
+        self.ms, self.sizes = ms, []
+
+    def _infer(self, lr):
+        self.sizes.append(lr.shape[2:])
+        time.sleep(self.ms(lr.shape[2] * lr.shape[3]) / 1e3)
+        return np.zeros((*lr.shape[:2], 2 * lr.shape[2], 2 * lr.shape[3]), np.float32)
+
+
+@pytest.mark.parametrize("tile_cheaper", [False, True])
+def test_tiles_are_screened_and_only_a_promising_one_is_timed_again_in_turn(monkeypatch, tile_cheaper):
+    """Each tile is first screened alone against the whole image's median from the candidates' timing; a tile
+    already slower there is not run again, and nothing is timed in turn; a faster one is timed in turn with the
+    whole image, and only that timing can choose it."""
+    from types import SimpleNamespace
+
+    in_turn_ways = []
+    real_in_turn = autotune.in_turn
+    monkeypatch.setattr(autotune, "in_turn", lambda ways, *a, **k: in_turn_ways.append(set(ways)) or
+                        real_in_turn(ways, *a, **k))
+    whole = 20.0
+    runner = _PricedRunner(lambda px: whole if px >= 32 * 32 else 0.1 if tile_cheaper else whole * px / 256)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    timings = autotune._time_tiles(runner, SimpleNamespace(receptive_radius=2, scale=2), "onnx", x,
+                                   TuneOptions(runs=4, tiles=(16, 64)), lambda e: None, whole)
+    assert set(timings) == {"none", "16"}  # 64 >= the image: not a tile
+    if tile_cheaper:
+        assert in_turn_ways == [{"none", "16"}] and autotune.choose_tile(timings) == 16
+    else:  # the warm-up and one timed run of the tile, then nothing more
+        assert in_turn_ways == [] and timings["16"]["from"] == "screening"
+        assert len(runner.sizes) == 2 * 4 and autotune.choose_tile(timings) is None  # 2x2 tiles a run
 
 
 def test_a_measured_faster_tile_is_recorded_and_every_verb_runs_tiled_and_exact(tmp_path, monkeypatch):
