@@ -86,14 +86,22 @@ def time_runner(runner, shape: tuple[int, int], options: BenchOptions, scale: in
 MODES = ("latency", "throughput")
 
 
-def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
+def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale: int,
+                    latency: dict | None = None) -> dict:
     """Images/s with ``inflight`` requests in flight (the median of ``throughput_rounds`` rounds of at least
-    ``runs`` images)."""
+    ``runs`` images). An engine that runs best one request at a time (ONNX Runtime on CPU: its threads already work
+    on one), not asked for more with ``--inflight``, runs in flight as it does in the latency run: with ``latency``
+    (that run's numbers), those are its images/s, not measured a second time."""
     h, w = shape
     x = np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32)
     inflight = options.inflight or runner.optimal_requests()
     if inflight < 1:
         raise ScnetDeployError(f"--inflight must be at least 1, got {inflight}.")
+    if inflight == 1 and options.inflight is None and latency is not None:
+        rate = latency["images_per_s"]
+        return {"inflight": 1, "images_per_round": None, "images_per_s": rate,
+                "megapixels_per_s": rate * h * scale * w * scale / 1e6, "rounds_images_per_s": [],
+                "from": "latency run (one request at a time is this engine's optimum)"}
     runner.infer(x)  # checks the input
     runner.run_in_flight(x, inflight, inflight)  # every request warm
     count = max(options.runs or 10, 2 * inflight)
@@ -190,7 +198,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                         continue
                     say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
                                  total=len(plan)))
-                    timed["throughput"] = time_throughput(runner, shape, options, scale)
+                    timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
                     timed["throughput"]["vs_latency"] = timed["throughput"]["images_per_s"] / timed["images_per_s"]
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)

@@ -235,6 +235,14 @@ def test_throughput_mode_keeps_requests_in_flight():
     assert throughput["images_per_s"] > 2.5 * latency["images_per_s"]  # 4 overlapping sleeps: about 4x
     one = time_throughput(_Sleepy(), (4, 4), BenchOptions(runs=4, warmup=0), scale=2)
     assert one["inflight"] == 1 and one["images_per_s"] < 1.5 * latency["images_per_s"]
+    # one request at a time is the engine's optimum: the latency run's numbers, not a second measurement
+    calls = []
+    counted = _Sleepy()
+    counted._infer = lambda lr: calls.append(lr) or lr
+    same = time_throughput(counted, (4, 4), BenchOptions(runs=4, warmup=0), scale=2, latency=latency)
+    assert same["images_per_s"] == latency["images_per_s"] and same["inflight"] == 1 and calls == []
+    asked = time_throughput(counted, (4, 4), BenchOptions(runs=4, warmup=0, inflight=1), scale=2, latency=latency)
+    assert asked["inflight"] == 1 and len(calls) > 4 and "from" not in asked  # --inflight 1 asked: measured
 
 
 @pytest.mark.openvino
