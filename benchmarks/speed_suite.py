@@ -12,6 +12,14 @@ FP32 PyTorch (Set5 x4 PSNR-Y where ../shared has it, else the scikit-image valid
 ratio to the roofline: the official model's MACs x 2 / the FP32 GEMM rate measured here (torch.matmul, 2 threads...
 whatever torch uses, the best of 2048^3 and 4096^3). Tiling for cache: each engine is also timed on exact tiles
 (halo = receptive radius) of 128 and 256 LR px; the best tiled time is shown where it is faster than the whole image.
+
+Memory roofline, beside the compute one: the feature maps the network's memory-moving ops write (convolutions, the
+shift, the resizes; activations and adds fuse into them), each written once and read once, at the engine's precision
+(4 bytes f32, 2 bf16/fp16, 1 int8: what an engine that kept every map at its precision would move), divided by this
+machine's copy bandwidth measured in the same run (numpy copy of 256 MB, bytes read + written); the x4 tail alone
+(maps above the input size) is shown apart. Throughput: each engine at the first size with several requests in flight
+(``bench --mode throughput``: OpenVINO's async queue at its optimal number of requests, compiled with its throughput
+hint), images/s and its ratio to one image at a time.
 """
 
 import argparse
@@ -53,6 +61,29 @@ def gemm_gflops() -> dict:
     return {"gflops": max(rates.values()), "by_size": rates, "threads": torch.get_num_threads()}
 
 
+def copy_gbytes_per_s() -> float:
+    """Memory bandwidth of a plain copy, measured now: 2 x 256 MB (read + write) / median of 5 copies."""
+    a = np.ones(64 * 2**20, np.float32)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t0)
+    return 2 * a.nbytes / statistics.median(times) / 1e9
+
+
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+
+
+def memory_roofline_ms(elements: dict, precision: str, gbytes_per_s: float, part: str | None = None) -> float:
+    """ms to write and read once the map ``elements`` ({'lr', 'hr'}: ``complexity.map_elements``) at ``precision``;
+    ``part`` 'hr': the tail alone."""
+    count = elements[part] if part else elements["lr"] + elements["hr"]
+    return 2 * count * BYTES[precision] / gbytes_per_s / 1e6
+
+
 def time_ms(infer, x: np.ndarray, runs: int) -> float:
     from scnet_deploy.autotune import median_ms
 
@@ -60,14 +91,15 @@ def time_ms(infer, x: np.ndarray, runs: int) -> float:
 
 
 def drift_table(ckpt: Path, artifacts: dict, out_dir: Path) -> tuple[str, dict]:
-    from scnet_deploy.pipeline import _default_dataset
+    from scnet_deploy.pipeline import _default_datasets
     from scnet_deploy.validate import ValidateOptions, validate
 
-    dataset = SHARED / "Set5"
+    datasets = (SHARED / "Set5",)
     name = "Set5 x4"
-    if not dataset.exists():
-        dataset, name = _default_dataset(out_dir, 4), "scikit-image validation photographs"
-    result = validate([ckpt, *artifacts.values()], ValidateOptions(dataset, 4))
+    if not datasets[0].exists():
+        datasets = tuple(_default_datasets(out_dir))
+        name = "the pipeline's validation content (worst content type)"
+    result = validate([ckpt, *artifacts.values()], ValidateOptions(datasets, 4))
     by_path = {m["path"]: m for m in result["models"]}
     return name, {label: by_path[str(p)]["drift_db"] for label, p in artifacts.items()}
 
@@ -75,7 +107,8 @@ def drift_table(ckpt: Path, artifacts: dict, out_dir: Path) -> tuple[str, dict]:
 def main(argv=None) -> int:
     from scnet_deploy.calibration.data import CalibOptions
     from scnet_deploy.checkpoint import load_checkpoint
-    from scnet_deploy.complexity import macs_per_lr_pixel
+    from scnet_deploy.bench import BenchOptions, time_throughput
+    from scnet_deploy.complexity import macs_per_lr_pixel, map_elements
     from scnet_deploy.doctor import machine
     from scnet_deploy.errors import ScnetDeployError
     from scnet_deploy.export import ExportOptions, export
@@ -106,7 +139,10 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     gemm = gemm_gflops()
     macs_official = macs_per_lr_pixel(ckpt.model)
-    macs_min = macs_per_lr_pixel(to_deploy_form(ckpt.model, DeployOptions("dwconv", conv_before_upsample=True)))
+    fewest = to_deploy_form(ckpt.model, DeployOptions("dwconv", conv_before_upsample=True))
+    macs_min = macs_per_lr_pixel(fewest)
+    bandwidth = copy_gbytes_per_s()
+    elements = {f"{h}x{w}": map_elements(fewest, h, w) for h, w in sizes}
     rows = []  # {label, precision, form, ms: {size: ms}, tiled: {size: (ms, tile)}, note}
     calib = CalibOptions(Path(args.calib_data) if args.calib_data else None, count=args.calib_count)
     wanted = [tuple(e.split("-")) for e in args.engines.split(",")]
@@ -146,7 +182,7 @@ def main(argv=None) -> int:
 
         for label, precision, make in runners():
             row = {"label": label, "precision": precision, "ms": {}, "tiled": {}, "drift_db": drifts.get(label),
-                   "note": notes.get(label, "")}
+                   "note": notes.get(label, ""), "throughput": None}
             for size, n in zip(sizes, runs):
                 print(f"timing {label} at {size[0]}x{size[1]}", file=sys.stderr, flush=True)
                 x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
@@ -160,6 +196,13 @@ def main(argv=None) -> int:
                             best = min(tiled, key=tiled.get)
                             row["tiled"][f"{size[0]}x{size[1]}"] = {"tile": best, "ms": tiled[best], "all": tiled}
                 gc.collect()
+            if label in artifacts:  # several requests in flight, at the first size
+                print(f"throughput {label}", file=sys.stderr, flush=True)
+                first = f"{sizes[0][0]}x{sizes[0][1]}"
+                with open_model(artifacts[label], RuntimeOptions(cuda=False).for_throughput()) as runner:
+                    row["throughput"] = time_throughput(runner, sizes[0], BenchOptions(runs=runs[0]), ckpt.spec.scale,
+                                                        latency={"images_per_s": 1e3 / row["ms"][first]})
+                row["throughput"]["vs_latency"] = row["throughput"]["images_per_s"] * row["ms"][first] / 1e3
             rows.append(row)
         for label, note in notes.items():
             if label not in artifacts:
@@ -176,13 +219,20 @@ def main(argv=None) -> int:
                  f"{h}x{w}: {macs_official * h * w * 2 / gemm['gflops'] / 1e6:.0f} ms" for h, w in sizes)
              + "; with the fewest-MAC form: " + ", ".join(
                  f"{macs_min * h * w * 2 / gemm['gflops'] / 1e6:.0f} ms" for h, w in sizes) + ".",
+             f"Copy bandwidth measured in this run: {bandwidth:.1f} GB/s (numpy, 256 MB). Memory roofline = the maps "
+             "written once and read once at the engine's precision / that bandwidth: " + "; ".join(
+                 f"{key}: " + ", ".join(f"{q} {memory_roofline_ms(e, q, bandwidth):.0f} ms (tail "
+                                        f"{memory_roofline_ms(e, q, bandwidth, 'hr'):.0f})" for q in BYTES)
+                 for key, e in elements.items()) + ".",
              f"Drift: PSNR-Y vs FP32 PyTorch on {drift_name}. Median of {args.runs} runs per size after a warm-up.", ""]
     head = "| engine | drift dB |"
     rule = "|---|---|"
     for h, w in sizes:
-        head += f" {h}x{w} -> {h * 4}x{w * 4} ms | x eager | x roofline (FP32) | best exact tiling ms (tile) |"
-        rule += "---|---|---|---|"
-    lines += [head + " notes |", rule + "---|"]
+        head += (f" {h}x{w} -> {h * 4}x{w * 4} ms | x eager | x roofline (FP32) | x memory roofline | best exact "
+                 "tiling ms (tile) |")
+        rule += "---|---|---|---|---|"
+    lines += [head + f" in flight at {sizes[0][0]}x{sizes[0][1]}: images/s (requests), x one at a time | notes |",
+              rule + "---|---|"]
     eager = rows[0]["ms"]
     naive_ms = rows[1]["ms"]
     for row in rows:
@@ -192,14 +242,17 @@ def main(argv=None) -> int:
             key = f"{h}x{w}"
             ms = row["ms"].get(key)
             if ms is None:
-                cells += ["-", "-", "-", "-"]
+                cells += ["-", "-", "-", "-", "-"]
                 continue
             roof = macs_official * h * w * 2 / gemm["gflops"] / 1e6
             tiled = row["tiled"].get(key)
+            memory = memory_roofline_ms(elements[key], row["precision"], bandwidth)
             cells += [f"{ms:.0f}", f"{eager[key] / ms:.1f}x",
-                      f"{ms / roof:.2f}x" if row["precision"] == "fp32" else "",
+                      f"{ms / roof:.2f}x" if row["precision"] == "fp32" else "", f"{ms / memory:.1f}x",
                       (f"{tiled['ms']:.0f} ({tiled['tile']})" + (" faster" if tiled["ms"] < ms else ""))
                       if tiled else ""]
+        t = row.get("throughput")
+        cells.append(f"{t['images_per_s']:.2f} ({t['inflight']}), {t['vs_latency']:.2f}x" if t else "")
         lines.append("| " + " | ".join(cells) + f" | {row['note']} |")
     lines.append("")
     for h, w in sizes:
@@ -218,7 +271,8 @@ def main(argv=None) -> int:
                          f"{best['ms'][key] / roof:.2f}x the FP32 roofline ({roof:.0f} ms).")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "gemm": gemm, "macs_per_lr_pixel": {
-            "official": macs_official, "fewest": macs_min}, "sizes": [list(s) for s in sizes], "runs": runs,
+            "official": macs_official, "fewest": macs_min}, "copy_gbytes_per_s": bandwidth, "map_elements": elements,
+            "sizes": [list(s) for s in sizes], "runs": runs,
             "rows": rows, "seconds": elapsed}, indent=2, default=str))
     return emit(lines, args.out)
 

@@ -140,3 +140,19 @@ def test_the_form_names_without_pytorch_are_the_shift_forms():
     from scnet_deploy.shift import SHIFT_FORMS
 
     assert SHIFT_CHOICES == (*sorted(SHIFT_FORMS), FOLD)
+
+
+def test_map_elements_counts_each_memory_moving_op_once_by_resolution():
+    """The memory roofline's floor (benchmarks/speed_suite.py): tiny x2 model, 16 features, 2 blocks, 8x8 input
+    (P = 64 pixels). At LR: conv_first 16P, each block conv1 + shift + conv2 48P; above it: the x2 stage's upsample,
+    conv, shift and conv 4 x 64P, conv_hr 64P, conv_last and the image skip 12P each. Conv before upsample moves that
+    stage's first conv to LR."""
+    from scnet_deploy.complexity import map_elements
+    from scnet_deploy.rewrites import conv_before_upsample
+
+    p = 64
+    assert map_elements(tiny_model(2), 8, 8) == {"lr": (16 + 96) * p, "hr": (256 + 64 + 12 + 12) * p}
+    assert map_elements(conv_before_upsample(tiny_model(2)), 8, 8) == {"lr": (16 + 96 + 16) * p,
+                                                                       "hr": (192 + 64 + 12 + 12) * p}
+    deploy = to_deploy_form(tiny_model(2), DeployOptions("dwconv", conv_before_upsample=True))
+    assert map_elements(deploy, 8, 8) == map_elements(conv_before_upsample(tiny_model(2)), 8, 8)
