@@ -4,6 +4,17 @@ import torch
 from torch import nn
 
 
+def _run_hooked(model: nn.Module, kinds: tuple, hook, height: int, width: int, in_ch: int) -> None:
+    """Run ``model`` once on a zero ``height`` x ``width`` input with ``hook`` on every module of ``kinds``."""
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_ch, height, width))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def count_macs(model: nn.Module, height: int, width: int, in_ch: int = 3) -> int:
     """MACs of every convolution for one ``height`` x ``width`` input (the shift, activations and resize are free)."""
     total = 0
@@ -13,13 +24,7 @@ def count_macs(model: nn.Module, height: int, width: int, in_ch: int = 3) -> int
         kh, kw = module.kernel_size
         total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_ch, height, width))
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, (nn.Conv2d,), hook, height, width, in_ch)
     return total
 
 
@@ -41,12 +46,5 @@ def map_elements(model: nn.Module, height: int, width: int, in_ch: int = 3) -> d
     def hook(_module, _inputs, output: torch.Tensor) -> None:
         counts["hr" if output.shape[-2] * output.shape[-1] > height * width else "lr"] += output[0].numel()
 
-    kinds = (nn.Conv2d, nn.Upsample, Shift8, ShiftSlice, ShiftDWConv)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_ch, height, width))
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, (nn.Conv2d, nn.Upsample, Shift8, ShiftSlice, ShiftDWConv), hook, height, width, in_ch)
     return counts
