@@ -13,7 +13,7 @@ covers exactly [0, 1], and the image-space path (bilinear skip, residual add) st
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import Int8Data, Quantized, SpeedLimit, int8_section, \
+from scnet_deploy.calibration.budget import Baseline, Int8Data, Quantized, SpeedLimit, costliest, int8_section, \
     quantize_within_budget, rank_by_added_error
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
@@ -135,6 +135,49 @@ def layer_sensitivity(fp32, int8, samples, config: dict) -> list[tuple[str, floa
     return rank_by_added_error(learned, [(a(x), b(x)) for x in samples])
 
 
+def convolution_quantizers(model) -> dict[str, list[str]]:
+    """{activation FakeQuantize: the convolutions it feeds} for the quantizers in front of convolutions."""
+    feeds = {}
+    for op in model.get_ops():
+        if op.get_type_name() in CONV_TYPES:
+            source = op.input(0).get_source_output().get_node()
+            if source.get_type_name() == "FakeQuantize":
+                feeds.setdefault(source.get_friendly_name(), []).append(op.get_friendly_name())
+    return feeds
+
+
+def without_quantizers(model, names) -> object:
+    """A copy of ``model`` with the FakeQuantize ops ``names`` removed: their consumers read the float values."""
+    clone = model.clone()
+    wanted = set(names)
+    for fq in [op for op in clone.get_ops() if op.get_friendly_name() in wanted]:
+        source = fq.input(0).get_source_output()
+        for target in list(fq.output(0).get_target_inputs()):
+            target.replace_source_output(source)
+    clone.validate_nodes_and_infer_types()
+    return clone
+
+
+def ranking(fp32, int8, samples, baseline: Baseline, config: dict) -> list[str]:
+    """The convolutions to keep in float, first first: the one behind the quantizer whose removal wins back most
+    hold-out drift (measured: ``costliest`` over the quantizers in front of convolutions, about 12 measurements for
+    SCNet-T), then the rest by the error each adds on ``samples`` (``layer_sensitivity``).
+
+    Measured because the added-error ranking can miss where the drift is: in the dwconv forms one quantizer, the
+    first block's pre-ReLU shift input, cost 0.135 of 0.213 dB (on flat colours) and ranked past the 15th
+    (benchmarks/results/ov_int8_quantizers.md)."""
+    by_error = [n for n, _ in layer_sensitivity(fp32, int8, samples, config)]
+    feeds = convolution_quantizers(int8)
+    before = baseline.measure(_ov_infer(int8, config))["mean_db"]
+
+    def won_back(names) -> float:
+        return baseline.measure(_ov_infer(without_quantizers(int8, names), config))["mean_db"] - before
+
+    worst = costliest(sorted(feeds), won_back)
+    first = [c for c in feeds.get(worst, []) if c in by_error]
+    return first + [n for n in by_error if n not in first]
+
+
 def nncf_parameters(preset: str = "performance", ranges: str = "minmax", bias_correction: str = "fast",
                     known_ranges: bool = True) -> dict:
     """Keyword arguments of ``nncf.quantize`` for one combination of settings (benchmarks/int8_variants.py)."""
@@ -206,7 +249,7 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
 
     result = quantize_within_budget(
         quantize, lambda m: baseline.measure(_ov_infer(m, config)),
-        lambda m: [n for n, _ in layer_sensitivity(model, m, calib.arrays[:4], config)], budget_db,
+        lambda m: ranking(model, m, calib.arrays[:4], baseline, config), budget_db,
         None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
         first_try=None if speed_limit is None else speed_limit.first_try)
     quantized = result["model"]

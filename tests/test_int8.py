@@ -357,6 +357,52 @@ def test_openvino_int8_nncf(ckpt, tmp_path):
         assert "int8" in runner.name  # not "f32", the precision of its float parts
 
 
+def test_the_costliest_item_is_found_by_halving_in_2_log2_n_measurements():
+    from scnet_deploy.calibration.budget import costliest
+
+    cost = {f"q{i}": 0.001 * (i % 5) for i in range(57)}
+    cost["q41"] = 0.135  # one quantizer costs most of the drift, as the dwconv forms' first-block shift input
+    asked = []
+
+    def won_back(group):
+        asked.append(group)
+        return sum(cost[g] for g in group)
+
+    assert costliest(list(cost), won_back) == "q41" and len(asked) <= 2 * 6
+    assert costliest([], won_back) is None and costliest(["only"], won_back) == "only"
+
+
+@pytest.mark.openvino
+def test_openvino_ranking_puts_first_the_convolution_behind_the_costliest_quantizer(ckpt, tmp_path, monkeypatch):
+    """The budget loop's first layer kept in float is measured, not guessed: the convolution behind the quantizer
+    whose removal wins back most hold-out drift comes first even where the added-error ranking puts it last."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    import openvino as ov
+
+    from scnet_deploy.calibration import openvino_int8 as oi
+    from scnet_deploy.calibration.budget import int8_data
+
+    export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino"))
+    fp32 = _ov_model(tmp_path / "fp32" / "model.xml")
+    data = int8_data(FAST, 4)
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    int8 = oi.quantize_ir(fp32, data, None, config).model
+    feeds = oi.convolution_quantizers(int8)
+    damaged_fq = sorted(feeds)[len(feeds) // 2]
+    victim = feeds[damaged_fq][0]
+    fq = next(op for op in int8.get_ops() if op.get_friendly_name() == damaged_fq)
+    lo, hi = oi.fake_quantize_range(fq)
+    for i, value in ((1, lo / 20), (2, hi / 20), (3, lo / 20), (4, hi / 20)):  # clips at a twentieth of its range
+        old = fq.input(i).get_source_output()
+        fq.input(i).replace_source_output(ov.opset13.constant(np.full(old.get_shape(), value, np.float32)).output(0))
+    real = oi.layer_sensitivity
+    monkeypatch.setattr(oi, "layer_sensitivity", lambda *a: sorted(real(*a), key=lambda kv: kv[0] == victim))
+    baseline = data.baseline(oi._ov_infer(fp32, config))
+    order = oi.ranking(fp32, int8, data.calib.arrays[:2], baseline, config)
+    assert order[0] == victim and sorted(order) == sorted(n for n, _ in real(fp32, int8, data.calib.arrays[:2],
+                                                                              config))
+
+
 @pytest.mark.openvino
 def test_openvino_statistics_on_the_crops_static_shape_quantize_the_same(ckpt, tmp_path):
     """NNCF runs on a copy reshaped to the calibration crops' one shape (faster); the quantized model is the one the
