@@ -14,8 +14,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 from _output import emit  # benchmarks/ is on sys.path when a script here is run
 from ov_int8_tail import to_ir
 
@@ -35,17 +33,6 @@ def relu_before_shift(model):
     return model.eval()
 
 
-def bypassed(model, name: str):
-    """A copy of ``model`` whose FakeQuantize ``name`` is removed (its consumers read its input)."""
-    clone = model.clone()
-    fq = next(op for op in clone.get_ops() if op.get_friendly_name() == name)
-    source = fq.input(0).get_source_output()
-    for target in list(fq.output(0).get_target_inputs()):
-        target.replace_source_output(source)
-    clone.validate_nodes_and_infer_types()
-    return clone
-
-
 def main(argv=None) -> int:
     import tempfile
     from pathlib import Path
@@ -54,7 +41,8 @@ def main(argv=None) -> int:
 
     from scnet_deploy.calibration.budget import int8_data
     from scnet_deploy.calibration.data import CalibOptions
-    from scnet_deploy.calibration.openvino_int8 import _ov_infer, fake_quantize_range, quantize_ir
+    from scnet_deploy.calibration.openvino_int8 import _ov_infer, fake_quantize_range, quantize_ir, \
+        without_quantizers
     from scnet_deploy.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.exporters.openvino_backend import compile_config
@@ -87,7 +75,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = []
     for fq in activations:
-        drift = baseline.measure(_ov_infer(bypassed(quantized, fq.get_friendly_name()), config))["mean_db"]
+        drift = baseline.measure(_ov_infer(without_quantizers(quantized, [fq.get_friendly_name()]), config))["mean_db"]
         source = fq.input(0).get_source_output().get_node()
         consumers = sorted({t.get_node().get_type_name() for t in fq.output(0).get_target_inputs()})
         rows.append((drift - base["mean_db"], fq.get_friendly_name(), source.get_type_name(), consumers,
