@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.autotune import TuneOptions
     from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+    from scnet_deploy.exporters.registry import backend_for_format
     from scnet_deploy.exporters.runner import TiledRunner
     from scnet_deploy.exporters.torch_runner import TorchRunner
     from scnet_deploy.options import RuntimeOptions
@@ -151,6 +152,10 @@ def main(argv=None) -> int:
         artifacts, notes = {}, {}
         for fmt, precision in wanted:
             label = f"{fmt} {precision}"
+            reason = backend_for_format(fmt).check(precision)  # as the pipeline plans: what this machine lacks
+            if reason:
+                notes[label] = f"not built: {reason}"
+                continue
             print(f"exporting {label} (autotuned)", file=sys.stderr, flush=True)
             try:
                 r = export(ckpt_path, ExportOptions(output=tmp / label.replace(" ", "_"), format=fmt,
