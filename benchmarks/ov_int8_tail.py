@@ -58,13 +58,14 @@ def nearest_blur(model):
     return model.eval()
 
 
-def to_ir(module, path):
+def to_ir(module, path, in_ch: int = 3):
+    """``module`` exported to ONNX (dynamo, simplified, saved at ``path``) and converted to an OpenVINO model."""
     import onnx
     import openvino as ov
 
     from scnet_deploy.exporters.onnx_graph import OnnxOptions, simplify, torch_to_onnx
 
-    model, _ = simplify(torch_to_onnx(module, OnnxOptions()))
+    model, _ = simplify(torch_to_onnx(module, OnnxOptions(), in_ch=in_ch))
     onnx.save(model, str(path))
     return ov.convert_model(str(path))
 

@@ -207,7 +207,6 @@ def main(argv=None) -> int:
                 with open_model(artifacts[label], RuntimeOptions(cuda=False).for_throughput()) as runner:
                     row["throughput"] = time_throughput(runner, sizes[0], BenchOptions(runs=runs[0]), ckpt.spec.scale,
                                                         latency={"images_per_s": 1e3 / row["ms"][first]})
-                row["throughput"]["vs_latency"] = row["throughput"]["images_per_s"] * row["ms"][first] / 1e3
             rows.append(row)
         for label, note in notes.items():
             if label not in artifacts:

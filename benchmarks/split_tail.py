@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from _output import emit  # benchmarks/ is on sys.path when a script here is run
+from ov_int8_tail import to_ir
 
 
 def parts(model):
@@ -47,15 +48,10 @@ def parts(model):
 
 
 def compiled(module, in_ch: int, path, hint: str):
-    import onnx
     import openvino as ov
 
-    from scnet_deploy.exporters.onnx_graph import OnnxOptions, simplify, torch_to_onnx
-
-    model, _ = simplify(torch_to_onnx(module, OnnxOptions(), in_ch=in_ch))
-    onnx.save(model, str(path))
-    request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                          "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    request = ov.Core().compile_model(to_ir(module, path, in_ch), "CPU", {
+        "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
 
     def infer(x):
         request.infer({0: x})
@@ -128,7 +124,8 @@ def main(argv=None) -> int:
                 ways = {"whole": whole}
                 for tile in ((h // 4, w // 4), (h // 2, w // 2)):
                     for batched in (False, True):
-                        name = f"split, tail on {tile[0]}x{tile[1]} tiles, {'one batch' if batched else 'one call each'}"
+                        calls = "one batch" if batched else "one call each"
+                        name = f"split, tail on {tile[0]}x{tile[1]} tiles, {calls}"
                         ways[name] = (lambda x, tile=tile, batched=batched:
                                       split_infer(body, tail, x, tile, args.halo, scale, batched))
                 diffs = {name: float(np.abs(infer(x) - reference).max()) for name, infer in ways.items()}

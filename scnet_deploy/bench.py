@@ -89,9 +89,10 @@ MODES = ("latency", "throughput")
 def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale: int,
                     latency: dict | None = None) -> dict:
     """Images/s with ``inflight`` requests in flight (the median of ``throughput_rounds`` rounds of at least
-    ``runs`` images). An engine that runs best one request at a time (ONNX Runtime on CPU: its threads already work
-    on one), not asked for more with ``--inflight``, runs in flight as it does in the latency run: with ``latency``
-    (that run's numbers), those are its images/s, not measured a second time."""
+    ``runs`` images). With ``latency`` (the same engine's latency-run numbers), ``vs_latency`` is the ratio of the
+    two; and an engine that runs best one request at a time (ONNX Runtime on CPU: its threads already work on one),
+    not asked for more with ``--inflight``, runs in flight as it does in that run: its images/s are taken from it,
+    not measured a second time."""
     h, w = shape
     x = np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32)
     inflight = options.inflight or runner.optimal_requests()
@@ -101,7 +102,7 @@ def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale
         rate = latency["images_per_s"]
         return {"inflight": 1, "images_per_round": None, "images_per_s": rate,
                 "megapixels_per_s": rate * h * scale * w * scale / 1e6, "rounds_images_per_s": [],
-                "from": "latency run (one request at a time is this engine's optimum)"}
+                "from": "latency run (one request at a time is this engine's optimum)", "vs_latency": 1.0}
     runner.infer(x)  # checks the input
     runner.run_in_flight(x, inflight, inflight)  # every request warm
     count = max(options.runs or 10, 2 * inflight)
@@ -111,8 +112,11 @@ def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale
         runner.run_in_flight(x, count, inflight)
         rates.append(count * options.batch / (time.perf_counter() - t0))
     rate = statistics.median(rates)
-    return {"inflight": inflight, "images_per_round": count * options.batch, "images_per_s": rate,
-            "megapixels_per_s": rate * h * scale * w * scale / 1e6, "rounds_images_per_s": rates}
+    result = {"inflight": inflight, "images_per_round": count * options.batch, "images_per_s": rate,
+              "megapixels_per_s": rate * h * scale * w * scale / 1e6, "rounds_images_per_s": rates}
+    if latency is not None:
+        result["vs_latency"] = rate / latency["images_per_s"]
+    return result
 
 
 def _arch_and_backend(path: Path) -> tuple[dict, str]:
@@ -199,7 +203,6 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                     say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
                                  total=len(plan)))
                     timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
-                    timed["throughput"]["vs_latency"] = timed["throughput"]["images_per_s"] / timed["images_per_s"]
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)
     for r in results:

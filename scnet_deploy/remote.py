@@ -34,7 +34,7 @@ from .manifest import MANIFEST_NAME, read_manifest
 from .options import RemoteOptions
 
 LOCAL = "local"
-RUN_DIR_TEMPLATE = "scnet-deploy.XXXXXX"  # mktemp -d replaces the X's with random characters
+RUN_DIR_TEMPLATE = "scnet-deploy." + "X" * 6  # mktemp's template: it replaces the trailing X's with random characters
 
 
 class RemoteError(ScnetDeployError):
