@@ -230,9 +230,11 @@ class OnnxResult:
 
 
 def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_ch: int = 3,
-               reference_outputs=None) -> OnnxResult:
+               reference_outputs=None, exports: dict | None = None) -> OnnxResult:
     """Write the verified ONNX model of ``reference`` (the official-form SCNet) to ``path``; verified against
-    ``reference_outputs`` (``ReferenceOutputs`` of the same model, shared by a session) where given."""
+    ``reference_outputs`` (``ReferenceOutputs`` of the same model, shared by a session) where given. ``exports``: the
+    exporter's raw graphs by the form it exported, kept by a session so that a slice form reuses its dwconv form's
+    export (each dynamo export takes 4-7 s here) instead of exporting it again."""
     import onnx
 
     options.check()
@@ -242,8 +244,15 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
     # The slice form through the dynamo exporter: the dwconv form's graph with its shift convolutions rewritten
     # (shift_convs_as_slices), the same Pad/Slice/Concat graph in a third to a sixth of the time.
     via_dwconv = options.exporter == "dynamo" and form.shift == "slice"
-    deploy = to_deploy_form(reference, replace(form, shift="dwconv") if via_dwconv else form)
-    raw = torch_to_onnx(deploy, options, in_ch)
+    exported = replace(form, shift="dwconv") if via_dwconv else form
+    deploy = to_deploy_form(reference, exported)
+    key = (exported, options.exporter, options.resolved_opset())
+    if exports is None or key not in exports:
+        raw = torch_to_onnx(deploy, options, in_ch)
+        if exports is not None:
+            exports[key] = raw.SerializeToString()
+    else:
+        raw = onnx.load_from_string(exports[key])  # a copy: the rewrites below change the graph in place
     if via_dwconv:
         shifts = shift_convs_as_slices(raw)
         expected = sum(isinstance(m, ShiftDWConv) for m in deploy.modules())

@@ -34,6 +34,13 @@ def verification_runner(workdir: Path, fields: dict, precision: str):
     return OrtRunner(workdir / MODEL_FILE, precision=precision), None
 
 
+def candidate_forms(precision: str) -> tuple[str, ...]:
+    """On CPU the forms ever measured fastest there (``options.CPU_FORMS``); with the CUDA provider, every form."""
+    from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
+
+    return CANDIDATE_FORMS if providers()[0] == "CUDAExecutionProvider" else CPU_FORMS
+
+
 def providers(use_cuda: bool = True) -> list[str]:
     import onnxruntime as ort
 

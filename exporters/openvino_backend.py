@@ -12,7 +12,7 @@ import numpy as np
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.runner import Runner
-from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
+from scnet_deploy.options import CPU_FORMS, OpenVINOOptions, RuntimeOptions
 
 XML, BIN = "model.xml", "model.bin"
 # INT8 runs its non-quantized parts (resize, add, float-kept layers) in f32: its drift is INT8's alone.
@@ -106,6 +106,12 @@ def check(precision: str) -> str | None:
     if precision == "bf16" and "BF16" not in cpu_capabilities():
         return "this CPU has no bf16 support in OpenVINO"
     return None
+
+
+def candidate_forms(precision: str) -> tuple[str, ...]:
+    """The forms ever measured fastest on a CPU (``options.CPU_FORMS``; this backend compiles for the CPU), and for
+    INT8 also fold+conv_before_upsample, the winner of earlier pipeline runs on the AMX machine."""
+    return CPU_FORMS + ("fold+conv_before_upsample",) if precision == "int8" else CPU_FORMS
 
 
 def build(ctx, workdir: Path) -> dict:

@@ -7,7 +7,9 @@ The contract (Polygraphy's loader/runner split): each backend's implementation m
 - ``verification_runner(workdir, fields, precision) -> (Runner | None, note)``: what the build session verifies
   against PyTorch: the engine, a stand-in where this machine cannot run it (TensorRT's graph in ONNX Runtime), or
   None with the reason;
-- ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range.
+- ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range;
+- optionally ``candidate_forms(precision) -> tuple``: the deploy forms its latency autotuner builds by default (the
+  forms measured ever to win on the hardware it will time on); without it, every ``CANDIDATE_FORMS``.
 Modules are imported only when used, so ``import scnet_deploy`` and ``--help`` need only the core dependencies.
 """
 
@@ -73,6 +75,13 @@ class Backend:
         if not self.available():
             return f"{self.distribution} is not installed ({self.install})"
         return importlib.import_module(self.module).check(precision)
+
+    def candidate_forms(self, precision: str) -> tuple[str, ...]:
+        """The deploy forms ``--optimize latency`` builds for ``precision`` unless ``--candidates`` names others."""
+        from scnet_deploy.options import CANDIDATE_FORMS
+
+        module = importlib.import_module(self.module)
+        return module.candidate_forms(precision) if hasattr(module, "candidate_forms") else CANDIDATE_FORMS
 
     def impl(self, building: bool = False):
         if not (building and self.builds_without_dependency):

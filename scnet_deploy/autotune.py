@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError, ScnetDeployError
-from .options import CANDIDATE_FORMS
 from .progress import Progress
 from .forms import DeployOptions
 from .timing import in_turn, median_ms
@@ -28,7 +27,9 @@ OPTIMIZE = ("none", "latency")
 @dataclass(frozen=True)
 class TuneOptions:
     optimize: str = "none"  # "latency": build and time the candidates
-    candidates: tuple[str, ...] = CANDIDATE_FORMS
+    # None: the backend's default for the precision (Backend.candidate_forms: on a CPU, the forms ever measured
+    # fastest there; elsewhere every CANDIDATE_FORMS)
+    candidates: tuple[str, ...] | None = None
     size: tuple[int, int] | None = None  # LR (height, width) to time at; None: the export's --opt-size
     # timed runs of the two fastest candidates in turn and of the tiles (the medians decide); each candidate is
     # first screened alone with half as many (rounded up) after one warm-up run
@@ -38,9 +39,9 @@ class TuneOptions:
     def check(self) -> None:
         if self.optimize not in OPTIMIZE:
             raise ExportError(f"--optimize {self.optimize!r} is unknown; choose one of {list(OPTIMIZE)}.")
-        if not self.candidates:
+        if self.candidates is not None and not self.candidates:
             raise ExportError("--candidates is empty; name at least one form, e.g. dwconv.")
-        for name in self.candidates:
+        for name in self.candidates or ():
             DeployOptions.from_name(name)
         if self.runs < 1 or any(t < 8 for t in self.tiles):
             raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
@@ -99,17 +100,21 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     from scnet_deploy.exporters.registry import backend_for_format
 
     options = session.options_for(target)
-    module = backend_for_format(target.format).impl(building=True)
+    backend = backend_for_format(target.format)
+    module = backend.impl(building=True)
     spec, tune, progress, label = session.checkpoint.spec, options.tune, session.progress, \
         f"autotune {target.format} {target.precision}"
     size = tuple(tune.size or options.sizes.opt)
     x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
     limited = target.precision == "int8" and target.format in SPEED_LIMITED
+    forms = tune.candidates or backend.candidate_forms(target.precision)
+    # Two candidates or fewer, no speed limit: screening could drop none of them, so both are timed in turn at once.
+    screen = limited or len(forms) > 2
     candidates, built, set_aside, first_limits = {}, {}, [], {}
 
     def build_and_time(i: int, name: str, limit) -> bool:
         """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
-        progress(Progress(f"{label}: building {name}", done=i, total=len(tune.candidates)))
+        progress(Progress(f"{label}: building {name}", done=i, total=len(forms)))
         cand_dir = scratch / f"{i}"
         shutil.rmtree(cand_dir, ignore_errors=True)
         cand_dir.mkdir(parents=True)
@@ -126,17 +131,20 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             candidates[name] = {"error": str(exc).splitlines()[0][:300]}
             return True
         build_s = time.perf_counter() - t0
-        progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=i, total=len(tune.candidates)))
+        built[name] = (cand_dir, fields)
+        if not screen:
+            candidates[name] = {"build_s": round(build_s, 2)}
+            return True
+        progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=i, total=len(forms)))
         best_ms = fastest_ms(candidates)
         ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs, best_ms)
         candidates[name] = {"median_ms": ms, "build_s": round(build_s, 2)}
-        built[name] = (cand_dir, fields)
         if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
             candidates[name]["not_timed"] = reason
             return False
         return True
 
-    for i, name in enumerate(tune.candidates):
+    for i, name in enumerate(forms):
         first_limits[name] = SpeedLimit(None, x) if limited else None
         if not build_and_time(i, name, first_limits[name]):
             break
@@ -152,14 +160,16 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
                 f"over budget all-INT8 at {all_int8_ms:.1f} ms, not {1 - RESUME_BELOW:.0%} faster than {best_ms:.1f} "
                 "ms, the fastest within budget: the float layers it needs could only slow it to a tie at best")
             continue
-        build_and_time(tune.candidates.index(name), name, limit)
+        build_and_time(forms.index(name), name, limit)
+    if not screen and built:
+        _time_in_turn_only(module, built, candidates, target.precision, x, tune.runs, progress, label)
     if not built:
         raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
                           + "; ".join(f"{n}: {c.get('error') or c.get('abandoned')}" for n, c in candidates.items()))
     best = fastest(candidates) or next(iter(built))
     top_two = sorted((n for n in built if candidates[n]["median_ms"] is not None),
                      key=lambda n: candidates[n]["median_ms"])[:2]
-    if len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
+    if screen and len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
         progress(Progress(f"{label}: {' vs '.join(top_two)}, interleaved"))
         for name, timing in _interleaved(module, {n: built[n] for n in top_two}, target.precision, x,
                                          tune.runs).items():
@@ -167,8 +177,9 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
     record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs,
-              "screening_runs": -(-tune.runs // 2), "screening_gives_up_above": GIVE_UP_ABOVE,
-              "candidates": {n: candidates[n] for n in tune.candidates if n in candidates}, "chosen": best,
+              "screening_runs": -(-tune.runs // 2) if screen else 0, "screening_gives_up_above": GIVE_UP_ABOVE,
+              "candidates_from": "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
+              "candidates": {n: candidates[n] for n in forms if n in candidates}, "chosen": best,
               "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
         whole_ms = candidates[best].get("interleaved_ms", candidates[best]["median_ms"])
@@ -179,6 +190,25 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         shutil.move(str(entry), workdir / entry.name)
     shutil.rmtree(scratch, ignore_errors=True)  # the losers
     return {**fields, "autotune": record}
+
+
+def _time_in_turn_only(module, built: dict, candidates: dict, precision: str, x: np.ndarray, runs: int, progress,
+                       label: str) -> None:
+    """Two candidates or fewer: each one's median is its time in turn with the other (``median_ms`` and
+    ``interleaved_ms`` alike); where this machine cannot run the engine, the first form is kept untimed."""
+    progress(Progress(f"{label}: {' vs '.join(built)}, in turn"))
+    try:
+        timings = _interleaved(module, built, precision, x, runs)
+    except ScnetDeployError as exc:  # TensorRT without a GPU, Core ML off macOS, ...
+        first = next(iter(built))
+        for name in list(built)[1:]:
+            del built[name], candidates[name]
+        candidates[first].update(median_ms=None, not_timed=str(exc).splitlines()[0][:300])
+        return
+    for name, timing in timings.items():
+        ms = timing.get("median_ms")
+        candidates[name].update(median_ms=ms, interleaved_ms=ms) if ms is not None else \
+            candidates[name].update(median_ms=None, error=timing["error"])
 
 
 def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: int) -> dict:

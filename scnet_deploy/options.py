@@ -8,6 +8,14 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # upsample_as_deconv is exact but measured slower in every backend here (OpenVINO picks a slow grouped-deconv kernel
 # inside the model), so it is a candidate only when asked for (--candidates).
 CANDIDATE_FORMS = ("dwconv", "dwconv+conv_before_upsample", "slice+conv_before_upsample", "fold+conv_before_upsample")
+# The forms ever measured fastest on a CPU (ONNX Runtime's and OpenVINO's CPU engines), on both CPU classes seen: AMD
+# EPYC without AMX (benchmarks/results/speed_suite.md) and Intel Xeon with AMX (speed_suite_intel_amx.md and the
+# benchmarks/pipeline_time.py runs README quotes). slice+conv_before_upsample never was (1.4-4x the winner in every
+# engine and precision); fold+conv_before_upsample only in OpenVINO INT8, which adds it. A CPU backend's autotuner
+# builds these by default (each candidate costs an ONNX export, for INT8 a quantization, and its timing); a GPU
+# engine tries every CANDIDATE_FORMS (slice+conv_before_upsample was the fastest PyTorch FP32 form on an H200);
+# --candidates asks for any.
+CPU_FORMS = ("dwconv", "dwconv+conv_before_upsample")
 
 
 @dataclass(frozen=True)

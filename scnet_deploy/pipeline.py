@@ -121,7 +121,8 @@ def autotune_summary(manifest: dict) -> dict:
     return {"form": manifest.get("form"), "tile": tuned.get("tile"), "target_lr_size": tuned.get("target_lr_size"),
             "candidates_ms": {name: c.get("median_ms") for name, c in cands.items()},
             "abandoned": {name: c["abandoned"] for name, c in cands.items() if "abandoned" in c},
-            "interleaved_ms": {name: c["interleaved_ms"] for name, c in cands.items() if "interleaved_ms" in c}}
+            "interleaved_ms": {name: c["interleaved_ms"] for name, c in cands.items() if "interleaved_ms" in c},
+            "screened": bool(tuned.get("screening_runs"))}  # else every candidate was timed in turn, once
 
 
 def int8_lines(records: dict) -> list[str]:
@@ -139,14 +140,15 @@ def int8_lines(records: dict) -> list[str]:
 
 
 def form_lines(forms: dict) -> list[str]:
-    lines = ["Graph form per engine (autotuned: every candidate's median ms at the target size, on this machine):", ""]
+    lines = ["Graph form per engine (autotuned: every candidate's median ms at the target size, on this machine; "
+             "two candidates are timed in turn, more are screened first):", ""]
     for label, f in forms.items():
         line = f"- `{label}`: {f['form']}" + (f", tiles of {f['tile']} LR px" if f.get("tile") else "")
         if f["candidates_ms"]:
-            line += " (tried: " + ", ".join(
+            line += (" (tried: " if f.get("screened", True) else " (tried in turn: ") + ", ".join(
                 f"{n} {ms:.1f}" if ms is not None else f"{n} over budget, stopped" if n in f.get("abandoned", {})
                 else f"{n} not timed" for n, ms in f["candidates_ms"].items())
-            if f["interleaved_ms"]:
+            if f["interleaved_ms"] and f.get("screened", True):
                 line += "; the two fastest again, interleaved: " + ", ".join(
                     f"{n} {ms:.1f}" for n, ms in f["interleaved_ms"].items())
             line += ")"

@@ -67,6 +67,7 @@ class BuildSession:
         self.scratch = Path(scratch)
         self.progress = reporter(progress)  # receives Progress events
         self._onnx: dict = {}
+        self._exports: dict = {}  # the exporter's raw graphs (onnx_graph.build_onnx)
         self._int8: dict = {}
         self._reference = None
 
@@ -95,7 +96,7 @@ class BuildSession:
             path = self.scratch / f"form-{len(self._onnx)}.onnx"
             path.parent.mkdir(parents=True, exist_ok=True)
             r = build_onnx(self.checkpoint.model, onnx_options, path, self.checkpoint.spec.num_in_ch,
-                           reference_outputs=self.reference)
+                           reference_outputs=self.reference, exports=self._exports)
             self._onnx[onnx_options] = {"path": path, "section": {
                 "options": options_dict(onnx_options), "simplifier": r.simplifier,
                 "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,

@@ -11,6 +11,7 @@ from conftest import save_basicsr, tiny_model
 from scnet_deploy import autotune
 from scnet_deploy.autotune import TuneOptions, fastest
 from scnet_deploy.errors import ExportError
+from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.rewrites import DeployOptions
@@ -46,7 +47,7 @@ def test_latency_export_times_every_candidate_and_keeps_the_fastest(tmp_path):
                                                                                 tiles=(8,))))
     record = result.manifest["autotune"]
     times = {name: c["median_ms"] for name, c in record["candidates"].items()}
-    assert set(times) == set(TuneOptions().candidates) and all(t > 0 for t in times.values())
+    assert set(times) == set(CPU_FORMS) and all(t > 0 for t in times.values())  # ONNX Runtime CPU's default
     final = {name: c["interleaved_ms"] for name, c in record["candidates"].items() if "interleaved_ms" in c}
     assert set(final) == set(sorted(times, key=times.get)[:2])  # the two fastest, timed again in turn
     assert record["chosen"] == min(final, key=final.get) == result.manifest["form"]
@@ -238,6 +239,49 @@ def test_a_candidate_over_budget_not_5_percent_faster_than_the_best_is_not_taken
     assert calls == ["slice", "dwconv"]  # dwconv built once (its all-INT8 try), never again
     record = result.manifest["autotune"]
     assert record["chosen"] == "slice" and "not 5% faster than 100.0 ms" in record["candidates"]["dwconv"]["abandoned"]
+
+
+def test_cpu_engines_try_the_forms_measured_ever_to_win_on_a_cpu_and_others_every_form():
+    from scnet_deploy.exporters.registry import backend_for_format
+
+    assert backend_for_format("onnx").candidate_forms("fp32") == CPU_FORMS  # no CUDA provider here
+    assert backend_for_format("onnx").candidate_forms("int8") == CPU_FORMS
+    if backend_for_format("openvino").available():
+        for precision in ("fp32", "bf16", "fp16"):
+            assert backend_for_format("openvino").candidate_forms(precision) == CPU_FORMS
+        assert backend_for_format("openvino").candidate_forms("int8") == CPU_FORMS + ("fold+conv_before_upsample",)
+    assert backend_for_format("tensorrt").candidate_forms("fp16") == CANDIDATE_FORMS
+    assert "slice+conv_before_upsample" in CANDIDATE_FORMS and "slice+conv_before_upsample" not in CPU_FORMS
+
+
+def test_two_candidates_are_timed_in_turn_once_without_screening(tmp_path, monkeypatch):
+    """Screening could drop neither of two candidates: they are built, then timed in turn once (no screening run,
+    no second interleaved round), and the faster in turn is kept."""
+    from scnet_deploy.session import BuildSession
+
+    turns = []
+
+    def build_form(self, target, form, workdir, speed_limit=None):
+        (workdir / "model.onnx").write_bytes(form.name.encode())
+        return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
+
+    def time_artifact(*a, **k):
+        raise AssertionError("screened")
+
+    def interleaved(module, artifacts, precision, x, runs):
+        turns.append(list(artifacts))
+        return {"slice": {"median_ms": 80.0}, "dwconv": {"median_ms": 100.0}}
+
+    monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(autotune, "_time_artifact", time_artifact)
+    monkeypatch.setattr(autotune, "_interleaved", interleaved)
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", tune=TuneOptions(
+        "latency", ("dwconv", "slice"), size=(8, 8), runs=1, tiles=())))
+    record = result.manifest["autotune"]
+    assert turns == [["dwconv", "slice"]] and record["screening_runs"] == 0
+    assert record["chosen"] == "slice" and (tmp_path / "a" / "model.onnx").read_bytes() == b"slice"
+    assert record["candidates"]["dwconv"]["median_ms"] == record["candidates"]["dwconv"]["interleaved_ms"] == 100.0
 
 
 def test_in_turn_stops_running_a_way_that_cannot_win():

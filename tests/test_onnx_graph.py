@@ -37,6 +37,19 @@ def test_export_runs_at_any_size_and_matches_pytorch(tmp_path, shift):
         assert np.abs(got - expected).max() <= 1e-4
 
 
+def test_a_slice_form_reuses_its_dwconv_forms_export_and_writes_the_same_bytes(tmp_path, monkeypatch):
+    model = tiny_model(4, "mlp", num_block=2)
+    build_onnx(model, OnnxOptions(shift="slice"), tmp_path / "alone.onnx")  # its own export
+    exports, calls = {}, []
+    real = onnx_graph.torch_to_onnx
+    monkeypatch.setattr(onnx_graph, "torch_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for shift in ("dwconv", "slice", "dwconv"):
+        build_onnx(model, OnnxOptions(shift=shift), tmp_path / f"{shift}.onnx", exports=exports)
+    assert len(calls) == 1 and len(exports) == 1  # one export served the dwconv form, the slice form, dwconv again
+    assert (tmp_path / "slice.onnx").read_bytes() == (tmp_path / "alone.onnx").read_bytes()
+    assert "Slice" in histogram(onnx.load(str(tmp_path / "slice.onnx")))
+
+
 @pytest.mark.parametrize("shift,budget", [("slice", 14), ("dwconv", 5)])
 def test_nodes_per_residual_block_after_simplification(tmp_path, shift, budget):
     counts = []

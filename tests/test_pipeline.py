@@ -25,8 +25,10 @@ def test_pipeline_tiny(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {"onnx-fp32", "onnx-slice-fp32", "onnx-int8"} <= set(summary["built"])
     assert summary["skipped"]["coreml-fp16"].startswith("not asked for")
-    tuned = summary["forms"]["onnx-fp32"]  # autotuned by default: every candidate timed, the fastest kept
-    assert len(tuned["candidates_ms"]) == 4 and len(tuned["interleaved_ms"]) == 2
+    tuned = summary["forms"]["onnx-fp32"]  # autotuned by default: every candidate of the CPU engine timed in turn
+    from scnet_deploy.options import CPU_FORMS
+
+    assert list(tuned["candidates_ms"]) == list(CPU_FORMS) and len(tuned["interleaved_ms"]) == 2
     assert tuned["form"] == min(tuned["interleaved_ms"], key=tuned["interleaved_ms"].get)
     assert set(tuned["interleaved_ms"]) == set(sorted(tuned["candidates_ms"], key=tuned["candidates_ms"].get)[:2])
     assert summary["forms"]["onnx-slice-fp32"]["form"] == "slice" and not summary["forms"]["onnx-slice-fp32"]["candidates_ms"]
