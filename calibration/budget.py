@@ -6,6 +6,7 @@ Every backend's manifest section comes from ``int8_section`` so ``manifest.json`
 report read the same for each.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -197,6 +198,28 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
             if over(drift) and too_slow is not None and k <= len(ranking):
                 too_slow(model, len(exclude), drift["mean_db"], tries, budget_db, len(ranking))
     return {"model": model, "drift": drift, "float_layers": list(exclude), "budget_db": budget_db, "tries": tries}
+
+
+class Ranking(Sequence):
+    """Convolutions to keep in float, first first, of which only ``head`` is known up front: the rest is ``rest()``
+    (a full ranking; the names already in ``head`` are skipped), computed the first time a budget loop reaches past
+    the head, so a loop that ends within budget with the head in float never pays for it. ``count``: how many
+    convolutions are ranked in all (``len``)."""
+
+    def __init__(self, head: list[str], count: int, rest: Callable[[], list[str]]) -> None:
+        self.head, self.count, self._rest, self._all = list(head), count, rest, None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        whole_head = isinstance(index, slice) and index.start in (None, 0) and index.step in (None, 1) \
+            and index.stop is not None and 0 <= index.stop <= len(self.head)
+        if whole_head or (isinstance(index, int) and 0 <= index < len(self.head)):
+            return self.head[index]
+        if self._all is None:
+            self._all = self.head + [n for n in self._rest() if n not in self.head]
+        return self._all[index]
 
 
 def costliest(items: list, won_back: Callable[[list], float]):

@@ -13,8 +13,8 @@ covers exactly [0, 1], and the image-space path (bilinear skip, residual add) st
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import Baseline, Int8Data, Quantized, SpeedLimit, costliest, int8_section, \
-    quantize_within_budget, rank_by_added_error
+from scnet_deploy.calibration.budget import Baseline, Int8Data, Quantized, Ranking, SpeedLimit, costliest, \
+    int8_section, quantize_within_budget, rank_by_added_error
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
 PRESETS = ("mixed", "performance")
@@ -158,15 +158,16 @@ def without_quantizers(model, names) -> object:
     return clone
 
 
-def ranking(fp32, int8, samples, baseline: Baseline, config: dict) -> list[str]:
+def ranking(fp32, int8, samples, baseline: Baseline, config: dict) -> Ranking:
     """The convolutions to keep in float, first first: the one behind the quantizer whose removal wins back most
     hold-out drift (measured: ``costliest`` over the quantizers in front of convolutions, about 12 measurements for
-    SCNet-T), then the rest by the error each adds on ``samples`` (``layer_sensitivity``).
+    SCNet-T), then the rest by the error each adds on ``samples`` (``layer_sensitivity``, ~4 s for SCNet-T here,
+    computed only when the budget loop needs more than the first).
 
     Measured because the added-error ranking can miss where the drift is: in the dwconv forms one quantizer, the
     first block's pre-ReLU shift input, cost 0.135 of 0.213 dB (on flat colours) and ranked past the 15th
     (benchmarks/results/ov_int8_quantizers.md)."""
-    by_error = [n for n, _ in layer_sensitivity(fp32, int8, samples, config)]
+    convs = {op.get_friendly_name() for op in fp32.get_ops() if op.get_type_name() in CONV_TYPES}
     feeds = convolution_quantizers(int8)
     before = baseline.measure(_ov_infer(int8, config))["mean_db"]
 
@@ -174,8 +175,8 @@ def ranking(fp32, int8, samples, baseline: Baseline, config: dict) -> list[str]:
         return baseline.measure(_ov_infer(without_quantizers(int8, names), config))["mean_db"] - before
 
     worst = costliest(sorted(feeds), won_back)
-    first = [c for c in feeds.get(worst, []) if c in by_error]
-    return first + [n for n in by_error if n not in first]
+    first = [c for c in feeds.get(worst, []) if c in convs]
+    return Ranking(first, len(convs), lambda: [n for n, _ in layer_sensitivity(fp32, int8, samples, config)])
 
 
 def nncf_parameters(preset: str = "performance", ranges: str = "minmax", bias_correction: str = "fast",

@@ -373,6 +373,31 @@ def test_the_costliest_item_is_found_by_halving_in_2_log2_n_measurements():
 
 
 @pytest.mark.openvino
+def test_the_ranking_past_its_measured_head_is_computed_only_when_a_budget_loop_reaches_it():
+    from scnet_deploy.calibration.budget import Ranking, quantize_within_budget
+
+    calls = []
+
+    def rest():
+        calls.append(1)
+        return ["c", "a", "d", "b"]
+
+    ranking = Ranking(["b"], 4, rest)
+    assert len(ranking) == 4 and ranking[:1] == ["b"] and ranking[0] == "b" and not calls
+    assert ranking[:3] == ["b", "c", "a"] and list(ranking) == ["b", "c", "a", "d"] and sorted(ranking) == list("abcd")
+    assert len(calls) == 1  # computed once
+
+    def loop(drift_with_b_in_float: float) -> list:
+        calls.clear()
+        drift = {(): -0.3, ("b",): drift_with_b_in_float, ("b", "c"): -0.05}
+        result = quantize_within_budget(lambda exclude: exclude, lambda m: {"mean_db": drift[m], "worst_image": {
+            "drift_db": drift[m]}}, lambda m: Ranking(["b"], 4, rest), 0.1)
+        return result["float_layers"]
+
+    assert loop(-0.05) == ["b"] and not calls  # within budget with the head in float: the rest never computed
+    assert loop(-0.2) == ["b", "c"] and len(calls) == 1
+
+
 def test_openvino_ranking_puts_first_the_convolution_behind_the_costliest_quantizer(ckpt, tmp_path, monkeypatch):
     """The budget loop's first layer kept in float is measured, not guessed: the convolution behind the quantizer
     whose removal wins back most hold-out drift comes first even where the added-error ranking puts it last."""
