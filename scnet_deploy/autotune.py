@@ -182,9 +182,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
               "candidates": {n: candidates[n] for n in forms if n in candidates}, "chosen": best,
               "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
-        whole_ms = candidates[best].get("interleaved_ms", candidates[best]["median_ms"])
         with _load(module, cand_dir, fields, target.precision) as runner:
-            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
+            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress)
         record["tile"] = choose_tile(record["tiles"])
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
@@ -224,18 +223,23 @@ def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: i
 TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost the timing noise must not hide
 
 
-def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress, whole_ms: float) -> dict:
+def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress) -> dict:
     """The whole image ("none") and exact tiling at each tile side smaller than the image, on the same loaded
-    engine. Each tile is first screened alone, as the candidates are (one warm-up, half the runs, stopped after its
-    first run if that is already slower than ``whole_ms``, the whole image's median from the candidates' timing):
-    only a tile whose screening median beats the whole image by ``TILE_MARGIN`` is timed again, in turn with the
-    whole image, and only those timings choose (``choose_tile``)."""
+    engine. The whole image and each tile are first screened alone, as the candidates are (one warm-up, half the
+    runs; a tile stopped after its first run if that is already slower than the whole image's screening median):
+    alone against alone, because an engine timed in turn with another runs slower than alone (each evicts the
+    other's memory), which made tiles look faster than they are. Only a tile whose screening median beats the whole
+    image by ``TILE_MARGIN`` is timed again, in turn with the whole image, and only those timings choose
+    (``choose_tile``)."""
     from scnet_deploy.exporters.runner import TiledRunner
 
     tiles = {str(t): TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer
              for t in tune.tiles if t < max(x.shape[2:])}
-    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(tiles) or '-'} px"))
-    timings = {"none": {"median_ms": whole_ms, "from": "candidates"}}
+    if not tiles:
+        return {}
+    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(tiles)} px"))
+    whole_ms = median_ms(runner.infer, x, -(-tune.runs // 2))
+    timings = {"none": {"median_ms": whole_ms, "from": "screening"}}
     for name, infer in tiles.items():
         try:
             timings[name] = {"median_ms": median_ms(infer, x, -(-tune.runs // 2), give_up_above_ms=whole_ms),
@@ -252,6 +256,7 @@ def choose_tile(timings: dict) -> int | None:
     """The fastest tile timed in turn with the whole image (not one only screened) if it beats the whole image by
     the margin, else None (run whole images)."""
     best = fastest({k: v for k, v in timings.items() if k != "none" and v.get("from") != "screening"})
-    if best is None or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
+    if best is None or timings["none"].get("from") == "screening" \
+            or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
         return None
     return int(best)
