@@ -370,6 +370,10 @@ def test_the_costliest_item_is_found_by_halving_in_2_log2_n_measurements():
 
     assert costliest(list(cost), won_back) == "q41" and len(asked) <= 2 * 6
     assert costliest([], won_back) is None and costliest(["only"], won_back) == "only"
+    sequential = list(asked)
+    asked.clear()
+    assert costliest(list(cost), won_back, workers=2) == "q41"  # the two halves of each step at once: the same
+    assert sorted(map(tuple, asked)) == sorted(map(tuple, sequential[:len(asked)])) and len(asked) == 12
 
 
 @pytest.mark.openvino
