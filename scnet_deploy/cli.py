@@ -123,7 +123,8 @@ def export_cmd(
     candidates: str = typer.Option(",".join(CANDIDATE_FORMS), help="--optimize latency: forms to try, "
                                    "shift[+conv_before_upsample][+upsample_as_deconv], comma-separated."),
     tune_runs: int = typer.Option(5, help="--optimize latency: timed runs per candidate."),
-    tune_tiles: str = typer.Option("128,256", help="--optimize latency: LR tile sides to try ('' for none)."),
+    tune_tiles: str = typer.Option("256", help="--optimize latency: LR tile sides to try, comma-separated ('' for "
+                                   "none)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset, 17 or 18 (default: the exporter's, 18 for dynamo)."),
     exporter: str = typer.Option("dynamo", help="torch.onnx exporter: dynamo or torchscript."),
     simplify: bool = typer.Option(True, help="Simplify with onnxsim (onnxslim as fallback)."),
