@@ -120,8 +120,10 @@ def export_cmd(
                                             "transposed conv (exact)."),
     optimize: str = typer.Option("none", help="latency: build every --candidates form, verify and time each at "
                                  "--opt-size here, keep the fastest (and exact tiling where faster); none: --shift."),
-    candidates: str = typer.Option(",".join(CANDIDATE_FORMS), help="--optimize latency: forms to try, "
-                                   "shift[+conv_before_upsample][+upsample_as_deconv], comma-separated."),
+    candidates: Optional[str] = typer.Option(None, help="--optimize latency: forms to try, "
+                                             "shift[+conv_before_upsample][+upsample_as_deconv], comma-separated; "
+                                             "default: the backend's (on a CPU the forms ever measured fastest "
+                                             "there, elsewhere " + ",".join(CANDIDATE_FORMS) + ")."),
     tune_runs: int = typer.Option(5, help="--optimize latency: timed runs per candidate."),
     tune_tiles: str = typer.Option("256", help="--optimize latency: LR tile sides to try, comma-separated ('' for "
                                    "none)."),
@@ -167,7 +169,7 @@ def export_cmd(
         sizes=SizeRange(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
         onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample,
                          upsample_as_deconv=upsample_as_deconv, opset=opset, exporter=exporter, simplify=simplify),
-        tune=TuneOptions(optimize, _parse_list(candidates), runs=tune_runs,
+        tune=TuneOptions(optimize, None if candidates is None else _parse_list(candidates), runs=tune_runs,
                          tiles=tuple(_parse_int(t, "--tune-tiles") for t in _parse_list(tune_tiles))),
         openvino=OpenVINOOptions(inference_precision=ov_hint, performance=ov_performance),
         tensorrt=TensorRTOptions(workspace_mb=workspace, timing_cache=timing_cache, max_batch=max_batch),

@@ -14,6 +14,29 @@ def cli(*args, cwd=None):
                           cwd=cwd, timeout=300)
 
 
+def test_export_leaves_the_candidate_forms_to_the_backend_unless_told(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import importlib
+
+    from scnet_deploy.cli import app
+
+    export_module = importlib.import_module("scnet_deploy.export")  # the module, not the package's export()
+    from scnet_deploy.errors import ScnetDeployError
+
+    asked = []
+
+    def fake_export(checkpoint, options, progress=None):
+        asked.append(options.tune.candidates)
+        raise ScnetDeployError("stop here")
+
+    monkeypatch.setattr(export_module, "export", fake_export)
+    for extra in ([], ["--candidates", "dwconv,slice"]):
+        CliRunner().invoke(app, ["export", str(tmp_path / "m.pth"), "-o", str(tmp_path / "a"), "--optimize",
+                                 "latency", *extra])
+    assert asked == [None, ("dwconv", "slice")]  # None: Backend.candidate_forms decides
+
+
 def test_help_lists_the_verbs():
     out = cli("--help")
     assert out.returncode == 0 and "info" in out.stdout and "export" in out.stdout
