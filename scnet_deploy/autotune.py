@@ -184,8 +184,9 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
               "candidates": {n: candidates[n] for n in forms if n in candidates}, "chosen": best,
               "tile": None}
     if candidates[best]["median_ms"] is not None and tune.tiles:
+        whole_ms = candidates[best].get("interleaved_ms", candidates[best]["median_ms"])
         with _load(module, cand_dir, fields, target.precision) as runner:
-            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress)
+            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
         record["tile"] = choose_tile(record["tiles"])
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
@@ -225,32 +226,37 @@ def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: i
 TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost the timing noise must not hide
 
 
-def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress) -> dict:
+def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress, whole_ms: float) -> dict:
     """The whole image ("none") and exact tiling at each tile side smaller than the image, on the same loaded
-    engine. The whole image and each tile are first screened alone, as the candidates are (one warm-up, half the
-    runs; a tile stopped after its first run if that is already slower than the whole image's screening median):
-    alone against alone, because an engine timed in turn with another runs slower than alone (each evicts the
-    other's memory), which made tiles look faster than they are. Only a tile whose screening median beats the whole
-    image by ``TILE_MARGIN`` is timed again, in turn with the whole image, and only those timings choose
-    (``choose_tile``)."""
+    engine. ``whole_ms``: the whole image's median from the candidates' timing, in turn with another candidate or
+    screened alone; an engine timed in turn runs slower than alone (each evicts the other's memory), never faster.
+    Each tile is first screened alone (one warm-up, half the runs), stopped after its first run if that is already
+    slower than ``whole_ms``: it cannot beat the whole image alone either. Only if a tile screens ``TILE_MARGIN``
+    faster than ``whole_ms`` is the whole image screened alone on the same engine, alone against alone (comparing a
+    tile alone with an in-turn median made tiles look faster than they were); a tile that still beats it by the
+    margin is timed again in turn with the whole image, and only those timings choose (``choose_tile``)."""
     from scnet_deploy.exporters.runner import TiledRunner
 
     tiles = {str(t): TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer
              for t in tune.tiles if t < max(x.shape[2:])}
-    if not tiles:
-        return {}
-    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(tiles)} px"))
-    whole_ms = median_ms(runner.infer, x, -(-tune.runs // 2))
-    timings = {"none": {"median_ms": whole_ms, "from": "screening"}}
+    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(tiles) or '-'} px"))
+    timings = {"none": {"median_ms": whole_ms, "from": "candidates"}}
     for name, infer in tiles.items():
         try:
             timings[name] = {"median_ms": median_ms(infer, x, -(-tune.runs // 2), give_up_above_ms=whole_ms),
                              "from": "screening"}
         except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
             timings[name] = {"error": str(exc).splitlines()[0][:300]}
-    promising = {n: tiles[n] for n in tiles if timings[n].get("median_ms", whole_ms) < TILE_MARGIN * whole_ms}
-    if promising:
-        timings.update(in_turn({"none": runner.infer, **promising}, x, tune.runs, warmup=1))
+
+    def beating(reference: float) -> list[str]:
+        return [n for n in tiles if timings[n].get("median_ms", reference) < TILE_MARGIN * reference]
+
+    if beating(whole_ms):
+        alone = median_ms(runner.infer, x, -(-tune.runs // 2))
+        timings["none"] = {"median_ms": alone, "from": "screening", "candidates_ms": whole_ms}
+        promising = {n: tiles[n] for n in beating(alone)}
+        if promising:
+            timings.update(in_turn({"none": runner.infer, **promising}, x, tune.runs, warmup=1))
     return timings
 
 

@@ -103,9 +103,9 @@ class _PricedRunner(Runner):
 
 @pytest.mark.parametrize("tile_cheaper", [False, True])
 def test_tiles_are_screened_and_only_a_promising_one_is_timed_again_in_turn(monkeypatch, tile_cheaper):
-    """The whole image and each tile are first screened alone on the loaded engine; a tile already slower than the
-    whole image there is not run again, and nothing is timed in turn; a faster one is timed in turn with the whole
-    image, and only that timing can choose it."""
+    """Each tile is first screened alone against the whole image's median from the candidates' timing; a tile
+    already slower there is not run again, and nothing else is timed; a faster one is compared with the whole image
+    screened alone, then timed in turn with it, and only that timing can choose it."""
     from types import SimpleNamespace
 
     in_turn_ways = []
@@ -116,15 +116,15 @@ def test_tiles_are_screened_and_only_a_promising_one_is_timed_again_in_turn(monk
     runner = _PricedRunner(lambda px: whole if px >= 32 * 32 else 0.1 if tile_cheaper else whole * px / 256)
     x = np.zeros((1, 3, 32, 32), np.float32)
     timings = autotune._time_tiles(runner, SimpleNamespace(receptive_radius=2, scale=2), "onnx", x,
-                                   TuneOptions(runs=4, tiles=(16, 64)), lambda e: None)
+                                   TuneOptions(runs=4, tiles=(16, 64)), lambda e: None, whole)
     assert set(timings) == {"none", "16"}  # 64 >= the image: not a tile
     if tile_cheaper:
         assert in_turn_ways == [{"none", "16"}] and autotune.choose_tile(timings) == 16
+        whole_calls = [i for i, hw in enumerate(runner.sizes) if hw == (32, 32)]
+        assert whole_calls[:3] == [12, 13, 14]  # after the tile's screening (3 runs of 4 tiles): the whole, alone
     else:  # the warm-up and one timed run of the tile, then nothing more
         assert in_turn_ways == [] and timings["16"]["from"] == "screening"
-        assert runner.sizes.count((32, 32)) == 1 + 2 and timings["none"]["from"] == "screening"  # whole, alone
-        tile_runs = [hw for hw in runner.sizes if hw != (32, 32)]
-        assert len(tile_runs) == 2 * 4 and autotune.choose_tile(timings) is None  # 2x2 tiles a run
+        assert len(runner.sizes) == 2 * 4 and autotune.choose_tile(timings) is None  # 2x2 tiles a run
 
 
 def test_a_measured_faster_tile_is_recorded_and_every_verb_runs_tiled_and_exact(tmp_path, monkeypatch):
