@@ -158,7 +158,7 @@ def without_quantizers(model, names) -> object:
     return clone
 
 
-def ranking(fp32, int8, samples, baseline: Baseline, config: dict) -> Ranking:
+def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: float | None = None) -> Ranking:
     """The convolutions to keep in float, first first: the one behind the quantizer whose removal wins back most
     hold-out drift (measured: ``costliest`` over the quantizers in front of convolutions, about 12 measurements for
     SCNet-T), then the rest by the error each adds on ``samples`` (``layer_sensitivity``, ~4 s for SCNet-T here,
@@ -166,10 +166,12 @@ def ranking(fp32, int8, samples, baseline: Baseline, config: dict) -> Ranking:
 
     Measured because the added-error ranking can miss where the drift is: in the dwconv forms one quantizer, the
     first block's pre-ReLU shift input, cost 0.135 of 0.213 dB (on flat colours) and ranked past the 15th
-    (benchmarks/results/ov_int8_quantizers.md)."""
+    (benchmarks/results/ov_int8_quantizers.md). ``before``: ``int8``'s mean hold-out drift where the budget loop
+    has measured it already."""
     convs = {op.get_friendly_name() for op in fp32.get_ops() if op.get_type_name() in CONV_TYPES}
     feeds = convolution_quantizers(int8)
-    before = baseline.measure(_ov_infer(int8, config))["mean_db"]
+    if before is None:
+        before = baseline.measure(_ov_infer(int8, config))["mean_db"]
 
     def won_back(names) -> float:
         return baseline.measure(_ov_infer(without_quantizers(int8, names), config))["mean_db"] - before
@@ -249,9 +251,19 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
             fixes.update(fix_known_ranges(quantized), float_image_path=float_path)
         return quantized
 
+    # each model's drift as the loop measured it (the resumed all-INT8 try's from its first call): the ranking
+    # starts from the all-INT8 drift and need not measure it again
+    measured = {}
+    if speed_limit is not None and speed_limit.first_try:
+        measured[id(speed_limit.first_try["model"])] = speed_limit.first_try["drift"]
+
+    def measure(m) -> dict:
+        measured[id(m)] = baseline.measure(_ov_infer(m, config))
+        return measured[id(m)]
+
     result = quantize_within_budget(
-        quantize, lambda m: baseline.measure(_ov_infer(m, config)),
-        lambda m: ranking(model, m, calib.arrays[:4], baseline, config), budget_db,
+        quantize, measure,
+        lambda m: ranking(model, m, calib.arrays[:4], baseline, config, measured[id(m)]["mean_db"]), budget_db,
         None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
         first_try=None if speed_limit is None else speed_limit.first_try)
     quantized = result["model"]

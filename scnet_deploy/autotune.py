@@ -31,8 +31,9 @@ class TuneOptions:
     # fastest there; elsewhere every CANDIDATE_FORMS)
     candidates: tuple[str, ...] | None = None
     size: tuple[int, int] | None = None  # LR (height, width) to time at; None: the export's --opt-size
-    # timed runs of the two fastest candidates in turn and of the tiles (the medians decide); each candidate is
-    # first screened alone with half as many (rounded up) after one warm-up run
+    # timed runs of the two fastest candidates in turn and of the tiles (the medians decide); with more than two
+    # candidates (or INT8 under a speed limit) each is first screened alone with half as many (rounded up) after one
+    # warm-up run
     runs: int = 5
     # LR tile sides tried on the winner; () tries none. 128 is no longer tried by default: it was slower than 256 in
     # every measurement on both CPU classes (its halo of the 21-px receptive radius adds 76% pixels, 256's 36%)
@@ -208,9 +209,10 @@ def _time_in_turn_only(module, built: dict, candidates: dict, precision: str, x:
         candidates[first].update(median_ms=None, not_timed=str(exc).splitlines()[0][:300])
         return
     for name, timing in timings.items():
-        ms = timing.get("median_ms")
-        candidates[name].update(median_ms=ms, interleaved_ms=ms) if ms is not None else \
+        if "error" in timing:
             candidates[name].update(median_ms=None, error=timing["error"])
+        else:
+            candidates[name].update(median_ms=timing["median_ms"], interleaved_ms=timing["median_ms"])
 
 
 def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: int) -> dict:
@@ -264,7 +266,6 @@ def choose_tile(timings: dict) -> int | None:
     """The fastest tile timed in turn with the whole image (not one only screened) if it beats the whole image by
     the margin, else None (run whole images)."""
     best = fastest({k: v for k, v in timings.items() if k != "none" and v.get("from") != "screening"})
-    if best is None or timings["none"].get("from") == "screening" \
-            or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
+    if best is None or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
         return None
     return int(best)
