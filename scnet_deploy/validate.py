@@ -11,7 +11,9 @@ whose run would not fit the memory budget (``memory.py``) is run in exact tiles 
 amplified error map vs FP32 (scnet_deploy/visuals.py).
 """
 
+import gc
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,12 +124,24 @@ def _spill(folder: Path):
     return keep
 
 
+@contextmanager
+def _collecting_only_new_objects():
+    """Collect once, then freeze what exists (``gc.freeze``) for the duration: the collection after each model
+    (``_release_freed_memory``) then scans only the objects made since, its engine's among them, not everything the
+    process holds (after the pipeline's builds: 0.4 s a collection, 3 s a validation)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _release_freed_memory() -> None:
     """Hand memory a closed engine freed back to the system (glibc keeps large freed blocks otherwise), so the next
     model's budget, measured from what is left, is not eaten by the last one's garbage."""
     import ctypes
     import ctypes.util
-    import gc
 
     gc.collect()
     try:
@@ -231,7 +245,7 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
         from .remote import validate_on
 
         return validate_on(models, options, validate, progress)
-    with tempfile.TemporaryDirectory(prefix="scnet-deploy-validate-") as spill:
+    with tempfile.TemporaryDirectory(prefix="scnet-deploy-validate-") as spill, _collecting_only_new_objects():
         return _validate(models, options, progress, Path(spill))
 
 
