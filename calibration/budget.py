@@ -6,6 +6,7 @@ Every backend's manifest section comes from ``int8_section`` so ``manifest.json`
 report read the same for each.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,7 +16,7 @@ import numpy as np
 from scnet_deploy.calibration.data import CalibOptions, CalibrationSet, calibration_set, holdout_set
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.images import to_u8_hwc
-from scnet_deploy.metrics import psnr_ssim_y
+from scnet_deploy.metrics import psnr_y
 
 DEFAULT_BUDGET_DB = 0.1  # mean PSNR-Y drift on the hold-out an INT8 export may lose unless told otherwise
 
@@ -56,8 +57,10 @@ class SpeedLimit:
     """For the latency autotuner: a candidate whose INT8 engine is over budget and already slower than ``ms`` (the
     fastest candidate within budget so far) cannot win, and keeping more layers in float only makes it slower, so
     its budget loop stops; so does a loop whose budget is out of reach (``out_of_reach``: more float layers would
-    only slow it). ``ms=None``: no candidate is within budget yet; stop at the first try over budget and report its speed (the
-    autotuner comes back to it). Timed at ``x`` (median of ``runs`` after one warm-up).
+    only slow it). ``ms=None``: no candidate is within budget yet; stop at the first try over budget and report its
+    speed (the autotuner comes back to it). ``ms=math.inf``: none is within budget, and this candidate is taken up
+    again: its loop runs to the end as without a limit, from ``first_try``. Timed at ``x`` (median of ``runs`` after
+    one warm-up).
 
     ``first_try``: the candidate's all-INT8 try (model and drift), kept by a quantizer that holds its model in memory
     (OpenVINO) so that the autotuner's second limit for the same candidate resumes the loop instead of quantizing
@@ -75,6 +78,8 @@ class SpeedLimit:
         ``quantize_within_budget``): for ``out_of_reach``."""
         from scnet_deploy.timing import median_ms
 
+        if self.ms == math.inf:  # nothing within budget to beat: the loop runs to its end (resumed from first_try)
+            return
         ms = median_ms(infer, self.x, self.runs, warmup=1)
         over = f"over budget ({drift_db:+.3f} dB) with {float_layers} layer(s) in float, {ms:.1f} ms"
         if self.ms is None:
@@ -99,7 +104,7 @@ def psnr_scores(infer: Callable[[np.ndarray], np.ndarray], holdout, scale: int) 
     scores = []
     for item in holdout:
         out = infer(item.lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]
-        scores.append(psnr_ssim_y(to_u8_hwc(out), item.hr, crop=scale)[0])
+        scores.append(psnr_y(to_u8_hwc(out), item.hr, crop=scale))
     return scores
 
 
@@ -172,7 +177,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
         return budget_db is not None and drift["mean_db"] < -budget_db
 
     exclude: tuple[str, ...] = ()
-    if first_try:
+    if first_try and "model" in first_try:
         model, drift = first_try["model"], first_try["drift"]
     else:
         model = quantize(exclude)

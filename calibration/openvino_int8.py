@@ -236,7 +236,14 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
     import nncf
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines would interleave with our progress display
-    calib, baseline = data.calib, data.baseline(_ov_infer(model, config))
+    first_try = None if speed_limit is None else speed_limit.first_try
+    calib = data.calib
+    if first_try and "baseline" in first_try:  # resumed: the FP32 engine's scores are those of the first call
+        baseline = first_try["baseline"]
+    else:
+        baseline = data.baseline(_ov_infer(model, config))
+        if first_try is not None:
+            first_try["baseline"] = baseline
     calibration = nncf.Dataset(list(calib))
     kwargs = nncf_parameters(**settings)
     fixes = {}
@@ -254,8 +261,8 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
     # each model's drift as the loop measured it (the resumed all-INT8 try's from its first call): the ranking
     # starts from the all-INT8 drift and need not measure it again
     measured = {}
-    if speed_limit is not None and speed_limit.first_try:
-        measured[id(speed_limit.first_try["model"])] = speed_limit.first_try["drift"]
+    if first_try and "model" in first_try:
+        measured[id(first_try["model"])] = first_try["drift"]
 
     def measure(m) -> dict:
         measured[id(m)] = baseline.measure(_ov_infer(m, config))
@@ -265,7 +272,7 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
         quantize, measure,
         lambda m: ranking(model, m, calib.arrays[:4], baseline, config, measured[id(m)]["mean_db"]), budget_db,
         None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
-        first_try=None if speed_limit is None else speed_limit.first_try)
+        first_try=first_try)
     quantized = result["model"]
     float_layers = float_convolutions(quantized)
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]

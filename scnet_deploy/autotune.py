@@ -9,6 +9,7 @@ and every verb that opens the artifact runs it that way (``runtime.open_model``)
 Candidate forms are named as in ``DeployOptions.name``: ``shift[+rewrite...]``.
 """
 
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -153,8 +154,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             break
     for name in sorted(set_aside, key=lambda n: candidates[n]["over_budget_ms"]):
         best_ms = fastest_ms(candidates)
-        # none within budget yet: the whole loop; else resumed from its all-INT8 try where the quantizer kept it
-        limit = SpeedLimit(best_ms, x, first_try=first_limits[name].first_try) if best_ms is not None else None
+        # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
+        limit = SpeedLimit(math.inf if best_ms is None else best_ms, x, first_try=first_limits[name].first_try)
         all_int8_ms = candidates[name]["over_budget_ms"]
         if best_ms is not None and all_int8_ms >= RESUME_BELOW * best_ms:
             candidates[name]["abandoned"] = (

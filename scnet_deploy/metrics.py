@@ -54,6 +54,11 @@ def ssim(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float(ssim_map.mean())
 
 
+def psnr_y(sr_u8: np.ndarray, hr_u8: np.ndarray, crop: int) -> float:
+    """PSNR-Y alone (``psnr_ssim_y``'s first value, without the cost of SSIM)."""
+    return psnr(_crop(rgb_to_y(sr_u8), crop), _crop(rgb_to_y(hr_u8), crop))
+
+
 def psnr_ssim_y(sr_u8: np.ndarray, hr_u8: np.ndarray, crop: int) -> tuple[float, float]:
     """PSNR-Y and SSIM-Y of two uint8 RGB images, ``crop`` border pixels removed (the scale, by convention)."""
     y_sr, y_hr = _crop(rgb_to_y(sr_u8), crop), _crop(rgb_to_y(hr_u8), crop)

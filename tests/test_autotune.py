@@ -218,6 +218,36 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
                                                                        limits["slice+conv_before_upsample"]))
 
 
+def test_with_none_within_budget_all_int8_the_fastest_is_taken_up_again_from_its_first_try(tmp_path, monkeypatch):
+    """Both candidates over budget all-INT8 (dwconv 80 ms, fold 90): dwconv, the faster, is taken up again with no
+    speed to beat (``SpeedLimit(math.inf)``: its loop runs to the end) resuming from the try its first build kept,
+    and ends within budget at 85 ms; fold (90 ms all-INT8, already slower than that) is not taken up at all."""
+    import math
+
+    from scnet_deploy.calibration.budget import BudgetAbandoned
+    from scnet_deploy.session import BuildSession
+
+    all_int8, calls, limits = {"dwconv": 80.0, "fold": 90.0}, [], {}
+
+    def build_form(self, target, form, workdir, speed_limit=None):
+        calls.append((form.name, speed_limit.ms))
+        limits.setdefault(form.name, []).append(speed_limit)
+        (workdir / "model.onnx").write_bytes(form.name.encode())
+        if speed_limit.ms is None:
+            raise BudgetAbandoned(f"{form.name} over budget", all_int8[form.name])
+        return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
+
+    monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(autotune, "_time_artifact", lambda *a, **k: (85.0, None))
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", precision="int8", tune=TuneOptions(
+        "latency", ("dwconv", "fold"), size=(8, 8), runs=1, tiles=())))
+    assert calls == [("dwconv", None), ("fold", None), ("dwconv", math.inf)]
+    assert limits["dwconv"][1].first_try is limits["dwconv"][0].first_try
+    assert result.manifest["autotune"]["chosen"] == "dwconv"
+    assert "already then slower (90.0 ms)" in result.manifest["autotune"]["candidates"]["fold"]["abandoned"]
+
+
 def test_a_candidate_over_budget_not_5_percent_faster_than_the_best_is_not_taken_up_again(tmp_path, monkeypatch):
     """dwconv is over budget all-INT8 at 97 ms, the slice form within budget at 100: keeping layers in float could
     only bring dwconv to a tie within the noise, so its budget loop is not run."""

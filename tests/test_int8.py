@@ -2,6 +2,7 @@
 1x1 convolutions are really quantized."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -433,6 +434,44 @@ def test_openvino_ranking_puts_first_the_convolution_behind_the_costliest_quanti
 
 
 @pytest.mark.openvino
+def test_openvino_candidate_taken_up_again_reuses_its_fp32_scores_and_all_int8_try(ckpt, tmp_path, monkeypatch):
+    """The autotuner sets an OpenVINO INT8 candidate aside after its all-INT8 try, then takes it up again with a
+    second limit sharing the first's ``first_try``: the second call neither quantizes all-INT8 again nor scores the
+    FP32 engine on the hold-out again (its scores are the first call's)."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    from scnet_deploy.calibration import budget
+    from scnet_deploy.calibration import openvino_int8 as oi
+
+    export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino"))
+    fp32 = _ov_model(tmp_path / "fp32" / "model.xml")
+    data, config = budget.int8_data(FAST, 4), {"INFERENCE_PRECISION_HINT": "f32"}
+    scored, quantized = [], []
+    real_baseline, real_loop = budget.Int8Data.baseline, oi.quantize_within_budget
+    monkeypatch.setattr(budget.Int8Data, "baseline", lambda self, infer: scored.append(1) or real_baseline(self,
+                                                                                                         infer))
+
+    def loop(quantize, measure, rank, budget_db, too_slow=None, first_try=None):
+        def counted(exclude):
+            quantized.append(exclude)
+            return quantize(exclude)
+        if "model" not in first_try:  # the first call: the all-INT8 try, then set aside as over budget
+            model = counted(())
+            first_try.update(model=model, drift=measure(model))
+            raise budget.BudgetAbandoned("set aside", 1.0)
+        return real_loop(counted, measure, rank, None, too_slow, first_try)
+
+    monkeypatch.setattr(oi, "quantize_within_budget", loop)
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    first = budget.SpeedLimit(None, x)
+    with pytest.raises(budget.BudgetAbandoned):
+        oi.quantize_ir(fp32, data, 0.1, config, speed_limit=first)
+    result = oi.quantize_ir(fp32, data, 0.1, config, speed_limit=budget.SpeedLimit(math.inf, x,
+                                                                                   first_try=first.first_try))
+    assert scored == [1] and quantized == [()]
+    assert result.section["holdout"]["fp32_psnr_y"] == pytest.approx(float(np.mean(first.first_try["baseline"].fp32_psnr)))
+
+
+@pytest.mark.openvino
 def test_openvino_statistics_on_the_crops_static_shape_quantize_the_same(ckpt, tmp_path):
     """NNCF runs on a copy reshaped to the calibration crops' one shape (faster); the quantized model is the one the
     dynamic model gives, and gets the dynamic input shape back."""
@@ -686,3 +725,28 @@ def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
                                     lambda m, *t: again.check(lambda _: None, *t), first_try=again.first_try)
     assert tries == [0, 1, 2, 4] and result["float_layers"] == list("abcd")
     assert result["tries"][0]["float_layers"] == 0  # the kept try is still recorded as the first
+
+
+def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the_end_from_its_first_try():
+    """``SpeedLimit(math.inf)``: no candidate within budget to beat; the loop resumes from the kept all-INT8 try and
+    is neither timed nor stopped where its budget looks out of reach (a result must come out of it)."""
+    from scnet_deploy.calibration.budget import SpeedLimit, quantize_within_budget
+
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):  # no gain from the first layers (out of reach by their rate), then within budget with all 8
+        d = -0.9 if k < 8 else -0.05
+        return {"mean_db": d, "worst_image": {"drift_db": d}}
+
+    def never_timed(_):
+        raise AssertionError("timed")
+
+    limit = SpeedLimit(math.inf, np.zeros((1, 3, 4, 4), np.float32), runs=1,
+                       first_try={"model": 0, "drift": measure(0)})
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                                    lambda m, *t: limit.check(never_timed, *t), first_try=limit.first_try)
+    assert tries[0] != 0 and result["float_layers"] == list("abcdefgh")

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import DATASETS, need
 from scnet_deploy.images import list_images, mod_crop, read_rgb_u8
-from scnet_deploy.metrics import psnr, psnr_ssim_y, rgb_to_y, ssim
+from scnet_deploy.metrics import psnr, psnr_ssim_y, psnr_y, rgb_to_y, ssim
 from scnet_deploy.resize import bicubic_degrade, imresize, imresize_u8
 
 SET5 = DATASETS / "Set5"
@@ -50,3 +50,5 @@ def test_y_psnr_ssim_basics():
     assert psnr(a, a) == float("inf") and ssim(a, a) == pytest.approx(1.0)
     assert psnr(a, a + 1) == pytest.approx(10 * np.log10(255**2))
     assert ssim(a, 255 - a) < 0.1
+    rgb = np.random.default_rng(2).integers(0, 256, (2, 24, 20, 3), dtype=np.uint8)
+    assert psnr_y(rgb[0], rgb[1], crop=2) == psnr_ssim_y(rgb[0], rgb[1], crop=2)[0]  # the INT8 hold-out's score
