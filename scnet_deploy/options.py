@@ -11,7 +11,8 @@ CANDIDATE_FORMS = ("dwconv", "dwconv+conv_before_upsample", "slice+conv_before_u
 # The forms ever measured fastest on a CPU (ONNX Runtime's and OpenVINO's CPU engines), on both CPU classes seen: AMD
 # EPYC without AMX (benchmarks/results/speed_suite.md) and Intel Xeon with AMX (speed_suite_intel_amx.md and the
 # benchmarks/pipeline_time.py runs README quotes). slice+conv_before_upsample never was (1.4-4x the winner in every
-# engine and precision); fold+conv_before_upsample only in OpenVINO INT8, which adds it. A CPU backend's autotuner
+# engine and precision); fold+conv_before_upsample only in OpenVINO INT8 while the dwconv forms' budget loops did not
+# converge, and no longer (benchmarks/results/ov_int8_forms.md). A CPU backend's autotuner
 # builds these by default (each candidate costs an ONNX export, for INT8 a quantization, and its timing); a GPU
 # engine tries every CANDIDATE_FORMS (slice+conv_before_upsample was the fastest PyTorch FP32 form on an H200);
 # --candidates asks for any.

@@ -279,9 +279,8 @@ def test_cpu_engines_try_the_forms_measured_ever_to_win_on_a_cpu_and_others_ever
     assert backend_for_format("onnx").candidate_forms("fp32") == CPU_FORMS  # no CUDA provider here
     assert backend_for_format("onnx").candidate_forms("int8") == CPU_FORMS
     if backend_for_format("openvino").available():
-        for precision in ("fp32", "bf16", "fp16"):
+        for precision in ("fp32", "bf16", "fp16", "int8"):
             assert backend_for_format("openvino").candidate_forms(precision) == CPU_FORMS
-        assert backend_for_format("openvino").candidate_forms("int8") == CPU_FORMS + ("fold+conv_before_upsample",)
     assert backend_for_format("tensorrt").candidate_forms("fp16") == CANDIDATE_FORMS
     assert "slice+conv_before_upsample" in CANDIDATE_FORMS and "slice+conv_before_upsample" not in CPU_FORMS
 
