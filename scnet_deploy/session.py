@@ -1,7 +1,8 @@
 """One build session: what several engines share is made once.
 
 A session holds one loaded checkpoint and caches, per deploy form, the verified ONNX graph and, per calibration
-source, the calibration crops and hold-out. ``export``, the latency
+source, the calibration crops and hold-out, and per form a backend's own model of the graph (OpenVINO's, converted
+once for its four precisions). ``export``, the latency
 autotuner and ``pipeline`` all build through it, target by target::
 
     session = BuildSession(checkpoint, options, scratch)
@@ -54,6 +55,12 @@ class BuildContext:
         """Calibration crops, hold-out and FP32 baseline (calibration.budget.Int8Data); built once a session."""
         return self.session.int8_data(self.options.calib)
 
+    def from_onnx(self, kind: str, convert):
+        """``convert(path)`` of this form's verified ONNX graph: a backend's own model of it (OpenVINO's ``ov.Model``),
+        made once a session per form and ``kind``, shared by every target of that backend; copy it before changing
+        it."""
+        return self.session.from_onnx(kind, self.options.onnx, convert)
+
     def deploy_module(self):
         from .rewrites import to_deploy_form
 
@@ -69,6 +76,7 @@ class BuildSession:
         self._onnx: dict = {}
         self._exports: dict = {}  # the exporter's raw graphs (onnx_graph.build_onnx)
         self._int8: dict = {}
+        self._converted: dict = {}  # (kind, ONNX options) -> a backend's model of that graph (BuildContext.from_onnx)
         self._reference = None
 
     @property
@@ -102,6 +110,11 @@ class BuildSession:
                 "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
                 "node_count": sum(r.nodes_after.values()), "seconds": r.seconds, "verification": r.verification}}
         return self._onnx[onnx_options]
+
+    def from_onnx(self, kind: str, onnx_options, convert):
+        if (kind, onnx_options) not in self._converted:
+            self._converted[kind, onnx_options] = convert(self.onnx(onnx_options)["path"])
+        return self._converted[kind, onnx_options]
 
     def int8_data(self, calib_options):
         if calib_options not in self._int8:

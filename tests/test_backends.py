@@ -1,6 +1,7 @@
 """Backend contract and registry, doctor, ONNX Runtime and OpenVINO engines, runners and artifact checks."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -194,6 +195,34 @@ def test_openvino_precisions(ckpt, tmp_path, precision):
             assert np.abs(out - ref).max() <= 1e-4
         else:  # bf16 (or f16) compute: close to FP32, but not FP32
             assert 0 < np.abs(out - ref).max() and psnr_vs_reference(out, ref) >= 30
+
+
+@pytest.mark.openvino
+def test_one_session_converts_each_form_to_openvino_once_and_writes_the_same_ir(ckpt, tmp_path, monkeypatch):
+    """The pipeline builds OpenVINO f32, fp16 (and bf16, INT8) from one form in one session: the ONNX graph is
+    converted once, and every IR is the one a separate export writes (weights byte for byte)."""
+    pytest.importorskip("scnet_deploy.exporters.openvino_backend",
+                        reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
+    import openvino as ov
+
+    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.export import build_session, write_artifact
+    from scnet_deploy.session import Target
+
+    alone = {p: export(ckpt, ExportOptions(output=tmp_path / f"alone-{p}", format="openvino", precision=p)).directory
+             for p in ("fp16", "fp32")}
+    converted, real = [], ov.convert_model
+    monkeypatch.setattr(ov, "convert_model", lambda *a, **k: converted.append(a) or real(*a, **k))
+    with build_session(load_checkpoint(ckpt), ExportOptions(output=tmp_path / "s"), tmp_path / "s") as session:
+        for precision in ("fp16", "fp32"):
+            write_artifact(session, [Target("openvino", precision)], tmp_path / f"s-{precision}")
+    assert len(converted) == 1
+
+    def ir(directory):  # OpenVINO numbers the nodes it names itself from a process-wide counter: not compared
+        xml = re.sub(r'name="(\w+?)_\d+', r'name="\1_N', (directory / "model.xml").read_text())
+        return xml, (directory / "model.bin").read_bytes()
+    for precision, directory in alone.items():
+        assert ir(tmp_path / f"s-{precision}") == ir(directory), precision
 
 
 @pytest.mark.openvino
