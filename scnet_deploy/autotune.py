@@ -1,6 +1,7 @@
 """``--optimize latency``: build every candidate deploy form for one backend and precision, verify each (the
-backend's own build does, before it returns), time each at the target size on this machine (a screening run of
-half the runs each, then the two fastest again in turn with every run), keep the fastest.
+backend's own build does, before it returns), time each at the target size on this machine (with more than two
+candidates a screening run of half the runs each, then the two fastest again in turn with every run; two are timed
+in turn once), keep the fastest.
 
 Then, on the winner, exact tiling (halo >= the receptive radius) is timed at a few tile sizes: where running the
 engine tile by tile is faster than the whole image (the HR tail is memory-bound on some CPUs), the tile is recorded
@@ -99,7 +100,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     INT8 (ONNX Runtime, OpenVINO): keeping layers in float only makes an engine slower, so a candidate over budget
     whose engine is already slower than the fastest candidate within budget cannot win. Each candidate is first
     quantized once; those over budget are set aside with their all-INT8 speed, then taken up fastest first, their
-    budget loops stopped as soon as they are slower than the best within budget (``SpeedLimit``)."""
+    budget loops stopped as soon as they are slower than the best within budget (``SpeedLimit``); with two
+    candidates, one within budget is screened only then, for that limit."""
     from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit
     from scnet_deploy.exporters.registry import backend_for_format
 
@@ -112,9 +114,10 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
     limited = target.precision == "int8" and target.format in SPEED_LIMITED
     forms = tune.candidates or backend.candidate_forms(target.precision)
-    # Two candidates or fewer, no speed limit: screening could drop none of them, so both are timed in turn at once.
-    screen = limited or len(forms) > 2
-    candidates, built, set_aside, first_limits = {}, {}, [], {}
+    # Two candidates or fewer: screening could drop none of them, so they are timed in turn once at the end; an INT8
+    # candidate within budget is screened only when one over budget is to be taken up again (its speed limit).
+    screen = len(forms) > 2
+    candidates, built, set_aside, first_limits, screened = {}, {}, [], {}, []
 
     def build_and_time(i: int, name: str, limit) -> bool:
         """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
@@ -136,23 +139,31 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             return True
         build_s = time.perf_counter() - t0
         built[name] = (cand_dir, fields)
-        if not screen:
-            candidates[name] = {"build_s": round(build_s, 2)}
-            return True
-        progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=i, total=len(forms)))
-        best_ms = fastest_ms(candidates)
-        ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs, best_ms)
-        candidates[name] = {"median_ms": ms, "build_s": round(build_s, 2)}
+        candidates[name] = {"build_s": round(build_s, 2)}
+        return time_screening(name) if screen else True
+
+    def time_screening(name: str) -> bool:
+        """Screen one built candidate; False when this machine cannot run it (nothing more should be built)."""
+        cand_dir, fields = built[name]
+        progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=forms.index(name), total=len(forms)))
+        ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs, fastest_ms(candidates))
+        candidates[name]["median_ms"] = ms
+        screened.append(name)
         if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
             candidates[name]["not_timed"] = reason
             return False
         return True
+
+    def screen_the_unscreened() -> bool:
+        return all(time_screening(n) for n in built if "median_ms" not in candidates[n])
 
     for i, name in enumerate(forms):
         first_limits[name] = SpeedLimit(None, x) if limited else None
         if not build_and_time(i, name, first_limits[name]):
             break
     for name in sorted(set_aside, key=lambda n: candidates[n]["over_budget_ms"]):
+        if not screen_the_unscreened():  # the speed to beat: the fastest within budget
+            break
         best_ms = fastest_ms(candidates)
         # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
         limit = SpeedLimit(math.inf if best_ms is None else best_ms, x, first_try=first_limits[name].first_try)
@@ -165,7 +176,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
                 "ms, the fastest within budget: the float layers it needs could only slow it to a tie at best")
             continue
         build_and_time(forms.index(name), name, limit)
-    if not screen and built:
+    unscreened = [n for n in built if "median_ms" not in candidates[n]]
+    if not screen and (len(built) > 1 or unscreened):  # timed in turn once: the timing that decides
         _time_in_turn_only(module, built, candidates, target.precision, x, tune.runs, progress, label)
     if not built:
         raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
@@ -181,7 +193,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
     record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs,
-              "screening_runs": -(-tune.runs // 2) if screen else 0, "screening_gives_up_above": GIVE_UP_ABOVE,
+              "screening_runs": -(-tune.runs // 2) if screened else 0, "screening_gives_up_above": GIVE_UP_ABOVE,
               "candidates_from": "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
               "candidates": {n: candidates[n] for n in forms if n in candidates}, "chosen": best,
               "tile": None}
@@ -199,7 +211,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
 def _time_in_turn_only(module, built: dict, candidates: dict, precision: str, x: np.ndarray, runs: int, progress,
                        label: str) -> None:
     """Two candidates or fewer: each one's median is its time in turn with the other (``median_ms`` and
-    ``interleaved_ms`` alike); where this machine cannot run the engine, the first form is kept untimed."""
+    ``interleaved_ms`` alike; a screening median taken before is kept as ``screening_ms``); where this machine cannot
+    run the engine, the first form is kept untimed."""
     progress(Progress(f"{label}: {' vs '.join(built)}, in turn"))
     try:
         timings = _interleaved(module, built, precision, x, runs)
@@ -210,6 +223,8 @@ def _time_in_turn_only(module, built: dict, candidates: dict, precision: str, x:
         candidates[first].update(median_ms=None, not_timed=str(exc).splitlines()[0][:300])
         return
     for name, timing in timings.items():
+        if "median_ms" in candidates[name]:  # screened before (the speed limit of an INT8 candidate over budget)
+            candidates[name]["screening_ms"] = candidates[name]["median_ms"]
         if "error" in timing:
             candidates[name].update(median_ms=None, error=timing["error"])
         else:

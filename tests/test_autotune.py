@@ -285,9 +285,11 @@ def test_cpu_engines_try_the_forms_measured_ever_to_win_on_a_cpu_and_others_ever
     assert "slice+conv_before_upsample" in CANDIDATE_FORMS and "slice+conv_before_upsample" not in CPU_FORMS
 
 
-def test_two_candidates_are_timed_in_turn_once_without_screening(tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_two_candidates_are_timed_in_turn_once_without_screening(tmp_path, monkeypatch, precision):
     """Screening could drop neither of two candidates: they are built, then timed in turn once (no screening run,
-    no second interleaved round), and the faster in turn is kept."""
+    no second interleaved round), and the faster in turn is kept. INT8 too when both are within budget all-INT8:
+    nothing is taken up again, so no speed limit is needed."""
     from scnet_deploy.session import BuildSession
 
     turns = []
@@ -307,7 +309,7 @@ def test_two_candidates_are_timed_in_turn_once_without_screening(tmp_path, monke
     monkeypatch.setattr(autotune, "_time_artifact", time_artifact)
     monkeypatch.setattr(autotune, "_interleaved", interleaved)
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
-    result = export(ckpt, ExportOptions(output=tmp_path / "a", tune=TuneOptions(
+    result = export(ckpt, ExportOptions(output=tmp_path / "a", precision=precision, tune=TuneOptions(
         "latency", ("dwconv", "slice"), size=(8, 8), runs=1, tiles=())))
     record = result.manifest["autotune"]
     assert turns == [["dwconv", "slice"]] and record["screening_runs"] == 0
