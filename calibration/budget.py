@@ -64,7 +64,8 @@ class SpeedLimit:
 
     ``first_try``: the candidate's all-INT8 try (model and drift), kept by a quantizer that holds its model in memory
     (OpenVINO) so that the autotuner's second limit for the same candidate resumes the loop instead of quantizing
-    it again; pass the first limit's dict to the second."""
+    it again (OpenVINO also keeps its FP32 engine's hold-out scores there, ``baseline``, before the first try: so a
+    dict may hold a baseline and no try yet); pass the first limit's dict to the second."""
 
     ms: float | None
     x: np.ndarray

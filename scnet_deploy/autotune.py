@@ -34,8 +34,8 @@ class TuneOptions:
     candidates: tuple[str, ...] | None = None
     size: tuple[int, int] | None = None  # LR (height, width) to time at; None: the export's --opt-size
     # timed runs of the two fastest candidates in turn and of the tiles (the medians decide); with more than two
-    # candidates (or INT8 under a speed limit) each is first screened alone with half as many (rounded up) after one
-    # warm-up run
+    # candidates each is first screened alone with half as many (rounded up) after one warm-up run, as is an INT8
+    # candidate within budget when one over budget is taken up again (its speed limit)
     runs: int = 5
     # LR tile sides tried on the winner; () tries none. 128 is no longer tried by default: it was slower than 256 in
     # every measurement on both CPU classes (its halo of the 21-px receptive radius adds 76% pixels, 256's 36%)
@@ -154,15 +154,15 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
             return False
         return True
 
-    def screen_the_unscreened() -> bool:
-        return all(time_screening(n) for n in built if "median_ms" not in candidates[n])
+    def unscreened() -> list[str]:
+        return [n for n in built if "median_ms" not in candidates[n]]
 
     for i, name in enumerate(forms):
         first_limits[name] = SpeedLimit(None, x) if limited else None
         if not build_and_time(i, name, first_limits[name]):
             break
     for name in sorted(set_aside, key=lambda n: candidates[n]["over_budget_ms"]):
-        if not screen_the_unscreened():  # the speed to beat: the fastest within budget
+        if not all(map(time_screening, unscreened())):  # the speed to beat: the fastest within budget
             break
         best_ms = fastest_ms(candidates)
         # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
@@ -176,8 +176,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
                 "ms, the fastest within budget: the float layers it needs could only slow it to a tie at best")
             continue
         build_and_time(forms.index(name), name, limit)
-    unscreened = [n for n in built if "median_ms" not in candidates[n]]
-    if not screen and (len(built) > 1 or unscreened):  # timed in turn once: the timing that decides
+    if not screen and (len(built) > 1 or unscreened()):  # timed in turn once: the timing that decides
         _time_in_turn_only(module, built, candidates, target.precision, x, tune.runs, progress, label)
     if not built:
         raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
