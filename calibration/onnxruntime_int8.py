@@ -16,6 +16,7 @@ import numpy as np
 
 from scnet_deploy.calibration.budget import rank_by_added_error
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.image_path import skip_convs
 from scnet_deploy.manifest import INPUT_NAME
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -77,7 +78,9 @@ class _Reader:
 
 
 def conv_nodes(model) -> list[str]:
-    return [n.name for n in model.graph.node if n.op_type == "Conv"]
+    """The convolutions INT8 quantizes: every one but the image skip's (``image_path.skip_convs``)."""
+    image = set(skip_convs(model))
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in image]
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax", exclude: tuple[str, ...] = (),
@@ -100,7 +103,8 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
         quantize_static(
             str(pre), str(out_path), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"], nodes_to_exclude=list(exclude),
+            weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+            nodes_to_exclude=list(exclude) + skip_convs(onnx.load(str(fp32_path))),
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric_activations,
@@ -192,7 +196,8 @@ def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[s
 
     fp32 = onnx.load(str(fp32_path))
     int8 = onnx.load(str(int8_path))
-    convs = [n for n in fp32.graph.node if n.op_type == "Conv"]
+    quantized = set(conv_nodes(fp32))
+    convs = [n for n in fp32.graph.node if n.name in quantized]
     names = sorted({t for n in convs for t in (n.input[0], n.output[0])} - {INPUT})
 
     def run(model, x):

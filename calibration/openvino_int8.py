@@ -7,7 +7,7 @@ ranges from the global min/max of the calibration set (NNCF's default aggregates
 than the extremes: content unlike the calibration photos clipped inside the network), the performance preset
 (symmetric activations: the mixed preset drifts less on photos but its engine crashed OpenVINO 2026.4's CPU plugin
 on 1x1 and 2x1 inputs and ran slower), fast bias correction. Known ranges are never calibrated: the input quantizer
-covers exactly [0, 1], and the image-space path (bilinear skip, residual add) stays float (``image_path``,
+covers exactly [0, 1], and the image-space path (bilinear skip, final add) stays float (``image_path``,
 ``fix_known_ranges``), so white is never clipped.
 """
 
@@ -68,14 +68,23 @@ def fake_quantize_range(fq) -> tuple[float, float]:
     return float(np.min(lo)), float(np.max(hi))
 
 
+def _not_image_path(op) -> bool:
+    """The network's first layer (a convolution that reads the input itself), the input's quantizer (in a quantized
+    IR), the output."""
+    kind = op.get_type_name()
+    return kind in ("FakeQuantize", "Result") or (
+        kind in CONV_TYPES and op.input(0).get_source_output().get_node().get_type_name() == "Parameter")
+
+
 def image_path(model) -> list[str]:
-    """The ops of the image-space path: from the input through every non-convolution consumer (the bilinear skip,
-    the residual add) to the output. NNCF would quantize the add's inputs, clipping the upsampled image to the
-    calibrated range; these stay float (NNCF's ignored scope)."""
+    """The ops of the image-space path: from the input through every consumer but the network's first layer (the
+    bilinear skip: a resize, or skip_as_conv's pad, 3x3 conv and depth-to-space; the final add) to the output.
+    NNCF would quantize the add's inputs, clipping the upsampled image to the calibrated range, and the skip's conv
+    weights; these stay float (NNCF's ignored scope)."""
     names, frontier = [], [t.get_node() for p in model.get_parameters() for t in p.output(0).get_target_inputs()]
     while frontier:
         op = frontier.pop()
-        if op.get_type_name() in CONV_TYPES or op.get_type_name() == "Result" or op.get_friendly_name() in names:
+        if _not_image_path(op) or op.get_friendly_name() in names:
             continue
         names.append(op.get_friendly_name())
         frontier += [t.get_node() for out in op.outputs() for t in out.get_target_inputs()]
@@ -124,10 +133,10 @@ def _activations(model, names: list[str], config: dict):
 def layer_sensitivity(fp32, int8, samples, config: dict) -> list[tuple[str, float]]:
     """Convolutions ranked by the error each adds (its input's quantizer included), INT8 vs FP32 runs on
     ``samples``. The depthwise shift's one-hot weights are exact in int8, but the range calibrated for its input
-    can clip: it is a candidate too."""
-    learned = {}
+    can clip: it is a candidate too. The image path's convolutions (float already) are not."""
+    learned, image = {}, set(image_path(fp32))
     for op in fp32.get_ops():
-        if op.get_type_name() in CONV_TYPES:
+        if op.get_type_name() in CONV_TYPES and op.get_friendly_name() not in image:
             learned[op.get_friendly_name()] = (op.input(0).get_source_output().get_node().get_friendly_name(),
                                                op.get_friendly_name())
     names = sorted({k for pair in learned.values() for k in pair})
@@ -169,6 +178,7 @@ def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: float
     (benchmarks/results/ov_int8_quantizers.md). ``before``: ``int8``'s mean hold-out drift where the budget loop
     has measured it already."""
     convs = {op.get_friendly_name() for op in fp32.get_ops() if op.get_type_name() in CONV_TYPES}
+    convs -= set(image_path(fp32))
     feeds = convolution_quantizers(int8)
     if before is None:
         before = baseline.measure(_ov_infer(int8, config))["mean_db"]
@@ -277,5 +287,6 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
     float_layers = float_convolutions(quantized)
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
     quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes,
-                    "quantized_convs": len(convs) - len(float_layers), "float_convs_in_ir": float_layers}
+                    "quantized_convs": len(convs) - len(float_layers),
+                    "float_convs_in_ir": [n for n in float_layers if n not in float_path]}  # the budget's
     return Quantized(quantized, int8_section(calib, data.options, baseline, result, quantization))

@@ -47,19 +47,24 @@ def _constants(model) -> set[str]:
 
 
 def image_space_nodes(model) -> list[str]:
-    """Nodes that only read and write image tensors (the channel count of the graph's input or output): the skip
-    path and the final add. Convolutions and Q/DQ nodes are never among them (a conv reading image channels is the
-    network's first layer, and a Cast between a DequantizeLinear and its conv would stop TensorRT fusing them)."""
+    """Nodes that only read and write image tensors (the channel count of the graph's input or output), and the
+    image skip (``image_path.skip_nodes``: skip_as_conv's conv and depth-to-space work on s*s phases per channel):
+    the skip path and the final add. No other convolution and no Q/DQ node is among them (a conv reading image
+    channels is the network's first layer, and a Cast between a DequantizeLinear and its conv would stop TensorRT
+    fusing them)."""
+    from scnet_deploy.image_path import skip_nodes
+
+    skip = set(skip_nodes(model, model.graph.input[0].name))
     channels = _channels(model)
     image = {channels.get(v.name) for v in list(model.graph.input) + list(model.graph.output)} - {None}
     constants = _constants(model)
     names = []
     for node in model.graph.node:
-        if node.op_type in _NOT_IMAGE_SPACE:
+        if node.op_type in _NOT_IMAGE_SPACE and node.name not in skip:
             continue
         inputs = [i for i in node.input if i and i not in constants]
         tensors = inputs + list(node.output)
-        if tensors and all(channels.get(t) in image for t in tensors):
+        if node.name in skip or (tensors and all(channels.get(t) in image for t in tensors)):
             names.append(node.name)
     return names
 

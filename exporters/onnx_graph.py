@@ -33,6 +33,7 @@ class OnnxOptions:
     shift: str = DeployOptions.shift
     conv_before_upsample: bool = False  # exact; see scnet_deploy/rewrites.py
     upsample_as_deconv: bool = False  # exact; see scnet_deploy/rewrites.py
+    skip_as_conv: bool = False  # exact; see scnet_deploy/rewrites.py
     opset: int | None = None  # None: the exporter's default (dynamo 18, torchscript 17)
     exporter: str = "dynamo"
     simplify: bool = True
@@ -44,12 +45,12 @@ class OnnxOptions:
         return self.opset if self.opset is not None else EXPORTERS[self.exporter]
 
     def deploy(self) -> DeployOptions:
-        return DeployOptions(self.shift, self.conv_before_upsample, self.upsample_as_deconv)
+        return DeployOptions(self.shift, self.conv_before_upsample, self.upsample_as_deconv, self.skip_as_conv)
 
     def with_form(self, form: DeployOptions) -> "OnnxOptions":
         """These options with the graph built in deploy ``form``."""
         return replace(self, shift=form.shift, conv_before_upsample=form.conv_before_upsample,
-                       upsample_as_deconv=form.upsample_as_deconv)
+                       upsample_as_deconv=form.upsample_as_deconv, skip_as_conv=form.skip_as_conv)
 
     def check(self) -> None:
         check_shift(self.shift)

@@ -118,10 +118,13 @@ def export_cmd(
                                               "(exact, fewer MACs)."),
     upsample_as_deconv: bool = typer.Option(False, help="Run each even bilinear upsample as edge pad + depthwise "
                                             "transposed conv (exact)."),
+    skip_as_conv: bool = typer.Option(False, help="Run the image skip's bilinear upsample as edge pad + a 3x3 conv "
+                                      "to the output phases + depth-to-space (exact)."),
     optimize: str = typer.Option("none", help="latency: build every --candidates form, verify and time each at "
                                  "--opt-size here, keep the fastest (and exact tiling where faster); none: --shift."),
     candidates: Optional[str] = typer.Option(None, help="--optimize latency: forms to try, "
-                                             "shift[+conv_before_upsample][+upsample_as_deconv], comma-separated; "
+                                             "shift[+conv_before_upsample][+upsample_as_deconv][+skip_as_conv], "
+                                             "comma-separated; "
                                              "default: the backend's (on a CPU the forms ever measured fastest "
                                              "there, elsewhere " + ",".join(CANDIDATE_FORMS) + ")."),
     tune_runs: int = typer.Option(5, help="--optimize latency: timed runs per candidate."),
@@ -168,7 +171,8 @@ def export_cmd(
         budget_db=None if no_budget else budget,
         sizes=SizeRange(_parse_size(min_size), _parse_size(opt_size), _parse_size(max_size)),
         onnx=OnnxOptions(shift=shift, conv_before_upsample=conv_before_upsample,
-                         upsample_as_deconv=upsample_as_deconv, opset=opset, exporter=exporter, simplify=simplify),
+                         upsample_as_deconv=upsample_as_deconv, skip_as_conv=skip_as_conv, opset=opset,
+                         exporter=exporter, simplify=simplify),
         tune=TuneOptions(optimize, None if candidates is None else _parse_list(candidates), runs=tune_runs,
                          tiles=tuple(_parse_int(t, "--tune-tiles") for t in _parse_list(tune_tiles))),
         openvino=OpenVINOOptions(inference_precision=ov_hint, performance=ov_performance),

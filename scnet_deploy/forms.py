@@ -15,6 +15,7 @@ class DeployOptions:
     shift: str = DEFAULT_SHIFT  # "slice" (pad + slices + concat), "dwconv" (depthwise one-hot 3x3) or "fold"
     conv_before_upsample: bool = False
     upsample_as_deconv: bool = False
+    skip_as_conv: bool = False
 
     @property
     def name(self) -> str:
@@ -33,7 +34,7 @@ class DeployOptions:
         return cls(shift, **{f: True for f in flags})
 
 
-REWRITE_FLAGS = ("conv_before_upsample", "upsample_as_deconv")
+REWRITE_FLAGS = ("conv_before_upsample", "upsample_as_deconv", "skip_as_conv")
 
 
 def check_shift(form: str) -> None:

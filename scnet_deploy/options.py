@@ -12,11 +12,13 @@ CANDIDATE_FORMS = ("dwconv", "dwconv+conv_before_upsample", "slice+conv_before_u
 # EPYC without AMX (benchmarks/results/speed_suite.md) and Intel Xeon with AMX (speed_suite_intel_amx.md and the
 # benchmarks/pipeline_time.py runs README quotes). slice+conv_before_upsample never was (1.4-4x the winner in every
 # engine and precision); fold+conv_before_upsample only in OpenVINO INT8 while the dwconv forms' budget loops did not
-# converge, and no longer (benchmarks/results/ov_int8_forms.md). A CPU backend's autotuner
+# converge, and no longer (benchmarks/results/ov_int8_forms.md). Each with skip_as_conv: the image skip as a conv at
+# the input size made OpenVINO's f32, bf16 and int8 engines 1.04-1.10x faster and was within 3% elsewhere (ONNX
+# Runtime, OpenVINO fp16), with the same INT8 drift (benchmarks/results/skip_as_conv.md). A CPU backend's autotuner
 # builds these by default (each candidate costs an ONNX export, for INT8 a quantization, and its timing); a GPU
-# engine tries every CANDIDATE_FORMS (slice+conv_before_upsample was the fastest PyTorch FP32 form on an H200);
-# --candidates asks for any.
-CPU_FORMS = ("dwconv", "dwconv+conv_before_upsample")
+# engine tries every CANDIDATE_FORMS (slice+conv_before_upsample was the fastest PyTorch FP32 form on an H200;
+# skip_as_conv is not measured on a GPU); --candidates asks for any.
+CPU_FORMS = ("dwconv+skip_as_conv", "dwconv+conv_before_upsample+skip_as_conv")
 
 
 @dataclass(frozen=True)

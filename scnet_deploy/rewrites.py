@@ -94,6 +94,49 @@ def upsample_as_deconv(model: nn.Module) -> nn.Module:
     return model
 
 
+class BilinearPhases(nn.Module):
+    """Bilinear upsampling by an integer factor s (align_corners=False) computed at the input's resolution: edge
+    padding, a 3x3 conv giving each channel's s*s output phases, then depth-to-space.
+
+    Output pixel s*i + p (per axis) reads the input at i + (p + 1/2)/s - 1/2, an offset in (-1/2, 1/2): it blends x[i]
+    with x[i - 1] (negative offset) or x[i + 1] with the offset's magnitude as weight; per phase that is a 3x3 kernel
+    (the outer product of the two axes' taps), and the resize's border clamp is the one-pixel edge padding.
+    """
+
+    def __init__(self, channels: int, scale: int) -> None:
+        super().__init__()
+        self.channels, self.scale = channels, scale
+
+        def taps(p: int) -> torch.Tensor:
+            offset = (p + 0.5) / scale - 0.5
+            t = torch.zeros(3, dtype=torch.float64)
+            t[0 if offset < 0 else 2], t[1] = abs(offset), 1 - abs(offset)
+            return t
+
+        phases = torch.stack([torch.outer(taps(py), taps(px)) for py in range(scale) for px in range(scale)])
+        weight = phases.float()[None].expand(channels, -1, -1, -1).reshape(channels * scale * scale, 1, 3, 3)
+        self.register_buffer("weight", weight.contiguous(), persistent=False)
+        # an explicit zero bias: without one the dynamo exporter makes it in the graph (CastLike + Expand)
+        self.register_buffer("bias", torch.zeros(channels * scale * scale), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        phases = F.conv2d(F.pad(x, [1, 1, 1, 1], mode="replicate"), self.weight, self.bias, groups=self.channels)
+        return F.pixel_shuffle(phases, self.scale)
+
+
+def skip_as_conv(model: nn.Module) -> nn.Module:
+    """The image skip's bilinear upsample as BilinearPhases. Exact. The resize writes the few image channels at the
+    output size, which the runtimes do in a layout padded for 64-channel maps (OpenVINO: 11.9 of its INT8 engine's
+    162 ms here); the conv works at the input size and depth-to-space only moves the result
+    (benchmarks/skip_as_conv.py)."""
+    model = copy.deepcopy(model)
+    skip = getattr(model, "skip", None)
+    if (isinstance(skip, nn.Upsample) and skip.mode == "bilinear" and not skip.align_corners and skip.size is None
+            and float(skip.scale_factor).is_integer()):
+        model.skip = BilinearPhases(model.config.num_in_ch, int(skip.scale_factor))
+    return model
+
+
 def folded_conv(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
     """``conv`` (1x1) applied after the 8-direction shift, as one 3x3 conv with zero padding 1.
 
@@ -139,6 +182,8 @@ def fold_shift(model: nn.Module) -> nn.Module:
 # (scnet_deploy/autotune.py) times the candidates; the defaults are the form measured fastest in ONNX Runtime FP32.
 PIPELINE: list[tuple[str, Callable[[nn.Module, DeployOptions], nn.Module]]] = [
     ("conv_before_upsample", lambda m, o: conv_before_upsample(m) if o.conv_before_upsample else m),
+    # before upsample_as_deconv: with both, the skip is BilinearPhases (the deconv rewrite leaves it alone)
+    ("skip_as_conv", lambda m, o: skip_as_conv(m) if o.skip_as_conv else m),
     ("upsample_as_deconv", lambda m, o: upsample_as_deconv(m) if o.upsample_as_deconv else m),
     ("shift", lambda m, o: replace_shift(m, o.shift)),
 ]

@@ -75,6 +75,14 @@ def fp32_onnx(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def skip_conv_onnx(tmp_path_factory):
+    """The same network with its image skip as a conv (skip_as_conv): the one conv INT8 must leave float."""
+    path = tmp_path_factory.mktemp("o") / "fp32_skip_conv.onnx"
+    build_onnx(tiny_model(4, "mlp", num_feat=16, num_block=2), OnnxOptions(skip_as_conv=True), path)
+    return path
+
+
 def test_calibration_is_deterministic_and_disjoint(folder):
     a, b = calibration_set(CalibOptions(folder, count=6, crop=16), 2), calibration_set(CalibOptions(folder, 6, 16), 2)
     assert len(a) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -155,21 +163,32 @@ def test_ort_qdq_really_quantizes_every_1x1_conv(fp32_onnx, tmp_path):
         quantize_onnx(fp32_onnx, tmp_path / "x.onnx", calib, "magic")
 
 
+@pytest.mark.parametrize("form", ["resize", "skip_as_conv"])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["onnxruntime-u8", "tensorrt-s8"])
-def test_known_ranges_are_never_calibrated_in_the_qdq_graph(fp32_onnx, narrow, tmp_path, symmetric):
-    """Calibrated on mid-tones only, the saved graph still quantizes the input over all of [0, 1], its skip Resize
-    and every other non-conv node read float tensors, and white/black/saturated frames come out as in FP32."""
+def test_known_ranges_are_never_calibrated_in_the_qdq_graph(fp32_onnx, skip_conv_onnx, narrow, tmp_path, symmetric,
+                                                            form):
+    """Calibrated on mid-tones only, the saved graph still quantizes the input over all of [0, 1], its skip (a
+    Resize, or skip_as_conv's Pad, float Conv and DepthToSpace) and every other non-conv node read float tensors,
+    and white/black/saturated frames come out as in FP32."""
+    fp32 = fp32_onnx if form == "resize" else skip_conv_onnx
     calib = calibration_set(CalibOptions(narrow, count=8, crop=32), 4)
     assert max(float(x.max()) for x in calib) < 0.8  # really narrow
-    quantize_onnx(fp32_onnx, tmp_path / "q.onnx", calib, "minmax", (), symmetric)
+    quantize_onnx(fp32, tmp_path / "q.onnx", calib, "minmax", (), symmetric)
     model = onnx.load(str(tmp_path / "q.onnx"))
     lo, hi = input_range(model)
     assert lo <= 0.0 and hi >= 1.0 - 1e-6, f"input quantized over [{lo}, {hi}], narrower than [0, 1]"
     assert dequantized_readers(model) == [], "a non-conv node reads a dequantized (clipped) activation"
-    resize = [n for n in model.graph.node if n.op_type == "Resize" and n.input[0] == "lr"]
-    assert resize, "the image-space skip must read the float input"
+    skip = [n for n in model.graph.node if n.op_type == ("Resize" if form == "resize" else "Pad") and n.input[0] == "lr"]
+    assert skip, "the image-space skip must read the float input"
     assert output_is_float(model)
-    assert_extremes_not_clipped(onnx_infer(fp32_onnx), onnx_infer(tmp_path / "q.onnx"))
+    if form == "skip_as_conv":
+        producers = {o: n for n in model.graph.node for o in n.output}
+        skip_conv = [n for n in model.graph.node if n.op_type == "Conv" and producers.get(n.input[0]) is skip[0]]
+        assert len(skip_conv) == 1 and producers.get(skip_conv[0].input[1]) is None, "the skip's conv is quantized"
+        assert sorted(quantized_weight_convs(model)) == sorted(conv_nodes(model))  # every other conv is
+        assert skip_conv[0].name not in conv_nodes(model)
+        assert len(conv_nodes(model)) == len([n for n in model.graph.node if n.op_type == "Conv"]) - 1
+    assert_extremes_not_clipped(onnx_infer(fp32), onnx_infer(tmp_path / "q.onnx"))
 
 
 def test_sensitivity_ranks_a_damaged_conv_first(fp32_onnx, tmp_path):
@@ -497,30 +516,42 @@ def test_openvino_statistics_on_the_crops_static_shape_quantize_the_same(ckpt, t
 
 
 @pytest.mark.openvino
-def test_openvino_int8_known_ranges_in_the_saved_ir(ckpt, narrow, tmp_path):
+@pytest.mark.parametrize("form", ["resize", "skip_as_conv"])
+def test_openvino_int8_known_ranges_in_the_saved_ir(ckpt, narrow, tmp_path, form):
     """Calibrated on mid-tones only: the saved IR's input quantizer covers exactly [0, 1], the image-space skip
-    Interpolate reads the Parameter itself, the output is not fake-quantized, and white/black/saturated frames come
-    out as in FP32."""
+    (an Interpolate, or skip_as_conv's Pad, float conv and depth-to-space) reads the Parameter itself, the output is
+    not fake-quantized, and white/black/saturated frames come out as in FP32."""
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
     calib = CalibOptions(narrow, count=8, crop=32)
-    export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=calib,
-                               budget_db=None))
-    export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino"))
-    from scnet_deploy.calibration.openvino_int8 import fake_quantize_range, image_path, input_quantizers
+    onnx_options = OnnxOptions(skip_as_conv=form == "skip_as_conv")
+    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=calib,
+                                   budget_db=None, onnx=onnx_options)).manifest
+    export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino", onnx=onnx_options))
+    from scnet_deploy.calibration.openvino_int8 import (fake_quantize_range, float_convolutions, image_path,
+                                                        input_quantizers)
 
     model = _ov_model(tmp_path / "ov" / "model.xml")
     param = model.get_parameters()[0]
     fqs = input_quantizers(model)
     assert fqs and all(fake_quantize_range(fq) == (0.0, 1.0) for fq in fqs)
-    skip = [op for op in model.get_ops() if op.get_type_name() == "Interpolate"
+    skip = [op for op in model.get_ops() if op.get_type_name() == ("Interpolate" if form == "resize" else "Pad")
             and op.input(0).get_source_output().get_node().get_friendly_name() == param.get_friendly_name()]
     assert skip, "the image-space skip must read the float input, not its FakeQuantize"
+    if form == "skip_as_conv":
+        skip_conv = [t.get_node() for t in skip[0].output(0).get_target_inputs()]
+        assert [op.get_type_name() for op in skip_conv] == ["GroupConvolution"]
+        assert float_convolutions(model) == [skip_conv[0].get_friendly_name()], "only the skip's conv is float"
+        quantization = m["int8"]["quantization"]
+        assert quantization["float_convs_in_ir"] == []  # not one the budget kept in float
+        convs = [op for op in model.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+        assert quantization["quantized_convs"] == len(convs) - 1
     assert all(t.get_node().get_type_name() in ("Convolution", "GroupConvolution")
                for fq in fqs for t in fq.output(0).get_target_inputs())
     result = model.get_results()[0].input(0).get_source_output().get_node()
     assert result.get_type_name() != "FakeQuantize"
     path = [op for op in model.get_ops() if op.get_friendly_name() in image_path(model)]
-    assert {op.get_type_name() for op in path} >= {"Interpolate", "Add"}
+    assert {op.get_type_name() for op in path} >= ({"Interpolate", "Add"} if form == "resize"
+                                                  else {"Pad", "GroupConvolution", "DepthToSpace", "Add"})
     assert not [op.get_friendly_name() for op in path for out in op.outputs() for t in out.get_target_inputs()
                 if t.get_node().get_type_name() == "FakeQuantize"], "the image-space path is fake-quantized"
     with open_model(tmp_path / "fp32") as a, open_model(tmp_path / "ov") as b:

@@ -5,7 +5,7 @@ import torch
 
 from conftest import tiny_model
 from scnet_deploy.errors import ExportError
-from scnet_deploy.options import CANDIDATE_FORMS
+from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
 from scnet_deploy.rewrites import PIPELINE, DeployOptions, replace_shift, to_deploy_form
 from scnet_deploy.shift import Shift8, ShiftDWConv, ShiftSlice
 
@@ -28,7 +28,7 @@ def test_every_pipeline_step_is_exact_alone():
     x = torch.rand(1, 3, 8, 8)
     for shift in ("slice", "dwconv", "fold"):
         # every switch on, so each step really rewrites something (with upsample_as_deconv off, its step is a no-op)
-        options = DeployOptions(shift=shift, conv_before_upsample=True, upsample_as_deconv=True)
+        options = DeployOptions(shift=shift, conv_before_upsample=True, upsample_as_deconv=True, skip_as_conv=True)
         for name, rewrite in PIPELINE:
             rewritten = rewrite(ref, options)
             assert [type(m) for m in rewritten.modules()] != [type(m) for m in ref.modules()], (name, shift)
@@ -36,7 +36,8 @@ def test_every_pipeline_step_is_exact_alone():
                 assert (rewritten(x) - ref(x)).abs().max() <= 1e-5, (name, shift)
 
 
-@pytest.mark.parametrize("form", CANDIDATE_FORMS + ("fold", "slice", "slice+upsample_as_deconv"))
+@pytest.mark.parametrize("form", CANDIDATE_FORMS + CPU_FORMS + ("fold", "slice", "slice+upsample_as_deconv",
+                                                                  "fold+upsample_as_deconv+skip_as_conv"))
 @pytest.mark.parametrize("scale,upsampler", [(2, "mlp"), (3, "pixelshuffle"), (3, "mlp"), (4, "mlp"),
                                              (8, "pixelshuffle")])
 def test_every_autotune_candidate_form_is_exact(form, scale, upsampler):
@@ -156,3 +157,28 @@ def test_map_elements_counts_each_memory_moving_op_once_by_resolution():
                                                                        "hr": (192 + 64 + 12 + 12) * p}
     deploy = to_deploy_form(tiny_model(2), DeployOptions("dwconv", conv_before_upsample=True))
     assert map_elements(deploy, 8, 8) == map_elements(conv_before_upsample(tiny_model(2)), 8, 8)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 3, 7, 10), (1, 5, 2, 9)])
+def test_bilinear_phases_is_the_half_pixel_bilinear_resize(scale, shape):
+    from torch.nn import functional as F
+
+    from scnet_deploy.rewrites import BilinearPhases
+
+    x = torch.rand(*shape)
+    expected = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    assert (BilinearPhases(shape[1], scale)(x) - expected).abs().max() <= 1e-6  # borders (clamped) included
+
+
+@pytest.mark.parametrize("scale,upsampler", [(3, "mlp"), (4, "pixelshuffle")])
+def test_skip_as_conv_replaces_only_the_image_skip(scale, upsampler):
+    from scnet_deploy.rewrites import BilinearPhases, skip_as_conv
+
+    ref = tiny_model(scale, upsampler)
+    rewritten = skip_as_conv(ref)
+    assert isinstance(rewritten.skip, BilinearPhases) and rewritten.skip.scale == scale
+    assert [type(m) for n, m in rewritten.named_modules() if not n.startswith("skip")] == \
+        [type(m) for n, m in ref.named_modules() if not n.startswith("skip")]
+    assert isinstance(ref.skip, torch.nn.Upsample), "the rewrite must not modify its input"
+    assert DeployOptions.from_name("dwconv+skip_as_conv").skip_as_conv

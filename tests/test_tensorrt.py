@@ -341,3 +341,23 @@ def test_fp16_keeps_layers_that_would_overflow_in_fp32(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_float16, "overflowing_nodes", lambda model, probes, limit=0: [])
     onnx_float16.write_float16(tmp_path / "m.onnx", tmp_path / "unsafe.onnx")
     assert TensorProto.FLOAT16 in {output_types(tmp_path / "unsafe.onnx")[n] for n in overflow}
+
+
+@pytest.mark.parametrize("skip_as_conv", [False, True], ids=["resize", "skip_as_conv"])
+def test_fp16_graph_keeps_the_image_skip_in_fp32(tmp_path, skip_as_conv):
+    """The skip carries the image to the output: every node of it (skip_as_conv's pad, conv and depth-to-space,
+    or the resize) and the final add stay FP32, and the graph still matches FP32 closely."""
+    from scnet_deploy.exporters import onnx_float16
+
+    build_onnx(tiny_model(4, "mlp", num_feat=16, num_block=2), OnnxOptions(skip_as_conv=skip_as_conv),
+               tmp_path / "m.onnx")
+    record = onnx_float16.write_float16(tmp_path / "m.onnx", tmp_path / "fp16.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    skip = {kinds[n] for n in record["fp32_image_space"]}
+    assert skip >= ({"Pad", "Conv", "DepthToSpace", "Add"} if skip_as_conv else {"Resize", "Add"})
+    assert sum(kinds[n] == "Conv" for n in record["fp32_image_space"]) == int(skip_as_conv)  # not the first layer
+    converted = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "fp16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in converted.graph.value_info}
+    outputs = {n.name: n.output[0] for n in converted.graph.node}
+    assert {types.get(outputs[n]) for n in record["fp32_image_space"] if outputs[n] in types} == {TensorProto.FLOAT}
