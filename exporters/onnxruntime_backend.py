@@ -60,15 +60,33 @@ class OrtRunner(Runner):
         so.log_severity_level = 3  # errors only: its warnings (FP16 nodes it cannot constant-fold) are not the user's
         if runtime.threads:
             so.intra_op_num_threads = runtime.threads
-        self.session = ort.InferenceSession(str(path), so, providers=providers(runtime.cuda))
+        self.path, self.session_options, self.providers = Path(path), so, providers(runtime.cuda)
+        self.session = ort.InferenceSession(str(path), so, providers=self.providers)
+        self._parts = None
         provider = self.session.get_providers()[0].replace("ExecutionProvider", "")
         super().__init__(precision, name=name or f"onnxruntime {provider} {precision}")
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: lr})[0]
 
+    def parts(self):
+        if self._parts is None:
+            import onnxruntime as ort
+
+            from scnet_deploy.exporters.split import onnx_parts
+
+            cut = onnx_parts(self.path, INPUT_NAME, OUTPUT_NAME)
+            if cut is None:
+                return None
+            name, body, tail = cut
+            self._parts = name, *(ort.InferenceSession(m.SerializeToString(), self.session_options,
+                                                       providers=self.providers) for m in (body, tail))
+        name, body, tail = self._parts
+        return (lambda lr: body.run(None, {INPUT_NAME: lr})[0],
+                lambda features, lr: tail.run([OUTPUT_NAME], {name: features, INPUT_NAME: lr})[0])
+
     def close(self) -> None:
-        self.session = None
+        self.session = self._parts = None
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

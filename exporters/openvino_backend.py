@@ -63,7 +63,9 @@ class OpenVINORunner(Runner):
             raise ExportError(f"this CPU cannot run OpenVINO {hint} (capabilities {cpu_capabilities()}); use "
                               "--precision fp32 here, or run the artifact on a CPU that has it.")
         self.config = compile_config(hint, options)
+        self.xml = Path(xml)
         self.compiled = ov.Core().compile_model(str(xml), "CPU", self.config)
+        self._parts = None  # the body and tail compiled, once
         self.effective = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.request = self.compiled.create_infer_request()
         # Labelled by what it is: an INT8 engine's hint is only the precision of its float parts.
@@ -92,8 +94,31 @@ class OpenVINORunner(Runner):
             queue.start_async({0: np.ascontiguousarray(lr, dtype=np.float32)})
         queue.wait_all()
 
+    def parts(self):
+        if self._parts is None:
+            import openvino as ov
+
+            from scnet_deploy.exporters.split import ov_parts
+
+            core = ov.Core()
+            models = ov_parts(lambda: core.read_model(str(self.xml)))
+            if models is None:
+                return None
+            self._parts = [core.compile_model(m, "CPU", self.config) for m in models]
+        body, tail = (c.create_infer_request() for c in self._parts)
+
+        def run_body(lr):
+            body.infer({0: lr})
+            return body.get_output_tensor(0).data.copy()
+
+        def run_tail(features, lr):
+            tail.infer({0: features, 1: lr})
+            return tail.get_output_tensor(0).data.copy()
+
+        return run_body, run_tail
+
     def close(self) -> None:
-        self.request = self.compiled = None
+        self.request = self.compiled = self._parts = None
 
 
 def check(precision: str) -> str | None:

@@ -77,6 +77,12 @@ class Runner(abc.ABC):
         flight): the same engine; a backend whose runs hold per-request state (OpenVINO) gives a new request."""
         return self
 
+    def parts(self):
+        """This engine's graph cut at the body's output, as two functions: ``body(lr) -> features`` and
+        ``tail(features, lr) -> sr`` (``split.SplitRunner``); None where the backend cannot cut its graph. Each call
+        gives functions one more thread can use, as ``worker``."""
+        return None
+
     def run_in_flight(self, lr: np.ndarray, count: int, inflight: int) -> None:
         """Run ``count`` inferences of ``lr`` with ``inflight`` of them at a time: threads here (the runtimes
         release the GIL while they compute); a backend with an asynchronous API overrides this."""

@@ -3,9 +3,11 @@ backend's own build does, before it returns), time each at the target size on th
 candidates a screening run of half the runs each, then the two fastest again in turn with every run; two are timed
 in turn once), keep the fastest.
 
-Then, on the winner, exact tiling (halo >= the receptive radius) is timed at a few tile sizes: where running the
-engine tile by tile is faster than the whole image (the HR tail is memory-bound on some CPUs), the tile is recorded
-and every verb that opens the artifact runs it that way (``runtime.open_model``).
+Then, on the winner, two exact ways of running it in pieces are timed: the whole engine on tiles (halo >= the
+receptive radius), and split execution (``exporters/split.py``: its graph cut at the body's output, the body on the
+whole image, the upsampling tail on tiles with the tail's few pixels of halo). Where one is faster than the whole
+image (the HR tail is memory-bound on some CPUs), it is recorded (``tile`` or ``split``) and every verb that opens
+the artifact runs it that way (``runtime.open_model``).
 
 Candidate forms are named as in ``DeployOptions.name``: ``shift[+rewrite...]``.
 """
@@ -40,6 +42,10 @@ class TuneOptions:
     # LR tile sides tried on the winner; () tries none. 128 is no longer tried by default: it was slower than 256 in
     # every measurement on both CPU classes (its halo of the 21-px receptive radius adds 76% pixels, 256's 36%)
     tiles: tuple[int, ...] = (256,)
+    # LR tile sides of split execution's tail tried on the winner (backends that can cut their graph); () tries none.
+    # Measured slower than the whole graph at every size tried on this project's CPUs (benchmarks/split_tail.py); it
+    # is tried because the tail's maps stay in a smaller cache on other devices, and each try costs a run or two.
+    split_tiles: tuple[int, ...] = (64,)
 
     def check(self) -> None:
         if self.optimize not in OPTIMIZE:
@@ -48,7 +54,7 @@ class TuneOptions:
             raise ExportError("--candidates is empty; name at least one form, e.g. dwconv.")
         for name in self.candidates or ():
             DeployOptions.from_name(name)
-        if self.runs < 1 or any(t < 8 for t in self.tiles):
+        if self.runs < 1 or any(t < 8 for t in self.tiles + self.split_tiles):
             raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
 
 
@@ -195,12 +201,14 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
               "screening_runs": -(-tune.runs // 2) if screened else 0, "screening_gives_up_above": GIVE_UP_ABOVE,
               "candidates_from": "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
               "candidates": {n: candidates[n] for n in forms if n in candidates}, "chosen": best,
-              "tile": None}
-    if candidates[best]["median_ms"] is not None and tune.tiles:
+              "tile": None, "split": None}
+    if candidates[best]["median_ms"] is not None and any(t < max(size) for t in tune.tiles + tune.split_tiles):
         whole_ms = candidates[best].get("interleaved_ms", candidates[best]["median_ms"])
         with _load(module, cand_dir, fields, target.precision) as runner:
             record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
-        record["tile"] = choose_tile(record["tiles"])
+        plan = choose_plan(record["tiles"])
+        if plan is not None:
+            record[plan[0]] = plan[1]
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
     shutil.rmtree(scratch, ignore_errors=True)  # the losers
@@ -243,25 +251,56 @@ def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: i
 TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost the timing noise must not hide
 
 
+SPLIT = "split "  # the prefix of split execution's ways in the tiles' record: "split 64"
+SPLIT_MIN_PSNR_DB = 50.0  # a reduced-precision split vs its whole engine: far closer than any precision's own drift
+
+
+def _split_ways(runner, spec, x: np.ndarray, tune: TuneOptions, timings: dict) -> dict:
+    """Split execution at each of ``tune.split_tiles`` smaller than the image, where the engine's graph can be cut
+    and the split output is the whole engine's (checked on ``x``, a run that is each way's warm-up): an FP32
+    engine's to float rounding, a reduced precision's within ``SPLIT_MIN_PSNR_DB`` (its two parts compiled apart
+    round differently: OpenVINO INT8 ~56 dB on a tiny model)."""
+    from scnet_deploy.exporters.runner import FP32_MAX_ABS, psnr_vs_reference
+    from scnet_deploy.exporters.split import SplitRunner
+
+    sides = [t for t in tune.split_tiles if t < max(x.shape[2:])]
+    if not sides or runner.parts() is None:
+        return {}
+    whole, ways = runner.infer(x), {}
+    for t in sides:
+        split = SplitRunner(runner, t, spec.to_dict())
+        out = split.infer(x)
+        diff, psnr = float(np.abs(out - whole).max()), psnr_vs_reference(out, whole)
+        if not (diff <= FP32_MAX_ABS if runner.precision == "fp32" else psnr >= SPLIT_MIN_PSNR_DB):
+            timings[SPLIT + str(t)] = {"error": f"not the whole engine's output here (max abs diff {diff:.2g}, "
+                                                f"PSNR {psnr:.1f} dB)"}
+            continue
+        timings[SPLIT + str(t)] = {"max_abs_diff_to_whole": diff}
+        ways[SPLIT + str(t)] = split.infer
+    return ways
+
+
 def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress, whole_ms: float) -> dict:
-    """The whole image ("none") and exact tiling at each tile side smaller than the image, on the same loaded
-    engine. ``whole_ms``: the whole image's median from the candidates' timing, in turn with another candidate or
-    screened alone; an engine timed in turn runs slower than alone (each evicts the other's memory), never faster.
+    """The whole image ("none"), exact tiling at each tile side smaller than the image and split execution at each
+    split tile side ("split N", ``_split_ways``), on the same loaded engine. ``whole_ms``: the whole image's median
+    from the candidates' timing, in turn with another candidate or screened alone; an engine timed in turn runs slower than alone (each evicts the other's memory), never faster.
     Each tile is first screened alone (one warm-up, half the runs), stopped after its first run if that is already
     slower than ``whole_ms``: it cannot beat the whole image alone either. Only if a tile screens ``TILE_MARGIN``
     faster than ``whole_ms`` is the whole image screened alone on the same engine, alone against alone (comparing a
     tile alone with an in-turn median made tiles look faster than they were); a tile that still beats it by the
-    margin is timed again in turn with the whole image, and only those timings choose (``choose_tile``)."""
+    margin is timed again in turn with the whole image, and only those timings choose (``choose_plan``)."""
     from scnet_deploy.exporters.runner import TiledRunner
 
     tiles = {str(t): TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer
              for t in tune.tiles if t < max(x.shape[2:])}
-    progress(Progress(f"autotune {fmt}: whole image vs tiles of {', '.join(tiles) or '-'} px"))
     timings = {"none": {"median_ms": whole_ms, "from": "candidates"}}
+    tiles.update(_split_ways(runner, spec, x, tune, timings))
+    progress(Progress(f"autotune {fmt}: whole image vs {', '.join(tiles) or 'no tiles'} (LR px)"))
     for name, infer in tiles.items():
+        warmed = name.startswith(SPLIT)  # by its check
         try:
-            timings[name] = {"median_ms": median_ms(infer, x, -(-tune.runs // 2), give_up_above_ms=whole_ms),
-                             "from": "screening"}
+            timings[name] = {**timings.get(name, {}), "from": "screening", "median_ms": median_ms(
+                infer, x, -(-tune.runs // 2), warmup=0 if warmed else 1, give_up_above_ms=whole_ms)}
         except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
             timings[name] = {"error": str(exc).splitlines()[0][:300]}
 
@@ -273,14 +312,16 @@ def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progre
         timings["none"] = {"median_ms": alone, "from": "screening", "candidates_ms": whole_ms}
         promising = {n: tiles[n] for n in beating(alone)}
         if promising:
-            timings.update(in_turn({"none": runner.infer, **promising}, x, tune.runs, warmup=1))
+            for name, timing in in_turn({"none": runner.infer, **promising}, x, tune.runs, warmup=1).items():
+                kept = {k: v for k, v in timings[name].items() if k == "max_abs_diff_to_whole"}
+                timings[name] = {**kept, **timing}
     return timings
 
 
-def choose_tile(timings: dict) -> int | None:
-    """The fastest tile timed in turn with the whole image (not one only screened) if it beats the whole image by
-    the margin, else None (run whole images)."""
+def choose_plan(timings: dict) -> tuple[str, int] | None:
+    """The fastest way in pieces timed in turn with the whole image (not one only screened) if it beats the whole
+    image by the margin, as ("tile", side) or ("split", side); else None (run whole images)."""
     best = fastest({k: v for k, v in timings.items() if k != "none" and v.get("from") != "screening"})
     if best is None or timings[best]["median_ms"] >= TILE_MARGIN * timings["none"]["median_ms"]:
         return None
-    return int(best)
+    return ("split", int(best[len(SPLIT):])) if best.startswith(SPLIT) else ("tile", int(best))

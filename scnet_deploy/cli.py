@@ -130,6 +130,9 @@ def export_cmd(
     tune_runs: int = typer.Option(5, help="--optimize latency: timed runs per candidate."),
     tune_tiles: str = typer.Option("256", help="--optimize latency: LR tile sides to try, comma-separated ('' for "
                                    "none)."),
+    tune_split_tiles: str = typer.Option("64", help="--optimize latency: LR tile sides of split execution's tail to "
+                                         "try (the body whole, the upsampling tail on tiles), comma-separated "
+                                         "('' for none)."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset, 17 or 18 (default: the exporter's, 18 for dynamo)."),
     exporter: str = typer.Option("dynamo", help="torch.onnx exporter: dynamo or torchscript."),
     simplify: bool = typer.Option(True, help="Simplify with onnxsim (onnxslim as fallback)."),
@@ -174,7 +177,9 @@ def export_cmd(
                          upsample_as_deconv=upsample_as_deconv, skip_as_conv=skip_as_conv, opset=opset,
                          exporter=exporter, simplify=simplify),
         tune=TuneOptions(optimize, None if candidates is None else _parse_list(candidates), runs=tune_runs,
-                         tiles=tuple(_parse_int(t, "--tune-tiles") for t in _parse_list(tune_tiles))),
+                         tiles=tuple(_parse_int(t, "--tune-tiles") for t in _parse_list(tune_tiles)),
+                         split_tiles=tuple(_parse_int(t, "--tune-split-tiles")
+                                           for t in _parse_list(tune_split_tiles))),
         openvino=OpenVINOOptions(inference_precision=ov_hint, performance=ov_performance),
         tensorrt=TensorRTOptions(workspace_mb=workspace, timing_cache=timing_cache, max_batch=max_batch),
         coreml=CoreMLOptions(shapes=coreml_shapes, enumerated=tuple(_parse_size(s) for s in coreml_sizes.split(",")),

@@ -45,11 +45,15 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         verify_files(path, manifest)
         backend = get_backend(manifest.get("backend", "?"))
         runner = backend.impl().load(path, manifest, runtime)  # declares its manifest, arch and size range
-        tile = (manifest.get("autotune") or {}).get("tile")
-        if tile:  # the autotuner measured tiles faster than whole images on the machine it ran on
+        tuned = manifest.get("autotune") or {}
+        if tuned.get("tile"):  # the autotuner measured tiles faster than whole images on the machine it ran on
             from scnet_deploy.exporters.runner import TiledRunner
 
-            runner = TiledRunner(runner, tile, runner.arch["receptive_radius"], runner.arch["scale"])
+            runner = TiledRunner(runner, tuned["tile"], runner.arch["receptive_radius"], runner.arch["scale"])
+        elif tuned.get("split"):  # ... or split execution: the body whole, the tail on tiles
+            from scnet_deploy.exporters.split import SplitRunner
+
+            runner = SplitRunner(runner, tuned["split"])
         runner.name = f"{path.name}: {runner.name}"
         return runner
     from .errors import require_export_stack

@@ -73,11 +73,15 @@ def test_a_single_candidate_is_the_graph_written(tmp_path, form):
 
 
 def test_a_tile_must_beat_the_whole_image_by_the_margin():
-    from scnet_deploy.autotune import choose_tile
+    from scnet_deploy.autotune import choose_plan
 
-    assert choose_tile({"none": {"median_ms": 100.0}, "128": {"median_ms": 97.0}}) is None  # within noise
-    assert choose_tile({"none": {"median_ms": 100.0}, "128": {"median_ms": 90.0}, "256": {"median_ms": 80.0}}) == 256
-    assert choose_tile({"none": {"median_ms": 100.0}, "128": {"error": "too small"}}) is None
+    assert choose_plan({"none": {"median_ms": 100.0}, "128": {"median_ms": 97.0}}) is None  # within noise
+    assert choose_plan({"none": {"median_ms": 100.0}, "128": {"median_ms": 90.0}, "256": {"median_ms": 80.0}}) == \
+        ("tile", 256)
+    assert choose_plan({"none": {"median_ms": 100.0}, "128": {"median_ms": 90.0}, "split 64": {"median_ms": 80.0}}) \
+        == ("split", 64)
+    assert choose_plan({"none": {"median_ms": 100.0}, "split 64": {"median_ms": 80.0, "from": "screening"}}) is None
+    assert choose_plan({"none": {"median_ms": 100.0}, "128": {"error": "too small"}}) is None
 
 
 def test_tiles_are_timed_against_the_whole_image_on_one_engine(tmp_path):
@@ -119,12 +123,12 @@ def test_tiles_are_screened_and_only_a_promising_one_is_timed_again_in_turn(monk
                                    TuneOptions(runs=4, tiles=(16, 64)), lambda e: None, whole)
     assert set(timings) == {"none", "16"}  # 64 >= the image: not a tile
     if tile_cheaper:
-        assert in_turn_ways == [{"none", "16"}] and autotune.choose_tile(timings) == 16
+        assert in_turn_ways == [{"none", "16"}] and autotune.choose_plan(timings) == ("tile", 16)
         whole_calls = [i for i, hw in enumerate(runner.sizes) if hw == (32, 32)]
         assert whole_calls[:3] == [12, 13, 14]  # after the tile's screening (3 runs of 4 tiles): the whole, alone
     else:  # the warm-up and one timed run of the tile, then nothing more
         assert in_turn_ways == [] and timings["16"]["from"] == "screening"
-        assert len(runner.sizes) == 2 * 4 and autotune.choose_tile(timings) is None  # 2x2 tiles a run
+        assert len(runner.sizes) == 2 * 4 and autotune.choose_plan(timings) is None  # 2x2 tiles a run
 
 
 def test_a_measured_faster_tile_is_recorded_and_every_verb_runs_tiled_and_exact(tmp_path, monkeypatch):
