@@ -115,10 +115,13 @@ def recommend(validation: dict, bench: dict, budget_db: float, goal: str = "late
 
 
 def autotune_summary(manifest: dict) -> dict:
-    """The chosen form (and tile) of one engine, with every candidate's median ms where it was autotuned."""
+    """The chosen form (and tile or split) of one engine, with every candidate's median ms where it was autotuned and
+    the whole image's and each way in pieces' ("256": tiles, "split 64": split execution)."""
     tuned = manifest.get("autotune") or {}
     cands = tuned.get("candidates", {})
-    return {"form": manifest.get("form"), "tile": tuned.get("tile"), "target_lr_size": tuned.get("target_lr_size"),
+    return {"form": manifest.get("form"), "tile": tuned.get("tile"), "split": tuned.get("split"),
+            "pieces_ms": {name: t.get("median_ms") for name, t in (tuned.get("tiles") or {}).items()},
+            "target_lr_size": tuned.get("target_lr_size"),
             "candidates_ms": {name: c.get("median_ms") for name, c in cands.items()},
             "abandoned": {name: c["abandoned"] for name, c in cands.items() if "abandoned" in c},
             "interleaved_ms": {name: c["interleaved_ms"] for name, c in cands.items() if "interleaved_ms" in c},
@@ -143,7 +146,8 @@ def form_lines(forms: dict) -> list[str]:
     lines = ["Graph form per engine (autotuned: every candidate's median ms at the target size, on this machine; "
              "two candidates are timed in turn, more are screened first):", ""]
     for label, f in forms.items():
-        line = f"- `{label}`: {f['form']}" + (f", tiles of {f['tile']} LR px" if f.get("tile") else "")
+        line = f"- `{label}`: {f['form']}" + (f", tiles of {f['tile']} LR px" if f.get("tile") else "") + (
+            f", split: the tail on tiles of {f['split']} LR px" if f.get("split") else "")
         if f["candidates_ms"]:
             line += (" (tried: " if f.get("screened", True) else " (tried in turn: ") + ", ".join(
                 f"{n} {ms:.1f}" if ms is not None else f"{n} over budget, stopped" if n in f.get("abandoned", {})
@@ -152,6 +156,10 @@ def form_lines(forms: dict) -> list[str]:
                 line += "; the two fastest again, interleaved: " + ", ".join(
                     f"{n} {ms:.1f}" for n, ms in f["interleaved_ms"].items())
             line += ")"
+        pieces = {n: ms for n, ms in (f.get("pieces_ms") or {}).items() if n != "none" and ms is not None}
+        if pieces:  # the whole image against tiles and split execution, screened (a faster one timed in turn)
+            line += f"; whole image {f['pieces_ms'].get('none', 0):.1f} ms vs " + ", ".join(
+                f"{'tiles of ' + n if not n.startswith('split') else n} {ms:.1f}" for n, ms in pieces.items())
         lines.append(line)
     return lines
 

@@ -111,3 +111,15 @@ def test_default_validation_mixes_content_none_of_it_in_calibration_or_holdout(t
     validation = {f"{p.stem.split('_', 1)[0]}:{p.stem.split('_', 1)[1]}" for p in images}
     assert not validation & {n.replace("generated:", "").rsplit(":", 1)[0] + ":" + n.rsplit(":", 1)[1]
                              if n.startswith("generated:") else n for n in used}
+
+
+def test_the_report_shows_the_whole_image_against_tiles_and_split_execution():
+    from scnet_deploy.pipeline import autotune_summary, form_lines
+
+    tuned = {"candidates": {"dwconv": {"median_ms": 10.0}}, "tile": None, "split": None,
+             "tiles": {"none": {"median_ms": 10.0}, "256": {"median_ms": 12.0}, "split 64": {"median_ms": 11.0},
+                       "split 32": {"error": "not the whole engine's output here"}}}
+    line = form_lines({"openvino-fp32": autotune_summary({"form": "dwconv", "autotune": tuned})})[-1]
+    assert line.endswith("; whole image 10.0 ms vs tiles of 256 12.0, split 64 11.0") and "split:" not in line
+    chosen = form_lines({"e": autotune_summary({"form": "dwconv", "autotune": {**tuned, "split": 64}})})[-1]
+    assert "dwconv, split: the tail on tiles of 64 LR px" in chosen
