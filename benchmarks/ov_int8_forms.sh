@@ -7,13 +7,16 @@
 set -euo pipefail
 DIR="$1"
 OUT="${2:-benchmarks/results/ov_int8_forms.md}"
-FORMS=("dwconv" "dwconv+conv_before_upsample" "fold+conv_before_upsample")
+# fold+conv_before_upsample is the form of the engine issue 16 started from ("today's OpenVINO INT8")
+FORMS=("dwconv" "dwconv+conv_before_upsample" "fold+conv_before_upsample" "dwconv+skip_as_conv"
+       "dwconv+conv_before_upsample+skip_as_conv")
 mkdir -p "$DIR"
 for form in "${FORMS[@]}"; do
   shift_form="${form%%+*}"
   cbu=$([[ "$form" == *conv_before_upsample* ]] && echo --conv-before-upsample || echo --no-conv-before-upsample)
+  skip=$([[ "$form" == *skip_as_conv* ]] && echo --skip-as-conv || echo --no-skip-as-conv)
   [ -f "$DIR/$form/manifest.json" ] || scnet-deploy export scnet_deploy/weights/scnet_t_x4_reference.safetensors \
-    -o "$DIR/$form" -f openvino --int8 --calib-count 16 --shift "$shift_form" "$cbu" > "$DIR/$form.log" 2>&1
+    -o "$DIR/$form" -f openvino --int8 --calib-count 16 --shift "$shift_form" "$cbu" "$skip" > "$DIR/$form.log" 2>&1
 done
 median() { sed -n 's/.*Median: *\([0-9.]*\) ms.*/\1/p' | head -1; }
 declare -A RUNS

@@ -11,7 +11,9 @@ the first size; the fastest kept). Columns: median latency (after one warm-up ru
 FP32 PyTorch (Set5 x4 PSNR-Y where ../shared has it, else the scikit-image validation photographs), and for FP32 the
 ratio to the roofline: the official model's MACs x 2 / the FP32 GEMM rate measured here (torch.matmul, 2 threads...
 whatever torch uses, the best of 2048^3 and 4096^3). Tiling for cache: each engine is also timed on exact tiles
-(halo = receptive radius) of 128 and 256 LR px; the best tiled time is shown where it is faster than the whole image.
+(halo = receptive radius) of 128 and 256 LR px, and in split execution (its graph cut at the body's output, the body
+whole, the x4 tail on tiles of 64 and 128 LR px with the tail's radius as halo: ``exporters/split.py``); the best
+of each is shown, marked where it is faster than the whole image.
 
 Memory roofline, beside the compute one: the feature maps the network's memory-moving ops write (convolutions, the
 shift, the resizes; activations and adds fuse into them), each written once and read once, at the engine's precision
@@ -43,6 +45,7 @@ SHARED = ROOT.parent / "shared" / "datasets"
 ENGINES = [("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"),
            ("openvino", "int8"), ("tensorrt", "fp16"), ("coreml", "fp16")]
 TILES = (128, 256)
+SPLIT_TILES = (64, 128)
 
 
 def gemm_gflops() -> dict:
@@ -116,6 +119,7 @@ def main(argv=None) -> int:
     from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
     from scnet_deploy.exporters.registry import backend_for_format
     from scnet_deploy.exporters.runner import TiledRunner
+    from scnet_deploy.exporters.split import SplitRunner
     from scnet_deploy.exporters.torch_runner import TorchRunner
     from scnet_deploy.options import RuntimeOptions
     from scnet_deploy.pipeline import REFERENCE
@@ -144,7 +148,7 @@ def main(argv=None) -> int:
     macs_min = macs_per_lr_pixel(fewest)
     bandwidth = copy_gbytes_per_s()
     elements = {f"{h}x{w}": map_elements(fewest, h, w) for h, w in sizes}
-    rows = []  # {label, precision, form, ms: {size: ms}, tiled: {size: (ms, tile)}, note}
+    rows = []  # {label, precision, form, ms: {size: ms}, tiled / split: {size: {tile, ms, all}}, note}
     calib = CalibOptions(Path(args.calib_data) if args.calib_data else None, count=args.calib_count)
     wanted = [tuple(e.split("-")) for e in args.engines.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,7 +177,8 @@ def main(argv=None) -> int:
             artifacts[label] = r.directory
             cands = ", ".join(f"{n} {c['median_ms']:.0f}" for n, c in tuned["candidates"].items()
                               if c.get("median_ms") is not None)
-            tile = f", tiles of {tuned['tile']} px" if tuned.get("tile") else ", whole images"
+            tile = (f", tiles of {tuned['tile']} px" if tuned.get("tile") else
+                    f", split, tail on tiles of {tuned['split']} px" if tuned.get("split") else ", whole images")
             notes[label] = f"form {tuned['chosen']}{tile} (tried at {sizes[0][0]}x{sizes[0][1]}: {cands} ms)"
         drift_name, drifts = drift_table(ckpt_path, artifacts, tmp) if artifacts else ("-", {})
         naive = tmp / "naive.onnx"
@@ -186,8 +191,8 @@ def main(argv=None) -> int:
                 yield label, label.split()[1], lambda path=path: open_model(path, RuntimeOptions(cuda=False))
 
         for label, precision, make in runners():
-            row = {"label": label, "precision": precision, "ms": {}, "tiled": {}, "drift_db": drifts.get(label),
-                   "note": notes.get(label, ""), "throughput": None}
+            row = {"label": label, "precision": precision, "ms": {}, "tiled": {}, "split": {},
+                   "drift_db": drifts.get(label), "note": notes.get(label, ""), "throughput": None}
             for size, n in zip(sizes, runs):
                 print(f"timing {label} at {size[0]}x{size[1]}", file=sys.stderr, flush=True)
                 x = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
@@ -197,9 +202,12 @@ def main(argv=None) -> int:
                         spec = ckpt.spec
                         tiled = {t: time_ms(TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer, x, n)
                                  for t in TILES if t < max(size)}
-                        if tiled:
-                            best = min(tiled, key=tiled.get)
-                            row["tiled"][f"{size[0]}x{size[1]}"] = {"tile": best, "ms": tiled[best], "all": tiled}
+                        split = {t: time_ms(SplitRunner(runner, t, spec.to_dict()).infer, x, n)
+                                 for t in SPLIT_TILES if t < max(size)} if runner.parts() is not None else {}
+                        for kind, ways in (("tiled", tiled), ("split", split)):
+                            if ways:
+                                best = min(ways, key=ways.get)
+                                row[kind][f"{size[0]}x{size[1]}"] = {"tile": best, "ms": ways[best], "all": ways}
                 gc.collect()
             if label in artifacts:  # several requests in flight, at the first size
                 print(f"throughput {label}", file=sys.stderr, flush=True)
@@ -210,8 +218,8 @@ def main(argv=None) -> int:
             rows.append(row)
         for label, note in notes.items():
             if label not in artifacts:
-                rows.append({"label": label, "precision": label.split()[1], "ms": {}, "tiled": {}, "drift_db": None,
-                             "note": note})
+                rows.append({"label": label, "precision": label.split()[1], "ms": {}, "tiled": {}, "split": {},
+                             "drift_db": None, "note": note})
     info = machine()
     elapsed = time.perf_counter() - t_start
     lines = [f"SCNet-T x4 ({ckpt_path.name}), {info['cpu']['model']}, {info['cpu']['cores']} cores "
@@ -233,8 +241,8 @@ def main(argv=None) -> int:
     rule = "|---|---|"
     for h, w in sizes:
         head += (f" {h}x{w} -> {h * 4}x{w * 4} ms | x eager | x roofline (FP32) | x memory roofline | best exact "
-                 "tiling ms (tile) |")
-        rule += "---|---|---|---|---|"
+                 "tiling ms (tile) | best split ms (tail tile) |")
+        rule += "---|---|---|---|---|---|"
     lines += [head + f" in flight at {sizes[0][0]}x{sizes[0][1]}: images/s (requests), x one at a time | notes |",
               rule + "---|---|"]
     eager = rows[0]["ms"]
@@ -246,15 +254,15 @@ def main(argv=None) -> int:
             key = f"{h}x{w}"
             ms = row["ms"].get(key)
             if ms is None:
-                cells += ["-", "-", "-", "-", "-"]
+                cells += ["-", "-", "-", "-", "-", "-"]
                 continue
             roof = macs_official * h * w * 2 / gemm["gflops"] / 1e6
-            tiled = row["tiled"].get(key)
+            tiled, split = row["tiled"].get(key), row["split"].get(key)
             memory = memory_roofline_ms(elements[key], row["precision"], bandwidth)
             cells += [f"{ms:.0f}", f"{eager[key] / ms:.1f}x",
                       f"{ms / roof:.2f}x" if row["precision"] == "fp32" else "", f"{ms / memory:.1f}x",
-                      (f"{tiled['ms']:.0f} ({tiled['tile']})" + (" faster" if tiled["ms"] < ms else ""))
-                      if tiled else ""]
+                      *[(f"{way['ms']:.0f} ({way['tile']})" + (" faster" if way["ms"] < ms else "")) if way else ""
+                        for way in (tiled, split)]]
         t = row.get("throughput")
         cells.append(f"{t['images_per_s']:.2f} ({t['inflight']}), {t['vs_latency']:.2f}x" if t else "")
         lines.append("| " + " | ".join(cells) + f" | {row['note']} |")
