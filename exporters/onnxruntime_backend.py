@@ -70,8 +70,14 @@ class OrtRunner(Runner):
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: lr})[0]
 
     def parts(self):
+        """None without the ``onnx`` package (a device's torch-free install has only onnxruntime): it cuts the graph."""
         if self._parts is None:
+            import importlib.util
+
             import onnxruntime as ort
+
+            if importlib.util.find_spec("onnx") is None:
+                return None
 
             from scnet_deploy.exporters.split import onnx_parts
 

@@ -10,6 +10,7 @@ that can cut their graph (ONNX Runtime, OpenVINO) implement ``Runner.parts()``.
 
 import numpy as np
 
+from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.exporters.runner import Runner
 
 
@@ -104,10 +105,9 @@ class SplitRunner(Runner):
         arch = arch or inner.arch  # ArchSpec.to_dict(): from the artifact's manifest, or the autotuner's spec
         parts = inner.parts()
         if parts is None:
-            from scnet_deploy.errors import ScnetDeployError
-
-            raise ScnetDeployError(f"{inner.name}: its graph cannot be split at the body's output (no residual add "
-                                   "found); run it whole.")
+            raise ScnetDeployError(f"{inner.name}: split execution (the body whole, the tail on tiles of {tile}) "
+                                   "cannot cut this engine's graph here: it has no residual add, or ONNX Runtime "
+                                   "lacks the onnx package (pip install onnx); re-export with --tune-split-tiles ''.")
         super().__init__(inner.precision, inner.size_range, f"{inner.name} (tail on tiles of {tile})", arch)
         self.manifest, self.backend = inner.manifest, inner.backend
         self.inner, self.tile, self.halo, self.scale = inner, tile, tail_radius(arch), int(arch["scale"])
@@ -127,7 +127,7 @@ class SplitRunner(Runner):
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         features = self.body(lr)
-        n, c, h, w = lr.shape
+        n, _, h, w = lr.shape
         s, out = self.scale, None
         for r0, ry, rh in windows(h, self.tile, self.halo):
             th = min(self.tile, h - r0)

@@ -150,3 +150,19 @@ def test_a_split_slower_than_the_whole_image_is_not_kept(ckpt, tmp_path, monkeyp
     assert len(calls) == 2  # the check, then one timed run already slower than the whole image: given up
     with open_model(tmp_path / "a") as runner:
         assert not isinstance(runner, SplitRunner)
+
+
+def test_without_the_onnx_package_an_onnxruntime_engine_is_not_split_and_says_why(ckpt, tmp_path, monkeypatch):
+    """A device's torch-free install has onnxruntime but not onnx, which cuts the graph: no split is tried there,
+    and an artifact tuned to run split says in one line what is missing."""
+    import importlib.util
+
+    from scnet_deploy.errors import ScnetDeployError
+
+    export(ckpt, ExportOptions(output=tmp_path / "a"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    with open_model(tmp_path / "a") as runner:
+        assert runner.parts() is None
+        with pytest.raises(ScnetDeployError, match="pip install onnx"):
+            SplitRunner(runner, 16)
