@@ -283,12 +283,13 @@ def _split_ways(runner, spec, x: np.ndarray, tune: TuneOptions, timings: dict) -
 def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progress, whole_ms: float) -> dict:
     """The whole image ("none"), exact tiling at each tile side smaller than the image and split execution at each
     split tile side ("split N", ``_split_ways``), on the same loaded engine. ``whole_ms``: the whole image's median
-    from the candidates' timing, in turn with another candidate or screened alone; an engine timed in turn runs slower than alone (each evicts the other's memory), never faster.
-    Each tile is first screened alone (one warm-up, half the runs), stopped after its first run if that is already
-    slower than ``whole_ms``: it cannot beat the whole image alone either. Only if a tile screens ``TILE_MARGIN``
-    faster than ``whole_ms`` is the whole image screened alone on the same engine, alone against alone (comparing a
-    tile alone with an in-turn median made tiles look faster than they were); a tile that still beats it by the
-    margin is timed again in turn with the whole image, and only those timings choose (``choose_plan``)."""
+    from the candidates' timing, in turn with another candidate or screened alone; an engine timed in turn runs
+    slower than alone (each evicts the other's memory), never faster. Each way is first screened alone (one
+    warm-up, half the runs), stopped after its first run if that is already slower than ``whole_ms``: it cannot
+    beat the whole image alone either. Only if one screens ``TILE_MARGIN`` faster than ``whole_ms`` is the whole
+    image screened alone on the same engine, alone against alone (comparing a tile alone with an in-turn median made
+    tiles look faster than they were); a way that still beats it by the margin is timed again in turn with the whole
+    image, and only those timings choose (``choose_plan``)."""
     from scnet_deploy.exporters.runner import TiledRunner
 
     tiles = {str(t): TiledRunner(runner, t, spec.receptive_radius, spec.scale).infer
