@@ -1,7 +1,7 @@
 """The image skip as a conv (``skip_as_conv``) against the bilinear resize, in every CPU engine and precision.
 
-SCNet adds the bilinear x4 upsample of its 3-channel input to its output. The runtimes run that resize in a layout
-padded for the 64-channel maps around it (OpenVINO: 11.9 ms of its INT8 engine's 162 ms at 180x320 -> 720p in one
+SCNet adds the bilinear x4 upsample of its 3-channel input to its output. That resize is slow for its size, probably
+because the runtimes run it in the channel-blocked layout of the 64-channel maps around it (OpenVINO: 11.9 ms of its INT8 engine's 162 ms at 180x320 -> 720p in one
 profile here, next to 31 ms for a 64-channel resize of the same output size). ``skip_as_conv`` computes it at the
 input size: edge padding, a 3x3 conv to the 16 output phases of each channel, depth-to-space (exact; the conv stays
 float in INT8 engines). This script exports the reference checkpoint in each CPU form with and without it (INT8 as

@@ -125,10 +125,10 @@ class BilinearPhases(nn.Module):
 
 
 def skip_as_conv(model: nn.Module) -> nn.Module:
-    """The image skip's bilinear upsample as BilinearPhases. Exact. The resize writes the few image channels at the
-    output size, which the runtimes do in a layout padded for 64-channel maps (OpenVINO: 11.9 of its INT8 engine's
-    162 ms here); the conv works at the input size and depth-to-space only moves the result
-    (benchmarks/skip_as_conv.py)."""
+    """The image skip's bilinear upsample as BilinearPhases. Exact. The resize of the few image channels at the
+    output size is slow for its size (OpenVINO: 11.9 of its INT8 engine's 162 ms here, probably computed in the
+    channel-blocked layout of the 64-channel maps); the conv works at the input size and depth-to-space only moves
+    the result (benchmarks/skip_as_conv.py)."""
     model = copy.deepcopy(model)
     skip = getattr(model, "skip", None)
     if (isinstance(skip, nn.Upsample) and skip.mode == "bilinear" and not skip.align_corners and skip.size is None
