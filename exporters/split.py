@@ -1,6 +1,6 @@
 """Exact split execution: an engine's own graph cut at the body's output; the body runs on the whole image, the
-upsampling tail on windows of one size whose halo covers the tail's receptive radius, so the output is the whole
-graph's. The tail writes 64-channel maps at 2x and 4x the input size, far beyond a CPU's caches; on windows they may
+upsampling tail on exact tiles (``tiling.run_tiled``) whose halo covers the tail's receptive radius, so the output
+is the whole graph's. The tail writes 64-channel maps at 2x and 4x the input size, far beyond a CPU's caches; on windows they may
 stay in them. Where that is faster is measured, not assumed: the autotuner times it on the engine it chose and keeps
 it only where it beats the whole graph (``manifest["autotune"]["split"]``).
 
@@ -20,13 +20,6 @@ def tail_radius(arch: dict) -> int:
     return int(arch["receptive_radius"]) - int(arch["num_block"])
 
 
-def windows(length: int, tile: int, halo: int) -> list[tuple[int, int, int]]:
-    """(tile start, window start, window length) along one axis: every window is ``min(length, tile + 2 halo)``
-    long and lies inside [0, length); a window at the border keeps the border (where the graph's own padding acts)."""
-    size = min(length, tile + 2 * halo)
-    return [(start, min(max(start - halo, 0), length - size), size) for start in range(0, length, tile)]
-
-
 def _is_residual_add(inputs_constant: list[bool]) -> bool:
     return len(inputs_constant) == 2 and not any(inputs_constant)
 
@@ -34,14 +27,12 @@ def _is_residual_add(inputs_constant: list[bool]) -> bool:
 def onnx_body_output(model) -> str | None:
     """The tensor the body hands to the tail: the output of the last residual Add (an Add of two computed tensors)
     that is not the final image add. None if the graph has none."""
-    constants = {t.name for t in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
+    from scnet_deploy.image_path import constant_tensors
+
+    constants, outputs = constant_tensors(model), {o.name for o in model.graph.output}
     last = None
     for node in model.graph.node:  # topological order
-        data = [i for i in node.input if i and i not in constants]
-        if not data:
-            constants.update(node.output)
-        elif node.op_type == "Add" and _is_residual_add([i in constants for i in node.input]) \
+        if node.op_type == "Add" and _is_residual_add([i in constants for i in node.input]) \
                 and node.output[0] not in outputs:
             last = node.output[0]
     return last
@@ -98,7 +89,7 @@ def ov_parts(read_model):
 
 
 class SplitRunner(Runner):
-    """An engine run as its body on the whole image and its tail on windows of ``tile`` LR pixels (plus the tail's
+    """An engine run as its body on the whole image and its tail on tiles of ``tile`` LR pixels (plus the tail's
     receptive radius as halo): exactly the whole graph's output."""
 
     def __init__(self, inner: Runner, tile: int, arch: dict | None = None) -> None:
@@ -126,17 +117,19 @@ class SplitRunner(Runner):
         return clone
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        features = self.body(lr)
-        n, _, h, w = lr.shape
-        s, out = self.scale, None
-        for r0, ry, rh in windows(h, self.tile, self.halo):
-            th = min(self.tile, h - r0)
-            for c0, cx, cw in windows(w, self.tile, self.halo):
-                tw = min(self.tile, w - c0)
-                sr = self.tail(np.ascontiguousarray(features[:, :, ry:ry + rh, cx:cx + cw]),
-                               np.ascontiguousarray(lr[:, :, ry:ry + rh, cx:cx + cw]))
-                if out is None:
-                    out = np.empty((n, sr.shape[1], h * s, w * s), np.float32)
-                oy, ox = (r0 - ry) * s, (c0 - cx) * s
-                out[:, :, r0 * s:(r0 + th) * s, c0 * s:(c0 + tw) * s] = sr[:, :, oy:oy + th * s, ox:ox + tw * s]
+        from scnet_deploy.tiling import run_tiled
+
+        n, c, h, w = lr.shape  # SCNet's output has its input's channels (arch.detect_arch checks)
+        out = np.empty((n, c, h * self.scale, w * self.scale), np.float32)
+        # the tail's two inputs cut as one array (features, then the image), each tile split back for the call
+        joined = np.concatenate([self.body(lr), lr], axis=1)
+
+        def tail(crop: np.ndarray) -> np.ndarray:
+            return self.tail(np.ascontiguousarray(crop[:, :-c]), np.ascontiguousarray(crop[:, -c:]))
+
+        for i, image in enumerate(joined):
+            def sink(y: int, x: int, block: np.ndarray, i=i) -> None:
+                out[i, :, y:y + block.shape[1], x:x + block.shape[2]] = block
+
+            run_tiled(tail, image, self.scale, self.tile, self.halo, sink)
         return out

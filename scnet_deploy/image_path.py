@@ -7,19 +7,26 @@ from .manifest import INPUT_NAME
 _NOT_FOLLOWED = ("QuantizeLinear", "DequantizeLinear")  # the first layer's quantized input is not the skip
 
 
+def constant_tensors(model) -> set[str]:
+    """The tensors of an ONNX graph that depend on no input: initializers, Constant outputs, and what nodes compute
+    from those alone (a bias a preprocessor made)."""
+    constants = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # topological order
+        if all(i in constants for i in node.input if i):
+            constants.update(node.output)
+    return constants
+
+
 def skip_nodes(model, input_name: str = INPUT_NAME) -> list[str]:
     """Names, in graph order, of the nodes computed from the input alone other than the network's first layer (the
     conv that reads the input itself)."""
-    constants = {t.name for t in model.graph.initializer}
+    constants = constant_tensors(model)
     derived, names = {input_name}, []
     for node in model.graph.node:  # topological order
         data = [i for i in node.input if i and i not in constants]
-        if not data:  # a Constant, or a node computed from constants only (a bias made by a preprocessor)
-            constants.update(node.output)
+        if not data or node.op_type in _NOT_FOLLOWED or (node.op_type == "Conv" and node.input[0] == input_name):
             continue
-        if node.op_type in _NOT_FOLLOWED or (node.op_type == "Conv" and node.input[0] == input_name):
-            continue
-        if data and all(i in derived for i in data):
+        if all(i in derived for i in data):
             derived.update(node.output)
             names.append(node.name)
     return names

@@ -1,5 +1,5 @@
 """Exact split execution: an engine's graph cut at the body's output, the body on the whole image and the tail on
-windows; its output is the whole engine's, and the autotuner keeps it only where it measured faster."""
+tiles; its output is the whole engine's, and the autotuner keeps it only where it measured faster."""
 
 import numpy as np
 import pytest
@@ -11,23 +11,11 @@ from scnet_deploy.autotune import TuneOptions
 from scnet_deploy.calibration.data import CalibOptions
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.onnx_graph import OnnxOptions
-from scnet_deploy.exporters.split import SplitRunner, tail_radius, windows
+from scnet_deploy.exporters.split import SplitRunner, tail_radius
 from scnet_deploy.runtime import open_model
 
 FORMS = {"dwconv": OnnxOptions(), "slice+cbu+skip_as_conv": OnnxOptions(shift="slice", conv_before_upsample=True,
                                                                          skip_as_conv=True)}
-
-
-def test_windows_cover_the_axis_with_one_size_inside_it():
-    for length, tile, halo in ((37, 8, 3), (8, 8, 3), (5, 16, 3), (41, 40, 5)):
-        ways = windows(length, tile, halo)
-        assert [s for s, _, _ in ways] == list(range(0, length, tile))
-        assert len({n for _, _, n in ways}) == 1 and all(0 <= w and w + n <= length for _, w, n in ways)
-        for start, w, n in ways:  # each tile lies in its window with the halo around it, or at the border
-            end = min(start + tile, length)
-            assert w <= start and end <= w + n
-            assert start - w >= halo or w == 0
-            assert w + n - end >= halo or w + n == length
 
 
 @pytest.mark.parametrize("scale,upsampler", [(4, "mlp"), (3, "pixelshuffle"), (8, "mlp")])
@@ -67,7 +55,7 @@ def ckpt(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["onnx", pytest.param("openvino", marks=pytest.mark.openvino)])
 def test_split_execution_is_the_whole_engine(ckpt, tmp_path, fmt, form, precision):
     """FP32 and INT8 engines of both backends that can cut their graph, two forms: the split output equals the
-    whole engine's at tiles that cut the image in many windows, border windows and one window. OpenVINO INT8: the
+    whole engine's at tile sides that cut the image into many tiles, border tiles and one tile. OpenVINO INT8: the
     CPU plugin compiles the two parts of the quantized graph apart (the body's output crosses in f32 where the whole
     graph fuses the last add with the next quantizer), so outputs differ by roundings: >= 50 dB PSNR to the whole
     engine, the autotuner's rule for split execution of a reduced precision."""
