@@ -40,6 +40,8 @@ class Backend:
     builds_without_dependency: bool = False
     # "module:function" saying what the installed version means for this code (TensorRT: 10.x or 11.x typing)
     version_note: str | None = None
+    # The files of an artifact its runner reads: they must be listed (and so hashed) in its manifest
+    reads: tuple[str, ...] = ()
 
     def available(self) -> bool:
         try:
@@ -123,9 +125,11 @@ def format_names() -> list[str]:
 
 _PKG = "scnet_deploy.exporters"
 register(Backend("onnxruntime", "onnx", f"{_PKG}.onnxruntime_backend", "onnxruntime", "onnxruntime",
-                 "pip install onnxruntime", ("fp32", "int8"), "ONNX model run by ONNX Runtime (CPU; CUDA where present)"))
+                 "pip install onnxruntime", ("fp32", "int8"), "ONNX model run by ONNX Runtime (CPU; CUDA where present)",
+                 reads=("model.onnx",)))
 register(Backend("openvino", "openvino", f"{_PKG}.openvino_backend", "openvino", "openvino",
-                 "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)"))
+                 "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)",
+                 reads=("model.xml", "model.bin")))
 register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt_backend", "tensorrt", "tensorrt",
                  "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
                  "TensorRT 10.x/11.x engine (model.plan, strongly typed); without TensorRT: its ONNX and "
@@ -133,4 +137,5 @@ register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt_backend", "tensorrt",
                  version_note=f"{_PKG}.tensorrt_graph:tensorrt_generation"))
 register(Backend("coreml", "coreml", f"{_PKG}.coreml_backend", "coremltools", "coremltools",
                  "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16", "int8"),
-                 "Core ML ML Program (model.mlpackage); prediction needs macOS"))
+                 "Core ML ML Program (model.mlpackage); prediction needs macOS",
+                 reads=("model.mlpackage/Manifest.json",)))

@@ -30,9 +30,19 @@ def tool_versions(*packages: str) -> dict[str, str | None]:
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``path`` through a new temporary file beside it (created exclusively: never written through a link
+    someone left under a predictable name), then renamed over it."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # as a plain write would leave it (mkstemp makes 0600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def write_manifest(directory: Path, data: dict) -> dict:
@@ -43,7 +53,11 @@ def write_manifest(directory: Path, data: dict) -> dict:
 
 
 def read_manifest(directory: Path) -> dict:
-    return json.loads((Path(directory) / MANIFEST_NAME).read_text())
+    """The artifact's manifest through the door (size-capped, strict, schema-checked); ``door.check_artifact``
+    also checks its files."""
+    from .door import read_manifest as checked
+
+    return checked(directory)
 
 
 def sha256_of(path: Path) -> str:
@@ -55,17 +69,12 @@ def sha256_of(path: Path) -> str:
 
 
 def file_hashes(directory: Path, names: list[str]) -> dict[str, str]:
-    """sha256 of each file (as sha256sum prints it); a directory (e.g. model.mlpackage) hashes its files' relative
-    paths and contents in sorted order."""
+    """sha256 of each file (as sha256sum prints it), by its name relative to ``directory``; a folder (e.g.
+    model.mlpackage) is listed file by file, so that every file an artifact holds is named and hashed."""
     hashes = {}
     for name in names:
         path = directory / name
-        if not path.is_dir():
-            hashes[name] = sha256_of(path)
-            continue
-        digest = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(f.relative_to(directory)).encode())
-            digest.update(f.read_bytes())
-        hashes[name] = digest.hexdigest()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            hashes[f.relative_to(directory).as_posix()] = sha256_of(f)
     return hashes

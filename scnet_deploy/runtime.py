@@ -1,32 +1,13 @@
 """Open any model as a Runner: a checkpoint (PyTorch FP32) or an artifact directory (its manifest names the backend).
 
-Artifacts are checked against their manifest's file hashes before anything is loaded.
+Artifacts pass the door (``door.check_artifact``: every file listed, regular and hashed) before anything is loaded.
 """
 
 from pathlib import Path
 
-from .errors import ScnetDeployError
-from .manifest import MANIFEST_NAME, file_hashes, read_manifest
+from .door import ArtifactError, check_artifact
+from .manifest import MANIFEST_NAME, read_manifest
 from .options import RuntimeOptions
-
-
-class ArtifactError(ScnetDeployError):
-    """An artifact directory is incomplete, altered, or not an artifact."""
-
-
-def verify_files(directory: Path, manifest: dict) -> None:
-    recorded = manifest.get("files")
-    if not recorded:
-        raise ArtifactError(f"artifact '{directory}': its manifest.json lists no files with their sha256, so nothing "
-                            "in it can be checked; refusing to run it. Re-export it.")
-    missing = [n for n in recorded if not (directory / n).exists()]
-    if missing:
-        raise ArtifactError(f"artifact '{directory}' lacks {missing} listed in its manifest; re-export it.")
-    actual = file_hashes(directory, list(recorded))
-    changed = [n for n, h in recorded.items() if actual[n] != h]
-    if changed:
-        raise ArtifactError(f"artifact '{directory}': {changed} do not match the sha256 in manifest.json (altered or "
-                            "corrupted); refusing to run it. Re-export it.")
 
 
 def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), scale: int | None = None,
@@ -41,9 +22,9 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
             subs = sorted(p.name for p in path.iterdir() if (p / MANIFEST_NAME).exists())
             hint = f" It holds artifacts {subs}: name one of those." if subs else ""
             raise ArtifactError(f"'{path}' has no {MANIFEST_NAME}, so it is not an scnet-deploy artifact.{hint}")
-        manifest = read_manifest(path)
-        verify_files(path, manifest)
-        backend = get_backend(manifest.get("backend", "?"))
+        get_backend(read_manifest(path)["backend"]).require()  # a missing runtime is the first thing to say
+        manifest = check_artifact(path, required=lambda m: get_backend(m["backend"]).reads)
+        backend = get_backend(manifest["backend"])
         runner = backend.impl().load(path, manifest, runtime)  # declares its manifest, arch and size range
         tuned = manifest.get("autotune") or {}
         if tuned.get("tile"):  # the autotuner measured tiles faster than whole images on the machine it ran on

@@ -24,7 +24,7 @@ def test_convert(tmp_path, precision, shapes):
                             sizes=SizeRange((8, 8), (32, 48), (256, 256)),
                             coreml=CoreMLOptions(shapes=shapes, enumerated=((32, 48), (64, 96))))
     m = export(ckpt, options).manifest
-    assert (tmp_path / "cm" / "model.mlpackage").is_dir() and "model.mlpackage" in m["files"]
+    assert (tmp_path / "cm" / "model.mlpackage").is_dir() and "model.mlpackage/Manifest.json" in m["files"]
     section = m["coreml"]
     assert section["compute_precision"] == ("float16" if precision == "fp16" else "float32")
     assert section["deployment_target"] == "iOS17"
