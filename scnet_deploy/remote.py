@@ -16,11 +16,12 @@ engine (``infer``), and the outputs are scored here against ground truth and the
 """
 
 import contextlib
-import json
+import re
 import shlex
 import subprocess
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,12 +30,54 @@ import numpy as np
 
 from scnet_deploy.exporters.runner import Runner, array_key
 
+from . import door
+from .door import NUMBER, SHAPE, Fields, Int, ListOf, MapOf, Opt, UntrustedInput, clean_text
 from .errors import ScnetDeployError
 from .manifest import MANIFEST_NAME, read_manifest
 from .options import RemoteOptions
 
 LOCAL = "local"
 RUN_DIR_TEMPLATE = "scnet-deploy." + "X" * 6  # mktemp's template: it replaces the trailing X's with random characters
+RUN_DIR = re.compile(r"/[^\x00-\x1f\x7f]{0,4000}/scnet-deploy\.[A-Za-z0-9]{6}")  # what mktemp may answer
+# Caps on what a device sends back: command output (doctor --json: a few KB), a bench result, a run record, a
+# manifest; a device's outputs are capped by what was sent (door.read_npz), a TensorRT plan by MAX_PLAN_BYTES.
+MAX_REPLY_BYTES = 1 * 2**20
+MAX_RESULT_BYTES = 4 * 2**20
+MAX_PLAN_BYTES = 2 * 2**30
+STDERR_KEEP = 64 * 2**10
+
+
+@contextlib.contextmanager
+def _killed_unless_done(proc: subprocess.Popen):
+    """The ssh process is killed if the block ends by an exception (a refusal, Ctrl-C), and its pipe closed."""
+    try:
+        yield
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+
+
+class _Tail:
+    """The last ``STDERR_KEEP`` bytes of a stream, read in a thread until it ends (a device's stderr: kept for
+    its message, never held whole)."""
+
+    def __init__(self, stream) -> None:
+        self._data = b""
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := stream.read(65536):
+                self._data = (self._data + chunk)[-STDERR_KEEP:]
+
+    def value(self) -> bytes:
+        self._thread.join(timeout=30)
+        return self._data
 
 
 class RemoteError(ScnetDeployError):
@@ -53,23 +96,41 @@ class Device:
         return self.url.removeprefix("ssh://")
 
 
+# What ssh names are made of: DNS names, IPv4, ~/.ssh/config aliases (letters, digits, '.', '-', '_'), IPv6 in [].
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+
+
 def parse_device(url: str) -> Device:
-    """``ssh://[user@]host[:port]``; anything else is refused in one line."""
-    parts = urlsplit(url)
+    """``ssh://[user@]host[:port]``; anything else is refused in one line: user and host limited to the characters
+    of DNS names, IP addresses and ssh config aliases (no spaces, quotes, ';', '$', control characters), a port in
+    1-65535."""
+    shown = clean_text(repr(url))
     form = "expected ssh://[user@]host[:port], or local for this machine"
+    if door._CONTROLS.search(url) or any(c.isspace() for c in url):
+        raise ScnetDeployError(f"--on {shown}: a device URL has no spaces or control characters; {form}.")
+    parts = urlsplit(url)
     if parts.scheme != "ssh" or not parts.hostname:
-        raise ScnetDeployError(f"--on {url!r}: {form}.")
+        raise ScnetDeployError(f"--on {shown}: {form}.")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ScnetDeployError(f"--on {url!r}: {form} (no path; the run directory is --remote-dir).")
+        raise ScnetDeployError(f"--on {shown}: {form} (no path; the run directory is --remote-dir).")
     if parts.password is not None:
-        raise ScnetDeployError(f"--on {url!r}: no password in the URL; ssh uses your keys or agent.")
-    if parts.hostname.startswith("-"):
-        raise ScnetDeployError(f"--on {url!r}: a host cannot start with '-'.")
+        raise ScnetDeployError(f"--on {shown}: no password in the URL; ssh uses your keys or agent.")
+    netloc_host = parts.netloc.rpartition("@")[2]
+    host = netloc_host[:netloc_host.index("]") + 1] if netloc_host.startswith("[") else netloc_host.partition(":")[0]
+    if host.startswith("-") or not _HOST.fullmatch(host):
+        raise ScnetDeployError(f"--on {shown}: the host may hold letters, digits, '.', '-' and '_' (an IPv6 address "
+                               "in []), and cannot start with '-'; use an alias from ~/.ssh/config for anything else.")
+    if parts.username is not None and not _USER.fullmatch(parts.username):
+        raise ScnetDeployError(f"--on {shown}: the user may hold letters, digits, '.', '-' and '_'; set other user "
+                               "names in ~/.ssh/config.")
     try:
         port = parts.port
     except ValueError:
-        raise ScnetDeployError(f"--on {url!r}: the port is not a number in 1-65535.") from None
-    return Device(url, parts.hostname, parts.username, port)
+        port = 0
+    if port is not None and not 1 <= port <= 65535 or netloc_host.endswith(":"):
+        raise ScnetDeployError(f"--on {shown}: the port is not a number in 1-65535.")
+    return Device(url, host.strip("[]"), parts.username, port)
 
 
 # What ssh itself says when it exits 255 (a remote command may exit 255 too: then it is that command's failure).
@@ -82,7 +143,8 @@ def _from_ssh(stderr: str) -> bool:
 
 
 def _last_line(data: bytes, default: str) -> str:
-    lines = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    lines = [clean_text(line).strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    lines = [line for line in lines if line]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or [default])[-1]
 
@@ -131,52 +193,69 @@ class Connection:
                               "run the same verb there by hand to see why.")
         raise RemoteError(f"{label} ({doing}): {line.removeprefix('error:').strip()}")
 
-    def run(self, command: list[str], doing: str) -> str:
-        proc = subprocess.run(self.argv(command), stdin=subprocess.DEVNULL, capture_output=True)
-        self.check(proc.returncode, proc.stderr, doing)
-        return proc.stdout.decode(errors="replace")
+    def _start(self, command: list[str], stdin=subprocess.DEVNULL) -> tuple[subprocess.Popen, "_Tail"]:
+        proc = subprocess.Popen(self.argv(command), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return proc, _Tail(proc.stderr)
+
+    def _refuse(self, proc: subprocess.Popen, exc: UntrustedInput, doing: str) -> None:
+        proc.kill()
+        proc.wait()
+        raise RemoteError(f"{self.device.label} ({doing}): {exc} Nothing it sent was kept.") from None
+
+    def run(self, command: list[str], doing: str, max_bytes: int = MAX_REPLY_BYTES) -> str:
+        """Run ``command`` on the device; its output (at most ``max_bytes``, else refused), as text."""
+        proc, err = self._start(command)
+        with _killed_unless_done(proc):
+            out = proc.stdout.read(max_bytes + 1)
+            if len(out) > max_bytes:
+                self._refuse(proc, UntrustedInput(f"more than {max_bytes} bytes of output; refused."), doing)
+            returncode = proc.wait()
+        self.check(returncode, err.value(), doing)
+        return out.decode(errors="replace")
 
     def put(self, run_dir: str, files: dict[str, Path], doing: str) -> None:
-        """Copy local files or folders into ``run_dir`` under the given names (a tar stream over the connection)."""
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(self.argv(["tar", "-x", "-f", "-", "-C", run_dir]), stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=err)
-            try:
-                with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
-                    for name, path in files.items():
-                        tar.add(str(path), arcname=name)
-                proc.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the device stopped reading: its exit status and message say why
-            finally:
-                returncode = proc.wait()
-            err.seek(0)
-            self.check(returncode, err.read(), doing)
+        """Copy local files or folders into ``run_dir`` under the given names (a tar stream over the connection;
+        made here, unpacked there)."""
+        proc, err = self._start(["tar", "-x", "-f", "-", "-C", run_dir], stdin=subprocess.PIPE)
+        try:
+            with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
+                for name, path in files.items():
+                    tar.add(str(path), arcname=name)
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the device stopped reading: its exit status and message say why
+        finally:
+            returncode = proc.wait()
+        self.check(returncode, err.value(), doing)
 
-    def get(self, run_dir: str, names: list[str], into: Path, doing: str) -> None:
-        """Fetch ``names`` from ``run_dir`` into the local folder ``into``."""
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(self.argv(["tar", "-c", "-f", "-", "-C", run_dir, *names]),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    def fetch(self, run_dir: str, name: str, into: Path, max_bytes: int, doing: str) -> Path:
+        """Fetch the one file ``run_dir/name`` into the new local file ``into/name``: its bytes only (never an
+        archive, never a link), at most ``max_bytes``. Returns the local path."""
+        destination = Path(into) / name
+        proc, err = self._start(["cat", "--", f"{run_dir}/{name}"])
+        with _killed_unless_done(proc):
             try:
-                with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                    tar.extractall(into, filter="data")
-            except tarfile.TarError:
-                pass  # an empty or cut stream: the exit status and message say why
-            finally:
-                proc.stdout.close()
-                returncode = proc.wait()
-            err.seek(0)
-            self.check(returncode, err.read(), doing)
+                door.receive(proc.stdout, destination, max_bytes, name)
+            except UntrustedInput as exc:
+                self._refuse(proc, exc, doing)
+            returncode = proc.wait()
+        try:
+            self.check(returncode, err.value(), doing)
+        except RemoteError:
+            destination.unlink(missing_ok=True)
+            raise
+        return destination
 
     @contextlib.contextmanager
     def run_directory(self):
         """A fresh directory on the device, removed afterwards however the run ends."""
-        # $1: --remote-dir, passed as an argument so the shell never parses it; empty: the device's $TMPDIR or /tmp
-        made = self.run(["sh", "-c", f'mktemp -d "${{1:-${{TMPDIR:-/tmp}}}}/{RUN_DIR_TEMPLATE}"', "sh",
+        # $1: --remote-dir, passed as an argument so the shell never parses it; empty: the device's $TMPDIR or /tmp;
+        # "--": a --remote-dir that starts with '-' is a path to mktemp, not an option
+        made = self.run(["sh", "-c", f'mktemp -d -- "${{1:-${{TMPDIR:-/tmp}}}}/{RUN_DIR_TEMPLATE}"', "sh",
                          self.options.remote_dir or ""], "making a run directory").strip()
-        if not made.startswith("/"):
-            raise RemoteError(f"{self.device.label}: mktemp gave {made!r}, not a directory.")
+        if not RUN_DIR.fullmatch(made):
+            raise RemoteError(f"{self.device.label}: mktemp gave {clean_text(repr(made))[:120]}, not a new directory "
+                              "of ours (an absolute path ending in scnet-deploy.XXXXXX).")
         try:
             yield made
         finally:
@@ -224,10 +303,9 @@ def describe(conn: Connection, run_dir: str) -> dict:
 def _doctor(conn: Connection) -> dict:
     out = conn.run(conn.scnet("doctor", "--json"), "asking the device's scnet-deploy what it runs on")
     try:
-        return json.loads(out)
-    except json.JSONDecodeError:
-        raise RemoteError(f"{conn.device.label}: `scnet-deploy doctor --json` printed no JSON; is scnet-deploy "
-                          "installed there?") from None
+        return door.parse_json(out.encode(), f"{conn.device.label}: `scnet-deploy doctor --json`", DOCTOR, clean=True)
+    except UntrustedInput as exc:
+        raise RemoteError(f"{exc} Is scnet-deploy installed there?") from None
 
 
 def source_checkout() -> Path | None:
@@ -259,12 +337,33 @@ def provision(conn: Connection, run_dir: str, python: str | None) -> None:
 
 
 def _artifacts(models: list[Path], verb: str) -> list[Path]:
+    """The artifact folders to ship, each checked by the door (what is shipped is what its manifest vouches for)
+    and named by its real path (a link the user gave, ``latest -> eng/onnx``, ships the folder it points to)."""
     models = [Path(m) for m in models]
     not_artifacts = [str(m) for m in models if not (m / MANIFEST_NAME).exists()]
     if not_artifacts:
         raise ScnetDeployError(f"{verb} --on runs artifact directories on the device, and {not_artifacts} are not; "
                                "export them first (scnet-deploy export CKPT -f onnx,openvino -o DIR).")
+    for m in models:
+        door.check_artifact(m)
     return models
+
+
+def _shipped(names: dict[str, Path]) -> dict[str, Path]:
+    return {name: path.resolve() for name, path in names.items()}
+
+
+# What a device sends back, checked before use (door.parse_json): only the fields read here.
+MACHINE = Fields({"cpu": Fields({"model": str, "arch": str}, {"cores": Int(0, 2**20)}), "gpus": ListOf(str, 256),
+                  "os": str, "versions": MapOf(Opt(str), 256)}, {"python": str})
+DOCTOR = Fields({"versions": MapOf(Opt(str), 256)},
+                {"executable": str, "backends": ListOf(Fields({"backend": str}, {"version": str, "available": bool}),
+                                                       256)})
+TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": NUMBER})
+BENCH_RESULT = Fields({"models": ListOf(Fields({"name": str, "precision": str, "shapes": ListOf(TIMED_SHAPE, 1000)},
+                                               {"baseline": bool, "backend": str}), 1000),
+                       "machine": MACHINE})
+RUN_RECORD = Fields({"name": str, "backend": str, "precision": str})
 
 
 def _remote_names(models: list[Path]) -> dict[str, Path]:
@@ -299,13 +398,17 @@ def bench_on_device(device: Device, models: list[Path], options, remote: RemoteO
     names = _remote_names(models)
     with on_device(device, remote, progress) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s)"))
-        conn.put(run_dir, names, "copying the artifacts")
+        conn.put(run_dir, _shipped(names), "copying the artifacts")
         progress(Progress(f"{device.label}: benchmarking"))
         conn.run(conn.scnet("bench", *[f"{run_dir}/{n}" for n in names], "--json", f"{run_dir}/bench.json",
                             *_bench_args(options)), "benchmarking")
         with tempfile.TemporaryDirectory() as tmp:
-            conn.get(run_dir, ["bench.json"], Path(tmp), "fetching the results")
-            result = json.loads((Path(tmp) / "bench.json").read_text())
+            path = conn.fetch(run_dir, "bench.json", Path(tmp), MAX_RESULT_BYTES, "fetching the results")
+            result = door.load_json(path, MAX_RESULT_BYTES, f"{device.label}: its bench result", BENCH_RESULT,
+                                    clean=True)
+    if len(result["models"]) != len(names):
+        raise RemoteError(f"{device.label}: its bench result has {len(result['models'])} model(s) for the "
+                          f"{len(names)} sent; refused.")
     result["models"] = [_with_local_names(m, n, names[n]) for m, n in zip(result["models"], names)]
     result["device"] = {"url": device.url, "label": device.label, **summary}
     return result
@@ -404,16 +507,17 @@ def _lr_inputs(options) -> dict[str, np.ndarray]:
     return arrays
 
 
-def outputs_on_device(device: Device, models: list[Path], inputs: Path, options, remote: RemoteOptions,
-                      progress) -> tuple[list[DeviceOutputs], dict]:
-    from .infer import read_arrays
+def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: dict[str, np.ndarray], options,
+                      remote: RemoteOptions, progress) -> tuple[list[DeviceOutputs], dict]:
+    """Run each artifact on the LR ``arrays`` (saved in ``inputs``) on ``device``; fetch its outputs, each checked
+    to be exactly one float32 array of the expected shape per input sent (door.read_npz), and its run record."""
     from .progress import Progress
 
     names = _remote_names(models)
     found = []
     with on_device(device, remote, progress) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s) and the LR inputs"))
-        conn.put(run_dir, {**names, "inputs.npz": inputs}, "copying the artifacts and inputs")
+        conn.put(run_dir, {**_shipped(names), "inputs.npz": inputs}, "copying the artifacts and inputs")
         for name, local in names.items():
             progress(Progress(f"{device.label}: running {local.name}"))
             conn.run(conn.scnet("infer", f"{run_dir}/{name}", f"{run_dir}/inputs.npz", "-o", f"{run_dir}/{name}.npz",
@@ -421,11 +525,16 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, options,
                                 *_flags((("--max-memory", options.max_memory_mb),
                                          ("--threads", options.runtime.threads)))), f"running {local.name}")
         with tempfile.TemporaryDirectory() as tmp:
-            conn.get(run_dir, [n for name in names for n in (f"{name}.npz", f"{name}.json")], Path(tmp),
-                     "fetching the outputs")
             for name, local in names.items():
-                ran = json.loads((Path(tmp) / f"{name}.json").read_text())
-                found.append(DeviceOutputs(local, device.label, read_arrays(Path(tmp) / f"{name}.npz"), ran))
+                arch = read_manifest(local)["arch"]
+                expected = {key: (arch.get("num_out_ch", 3), x.shape[1] * arch["scale"], x.shape[2] * arch["scale"])
+                            for key, x in arrays.items()}
+                what = f"{device.label}: the outputs of {local.name}"
+                npz = conn.fetch(run_dir, f"{name}.npz", Path(tmp), door.npz_limit(expected), "fetching the outputs")
+                record = conn.fetch(run_dir, f"{name}.json", Path(tmp), MAX_RESULT_BYTES, "fetching the outputs")
+                ran = door.load_json(record, MAX_RESULT_BYTES, f"{device.label}: the run record of {local.name}",
+                                     RUN_RECORD, clean=True)
+                found.append(DeviceOutputs(local, device.label, door.read_npz(npz, expected, what), ran))
     return found, summary
 
 
@@ -451,8 +560,8 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
         from .infer import write_arrays
 
-        inputs = Path(tmp) / "inputs.npz"
-        write_arrays(_lr_inputs(options), inputs)
+        inputs, arrays = Path(tmp) / "inputs.npz", _lr_inputs(options)
+        write_arrays(arrays, inputs)
         for url in options.on:
             if url == LOCAL:
                 from .doctor import machine
@@ -461,7 +570,8 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
                 devices[LOCAL] = machine()
                 continue
             device = parse_device(url)
-            found, devices[device.label] = outputs_on_device(device, artifacts, inputs, options, options.remote, say)
+            found, devices[device.label] = outputs_on_device(device, artifacts, inputs, arrays, options,
+                                                             options.remote, say)
             sources += found
     result = validate(sources, replace(options, on=(), reference=reference), progress)
     result["devices"] = devices  # each device's own description (CPU, GPUs, OS, library versions)
@@ -473,13 +583,15 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
 def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOptions, progress) -> dict:
     """Ship the TensorRT artifact in ``workdir`` (its verified ONNX graph, build script, manifest) and ``reference``
     (``runner.ShippedReference``: the inputs and PyTorch FP32 outputs made here) to ``device``; build and verify
-    the engine there (``build-engine``); bring the artifact back into ``workdir``. Returns its manifest, which
-    records the device it was built on."""
-    import shutil
+    the engine there (``build-engine``); bring back, file by file, only the engine and its timing cache, hashed
+    here against the device's manifest, whose verification record must be present and within tolerance. Returns
+    the artifact's manifest (this machine's, with the device's engine record, verification and hashes added)."""
+    from scnet_deploy.exporters.tensorrt_backend import CACHE_FILE, ONNX_FILE, PLAN_FILE, SCRIPT_FILE
 
     from .manifest import write_manifest
     from .progress import Progress
 
+    ours = read_manifest(workdir)
     with on_device(device, remote, progress) as (conn, run_dir, summary), tempfile.TemporaryDirectory() as tmp:
         reference.save(Path(tmp) / "verification.npz")
         progress(Progress(f"{device.label}: copying the TensorRT graph and its verification set"))
@@ -488,10 +600,54 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
         progress(Progress(f"{device.label}: building and verifying the engine"))
         conn.run(conn.scnet("build-engine", f"{run_dir}/artifact", "--verification", f"{run_dir}/verification.npz"),
                  "building and verifying the TensorRT engine")
-        conn.get(run_dir, ["artifact"], Path(tmp), "fetching the built artifact")
-        for f in (Path(tmp) / "artifact").iterdir():
-            shutil.move(str(f), workdir / f.name)
-    manifest = read_manifest(workdir)
-    manifest["tensorrt"]["built_on"] = {"device": device.label, **summary}
+        fetched = Path(tmp) / "fetched"
+        fetched.mkdir()
+        doing = "fetching the built engine"
+        conn.fetch(f"{run_dir}/artifact", MANIFEST_NAME, fetched, door.MAX_MANIFEST_BYTES, doing)
+        theirs = door.read_manifest(fetched, f"{device.label}: the built artifact")
+        expected = {ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE}
+        if set(theirs.get("files") or {}) != expected:
+            raise RemoteError(f"{device.label}: the built artifact lists {sorted(theirs.get('files') or {})[:6]}, "
+                              f"not {sorted(expected)}; refused.")
+        for name, cap in ((PLAN_FILE, MAX_PLAN_BYTES), (CACHE_FILE, MAX_PLAN_BYTES)):
+            got = door.sha256_regular(conn.fetch(f"{run_dir}/artifact", name, fetched, cap, doing), cap, name)
+            if got != theirs["files"][name]:
+                raise RemoteError(f"{device.label}: {name} does not match the sha256 its manifest gives; refused.")
+        for name in (ONNX_FILE, SCRIPT_FILE):  # shipped from here: the device must not have changed them
+            if theirs["files"][name] != ours["files"][name]:
+                raise RemoteError(f"{device.label}: the built artifact's {name} is not the one sent; refused.")
+        verification = _checked_verification(device, theirs, ours["precision"], len(reference.inputs))
+        for name in (PLAN_FILE, CACHE_FILE):
+            (fetched / name).replace(workdir / name)
+    engine = {k: theirs["tensorrt"].get(k) for k in ("engine", "version", "generation", "engine_note")}
+    manifest = {**ours, "tensorrt": {**ours["tensorrt"], **engine, "built_on": {"device": device.label, **summary}},
+                "verification": verification, "files": {**ours["files"], **{n: theirs["files"][n]
+                                                                            for n in (PLAN_FILE, CACHE_FILE)}}}
+    manifest.pop("manifest_version", None)
     return write_manifest(workdir, manifest)
 
+
+VERIFICATION = Fields({"passed": bool, "precision": str, "max_abs_diff": NUMBER, "min_psnr_vs_fp32_db": NUMBER,
+                       "cases": ListOf(Fields({"max_abs_diff": NUMBER, "psnr_vs_fp32_db": NUMBER}), 1000)},
+                      {"rule": str, "runtime": str})
+
+
+def _checked_verification(device: Device, manifest: dict, precision: str, inputs: int) -> dict:
+    """The device's verification record of the engine it built, if it is present, of this precision, over every
+    input shipped, and within this precision's tolerance (the rule ``runner.verify_runner`` applies)."""
+    from scnet_deploy.exporters.runner import FP32_MAX_ABS, INT8_MIN_PSNR_DB, REDUCED_MIN_PSNR_DB
+
+    record = manifest.get("verification")
+    try:
+        door.check_schema(record, VERIFICATION, "verification")
+    except ValueError as exc:
+        raise RemoteError(f"{device.label}: the built engine comes without a verification record ({exc}); "
+                          "refused.") from None
+    record = door.clean_strings(record)
+    floor = {"fp32": None, "int8": INT8_MIN_PSNR_DB}.get(precision, REDUCED_MIN_PSNR_DB)
+    within = (record["max_abs_diff"] <= FP32_MAX_ABS) if floor is None else (record["min_psnr_vs_fp32_db"] >= floor)
+    if not (record["passed"] and record["precision"] == precision and len(record["cases"]) == inputs and within):
+        raise RemoteError(f"{device.label}: the built engine's verification ({precision}: max abs diff "
+                          f"{record['max_abs_diff']:.3g}, PSNR vs FP32 {record['min_psnr_vs_fp32_db']:.1f} dB over "
+                          f"{len(record['cases'])} of {inputs} inputs) is not within tolerance; refused.")
+    return record
