@@ -4,6 +4,7 @@ User mistakes (ScnetDeployError) print one line and exit 2; anything else is a b
 """
 
 import contextlib
+import errno
 import json
 import signal
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .door import clean_text
 from .errors import EXPORT_STACK, ScnetDeployError, needs_export_stack
 from .options import CANDIDATE_FORMS
 
@@ -470,8 +472,8 @@ def upscale_cmd(
                                           "radius, so tiles are exact)."),
     max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB; sets the tile size (default: 70% of what "
                                              "this process may use: free memory, cgroup and address-space limits)."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume a batch: leave outputs that exist "
-                                       "(complete by construction: written atomically)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume a batch: keep outputs that exist, "
+                                       "when complete: a readable image of the expected size)."),
     inflight: Optional[int] = typer.Option(None, help="Images in flight for a folder (default: the engine's optimal "
                                            "number in its throughput mode; 1: one image at a time)."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
@@ -493,9 +495,13 @@ def upscale_cmd(
         console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
                       f"{r['channels']} ch){note}", soft_wrap=True)
     failed = [r for r in results if r["status"] == FAILED_STATUS]
+    ignored = [r for r in results if r["status"] == "skipped" and r["output"] is None]  # not images
     counts = {status: sum(r["status"] == status for r in results) for status in (DONE, FAILED_STATUS, "skipped")}
-    console.print(f"{counts[DONE]} upscaled, {counts[FAILED_STATUS]} failed, {counts['skipped']} skipped (output "
-                  f"exists) of {len(results)}")
+    console.print(f"{counts[DONE]} upscaled, {counts[FAILED_STATUS]} failed, {counts['skipped'] - len(ignored)} "
+                  f"skipped (output exists) of {len(results) - len(ignored)}"
+                  + (f"; {len(ignored)} other file(s) skipped" if ignored else ""))
+    for r in ignored:
+        console.print(f"[yellow]skipped[/yellow] {escape(clean_text(r['input']))}: {r['reason']}", soft_wrap=True)
     for r in failed:
         console.print(f"[red]failed[/red] {escape(r['input'])}: {escape(r['error'])}", soft_wrap=True)
     if failed:
@@ -604,11 +610,12 @@ def _progress_display(on: Console, first: str, transient: bool = True):
             if _interrupted:  # a library turned the interrupt into its own error: do not go on to the next step
                 raise KeyboardInterrupt
             if event.kind in OUTCOME_STYLE:
-                bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(event.message)}")
+                bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(clean_text(event.message))}")
                 if event.done is not None:
                     bar.update(task, total=event.total, completed=event.done)
             else:
-                bar.update(task, description=escape(event.message), total=event.total, completed=event.done or 0)
+                bar.update(task, description=escape(clean_text(event.message)), total=event.total,
+                           completed=event.done or 0)
 
         yield show
 
@@ -638,6 +645,19 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# Failures of the user's machine, not of this code: a read-only or full disk, a path that is a folder, no permission.
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,
+                      errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG, errno.EMLINK}
+
+
+def environment_error(exc: OSError) -> str:
+    where = f"'{exc.filename}': " if exc.filename else ""
+    fix = {errno.ENOSPC: "free space there or choose another output", errno.EDQUOT: "free space there or choose "
+           "another output", errno.EISDIR: "name a file, not a folder", errno.ENOTDIR: "a part of the path is a file",
+           errno.EEXIST: "choose another output or remove it"}.get(exc.errno, "check the path and its permissions")
+    return f"{where}{exc.strerror or exc}; {fix}."
+
+
 def main() -> None:
     # A KeyboardInterrupt that escapes the handlers below (raised by a signal that lands inside one of them, or by a
     # library between its own handlers) must still end as an interruption: exit 130, never death by SIGINT (-2).
@@ -653,7 +673,7 @@ def _main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     warnings.showwarning = lambda message, category, *a, **k: err_console.print(
-        f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+        f"[yellow]warning:[/yellow] {escape(clean_text(str(message)))}", highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
         if _interrupted:  # typer turns a KeyboardInterrupt into a silent Exit(130)
@@ -665,7 +685,15 @@ def _main() -> None:
     except ScnetDeployError as exc:
         if _interrupted:
             _exit_interrupted()
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(clean_text(str(exc)))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        if _interrupted:
+            _exit_interrupted()
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        err_console.print(f"[red]error:[/red] {escape(clean_text(environment_error(exc)))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
         if _interrupted:

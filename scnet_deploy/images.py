@@ -11,6 +11,8 @@ conversion. Unreadable, truncated and zero-size files raise ImageError (one line
 """
 
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import numpy as np
 
 from .errors import ImageError, ScnetDeployError  # noqa: F401 (ImageError: re-exported, its old home)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+TEMPORARY_MARK = ".scnet-tmp"  # in the name of every temporary file write_image makes (never listed as an input)
 MAX_PIXELS = 200_000_000  # refuse larger inputs before decoding (an 8K frame is 33 MP)
 STREAM_PNG_PIXELS = 64_000_000  # larger PNGs are written row by row (pypng), not through a Pillow copy
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -64,16 +67,65 @@ def _read_png16(path: Path, max_pixels: int) -> LoadedImage:
     return LoadedImage((data.astype(np.float32) / 65535.0), 16)
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+# EXIF orientation (tag 274) -> the numpy steps that make the pixels upright, as viewers show them
+_UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a.swapaxes(0, 1), 2),
+            8: lambda a: np.rot90(a, 1)}
+
+
+def _header(path: Path, max_pixels: int) -> tuple[int, int]:
+    """(EXIF orientation, frame count) from the header, after the size guard; refuses what cannot be opened."""
     from PIL import Image
 
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, from the header, before decoding
+    try:
+        with Image.open(path) as im:
+            _check_size(path, im.width, im.height, max_pixels)
+            try:
+                orientation = int(im.getexif().get(274, 1) or 1)
+            except Exception:  # a malformed EXIF block: the pixels are still the image
+                orientation = 1
+            return orientation, int(getattr(im, "n_frames", 1) or 1)
+    except ImageError:
+        raise
+    except Exception as exc:  # Pillow raises many kinds on corrupt data
+        raise ImageError(f"'{path}' is not a readable image ({str(exc)[:120] or type(exc).__name__}); check the file.")
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) as viewers show the image (EXIF orientation applied), from its header alone."""
+    from PIL import Image
+
+    orientation, _ = _header(Path(path), max_pixels)
+    with Image.open(path) as im:
+        w, h = im.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """The image as viewers show it: EXIF orientation applied. An animated or multi-page file is refused (one
+    line): which frame was meant cannot be guessed, and upscaling the first alone would drop the rest silently."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"'{path}' does not exist.")
     if path.stat().st_size == 0:
         raise ImageError(f"'{path}' is empty (0 bytes).")
-    if _png_is_16bit_colour(path):
-        return _read_png16(path, max_pixels)
+    orientation, frames = _header(path, max_pixels)
+    if frames > 1:
+        raise ImageError(f"'{path}' has {frames} frames (animated or multi-page); upscale takes still images: save "
+                         "each frame as its own file and pass the folder.")
+    image = _read_png16(path, max_pixels) if _png_is_16bit_colour(path) else _read_pillow(path, max_pixels)
+    if orientation in _UPRIGHT:
+        image.pixels = np.ascontiguousarray(_UPRIGHT[orientation](image.pixels))
+    return image
+
+
+def _read_pillow(path: Path, max_pixels: int) -> LoadedImage:
+    from PIL import Image
+
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our own limit applies, from the header, before decoding
     try:
@@ -126,14 +178,20 @@ def write_image(path: str | Path, pixels: np.ndarray, bits: int) -> Path:
             pixels = (pixels.astype(np.float32) / 65535.0)
         bits = 8
     channels = pixels.shape[2]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    # unique per writer (threads of one process included), never a name another file already has
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=f"{TEMPORARY_MARK}{suffix}",
+                                dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # as a plain write would leave it (mkstemp makes 0600)
+    os.close(fd)
+    tmp = Path(name)
     try:
         huge = pixels.shape[0] * pixels.shape[1] > STREAM_PNG_PIXELS
-        if suffix == ".png" and ((bits == 16 and channels in (3, 4, 2)) or huge):
+        if suffix == ".png" and (bits == 16 or huge):
             import png
 
-            # pypng writes row by row from the array itself: 16-bit colour (Pillow has no such mode), and huge
-            # images (Pillow holds a 4-byte-per-pixel copy of RGB: 2.1 GB more for an 8K x4 result)
+            # pypng writes row by row from the array itself: 16-bit (Pillow has no 16-bit colour mode, and Pillow 13
+            # refuses uint16 arrays as I;16), and huge images (Pillow holds a 4-byte-per-pixel copy of RGB: 2.1 GB
+            # more for an 8K x4 result)
             data = round_to_bits(pixels, bits)
             writer = png.Writer(data.shape[1], data.shape[0], greyscale=channels in (1, 2), alpha=channels in (2, 4),
                                 bitdepth=bits)
@@ -156,8 +214,63 @@ def write_image(path: str | Path, pixels: np.ndarray, bits: int) -> Path:
     return path
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return list_folder(folder)[0]
+
+
+def list_folder(folder: str | Path) -> tuple[list[Path], dict[Path, str]]:
+    """The images of ``folder`` (sorted), and every other file in it with why it is not one: another suffix, or a
+    temporary file of a write in progress (or of one that was killed)."""
+    images, others = [], {}
+    for p in sorted(Path(folder).iterdir()):
+        if not p.is_file():
+            continue
+        if is_temporary(p):
+            others[p] = "a temporary file of scnet-deploy (a write in progress, or one that was killed)"
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(p)
+        else:
+            others[p] = f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
+    return images, others
+
+
+_TEMPORARY = re.compile(r"\..+\.(\d+)-[^/]*" + re.escape(TEMPORARY_MARK) + r"\.[A-Za-z0-9]+")
+
+
+def is_temporary(path: Path) -> bool:
+    return _TEMPORARY.fullmatch(Path(path).name) is not None
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries in ``folder`` whose writer process is gone (killed at its rename); returns them."""
+    removed = []
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        match = _TEMPORARY.fullmatch(p.name)
+        if match and not _alive(int(match.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_rgb_u8(path: str | Path) -> np.ndarray:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScnetDeployError
-from .images import IMAGE_SUFFIXES, WRITE_SUFFIXES, list_images, read_image, round_to_bits, write_image
+from .images import (IMAGE_SUFFIXES, WRITE_SUFFIXES, image_size, list_folder, read_image, remove_stale_temporaries,
+                     round_to_bits, write_image)
 from .memory import budget_bytes
 from .options import RuntimeOptions
 from .progress import FAILED, STEP, Progress, reporter
@@ -39,36 +40,80 @@ class UpscaleOptions:
     inflight: int | None = None
 
 
-def _inputs(paths: list[Path]) -> list[Path]:
-    files = []
+def _inputs(paths: list[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """The images to upscale, and the other files of the folders given with why each is skipped."""
+    files, others = [], {}
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found = list_images(p)
+            found, skipped = list_folder(p)
             if not found:
                 raise ScnetDeployError(f"folder '{p}' has no images ({', '.join(IMAGE_SUFFIXES)}).")
             files += found
+            others.update(skipped)
         elif p.is_file():
             files.append(p)
         else:
             raise ScnetDeployError(f"input '{p}' does not exist.")
     if not files:
         raise ScnetDeployError("upscale needs at least one INPUT image or folder.")
-    return files
+    return files, others
 
 
 def _destinations(files: list[Path], output: Path, scale: int) -> list[Path]:
-    if output.suffix.lower() in WRITE_SUFFIXES:
+    """Where each input goes: ``--output`` itself for one image, else ``STEM_xS.EXT`` in the ``--output`` folder;
+    inputs whose names would collide there (a.png, a.bmp) keep their suffix in it (a_png_xS.png, a_bmp_xS.png).
+    Collisions left (the same name from two folders) are refused up front, listed."""
+    if output.suffix.lower() in WRITE_SUFFIXES and not output.is_dir():
         if len(files) != 1:
             raise ScnetDeployError(f"--output '{output}' is a file but {len(files)} inputs were given; pass a folder.")
         return [output]
-    if output.suffix and output.suffix.lower() in IMAGE_SUFFIXES:
+    if output.suffix and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
         raise ScnetDeployError(f"cannot write '{output.suffix}'; output formats are {', '.join(WRITE_SUFFIXES)}.")
-    dests = []
-    for f in files:
+    if output.exists() and not output.is_dir():
+        raise ScnetDeployError(f"--output '{output}' is a file, and {len(files)} inputs need a folder; pass a folder.")
+
+    def name(f: Path, keep_suffix: bool) -> str:
         suffix = f.suffix.lower() if f.suffix.lower() in WRITE_SUFFIXES else ".png"
-        dests.append(output / f"{f.stem}_x{scale}{suffix}")
-    return dests
+        stem = f"{f.stem}_{f.suffix.lower().lstrip('.')}" if keep_suffix else f.stem
+        return f"{stem}_x{scale}{suffix}"
+
+    plain = [name(f, False) for f in files]
+    names = [name(f, plain.count(n) > 1) for f, n in zip(files, plain)]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        which = [f"{n} <- {[str(f) for f, m in zip(files, names) if m == n]}" for n in clashes[:3]]
+        raise ScnetDeployError(f"{len(clashes)} output name(s) would be written by several inputs ({'; '.join(which)})"
+                               "; upscale those folders into separate --output folders.")
+    return [output / n for n in names]
+
+
+def _protect_inputs(files: list[Path], dests: list[Path]) -> None:
+    """Refuse, up front, any output that is an input (the same file, also through a link or a hard link)."""
+    inputs = {}
+    for f in files:
+        st = f.stat()
+        inputs[(st.st_dev, st.st_ino)] = f
+    hits = []
+    for dst in dests:
+        try:
+            st = dst.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in inputs:
+            hits.append(f"'{dst}' is the input '{inputs[(st.st_dev, st.st_ino)]}'")
+    if hits:
+        raise ScnetDeployError(f"upscale would overwrite its input: {'; '.join(hits[:3])}"
+                               f"{f' (and {len(hits) - 3} more)' if len(hits) > 3 else ''}; choose another --output.")
+
+
+def _complete(src: Path, dst: Path, scale: int) -> bool:
+    """An output ``--skip-existing`` may keep: a readable image of the input's size times the scale."""
+    try:
+        w, h = image_size(src)
+        return image_size(dst) == (w * scale, h * scale)
+    except (ScnetDeployError, OSError):
+        return False
 
 
 def _upscale_one(runner, src: Path, dst: Path, options: UpscaleOptions, halo: int, budget: int | None) -> dict:
@@ -118,7 +163,7 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
     from .runtime import open_model
 
     say = reporter(progress)
-    files = _inputs([Path(p) for p in inputs])
+    files, others = _inputs([Path(p) for p in inputs])
     batch = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
     if options.inflight is not None and options.inflight < 1:
         raise ScnetDeployError(f"--inflight must be at least 1, got {options.inflight}.")
@@ -134,9 +179,12 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
                                    f" so tiles would not match the whole-image output; use --overlap {radius} or more.")
         output = Path(options.output)
         dests = _destinations(files, output, scale)
-        if output.suffix.lower() not in WRITE_SUFFIXES:
-            output.mkdir(parents=True, exist_ok=True)
-        todo = [i for i, dst in enumerate(dests) if not (options.skip_existing and dst.exists())]
+        _protect_inputs(files, dests)
+        for folder in {d.parent for d in dests}:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(folder)
+        todo = [i for i, dst in enumerate(dests)
+                if not (options.skip_existing and dst.exists() and _complete(files[i], dst, scale))]
         inflight = max(1, min(options.inflight or runner.optimal_requests(), len(todo))) if throughput else 1
         budget = budget_bytes(options.max_memory_mb)
         if budget is not None:
@@ -154,8 +202,8 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
                          total=len(files)))
 
         for i in sorted(set(range(len(files))) - set(todo)):  # counted, not a line each: resumes are long
-            finish(i, {"input": str(files[i]), "output": str(dests[i]), "status": SKIPPED_STATUS}, STEP,
-                   f"{files[i].name}: output exists, skipped")
+            finish(i, {"input": str(files[i]), "output": str(dests[i]), "status": SKIPPED_STATUS,
+                       "reason": "output exists"}, STEP, f"{files[i].name}: output exists, skipped")
 
         def one(i: int, engine) -> tuple[dict, str, str]:
             src, dst = files[i], dests[i]
@@ -176,7 +224,8 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
                 finish(i, *one(i, runner))
         else:
             _in_flight(runner, todo, inflight, one, finish, worked)
-    return results
+    return results + [{"input": str(p), "output": None, "status": SKIPPED_STATUS, "reason": why}
+                      for p, why in others.items()]
 
 
 def _in_flight(runner, todo: list[int], inflight: int, one, finish, worked: list) -> None:
