@@ -157,7 +157,14 @@ def build(ctx, workdir: Path) -> dict:
         quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options),
                                 speed_limit=ctx.speed_limit)
         model, int8 = quantized.model, quantized.section
-    ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
+    try:
+        ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
+    except RuntimeError as exc:  # OpenVINO reports a failed write as its stream's state ("basic_ios::clear")
+        import shutil
+
+        free = shutil.disk_usage(workdir).free
+        raise ExportError(f"OpenVINO could not write the IR into '{workdir.parent}' ({str(exc).splitlines()[0][:80]}; "
+                          f"{free / 2**20:.0f} MB free there); free space or choose another --output.") from None
     with OpenVINORunner(workdir / XML, precision, options) as runner:  # what the CPU plugin makes of the hint
         section = {"device": "CPU", "weights": "fp16" if compress else "fp32", "compile_config": runner.config,
                    "effective_inference_precision": runner.effective, "capabilities": cpu_capabilities()}

@@ -7,8 +7,15 @@ used.
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
+
+# No network from our verbs but the ssh a user asks for. OpenVINO sends a telemetry event when it is imported (and
+# NNCF when it quantizes) through the openvino_telemetry package, and offers no environment switch (its documented
+# opt-out, `opt_in_out --opt_out`, writes a consent file for every program of the user). Both fall back to their own
+# no-op stub when that package cannot be imported, so in this process it cannot be.
+sys.modules.setdefault("openvino_telemetry", None)
 
 from .errors import ScnetDeployError  # noqa: E402
 from .export import ExportOptions, ExportResult, export  # noqa: E402

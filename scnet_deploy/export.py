@@ -91,10 +91,15 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 
 def _remove_stale_temporaries(final: Path) -> None:
-    """A killed export (SIGKILL cannot be caught) leaves its hidden temporary directory; the next run removes it."""
+    """A killed export (SIGKILL cannot be caught) leaves its hidden temporary directory; the next run removes it.
+    One killed between its two renames leaves the previous artifact as ``.old-PID`` and nothing at ``final``: that
+    swap is rolled back (the previous artifact restored), never deleted."""
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in final.parent.glob(f".{final.name}.old-*"):
+    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime_ns)
+    if olds and not final.exists() and not final.is_symlink():
+        os.replace(olds.pop(), final)
+    for stale in olds:
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -133,6 +138,8 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
     final = Path(options.output)
+    if final.exists() and not final.is_dir():
+        raise ExportError(f"--output '{final}' is a file; an artifact is a directory: choose a new or empty one.")
     final.parent.mkdir(parents=True, exist_ok=True)
     targets = [Target(fmt, options.precision) for fmt in options.formats()]
     with build_session(ckpt, options, final, progress) as session:
