@@ -188,7 +188,7 @@ def build_here(directory: Path, verification: Path | None = None) -> dict:
     import tensorrt as trt
 
     from scnet_deploy.exporters.runner import ShippedReference, verify_runner
-    from scnet_deploy.manifest import file_hashes, read_manifest, write_manifest
+    from scnet_deploy.manifest import file_hashes, read_manifest, sha256_of, write_manifest
 
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -212,6 +212,9 @@ def build_here(directory: Path, verification: Path | None = None) -> dict:
                                                      manifest["arch"]["num_in_ch"], inputs=reference.inputs,
                                                      int8=manifest.get("int8"))
     manifest["files"] = file_hashes(directory, files)
+    if verification is not None:  # what this record was made of: the shipped set, this engine (remote.py checks)
+        manifest["verification"].update({"reference_sha256": sha256_of(Path(verification)),
+                                         "engine_sha256": manifest["files"][PLAN_FILE]})
     return write_manifest(directory, manifest)
 
 

@@ -616,7 +616,9 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
         for name in (ONNX_FILE, SCRIPT_FILE):  # shipped from here: the device must not have changed them
             if theirs["files"][name] != ours["files"][name]:
                 raise RemoteError(f"{device.label}: the built artifact's {name} is not the one sent; refused.")
-        verification = _checked_verification(device, theirs, ours["precision"], len(reference.inputs))
+        verification = _checked_verification(device, theirs, ours["precision"], len(reference.inputs),
+                                             door.sha256_regular(Path(tmp) / "verification.npz", MAX_PLAN_BYTES,
+                                                                 "the verification set"))
         for name in (PLAN_FILE, CACHE_FILE):
             (fetched / name).replace(workdir / name)
     engine = {k: theirs["tensorrt"].get(k) for k in ("engine", "version", "generation", "engine_note")}
@@ -628,13 +630,14 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
 
 
 VERIFICATION = Fields({"passed": bool, "precision": str, "max_abs_diff": NUMBER, "min_psnr_vs_fp32_db": NUMBER,
-                       "cases": ListOf(Fields({"max_abs_diff": NUMBER, "psnr_vs_fp32_db": NUMBER}), 1000)},
-                      {"rule": str, "runtime": str})
+                       "cases": ListOf(Fields({"max_abs_diff": NUMBER, "psnr_vs_fp32_db": NUMBER}), 1000),
+                       "rule": str, "runtime": str, "reference_sha256": door.HEX64, "engine_sha256": door.HEX64})
 
 
-def _checked_verification(device: Device, manifest: dict, precision: str, inputs: int) -> dict:
-    """The device's verification record of the engine it built, if it is present, of this precision, over every
-    input shipped, and within this precision's tolerance (the rule ``runner.verify_runner`` applies)."""
+def _checked_verification(device: Device, manifest: dict, precision: str, inputs: int, shipped: str) -> dict:
+    """The device's verification record of the engine it built, if it is present, made of the set we shipped (its
+    sha256: ``shipped``) and of the engine that came back, of this precision, over every input shipped, and within
+    this precision's tolerance (the rule ``runner.verify_runner`` applies)."""
     from scnet_deploy.exporters.runner import FP32_MAX_ABS, INT8_MIN_PSNR_DB, REDUCED_MIN_PSNR_DB
 
     record = manifest.get("verification")
@@ -646,6 +649,9 @@ def _checked_verification(device: Device, manifest: dict, precision: str, inputs
     record = door.clean_strings(record)
     floor = {"fp32": None, "int8": INT8_MIN_PSNR_DB}.get(precision, REDUCED_MIN_PSNR_DB)
     within = (record["max_abs_diff"] <= FP32_MAX_ABS) if floor is None else (record["min_psnr_vs_fp32_db"] >= floor)
+    if record["reference_sha256"] != shipped or record["engine_sha256"] != manifest["files"]["model.plan"]:
+        raise RemoteError(f"{device.label}: the built engine's verification record is not of this engine and the "
+                          "verification set sent with it; refused.")
     if not (record["passed"] and record["precision"] == precision and len(record["cases"]) == inputs and within):
         raise RemoteError(f"{device.label}: the built engine's verification ({precision}: max abs diff "
                           f"{record['max_abs_diff']:.3g}, PSNR vs FP32 {record['min_psnr_vs_fp32_db']:.1f} dB over "

@@ -55,3 +55,55 @@ def save_basicsr(model: torch.nn.Module, path: Path, key: str = "params") -> Pat
 @pytest.fixture
 def tiny_ckpt(tmp_path) -> Path:
     return save_basicsr(tiny_model(scale=4), tmp_path / "tiny.pth")
+
+
+HOSTILE_PYTHON = "/hostile/python"  # the device's "Python": every command naming it is answered by the plan
+
+
+class HostileDevice:
+    """A real OpenSSH server on a loopback port whose every command goes through tests/hostile_device.py: rules set
+    by each test (``answer``) reply with crafted output; anything else runs for real (mktemp, tar, rm)."""
+
+    def __init__(self, server, plan: Path, doctor: Path) -> None:
+        self.server, self.plan, self.doctor = server, plan, doctor
+
+    def answer(self, *rules) -> None:
+        """Rules [regex on the command, action, argument] (hostile_device.py), first match wins; the device's
+        scnet-deploy answers doctor as this version's."""
+        doctor = [f"^{HOSTILE_PYTHON} -m scnet_deploy doctor --json$", "doctor", str(self.doctor)]
+        self.plan.write_text(json.dumps([list(map(str, r)) for r in rules] + [doctor]))
+
+    def args(self, tmp_path: Path) -> list[str]:
+        run_dirs = tmp_path / "device runs"
+        run_dirs.mkdir(exist_ok=True)
+        return ["--on", self.server.url(), "--ssh-config", str(self.server.config), "--remote-python", HOSTILE_PYTHON,
+                "--remote-dir", str(run_dirs)]
+
+    def remote(self, tmp_path: Path):
+        from scnet_deploy.options import RemoteOptions
+
+        run_dirs = tmp_path / "device runs"
+        run_dirs.mkdir(exist_ok=True)
+        return RemoteOptions(HOSTILE_PYTHON, ssh_config=self.server.config, remote_dir=str(run_dirs))
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory):
+    """One hostile device for the whole test session."""
+    import subprocess
+    import sys
+
+    from devices import start_sshd
+
+    d = tmp_path_factory.mktemp("hostile")
+    doctor = d / "doctor.json"
+    doctor.write_text(subprocess.run([sys.executable, "-m", "scnet_deploy", "doctor", "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    plan = d / "plan.json"
+    servers = start_sshd(d / "sshd", force_command=f"{sys.executable} {Path(__file__).parent / 'hostile_device.py'} "
+                                                   f"{plan}")
+    device = HostileDevice(next(servers), plan, doctor)
+    try:
+        yield device
+    finally:
+        servers.close()

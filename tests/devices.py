@@ -58,9 +58,10 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(directory: Path, chroot: str | None = None):
+def start_sshd(directory: Path, chroot: str | None = None, force_command: str | None = None):
     """Yield an ``SshServer`` on a free loopback port (its sessions inside ``chroot`` where given: another
-    architecture's userland, run through binfmt_misc); stopped afterwards."""
+    architecture's userland, run through binfmt_misc; every command through ``force_command`` where given: a
+    hostile device, tests/hostile_device.py); stopped afterwards."""
     if not Path(SSHD).exists() or not shutil.which("ssh"):
         pytest.skip("OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ PubkeyAuthentication yes
 UsePAM no
 StrictModes no
 PermitRootLogin yes
-""" + (f"ChrootDirectory {chroot}\n" if chroot else ""))
+""" + (f"ChrootDirectory {chroot}\n" if chroot else "") + (f"ForceCommand {force_command}\n" if force_command else ""))
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {(directory / 'host_key.pub').read_text()}")
     (directory / "ssh_config").write_text(f"""Host device
   HostName 127.0.0.1
