@@ -95,5 +95,13 @@ class OrtRunner(Runner):
         self.session = self._parts = None
 
 
+def load_errors() -> tuple[type, ...]:
+    """What ONNX Runtime raises on a file it cannot load (a malformed graph, external data it refuses)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(getattr(state, n) for n in ("Fail", "InvalidProtobuf", "InvalidGraph", "NoSuchFile",
+                                            "InvalidArgument", "NotImplemented") if hasattr(state, n))
+
+
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     return OrtRunner(Path(directory) / MODEL_FILE, runtime, manifest.get("precision", "fp32")).declare(manifest)

@@ -179,6 +179,11 @@ def verification_runner(workdir: Path, fields: dict, precision: str):
     return load(workdir, {"precision": precision, **fields}), None
 
 
+def load_errors() -> tuple[type, ...]:
+    """What OpenVINO raises on an IR it cannot read or compile."""
+    return (RuntimeError,)
+
+
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     recorded = manifest.get("openvino", {}).get("compile_config", {})
     options = runtime.openvino

@@ -3,7 +3,8 @@
 SCNet's peak is its x``scale`` tail: ``num_feat``-channel float32 maps at the output resolution, ``num_feat * scale^2
 * 4`` bytes per LR pixel each (236 MB for 64 channels at 720p). How many of them a backend holds at once was measured
 (``benchmarks/memory_model.py``, SCNet-T x4, peak RSS over the loaded model at three sizes): PyTorch eager 3.1-3.4,
-ONNX Runtime 2.7, OpenVINO 2.1 (f32 and INT8 alike: its tail runs in f32); the coefficients below round those up.
+ONNX Runtime 2.7, OpenVINO 2.1 (f32 and INT8 alike: its tail runs in f32; Intel Xeon with AMX and AMD EPYC without
+measure the same); the coefficients below round those up, PyTorch's with a margin for its allocator.
 Every verb that runs a model compares this estimate with ``--max-memory`` (default: ``DEFAULT_SHARE`` of what this
 process may still use: the smallest of the machine's available memory, its cgroup's room and RLIMIT_AS) and tiles
 exactly, or refuses in one line, instead of being killed.
@@ -16,8 +17,10 @@ from pathlib import Path
 
 from .errors import ScnetDeployError
 
-LIVE_MAPS = {"pytorch": 3.6, "onnxruntime": 3.0, "openvino": 2.5}  # measured, rounded up; see the module doc
-UNKNOWN_BACKEND_MAPS = 3.6  # TensorRT, Core ML, anything unmeasured: as PyTorch
+# measured, rounded up (see the module doc); PyTorch's 3.6 met its peak exactly at 180x320 on both CPU classes
+# (estimate / measured 1.00-1.04, benchmarks/results/memory_model.md), with no room for glibc's retained memory
+LIVE_MAPS = {"pytorch": 4.0, "onnxruntime": 3.0, "openvino": 2.5}
+UNKNOWN_BACKEND_MAPS = 4.0  # TensorRT, Core ML, anything unmeasured: as PyTorch
 DEFAULT_SHARE = 0.7  # of the available memory: headroom for the page cache, the images and other processes
 MB = 2**20
 

@@ -5,7 +5,7 @@ Artifacts pass the door (``door.check_artifact``: every file listed, regular and
 
 from pathlib import Path
 
-from .door import ArtifactError, check_artifact
+from .door import ArtifactError, check_artifact, clean_text
 from .manifest import MANIFEST_NAME, read_manifest
 from .options import RuntimeOptions
 
@@ -25,7 +25,13 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         get_backend(read_manifest(path)["backend"]).require()  # a missing runtime is the first thing to say
         manifest = check_artifact(path, required=lambda m: get_backend(m["backend"]).reads)
         backend = get_backend(manifest["backend"])
-        runner = backend.impl().load(path, manifest, runtime)  # declares its manifest, arch and size range
+        module = backend.impl()
+        errors = module.load_errors() if hasattr(module, "load_errors") else ()
+        try:
+            runner = module.load(path, manifest, runtime)  # declares its manifest, arch and size range
+        except errors as exc:  # a file the runtime cannot load: the artifact's fault, not this code's
+            raise ArtifactError(f"artifact '{path}': {backend.name} cannot load it "
+                                f"({clean_text(str(exc))[:200]}); re-export it.") from None
         tuned = manifest.get("autotune") or {}
         if tuned.get("tile"):  # the autotuner measured tiles faster than whole images on the machine it ran on
             from scnet_deploy.exporters.runner import TiledRunner

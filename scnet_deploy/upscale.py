@@ -108,11 +108,18 @@ def _protect_inputs(files: list[Path], dests: list[Path]) -> None:
 
 
 def _complete(src: Path, dst: Path, scale: int) -> bool:
-    """An output ``--skip-existing`` may keep: a readable image of the input's size times the scale."""
+    """An output ``--skip-existing`` may keep: an image of the input's size times the scale that passes its
+    format's integrity check (a PNG cut short fails it)."""
+    from PIL import Image
+
     try:
         w, h = image_size(src)
-        return image_size(dst) == (w * scale, h * scale)
-    except (ScnetDeployError, OSError):
+        if image_size(dst) != (w * scale, h * scale):
+            return False
+        with Image.open(dst) as im:
+            im.verify()
+        return True
+    except Exception:  # unreadable in any of Pillow's ways: not complete, upscaled again
         return False
 
 

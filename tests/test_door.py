@@ -244,3 +244,177 @@ def test_device_urls_that_ssh_names_use_are_accepted():
 def test_clean_text_removes_escapes_and_controls():
     assert clean_text("a\x1b]0;title\x07b\x1b[2Jc\x9b31md\x00e\tf\ng") == "abcde f g"
     assert clean_text("a\nb", newlines=True) == "a\nb"
+
+
+# --- crafted artifacts --------------------------------------------------------------------------------------------
+
+class Opens:
+    """Paths this process opens (an audit hook, installed once: hooks cannot be removed)."""
+    seen: list = []
+    installed = False
+
+    @classmethod
+    def watch(cls) -> list:
+        if not cls.installed:
+            sys.addaudithook(lambda event, args: cls.seen.append(str(args[0])) if event == "open" and args
+                             and isinstance(args[0], (str, bytes, os.PathLike)) else None)
+            cls.installed = True
+        cls.seen.clear()
+        return cls.seen
+
+
+def _with_manifest(artifact: Path, copy: Path, **changes) -> Path:
+    import shutil
+
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.update(changes)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_manifest_files_outside_the_artifact_are_never_read(tiny, tmp_path):
+    """Row 6: `files` naming ../../x (with its right hash: a hash oracle), an absolute path, a folder, /dev/zero,
+    and a FIFO in the folder: refused before anything is opened or hashed."""
+    import hashlib
+
+    _, onnx_dir, _ = tiny
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    files = json.loads((onnx_dir / "manifest.json").read_text())["files"]
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    for i, name in enumerate(["../secret.txt", str(secret), "/dev/zero", "sub", "./model.onnx", "a//b"]):
+        copy = _with_manifest(onnx_dir, tmp_path / f"c{i}", files={**files, name: digest})
+        (copy / "sub").mkdir()
+        opened = Opens.watch()
+        with pytest.raises(ArtifactError) as info:
+            open_model(copy)
+        assert "\n" not in str(info.value)
+        assert not any(p.endswith("secret.txt") or p == "/dev/zero" for p in opened), opened
+    fifo = tmp_path / "fifo"
+    _with_manifest(onnx_dir, fifo)
+    os.mkfifo(fifo / "model.bin")
+    with pytest.raises(ArtifactError, match="not a regular file"):
+        open_model(fifo)
+
+
+def test_every_file_an_engine_reads_is_listed_and_hashed(tiny, tmp_path):
+    """Row 7: model.onnx tampered and dropped from `files` while another file stays listed; OpenVINO's .bin
+    unlisted; an extra file; a link inside: refused before a parser sees a byte."""
+    _, onnx_dir, ov_dir = tiny
+    files = json.loads((onnx_dir / "manifest.json").read_text())["files"]
+    (tmp_path / "other").write_bytes(b"x")
+    import hashlib
+
+    tampered = _with_manifest(onnx_dir, tmp_path / "t", files={"other": hashlib.sha256(b"x").hexdigest()})
+    (tampered / "other").write_bytes(b"x")
+    (tampered / "model.onnx").write_bytes(b"\x08garbage")
+    with pytest.raises(ArtifactError, match="does not list|not list"):
+        open_model(tampered)
+    ov_files = json.loads((ov_dir / "manifest.json").read_text())["files"]
+    unlisted = _with_manifest(ov_dir, tmp_path / "ov", files={"model.xml": ov_files["model.xml"]})
+    with pytest.raises(ArtifactError, match="does not list"):
+        open_model(unlisted)
+    extra = _with_manifest(onnx_dir, tmp_path / "extra", files=files)
+    (extra / "model.onnx.data").write_bytes(b"\0" * 16)
+    with pytest.raises(ArtifactError, match="does not list"):
+        open_model(extra)
+    linked = _with_manifest(onnx_dir, tmp_path / "linked", files=files)
+    (linked / "peek").symlink_to("../")
+    with pytest.raises(ArtifactError, match="is a link"):
+        open_model(linked)
+    assert check_artifact(onnx_dir)["backend"] == "onnxruntime"
+
+
+def test_onnx_external_data_outside_the_artifact_is_refused_by_the_runtime(tiny, tmp_path):
+    """Row 7 (external data): a graph whose weight lives in ../secret.bin, listed and hashed: ONNX Runtime >= 1.24.1
+    refuses the path; the user gets one line."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto
+
+    _, onnx_dir, _ = tiny
+    copy = _with_manifest(onnx_dir, tmp_path / "ext")
+    model = onnx.load(str(copy / "model.onnx"))
+    weight = model.graph.initializer[0]
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    for key, value in (("location", "../secret.bin"), ("offset", "0"),
+                       ("length", str(4 * int(np.prod(weight.dims))))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 4 * int(np.prod(weight.dims)))
+    onnx.save(model, str(copy / "model.onnx"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    line = one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
+    assert "cannot load" in line
+
+
+@pytest.mark.parametrize("text", [b'{"backend": "onnxrunt', b"[1, 2]", b"[" * 200_000 + b"]" * 200_000,
+                                  b'{"backend": "\xff\xfe"}', b'{"backend": 3}', b'{"files": [1]}',
+                                  b'{"size_range": "x"}', b'{"autotune": {"tile": "big"}}', b'{"arch": []}',
+                                  b'{"files": {"model.onnx": "00"}}'])
+def test_malformed_manifests_are_one_line_errors(tiny, tmp_path, text):
+    """Row 8: truncated, a list, 200k-deep nesting, not UTF-8, fields of the wrong type."""
+    _, onnx_dir, _ = tiny
+    copy = _with_manifest(onnx_dir, tmp_path / "m")
+    good = json.loads((copy / "manifest.json").read_text())
+    if text.startswith(b'{"') and text.endswith(b"}") and b"\xff" not in text:
+        text = json.dumps({**good, **json.loads(text)}).encode()
+    (copy / "manifest.json").write_bytes(text)
+    with pytest.raises(ArtifactError) as info:
+        open_model(copy)
+    assert "\n" not in str(info.value)
+
+
+def test_a_malformed_manifest_on_the_command_line_is_one_line(tiny, tmp_path):
+    _, onnx_dir, _ = tiny
+    copy = _with_manifest(onnx_dir, tmp_path / "m")
+    (copy / "manifest.json").write_bytes(b"[" * 200_000)
+    assert "manifest.json" in one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
+    (copy / "manifest.json").write_bytes(b"{}" + b" " * (5 * 2**20))
+    assert "limit" in one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
+
+
+# --- no network -----------------------------------------------------------------------------------------------------
+
+def test_loading_and_running_each_backend_opens_no_socket(tiny, tmp_path):
+    """Row 19: an audit hook on socket.connect/getaddrinfo around importing the package and loading and running each
+    backend here; OpenVINO's telemetry package is never imported, and its files never written in the user's home."""
+    _, onnx_dir, ov_dir = tiny
+    code = f"""
+import sys
+events = []
+sys.addaudithook(lambda e, a: events.append(e) if e.split('.')[0] == 'socket' and e not in ('socket.__new__',
+                 'socket.bind') else None)
+import numpy as np
+import scnet_deploy
+from scnet_deploy.runtime import open_model
+for path in {[str(onnx_dir), str(ov_dir)]!r}:
+    with open_model(path) as runner:
+        runner.infer(np.zeros((1, 3, 8, 8), np.float32))
+import openvino
+import time
+time.sleep(1)
+print(events, sys.modules.get("openvino_telemetry"))
+"""
+    home = tmp_path / "home"
+    home.mkdir()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HOME": str(home)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]", "None"] and not (home / "intel").exists()  # OpenVINO telemetry's files
+
+
+def test_dependency_floors_carry_their_reasons():
+    """Row 20: torch >= 2.6 (CVE-2025-32434), onnxruntime at the first release that refuses external data outside
+    the model folder; each with its reason beside it."""
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    torch_line = next(line for line in text.splitlines() if line.strip().startswith('"torch>='))
+    ort_line = next(line for line in text.splitlines() if line.strip().startswith('"onnxruntime>='))
+    assert '"torch>=2.6"' in torch_line and "CVE-2025-32434" in torch_line
+    assert '"onnxruntime>=1.24.1"' in ort_line and "external data" in ort_line
