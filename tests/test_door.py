@@ -24,27 +24,32 @@ from scnet_deploy.runtime import open_model
 BENCH = r"^/hostile/python -m scnet_deploy bench "
 
 
-def cli(*args, rss: bool = False, **kw):
-    """The CLI in a fresh interpreter; with ``rss``, its peak resident memory (MB) is the last stderr line."""
-    if not rss:
-        return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
-                              timeout=300, **kw)
-    code = ("import atexit, resource, runpy, sys; atexit.register(lambda: sys.stderr.write("
-            "f'\\nmaxrss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}\\n')); "
-            f"sys.argv = ['scnet-deploy', *{[str(a) for a in args]!r}]; runpy.run_module('scnet_deploy', "
-            "run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, **kw)
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kw)
 
 
-def one_line_error(proc, rss: bool = False) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("maxrss_mb=")]
+def one_line_error(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-3000:]
     return lines[0]
 
 
-def maxrss_mb(proc) -> int:
-    return int(proc.stderr.rsplit("maxrss_mb=", 1)[1].split()[0])
+def refused_within(limit_mb: int, call, match: str) -> str:
+    """``call()`` raises a one-line ScnetDeployError matching ``match`` while Python's allocations (numpy's
+    included) peak under ``limit_mb`` above where they started."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ScnetDeployError, match=match) as info:
+            call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit_mb * 2**20 and "\n" not in str(info.value), (peak, str(info.value))
+    return str(info.value)
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +94,11 @@ def test_a_tar_for_an_answer_writes_nothing_here(hostile, tiny, tmp_path):
     nothing_new_outside(before, tmp_path)
 
 
-@pytest.mark.parametrize("reply, says", [(b"not json", "not the expected JSON"), (b"[]", "should be an object"),
+@pytest.mark.parametrize("reply, says", [(b"not json", "not the expected JSON"),
                                          (b'{"models": [{"name": "x"}], "machine": {}}', "missing"),
-                                         (b"[" * 200_000 + b"]" * 200_000, "nested"),
-                                         (b'{"models": "\xff\xfe"}', "not UTF-8")])
+                                         (b"[" * 200_000 + b"]" * 200_000, "nested")])
 def test_malformed_device_results_are_one_line_errors(hostile, tiny, tmp_path, reply, says):
-    """Rows 4 and 8 (device side): not JSON, a list, missing keys, deep nesting, not UTF-8."""
+    """Rows 4 and 8 (device side): not JSON, missing keys, deep nesting (the other shapes: below, without ssh)."""
     from scnet_deploy.bench import BenchOptions, bench
 
     (tmp_path / "reply").write_bytes(reply)
@@ -106,14 +110,28 @@ def test_malformed_device_results_are_one_line_errors(hostile, tiny, tmp_path, r
     assert "device" in message and says in message and "\n" not in message
 
 
+@pytest.mark.parametrize("reply, says", [(b"[]", "should be an object"), (b'{"models": "\xff\xfe"}', "not UTF-8"),
+                                         (b'{"models": [], "machine": {"cpu": 3}}', "should be an object"),
+                                         (b'{"models": [{"name": "x", "precision": "fp32", "shapes": [{"shape": '
+                                          b'[1, 2, 3], "median_ms": 1}]}], "machine": {}}', "list of 2 items")])
+def test_device_results_are_schema_checked(reply, says):
+    from scnet_deploy.door import parse_json
+    from scnet_deploy.remote import BENCH_RESULT
+
+    with pytest.raises(UntrustedInput, match=says):
+        parse_json(reply, "device: its bench result", BENCH_RESULT)
+
+
 def test_oversized_answers_are_cut_at_their_cap_with_memory_bounded(hostile, tiny, tmp_path):
-    """Row 3: 4 GB for a bench result (capped at 4 MB), and for doctor (capped at 1 MB): refused, resident memory bounded."""
+    """Row 3: 4 GB for a bench result (capped at 4 MB), and for doctor (capped at 1 MB): refused, memory bounded."""
+    from scnet_deploy.bench import BenchOptions, bench
+
+    options = BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
+                           remote=hostile.remote(tmp_path))
     hostile.answer([BENCH, "bench", ""], [r"^cat -- .*/bench\.json'?$", "zeros", 4 * 2**30])
-    proc = cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path), rss=True)
-    assert "more than" in one_line_error(proc) and maxrss_mb(proc) < 1000
+    assert "device" in refused_within(64, lambda: bench([tiny[1]], options), "more than 4194304 bytes")
     hostile.answer([r"doctor --json$", "zeros", 4 * 2**30])
-    proc = cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path), rss=True)
-    assert "more than" in one_line_error(proc) and maxrss_mb(proc) < 1000
+    assert "device" in refused_within(64, lambda: bench([tiny[1]], options), "more than 1048576 bytes")
 
 
 def _npz(path: Path, entries: dict, compress: bool = False) -> Path:
@@ -155,17 +173,19 @@ def test_device_outputs_must_be_the_arrays_that_were_sent(tmp_path):
 
 
 def test_validate_on_refuses_a_compressed_bomb_with_memory_bounded(hostile, tiny, tmp_path):
+    from scnet_deploy.validate import ValidateOptions, validate
+
     ckpt, onnx_dir, _ = tiny
     data = smooth_hr_folder(tmp_path / "ds", 1, (24, 20))
     bomb = tmp_path / "bomb.npz"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("k.npy", "w", force_zip64=True) as member:
-        for _ in range(1024):
-            member.write(b"\0" * 2**20)  # 1 GB that compresses to 1 MB
+        for _ in range(256):
+            member.write(b"\0" * 2**20)  # 256 MB that compress to 250 KB
     hostile.answer([r"^/hostile/python -m scnet_deploy infer ", "ok", ""],
                    [r"^cat -- .*/m0\.npz'?$", "reply", bomb])
-    proc = cli("validate", onnx_dir, "--reference", ckpt, "--dataset", data, "--scale", "2", *hostile.args(tmp_path),
-               rss=True)
-    assert "device" in one_line_error(proc) and maxrss_mb(proc) < 1000
+    options = ValidateOptions(datasets=(str(data),), scale=2, reference=ckpt, on=("ssh://device",),
+                              remote=hostile.remote(tmp_path))
+    assert "device" in refused_within(100, lambda: validate([onnx_dir], options), "refused|over the")
 
 
 def test_a_built_engine_comes_back_as_its_files_alone_and_verified(hostile, tiny, tmp_path):
@@ -176,16 +196,18 @@ def test_a_built_engine_comes_back_as_its_files_alone_and_verified(hostile, tiny
     canary.write_text("untouched")
     hostile.answer([r"^/hostile/python -m scnet_deploy build-engine ", "build", "links"])
     out = tmp_path / "trt"
-    proc = cli("export", ckpt, "-f", "tensorrt", "-o", out, *hostile.args(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    options = ExportOptions(output=out, format="tensorrt", on=("ssh://device",), remote=hostile.remote(tmp_path))
+    export(ckpt, options)
     assert canary.read_text() == "untouched"
     assert sorted(p.name for p in out.iterdir()) == ["build_engine.sh", "manifest.json", "model.onnx", "model.plan",
                                                      "timing.cache"]
     manifest = check_artifact(out)
     assert manifest["verification"]["passed"] and manifest["tensorrt"]["built_on"]["device"] == "device"
     hostile.answer([r"^/hostile/python -m scnet_deploy build-engine ", "build", "unverified"])
-    line = one_line_error(cli("export", ckpt, "-f", "tensorrt", "-o", tmp_path / "trt2", *hostile.args(tmp_path)))
-    assert "verification" in line and not (tmp_path / "trt2").exists()
+    with pytest.raises(ScnetDeployError, match="verification") as info:
+        export(ckpt, ExportOptions(output=tmp_path / "trt2", format="tensorrt", on=("ssh://device",),
+                                   remote=hostile.remote(tmp_path)))
+    assert "\n" not in str(info.value) and not (tmp_path / "trt2").exists()
 
 
 def test_escapes_from_a_device_never_reach_the_terminal(hostile, tiny, tmp_path):
@@ -193,19 +215,24 @@ def test_escapes_from_a_device_never_reach_the_terminal(hostile, tiny, tmp_path)
     hostile.answer([BENCH, "fail", "\x1b]0;owned\x07\x1b[2J\x1b[31merror: boom\x1b[0m\n"])
     proc = cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path))
     assert "boom" in one_line_error(proc) and "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+    from scnet_deploy.bench import BenchOptions, bench
+
     hostile.answer([BENCH, "bench", ""])
-    proc = cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    assert "Hostile" in proc.stdout and "\x1b" not in proc.stdout + proc.stderr and "\x07" not in proc.stdout
+    result = bench([tiny[1]], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
+                                           remote=hostile.remote(tmp_path)))
+    assert result["devices"]["device"]["machine"]["cpu"]["model"] == "Hostile CPU"  # as it reaches the table
 
 
 def test_a_linked_artifact_ships_the_folder_it_points_to(hostile, tiny, tmp_path):
     """Row 18: `latest -> eng/onnx` given with --on ships the artifact itself (the device checks it has one)."""
     latest = tmp_path / "latest"
     latest.symlink_to(tiny[1], target_is_directory=True)
-    hostile.answer([BENCH, "bench", ""])
-    proc = cli("bench", latest, "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from scnet_deploy.bench import BenchOptions, bench
+
+    hostile.answer([BENCH, "bench", ""])  # refuses (as a device would) unless m0/manifest.json is a regular file
+    result = bench([latest], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
+                                          remote=hostile.remote(tmp_path)))
+    assert result["table"][0]["median_ms"] == {"device": 1.5}
 
 
 def test_a_crafted_run_directory_and_an_option_for_a_directory_are_refused(hostile, tiny, tmp_path):
