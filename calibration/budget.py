@@ -15,10 +15,11 @@ import numpy as np
 
 from scnet_deploy.calibration.data import CalibOptions, CalibrationSet, calibration_set, holdout_set
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.gate import DEFAULT_DRIFT_DB, AccuracyGate
 from scnet_deploy.images import to_u8_hwc
 from scnet_deploy.metrics import psnr_y
 
-DEFAULT_BUDGET_DB = 0.1  # mean PSNR-Y drift on the hold-out an INT8 export may lose unless told otherwise
+DEFAULT_BUDGET_DB = DEFAULT_DRIFT_DB  # the gate's one default (scnet_deploy/gate.py), here on the hold-out's mean
 
 
 class BudgetNotMet(ScnetDeployError):
@@ -94,10 +95,8 @@ class SpeedLimit:
 
 
 def check_budget(budget_db: float | None) -> None:
-    """``None`` is an explicit opt-out (recorded); otherwise a loss in dB, >= 0."""
-    if budget_db is not None and not (budget_db >= 0 and np.isfinite(budget_db)):
-        raise ScnetDeployError(f"--budget must be a finite loss >= 0 dB, got {budget_db}; or pass --no-budget to "
-                               "export INT8 without a drift gate (recorded in the manifest).")
+    """``None`` is an explicit opt-out (recorded); otherwise a loss in dB, >= 0 (``gate.AccuracyGate.check``)."""
+    AccuracyGate(budget_db).check()
 
 
 def psnr_scores(infer: Callable[[np.ndarray], np.ndarray], holdout, scale: int) -> list[float]:
@@ -175,7 +174,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measur
     check_budget(budget_db)
 
     def over(drift) -> bool:
-        return budget_db is not None and drift["mean_db"] < -budget_db
+        return not AccuracyGate(budget_db).admits(drift["mean_db"])
 
     exclude: tuple[str, ...] = ()
     if first_try and "model" in first_try:

@@ -287,6 +287,6 @@ def options_dict(options: OnnxOptions) -> dict:
 
 
 def _version() -> str:
-    from scnet_deploy import __version__
+    from scnet_deploy._version import __version__
 
     return __version__

@@ -9,7 +9,7 @@ used.
 import importlib
 import sys
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402 (one home for the version: _version.py)
 
 # No network from our verbs but the ssh a user asks for. OpenVINO sends a telemetry event when it is imported (and
 # NNCF when it quantizes) through the openvino_telemetry package, and offers no environment switch (its documented

@@ -6,7 +6,6 @@ User mistakes (ScnetDeployError) print one line and exit 2; anything else is a b
 import contextlib
 import errno
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,7 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import interrupts
 from .door import clean_text
+from .gate import DEFAULT_DRIFT_DB
 from .errors import EXPORT_STACK, ScnetDeployError, needs_export_stack
 from .options import CANDIDATE_FORMS
 
@@ -105,7 +106,7 @@ def export_cmd(
     calib_crop: int = typer.Option(48, help="INT8: LR calibration crop side."),
     calib_method: str = typer.Option("minmax", help="INT8 (ONNX Runtime/TensorRT): minmax, entropy or percentile."),
     calib_lr: bool = typer.Option(False, help="INT8: --calib-data holds LR images; crop them as they are."),
-    budget: float = typer.Option(0.1, help="INT8: max mean PSNR-Y drift on the hold-out, dB; the most "
+    budget: float = typer.Option(DEFAULT_DRIFT_DB, help="INT8: max mean PSNR-Y drift on the hold-out, dB; the most "
                                  "sensitive layers fall back to float until it holds, else the export fails."),
     no_budget: bool = typer.Option(False, "--no-budget", help="INT8 without a drift gate (the drift is still "
                                    "measured and recorded; the manifest says the gate was off)."),
@@ -554,7 +555,7 @@ def pipeline_cmd(
                                                  "(default: photos, line art, text, flat colours, textures)."),
     calib_data: Optional[Path] = typer.Option(None, help="INT8 calibration images (default: scikit-image photos)."),
     calib_count: int = typer.Option(16, help="INT8 calibration crops."),
-    budget: float = typer.Option(0.1, help="Drift budget, dB: INT8 fallback and the recommendation."),
+    budget: float = typer.Option(DEFAULT_DRIFT_DB, help="Drift budget, dB: INT8 fallback and the recommendation."),
     shape: str = typer.Option("90x160,180x320", help="LR sizes to benchmark."),
     runs: int = typer.Option(5, help="Timed runs per engine and size."),
     formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
@@ -591,8 +592,6 @@ def pipeline_cmd(
     console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
 
 
-_interrupted = False
-
 OUTCOME_STYLE = {"built": "[green]built[/green]", "skipped": "[yellow]skip[/yellow]", "failed": "[red]failed[/red]"}
 
 
@@ -607,7 +606,7 @@ def _progress_display(on: Console, first: str, transient: bool = True):
         task = bar.add_task(escape(first), total=None)
 
         def show(event) -> None:
-            if _interrupted:  # a library turned the interrupt into its own error: do not go on to the next step
+            if interrupts.interrupted():  # a library turned the interrupt into its own error: stop here
                 raise KeyboardInterrupt
             if event.kind in OUTCOME_STYLE:
                 bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(clean_text(event.message))}")
@@ -618,31 +617,6 @@ def _progress_display(on: Console, first: str, transient: bool = True):
                            completed=event.done or 0)
 
         yield show
-
-
-def _in_import(frame) -> bool:
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _terminate(signum, frame):
-    # Ctrl-C and SIGTERM (a kill from a build system) unwind alike, so temporary files are removed on the way out.
-    # Remembered: a library may catch the KeyboardInterrupt and raise its own error instead (torch.onnx does when
-    # the interrupt lands in one of its lazy imports); that error is then the interruption, not a failure.
-    global _interrupted
-    _interrupted = True
-    if _in_import(frame) and hasattr(signal, "setitimer"):
-        # Not inside an import: a C extension whose initialiser runs Python code (onnx's pybind11 module creating
-        # enums) turns the exception into std::terminate, and the process aborts (-6). Deliver it 50 ms later,
-        # again until the import is done.
-        signal.signal(signal.SIGALRM, _terminate)
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        return
-    _cancel_deferred_interrupt()
-    raise KeyboardInterrupt
 
 
 # Failures of the user's machine, not of this code: a read-only or full disk, a path that is a folder, no permission.
@@ -658,6 +632,10 @@ def environment_error(exc: OSError) -> str:
     return f"{where}{exc.strerror or exc}; {fix}."
 
 
+def _exit_interrupted() -> None:
+    interrupts.exit_interrupted(err_console.print)
+
+
 def main() -> None:
     # A KeyboardInterrupt that escapes the handlers below (raised by a signal that lands inside one of them, or by a
     # library between its own handlers) must still end as an interruption: exit 130, never death by SIGINT (-2).
@@ -670,25 +648,24 @@ def main() -> None:
 def _main() -> None:
     import warnings
 
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
+    interrupts.install()
     warnings.showwarning = lambda message, category, *a, **k: err_console.print(
         f"[yellow]warning:[/yellow] {escape(clean_text(str(message)))}", highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
-        if _interrupted:  # typer turns a KeyboardInterrupt into a silent Exit(130)
+        if interrupts.interrupted():  # typer turns a KeyboardInterrupt into a silent Exit(130)
             _exit_interrupted()
         if isinstance(code, int) and code:
             sys.exit(code)
     except KeyboardInterrupt:
         _exit_interrupted()
     except ScnetDeployError as exc:
-        if _interrupted:
+        if interrupts.interrupted():
             _exit_interrupted()
         err_console.print(f"[red]error:[/red] {escape(clean_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as exc:
-        if _interrupted:
+        if interrupts.interrupted():
             _exit_interrupted()
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
@@ -696,7 +673,7 @@ def _main() -> None:
                           soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
-        if _interrupted:
+        if interrupts.interrupted():
             _exit_interrupted()
         if (exc.name or "").split(".")[0] not in EXPORT_STACK:
             raise
@@ -706,30 +683,12 @@ def _main() -> None:
         sys.exit(2)
     except Exception as exc:
         # Matched by name and shape, not by import: the click that typer uses is vendored in some typer versions.
-        if _interrupted or type(exc).__name__ == "Abort":  # Ctrl-C / SIGTERM, after every finally: has cleaned up
+        if interrupts.interrupted() or type(exc).__name__ == "Abort":  # Ctrl-C / SIGTERM, after every finally:
             _exit_interrupted()
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # a usage error (unknown option, missing argument)
             sys.exit(exc.exit_code)
         raise
-
-
-def _cancel_deferred_interrupt() -> None:
-    # The interrupt is being handled: a re-delivery still pending (_terminate's timer) must not fire later, least of
-    # all while the interpreter shuts down and SIGALRM's default action would kill the process (exit -14).
-    if hasattr(signal, "setitimer"):
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def _exit_interrupted() -> None:
-    _cancel_deferred_interrupt()
-    err_console.print("interrupted; nothing half-written was left behind")
-    # A KeyboardInterrupt that passed through code a library ran from a string (exec/eval: dataclasses, namedtuple,
-    # lazy imports) set CPython's "unhandled KeyboardInterrupt" flag although we handled it; under `python -m` the
-    # interpreter would then kill itself with SIGINT after this exit (exit -2, not 130). Running any string resets
-    # that flag (run_eval_code_obj in CPython 3.8-3.13).
-    exec("")
-    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def machine() -> dict:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = None
-    from scnet_deploy import __version__
+    from ._version import __version__
 
     return {"cpu": cpu_info(), "gpus": gpus(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "versions": {"scnet_deploy": __version__, **versions}}

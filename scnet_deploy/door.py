@@ -71,7 +71,8 @@ def open_regular(path: Path, max_bytes: int, what: str) -> tuple[int, int]:
     except OSError as exc:
         raise UntrustedInput(f"{what}: cannot read '{path}' ({exc.strerror}).") from None
     if not stat.S_ISREG(st.st_mode):
-        kind = "a link" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        kind = ("a link" if stat.S_ISLNK(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode)
+                else "not a regular file")
         raise UntrustedInput(f"{what}: '{path}' is {kind}; only regular files are accepted.")
     if st.st_size > max_bytes:
         raise UntrustedInput(f"{what}: '{path}' is {st.st_size} bytes, over the {max_bytes} byte limit.")
@@ -267,7 +268,8 @@ ARCH = Fields({"scale": Int(1, 16), "num_in_ch": Int(1, 4), "num_feat": Int(1, 4
               {"num_out_ch": Int(1, 4), "num_block": Int(0, 10_000), "min_input_size": Int(1, 2**20)})
 MANIFEST = Fields(
     {"backend": str, "arch": ARCH},
-    {"files": MapOf(HEX64, MAX_ARTIFACT_ENTRIES), "format": str, "precision": str, "form": str, "size_range": SIZE_RANGE, "io": dict, "options": dict,
+    {"files": MapOf(HEX64, MAX_ARTIFACT_ENTRIES), "format": str, "precision": str, "form": str,
+     "size_range": SIZE_RANGE, "io": dict, "options": dict,
      "versions": dict, "verification": dict, "int8": dict, "openvino": Fields({}, {"compile_config": dict}),
      "tensorrt": Fields({}, {"engine": str, "version": str, "engine_note": str}),
      "autotune": Fields({}, {"tile": Int(1, 2**20), "split": Int(1, 2**20)}),
@@ -381,7 +383,7 @@ def read_npz(path: Path, expected: dict[str, tuple[int, ...]], what: str) -> dic
             infos = archive.infolist()
             names = sorted(i.filename for i in infos)
             if names != sorted(f"{k}.npy" for k in expected):
-                raise ValueError(f"it holds {len(names)} entries, not exactly the {len(expected)} arrays that were sent")
+                raise ValueError(f"it holds {len(names)} entries, not exactly the {len(expected)} arrays sent")
             for info in infos:
                 key = info.filename[:-4]
                 if info.compress_type != zipfile.ZIP_STORED or info.file_size > limit:

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import ScnetDeployError, require_export_stack
 from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
 from .forms import DeployOptions
+from .gate import DEFAULT_DRIFT_DB, AccuracyGate
 from .options import RemoteOptions
 from .session import Target
 
@@ -27,7 +28,7 @@ class PipelineOptions:
     dataset: Path | tuple[Path, ...] | None = None
     calib_data: Path | None = None
     calib_count: int = 16
-    budget_db: float = 0.1
+    budget_db: float = DEFAULT_DRIFT_DB
     shapes: tuple[tuple[int, int], ...] = ((90, 160), (180, 320))
     runs: int = 5
     formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
@@ -90,8 +91,9 @@ def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
 
 def within_budget(validation: dict, budget_db: float) -> dict[str, float]:
     """{path: drift} of the engines whose drift (worst content) is within the budget."""
+    gate = AccuracyGate(budget_db)
     return {m["path"]: m["drift_db"] for m in validation["models"]
-            if m.get("drift_db") is not None and m["drift_db"] >= -budget_db and m.get("kind") != "checkpoint"}
+            if m.get("drift_db") is not None and gate.admits(m["drift_db"]) and m.get("kind") != "checkpoint"}
 
 
 def recommend(validation: dict, bench: dict, budget_db: float, goal: str = "latency") -> dict | None:

@@ -186,8 +186,8 @@ class Connection:
         if returncode in (126, 127):
             what = self.options.remote_python or "scnet-deploy"
             raise RemoteError(f"{label}: cannot run {what} ({line}) while {doing}; install scnet-deploy there "
-                              "(pip install scnet-deploy, plus the extra of its backend) or name its Python with "
-                              "--remote-python.")
+                              "(--provision does: a wheel of this checkout, with the device's Python) or name its "
+                              "Python with --remote-python.")
         if returncode > 128 or "uncaught target signal" in text:
             raise RemoteError(f"{label}: the process on the device died while {doing} ({line}, exit {returncode}); "
                               "run the same verb there by hand to see why.")
@@ -283,7 +283,7 @@ def _flags(pairs) -> list[str]:
 def describe(conn: Connection, run_dir: str) -> dict:
     """The device's own description (``doctor --json``: CPU, GPUs, OS, library versions, its Python), after
     checking its scnet-deploy is this version (or installing this version there with ``provision``)."""
-    from scnet_deploy import __version__
+    from ._version import __version__
 
     about = _doctor(conn)
     theirs = about.get("versions", {}).get("scnet_deploy")

@@ -22,6 +22,7 @@ import numpy as np
 from .datasets import load_dataset
 from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
 from .images import to_float_chw, to_u8_hwc
+from .gate import AccuracyGate
 from .memory import budget_bytes
 from .metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RemoteOptions, RuntimeOptions
@@ -199,7 +200,7 @@ def _drifts(entries: list[dict], ref_entry: dict | None, budget_db) -> None:
             e["max_abs_diff"] = max(r["max_abs_diff"] for r in e["per_image"])
             e["psnr_vs_reference_db"] = min(r["psnr_vs_reference_db"] for r in e["per_image"])
         if e["kind"] != "method" and budget_db is not None:
-            e["within_budget"] = e["drift_db"] >= -budget_db and not e["nonfinite_images"]
+            e["within_budget"] = AccuracyGate(budget_db).admits(e["drift_db"]) and not e["nonfinite_images"]
 
 
 def _summary(per_set: list[dict], names: list[str]) -> list[dict]:

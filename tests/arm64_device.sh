@@ -9,6 +9,7 @@
 set -euo pipefail
 ROOT="${1:-/srv/scnet-deploy-arm64}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"  # the test passes its own (the project's environment: setuptools >= 69 and wheel)
 ORT="onnxruntime==1.20.1"
 
 if [ ! -x /usr/bin/qemu-aarch64-static ] || ! command -v debootstrap >/dev/null; then
@@ -18,21 +19,25 @@ fi
 mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
 
+# The Debian mirror this machine's apt uses (sources.list.d deb822 or a classic sources.list), not the security one
+MIRROR="${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | grep -oE 'https?://[^ ]+' | head -n 1)}"
 if [ ! -x "$ROOT/usr/bin/python3" ]; then
+    [ -n "$MIRROR" ] || { echo "no Debian mirror in this machine's apt configuration; set DEBIAN_MIRROR" >&2; exit 1; }
     debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$ROOT" \
-        http://deb.debian.org/debian >/dev/null
+        "$MIRROR" >/dev/null
 fi
 for fs in proc sys; do mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$fs"; done
 
 WHEELS="$ROOT/wheels"
 mkdir -p "$WHEELS"
 if ! ls "$WHEELS"/onnxruntime-1.20.1-*.whl >/dev/null 2>&1; then
-    python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+    "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
         --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
         -d "$WHEELS" numpy pillow "$ORT" typer rich matplotlib pypng
 fi
 rm -f "$WHEELS"/scnet_deploy-*.whl
-python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO" >/dev/null 2>&1
+"$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO" >/dev/null 2>&1
 chroot "$ROOT" /bin/sh -c "[ -x /opt/device/bin/python ] || python3 -m venv /opt/device"
 chroot "$ROOT" /bin/sh -c "PIP_CONFIG_FILE=/dev/null /opt/device/bin/pip install -q --no-index --find-links /wheels \
     '$ORT' scnet-deploy && PIP_CONFIG_FILE=/dev/null /opt/device/bin/pip install -q --no-index --no-deps \

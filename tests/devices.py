@@ -1,5 +1,5 @@
 """Test devices for ``--on``: a real OpenSSH server on a loopback port (keys and host key made per run, stopped
-afterwards) and a torch-free environment as the device's Python (``pip install scnet-deploy[openvino]``, no export
+afterwards) and a torch-free environment as the device's Python (this checkout with ``[openvino]``, no export
 extra), built once per checkout and cached under ~/.cache/scnet-deploy-tests."""
 
 import hashlib

@@ -366,7 +366,7 @@ def test_validate_on_an_emulated_arm64_device(engines, dataset, tmp_path_factory
         pytest.skip("the emulated arm64 device needs root (binfmt_misc, debootstrap, chroot)")
     root = os.environ.get("SCNET_DEPLOY_ARM64_ROOT", "/srv/scnet-deploy-arm64")
     made = subprocess.run(["bash", str(Path(__file__).parent / "arm64_device.sh"), root], capture_output=True,
-                          text=True, timeout=3600)
+                          text=True, timeout=3600, env={**os.environ, "PYTHON": sys.executable})
     assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
     ckpt, onnx_dir, _ = engines
     server = start_sshd(tmp_path_factory.mktemp("sshd-arm64"), chroot=root)
