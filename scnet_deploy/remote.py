@@ -193,8 +193,9 @@ class Connection:
                               "run the same verb there by hand to see why.")
         raise RemoteError(f"{label} ({doing}): {line.removeprefix('error:').strip()}")
 
-    def _start(self, command: list[str], stdin=subprocess.DEVNULL) -> tuple[subprocess.Popen, "_Tail"]:
-        proc = subprocess.Popen(self.argv(command), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def _start(self, command: list[str], stdin=subprocess.DEVNULL,
+               stdout=subprocess.PIPE) -> tuple[subprocess.Popen, "_Tail"]:
+        proc = subprocess.Popen(self.argv(command), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
         return proc, _Tail(proc.stderr)
 
     def _refuse(self, proc: subprocess.Popen, exc: UntrustedInput, doing: str) -> None:
@@ -216,7 +217,8 @@ class Connection:
     def put(self, run_dir: str, files: dict[str, Path], doing: str) -> None:
         """Copy local files or folders into ``run_dir`` under the given names (a tar stream over the connection;
         made here, unpacked there)."""
-        proc, err = self._start(["tar", "-x", "-f", "-", "-C", run_dir], stdin=subprocess.PIPE)
+        proc, err = self._start(["tar", "-x", "-f", "-", "-C", run_dir], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL)
         try:
             with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
                 for name, path in files.items():

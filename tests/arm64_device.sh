@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT="${1:-/srv/scnet-deploy-arm64}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"  # the test passes its own (the project's environment: setuptools >= 69 and wheel)
-ORT="onnxruntime==1.20.1"
+ORT="onnxruntime==1.24.1"
 
 if [ ! -x /usr/bin/qemu-aarch64-static ] || ! command -v debootstrap >/dev/null; then
     apt-get update -qq
@@ -21,7 +21,7 @@ mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc
 
 # The Debian mirror this machine's apt uses (sources.list.d deb822 or a classic sources.list), not the security one
 MIRROR="${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | grep -oE 'https?://[^ ]+' | head -n 1)}"
+    | grep -E '^(URIs:|deb )' | grep -v -- '-security' | grep -oE 'https?://[^ ]+' | head -n 1 || true)}"
 if [ ! -x "$ROOT/usr/bin/python3" ]; then
     [ -n "$MIRROR" ] || { echo "no Debian mirror in this machine's apt configuration; set DEBIAN_MIRROR" >&2; exit 1; }
     debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$ROOT" \
@@ -31,7 +31,7 @@ for fs in proc sys; do mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$
 
 WHEELS="$ROOT/wheels"
 mkdir -p "$WHEELS"
-if ! ls "$WHEELS"/onnxruntime-1.20.1-*.whl >/dev/null 2>&1; then
+if ! ls "$WHEELS"/onnxruntime-1.24.1-*.whl >/dev/null 2>&1; then
     "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
         --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
         -d "$WHEELS" numpy pillow "$ORT" typer rich matplotlib pypng
