@@ -4,8 +4,8 @@
 # checkout. Idempotent: the userland is made once; the scnet-deploy wheel is reinstalled every run (same version,
 # newer code). Needs root and Debian's package mirror; the aarch64 wheels come from the package index.
 #
-# ONNX Runtime is pinned to 1.20.1 here: its 1.32 aarch64 wheel dies with SIGSEGV when a session is created under
-# bookworm's qemu 7.2 user emulation (any QEMU_CPU); 1.20.1 runs.
+# ONNX Runtime is pinned to 1.24.1 here, the project's floor: its 1.32 aarch64 wheel dies with SIGSEGV when a session
+# is created under bookworm's qemu 7.2 user emulation (any QEMU_CPU); 1.24.1 runs (checked 2026-12-04).
 set -euo pipefail
 ROOT="${1:-/srv/scnet-deploy-arm64}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
