@@ -58,6 +58,8 @@ PROVISION = typer.Option(False, "--provision", help="--on: install this scnet-de
 SSH_CONFIG = typer.Option(None, "--ssh-config", help="--on: ssh config file (ssh -F).")
 REMOTE_DIR = typer.Option(None, "--remote-dir", help="--on: where run directories are made on the device (default: "
                           "its $TMPDIR or /tmp); removed after each run.")
+JOBS = typer.Option(4, "--jobs", help="--on: devices reached at the same time; a device that fails is reported and "
+                    "the others go on (exit 1; 2 when every device failed).")
 
 
 @app.command("info")
@@ -272,6 +274,7 @@ def validate_cmd(
     provision: bool = PROVISION,
     ssh_config: Optional[Path] = SSH_CONFIG,
     remote_dir: Optional[str] = REMOTE_DIR,
+    jobs: int = JOBS,
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write per-image results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
@@ -285,7 +288,8 @@ def validate_cmd(
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
                               RuntimeOptions(threads=threads), visuals=report_dir, max_memory_mb=max_memory,
-                              on=tuple(on), remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
+                              on=tuple(on),
+                              remote=_remote_options(remote_python, provision, ssh_config, remote_dir, jobs))
     with _progress_display(err_console, "validating") as show:
         result = validate(models or [], options, progress=show)
     for d in result["datasets"]:
@@ -325,12 +329,22 @@ def validate_cmd(
     if not result["passed"]:
         err_console.print(f"[red]over budget ({budget} dB):[/red] {escape(', '.join(result['over_budget']))}")
         raise typer.Exit(1)
+    _failed_devices(result.get("failed_devices"))
 
 
-def _remote_options(remote_python, provision, ssh_config, remote_dir):
+def _remote_options(remote_python, provision, ssh_config, remote_dir, jobs=4):
     from .options import RemoteOptions
 
-    return RemoteOptions(remote_python, provision, ssh_config, remote_dir)
+    return RemoteOptions(remote_python, provision, ssh_config, remote_dir, jobs=jobs)
+
+
+def _failed_devices(failed: dict) -> None:
+    """Each device that failed, with why, after the table of the others; exit 1."""
+    for label, why in (failed or {}).items():
+        err_console.print(f"[red]device failed[/red] {escape(clean_text(label))}: {escape(clean_text(why))}",
+                          highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _device_bench_table(result: dict, json_file: Optional[Path], csv_file: Optional[Path]) -> None:
@@ -398,6 +412,7 @@ def bench_cmd(
     provision: bool = PROVISION,
     ssh_config: Optional[Path] = SSH_CONFIG,
     remote_dir: Optional[str] = REMOTE_DIR,
+    jobs: int = JOBS,
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write results as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown + PNG report here."),
@@ -410,11 +425,12 @@ def bench_cmd(
     runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
     options = BenchOptions(_parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines,
                            runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight, on=tuple(on),
-                           remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
+                           remote=_remote_options(remote_python, provision, ssh_config, remote_dir, jobs))
     with _progress_display(err_console, "benchmarking") as show:
         result = bench(models, options, progress=show)
     if on:
         _device_bench_table(result, json_file, csv_file)
+        _failed_devices(result.get("failed"))
         return
 
     table = Table(title="latency")
@@ -569,13 +585,14 @@ def pipeline_cmd(
     provision: bool = PROVISION,
     ssh_config: Optional[Path] = SSH_CONFIG,
     remote_dir: Optional[str] = REMOTE_DIR,
+    jobs: int = JOBS,
 ) -> None:
     """The main job: export to every engine this machine can build, validate, benchmark, report, recommend."""
     from .pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, tuple(dataset) if dataset else None, calib_data, calib_count, budget,
                               _parse_shapes(shape), runs, _parse_list(formats), optimize, max_memory, on=tuple(on),
-                              remote=_remote_options(remote_python, provision, ssh_config, remote_dir))
+                              remote=_remote_options(remote_python, provision, ssh_config, remote_dir, jobs))
     with _progress_display(console, "starting", transient=False) as show:
         summary = pipeline(checkpoint, options, progress=show)
     best = summary["recommendation"]
@@ -590,6 +607,7 @@ def pipeline_cmd(
         console.print(f"[bold]for throughput:[/bold] {escape(t['name'])} ({t['precision']}), {t['images_per_s']:.2f} "
                       f"images/s at {t['shape'][0]}x{t['shape'][1]} with {t['inflight']} in flight")
     console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
+    _failed_devices((summary.get("on_devices") or {}).get("failed"))
 
 
 OUTCOME_STYLE = {"built": "[green]built[/green]", "skipped": "[yellow]skip[/yellow]", "failed": "[red]failed[/red]"}

@@ -103,3 +103,4 @@ class RemoteOptions:
     ssh_config: Path | None = None  # ssh -F FILE (default: ssh's own, ~/.ssh/config)
     remote_dir: str | None = None  # where run directories are made on the device (default: its $TMPDIR or /tmp)
     connect_timeout_s: int = 15
+    jobs: int = 4  # devices reached at the same time (each one's work is its own; this machine mostly waits)

@@ -182,6 +182,7 @@ def device_lines(on_devices: dict | None) -> list[str]:
     from .doctor import machine_line
 
     lines += [f"- `{label}`: {machine_line(result['machine'])}" for label, result in on_devices["devices"].items()]
+    lines += [f"- `{label}` failed: {why}" for label, why in (on_devices.get("failed") or {}).items()]
     return lines + [""]
 
 

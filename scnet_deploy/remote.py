@@ -421,20 +421,61 @@ def _device_summary(about: dict) -> dict:
         "backends": {b["backend"]: b["version"] for b in about.get("backends", []) if b.get("available")}}
 
 
+class FleetError(RemoteError):
+    """Every device asked for failed: one line with each device's reason."""
+
+
+def on_each(urls, run_one, remote: RemoteOptions) -> tuple[dict, dict]:
+    """``run_one(device)`` on each device of ``urls`` (``local`` left out: the verb runs that itself), at most
+    ``remote.jobs`` at a time: ({label: result}, {label: why it failed}) in the order asked. A device that fails
+    does not stop the others; all of them failing is a ``FleetError`` (one line naming each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    devices = [parse_device(url) for url in urls if url != LOCAL]  # a malformed URL stops everything, up front
+    if remote.jobs < 1:
+        raise ScnetDeployError(f"--jobs must be at least 1, got {remote.jobs}.")
+    outcomes = {}
+
+    def attempt(device: Device) -> None:
+        try:
+            outcomes[device.label] = (run_one(device), None)
+        except ScnetDeployError as exc:
+            outcomes[device.label] = (None, str(exc))
+
+    if len(devices) == 1 or remote.jobs == 1:
+        for device in devices:
+            attempt(device)
+    else:
+        with ThreadPoolExecutor(min(remote.jobs, len(devices)), thread_name_prefix="device") as pool:
+            list(pool.map(attempt, devices))
+    results = {d.label: outcomes[d.label][0] for d in devices if outcomes[d.label][1] is None}
+    failed = {d.label: outcomes[d.label][1] for d in devices if outcomes[d.label][1] is not None}
+    if devices and not results and LOCAL not in urls:
+        if len(failed) == 1:
+            raise RemoteError(next(iter(failed.values())))
+        raise FleetError(f"every device failed: {'; '.join(f'{label}: {why}' for label, why in failed.items())}")
+    return results, failed
+
+
 def bench_on(models: list[Path], options, bench, progress=None) -> dict:
-    """``bench`` on each of ``options.on`` (``local`` = here, with ``bench``, the local verb): {"devices": {label:
-    bench result}, "table": rows of (model, shape, {device: median ms})}."""
+    """``bench`` on each of ``options.on`` (``local`` = here, with ``bench``, the local verb; the devices several at
+    a time, ``options.remote.jobs``): {"devices": {label: bench result}, "failed": {label: why}, "table": rows of
+    (model, shape, {device: median ms})}."""
     from .progress import reporter
 
     say = reporter(progress)
     devices = {}
-    for url in options.on:
-        if url == LOCAL:
-            devices[LOCAL] = bench(models, replace(options, on=()), progress)
-            continue
-        device = parse_device(url)
-        devices[device.label] = bench_on_device(device, models, options, options.remote, say)
-    return {"devices": devices, "table": device_table(devices)}
+    if LOCAL in options.on:  # first and alone: nothing else runs here while it is timed
+        devices[LOCAL] = bench(models, replace(options, on=()), progress)
+    found, failed = on_each(options.on, lambda device: bench_on_device(device, models, options, options.remote, say),
+                            options.remote)
+    devices.update(found)
+    devices = {label: devices[label] for label in _labels(options.on) if label in devices}
+    return {"devices": devices, "failed": failed, "table": device_table(devices)}
+
+
+def _labels(urls) -> list[str]:
+    return [LOCAL if url == LOCAL else parse_device(url).label for url in urls]
 
 
 def device_table(devices: dict) -> list[dict]:
@@ -558,25 +599,25 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
                                "checkpoint as a MODEL or with --reference.")
     require_export_stack("validate --on (its FP32 reference runs here)")
     sources: list = [*checkpoints]
-    devices = {}
+    devices, failed = {}, {}
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
         from .infer import write_arrays
 
         inputs, arrays = Path(tmp) / "inputs.npz", _lr_inputs(options)
         write_arrays(arrays, inputs)
-        for url in options.on:
-            if url == LOCAL:
-                from .doctor import machine
+        if LOCAL in options.on:
+            from .doctor import machine
 
-                sources += artifacts
-                devices[LOCAL] = machine()
-                continue
-            device = parse_device(url)
-            found, devices[device.label] = outputs_on_device(device, artifacts, inputs, arrays, options,
-                                                             options.remote, say)
-            sources += found
+            sources += artifacts
+            devices[LOCAL] = machine()
+        found, failed = on_each(options.on, lambda device: outputs_on_device(
+            device, artifacts, inputs, arrays, options, options.remote, say), options.remote)
+        for label, (outputs, summary) in found.items():
+            sources += outputs
+            devices[label] = summary
     result = validate(sources, replace(options, on=(), reference=reference), progress)
     result["devices"] = devices  # each device's own description (CPU, GPUs, OS, library versions)
+    result["failed_devices"] = failed  # label -> why (the others went on)
     return result
 
 

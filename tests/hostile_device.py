@@ -4,7 +4,7 @@ whose regex matches it decides the answer, and a command no rule matches runs as
 
 Actions: ``doctor`` (print the doctor JSON at argument), ``reply`` (print the file at argument, then exit 0),
 ``zeros`` (print argument bytes of zeros), ``fail`` (print argument to stderr, exit 1), ``bench`` (write a valid
-bench result where the command's --json asks, for as many models as it names), ``build`` (make the engine files
+bench result where the command's --json asks, for as many models as it names, after argument seconds if given), ``build`` (make the engine files
 of a TensorRT build in the artifact folder the command names; argument: ``good``, ``unverified`` or ``links``),
 ``ok`` (exit 0, do nothing).
 """
@@ -88,6 +88,10 @@ def main() -> None:
             sys.stderr.write(argument)
             sys.exit(1)
         elif action == "bench":
+            if argument:  # seconds to take first (a slow device)
+                import time
+
+                time.sleep(float(argument))
             bench_result(argv)
         elif action == "build":
             build(argv, argument)
