@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     from scnet_deploy.errors import ScnetDeployError
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.exporters.registry import backends
-    from scnet_deploy.model import SCNet, SCNetConfig
+    from scnet_deploy.model.network import SCNet, SCNetConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint")

@@ -65,11 +65,11 @@ def main() -> int:
     import onnx
     import onnxruntime as ort
 
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import cpu_info
     from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
-    from scnet_deploy.images import mod_crop, read_rgb_u8, to_float_chw, to_u8_hwc
-    from scnet_deploy.metrics import psnr_ssim_y
+    from scnet_deploy.imaging.images import mod_crop, read_rgb_u8, to_float_chw, to_u8_hwc
+    from scnet_deploy.imaging.metrics import psnr_ssim_y
 
     if not SET5.exists():
         print(f"{SET5} is absent (the project's shared data)", file=sys.stderr)

@@ -91,7 +91,7 @@ def captured(module, x: torch.Tensor):
 def photo_lr(device) -> torch.Tensor:
     from skimage import data
 
-    from scnet_deploy.resize import imresize
+    from scnet_deploy.imaging.resize import imresize
 
     hr = data.astronaut()[:512, :512].astype(np.float64) / 255.0
     lr = np.clip(imresize(hr, 0.25), 0, 1).astype(np.float32)
@@ -104,10 +104,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv=None) -> int:
-    from scnet_deploy.checkpoint import load_checkpoint
-    from scnet_deploy.complexity import macs_per_lr_pixel
+    from scnet_deploy.model.checkpoint import load_checkpoint
+    from scnet_deploy.model.complexity import macs_per_lr_pixel
     from scnet_deploy.pipeline import REFERENCE
-    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(REFERENCE))

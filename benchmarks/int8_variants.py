@@ -44,8 +44,8 @@ ONNX_VARIANTS = [(method, mix) for method in ("minmax", "entropy", "percentile")
 
 
 def scorer(sets: dict, scale: int):
-    from scnet_deploy.images import to_float_chw, to_u8_hwc
-    from scnet_deploy.metrics import psnr_ssim_y
+    from scnet_deploy.imaging.images import to_float_chw, to_u8_hwc
+    from scnet_deploy.imaging.metrics import psnr_ssim_y
 
     def score(infer) -> dict[str, list[float]]:
         return {name: [psnr_ssim_y(to_u8_hwc(infer(to_float_chw(p.lr)[None])[0]), p.hr, crop=scale)[0] for p in pairs]
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     from scnet_deploy.calibration.int8_onnx import onnx_infer
     from scnet_deploy.calibration.onnxruntime_int8 import quantize_onnx
     from scnet_deploy.calibration.openvino_int8 import DEFAULT_SETTINGS, _ov_infer, quantize_ir
-    from scnet_deploy.checkpoint import load_checkpoint
-    from scnet_deploy.datasets import load_dataset
+    from scnet_deploy.model.checkpoint import load_checkpoint
+    from scnet_deploy.imaging.datasets import load_dataset
     from scnet_deploy.doctor import machine
     from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
     from scnet_deploy.pipeline import REFERENCE

@@ -51,7 +51,7 @@ def main() -> int:
                   "OpenVINO f32": export(ckpt, ExportOptions(output=Path(tmp) / "ov", format="openvino")).directory,
                   "OpenVINO INT8": export(ckpt, ExportOptions(output=Path(tmp) / "ov8", format="openvino",
                                                               precision="int8")).directory}
-        from scnet_deploy.checkpoint import load_checkpoint
+        from scnet_deploy.model.checkpoint import load_checkpoint
 
         arch = load_checkpoint(ckpt).spec.to_dict()
         for label, path in models.items():

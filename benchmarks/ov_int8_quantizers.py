@@ -24,7 +24,7 @@ def relu_before_shift(model):
 
     from torch import nn
 
-    from scnet_deploy.model import ResidualBlockShift
+    from scnet_deploy.model.network import ResidualBlockShift
 
     model = copy.deepcopy(model)
     for block in model.modules():
@@ -43,12 +43,12 @@ def main(argv=None) -> int:
     from scnet_deploy.calibration.data import CalibOptions
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, fake_quantize_range, quantize_ir, \
         without_quantizers
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.exporters.openvino_backend import compile_config
     from scnet_deploy.options import OpenVINOOptions
     from scnet_deploy.pipeline import reference_checkpoint
-    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--form", default="dwconv+conv_before_upsample")

@@ -35,7 +35,7 @@ def nearest_blur(model):
     from torch import nn
     from torch.nn import functional as F
 
-    from scnet_deploy.model import UpShiftMLP
+    from scnet_deploy.model.network import UpShiftMLP
 
     class NearestBlur(nn.Module):
         def __init__(self, channels: int) -> None:
@@ -91,12 +91,12 @@ def main(argv=None) -> int:
     from scnet_deploy.calibration.budget import int8_data
     from scnet_deploy.calibration.data import CalibOptions
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, quantize_ir
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.exporters.openvino_backend import compile_config
     from scnet_deploy.options import OpenVINOOptions
     from scnet_deploy.pipeline import reference_checkpoint
-    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
     from scnet_deploy.timing import in_turn
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

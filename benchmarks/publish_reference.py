@@ -9,7 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from scnet_deploy.checkpoint import load_checkpoint
+from scnet_deploy.model.checkpoint import load_checkpoint
 from scnet_deploy.pipeline import REFERENCE
 
 

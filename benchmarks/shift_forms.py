@@ -49,9 +49,9 @@ def time_session(path: Path, x: np.ndarray, runs: int, threads: int) -> tuple[fl
 def main(argv=None) -> None:
     import onnx
 
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx, histogram
-    from scnet_deploy.model import SCNet, SCNetConfig
+    from scnet_deploy.model.network import SCNet, SCNetConfig
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="default: SCNet-T x4 with random weights (latency does not depend on them)")

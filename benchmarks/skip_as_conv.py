@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.exporters.onnx_graph import OnnxOptions
-    from scnet_deploy.forms import DeployOptions
+    from scnet_deploy.model.forms import DeployOptions
     from scnet_deploy.pipeline import reference_checkpoint
     from scnet_deploy.runtime import open_model
     from scnet_deploy.timing import in_turn

@@ -109,9 +109,9 @@ def drift_table(ckpt: Path, artifacts: dict, out_dir: Path) -> tuple[str, dict]:
 
 def main(argv=None) -> int:
     from scnet_deploy.calibration.data import CalibOptions
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.bench import BenchOptions, time_throughput
-    from scnet_deploy.complexity import macs_per_lr_pixel, map_elements
+    from scnet_deploy.model.complexity import macs_per_lr_pixel, map_elements
     from scnet_deploy.doctor import machine
     from scnet_deploy.errors import ScnetDeployError
     from scnet_deploy.export import ExportOptions, export
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     from scnet_deploy.exporters.torch_runner import TorchRunner
     from scnet_deploy.options import RuntimeOptions
     from scnet_deploy.pipeline import REFERENCE
-    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
     from scnet_deploy.runtime import open_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -92,10 +92,10 @@ def main(argv=None) -> int:
     import tempfile
     from pathlib import Path
 
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.pipeline import reference_checkpoint
-    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
     from scnet_deploy.timing import in_turn
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

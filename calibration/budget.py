@@ -16,8 +16,8 @@ import numpy as np
 from scnet_deploy.calibration.data import CalibOptions, CalibrationSet, calibration_set, holdout_set
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.gate import DEFAULT_DRIFT_DB, AccuracyGate
-from scnet_deploy.images import to_u8_hwc
-from scnet_deploy.metrics import psnr_y
+from scnet_deploy.imaging.images import to_u8_hwc
+from scnet_deploy.imaging.metrics import psnr_y
 
 DEFAULT_BUDGET_DB = DEFAULT_DRIFT_DB  # the gate's one default (scnet_deploy/gate.py), here on the hold-out's mean
 

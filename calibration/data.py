@@ -19,8 +19,8 @@ import numpy as np
 
 from scnet_deploy.calibration.content import GENERATORS, skimage_image
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.images import list_images, mod_crop, read_rgb_u8
-from scnet_deploy.resize import bicubic_degrade
+from scnet_deploy.imaging.images import list_images, mod_crop, read_rgb_u8
+from scnet_deploy.imaging.resize import bicubic_degrade
 
 # scikit-image sample photographs (bundled with the package, no download): calibration and hold-out, disjoint.
 SKIMAGE_CALIBRATION = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")

@@ -20,8 +20,8 @@ import torch
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
-from scnet_deploy.rewrites import DeployOptions, check_shift, to_deploy_form
-from scnet_deploy.shift import OFFSETS, ShiftDWConv, shift_kernel
+from scnet_deploy.model.rewrites import DeployOptions, check_shift, to_deploy_form
+from scnet_deploy.model.shift import OFFSETS, ShiftDWConv, shift_kernel
 
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 EXPORTERS = {"dynamo": 18, "torchscript": 17}  # exporter -> default opset
@@ -31,9 +31,9 @@ OPSETS = (17, 18)
 @dataclass(frozen=True)
 class OnnxOptions:
     shift: str = DeployOptions.shift
-    conv_before_upsample: bool = False  # exact; see scnet_deploy/rewrites.py
-    upsample_as_deconv: bool = False  # exact; see scnet_deploy/rewrites.py
-    skip_as_conv: bool = False  # exact; see scnet_deploy/rewrites.py
+    conv_before_upsample: bool = False  # exact; see scnet_deploy/model/rewrites.py
+    upsample_as_deconv: bool = False  # exact; see scnet_deploy/model/rewrites.py
+    skip_as_conv: bool = False  # exact; see scnet_deploy/model/rewrites.py
     opset: int | None = None  # None: the exporter's default (dynamo 18, torchscript 17)
     exporter: str = "dynamo"
     simplify: bool = True

@@ -116,7 +116,7 @@ class TiledRunner(Runner):
         return clone
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        from scnet_deploy.tiling import upscale_float
+        from scnet_deploy.imaging.tiling import upscale_float
 
         return np.stack([upscale_float(self.inner.infer, image, self.scale, self.tile, self.halo) for image in lr])
 

@@ -117,7 +117,7 @@ class SplitRunner(Runner):
         return clone
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        from scnet_deploy.tiling import run_tiled
+        from scnet_deploy.imaging.tiling import run_tiled
 
         n, c, h, w = lr.shape  # SCNet's output has its input's channels (arch.detect_arch checks)
         out = np.empty((n, c, h * self.scale, w * self.scale), np.float32)

@@ -21,8 +21,8 @@ from .errors import ScnetDeployError  # noqa: E402
 from .export import ExportOptions, ExportResult, export  # noqa: E402
 from .info import info  # noqa: E402
 
-_LAZY = {"ArchSpec": "arch", "detect_arch": "arch", "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
-         "SCNet": "model", "SCNetConfig": "model"}
+_LAZY = {"ArchSpec": "model.arch", "detect_arch": "model.arch", "Checkpoint": "model.checkpoint",
+         "load_checkpoint": "model.checkpoint", "SCNet": "model.network", "SCNetConfig": "model.network"}
 
 
 def __getattr__(name: str):

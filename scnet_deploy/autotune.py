@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ExportError, ScnetDeployError
 from .progress import Progress
-from .forms import DeployOptions
+from .model.forms import DeployOptions
 from .timing import in_turn, median_ms
 
 OPTIMIZE = ("none", "latency")

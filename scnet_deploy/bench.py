@@ -127,7 +127,7 @@ def _arch_and_backend(path: Path) -> tuple[dict, str]:
         manifest = read_manifest(path)
         if manifest.get("arch") and manifest.get("backend"):
             return manifest["arch"], manifest["backend"]
-    from .checkpoint import load_checkpoint
+    from .model.checkpoint import load_checkpoint
 
     return load_checkpoint(path).spec.to_dict(), "pytorch"
 
@@ -151,7 +151,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     """Time each model (checkpoint or artifact directory) at each shape; baselines first. With ``options.on``,
     on each of those devices instead (``remote.bench_on``: a result per device and one table)."""
     if options.on:
-        from .remote import bench_on
+        from .devices.remote import bench_on
 
         return bench_on(models, options, bench, progress)
     from .doctor import machine

@@ -26,7 +26,7 @@ from .progress import Progress
 from .session import BuildSession, Target
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+    from .model.checkpoint import Checkpoint
 
 
 def _onnx_options():
@@ -133,7 +133,7 @@ def _check(options: ExportOptions) -> None:
 def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> ExportResult:
     """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
     require_export_stack("export")
-    from .checkpoint import load_checkpoint
+    from .model.checkpoint import load_checkpoint
 
     _check(options)
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
@@ -148,7 +148,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
 
 def _on_device(session: BuildSession, options: ExportOptions):
     """``write_artifact``'s finish step for ``export --on``: the engine built and verified on the device."""
-    from .remote import build_on_device, parse_device
+    from .devices.remote import build_on_device, parse_device
 
     device = parse_device(options.on[0])
 

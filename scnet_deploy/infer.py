@@ -17,7 +17,7 @@ from .errors import ScnetDeployError
 from .memory import budget_bytes
 from .options import RuntimeOptions
 from .progress import Progress, reporter
-from .tiling import run_within
+from .imaging.tiling import run_within
 
 
 @dataclass(frozen=True)

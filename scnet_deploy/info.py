@@ -10,8 +10,8 @@ def info(checkpoint: str | Path, size: tuple[int, int] | None = (180, 320), scal
     from .errors import require_export_stack
 
     require_export_stack("info (it reads a checkpoint)")
-    from .checkpoint import load_checkpoint
-    from .complexity import count_macs, macs_per_lr_pixel
+    from .model.checkpoint import load_checkpoint
+    from .model.complexity import count_macs, macs_per_lr_pixel
 
     ckpt = load_checkpoint(checkpoint, scale=scale, param_key=param_key)
     spec = ckpt.spec

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import ScnetDeployError, require_export_stack
 from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
-from .forms import DeployOptions
+from .model.forms import DeployOptions
 from .gate import DEFAULT_DRIFT_DB, AccuracyGate
 from .options import RemoteOptions
 from .session import Target
@@ -191,7 +191,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
 
     from .autotune import TuneOptions
     from .bench import BenchOptions, bench
-    from .checkpoint import load_checkpoint
+    from .model.checkpoint import load_checkpoint
     from .export import ExportOptions, build_session, write_artifact
     from .manifest import write_json_atomic
     from .memory import budget_bytes, require_fits

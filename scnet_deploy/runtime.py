@@ -48,12 +48,12 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
     require_export_stack(f"running the checkpoint '{path}' in PyTorch")
     from scnet_deploy.exporters.torch_runner import TorchRunner
 
-    from .checkpoint import load_checkpoint
+    from .model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, scale=scale)
     module = ckpt.model
     if form != "official":
-        from .rewrites import DeployOptions, to_deploy_form
+        from .model.rewrites import DeployOptions, to_deploy_form
 
         module = to_deploy_form(module, DeployOptions(shift=form))
     return TorchRunner(module, name=f"{path.name}: pytorch {form}", threads=runtime.threads,

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .forms import DeployOptions
+from .model.forms import DeployOptions
 from .progress import Progress, reporter
 
 if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+    from .model.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class BuildContext:
         return self.session.from_onnx(kind, self.options.onnx, convert)
 
     def deploy_module(self):
-        from .rewrites import to_deploy_form
+        from .model.rewrites import to_deploy_form
 
         return to_deploy_form(self.checkpoint.model, self.options.onnx.deploy())
 

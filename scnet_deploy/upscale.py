@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScnetDeployError
-from .images import (IMAGE_SUFFIXES, WRITE_SUFFIXES, image_size, list_folder, read_image, remove_stale_temporaries,
+from .imaging.images import (IMAGE_SUFFIXES, WRITE_SUFFIXES, image_size, list_folder, read_image, remove_stale_temporaries,
                      round_to_bits, write_image)
 from .memory import budget_bytes
 from .options import RuntimeOptions
 from .progress import FAILED, STEP, Progress, reporter
-from .tiling import run_tiled, tile_for
+from .imaging.tiling import run_tiled, tile_for
 
 DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
 

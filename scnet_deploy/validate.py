@@ -8,7 +8,7 @@ scoring; PSNR vs reference and max abs diff compare the float outputs. Non-finit
 are flagged per image. An image that cannot be read is named (``unreadable_images``) and left out of the means; one
 whose run would not fit the memory budget (``memory.py``) is run in exact tiles (``tile`` per image). With
 ``visuals``, the worst image of each model is shown as a crop side by side (bicubic, FP32, every model) with an
-amplified error map vs FP32 (scnet_deploy/visuals.py).
+amplified error map vs FP32 (scnet_deploy/imaging/visuals.py).
 """
 
 import gc
@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import load_dataset
+from .imaging.datasets import load_dataset
 from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
-from .images import to_float_chw, to_u8_hwc
+from .imaging.images import to_float_chw, to_u8_hwc
 from .gate import AccuracyGate
 from .memory import budget_bytes
-from .metrics import SSIM_WINDOW, psnr_ssim_y
+from .imaging.metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RemoteOptions, RuntimeOptions
 from .progress import Progress, reporter
-from .resize import imresize_u8
-from .tiling import run_within
+from .imaging.resize import imresize_u8
+from .imaging.tiling import run_within
 
 PROTOCOL = ("HR mod-cropped to the scale; LR shipped or MATLAB bicubic (antialiased); output clipped to [0,1] and "
             "rounded to 8 bits; PSNR and SSIM (11x11 Gaussian, sigma 1.5) on BT.601 Y (16-235), `scale` border "
@@ -243,7 +243,7 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
     """Score each model (checkpoint or artifact directory) on each dataset of ``options``; see the module
     docstring. With ``options.on``, the artifacts run on those devices and are scored here (``remote.validate_on``)."""
     if options.on:
-        from .remote import validate_on
+        from .devices.remote import validate_on
 
         return validate_on(models, options, validate, progress)
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-validate-") as spill, _collecting_only_new_objects():
@@ -315,7 +315,7 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
               "passed": not failed, "over_budget": failed, "models": rows, "machine": machine(),
               "unreadable_images": [u for s in sets for u in s.unreadable], "reference_skipped": reference_skipped}
     if keep and ref_path is not None:
-        from .visuals import worst_image_comparisons
+        from .imaging.visuals import worst_image_comparisons
 
         result["visuals"] = worst_image_comparisons(result, sets, outputs, options.scale, Path(options.visuals))
     return result

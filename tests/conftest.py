@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scnet_deploy.model import SCNet, SCNetConfig
+from scnet_deploy.model.network import SCNet, SCNetConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "official"

@@ -14,7 +14,7 @@ from scnet_deploy.errors import ExportError
 from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.runner import Runner
-from scnet_deploy.rewrites import DeployOptions
+from scnet_deploy.model.rewrites import DeployOptions
 from scnet_deploy.runtime import open_model
 
 

@@ -205,7 +205,7 @@ def test_one_session_converts_each_form_to_openvino_once_and_writes_the_same_ir(
                         reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
     import openvino as ov
 
-    from scnet_deploy.checkpoint import load_checkpoint
+    from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.export import build_session, write_artifact
     from scnet_deploy.session import Target
 

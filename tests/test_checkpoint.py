@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import FIXTURES, need, save_basicsr, tiny_model
-from scnet_deploy.arch import detect_arch, scale_from_filename
-from scnet_deploy.checkpoint import load_checkpoint
+from scnet_deploy.model.arch import detect_arch, scale_from_filename
+from scnet_deploy.model.checkpoint import load_checkpoint
 from scnet_deploy.errors import ArchitectureError, CheckpointError, ScnetDeployError
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scnet_deploy.datasets import DatasetError, load_dataset
-from scnet_deploy.images import ImageError, read_rgb_u8
-from scnet_deploy.resize import bicubic_degrade
+from scnet_deploy.imaging.datasets import DatasetError, load_dataset
+from scnet_deploy.imaging.images import ImageError, read_rgb_u8
+from scnet_deploy.imaging.resize import bicubic_degrade
 
 RNG = np.random.default_rng(0)
 
@@ -83,7 +83,7 @@ def test_unreadable_images(tmp_path):
 def test_huge_pngs_are_written_row_by_row_with_the_same_pixels(tmp_path, monkeypatch, channels):
     """Above STREAM_PNG_PIXELS an 8-bit PNG is streamed by pypng (no Pillow copy of the whole image): it must
     decode to exactly the pixels, in the same mode Pillow would have written."""
-    import scnet_deploy.images as images
+    import scnet_deploy.imaging.images as images
 
     rng = np.random.default_rng(channels)
     pixels = rng.integers(0, 256, (37, 53, channels), dtype=np.uint8)

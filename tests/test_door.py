@@ -18,7 +18,7 @@ from conftest import save_basicsr, smooth_hr_folder, tiny_model
 from scnet_deploy.door import ArtifactError, UntrustedInput, check_artifact, clean_text, read_npz
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.remote import parse_device
+from scnet_deploy.devices.remote import parse_device
 from scnet_deploy.runtime import open_model
 
 BENCH = r"^/hostile/python -m scnet_deploy bench "
@@ -116,7 +116,7 @@ def test_malformed_device_results_are_one_line_errors(hostile, tiny, tmp_path, r
                                           b'[1, 2, 3], "median_ms": 1}]}], "machine": {}}', "list of 2 items")])
 def test_device_results_are_schema_checked(reply, says):
     from scnet_deploy.door import parse_json
-    from scnet_deploy.remote import BENCH_RESULT
+    from scnet_deploy.devices.remote import BENCH_RESULT
 
     with pytest.raises(UntrustedInput, match=says):
         parse_json(reply, "device: its bench result", BENCH_RESULT)

@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import tiny_model
-from scnet_deploy.arch import detect_arch
-from scnet_deploy.checkpoint import load_checkpoint
+from scnet_deploy.model.arch import detect_arch
+from scnet_deploy.model.checkpoint import load_checkpoint
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.images import read_image
-from scnet_deploy.images import read_rgb_u8
-from scnet_deploy.rewrites import DeployOptions, to_deploy_form
-from scnet_deploy.shift import Shift8, ShiftDWConv, ShiftSlice
-from scnet_deploy.tiling import upscale_float
+from scnet_deploy.imaging.images import read_image
+from scnet_deploy.imaging.images import read_rgb_u8
+from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
+from scnet_deploy.model.shift import Shift8, ShiftDWConv, ShiftSlice
+from scnet_deploy.imaging.tiling import upscale_float
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.checkpoint import NonFiniteWeightsWarning, load_checkpoint
+from scnet_deploy.model.checkpoint import NonFiniteWeightsWarning, load_checkpoint
 from scnet_deploy.errors import CheckpointError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.images import read_image
-from scnet_deploy.images import ImageError
+from scnet_deploy.imaging.images import read_image
+from scnet_deploy.imaging.images import ImageError
 from scnet_deploy.runtime import open_model
-from scnet_deploy.tiling import auto_tile, plan_tiles, upscale_float
+from scnet_deploy.imaging.tiling import auto_tile, plan_tiles, upscale_float
 from scnet_deploy.upscale import UpscaleOptions, upscale
 
 
@@ -63,7 +63,7 @@ def test_tiled_equals_whole(h, w, tile):
 
 
 def load_radius(model):
-    from scnet_deploy.arch import detect_arch
+    from scnet_deploy.model.arch import detect_arch
 
     return detect_arch(model.state_dict()).receptive_radius
 

@@ -10,10 +10,15 @@ PACKAGES = {"scnet_deploy": ROOT / "scnet_deploy", "scnet_deploy.exporters": ROO
 
 
 def modules() -> dict[str, Path]:
+    """Every module by its import name (subpackages included: scnet_deploy/model/arch.py is scnet_deploy.model.arch)."""
     found = {}
     for package, folder in PACKAGES.items():
-        for f in folder.glob("*.py"):
-            found[package if f.stem == "__init__" else f"{package}.{f.stem}"] = f
+        for f in folder.rglob("*.py"):
+            rel = f.relative_to(folder)
+            if any(not (folder.joinpath(*rel.parts[:i]) / "__init__.py").exists() for i in range(1, len(rel.parts))):
+                continue  # in a folder that is not a package
+            parts = [package, *rel.with_suffix("").parts]
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     return found
 
 
@@ -84,6 +89,8 @@ def test_the_import_graph_is_read():
     graph = import_graph()
     assert "scnet_deploy.export" in graph["scnet_deploy"]  # the package's __init__ is counted
     assert "scnet_deploy._version" in graph["scnet_deploy.doctor"]
+    assert "scnet_deploy.model.arch" in graph["scnet_deploy.model.checkpoint"]  # a subpackage, relative import
+    assert "scnet_deploy.door" in graph["scnet_deploy.devices.remote"]  # `from .. import door`
     assert "scnet_deploy.calibration.budget" in graph["scnet_deploy.calibration.int8_onnx"]  # a top-level import
     assert "scnet_deploy.exporters.registry" in graph["scnet_deploy.runtime"]  # one inside a function
 

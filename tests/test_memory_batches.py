@@ -274,7 +274,7 @@ def test_validate_names_and_excludes_an_unreadable_image(tiny_ckpt_module, tmp_p
 def test_soak_resident_memory_stays_flat_and_every_output_is_right(tmp_path):
     """300 images through one engine in one process: resident memory after the first 50 does not grow beyond
     noise, and every output equals the engine's own whole-image result."""
-    from scnet_deploy.images import read_rgb_u8, round_to_bits, to_float_chw
+    from scnet_deploy.imaging.images import read_rgb_u8, round_to_bits, to_float_chw
     from scnet_deploy.runtime import open_model
     from scnet_deploy.upscale import UpscaleOptions, upscale
 

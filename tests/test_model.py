@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import FIXTURES, need, official_cases
-from scnet_deploy.checkpoint import load_checkpoint
-from scnet_deploy.model import SCNet, SCNetConfig
+from scnet_deploy.model.checkpoint import load_checkpoint
+from scnet_deploy.model.network import SCNet, SCNetConfig
 
 CASES = official_cases()
 

@@ -163,7 +163,7 @@ def test_slice_form_from_the_dwconv_graph_is_the_graph_dynamo_makes_of_shiftslic
     """``--shift slice`` with the dynamo exporter rewrites the dwconv graph's shift convolutions (six times faster
     than tracing ShiftSlice): after simplification it has exactly the ops of ShiftSlice's own export, no grouped
     convolution, and a depthwise convolution that is not the shift is left alone."""
-    from scnet_deploy.rewrites import DeployOptions, to_deploy_form
+    from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
 
     model = tiny_model(4, "mlp", num_block=3)
     for cbu in (False, True):

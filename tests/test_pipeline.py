@@ -100,7 +100,7 @@ def test_recommendation_for_throughput_is_the_most_images_per_second_within_budg
 
 def test_default_validation_mixes_content_none_of_it_in_calibration_or_holdout(tmp_path):
     from scnet_deploy.calibration.data import CalibOptions, calibration_set, holdout_set
-    from scnet_deploy.images import list_images
+    from scnet_deploy.imaging.images import list_images
     from scnet_deploy.pipeline import _default_datasets
 
     folders = _default_datasets(tmp_path)

@@ -23,7 +23,7 @@ from scnet_deploy.bench import BenchOptions, bench
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.options import RemoteOptions
-from scnet_deploy.remote import RemoteError, parse_device
+from scnet_deploy.devices.remote import RemoteError, parse_device
 from scnet_deploy.validate import ValidateOptions, validate
 
 pytestmark = pytest.mark.openvino

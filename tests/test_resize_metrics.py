@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import DATASETS, need
-from scnet_deploy.images import list_images, mod_crop, read_rgb_u8
-from scnet_deploy.metrics import psnr, psnr_ssim_y, psnr_y, rgb_to_y, ssim
-from scnet_deploy.resize import bicubic_degrade, imresize, imresize_u8
+from scnet_deploy.imaging.images import list_images, mod_crop, read_rgb_u8
+from scnet_deploy.imaging.metrics import psnr, psnr_ssim_y, psnr_y, rgb_to_y, ssim
+from scnet_deploy.imaging.resize import bicubic_degrade, imresize, imresize_u8
 
 SET5 = DATASETS / "Set5"
 

@@ -6,8 +6,8 @@ import torch
 from conftest import tiny_model
 from scnet_deploy.errors import ExportError
 from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
-from scnet_deploy.rewrites import PIPELINE, DeployOptions, replace_shift, to_deploy_form
-from scnet_deploy.shift import Shift8, ShiftDWConv, ShiftSlice
+from scnet_deploy.model.rewrites import PIPELINE, DeployOptions, replace_shift, to_deploy_form
+from scnet_deploy.model.shift import Shift8, ShiftDWConv, ShiftSlice
 
 
 @pytest.mark.parametrize("shift", ["slice", "dwconv"])
@@ -51,8 +51,8 @@ def test_every_autotune_candidate_form_is_exact(form, scale, upsampler):
 
 @pytest.mark.parametrize("upsampler", ["mlp", "pixelshuffle"])
 def test_fold_turns_each_shift_and_next_conv_into_one_sparse_3x3_conv(upsampler):
-    from scnet_deploy.complexity import macs_per_lr_pixel
-    from scnet_deploy.rewrites import fold_shift
+    from scnet_deploy.model.complexity import macs_per_lr_pixel
+    from scnet_deploy.model.rewrites import fold_shift
 
     ref = tiny_model(4, upsampler)
     folded = fold_shift(ref)
@@ -68,7 +68,7 @@ def test_fold_turns_each_shift_and_next_conv_into_one_sparse_3x3_conv(upsampler)
 
 def test_fold_is_exact_at_the_border_where_zero_fill_matters():
     # A one-pixel image: every shifted value comes from the zero fill, which the 3x3 conv's zero padding must match.
-    from scnet_deploy.rewrites import fold_shift
+    from scnet_deploy.model.rewrites import fold_shift
 
     ref = tiny_model(2, "mlp")
     x = torch.rand(1, 3, 1, 1)
@@ -83,8 +83,8 @@ def test_unknown_shift_form_is_a_user_error():
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
 def test_conv_before_upsample_is_exact_and_cheaper(scale):
-    from scnet_deploy.complexity import macs_per_lr_pixel
-    from scnet_deploy.rewrites import conv_before_upsample
+    from scnet_deploy.model.complexity import macs_per_lr_pixel
+    from scnet_deploy.model.rewrites import conv_before_upsample
 
     ref = tiny_model(scale, "mlp")
     moved = conv_before_upsample(ref)
@@ -97,7 +97,7 @@ def test_conv_before_upsample_is_exact_and_cheaper(scale):
 
 
 def test_conv_before_upsample_leaves_pixelshuffle_alone():
-    from scnet_deploy.rewrites import conv_before_upsample
+    from scnet_deploy.model.rewrites import conv_before_upsample
 
     ref = tiny_model(4, "pixelshuffle")
     assert [type(m) for m in conv_before_upsample(ref).modules()] == [type(m) for m in ref.modules()]
@@ -106,7 +106,7 @@ def test_conv_before_upsample_leaves_pixelshuffle_alone():
 @pytest.mark.parametrize("scale", [2, 4, 8])
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 6), (5, 3), (16, 9)])
 def test_bilinear_deconv_is_bilinear_upsampling(scale, h, w):
-    from scnet_deploy.rewrites import BilinearDeconv
+    from scnet_deploy.model.rewrites import BilinearDeconv
 
     x = torch.rand(2, 5, h, w)
     ref = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -114,7 +114,7 @@ def test_bilinear_deconv_is_bilinear_upsampling(scale, h, w):
 
 
 def test_upsample_as_deconv_replaces_every_even_bilinear_and_leaves_x3_alone():
-    from scnet_deploy.rewrites import BilinearDeconv, upsample_as_deconv
+    from scnet_deploy.model.rewrites import BilinearDeconv, upsample_as_deconv
 
     x4 = upsample_as_deconv(tiny_model(4, "mlp"))
     assert not any(isinstance(m, torch.nn.Upsample) for m in x4.modules())
@@ -127,8 +127,8 @@ def test_upsample_as_deconv_replaces_every_even_bilinear_and_leaves_x3_alone():
 
 def test_conv_before_upsample_saves_17_percent_of_scnet_t_x4_macs():
     """README's number: SCNet-T x4, 363,712 -> 302,272 MACs per LR pixel (-16.9%)."""
-    from scnet_deploy.complexity import macs_per_lr_pixel
-    from scnet_deploy.rewrites import conv_before_upsample
+    from scnet_deploy.model.complexity import macs_per_lr_pixel
+    from scnet_deploy.model.rewrites import conv_before_upsample
 
     ref = tiny_model(4, "mlp", num_feat=64, num_block=16)
     before, after = macs_per_lr_pixel(ref), macs_per_lr_pixel(conv_before_upsample(ref))
@@ -137,8 +137,8 @@ def test_conv_before_upsample_saves_17_percent_of_scnet_t_x4_macs():
 
 
 def test_the_form_names_without_pytorch_are_the_shift_forms():
-    from scnet_deploy.forms import FOLD, SHIFT_CHOICES
-    from scnet_deploy.shift import SHIFT_FORMS
+    from scnet_deploy.model.forms import FOLD, SHIFT_CHOICES
+    from scnet_deploy.model.shift import SHIFT_FORMS
 
     assert SHIFT_CHOICES == (*sorted(SHIFT_FORMS), FOLD)
 
@@ -148,8 +148,8 @@ def test_map_elements_counts_each_memory_moving_op_once_by_resolution():
     (P = 64 pixels). At LR: conv_first 16P, each block conv1 + shift + conv2 48P; above it: the x2 stage's upsample,
     conv, shift and conv 4 x 64P, conv_hr 64P, conv_last and the image skip 12P each. Conv before upsample moves that
     stage's first conv to LR."""
-    from scnet_deploy.complexity import map_elements
-    from scnet_deploy.rewrites import conv_before_upsample
+    from scnet_deploy.model.complexity import map_elements
+    from scnet_deploy.model.rewrites import conv_before_upsample
 
     p = 64
     assert map_elements(tiny_model(2), 8, 8) == {"lr": (16 + 96) * p, "hr": (256 + 64 + 12 + 12) * p}
@@ -164,7 +164,7 @@ def test_map_elements_counts_each_memory_moving_op_once_by_resolution():
 def test_bilinear_phases_is_the_half_pixel_bilinear_resize(scale, shape):
     from torch.nn import functional as F
 
-    from scnet_deploy.rewrites import BilinearPhases
+    from scnet_deploy.model.rewrites import BilinearPhases
 
     x = torch.rand(*shape)
     expected = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -173,7 +173,7 @@ def test_bilinear_phases_is_the_half_pixel_bilinear_resize(scale, shape):
 
 @pytest.mark.parametrize("scale,upsampler", [(3, "mlp"), (4, "pixelshuffle")])
 def test_skip_as_conv_replaces_only_the_image_skip(scale, upsampler):
-    from scnet_deploy.rewrites import BilinearPhases, skip_as_conv
+    from scnet_deploy.model.rewrites import BilinearPhases, skip_as_conv
 
     ref = tiny_model(scale, upsampler)
     rewritten = skip_as_conv(ref)

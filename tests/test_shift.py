@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from scnet_deploy.shift import OFFSETS, Shift8, ShiftDWConv, ShiftSlice
+from scnet_deploy.model.shift import OFFSETS, Shift8, ShiftDWConv, ShiftSlice
 
 
 def shift_by_definition(x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ FORMS = {"dwconv": OnnxOptions(), "slice+cbu+skip_as_conv": OnnxOptions(shift="s
 def test_the_tail_radius_is_enough_and_not_more(scale, upsampler):
     """A change of the features one pixel beyond the tail's radius from a window leaves the window's output alone;
     one within the radius (the tail's real reach) changes it."""
-    from scnet_deploy.arch import detect_arch
+    from scnet_deploy.model.arch import detect_arch
 
     model = tiny_model(scale, upsampler)
     arch = detect_arch(model.state_dict(), scale).to_dict()

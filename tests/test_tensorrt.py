@@ -85,7 +85,7 @@ def test_build_engine_script_runs_with_trtexec_10_and_11(tmp_path, generation):
                                   "dwconv+conv_before_upsample+upsample_as_deconv"])
 @pytest.mark.parametrize("upsampler", ["mlp", "pixelshuffle"])
 def test_our_graphs_are_parsable_by_tensorrt(tmp_path, form, upsampler):
-    from scnet_deploy.rewrites import DeployOptions
+    from scnet_deploy.model.rewrites import DeployOptions
 
     f = DeployOptions.from_name(form)
     options = OnnxOptions(shift=f.shift, conv_before_upsample=f.conv_before_upsample,
@@ -184,7 +184,7 @@ def test_type_inconsistent_graph_is_refused():
 
 def _trt_export(tmp_path, precision, upsampler="mlp", form="dwconv", **calib):
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.rewrites import DeployOptions
+    from scnet_deploy.model.rewrites import DeployOptions
 
     ckpt = save_basicsr(tiny_model(4, upsampler, num_block=1), tmp_path / f"m_{upsampler}.pth")
     f = DeployOptions.from_name(form)

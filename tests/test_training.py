@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scnet_deploy.checkpoint import load_checkpoint
-from scnet_deploy.training import TrainOptions, init_weights, train
-from scnet_deploy.model import SCNet, SCNetConfig
+from scnet_deploy.model.checkpoint import load_checkpoint
+from scnet_deploy.model.training import TrainOptions, init_weights, train
+from scnet_deploy.model.network import SCNet, SCNetConfig
 
 
 def test_train_resume_and_load(tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.images import ImageError, read_image
+from scnet_deploy.imaging.images import ImageError, read_image
 from scnet_deploy.upscale import UpscaleOptions, upscale
 
 

@@ -14,7 +14,7 @@ from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.bench import BenchOptions, bench, summarize, time_runner
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.runner import Runner
-from scnet_deploy.metrics import psnr_ssim_y, ssim
+from scnet_deploy.imaging.metrics import psnr_ssim_y, ssim
 from scnet_deploy.report import report
 from scnet_deploy.validate import ValidateOptions, validate
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ExportError
+from ..errors import ExportError
 # the form names live in forms.py (no PyTorch); DeployOptions is imported from here too
 from .forms import FOLD, DeployOptions, check_shift  # noqa: F401
 from .shift import OFFSETS, Shift8, ShiftDWConv, ShiftSlice
@@ -35,7 +35,7 @@ def conv_before_upsample(model: nn.Module) -> nn.Module:
     Both are linear per pixel and bilinear weights sum to one (border clamping included), so
     conv(up(x)) == up(conv(x)), bias included, for a quarter of that conv's MACs at x2 (a ninth at x3).
     """
-    from .model import UpShiftMLP
+    from .network import UpShiftMLP
 
     model = copy.deepcopy(model)
     for module in model.modules():
@@ -79,7 +79,7 @@ def _even_bilinear(module: nn.Module) -> int | None:
 def upsample_as_deconv(model: nn.Module) -> nn.Module:
     """Every bilinear upsample by an even factor (the x2 stages of the shift-MLP upsampler, the x4/x8 image skip) as
     a BilinearDeconv. Exact; whether it is faster depends on the runtime (OpenVINO: yes; ONNX Runtime: no)."""
-    from .model import UpShiftMLP
+    from .network import UpShiftMLP
 
     model = copy.deepcopy(model)
     for module in list(model.modules()):
@@ -156,7 +156,7 @@ def folded_conv(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
 def fold_shift(model: nn.Module) -> nn.Module:
     """Fold every official shift into the 1x1 conv after it (through the ReLU/LeakyReLU between them in the residual
     blocks: a pointwise activation with act(0) == 0 commutes with a zero-filled shift)."""
-    from .model import ResidualBlockShift
+    from .network import ResidualBlockShift
 
     model = copy.deepcopy(model)
     for module in list(model.modules()):

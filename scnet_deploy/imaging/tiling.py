@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ScnetDeployError
+from ..errors import ScnetDeployError
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def upscale_float(infer, image: np.ndarray, scale: int, tile: int | None, halo: 
 
 def tile_for(runner, height: int, width: int, halo: int, budget: int | None) -> int | None:
     """``auto_tile`` for ``runner``: its backend's bytes per LR pixel (the memory model) and its engine's max input."""
-    from .memory import bytes_per_lr_pixel
+    from ..memory import bytes_per_lr_pixel
 
     return auto_tile(height, width, bytes_per_lr_pixel(runner.arch, runner.backend), halo, budget,
                      runner.size_range.max)

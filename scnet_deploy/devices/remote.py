@@ -30,11 +30,11 @@ import numpy as np
 
 from scnet_deploy.exporters.runner import Runner, array_key
 
-from . import door
-from .door import NUMBER, SHAPE, Fields, Int, ListOf, MapOf, Opt, UntrustedInput, clean_text
-from .errors import ScnetDeployError
-from .manifest import MANIFEST_NAME, read_manifest
-from .options import RemoteOptions
+from .. import door
+from ..door import NUMBER, SHAPE, Fields, Int, ListOf, MapOf, Opt, UntrustedInput, clean_text
+from ..errors import ScnetDeployError
+from ..manifest import MANIFEST_NAME, read_manifest
+from ..options import RemoteOptions
 
 LOCAL = "local"
 RUN_DIR_TEMPLATE = "scnet-deploy." + "X" * 6  # mktemp's template: it replaces the trailing X's with random characters
@@ -269,7 +269,7 @@ class Connection:
 def on_device(device: Device, remote: RemoteOptions, progress):
     """A connection to ``device`` with a fresh run directory there, its scnet-deploy checked (``describe``):
     yields (connection, run directory, the device's summary)."""
-    from .progress import Progress
+    from ..progress import Progress
 
     conn = Connection(device, remote)
     with conn.run_directory() as run_dir:
@@ -285,7 +285,7 @@ def _flags(pairs) -> list[str]:
 def describe(conn: Connection, run_dir: str) -> dict:
     """The device's own description (``doctor --json``: CPU, GPUs, OS, library versions, its Python), after
     checking its scnet-deploy is this version (or installing this version there with ``provision``)."""
-    from ._version import __version__
+    from .._version import __version__
 
     about = _doctor(conn)
     theirs = about.get("versions", {}).get("scnet_deploy")
@@ -312,7 +312,7 @@ def _doctor(conn: Connection) -> dict:
 
 def source_checkout() -> Path | None:
     """The source tree this installation runs from (an editable or source install), if any."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # scnet_deploy/devices/remote.py -> the checkout
     return root if (root / "pyproject.toml").exists() else None
 
 
@@ -394,7 +394,7 @@ def _bench_args(options) -> list[str]:
 
 
 def bench_on_device(device: Device, models: list[Path], options, remote: RemoteOptions, progress) -> dict:
-    from .progress import Progress
+    from ..progress import Progress
 
     models = _artifacts(models, "bench")
     names = _remote_names(models)
@@ -461,7 +461,7 @@ def bench_on(models: list[Path], options, bench, progress=None) -> dict:
     """``bench`` on each of ``options.on`` (``local`` = here, with ``bench``, the local verb; the devices several at
     a time, ``options.remote.jobs``): {"devices": {label: bench result}, "failed": {label: why}, "table": rows of
     (model, shape, {device: median ms})}."""
-    from .progress import reporter
+    from ..progress import reporter
 
     say = reporter(progress)
     devices = {}
@@ -538,9 +538,9 @@ class ReplayRunner(Runner):
 
 def _lr_inputs(options) -> dict[str, np.ndarray]:
     """Every LR input ``validate`` will score, as the float32 CHW arrays it runs, keyed by their bytes."""
-    from .datasets import load_dataset
-    from .images import to_float_chw
-    from .metrics import SSIM_WINDOW
+    from ..imaging.datasets import load_dataset
+    from ..imaging.images import to_float_chw
+    from ..imaging.metrics import SSIM_WINDOW
 
     arrays = {}
     for folder in options.folders():
@@ -554,7 +554,7 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
                       remote: RemoteOptions, progress) -> tuple[list[DeviceOutputs], dict]:
     """Run each artifact on the LR ``arrays`` (saved in ``inputs``) on ``device``; fetch its outputs, each checked
     to be exactly one float32 array of the expected shape per input sent (door.read_npz), and its run record."""
-    from .progress import Progress
+    from ..progress import Progress
 
     names = _remote_names(models)
     found = []
@@ -585,9 +585,9 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
     """``validate`` (the local verb, passed in) with each artifact run on each of ``options.on`` (``local`` = here)
     and every output scored here: one table with a row per artifact and device; drift against the FP32 PyTorch
     reference computed here."""
-    from .errors import require_export_stack
-    from .progress import reporter
-    from .runtime import find_checkpoint
+    from ..errors import require_export_stack
+    from ..progress import reporter
+    from ..runtime import find_checkpoint
 
     say = reporter(progress)
     models = [Path(m) for m in models]
@@ -601,12 +601,12 @@ def validate_on(models: list[Path], options, validate, progress=None) -> dict:
     sources: list = [*checkpoints]
     devices, failed = {}, {}
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
-        from .infer import write_arrays
+        from ..infer import write_arrays
 
         inputs, arrays = Path(tmp) / "inputs.npz", _lr_inputs(options)
         write_arrays(arrays, inputs)
         if LOCAL in options.on:
-            from .doctor import machine
+            from ..doctor import machine
 
             sources += artifacts
             devices[LOCAL] = machine()
@@ -631,8 +631,8 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
     the artifact's manifest (this machine's, with the device's engine record, verification and hashes added)."""
     from scnet_deploy.exporters.tensorrt_backend import CACHE_FILE, ONNX_FILE, PLAN_FILE, SCRIPT_FILE
 
-    from .manifest import write_manifest
-    from .progress import Progress
+    from ..manifest import write_manifest
+    from ..progress import Progress
 
     ours = read_manifest(workdir)
     with on_device(device, remote, progress) as (conn, run_dir, summary), tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ScnetDeployError
+from ..errors import ScnetDeployError
 from .images import list_images, mod_crop, read_rgb_u8
 from .resize import bicubic_degrade
 

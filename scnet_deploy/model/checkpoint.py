@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from .arch import ArchSpec, build_model, detect_arch
-from .errors import CheckpointError
-from .manifest import sha256_of
-from .model import SCNet
+from ..errors import CheckpointError
+from ..manifest import sha256_of
+from .network import SCNet
 
 PARAM_KEYS = ("params_ema", "params")  # BasicSR; EMA weights first: they are what BasicSR evaluates when present
 _WRAPPER_KEYS = ("state_dict", "model")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ArchitectureError
-from .model import SCALES, SCNet, SCNetConfig, stage_scales
+from ..errors import ArchitectureError
+from .network import SCALES, SCNet, SCNetConfig, stage_scales
 
 _BODY_KEY = re.compile(r"^body\.(\d+)\.conv1\.weight$")
 _SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])x([2348])(?:[^0-9]|$)", re.IGNORECASE)

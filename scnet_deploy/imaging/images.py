@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, ScnetDeployError  # noqa: F401 (ImageError: re-exported, its old home)
+from ..errors import ImageError, ScnetDeployError  # noqa: F401 (ImageError: re-exported, its old home)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 TEMPORARY_MARK = ".scnet-tmp"  # in the name of every temporary file write_image makes (never listed as an input)

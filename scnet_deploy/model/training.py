@@ -1,6 +1,6 @@
 """Train the reference SCNet checkpoint (resumable; CPU or GPU).
 
-    python -m scnet_deploy.training --data ../shared/datasets/BSD68/HR ../shared/datasets/SunHays80/HR \
+    python -m scnet_deploy.model.training --data ../shared/datasets/BSD68/HR ../shared/datasets/SunHays80/HR \
         --eval ../shared/datasets/Set5 --out runs/reference --steps 16000
 
 L1 loss, Adam, cosine learning-rate decay, random LR crops with flips and transposes, LR made by the project's
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .datasets import load_dataset
-from .images import to_float_chw, to_u8_hwc
-from .metrics import psnr_ssim_y
-from .model import SCNet, SCNetConfig
+from ..imaging.datasets import load_dataset
+from ..imaging.images import to_float_chw, to_u8_hwc
+from ..imaging.metrics import psnr_ssim_y
+from .network import SCNet, SCNetConfig
 from .rewrites import replace_shift
 
 

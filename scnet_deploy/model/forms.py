@@ -3,7 +3,7 @@ build session pass around. The rewrites themselves are in ``rewrites``."""
 
 from dataclasses import dataclass
 
-from .errors import ExportError
+from ..errors import ExportError
 
 DEFAULT_SHIFT = "dwconv"  # measured fastest in ONNX Runtime (see README, benchmarks/shift_forms.py)
 FOLD = "fold"  # the shift folded into the following 1x1 conv: one sparse 3x3 conv

@@ -1,0 +1,1 @@
+"""Running verbs on devices over ssh (remote.py), several at a time."""
