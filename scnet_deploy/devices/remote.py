@@ -1,13 +1,12 @@
-"""Verbs on the device itself: ``bench`` and ``validate --on ssh://user@host[:port]`` (``--on local`` for this
-machine; several ``--on`` give one table, a column per device).
+"""Verbs on the device itself: ``bench``, ``validate`` and TensorRT's ``export`` with ``--on ssh://user@host[:port]``
+(``--on local`` for this machine; several ``--on`` give one table, a column per device, the devices several at a
+time: ``fleet.py``).
 
-The transport is the system OpenSSH client, so ``~/.ssh/config``, keys, agents and jump hosts work as they do for
-``ssh``; host keys are checked as ssh checks them (``BatchMode``: never a prompt, never skipped). No local shell is
-involved (argument lists), and every word of a remote command is quoted for the remote shell. Each run copies what
-it needs (tar over the connection) into a fresh directory on the device (``mktemp -d`` under ``--remote-dir``, else
-the device's ``$TMPDIR`` or /tmp), runs the device's own scnet-deploy there, fetches the results and removes the
-directory, however the run ends (Ctrl-C included). A lost connection, a missing scnet-deploy or backend on the
-device, a full disk there: one line, exit 2, nothing written here.
+Each run copies what it needs (tar over the connection, ``ssh.py``) into a fresh directory on the device
+(``mktemp -d`` under ``--remote-dir``, else the device's ``$TMPDIR`` or /tmp), runs the device's own scnet-deploy
+there, fetches the results by name and removes the directory, however the run ends (Ctrl-C included). A lost
+connection, a missing scnet-deploy or backend on the device, a full disk there: one line, exit 2, nothing written
+here.
 
 ``bench --on``: the device's latency for each artifact, with the device's description (CPU, GPU, OS, library
 versions). ``validate --on``: the LR inputs are made here and shipped as arrays, the device runs them through each
@@ -16,253 +15,28 @@ engine (``infer``), and the outputs are scored here against ground truth and the
 """
 
 import contextlib
-import re
-import shlex
 import subprocess
-import tarfile
 import tempfile
-import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from scnet_deploy.exporters.runner import Runner, array_key
 
 from .. import door
-from ..door import NUMBER, SHAPE, Fields, Int, ListOf, MapOf, Opt, UntrustedInput, clean_text
+from ..door import NUMBER, SHAPE, Fields, Int, ListOf, MapOf, Opt, UntrustedInput
 from ..errors import ScnetDeployError
 from ..manifest import MANIFEST_NAME, read_manifest
 from ..options import RemoteOptions
+from .fleet import LOCAL, labels_of, on_each
+# parse_device: export.py and the tests take it from here, with the verbs
+from .ssh import Connection, Device, RemoteError, last_line, parse_device  # noqa: F401
 
-LOCAL = "local"
-RUN_DIR_TEMPLATE = "scnet-deploy." + "X" * 6  # mktemp's template: it replaces the trailing X's with random characters
-RUN_DIR = re.compile(r"/[^\x00-\x1f\x7f]{0,4000}/scnet-deploy\.[A-Za-z0-9]{6}")  # what mktemp may answer
-# Caps on what a device sends back: command output (doctor --json: a few KB), a bench result, a run record, a
-# manifest; a device's outputs are capped by what was sent (door.read_npz), a TensorRT plan by MAX_PLAN_BYTES.
-MAX_REPLY_BYTES = 1 * 2**20
+# Caps on what a device sends back besides command output (ssh.py): a bench result, a run record, a manifest; a
+# device's outputs are capped by what was sent (door.read_npz), a TensorRT plan and its timing cache here.
 MAX_RESULT_BYTES = 4 * 2**20
 MAX_PLAN_BYTES = 2 * 2**30
-STDERR_KEEP = 64 * 2**10
-
-
-@contextlib.contextmanager
-def _killed_unless_done(proc: subprocess.Popen):
-    """The ssh process is killed if the block ends by an exception (a refusal, Ctrl-C), and its pipe closed."""
-    try:
-        yield
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        raise
-    finally:
-        proc.stdout.close()
-
-
-class _Tail:
-    """The last ``STDERR_KEEP`` bytes of a stream, read in a thread until it ends (a device's stderr: kept for
-    its message, never held whole)."""
-
-    def __init__(self, stream) -> None:
-        self._data = b""
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := stream.read(65536):
-                self._data = (self._data + chunk)[-STDERR_KEEP:]
-
-    def value(self) -> bytes:
-        self._thread.join(timeout=30)
-        return self._data
-
-
-class RemoteError(ScnetDeployError):
-    """The device could not be reached, or could not do what was asked."""
-
-
-@dataclass(frozen=True)
-class Device:
-    url: str
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-    @property
-    def label(self) -> str:
-        return self.url.removeprefix("ssh://")
-
-
-# What ssh names are made of: DNS names, IPv4, ~/.ssh/config aliases (letters, digits, '.', '-', '_'), IPv6 in [].
-_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]")
-_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-
-
-def parse_device(url: str) -> Device:
-    """``ssh://[user@]host[:port]``; anything else is refused in one line: user and host limited to the characters
-    of DNS names, IP addresses and ssh config aliases (no spaces, quotes, ';', '$', control characters), a port in
-    1-65535."""
-    shown = clean_text(repr(url))
-    form = "expected ssh://[user@]host[:port], or local for this machine"
-    if door._CONTROLS.search(url) or any(c.isspace() for c in url):
-        raise ScnetDeployError(f"--on {shown}: a device URL has no spaces or control characters; {form}.")
-    parts = urlsplit(url)
-    if parts.scheme != "ssh" or not parts.hostname:
-        raise ScnetDeployError(f"--on {shown}: {form}.")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ScnetDeployError(f"--on {shown}: {form} (no path; the run directory is --remote-dir).")
-    if parts.password is not None:
-        raise ScnetDeployError(f"--on {shown}: no password in the URL; ssh uses your keys or agent.")
-    netloc_host = parts.netloc.rpartition("@")[2]
-    host = netloc_host[:netloc_host.index("]") + 1] if netloc_host.startswith("[") else netloc_host.partition(":")[0]
-    if host.startswith("-") or not _HOST.fullmatch(host):
-        raise ScnetDeployError(f"--on {shown}: the host may hold letters, digits, '.', '-' and '_' (an IPv6 address "
-                               "in []), and cannot start with '-'; use an alias from ~/.ssh/config for anything else.")
-    if parts.username is not None and not _USER.fullmatch(parts.username):
-        raise ScnetDeployError(f"--on {shown}: the user may hold letters, digits, '.', '-' and '_'; set other user "
-                               "names in ~/.ssh/config.")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port is not None and not 1 <= port <= 65535 or netloc_host.endswith(":"):
-        raise ScnetDeployError(f"--on {shown}: the port is not a number in 1-65535.")
-    return Device(url, host.strip("[]"), parts.username, port)
-
-
-# What ssh itself says when it exits 255 (a remote command may exit 255 too: then it is that command's failure).
-SSH_FAILURES = ("ssh:", "connection", "host key", "permission denied", "could not resolve", "broken pipe",
-                "kex_exchange", "timed out", "closed by remote host")
-
-
-def _from_ssh(stderr: str) -> bool:
-    return any(s in stderr.lower() for s in SSH_FAILURES)
-
-
-def _last_line(data: bytes, default: str) -> str:
-    lines = [clean_text(line).strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
-    lines = [line for line in lines if line]
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or [default])[-1]
-
-
-class Connection:
-    """One device, reached with the system ssh client."""
-
-    def __init__(self, device: Device, options: RemoteOptions) -> None:
-        self.device, self.options = device, options
-
-    def argv(self, command: list[str]) -> list[str]:
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.options.connect_timeout_s}",
-                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
-        if self.options.ssh_config:
-            argv += ["-F", str(self.options.ssh_config)]
-        if self.device.port:
-            argv += ["-p", str(self.device.port)]
-        if self.device.user:
-            argv += ["-l", self.device.user]
-        return argv + ["--", self.device.host, shlex.join(command)]
-
-    def scnet(self, *args: str) -> list[str]:
-        """The device's scnet-deploy with ``args``."""
-        if self.options.remote_python:
-            return [self.options.remote_python, "-m", "scnet_deploy", *args]
-        return ["scnet-deploy", *args]
-
-    def check(self, returncode: int, stderr: bytes, doing: str) -> None:
-        if returncode == 0:
-            return
-        label, line = self.device.label, _last_line(stderr, f"exit status {returncode}")
-        text = stderr.decode(errors="replace")
-        if returncode == 255 and _from_ssh(text):
-            raise RemoteError(f"ssh {label}: {line} (while {doing}); check that `ssh {label}` works (keys, the "
-                              "host key in known_hosts, the network). Nothing was written here.")
-        if "No space left on device" in text:
-            raise RemoteError(f"{label} ran out of disk space while {doing} ({line}); free space there or pass "
-                              "--remote-dir on a larger disk. Nothing was written here.")
-        if returncode in (126, 127):
-            what = self.options.remote_python or "scnet-deploy"
-            raise RemoteError(f"{label}: cannot run {what} ({line}) while {doing}; install scnet-deploy there "
-                              "(--provision does: a wheel of this checkout, with the device's Python) or name its "
-                              "Python with --remote-python.")
-        if returncode > 128 or "uncaught target signal" in text:
-            raise RemoteError(f"{label}: the process on the device died while {doing} ({line}, exit {returncode}); "
-                              "run the same verb there by hand to see why.")
-        raise RemoteError(f"{label} ({doing}): {line.removeprefix('error:').strip()}")
-
-    def _start(self, command: list[str], stdin=subprocess.DEVNULL,
-               stdout=subprocess.PIPE) -> tuple[subprocess.Popen, "_Tail"]:
-        proc = subprocess.Popen(self.argv(command), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
-        return proc, _Tail(proc.stderr)
-
-    def _refuse(self, proc: subprocess.Popen, exc: UntrustedInput, doing: str) -> None:
-        proc.kill()
-        proc.wait()
-        raise RemoteError(f"{self.device.label} ({doing}): {exc} Nothing it sent was kept.") from None
-
-    def run(self, command: list[str], doing: str, max_bytes: int = MAX_REPLY_BYTES) -> str:
-        """Run ``command`` on the device; its output (at most ``max_bytes``, else refused), as text."""
-        proc, err = self._start(command)
-        with _killed_unless_done(proc):
-            out = proc.stdout.read(max_bytes + 1)
-            if len(out) > max_bytes:
-                self._refuse(proc, UntrustedInput(f"more than {max_bytes} bytes of output; refused."), doing)
-            returncode = proc.wait()
-        self.check(returncode, err.value(), doing)
-        return out.decode(errors="replace")
-
-    def put(self, run_dir: str, files: dict[str, Path], doing: str) -> None:
-        """Copy local files or folders into ``run_dir`` under the given names (a tar stream over the connection;
-        made here, unpacked there)."""
-        proc, err = self._start(["tar", "-x", "-f", "-", "-C", run_dir], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL)
-        try:
-            with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
-                for name, path in files.items():
-                    tar.add(str(path), arcname=name)
-            proc.stdin.close()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the device stopped reading: its exit status and message say why
-        finally:
-            returncode = proc.wait()
-        self.check(returncode, err.value(), doing)
-
-    def fetch(self, run_dir: str, name: str, into: Path, max_bytes: int, doing: str) -> Path:
-        """Fetch the one file ``run_dir/name`` into the new local file ``into/name``: its bytes only (never an
-        archive, never a link), at most ``max_bytes``. Returns the local path."""
-        destination = Path(into) / name
-        proc, err = self._start(["cat", "--", f"{run_dir}/{name}"])
-        with _killed_unless_done(proc):
-            try:
-                door.receive(proc.stdout, destination, max_bytes, name)
-            except UntrustedInput as exc:
-                self._refuse(proc, exc, doing)
-            returncode = proc.wait()
-        try:
-            self.check(returncode, err.value(), doing)
-        except RemoteError:
-            destination.unlink(missing_ok=True)
-            raise
-        return destination
-
-    @contextlib.contextmanager
-    def run_directory(self):
-        """A fresh directory on the device, removed afterwards however the run ends."""
-        # $1: --remote-dir, passed as an argument so the shell never parses it; empty: the device's $TMPDIR or /tmp;
-        # "--": a --remote-dir that starts with '-' is a path to mktemp, not an option
-        made = self.run(["sh", "-c", f'mktemp -d -- "${{1:-${{TMPDIR:-/tmp}}}}/{RUN_DIR_TEMPLATE}"', "sh",
-                         self.options.remote_dir or ""], "making a run directory").strip()
-        if not RUN_DIR.fullmatch(made):
-            raise RemoteError(f"{self.device.label}: mktemp gave {clean_text(repr(made))[:120]}, not a new directory "
-                              "of ours (an absolute path ending in scnet-deploy.XXXXXX).")
-        try:
-            yield made
-        finally:
-            with contextlib.suppress(RemoteError, OSError, KeyboardInterrupt):
-                self.run(["rm", "-rf", "--", made], "removing the run directory")
 
 
 @contextlib.contextmanager
@@ -332,7 +106,7 @@ def provision(conn: Connection, run_dir: str, python: str | None) -> None:
                                "-w", tmp, str(root)], capture_output=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode or not wheels:
-            raise RemoteError(f"--provision: building the wheel here failed: {_last_line(proc.stderr, 'no wheel')}")
+            raise RemoteError(f"--provision: building the wheel here failed: {last_line(proc.stderr, 'no wheel')}")
         conn.put(run_dir, {wheels[0].name: wheels[0]}, "copying the wheel")
         conn.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
                   f"{run_dir}/{wheels[0].name}"], "installing the wheel (--provision)")
@@ -421,42 +195,6 @@ def _device_summary(about: dict) -> dict:
         "backends": {b["backend"]: b["version"] for b in about.get("backends", []) if b.get("available")}}
 
 
-class FleetError(RemoteError):
-    """Every device asked for failed: one line with each device's reason."""
-
-
-def on_each(urls, run_one, remote: RemoteOptions) -> tuple[dict, dict]:
-    """``run_one(device)`` on each device of ``urls`` (``local`` left out: the verb runs that itself), at most
-    ``remote.jobs`` at a time: ({label: result}, {label: why it failed}) in the order asked. A device that fails
-    does not stop the others; all of them failing is a ``FleetError`` (one line naming each)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    devices = [parse_device(url) for url in urls if url != LOCAL]  # a malformed URL stops everything, up front
-    if remote.jobs < 1:
-        raise ScnetDeployError(f"--jobs must be at least 1, got {remote.jobs}.")
-    outcomes = {}
-
-    def attempt(device: Device) -> None:
-        try:
-            outcomes[device.label] = (run_one(device), None)
-        except ScnetDeployError as exc:
-            outcomes[device.label] = (None, str(exc))
-
-    if len(devices) == 1 or remote.jobs == 1:
-        for device in devices:
-            attempt(device)
-    else:
-        with ThreadPoolExecutor(min(remote.jobs, len(devices)), thread_name_prefix="device") as pool:
-            list(pool.map(attempt, devices))
-    results = {d.label: outcomes[d.label][0] for d in devices if outcomes[d.label][1] is None}
-    failed = {d.label: outcomes[d.label][1] for d in devices if outcomes[d.label][1] is not None}
-    if devices and not results and LOCAL not in urls:
-        if len(failed) == 1:
-            raise RemoteError(next(iter(failed.values())))
-        raise FleetError(f"every device failed: {'; '.join(f'{label}: {why}' for label, why in failed.items())}")
-    return results, failed
-
-
 def bench_on(models: list[Path], options, bench, progress=None) -> dict:
     """``bench`` on each of ``options.on`` (``local`` = here, with ``bench``, the local verb; the devices several at
     a time, ``options.remote.jobs``): {"devices": {label: bench result}, "failed": {label: why}, "table": rows of
@@ -470,12 +208,8 @@ def bench_on(models: list[Path], options, bench, progress=None) -> dict:
     found, failed = on_each(options.on, lambda device: bench_on_device(device, models, options, options.remote, say),
                             options.remote)
     devices.update(found)
-    devices = {label: devices[label] for label in _labels(options.on) if label in devices}
+    devices = {label: devices[label] for label in labels_of(options.on) if label in devices}
     return {"devices": devices, "failed": failed, "table": device_table(devices)}
-
-
-def _labels(urls) -> list[str]:
-    return [LOCAL if url == LOCAL else parse_device(url).label for url in urls]
 
 
 def device_table(devices: dict) -> list[dict]:
