@@ -26,6 +26,9 @@ from .progress import Progress
 from .session import BuildSession, Target
 
 if TYPE_CHECKING:
+    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.exporters.onnx_graph import OnnxOptions
+
     from .model.checkpoint import Checkpoint
 
 
@@ -49,11 +52,11 @@ class ExportOptions:
     scale: int | None = None  # only for one-stage shift-MLP checkpoints, whose weights cannot tell x2 from x3
     param_key: str | None = None  # "params" or "params_ema" when a BasicSR file has both
     sizes: SizeRange = EXPORT_SIZES
-    onnx: "object" = field(default_factory=_onnx_options)
+    onnx: "OnnxOptions" = field(default_factory=_onnx_options)  # made lazily: the export stack is an extra
     openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     coreml: CoreMLOptions = field(default_factory=CoreMLOptions)
-    calib: "object" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
+    calib: "CalibOptions" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
     # INT8: max mean PSNR-Y drift on the hold-out, dB (layers fall back to float until it holds, else the export
     # fails); None opts out explicitly (recorded in the manifest).
     budget_db: float | None = DEFAULT_BUDGET_DB

@@ -21,6 +21,8 @@ from .model.forms import DeployOptions
 from .progress import Progress, reporter
 
 if TYPE_CHECKING:
+    from scnet_deploy.calibration.budget import SpeedLimit
+
     from .model.checkpoint import Checkpoint
 
 
@@ -41,11 +43,11 @@ class BuildContext:
     and the session's shared products."""
 
     checkpoint: "Checkpoint"
-    options: "object"  # ExportOptions
+    options: "ExportOptions"  # export.ExportOptions, named only: export imports this module
     session: "BuildSession"
     # The autotuner's calibration.budget.SpeedLimit for an INT8 candidate, honoured by the backends whose engine it
     # times (ONNX Runtime, OpenVINO); None: the budget loop runs to the end.
-    speed_limit: "object" = None
+    speed_limit: "SpeedLimit | None" = None
 
     def onnx(self) -> dict:
         """{'path': the verified model.onnx of this form, 'section': its manifest section}; built once a session."""
