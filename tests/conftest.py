@@ -22,6 +22,23 @@ def need(path: Path) -> Path:
     return path
 
 
+def cli(*args, **kw):
+    """The CLI in a fresh interpreter, as a user runs it."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def one_line_error(proc) -> str:
+    """The one ``error:`` line of a run that failed as a user's mistake (exit 2, no traceback, nothing else)."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-3000:]
+    return lines[0]
+
+
 def tiny_model(scale: int = 2, upsampler: str = "mlp", num_feat: int = 16, num_block: int = 2,
                seed: int = 0) -> SCNet:
     """A random-weight SCNet small enough for fast tests; every weight random so every layer matters."""

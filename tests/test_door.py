@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import save_basicsr, smooth_hr_folder, tiny_model
+from conftest import cli, one_line_error, save_basicsr, smooth_hr_folder, tiny_model
 from scnet_deploy.door import ArtifactError, UntrustedInput, check_artifact, clean_text, read_npz
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
@@ -22,18 +22,6 @@ from scnet_deploy.devices.remote import parse_device
 from scnet_deploy.runtime import open_model
 
 BENCH = r"^/hostile/python -m scnet_deploy bench "
-
-
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, **kw)
-
-
-def one_line_error(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-3000:]
-    return lines[0]
 
 
 def refused_within(limit_mb: int, call, match: str) -> str:

@@ -4,29 +4,16 @@ failure of the user's machine is one line. A checkpoint runs in PyTorch here (no
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_basicsr, tiny_model
+from conftest import cli, one_line_error, save_basicsr, tiny_model
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import ImageError, read_image
 from scnet_deploy.upscale import UpscaleOptions, upscale
-
-
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, **kw)
-
-
-def one_line_error(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,7 @@ class Connection:
                          self.options.remote_dir or ""], "making a run directory").strip()
         if not RUN_DIR.fullmatch(made):
             raise RemoteError(f"{self.device.label}: mktemp gave {clean_text(repr(made))[:120]}, not a new directory "
-                              "of ours (an absolute path ending in scnet-deploy.XXXXXX).")
+                              "of ours (an absolute path ending in scnet-deploy. and six random characters).")
         try:
             yield made
         finally:

@@ -10,6 +10,7 @@ conversion. Unreadable, truncated and zero-size files raise ImageError (one line
 ``write_image`` writes atomically; ``round_to_bits`` is the one float -> uint8/uint16 rounding (half up).
 """
 
+import contextlib
 import os
 import re
 import tempfile
@@ -73,8 +74,10 @@ _UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[
             8: lambda a: np.rot90(a, 1)}
 
 
-def _header(path: Path, max_pixels: int) -> tuple[int, int]:
-    """(EXIF orientation, frame count) from the header, after the size guard; refuses what cannot be opened."""
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int):
+    """The Pillow image of ``path`` after the size guard (from its header, before decoding); anything Pillow raises
+    on corrupt data becomes one ImageError naming the file."""
     from PIL import Image
 
     previous = Image.MAX_IMAGE_PIXELS
@@ -82,11 +85,7 @@ def _header(path: Path, max_pixels: int) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             _check_size(path, im.width, im.height, max_pixels)
-            try:
-                orientation = int(im.getexif().get(274, 1) or 1)
-            except Exception:  # a malformed EXIF block: the pixels are still the image
-                orientation = 1
-            return orientation, int(getattr(im, "n_frames", 1) or 1)
+            yield im
     except ImageError:
         raise
     except Exception as exc:  # Pillow raises many kinds on corrupt data
@@ -95,13 +94,19 @@ def _header(path: Path, max_pixels: int) -> tuple[int, int]:
         Image.MAX_IMAGE_PIXELS = previous
 
 
+def _header(path: Path, max_pixels: int) -> tuple[int, int, tuple[int, int]]:
+    """(EXIF orientation, frame count, stored (width, height)) from the header, after the size guard."""
+    with _opened(path, max_pixels) as im:
+        try:
+            orientation = int(im.getexif().get(274, 1) or 1)
+        except Exception:  # a malformed EXIF block: the pixels are still the image
+            orientation = 1
+        return orientation, int(getattr(im, "n_frames", 1) or 1), im.size
+
+
 def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """(width, height) as viewers show the image (EXIF orientation applied), from its header alone."""
-    from PIL import Image
-
-    orientation, _ = _header(Path(path), max_pixels)
-    with Image.open(path) as im:
-        w, h = im.size
+    orientation, _, (w, h) = _header(Path(path), max_pixels)
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
@@ -113,7 +118,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
         raise ImageError(f"'{path}' does not exist.")
     if path.stat().st_size == 0:
         raise ImageError(f"'{path}' is empty (0 bytes).")
-    orientation, frames = _header(path, max_pixels)
+    orientation, frames, _ = _header(path, max_pixels)
     if frames > 1:
         raise ImageError(f"'{path}' has {frames} frames (animated or multi-page); upscale takes still images: save "
                          "each frame as its own file and pass the folder.")
@@ -124,27 +129,15 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
 
 
 def _read_pillow(path: Path, max_pixels: int) -> LoadedImage:
-    from PIL import Image
-
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # our own limit applies, from the header, before decoding
-    try:
-        with Image.open(path) as im:
-            _check_size(path, im.width, im.height, max_pixels)
-            im.load()
-            mode = im.mode
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode in ("1", "CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
-                im = im.convert("RGB")
-            mode = im.mode
-            a = np.asarray(im)
-    except ImageError:
-        raise
-    except Exception as exc:  # Pillow raises many kinds on corrupt data
-        raise ImageError(f"'{path}' is not a readable image ({str(exc)[:120] or type(exc).__name__}); check the file.")
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    with _opened(path, max_pixels) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode in ("1", "CMYK", "YCbCr", "HSV", "LAB", "RGBX"):
+            im = im.convert("RGB")
+        mode = im.mode
+        a = np.asarray(im)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         return LoadedImage((np.clip(a.astype(np.float32), 0, 65535) / 65535.0)[..., None], 16)
     if mode == "F":
