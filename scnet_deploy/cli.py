@@ -373,8 +373,7 @@ def _device_drift_table(result: dict) -> None:
     for m in result["models"]:
         if m.get("reference") or m.get("kind") == "method":
             continue
-        name, _, device = m["name"].split(":")[0].partition(" @ ")
-        drift.setdefault(name, {})[device or "local"] = m.get("drift_db")
+        drift.setdefault(Path(m["artifact"]).name, {})[m.get("device") or "local"] = m.get("drift_db")
     table = Table(title="drift dB vs the FP32 reference here, per device")
     for col in ("artifact", *labels):
         table.add_column(col)

@@ -158,13 +158,12 @@ def dataset_name(folder: Path) -> str:
 
 
 def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill) -> tuple[list[dict], list[list]]:
+    from .devices.remote import DeviceOutputs
     from .runtime import open_model
 
     entries, outputs = [], []
-    if hasattr(path, "open_runner"):  # a device's outputs (remote.DeviceOutputs)
-        opened = path.open_runner()
-    else:
-        opened = open_model(path, options.runtime, scale=options.scale)
+    on_device = isinstance(path, DeviceOutputs)  # an artifact's outputs computed on a device, scored here
+    opened = path.open_runner() if on_device else open_model(path, options.runtime, scale=options.scale)
     with opened as runner:
         scale = runner.arch["scale"]
         if scale != options.scale:
@@ -175,7 +174,9 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
                                        budget, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None)
             entry.update({"path": str(path), "kind": "artifact" if Path(path).is_dir() else "checkpoint",
-                          "backend": runner.backend, "reference": is_ref})
+                          "backend": runner.backend, "reference": is_ref,
+                          "device": path.device if on_device else None,
+                          "artifact": str(path.artifact if on_device else path)})
             entries.append(entry)
             outputs.append(outs if is_ref or keep else None)
     _release_freed_memory()
@@ -208,7 +209,8 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
     rows = []
     for i, first in enumerate(per_set[0]["models"]):
         ms = [r["models"][i] for r in per_set]
-        row = {k: first[k] for k in ("name", "precision", "path", "kind", "backend", "reference") if k in first}
+        row = {k: first[k] for k in ("name", "precision", "path", "kind", "backend", "reference", "device",
+                                     "artifact") if k in first}
         if "implicit" in first:
             row["implicit"] = first["implicit"]
         row["psnr_y"] = float(np.mean([m["psnr_y"] for m in ms]))
@@ -253,7 +255,9 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
 def _validate(models: list[str | Path], options: ValidateOptions, progress, spill: Path) -> dict:
     from .doctor import machine
 
-    models = [m if hasattr(m, "open_runner") else Path(m) for m in models]  # remote.DeviceOutputs
+    from .devices.remote import DeviceOutputs
+
+    models = [m if isinstance(m, DeviceOutputs) else Path(m) for m in models]
     if not models and not options.bicubic:
         raise ScnetDeployError("validate needs at least one MODEL (checkpoint or artifact directory) or --method "
                                "bicubic.")
