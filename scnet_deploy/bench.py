@@ -133,18 +133,18 @@ def _arch_and_backend(path: Path) -> tuple[dict, str]:
 
 
 def check_memory(plan: list[tuple[str | None, Path, str]], options: BenchOptions) -> None:
-    """Refuse, before anything runs, a model and shape whose run would not fit the memory budget: the models
+    """Refuse, before anything runs, a model and shape whose run would not fit the memory limit: the models
     asked for first, then the baselines (which ``--no-baselines`` leaves out)."""
-    from .memory import budget_bytes, require_fits
+    from .memory import limit_bytes, require_fits
 
-    budget = budget_bytes(options.max_memory_mb)
-    if budget is None:
+    limit = limit_bytes(options.max_memory_mb)
+    if limit is None:
         return
     for label, path, _ in sorted(plan, key=lambda item: item[0] is not None):
         arch, backend = _arch_and_backend(path)
         name = f"{label} (a baseline: --no-baselines leaves it out)" if label else f"'{path}' ({backend})"
         for h, w in options.shapes:
-            require_fits(arch, backend, name, h, w, budget, options.batch)
+            require_fits(arch, backend, name, h, w, limit, options.batch)
 
 
 def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:

@@ -267,7 +267,7 @@ def validate_cmd(
                                              "among MODELS, else the artifacts' own)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
-    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: images whose run would not fit are run "
+    max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: images whose run would not fit are run "
                                              "in exact tiles (default: 70% of what this process may use)."),
     on: list[str] = RUN_ON,
     remote_python: Optional[str] = REMOTE_PYTHON,
@@ -403,7 +403,7 @@ def bench_cmd(
     ov_performance: str = typer.Option("latency", help="OpenVINO performance hint of the latency runs: latency or "
                                        "throughput (throughput mode's in-flight runs always use throughput)."),
     ov_streams: Optional[int] = typer.Option(None, help="OpenVINO streams."),
-    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: a shape whose run would not fit is "
+    max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: a shape whose run would not fit is "
                                              "refused before anything runs (default: 70% of what this process may "
                                              "use)."),
     on: list[str] = RUN_ON,
@@ -486,7 +486,7 @@ def upscale_cmd(
     tile: Optional[int] = typer.Option(None, help="Tile size in LR pixels (default: from --max-memory)."),
     overlap: Optional[int] = typer.Option(None, help="Tile halo in LR pixels (default and minimum: the receptive "
                                           "radius, so tiles are exact)."),
-    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB; sets the tile size (default: 70% of what "
+    max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB; sets the tile size (default: 70% of what "
                                              "this process may use: free memory, cgroup and address-space limits)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume a batch: keep outputs that exist, "
                                        "when complete: a readable image of the expected size)."),
@@ -530,7 +530,7 @@ def infer_cmd(
     inputs: Path = typer.Argument(..., help=".npz of float32 CHW LR arrays in [0, 1]."),
     output: Path = typer.Option(..., "--output", "-o", help=".npz to write the outputs to (same keys)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write what ran (engine, tiles, seconds) as JSON."),
-    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: larger images run in exact tiles."),
+    max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: larger images run in exact tiles."),
     threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
 ) -> None:
     """Run a model on arrays (.npz in, .npz out): what validate --on runs on a device."""
@@ -576,7 +576,7 @@ def pipeline_cmd(
     formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
     optimize: str = typer.Option("latency", help="latency: each engine in its fastest measured form (see export "
                                  "--optimize); none: the default form."),
-    max_memory: Optional[int] = typer.Option(None, help="Memory budget, MB: validation runs larger images in exact "
+    max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: validation runs larger images in exact "
                                              "tiles (default: 70% of what this process may use)."),
     on: list[str] = typer.Option([], "--on", help="Also bench every runnable engine on this device "
                                  "(ssh://user@host[:port]); repeat for several: rows in the report."),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScnetDeployError
-from .memory import budget_bytes
+from .memory import limit_bytes
 from .options import RuntimeOptions
 from .progress import Progress, reporter
 from .imaging.tiling import run_within
@@ -63,11 +63,11 @@ def infer(model: str | Path, inputs: str | Path, options: InferOptions, progress
     outputs, runs = {}, []
     with open_model(model, options.runtime) as runner:
         scale = runner.arch["scale"]
-        budget = budget_bytes(options.max_memory_mb)
+        limit = limit_bytes(options.max_memory_mb)
         for i, (key, lr) in enumerate(arrays.items()):
             say(Progress("inferring", done=i, total=len(arrays)))
             t0 = time.perf_counter()
-            outputs[key], tile = run_within(runner, lr, scale, budget)
+            outputs[key], tile = run_within(runner, lr, scale, limit)
             runs.append({"key": key, "shape": list(lr.shape), "tile": tile, "seconds": time.perf_counter() - t0})
         name, backend, precision = runner.name, runner.backend, runner.precision
     write_arrays(outputs, options.output)

@@ -25,8 +25,8 @@ DEFAULT_SHARE = 0.7  # of the available memory: headroom for the page cache, the
 MB = 2**20
 
 
-class MemoryBudgetError(ScnetDeployError):
-    """A run would not fit the memory budget and the verb does not tile."""
+class MemoryLimitError(ScnetDeployError):
+    """A run would not fit the memory limit and the verb does not tile."""
 
 
 def bytes_per_lr_pixel(arch: dict, backend: str) -> int:
@@ -115,8 +115,8 @@ def available_bytes() -> int | None:
     return max(0, min(known)) if known else None
 
 
-def budget_bytes(max_memory_mb: int | None) -> int | None:
-    """The budget a verb holds to: ``--max-memory`` where given, else ``DEFAULT_SHARE`` of what is available."""
+def limit_bytes(max_memory_mb: int | None) -> int | None:
+    """The limit a verb holds to: ``--max-memory`` where given, else ``DEFAULT_SHARE`` of what is available."""
     if max_memory_mb is not None:
         if max_memory_mb < 1:
             raise ScnetDeployError(f"--max-memory must be at least 1 MB, got {max_memory_mb}.")
@@ -125,10 +125,10 @@ def budget_bytes(max_memory_mb: int | None) -> int | None:
     return None if room is None else int(room * DEFAULT_SHARE)
 
 
-def largest_fitting_shape(arch: dict, backend: str, height: int, width: int, budget: int,
+def largest_fitting_shape(arch: dict, backend: str, height: int, width: int, limit: int,
                           batch: int = 1) -> tuple[int, int]:
-    """The largest LR shape of ``height``:``width``'s aspect whose estimate fits ``budget``."""
-    pixels = budget // (bytes_per_lr_pixel(arch, backend) * batch)
+    """The largest LR shape of ``height``:``width``'s aspect whose estimate fits ``limit``."""
+    pixels = limit // (bytes_per_lr_pixel(arch, backend) * batch)
     factor = math.sqrt(pixels / (height * width))
     return max(1, int(height * factor)), max(1, int(width * factor))
 
@@ -137,14 +137,14 @@ def describe(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GB" if nbytes >= 2**30 else f"{nbytes / MB:.0f} MB"
 
 
-def require_fits(arch: dict, backend: str, name: str, height: int, width: int, budget: int | None,
+def require_fits(arch: dict, backend: str, name: str, height: int, width: int, limit: int | None,
                  batch: int = 1) -> None:
-    """Refuse, in one line with the estimate and the largest shape that fits, a run that would not fit ``budget``."""
+    """Refuse, in one line with the estimate and the largest shape that fits, a run that would not fit ``limit``."""
     need = estimate_bytes(arch, backend, height, width, batch)
-    if budget is None or need <= budget:
+    if limit is None or need <= limit:
         return
-    h, w = largest_fitting_shape(arch, backend, height, width, budget, batch)
-    raise MemoryBudgetError(
+    h, w = largest_fitting_shape(arch, backend, height, width, limit, batch)
+    raise MemoryLimitError(
         f"{name} at {height}x{width} (batch {batch}) needs about {describe(need)} for activations, over the "
-        f"{describe(budget)} memory budget (--max-memory; default {DEFAULT_SHARE:.0%} of what is available); the "
+        f"{describe(limit)} memory limit (--max-memory; default {DEFAULT_SHARE:.0%} of what is available); the "
         f"largest shape of that aspect that fits is {h}x{w}: pass a smaller --shape, or upscale, which tiles.")

@@ -194,7 +194,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     from .model.checkpoint import load_checkpoint
     from .export import ExportOptions, build_session, write_artifact
     from .manifest import write_json_atomic
-    from .memory import budget_bytes, require_fits
+    from .memory import limit_bytes, require_fits
     from .report import report
     from .validate import ValidateOptions, validate
 
@@ -204,9 +204,9 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()
     ckpt = load_checkpoint(ckpt_path)
     scale = ckpt.spec.scale
-    budget = budget_bytes(options.max_memory_mb)
+    limit = limit_bytes(options.max_memory_mb)
     for h, w in options.shapes:  # refuse a bench shape that cannot fit now, not after minutes of building
-        require_fits(ckpt.spec.to_dict(), "pytorch", "the PyTorch baseline of the benchmark", h, w, budget)
+        require_fits(ckpt.spec.to_dict(), "pytorch", "the PyTorch baseline of the benchmark", h, w, limit)
     out = Path(options.output)
     engines = out / "engines"
     engines.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The ``upscale`` verb: images through any model (checkpoint or engine), tiled exactly within a memory budget.
+"""The ``upscale`` verb: images through any model (checkpoint or engine), tiled exactly within a memory limit.
 
 Grey images stay grey (run as RGB with equal channels, averaged back); alpha is upscaled separately through the
 same model and reattached; 16-bit stays 16-bit (PNG). Every output tile is checked for NaN/Inf, every image for
@@ -19,7 +19,7 @@ import numpy as np
 from .errors import ScnetDeployError
 from .imaging.images import (IMAGE_SUFFIXES, WRITE_SUFFIXES, image_size, list_folder, read_image, remove_stale_temporaries,
                      round_to_bits, write_image)
-from .memory import budget_bytes
+from .memory import limit_bytes
 from .options import RuntimeOptions
 from .progress import FAILED, STEP, Progress, reporter
 from .imaging.tiling import run_tiled, tile_for
@@ -32,7 +32,7 @@ class UpscaleOptions:
     output: Path
     tile: int | None = None  # LR pixels; None: chosen by the memory model within max_memory_mb
     overlap: int | None = None  # halo in LR pixels; None: the receptive radius (never less)
-    max_memory_mb: int | None = None  # None: the memory model's default budget (a share of what is available)
+    max_memory_mb: int | None = None  # None: the memory model's default limit (a share of what is available)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     skip_existing: bool = False  # resume: leave outputs that exist (always complete: atomic writes) as they are
     # images in flight when several are upscaled (a folder): None = the engine's optimal number in its throughput
@@ -123,11 +123,11 @@ def _complete(src: Path, dst: Path, scale: int) -> bool:
         return False
 
 
-def _upscale_one(runner, src: Path, dst: Path, options: UpscaleOptions, halo: int, budget: int | None) -> dict:
+def _upscale_one(runner, src: Path, dst: Path, options: UpscaleOptions, halo: int, limit: int | None) -> dict:
     scale = runner.arch["scale"]
     image = read_image(src)
     h, w, c = image.pixels.shape
-    tile = options.tile if options.tile is not None else tile_for(runner, h, w, halo, budget)
+    tile = options.tile if options.tile is not None else tile_for(runner, h, w, halo, limit)
     colour = image.pixels[..., :3] if c >= 3 else np.repeat(image.pixels[..., :1], 3, axis=2)
     planes = [(colour, slice(0, 3) if c >= 3 else slice(0, 1))]
     if c in (2, 4):  # alpha, upscaled separately through the same model
@@ -193,9 +193,9 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
         todo = [i for i, dst in enumerate(dests)
                 if not (options.skip_existing and dst.exists() and _complete(files[i], dst, scale))]
         inflight = max(1, min(options.inflight or runner.optimal_requests(), len(todo))) if throughput else 1
-        budget = budget_bytes(options.max_memory_mb)
-        if budget is not None:
-            budget //= inflight  # every image in flight holds its own maps
+        limit = limit_bytes(options.max_memory_mb)
+        if limit is not None:
+            limit //= inflight  # every image in flight holds its own maps
         results: list = [None] * len(files)
         started, worked = time.perf_counter(), [0]
 
@@ -215,7 +215,7 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
         def one(i: int, engine) -> tuple[dict, str, str]:
             src, dst = files[i], dests[i]
             try:
-                result = {**_upscale_one(engine, src, dst, options, halo, budget), "status": DONE,
+                result = {**_upscale_one(engine, src, dst, options, halo, limit), "status": DONE,
                           "inflight": inflight}
                 return result, STEP, f"upscaled {src.name}"
             except (ScnetDeployError, OSError) as e:  # this file's problem: report it, go on with the rest

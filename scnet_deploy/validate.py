@@ -6,7 +6,7 @@ in one call, a table each; a model's drift is that of its worst dataset, which i
 run when any model loses more than that on any dataset. Outputs are clipped to [0, 1] and rounded to 8 bits before
 scoring; PSNR vs reference and max abs diff compare the float outputs. Non-finite and collapsed (constant) outputs
 are flagged per image. An image that cannot be read is named (``unreadable_images``) and left out of the means; one
-whose run would not fit the memory budget (``memory.py``) is run in exact tiles (``tile`` per image). With
+whose run would not fit the memory limit (``memory.py``) is run in exact tiles (``tile`` per image). With
 ``visuals``, the worst image of each model is shown as a crop side by side (bicubic, FP32, every model) with an
 amplified error map vs FP32 (scnet_deploy/imaging/visuals.py).
 """
@@ -23,7 +23,7 @@ from .imaging.datasets import load_dataset
 from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
 from .imaging.images import to_float_chw, to_u8_hwc
 from .gate import AccuracyGate
-from .memory import budget_bytes
+from .memory import limit_bytes
 from .imaging.metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RemoteOptions, RuntimeOptions
 from .progress import Progress, reporter
@@ -77,7 +77,7 @@ def _flags(out: np.ndarray) -> dict:
     return {"nonfinite": not finite, "collapsed": collapsed}
 
 
-def _score_model(runner, pairs, scale, ref_outputs, progress, budget=None, keep=None) -> tuple[dict, list]:
+def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=None) -> tuple[dict, list]:
     """Score ``runner`` on ``pairs``, each image against the reference's output (``ref_outputs``) as it comes;
     ``keep(out)`` is what is kept of each float output (None: nothing), so memory does not grow with the dataset."""
     per_image, kept = [], []
@@ -87,7 +87,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, budget=None, keep=
             sr_u8 = imresize_u8(pair.lr, scale)
             out = sr_u8.transpose(2, 0, 1).astype(np.float32) / 255.0
         else:
-            out, tile = run_within(runner, to_float_chw(pair.lr), scale, budget)
+            out, tile = run_within(runner, to_float_chw(pair.lr), scale, limit)
             sr_u8 = to_u8_hwc(out)
         if sr_u8.shape != pair.hr.shape:
             raise ScnetDeployError(f"{runner.name}: output {sr_u8.shape[1]}x{sr_u8.shape[0]} for '{pair.name}' does "
@@ -140,7 +140,7 @@ def _collecting_only_new_objects():
 
 def _release_freed_memory() -> None:
     """Hand memory a closed engine freed back to the system (glibc keeps large freed blocks otherwise), so the next
-    model's budget, measured from what is left, is not eaten by the last one's garbage."""
+    model's memory limit, measured from what is left, is not eaten by the last one's garbage."""
     import ctypes
     import ctypes.util
 
@@ -169,10 +169,10 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
         if scale != options.scale:
             raise ScnetDeployError(f"'{path}' is a x{scale} model but --scale {options.scale} was asked; pass "
                                    f"--scale {scale} or another model.")
-        budget = budget_bytes(options.max_memory_mb)  # what is left now, with this engine loaded
+        limit = limit_bytes(options.max_memory_mb)  # what is left now, with this engine loaded
         for k, pairs in enumerate(sets):
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
-                                       budget, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None)
+                                       limit, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None)
             entry.update({"path": str(path), "kind": "artifact" if Path(path).is_dir() else "checkpoint",
                           "backend": runner.backend, "reference": is_ref,
                           "device": path.device if on_device else None,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.memory import (bytes_per_lr_pixel, budget_bytes, estimate_bytes, largest_fitting_shape,
+from scnet_deploy.memory import (bytes_per_lr_pixel, limit_bytes, estimate_bytes, largest_fitting_shape,
                                  require_fits)
 
 SCNET_T = {"num_feat": 64, "scale": 4, "num_in_ch": 3, "num_out_ch": 3, "receptive_radius": 21}
@@ -40,14 +40,14 @@ def test_estimate_is_the_backends_live_maps_at_the_output_resolution():
     h, w = largest_fitting_shape(SCNET_T, "openvino", 2000, 2000, 16 * 2**30)
     assert h == w and estimate_bytes(SCNET_T, "openvino", h, w) <= 16 * 2**30 < estimate_bytes(
         SCNET_T, "openvino", h + 2, w + 2)
-    assert budget_bytes(512) == 512 * 2**20
+    assert limit_bytes(512) == 512 * 2**20
 
 
 def test_refusal_is_one_line_with_the_estimate_and_what_fits():
-    from scnet_deploy.memory import MemoryBudgetError
+    from scnet_deploy.memory import MemoryLimitError
 
     require_fits(SCNET_T, "openvino", "e", 180, 320, 2**30)  # 0.6 GB: fits
-    with pytest.raises(MemoryBudgetError) as info:
+    with pytest.raises(MemoryLimitError) as info:
         require_fits(SCNET_T, "openvino", "engine", 2000, 2000, 16 * 2**30)
     message = str(info.value)
     assert "\n" not in message and "39.6 GB" in message and "16.0 GB" in message and "1270x1270" in message

@@ -66,37 +66,37 @@ def upscale_float(infer, image: np.ndarray, scale: int, tile: int | None, halo: 
     return out
 
 
-def tile_for(runner, height: int, width: int, halo: int, budget: int | None) -> int | None:
+def tile_for(runner, height: int, width: int, halo: int, limit: int | None) -> int | None:
     """``auto_tile`` for ``runner``: its backend's bytes per LR pixel (the memory model) and its engine's max input."""
     from ..memory import bytes_per_lr_pixel
 
-    return auto_tile(height, width, bytes_per_lr_pixel(runner.arch, runner.backend), halo, budget,
+    return auto_tile(height, width, bytes_per_lr_pixel(runner.arch, runner.backend), halo, limit,
                      runner.size_range.max)
 
 
-def auto_tile(height: int, width: int, bytes_per_px: int, halo: int, budget: int | None,
+def auto_tile(height: int, width: int, bytes_per_px: int, halo: int, limit: int | None,
               max_crop: tuple[int, int] | None = None) -> int | None:
-    """The largest tile whose crop fits ``budget`` bytes at ``bytes_per_px`` per LR pixel (``memory`` module) and an
-    engine's max input; None = the whole image fits (or no budget is known)."""
+    """The largest tile whose crop fits ``limit`` bytes at ``bytes_per_px`` per LR pixel (``memory`` module) and an
+    engine's max input; None = the whole image fits (or no limit is known)."""
     fits_engine = max_crop is None or (height <= max_crop[0] and width <= max_crop[1])
-    if (budget is None or height * width * bytes_per_px <= budget) and fits_engine:
+    if (limit is None or height * width * bytes_per_px <= limit) and fits_engine:
         return None
-    side = int(math.isqrt(budget // bytes_per_px)) if budget is not None else max(height, width)
+    side = int(math.isqrt(limit // bytes_per_px)) if limit is not None else max(height, width)
     if max_crop is not None:
         side = min(side, *max_crop)
     tile = side - 2 * halo
     if tile < 8:
-        raise ScnetDeployError(f"a memory budget of {budget / 2**20:.0f} MB leaves tiles of {tile} px after a {halo} "
+        raise ScnetDeployError(f"a memory limit of {limit / 2**20:.0f} MB leaves tiles of {tile} px after a {halo} "
                                "px halo; raise --max-memory or free memory.")
     return tile
 
 
-def run_within(runner, lr: np.ndarray, scale: int, budget: int | None) -> tuple[np.ndarray, int | None]:
+def run_within(runner, lr: np.ndarray, scale: int, limit: int | None) -> tuple[np.ndarray, int | None]:
     """The whole-image output of ``runner`` on ``lr`` (CHW), run in exact tiles where the memory model says the whole
-    run would not fit ``budget`` (or the engine's size range); returns the output and the tile used (None: whole).
+    run would not fit ``limit`` (or the engine's size range); returns the output and the tile used (None: whole).
     A runner that replays outputs computed elsewhere (``holds_outputs``) is asked for the whole image."""
     if getattr(runner, "holds_outputs", False):
         return runner.infer(lr), None
     radius = runner.arch["receptive_radius"]
-    tile = tile_for(runner, lr.shape[1], lr.shape[2], radius, budget)
+    tile = tile_for(runner, lr.shape[1], lr.shape[2], radius, limit)
     return (runner.infer(lr) if tile is None else upscale_float(runner.infer, lr, scale, tile, radius)), tile
