@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         without_quantizers
     from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
-    from scnet_deploy.exporters.openvino_backend import compile_config
+    from scnet_deploy.exporters.openvino.runtime import compile_config
     from scnet_deploy.options import OpenVINOOptions
     from scnet_deploy.pipeline import reference_checkpoint
     from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     from scnet_deploy.errors import ScnetDeployError
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.autotune import TuneOptions
-    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+    from scnet_deploy.exporters.onnxruntime.runtime import OrtRunner
     from scnet_deploy.exporters.registry import backend_for_format
     from scnet_deploy.exporters.runner import TiledRunner
     from scnet_deploy.exporters.split import SplitRunner

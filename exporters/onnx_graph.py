@@ -211,7 +211,7 @@ def ort_session(path: Path, threads: int = 0):
 def verify(onnx_path: Path, reference, options: OnnxOptions, in_ch: int = 3, seed: int = 0) -> dict:
     """Run the ONNX model in ONNX Runtime (CPU) and ``reference`` in PyTorch (a module, or ``ReferenceOutputs``) at
     each verify shape; raise on mismatch."""
-    from scnet_deploy.exporters.onnxruntime_backend import OrtRunner
+    from scnet_deploy.exporters.onnxruntime.runtime import OrtRunner
     from scnet_deploy.exporters.runner import verify_runner
     from scnet_deploy.options import RuntimeOptions
 

@@ -1,13 +1,16 @@
 """The registry of backends, keyed by name: the one place that maps a name to its code and its dependency.
 
-The contract (Polygraphy's loader/runner split): each backend's implementation module has
+The contract (Polygraphy's loader/runner split): each backend is a subpackage of ``exporters`` with two modules.
+Its ``runtime`` module (what a device imports; no build code, no PyTorch) has
 - ``check(precision) -> str | None``: why this machine cannot build or run that precision (None: it can), beyond
   the package being installed, which ``Backend.check`` tests first;
+- ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range;
+- optionally ``load_errors() -> tuple``: what its runtime raises on a file it cannot load.
+Its ``build`` module (the export side) has
 - ``build(ctx: session.BuildContext, workdir) -> dict``: writes its files, returns manifest fields (no verification);
 - ``verification_runner(workdir, fields, precision) -> (Runner | None, note)``: what the build session verifies
   against PyTorch: the engine, a stand-in where this machine cannot run it (TensorRT's graph in ONNX Runtime), or
   None with the reason;
-- ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range;
 - optionally ``candidate_forms(precision) -> tuple``: the deploy forms its latency autotuner builds by default (the
   forms measured ever to win on the hardware it will time on); without it, every ``CANDIDATE_FORMS``.
 Modules are imported only when used, so ``import scnet_deploy`` and ``--help`` need only the core dependencies.
@@ -29,7 +32,7 @@ class BackendUnavailable(ScnetDeployError):
 class Backend:
     name: str  # runner name, as in manifest["backend"]
     format: str  # export format name (--format)
-    module: str  # implementation module, imported lazily
+    package: str  # the backend's subpackage: its ``runtime`` and ``build`` modules are imported lazily
     requires: str  # Python module whose presence makes the backend available
     distribution: str  # pip distribution name, for the version
     install: str  # the exact command that makes it available
@@ -68,7 +71,7 @@ class Backend:
         if not self.available():
             raise BackendUnavailable(f"backend '{self.name}' needs the Python package '{self.distribution}', which is "
                                      f"not installed. Fix: {self.install}")
-        reason = importlib.import_module(self.module).check(precision) if precision else None
+        reason = importlib.import_module(f"{self.package}.runtime").check(precision) if precision else None
         if reason:
             raise BackendUnavailable(f"--format {self.format} --precision {precision}: {reason}.")
 
@@ -76,19 +79,26 @@ class Backend:
         """Why this machine cannot build and run ``precision`` with this backend (None: it can)."""
         if not self.available():
             return f"{self.distribution} is not installed ({self.install})"
-        return importlib.import_module(self.module).check(precision)
+        return importlib.import_module(f"{self.package}.runtime").check(precision)
 
     def candidate_forms(self, precision: str) -> tuple[str, ...]:
         """The deploy forms ``--optimize latency`` builds for ``precision`` unless ``--candidates`` names others."""
         from scnet_deploy.options import CANDIDATE_FORMS
 
-        module = importlib.import_module(self.module)
+        module = importlib.import_module(f"{self.package}.build")
         return module.candidate_forms(precision) if hasattr(module, "candidate_forms") else CANDIDATE_FORMS
 
-    def impl(self, building: bool = False):
-        if not (building and self.builds_without_dependency):
+    def runtime(self):
+        """The runtime module (``check``, ``load``): raises BackendUnavailable, with the fix, without the package."""
+        self.require()
+        return importlib.import_module(f"{self.package}.runtime")
+
+    def builder(self):
+        """The build module (``build``, ``verification_runner``): needs the package unless the backend builds
+        without it."""
+        if not self.builds_without_dependency:
             self.require()
-        return importlib.import_module(self.module)
+        return importlib.import_module(f"{self.package}.build")
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -124,18 +134,18 @@ def format_names() -> list[str]:
 
 
 _PKG = "scnet_deploy.exporters"
-register(Backend("onnxruntime", "onnx", f"{_PKG}.onnxruntime_backend", "onnxruntime", "onnxruntime",
+register(Backend("onnxruntime", "onnx", f"{_PKG}.onnxruntime", "onnxruntime", "onnxruntime",
                  "pip install onnxruntime", ("fp32", "int8"), "ONNX model run by ONNX Runtime (CPU; CUDA where present)",
                  reads=("model.onnx",)))
-register(Backend("openvino", "openvino", f"{_PKG}.openvino_backend", "openvino", "openvino",
+register(Backend("openvino", "openvino", f"{_PKG}.openvino", "openvino", "openvino",
                  "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)",
                  reads=("model.xml", "model.bin")))
-register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt_backend", "tensorrt", "tensorrt",
+register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt", "tensorrt", "tensorrt",
                  "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
                  "TensorRT 10.x/11.x engine (model.plan, strongly typed); without TensorRT: its ONNX and "
                  "build_engine.sh", builds_without_dependency=True,
-                 version_note=f"{_PKG}.tensorrt_graph:tensorrt_generation"))
-register(Backend("coreml", "coreml", f"{_PKG}.coreml_backend", "coremltools", "coremltools",
+                 version_note=f"{_PKG}.tensorrt.graph:tensorrt_generation"))
+register(Backend("coreml", "coreml", f"{_PKG}.coreml", "coremltools", "coremltools",
                  "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16", "int8"),
                  "Core ML ML Program (model.mlpackage); prediction needs macOS",
                  reads=("model.mlpackage/Manifest.json",)))

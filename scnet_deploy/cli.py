@@ -554,7 +554,7 @@ def build_engine_cmd(
     from scnet_deploy.exporters.registry import get_backend
 
     get_backend("tensorrt").require()
-    from scnet_deploy.exporters.tensorrt_backend import build_here
+    from scnet_deploy.exporters.tensorrt.engine import build_here
 
     manifest = build_here(artifact, verification)
     v = manifest.get("verification", {})

@@ -25,7 +25,7 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         get_backend(read_manifest(path)["backend"]).require()  # a missing runtime is the first thing to say
         manifest = check_artifact(path, required=lambda m: get_backend(m["backend"]).reads)
         backend = get_backend(manifest["backend"])
-        module = backend.impl()
+        module = backend.runtime()
         errors = module.load_errors() if hasattr(module, "load_errors") else ()
         try:
             runner = module.load(path, manifest, runtime)  # declares its manifest, arch and size range

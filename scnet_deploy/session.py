@@ -143,7 +143,7 @@ class BuildSession:
         from scnet_deploy.exporters.registry import backend_for_format
 
         backend = backend_for_format(target.format)
-        module = backend.impl(building=True)
+        module = backend.builder()
         fields = module.build(BuildContext(self.checkpoint, self.options_for(target, form), self, speed_limit),
                               workdir)
         if "verification" not in fields:  # ONNX Runtime FP32 is the hub graph, verified when it was built

@@ -1,7 +1,7 @@
 """Stand-in ``tensorrt`` modules, one per API generation, built from the real API surface, for tests that drive the
 backend's build code where TensorRT cannot be installed (this project's machines: see README).
 
-Only the symbols ``exporters/tensorrt_backend.py`` touches are modelled, with their real names and numbering; a
+Only the symbols ``exporters/tensorrt/`` touches are modelled, with their real names and numbering; a
 symbol the real generation lacks is absent here too, so code that uses it fails with the same AttributeError.
 Where the surface comes from:
 - ``BuilderFlag``: TensorRT 10.x's 29 members and values as in the NvInfer.h enum mirrored by trtx-sys 0.5.0

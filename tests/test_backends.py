@@ -42,7 +42,7 @@ def test_missing_dependency_says_the_exact_pip_install():
                             ("fp32",), "test")
     assert not fake.available() and fake.version() is None
     with pytest.raises(registry.BackendUnavailable, match="Fix: pip install no-such-dist"):
-        fake.impl()
+        fake.runtime()
 
 
 def test_import_and_help_need_only_the_core():
@@ -83,14 +83,14 @@ def test_onnxruntime_runner_contract(onnx_artifact, ckpt):
 def test_tampered_artifact_is_refused(onnx_artifact, tmp_path, monkeypatch):
     import shutil
 
-    from scnet_deploy.exporters import onnxruntime_backend
+    from scnet_deploy.exporters.onnxruntime import runtime as onnxruntime_runtime
 
     copy = tmp_path / "copy"
     shutil.copytree(onnx_artifact, copy)
     with (copy / "model.onnx").open("ab") as f:
         f.write(b"\0")
     loads = []  # refused before loading: the backend's loader is never reached
-    monkeypatch.setattr(onnxruntime_backend, "load", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(onnxruntime_runtime, "load", lambda *a, **k: loads.append(a))
     with pytest.raises(ArtifactError, match="do not match the sha256"):
         open_model(copy)
     assert loads == []
@@ -167,7 +167,7 @@ def test_precision_not_offered_is_a_user_error(ckpt, tmp_path):
 @pytest.mark.openvino
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_openvino_precisions(ckpt, tmp_path, precision):
-    ov_backend = pytest.importorskip("scnet_deploy.exporters.openvino_backend",
+    ov_backend = pytest.importorskip("scnet_deploy.exporters.openvino.runtime",
                                      reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
     if precision == "bf16" and "BF16" not in ov_backend.cpu_capabilities():
         pytest.skip("this CPU has no bf16 support in OpenVINO")
@@ -201,7 +201,7 @@ def test_openvino_precisions(ckpt, tmp_path, precision):
 def test_one_session_converts_each_form_to_openvino_once_and_writes_the_same_ir(ckpt, tmp_path, monkeypatch):
     """The pipeline builds OpenVINO f32, fp16 (and bf16, INT8) from one form in one session: the ONNX graph is
     converted once, and every IR is the one a separate export writes (weights byte for byte)."""
-    pytest.importorskip("scnet_deploy.exporters.openvino_backend",
+    pytest.importorskip("scnet_deploy.exporters.openvino.runtime",
                         reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
     import openvino as ov
 

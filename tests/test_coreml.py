@@ -54,7 +54,7 @@ class _AlignCorners(nn.Module):
 
 
 def test_program_check_catches_wrong_upsample_semantics():
-    from scnet_deploy.exporters.coreml_backend import check_program
+    from scnet_deploy.exporters.coreml.build import check_program
 
     program = torch.export.export(_AlignCorners(), (torch.rand(1, 3, 8, 8),)).run_decompositions({})
     mlmodel = ct.convert(program, convert_to="mlprogram", skip_model_load=True)

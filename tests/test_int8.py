@@ -24,7 +24,7 @@ from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, dequantized_r
 from scnet_deploy.errors import CheckpointError, ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx, ort_session
-from scnet_deploy.exporters.tensorrt_graph import unsupported_ops
+from scnet_deploy.exporters.tensorrt.graph import unsupported_ops
 from scnet_deploy.runtime import open_model
 
 FAST = CalibOptions(count=8, crop=32)

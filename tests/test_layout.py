@@ -108,3 +108,21 @@ def test_calibration_is_a_leaf():
     offenders = {m: sorted(d for d in deps if d.startswith("scnet_deploy.exporters"))
                  for m, deps in graph.items() if m.startswith("scnet_deploy.calibration")}
     assert {m: d for m, d in offenders.items() if d} == {}
+
+
+def test_a_device_imports_no_build_code():
+    """The runtime side of every backend (what the torch-free device install imports) reaches no build module, no
+    model code and no calibration, counting lazy imports: the build side lives in each backend's ``build`` module."""
+    graph = import_graph()
+    build_side = ("scnet_deploy.model", "scnet_deploy.calibration", "scnet_deploy.session", "scnet_deploy.export",
+                  "scnet_deploy.exporters.torch_runner", "scnet_deploy.exporters.onnx_graph",
+                  "scnet_deploy.exporters.onnx_float16")
+    for backend in ("onnxruntime", "openvino", "tensorrt", "coreml"):
+        runtime = f"scnet_deploy.exporters.{backend}.runtime"
+        reached, todo = set(), [runtime]
+        while todo:
+            for dep in graph[todo.pop()] - reached:
+                reached.add(dep)
+                todo.append(dep)
+        offending = [m for m in reached if m.endswith(".build") or any(m == b or m.startswith(b + ".") for b in build_side)]
+        assert offending == [], runtime

@@ -318,7 +318,7 @@ def test_export_tensorrt_on_a_device_builds_there_and_brings_nothing_back_unveri
 
     from scnet_deploy.manifest import INPUT_NAME
     from scnet_deploy.options import EXPORT_SIZES
-    from scnet_deploy.exporters.tensorrt_graph import make_profile
+    from scnet_deploy.exporters.tensorrt.graph import make_profile
 
     ckpt, _, _ = engines
     package, record = tmp_path / "standin" / "tensorrt", tmp_path / "trt-calls.json"

@@ -16,7 +16,7 @@ import tensorrt_standins
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
-from scnet_deploy.exporters.tensorrt_graph import (REMOVED_TRTEXEC_FLAGS, check_graph, conv_precisions, make_profile,
+from scnet_deploy.exporters.tensorrt.graph import (REMOVED_TRTEXEC_FLAGS, check_graph, conv_precisions, make_profile,
                                                      tensorrt_generation, trtexec_command, unsupported_ops,
                                                      write_trtexec_script)
 from scnet_deploy.options import EXPORT_SIZES, SizeRange
@@ -235,7 +235,7 @@ def trt_graphs(tmp_path_factory):
 
 
 def _standin_build(monkeypatch, tmp_path, version, onnx_path, **kw):
-    import scnet_deploy.exporters.tensorrt_backend as backend
+    import scnet_deploy.exporters.tensorrt.engine as backend
 
     trt = tensorrt_standins.make(version, **kw)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -284,12 +284,12 @@ def test_refused_timing_cache_is_one_line(monkeypatch, tmp_path):
 
 
 def test_plan_built_by_another_version_is_refused(monkeypatch, tmp_path):
-    from scnet_deploy.exporters import tensorrt_backend
+    from scnet_deploy.exporters.tensorrt import runtime as tensorrt_runtime
 
     monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_standins.make("11.4.0.5"))
     (tmp_path / "model.plan").write_bytes(b"plan")
     with pytest.raises(ExportError, match=r"built with TensorRT 10\.13\.0\.35, and this is TensorRT 11\.4\.0\.5"):
-        tensorrt_backend.load(tmp_path, {"precision": "fp32", "tensorrt": {"version": "10.13.0.35"}})
+        tensorrt_runtime.load(tmp_path, {"precision": "fp32", "tensorrt": {"version": "10.13.0.35"}})
 
 
 @pytest.mark.parametrize("version, generation", [("10.13.0.35", "10.x"), ("11.4.0.5", "11.x")])

@@ -363,7 +363,7 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
     the engine there (``build-engine``); bring back, file by file, only the engine and its timing cache, hashed
     here against the device's manifest, whose verification record must be present and within tolerance. Returns
     the artifact's manifest (this machine's, with the device's engine record, verification and hashes added)."""
-    from scnet_deploy.exporters.tensorrt_backend import CACHE_FILE, ONNX_FILE, PLAN_FILE, SCRIPT_FILE
+    from scnet_deploy.exporters.tensorrt.runtime import CACHE_FILE, ONNX_FILE, PLAN_FILE, SCRIPT_FILE
 
     from ..manifest import write_manifest
     from ..progress import Progress

@@ -18,12 +18,9 @@ import numpy as np
 import torch
 
 from scnet_deploy.errors import ExportError
-from scnet_deploy.exporters.registry import BackendUnavailable
-from scnet_deploy.exporters.runner import Runner, SizeRange
+from scnet_deploy.exporters.coreml.runtime import PACKAGE, can_predict, load
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
-from scnet_deploy.options import RuntimeOptions
 
-PACKAGE = "model.mlpackage"
 EXPECTED_OPS = {"const", "conv", "conv_transpose", "relu", "leaky_relu", "add", "upsample_bilinear", "depth_to_space", "pixel_shuffle",
                 "cast", "pad", "slice_by_index", "concat", "mul", "constexpr_affine_dequantize",
                 "constexpr_blockwise_shift_scale"}
@@ -33,11 +30,6 @@ def _quiet():
     # coremltools warns about untested torch versions and missing macOS-only libraries, and draws progress bars.
     warnings.simplefilter("ignore")
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-
-
-
-def can_predict() -> bool:
-    return platform.system() == "Darwin"
 
 
 def export_program(module: torch.nn.Module, sizes, channels: int):
@@ -97,22 +89,6 @@ def quantize_weights(mlmodel):
     return cto.coreml.linear_quantize_weights(mlmodel, config)
 
 
-class CoreMLRunner(Runner):
-    backend = "coreml"
-
-    def __init__(self, package: Path, precision: str, size_range: SizeRange) -> None:
-        if not can_predict():
-            raise BackendUnavailable(f"Core ML prediction needs macOS; this is {platform.system()}. The artifact "
-                                     f"'{package}' is built and checked: copy it to a Mac or an Apple device to run it.")
-        import coremltools as ct
-
-        self.model = ct.models.MLModel(str(package))
-        super().__init__(precision, size_range, name="coreml")
-
-    def _infer(self, lr: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.model.predict({INPUT_NAME: x[None]})[OUTPUT_NAME] for x in lr]).astype(np.float32)
-
-
 def build(ctx, workdir: Path) -> dict:
     with warnings.catch_warnings():
         _quiet()
@@ -162,16 +138,8 @@ def build(ctx, workdir: Path) -> dict:
     return fields
 
 
-def check(precision: str) -> str | None:
-    return None  # converts anywhere coremltools installs; predictions (and so verification) need macOS
-
-
 def verification_runner(workdir: Path, fields: dict, precision: str):
     if not can_predict():
         return None, f"Core ML prediction needs macOS; built on {platform.system()}, MIL program checked"
     return load(workdir, {"precision": precision, **fields}), None
 
-
-def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
-    return CoreMLRunner(Path(directory) / PACKAGE, manifest.get("precision", "fp32"),
-                        SizeRange.from_dict(manifest.get("size_range"))).declare(manifest)

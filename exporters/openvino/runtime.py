@@ -1,4 +1,4 @@
-"""OpenVINO: IR (model.xml + model.bin) converted from the verified ONNX; FP32 or FP16-compressed weights.
+"""OpenVINO, the runtime side: an IR (model.xml + model.bin) compiled for the CPU plugin at an explicit precision.
 
 Precision is always explicit at run time: the CPU plugin's default inference precision is bf16 on CPUs with
 AVX512-BF16/AMX, so "FP32" means INFERENCE_PRECISION_HINT=f32. bf16 and f16 are precisions of their own, verified
@@ -12,11 +12,15 @@ import numpy as np
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.runner import Runner
-from scnet_deploy.options import CPU_FORMS, OpenVINOOptions, RuntimeOptions
+from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
 
 XML, BIN = "model.xml", "model.bin"
+
+
 # INT8 runs its non-quantized parts (resize, add, float-kept layers) in f32: its drift is INT8's alone.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16", "f32": "FP32"}
 
 
@@ -133,52 +137,6 @@ def check(precision: str) -> str | None:
     return None
 
 
-def candidate_forms(precision: str) -> tuple[str, ...]:
-    """The forms ever measured fastest on a CPU (``options.CPU_FORMS``; this backend compiles for the CPU), in every
-    precision. INT8 no longer adds fold+conv_before_upsample: it won pipeline runs only while the dwconv forms' budget
-    loops did not converge; since their first float layer is measured, their INT8 engines within budget are
-    1.25-1.6x faster than it (benchmarks/results/ov_int8_forms.md, benchmark_app in fresh processes)."""
-    del precision
-    return CPU_FORMS
-
-
-def build(ctx, workdir: Path) -> dict:
-    import openvino as ov
-
-    hub = ctx.onnx()
-    precision = ctx.options.precision
-    model = ctx.from_onnx("openvino", lambda path: ov.convert_model(str(path))).clone()  # converted once per form
-    compress = precision == "fp16"
-    options = ctx.options.openvino
-    int8 = None
-    if precision == "int8":
-        from scnet_deploy.calibration.openvino_int8 import quantize_ir
-
-        quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options),
-                                speed_limit=ctx.speed_limit)
-        model, int8 = quantized.model, quantized.section
-    try:
-        ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
-    except RuntimeError as exc:  # OpenVINO reports a failed write as its stream's state ("basic_ios::clear")
-        import shutil
-
-        free = shutil.disk_usage(workdir).free
-        raise ExportError(f"OpenVINO could not write the IR into '{workdir.parent}' ({str(exc).splitlines()[0][:80]}; "
-                          f"{free / 2**20:.0f} MB free there); free space or choose another --output.") from None
-    with OpenVINORunner(workdir / XML, precision, options) as runner:  # what the CPU plugin makes of the hint
-        section = {"device": "CPU", "weights": "fp16" if compress else "fp32", "compile_config": runner.config,
-                   "effective_inference_precision": runner.effective, "capabilities": cpu_capabilities()}
-    fields = {"files": [XML, BIN], "onnx": {k: v for k, v in hub["section"].items() if k != "verification"},
-              "openvino": section}
-    if int8 is not None:
-        fields["int8"] = int8
-    return fields
-
-
-def verification_runner(workdir: Path, fields: dict, precision: str):
-    return load(workdir, {"precision": precision, **fields}), None
-
-
 def load_errors() -> tuple[type, ...]:
     """What OpenVINO raises on an IR it cannot read or compile."""
     return (RuntimeError,)
@@ -192,3 +150,4 @@ def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptio
     if runtime.threads and not options.threads:
         options = replace(options, threads=runtime.threads)
     return OpenVINORunner(Path(directory) / XML, manifest.get("precision", "fp32"), options).declare(manifest)
+

@@ -1,6 +1,6 @@
-"""ONNX Runtime: the verified ONNX model as the engine; CPU provider, CUDA provider where present."""
+"""ONNX Runtime, the runtime side: the verified ONNX model as the engine; CPU provider, CUDA provider where present.
+A device imports this module and nothing of the build side."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +14,6 @@ MODEL_FILE = "model.onnx"
 
 def check(precision: str) -> str | None:
     return None  # onnxruntime itself is the registry's check; every precision it offers builds and runs on CPU
-
-
-def build(ctx, workdir: Path) -> dict:
-    hub = ctx.onnx()
-    onnx_section = {k: v for k, v in hub["section"].items() if k != "verification"}
-    if ctx.options.precision == "int8":
-        from scnet_deploy.calibration.int8_onnx import build_int8_onnx
-
-        quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.budget_db,
-                                    symmetric_activations=False, speed_limit=ctx.speed_limit)
-        return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section}
-    shutil.copyfile(hub["path"], workdir / MODEL_FILE)
-    # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.
-    return {"files": [MODEL_FILE], "onnx": onnx_section, "verification": hub["section"]["verification"]}
-
-
-def verification_runner(workdir: Path, fields: dict, precision: str):
-    return OrtRunner(workdir / MODEL_FILE, precision=precision), None
-
-
-def candidate_forms(precision: str) -> tuple[str, ...]:
-    """On CPU the forms ever measured fastest there (``options.CPU_FORMS``); with the CUDA provider, every form."""
-    from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
-
-    return CANDIDATE_FORMS if providers()[0] == "CUDAExecutionProvider" else CPU_FORMS
 
 
 def providers(use_cuda: bool = True) -> list[str]:
@@ -105,3 +80,4 @@ def load_errors() -> tuple[type, ...]:
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     return OrtRunner(Path(directory) / MODEL_FILE, runtime, manifest.get("precision", "fp32")).declare(manifest)
+

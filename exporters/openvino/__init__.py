@@ -1,0 +1,1 @@
+"""The openvino backend: build.py (export side) and runtime.py (what a device imports) apart."""

@@ -1,0 +1,1 @@
+"""The tensorrt backend: build.py (export side) and runtime.py (what a device imports) apart."""
