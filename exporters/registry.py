@@ -88,9 +88,11 @@ class Backend:
         module = importlib.import_module(f"{self.package}.build")
         return module.candidate_forms(precision) if hasattr(module, "candidate_forms") else CANDIDATE_FORMS
 
-    def runtime(self):
-        """The runtime module (``check``, ``load``): raises BackendUnavailable, with the fix, without the package."""
-        self.require()
+    def runtime(self, building: bool = False):
+        """The runtime module (``check``, ``load``): raises BackendUnavailable, with the fix, without the package
+        (unless ``building`` a backend that builds without it: its loader then says what is missing)."""
+        if not (building and self.builds_without_dependency):
+            self.require()
         return importlib.import_module(f"{self.package}.runtime")
 
     def builder(self):

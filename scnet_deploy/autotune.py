@@ -113,7 +113,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
 
     options = session.options_for(target)
     backend = backend_for_format(target.format)
-    module = backend.builder()
+    module = backend.runtime(building=True)  # loads each candidate built by the session
     spec, tune, progress, label = session.checkpoint.spec, options.tune, session.progress, \
         f"autotune {target.format} {target.precision}"
     size = tuple(tune.size or options.sizes.opt)

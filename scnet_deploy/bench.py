@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ScnetDeployError
-from .options import RemoteOptions, RuntimeOptions
+from .options import RuntimeOptions
 from .progress import Progress, reporter
 
 
@@ -39,9 +39,6 @@ class BenchOptions:
     throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
     throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
     throughput_rounds: int = 3  # throughput mode: rounds of at least ``runs`` images each; the median is reported
-    # devices to run on (remote.py): "ssh://user@host[:port]" or "local"; () = here only, as one result
-    on: tuple[str, ...] = ()
-    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -148,12 +145,7 @@ def check_memory(plan: list[tuple[str | None, Path, str]], options: BenchOptions
 
 
 def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:
-    """Time each model (checkpoint or artifact directory) at each shape; baselines first. With ``options.on``,
-    on each of those devices instead (``remote.bench_on``: a result per device and one table)."""
-    if options.on:
-        from .devices.remote import bench_on
-
-        return bench_on(models, options, bench, progress)
+    """Time each model (checkpoint or artifact directory) at each shape, here; baselines first."""
     from .doctor import machine
     from .runtime import find_checkpoint, open_model
 

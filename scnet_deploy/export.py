@@ -20,7 +20,7 @@ from .autotune import TuneOptions
 from .errors import ExportError, require_export_stack
 from .locks import exclusive
 from .manifest import MANIFEST_NAME, file_hashes, io_record, tool_versions, write_manifest
-from .options import (EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, RemoteOptions, SizeRange,
+from .options import (EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange,
                       TensorRTOptions)
 from .progress import Progress
 from .session import BuildSession, Target
@@ -61,9 +61,6 @@ class ExportOptions:
     # fails); None opts out explicitly (recorded in the manifest).
     budget_db: float | None = DEFAULT_BUDGET_DB
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
-    # --on ssh://host: TensorRT's engine is built and verified on that device (its GPU and TensorRT version)
-    on: tuple[str, ...] = ()
-    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
     def formats(self) -> list[str]:
         return [f.strip() for f in self.format.split(",") if f.strip()]
@@ -123,18 +120,16 @@ def _check(options: ExportOptions) -> None:
             b.require(options.precision)
     options.onnx.check()
     options.tune.check()
-    if options.on and (formats != ["tensorrt"] or len(options.on) != 1):
-        raise ExportError("export --on builds a TensorRT engine on the one device it is for: --format tensorrt --on "
-                          "ssh://user@host. Other formats build here and run anywhere; check them on the device with "
-                          "bench/validate --on.")
     if options.precision == "int8":
         from scnet_deploy.calibration.budget import check_budget
 
         check_budget(options.budget_db)
 
 
-def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> ExportResult:
-    """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written."""
+def export(checkpoint: str | Path, options: ExportOptions, progress=None, finish=None) -> ExportResult:
+    """Export ``checkpoint`` to each format of ``options.format``; returns where and what was written.
+    ``finish(session, workdir, manifest) -> manifest``, if given, completes each artifact before it is published
+    (the device layer builds TensorRT's engine where it runs with it: ``devices.fleet.export_on``)."""
     require_export_stack("export")
     from .model.checkpoint import load_checkpoint
 
@@ -146,19 +141,8 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None) -> Exp
     final.parent.mkdir(parents=True, exist_ok=True)
     targets = [Target(fmt, options.precision) for fmt in options.formats()]
     with build_session(ckpt, options, final, progress) as session:
-        return write_artifact(session, targets, final, _on_device(session, options) if options.on else None)
-
-
-def _on_device(session: BuildSession, options: ExportOptions):
-    """``write_artifact``'s finish step for ``export --on``: the engine built and verified on the device."""
-    from .devices.remote import build_on_device, parse_device
-
-    device = parse_device(options.on[0])
-
-    def finish(workdir: Path, manifest: dict) -> dict:
-        return build_on_device(device, workdir, verification_set(session, manifest), options.remote,
-                               session.progress)
-    return finish
+        return write_artifact(session, targets, final,
+                              None if finish is None else lambda workdir, manifest: finish(session, workdir, manifest))
 
 
 def verification_set(session: BuildSession, manifest: dict):
@@ -193,7 +177,7 @@ def build_session(ckpt: "Checkpoint", options: ExportOptions, output: Path, prog
 def write_artifact(session: BuildSession, targets: list[Target], final: Path, finish=None) -> ExportResult:
     """Build ``targets`` in ``session`` into ``final`` (one sub-directory per format when several), each with its
     manifest; the directory appears whole or not at all. ``finish(workdir, manifest) -> manifest`` completes each
-    artifact before it is moved into place (``export --on``: its engine built on the device)."""
+    artifact before it is moved into place."""
     _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})

@@ -7,14 +7,13 @@ photographs for calibration and for validation (disjoint sets).
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScnetDeployError, require_export_stack
 from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
 from .model.forms import DeployOptions
 from .gate import DEFAULT_DRIFT_DB, AccuracyGate
-from .options import RemoteOptions
 from .session import Target
 
 REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
@@ -34,9 +33,6 @@ class PipelineOptions:
     formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
     optimize: str = "latency"  # each engine in the form measured fastest here, at the largest of ``shapes``
     max_memory_mb: int | None = None  # validation tiles and bench refuses beyond it; None: the memory model's default
-    # devices (ssh://user@host[:port]) that also time every runnable engine: rows in the report (remote.py)
-    on: tuple[str, ...] = ()
-    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
 
 def reference_checkpoint() -> Path:
@@ -166,26 +162,6 @@ def form_lines(forms: dict) -> list[str]:
     return lines
 
 
-def device_lines(on_devices: dict | None) -> list[str]:
-    """``--on``: every runnable engine's median ms on each device (bench on the device itself), and what each
-    device is, as it describes itself."""
-    if not on_devices:
-        return []
-    labels = list(on_devices["devices"])
-    lines = ["On devices (median ms, bench run on each device over ssh):", "",
-             "| engine | precision | LR | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
-    for r in on_devices["table"]:
-        cells = [f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels]
-        lines.append(f"| {r['model']} | {r['precision']} | {r['shape'][0]}x{r['shape'][1]} | " + " | ".join(cells)
-                     + " |")
-    lines.append("")
-    from .doctor import machine_line
-
-    lines += [f"- `{label}`: {machine_line(result['machine'])}" for label, result in on_devices["devices"].items()]
-    lines += [f"- `{label}` failed: {why}" for label, why in (on_devices.get("failed") or {}).items()]
-    return lines + [""]
-
-
 def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=None) -> dict:
     from scnet_deploy.calibration.data import CalibOptions
 
@@ -264,20 +240,13 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                    progress=lambda event: say(event.prefixed("bench")))
     best = recommend(validation, timing, options.budget_db)
     best_throughput = recommend(validation, timing, options.budget_db, "throughput")
-    on_devices = None
-    if options.on and runnable:
-        on_devices = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=0, baselines=False,
-                                                  on=options.on, remote=options.remote,
-                                                  max_memory_mb=options.max_memory_mb),
-                           progress=lambda event: say(event.prefixed("on devices")))
     elapsed = time.perf_counter() - t_start
     summary = {"int8": {k: {f: v[f] for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",
                                                "tries")} for k, v in int8.items()},
                "checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "datasets": [str(d) for d in datasets],
                "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
                "failed": failed, "forms": forms, "recommendation": best, "recommendation_throughput": best_throughput,
-               "seconds": elapsed,
-               "on_devices": on_devices}
+               "seconds": elapsed}
     rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
            f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content "
            f"(budget {options.budget_db} dB)"
@@ -290,7 +259,6 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                 f"drift {t['drift_db']:+.3f} dB")
     notes = [rec, ""] + [f"- skipped `{k}`: {v}" for k, v in skipped.items()] + \
             [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", *int8_lines(int8), *form_lines(forms), "",
-                                                                   *device_lines(on_devices),
                                                                    f"Pipeline time: {elapsed:.0f} s.", ""]
     md = report([validation, timing], out, title="scnet-deploy pipeline report", sections=notes)
     summary["report"] = str(md)

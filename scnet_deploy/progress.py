@@ -1,7 +1,7 @@
 """What every verb reports while it works: one event type, one callback shape, ``progress(event)``.
 
 ``export``, ``bench``, ``validate``, ``upscale`` and ``pipeline`` each take ``progress=None`` or a callable that
-receives ``Progress`` events; the CLI draws them all with one display (``cli._progress_display``).
+receives ``Progress`` events; the CLI draws them all with one display (``cli.display.progress_display``).
 """
 
 from dataclasses import dataclass, replace

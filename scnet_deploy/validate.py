@@ -25,8 +25,9 @@ from .imaging.images import to_float_chw, to_u8_hwc
 from .gate import AccuracyGate
 from .memory import limit_bytes
 from .imaging.metrics import SSIM_WINDOW, psnr_ssim_y
-from .options import RemoteOptions, RuntimeOptions
+from .options import RuntimeOptions
 from .progress import Progress, reporter
+from .recorded import RecordedOutputs
 from .imaging.resize import imresize_u8
 from .imaging.tiling import run_within
 
@@ -46,9 +47,6 @@ class ValidateOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     visuals: Path | None = None  # write side-by-side crops of each model's worst image here
     max_memory_mb: int | None = None  # images whose run would pass this are run in exact tiles; None: memory model
-    # devices the artifacts run on (remote.py): "ssh://user@host[:port]" or "local"; scored here
-    on: tuple[str, ...] = ()
-    remote: RemoteOptions = field(default_factory=RemoteOptions)
 
     def folders(self) -> tuple[Path, ...]:
         return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
@@ -158,11 +156,10 @@ def dataset_name(folder: Path) -> str:
 
 
 def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill) -> tuple[list[dict], list[list]]:
-    from .devices.remote import DeviceOutputs
     from .runtime import open_model
 
     entries, outputs = [], []
-    on_device = isinstance(path, DeviceOutputs)  # an artifact's outputs computed on a device, scored here
+    on_device = isinstance(path, RecordedOutputs)  # an artifact's outputs computed on a device, scored here
     opened = path.open_runner() if on_device else open_model(path, options.runtime, scale=options.scale)
     with opened as runner:
         scale = runner.arch["scale"]
@@ -243,11 +240,7 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
 
 def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
     """Score each model (checkpoint or artifact directory) on each dataset of ``options``; see the module
-    docstring. With ``options.on``, the artifacts run on those devices and are scored here (``remote.validate_on``)."""
-    if options.on:
-        from .devices.remote import validate_on
-
-        return validate_on(models, options, validate, progress)
+    docstring. A model may also be ``RecordedOutputs``: an artifact's outputs computed elsewhere, scored here."""
     with tempfile.TemporaryDirectory(prefix="scnet-deploy-validate-") as spill, _collecting_only_new_objects():
         return _validate(models, options, progress, Path(spill))
 
@@ -255,9 +248,7 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
 def _validate(models: list[str | Path], options: ValidateOptions, progress, spill: Path) -> dict:
     from .doctor import machine
 
-    from .devices.remote import DeviceOutputs
-
-    models = [m if isinstance(m, DeviceOutputs) else Path(m) for m in models]
+    models = [m if isinstance(m, RecordedOutputs) else Path(m) for m in models]
     if not models and not options.bicubic:
         raise ScnetDeployError("validate needs at least one MODEL (checkpoint or artifact directory) or --method "
                                "bicubic.")

@@ -18,7 +18,8 @@ from conftest import cli, one_line_error, save_basicsr, smooth_hr_folder, tiny_m
 from scnet_deploy.door import ArtifactError, UntrustedInput, check_artifact, clean_text, read_npz
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.devices.remote import parse_device
+from scnet_deploy.devices.fleet import bench_on, export_on, validate_on
+from scnet_deploy.devices.ssh import parse_device
 from scnet_deploy.runtime import open_model
 
 BENCH = r"^/hostile/python -m scnet_deploy bench "
@@ -87,13 +88,13 @@ def test_a_tar_for_an_answer_writes_nothing_here(hostile, tiny, tmp_path):
                                          (b"[" * 200_000 + b"]" * 200_000, "nested")])
 def test_malformed_device_results_are_one_line_errors(hostile, tiny, tmp_path, reply, says):
     """Rows 4 and 8 (device side): not JSON, missing keys, deep nesting (the other shapes: below, without ssh)."""
-    from scnet_deploy.bench import BenchOptions, bench
+    from scnet_deploy.bench import BenchOptions
 
     (tmp_path / "reply").write_bytes(reply)
     hostile.answer([BENCH, "bench", ""], [r"^cat -- .*/bench\.json'?$", "reply", tmp_path / "reply"])
     with pytest.raises(ScnetDeployError) as info:
-        bench([tiny[1]], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
-                                      remote=hostile.remote(tmp_path)))
+        bench_on([tiny[1]], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), ("ssh://device",),
+                 hostile.remote(tmp_path))
     message = str(info.value)
     assert "device" in message and says in message and "\n" not in message
 
@@ -112,14 +113,15 @@ def test_device_results_are_schema_checked(reply, says):
 
 def test_oversized_answers_are_cut_at_their_cap_with_memory_bounded(hostile, tiny, tmp_path):
     """Row 3: 4 GB for a bench result (capped at 4 MB), and for doctor (capped at 1 MB): refused, memory bounded."""
-    from scnet_deploy.bench import BenchOptions, bench
+    from scnet_deploy.bench import BenchOptions
 
-    options = BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
-                           remote=hostile.remote(tmp_path))
+    options, remote = BenchOptions(shapes=((8, 8),), runs=1, baselines=False), hostile.remote(tmp_path)
     hostile.answer([BENCH, "bench", ""], [r"^cat -- .*/bench\.json'?$", "zeros", 4 * 2**30])
-    assert "device" in refused_within(64, lambda: bench([tiny[1]], options), "more than 4194304 bytes")
+    assert "device" in refused_within(64, lambda: bench_on([tiny[1]], options, ("ssh://device",), remote),
+                                      "more than 4194304 bytes")
     hostile.answer([r"doctor --json$", "zeros", 4 * 2**30])
-    assert "device" in refused_within(64, lambda: bench([tiny[1]], options), "more than 1048576 bytes")
+    assert "device" in refused_within(64, lambda: bench_on([tiny[1]], options, ("ssh://device",), remote),
+                                      "more than 1048576 bytes")
 
 
 def _npz(path: Path, entries: dict, compress: bool = False) -> Path:
@@ -161,7 +163,7 @@ def test_device_outputs_must_be_the_arrays_that_were_sent(tmp_path):
 
 
 def test_validate_on_refuses_a_compressed_bomb_with_memory_bounded(hostile, tiny, tmp_path):
-    from scnet_deploy.validate import ValidateOptions, validate
+    from scnet_deploy.validate import ValidateOptions
 
     ckpt, onnx_dir, _ = tiny
     data = smooth_hr_folder(tmp_path / "ds", 1, (24, 20))
@@ -171,9 +173,9 @@ def test_validate_on_refuses_a_compressed_bomb_with_memory_bounded(hostile, tiny
             member.write(b"\0" * 2**20)  # 256 MB that compress to 250 KB
     hostile.answer([r"^/hostile/python -m scnet_deploy infer ", "ok", ""],
                    [r"^cat -- .*/m0\.npz'?$", "reply", bomb])
-    options = ValidateOptions(datasets=(str(data),), scale=2, reference=ckpt, on=("ssh://device",),
-                              remote=hostile.remote(tmp_path))
-    assert "device" in refused_within(100, lambda: validate([onnx_dir], options), "refused|over the")
+    options, remote = ValidateOptions(datasets=(str(data),), scale=2, reference=ckpt), hostile.remote(tmp_path)
+    assert "device" in refused_within(100, lambda: validate_on([onnx_dir], options, ("ssh://device",), remote),
+                                      "refused|over the")
 
 
 def test_a_built_engine_comes_back_as_its_files_alone_and_verified(hostile, tiny, tmp_path):
@@ -184,8 +186,7 @@ def test_a_built_engine_comes_back_as_its_files_alone_and_verified(hostile, tiny
     canary.write_text("untouched")
     hostile.answer([r"^/hostile/python -m scnet_deploy build-engine ", "build", "links"])
     out = tmp_path / "trt"
-    options = ExportOptions(output=out, format="tensorrt", on=("ssh://device",), remote=hostile.remote(tmp_path))
-    export(ckpt, options)
+    export_on(ckpt, ExportOptions(output=out, format="tensorrt"), ("ssh://device",), hostile.remote(tmp_path))
     assert canary.read_text() == "untouched"
     assert sorted(p.name for p in out.iterdir()) == ["build_engine.sh", "manifest.json", "model.onnx", "model.plan",
                                                      "timing.cache"]
@@ -193,8 +194,8 @@ def test_a_built_engine_comes_back_as_its_files_alone_and_verified(hostile, tiny
     assert manifest["verification"]["passed"] and manifest["tensorrt"]["built_on"]["device"] == "device"
     hostile.answer([r"^/hostile/python -m scnet_deploy build-engine ", "build", "unverified"])
     with pytest.raises(ScnetDeployError, match="verification") as info:
-        export(ckpt, ExportOptions(output=tmp_path / "trt2", format="tensorrt", on=("ssh://device",),
-                                   remote=hostile.remote(tmp_path)))
+        export_on(ckpt, ExportOptions(output=tmp_path / "trt2", format="tensorrt"), ("ssh://device",),
+                  hostile.remote(tmp_path))
     assert "\n" not in str(info.value) and not (tmp_path / "trt2").exists()
 
 
@@ -203,11 +204,11 @@ def test_escapes_from_a_device_never_reach_the_terminal(hostile, tiny, tmp_path)
     hostile.answer([BENCH, "fail", "\x1b]0;owned\x07\x1b[2J\x1b[31merror: boom\x1b[0m\n"])
     proc = cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path))
     assert "boom" in one_line_error(proc) and "\x1b" not in proc.stderr and "\x07" not in proc.stderr
-    from scnet_deploy.bench import BenchOptions, bench
+    from scnet_deploy.bench import BenchOptions
 
     hostile.answer([BENCH, "bench", ""])
-    result = bench([tiny[1]], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
-                                           remote=hostile.remote(tmp_path)))
+    result = bench_on([tiny[1]], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), ("ssh://device",),
+                      hostile.remote(tmp_path))
     assert result["devices"]["device"]["machine"]["cpu"]["model"] == "Hostile CPU"  # as it reaches the table
 
 
@@ -215,11 +216,11 @@ def test_a_linked_artifact_ships_the_folder_it_points_to(hostile, tiny, tmp_path
     """Row 18: `latest -> eng/onnx` given with --on ships the artifact itself (the device checks it has one)."""
     latest = tmp_path / "latest"
     latest.symlink_to(tiny[1], target_is_directory=True)
-    from scnet_deploy.bench import BenchOptions, bench
+    from scnet_deploy.bench import BenchOptions
 
     hostile.answer([BENCH, "bench", ""])  # refuses (as a device would) unless m0/manifest.json is a regular file
-    result = bench([latest], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=("ssh://device",),
-                                          remote=hostile.remote(tmp_path)))
+    result = bench_on([latest], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), ("ssh://device",),
+                      hostile.remote(tmp_path))
     assert result["table"][0]["median_ms"] == {"device": 1.5}
 
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.bench import BenchOptions, bench
+from scnet_deploy.bench import BenchOptions
+from scnet_deploy.devices.fleet import bench_on
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
 
@@ -38,8 +39,8 @@ def fleet(hostile, tmp_path):
 
 def test_a_failed_device_is_reported_and_the_others_go_on(hostile, fleet, artifact, tmp_path):
     hostile.answer([BENCH, "bench", ""])
-    result = bench([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False,
-                                            on=("ssh://device", "ssh://broken", "ssh://device2"), remote=fleet))
+    result = bench_on([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False),
+                      ("ssh://device", "ssh://broken", "ssh://device2"), fleet)
     assert list(result["devices"]) == ["device", "device2"] and list(result["failed"]) == ["broken"]
     assert "ssh broken" in result["failed"]["broken"]
     assert result["table"][0]["median_ms"] == {"device": 1.5, "device2": 1.5}
@@ -56,8 +57,8 @@ def test_a_failed_device_is_reported_and_the_others_go_on(hostile, fleet, artifa
 
 def test_every_device_failing_is_one_line(fleet, artifact):
     with pytest.raises(ScnetDeployError) as info:
-        bench([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False,
-                                       on=("ssh://broken", "ssh://broken2"), remote=fleet))
+        bench_on([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), ("ssh://broken", "ssh://broken2"),
+                 fleet)
     message = str(info.value)
     assert message.startswith("every device failed") and "broken:" in message and "broken2:" in message
     assert "\n" not in message
@@ -72,8 +73,8 @@ def test_devices_run_at_the_same_time(hostile, fleet, artifact):
     times = {}
     for jobs in (3, 1):
         t0 = time.perf_counter()
-        result = bench([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False, on=on,
-                                                remote=replace(fleet, jobs=jobs)))
+        result = bench_on([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), on,
+                          replace(fleet, jobs=jobs))
         times[jobs] = time.perf_counter() - t0
         assert list(result["devices"]) == ["device", "device2", "device3"] and result["failed"] == {}
     assert times[3] < times[1] - 1.2, times

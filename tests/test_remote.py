@@ -19,12 +19,13 @@ from PIL import Image
 from conftest import save_basicsr, smooth_hr_folder, tiny_model
 from devices import device_venv, start_sshd
 from scnet_deploy import __version__
-from scnet_deploy.bench import BenchOptions, bench
+from scnet_deploy.bench import BenchOptions
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.options import RemoteOptions
-from scnet_deploy.devices.remote import RemoteError, parse_device
-from scnet_deploy.validate import ValidateOptions, validate
+from scnet_deploy.devices.fleet import bench_on, export_on, validate_on
+from scnet_deploy.devices.ssh import RemoteError, parse_device
+from scnet_deploy.validate import ValidateOptions
 
 pytestmark = pytest.mark.openvino
 
@@ -112,8 +113,8 @@ def test_the_device_environment_has_no_torch_and_runs_artifacts(device, engines,
 def test_bench_on_a_device_and_here_in_one_table(sshd, device, engines, tmp_path):
     _, onnx_dir, ov_dir = engines
     remote = remote_options(sshd, device, tmp_path)
-    result = bench([onnx_dir, ov_dir], BenchOptions(shapes=((12, 16),), runs=2, warmup=0, on=("local", sshd.url()),
-                                                    remote=remote))
+    result = bench_on([onnx_dir, ov_dir], BenchOptions(shapes=((12, 16),), runs=2, warmup=0), ("local", sshd.url()),
+                      remote)
     assert list(result["devices"]) == ["local", "device"]
     here, there = result["devices"]["local"], result["devices"]["device"]
     assert there["device"]["executable"] == str(device / "bin" / "python")  # the device's own description
@@ -129,7 +130,7 @@ def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference
                                                                                    tmp_path):
     ckpt, onnx_dir, ov_dir = engines
     remote = remote_options(sshd, device, tmp_path)
-    on = validate([ckpt, onnx_dir, ov_dir], ValidateOptions(dataset, 4, on=("local", sshd.url()), remote=remote))
+    on = validate_on([ckpt, onnx_dir, ov_dir], ValidateOptions(dataset, 4), ("local", sshd.url()), remote)
     names = [m["name"] for m in on["models"]]
     assert names[0].startswith("ref.pth") and sum(" @ device" in n for n in names) == 2 and len(names) == 5
     by_name = {m["name"].split(":")[0]: m for m in on["models"]}
@@ -144,7 +145,7 @@ def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference
         manifest = json.loads((tmp_path / "orphan" / "manifest.json").read_text())
         manifest["checkpoint"]["path"] = str(tmp_path / "gone.pth")
         (tmp_path / "orphan" / "manifest.json").write_text(json.dumps(manifest))
-        validate([tmp_path / "orphan"], ValidateOptions(dataset, 4, on=(sshd.url(),), remote=remote))
+        validate_on([tmp_path / "orphan"], ValidateOptions(dataset, 4), (sshd.url(),), remote)
 
 
 def test_pipeline_on_a_device_adds_its_rows_to_the_report(sshd, device, dataset, tmp_path):
@@ -182,7 +183,7 @@ def test_names_with_spaces_quotes_and_semicolons_are_passed_safely(sshd, device,
     shutil.copytree(onnx_dir, odd)
     remote = remote_options(sshd, device, tmp_path, remote_dir=str(tmp_path / f"runs; touch {name} `touch {name}`"))
     Path(remote.remote_dir).mkdir()
-    result = bench([odd], BenchOptions(shapes=((8, 8),), runs=1, warmup=0, on=(sshd.url(),), remote=remote))
+    result = bench_on([odd], BenchOptions(shapes=((8, 8),), runs=1, warmup=0), (sshd.url(),), remote)
     assert result["devices"]["device"]["models"][0]["path"] == str(odd)
     assert not canary.exists() and left_on_device(remote) == []
 
@@ -350,9 +351,9 @@ atexit.register(lambda: open({str(record)!r}, "w").write(json.dumps(
 def test_export_on_is_for_tensorrt_on_one_device(engines, tmp_path):
     ckpt, _, _ = engines
     with pytest.raises(ScnetDeployError, match="--format tensorrt --on"):
-        export(ckpt, ExportOptions(output=tmp_path / "x", format="onnx", on=("ssh://a",)))
+        export_on(ckpt, ExportOptions(output=tmp_path / "x", format="onnx"), ("ssh://a",))
     with pytest.raises(ScnetDeployError, match="--format tensorrt --on"):
-        export(ckpt, ExportOptions(output=tmp_path / "x", format="tensorrt", on=("ssh://a", "ssh://b")))
+        export_on(ckpt, ExportOptions(output=tmp_path / "x", format="tensorrt"), ("ssh://a", "ssh://b"))
 
 
 # --- point 6: a device of another architecture ---------------------------------------------------------------------
@@ -372,8 +373,8 @@ def test_validate_on_an_emulated_arm64_device(engines, dataset, tmp_path_factory
     server = start_sshd(tmp_path_factory.mktemp("sshd-arm64"), chroot=root)
     sshd = next(server)
     try:
-        result = validate([ckpt, onnx_dir], ValidateOptions(dataset, 4, on=(sshd.url(),), remote=RemoteOptions(
-            "/opt/device/bin/python", ssh_config=sshd.config)))
+        result = validate_on([ckpt, onnx_dir], ValidateOptions(dataset, 4), (sshd.url(),), RemoteOptions(
+            "/opt/device/bin/python", ssh_config=sshd.config))
     finally:
         server.close()
     assert result["devices"]["device"]["cpu"]["arch"] == "aarch64"

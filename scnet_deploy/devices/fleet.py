@@ -1,10 +1,17 @@
-"""A verb on several devices: each one's work in its own thread (this machine mostly waits on ssh), ``--jobs`` at
-a time; a device that fails is reported and the others go on."""
+"""The device layer, above the verbs: a verb's own options and a list of devices (``--on``); the verb run here
+(``local``) or on each device over ssh (``remote.py``), the devices ``--jobs`` at a time, and one table back.
 
+A device that fails is reported (its row says why) and the others go on; every device failing is a ``FleetError``.
+The verbs themselves (``bench``, ``validate``, ``export``, ``pipeline``) never know where they run.
+"""
+
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from ..errors import ScnetDeployError
+from ..errors import ExportError, ScnetDeployError
 from ..options import RemoteOptions
+from ..progress import reporter
 from .ssh import Device, RemoteError, parse_device
 
 LOCAL = "local"  # --on local: this machine, run by the verb itself
@@ -15,8 +22,8 @@ class FleetError(RemoteError):
 
 
 def on_each(urls, run_one, remote: RemoteOptions) -> tuple[dict, dict]:
-    """``run_one(device)`` on each device of ``urls`` (``local`` left out: the verb runs that itself), at most
-    ``remote.jobs`` at a time: ({label: result}, {label: why it failed}) in the order asked. A device that fails
+    """``run_one(device)`` on each device of ``urls`` (``local`` left out: the caller runs the verb here itself), at
+    most ``remote.jobs`` at a time: ({label: result}, {label: why it failed}) in the order asked. A device that fails
     does not stop the others; all of them failing is a ``FleetError`` (one line naming each)."""
     devices = [parse_device(url) for url in urls if url != LOCAL]  # a malformed URL stops everything, up front
     if remote.jobs < 1:
@@ -46,3 +53,143 @@ def on_each(urls, run_one, remote: RemoteOptions) -> tuple[dict, dict]:
 
 def labels_of(urls) -> list[str]:
     return [LOCAL if url == LOCAL else parse_device(url).label for url in urls]
+
+
+# --- bench ---------------------------------------------------------------------------------------------------------
+
+def bench_on(models: list[Path], options, devices, remote: RemoteOptions = RemoteOptions(), progress=None) -> dict:
+    """``bench`` with ``options`` on each of ``devices`` (``local`` = here; the others ``remote.jobs`` at a time):
+    {"devices": {label: bench result}, "failed": {label: why}, "table": rows of (model, shape, {device: median ms})}."""
+    from ..bench import bench
+    from .remote import bench_on_device
+
+    say = reporter(progress)
+    results = {}
+    if LOCAL in devices:  # first and alone: nothing else runs here while it is timed
+        results[LOCAL] = bench(models, options, progress)
+    found, failed = on_each(devices, lambda device: bench_on_device(device, models, options, remote, say), remote)
+    results.update(found)
+    results = {label: results[label] for label in labels_of(devices) if label in results}
+    return {"devices": results, "failed": failed, "table": device_table(results)}
+
+
+def device_table(devices: dict) -> list[dict]:
+    """One row per model (by path) and shape, the median ms on each device."""
+    rows: dict = {}
+    for label, result in devices.items():
+        for m in result["models"]:
+            if m.get("baseline"):
+                continue
+            for s in m["shapes"]:
+                key = (m["path"], tuple(s["shape"]))
+                row = rows.setdefault(key, {"model": Path(m["path"]).name, "path": m["path"],
+                                            "precision": m["precision"], "shape": s["shape"], "median_ms": {}})
+                row["median_ms"][label] = s["median_ms"]
+    return list(rows.values())
+
+
+# --- validate ------------------------------------------------------------------------------------------------------
+
+def validate_on(models: list[Path], options, devices, remote: RemoteOptions = RemoteOptions(),
+                progress=None) -> dict:
+    """``validate`` with each artifact run on each of ``devices`` (``local`` = here) and every output scored here:
+    one table with a row per artifact and device; drift against the FP32 PyTorch reference computed here."""
+    from dataclasses import replace
+
+    from ..errors import require_export_stack
+    from ..infer import write_arrays
+    from ..runtime import find_checkpoint
+    from ..validate import validate
+    from .remote import artifacts_to_ship, lr_inputs, outputs_on_device
+
+    say = reporter(progress)
+    models = [Path(m) for m in models]
+    checkpoints = [m for m in models if m.is_file()]
+    artifacts = artifacts_to_ship([m for m in models if not m.is_file()], "validate")
+    reference = Path(options.reference) if options.reference else find_checkpoint(models)
+    if reference is None:
+        raise ScnetDeployError("validate --on measures drift here, against the FP32 PyTorch reference: pass the "
+                               "checkpoint as a MODEL or with --reference.")
+    require_export_stack("validate --on (its FP32 reference runs here)")
+    sources: list = [*checkpoints]
+    described, failed = {}, {}
+    with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
+        inputs, arrays = Path(tmp) / "inputs.npz", lr_inputs(options)
+        write_arrays(arrays, inputs)
+        if LOCAL in devices:
+            from ..doctor import machine
+
+            sources += artifacts
+            described[LOCAL] = machine()
+        found, failed = on_each(devices, lambda device: outputs_on_device(
+            device, artifacts, inputs, arrays, options, remote, say), remote)
+        for label, (outputs, summary) in found.items():
+            sources += outputs
+            described[label] = summary
+    result = validate(sources, replace(options, reference=reference), progress)
+    result["devices"] = described  # each device's own description (CPU, GPUs, OS, library versions)
+    result["failed_devices"] = failed  # label -> why (the others went on)
+    return result
+
+
+# --- export: TensorRT built where it runs ---------------------------------------------------------------------------
+
+def export_on(checkpoint, options, devices, remote: RemoteOptions = RemoteOptions(), progress=None):
+    """``export`` with TensorRT's engine built and verified on the one device it is for (its GPU and TensorRT
+    version): the artifact is made here, its engine there (``remote.build_on_device``)."""
+    from ..export import export, verification_set
+    from .remote import build_on_device
+
+    if options.formats() != ["tensorrt"] or len(devices) != 1 or LOCAL in devices:
+        raise ExportError("export --on builds a TensorRT engine on the one device it is for: --format tensorrt --on "
+                          "ssh://user@host. Other formats build here and run anywhere; check them on the device with "
+                          "bench/validate --on.")
+    device = parse_device(devices[0])
+
+    def finish(session, workdir: Path, manifest: dict) -> dict:
+        return build_on_device(device, workdir, verification_set(session, manifest), remote, session.progress)
+
+    return export(checkpoint, options, progress, finish=finish)
+
+
+# --- pipeline: every runnable engine also timed on the devices -----------------------------------------------------
+
+def pipeline_on(checkpoint, options, devices, remote: RemoteOptions = RemoteOptions(), progress=None) -> dict:
+    """``pipeline`` here, then every engine it built timed on each of ``devices`` (bench on the device itself): the
+    rows go into its report and ``summary.json`` (``on_devices``)."""
+    from ..bench import BenchOptions
+    from ..manifest import write_json_atomic
+    from ..pipeline import pipeline
+
+    summary = pipeline(checkpoint, options, progress)
+    say = reporter(progress)
+    runnable = [Path(p) for p in summary["built"].values()]
+    if not runnable:
+        return summary
+    summary["on_devices"] = bench_on(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=0,
+                                                            baselines=False, max_memory_mb=options.max_memory_mb),
+                                     devices, remote, progress=lambda event: say(event.prefixed("on devices")))
+    report = Path(summary["report"])
+    report.write_text(report.read_text() + "\n" + "\n".join(device_lines(summary["on_devices"])))
+    write_json_atomic(summary, Path(options.output) / "summary.json")
+    return summary
+
+
+def device_lines(on_devices: dict | None) -> list[str]:
+    """``--on``: every runnable engine's median ms on each device (bench on the device itself), and what each
+    device is, as it describes itself."""
+    if not on_devices:
+        return []
+    labels = list(on_devices["devices"])
+    lines = ["On devices (median ms, bench run on each device over ssh):", "",
+             "| engine | precision | LR | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
+    for r in on_devices["table"]:
+        cells = [f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels]
+        lines.append(f"| {r['model']} | {r['precision']} | {r['shape'][0]}x{r['shape'][1]} | " + " | ".join(cells)
+                     + " |")
+    lines.append("")
+    from ..doctor import machine_line
+
+    lines += [f"- `{label}`: {machine_line(result['machine'])}" for label, result in on_devices["devices"].items()]
+    lines += [f"- `{label}` failed: {why}" for label, why in (on_devices.get("failed") or {}).items()]
+    return lines + [""]

@@ -1,6 +1,5 @@
-"""Verbs on the device itself: ``bench``, ``validate`` and TensorRT's ``export`` with ``--on ssh://user@host[:port]``
-(``--on local`` for this machine; several ``--on`` give one table, a column per device, the devices several at a
-time: ``fleet.py``).
+"""One device: ``bench``, ``validate``'s engine runs and TensorRT's engine build, each run on the device itself over
+ssh (``fleet.py`` runs them on several devices at once and merges one table).
 
 Each run copies what it needs (tar over the connection, ``ssh.py``) into a fresh directory on the device
 (``mktemp -d`` under ``--remote-dir``, else the device's ``$TMPDIR`` or /tmp), runs the device's own scnet-deploy
@@ -17,21 +16,19 @@ engine (``infer``), and the outputs are scored here against ground truth and the
 import contextlib
 import subprocess
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from scnet_deploy.exporters.runner import Runner, array_key
+from scnet_deploy.exporters.runner import array_key
 
 from .. import door
 from ..door import NUMBER, SHAPE, Fields, Int, ListOf, MapOf, Opt, UntrustedInput
 from ..errors import ScnetDeployError
 from ..manifest import MANIFEST_NAME, read_manifest
 from ..options import RemoteOptions
-from .fleet import LOCAL, labels_of, on_each
-# parse_device: export.py and the tests take it from here, with the verbs
-from .ssh import Connection, Device, RemoteError, last_line, parse_device  # noqa: F401
+from ..recorded import RecordedOutputs
+from .ssh import Connection, Device, RemoteError, last_line
 
 # Caps on what a device sends back besides command output (ssh.py): a bench result, a run record, a manifest; a
 # device's outputs are capped by what was sent (door.read_npz), a TensorRT plan and its timing cache here.
@@ -112,7 +109,7 @@ def provision(conn: Connection, run_dir: str, python: str | None) -> None:
                   f"{run_dir}/{wheels[0].name}"], "installing the wheel (--provision)")
 
 
-def _artifacts(models: list[Path], verb: str) -> list[Path]:
+def artifacts_to_ship(models: list[Path], verb: str) -> list[Path]:
     """The artifact folders to ship, each checked by the door (what is shipped is what its manifest vouches for)
     and named by its real path (a link the user gave, ``latest -> eng/onnx``, ships the folder it points to)."""
     models = [Path(m) for m in models]
@@ -170,7 +167,7 @@ def _bench_args(options) -> list[str]:
 def bench_on_device(device: Device, models: list[Path], options, remote: RemoteOptions, progress) -> dict:
     from ..progress import Progress
 
-    models = _artifacts(models, "bench")
+    models = artifacts_to_ship(models, "bench")
     names = _remote_names(models)
     with on_device(device, remote, progress) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s)"))
@@ -195,82 +192,9 @@ def _device_summary(about: dict) -> dict:
         "backends": {b["backend"]: b["version"] for b in about.get("backends", []) if b.get("available")}}
 
 
-def bench_on(models: list[Path], options, bench, progress=None) -> dict:
-    """``bench`` on each of ``options.on`` (``local`` = here, with ``bench``, the local verb; the devices several at
-    a time, ``options.remote.jobs``): {"devices": {label: bench result}, "failed": {label: why}, "table": rows of
-    (model, shape, {device: median ms})}."""
-    from ..progress import reporter
-
-    say = reporter(progress)
-    devices = {}
-    if LOCAL in options.on:  # first and alone: nothing else runs here while it is timed
-        devices[LOCAL] = bench(models, replace(options, on=()), progress)
-    found, failed = on_each(options.on, lambda device: bench_on_device(device, models, options, options.remote, say),
-                            options.remote)
-    devices.update(found)
-    devices = {label: devices[label] for label in labels_of(options.on) if label in devices}
-    return {"devices": devices, "failed": failed, "table": device_table(devices)}
-
-
-def device_table(devices: dict) -> list[dict]:
-    """One row per model (by path) and shape, the median ms on each device."""
-    rows: dict = {}
-    for label, result in devices.items():
-        for m in result["models"]:
-            if m.get("baseline"):
-                continue
-            for s in m["shapes"]:
-                key = (m["path"], tuple(s["shape"]))
-                row = rows.setdefault(key, {"model": Path(m["path"]).name, "path": m["path"],
-                                            "precision": m["precision"], "shape": s["shape"], "median_ms": {}})
-                row["median_ms"][label] = s["median_ms"]
-    return list(rows.values())
-
-
 # --- validate ------------------------------------------------------------------------------------------------------
 
-class DeviceOutputs:
-    """An artifact's outputs computed on a device, opened by ``validate`` like a model: its runner replays them for
-    exactly the inputs that were sent (keyed by their bytes)."""
-
-    def __init__(self, artifact: Path, device: str, outputs: dict[str, np.ndarray], ran: dict) -> None:
-        self.artifact, self.device, self.outputs, self.ran = Path(artifact), device, outputs, ran
-
-    def __fspath__(self) -> str:  # its manifest is the artifact's (reference lookup, kind)
-        return str(self.artifact)
-
-    def __str__(self) -> str:
-        return f"{self.artifact} @ {self.device}"
-
-    def open_runner(self):
-        return ReplayRunner(self)
-
-
-class ReplayRunner(Runner):
-    """A device's outputs as a runner: ``infer`` returns what the device computed for that exact input."""
-
-    holds_outputs = True  # tiling.run_within asks for whole images: the device tiled where it had to
-
-    def __init__(self, source: DeviceOutputs) -> None:
-        manifest = read_manifest(source.artifact)
-        engine = source.ran.get("name", "").split(": ", 1)[-1]
-        super().__init__(manifest.get("precision", "fp32"), name=f"{source.artifact.name} @ {source.device}: {engine}")
-        self.declare(manifest)
-        self.backend = source.ran.get("backend", manifest.get("backend", "?"))
-        self.source = source
-
-    def _infer(self, lr: np.ndarray) -> np.ndarray:
-        outs = []
-        for image in lr:
-            key = array_key(image)
-            if key not in self.source.outputs:
-                raise ScnetDeployError(f"{self.name}: no output from {self.source.device} for an input of shape "
-                                       f"{image.shape} (only the inputs sent there can be scored).")
-            outs.append(self.source.outputs[key])
-        return np.stack(outs)
-
-
-def _lr_inputs(options) -> dict[str, np.ndarray]:
+def lr_inputs(options) -> dict[str, np.ndarray]:
     """Every LR input ``validate`` will score, as the float32 CHW arrays it runs, keyed by their bytes."""
     from ..imaging.datasets import load_dataset
     from ..imaging.images import to_float_chw
@@ -285,7 +209,7 @@ def _lr_inputs(options) -> dict[str, np.ndarray]:
 
 
 def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: dict[str, np.ndarray], options,
-                      remote: RemoteOptions, progress) -> tuple[list[DeviceOutputs], dict]:
+                      remote: RemoteOptions, progress) -> tuple[list[RecordedOutputs], dict]:
     """Run each artifact on the LR ``arrays`` (saved in ``inputs``) on ``device``; fetch its outputs, each checked
     to be exactly one float32 array of the expected shape per input sent (door.read_npz), and its run record."""
     from ..progress import Progress
@@ -311,48 +235,8 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
                 record = conn.fetch(run_dir, f"{name}.json", Path(tmp), MAX_RESULT_BYTES, "fetching the outputs")
                 ran = door.load_json(record, MAX_RESULT_BYTES, f"{device.label}: the run record of {local.name}",
                                      RUN_RECORD, clean=True)
-                found.append(DeviceOutputs(local, device.label, door.read_npz(npz, expected, what), ran))
+                found.append(RecordedOutputs(local, device.label, door.read_npz(npz, expected, what), ran))
     return found, summary
-
-
-def validate_on(models: list[Path], options, validate, progress=None) -> dict:
-    """``validate`` (the local verb, passed in) with each artifact run on each of ``options.on`` (``local`` = here)
-    and every output scored here: one table with a row per artifact and device; drift against the FP32 PyTorch
-    reference computed here."""
-    from ..errors import require_export_stack
-    from ..progress import reporter
-    from ..runtime import find_checkpoint
-
-    say = reporter(progress)
-    models = [Path(m) for m in models]
-    checkpoints = [m for m in models if m.is_file()]
-    artifacts = _artifacts([m for m in models if not m.is_file()], "validate")
-    reference = Path(options.reference) if options.reference else find_checkpoint(models)
-    if reference is None:
-        raise ScnetDeployError("validate --on measures drift here, against the FP32 PyTorch reference: pass the "
-                               "checkpoint as a MODEL or with --reference.")
-    require_export_stack("validate --on (its FP32 reference runs here)")
-    sources: list = [*checkpoints]
-    devices, failed = {}, {}
-    with tempfile.TemporaryDirectory(prefix="scnet-deploy-on-") as tmp:
-        from ..infer import write_arrays
-
-        inputs, arrays = Path(tmp) / "inputs.npz", _lr_inputs(options)
-        write_arrays(arrays, inputs)
-        if LOCAL in options.on:
-            from ..doctor import machine
-
-            sources += artifacts
-            devices[LOCAL] = machine()
-        found, failed = on_each(options.on, lambda device: outputs_on_device(
-            device, artifacts, inputs, arrays, options, options.remote, say), options.remote)
-        for label, (outputs, summary) in found.items():
-            sources += outputs
-            devices[label] = summary
-    result = validate(sources, replace(options, on=(), reference=reference), progress)
-    result["devices"] = devices  # each device's own description (CPU, GPUs, OS, library versions)
-    result["failed_devices"] = failed  # label -> why (the others went on)
-    return result
 
 
 # --- export --on: TensorRT built where it runs ----------------------------------------------------------------------

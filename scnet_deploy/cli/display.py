@@ -1,0 +1,34 @@
+"""The one display of every verb's ``Progress`` events: a spinner with the current step (and a count where the
+work is counted), the time so far, and a line of its own for each outcome (built, skipped, failed)."""
+
+import contextlib
+
+from rich.console import Console
+from rich.markup import escape
+
+from .. import interrupts
+from ..door import clean_text
+
+OUTCOME_STYLE = {"built": "[green]built[/green]", "skipped": "[yellow]skip[/yellow]", "failed": "[red]failed[/red]"}
+
+
+@contextlib.contextmanager
+def progress_display(on: Console, first: str, transient: bool = True):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=on, transient=transient) as bar:
+        task = bar.add_task(escape(first), total=None)
+
+        def show(event) -> None:
+            if interrupts.interrupted():  # a library turned the interrupt into its own error: stop here
+                raise KeyboardInterrupt
+            if event.kind in OUTCOME_STYLE:
+                bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(clean_text(event.message))}")
+                if event.done is not None:
+                    bar.update(task, total=event.total, completed=event.done)
+            else:
+                bar.update(task, description=escape(clean_text(event.message)), total=event.total,
+                           completed=event.done or 0)
+
+        yield show

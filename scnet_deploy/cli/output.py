@@ -1,0 +1,246 @@
+"""What the commands print and write: each verb's tables, and the result files of the output group."""
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..door import clean_text
+from .app import console, err_console
+from .groups import Outputs
+
+
+def write_outputs(result: dict, outputs: Outputs, rows) -> None:
+    """The output group's files: the result as JSON, ``rows`` as CSV, a Markdown + PNG report."""
+    if outputs.json:
+        from ..manifest import write_json_atomic
+
+        write_json_atomic(result, outputs.json)
+    if outputs.csv:
+        import csv
+
+        with open(outputs.csv, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    if outputs.report:
+        from ..report import report
+
+        console.print(f"report: {report([result], outputs.report)}")
+
+
+def print_json(result: dict) -> None:
+    print(json.dumps(result, indent=2))
+
+
+def key_value_table(title: str, rows) -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
+def info_rows(result: dict) -> list[tuple[str, str]]:
+    s = result["size"]
+    return [("architecture", f"SCNet num_feat={result['num_feat']} num_block={result['num_block']} "
+                             f"x{result['scale']} ({result['upsampler']} upsampler)"),
+            ("scale told by", result["scale_source"]),
+            ("weights", str(result["param_key"] or "raw state dict")),
+            ("parameters", f"{result['params']:,}"),
+            ("MACs per LR pixel", f"{result['macs_per_lr_pixel']:,.0f}"),
+            (f"MACs at {s['lr'][0]}x{s['lr'][1]} -> {s['sr'][0]}x{s['sr'][1]}", f"{s['macs'] / 1e9:,.2f} G"),
+            ("receptive radius (LR px)", str(result["receptive_radius"])),
+            ("sha256", result["sha256"][:16] + "...")]
+
+
+def doctor_tables(report: dict) -> None:
+    table = Table(title="backends")
+    for col in ("backend", "format", "status", "precisions"):
+        table.add_column(col)
+    for b in report["backends"]:
+        status = (f"[green]available[/green] {b['version']}" if b["available"]
+                  else f"[red]missing[/red]: {escape(b['install'])}")
+        table.add_row(b["backend"], b["format"], status, ", ".join(b["precisions"]))
+    console.print(table)
+    cpu = report["cpu"]
+    features = " ".join(f"{k}" for k, v in cpu["features"].items() if v) or "none of interest"
+    console.print(f"CPU: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']}; features: {features}")
+    console.print(f"GPUs: {', '.join(report['gpus']) or 'none visible'}")
+
+
+def export_lines(result) -> None:
+    for fmt, m in result.manifests.items():
+        console.print(f"[green]wrote[/green] {result.artifacts[fmt]} ({', '.join(m['files'])}, manifest.json)")
+        if "onnx" in m:
+            o = m["onnx"]
+            console.print(f"  graph: {sum(o['nodes_before_simplify'].values())} -> {o['node_count']} nodes "
+                          f"(opset {o['options']['opset']}, {o['options']['exporter']} exporter, "
+                          f"simplified by {o['simplifier']})")
+        if "int8" in m and "drift_db" in m["int8"]:
+            i = m["int8"]
+            w = i["worst_image"]
+            console.print(f"  INT8: mean drift {i['drift_db']:+.3f} dB on {len(i['holdout']['sources'])} held-out "
+                          f"images (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {escape(w['name'])} "
+                          f"({w['content']}); {len(i['float_layers'])} layer(s) kept in float")
+        v = m["verification"]
+        if v.get("skipped"):
+            console.print(f"  not run here: {v['skipped']}")
+        else:
+            console.print(f"  verified vs PyTorch FP32 in {v['runtime']}: max abs diff {v['max_abs_diff']:.2e}"
+                          + (f", PSNR vs FP32 {v['min_psnr_vs_fp32_db']:.1f} dB" if 'min_psnr_vs_fp32_db' in v else "")
+                          + f" at {len(v['cases'])} input shapes")
+
+
+def validate_tables(result: dict) -> list[tuple]:
+    """Each dataset's table, the worst content per model, warnings; returns the CSV rows (one per image)."""
+    for d in result["datasets"]:
+        table = Table(title=f"{d['name']} x{result['scale']}: {d['images']} images")
+        for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "max abs diff", "worst image"):
+            table.add_column(col)
+        for m in d["models"]:
+            drift = m.get("drift_db")
+            table.add_row(escape(m["name"]) + (" (ref)" if m.get("reference") else ""), m["precision"],
+                          f"{m['psnr_y']:.2f}", f"{m['ssim_y']:.4f}", "-" if drift is None else f"{drift:+.3f}",
+                          f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", escape(m["worst_image"]["name"]))
+        console.print(table)
+    if len(result["datasets"]) > 1:
+        for m in result["models"]:
+            if m.get("drift_db") is not None and not m.get("reference"):
+                w = m["worst_image"]
+                console.print(f"{escape(m['name'])}: worst content {escape(m['worst_dataset'])} "
+                              f"({m['drift_db']:+.3f} dB), worst image {escape(w['dataset'])}/{escape(w['name'])} "
+                              f"({w['drift_db']:+.3f} dB)")
+    if result.get("reference_skipped"):
+        console.print(f"no drift (the FP32 PyTorch reference cannot run): {escape(result['reference_skipped'])}")
+    if result.get("devices"):
+        device_drift_table(result)
+    for u in result["unreadable_images"]:
+        err_console.print(f"[yellow]skipped unreadable image[/yellow] {escape(u['path'])}: {escape(u['error'])}",
+                          soft_wrap=True)
+    for m in result["models"]:
+        if m["nonfinite_images"] or m["collapsed_images"]:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(m['name'])}: non-finite output on "
+                              f"{m['nonfinite_images']}, collapsed (constant) output on {m['collapsed_images']}")
+    rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset")]
+    return rows + [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
+                    "" if r.get("drift_db") is None else f"{r['drift_db']:.4f}",
+                    "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}", r["dataset"])
+                   for m in result["models"] for r in m["per_image"]]
+
+
+def bench_tables(result: dict) -> list[tuple]:
+    """The latency table (and the throughput table in that mode); returns the CSV rows."""
+    table = Table(title="latency")
+    for col in ("model", "precision", "LR", "first ms", "median ms", "p90 ms", "p99 ms", "img/s", "MP/s", "vs eager"):
+        table.add_column(col)
+    rows = [("model", "precision", "lr_h", "lr_w", "batch", "first_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms",
+             "min_ms", "max_ms", "images_per_s", "megapixels_per_s", "speedup_vs_official_eager")]
+    for m in result["models"]:
+        for s in m["shapes"]:
+            ratio = s["speedup_vs_official_eager"]
+            table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
+                          f"{s['first_inference_ms']:.0f}", f"{s['median_ms']:.1f}", f"{s['p90_ms']:.1f}",
+                          f"{s['p99_ms']:.1f}", f"{s['images_per_s']:.2f}", f"{s['megapixels_per_s']:.1f}",
+                          f"{ratio:.1f}x" if ratio else "-")
+            rows.append((m["name"], m["precision"], *s["shape"], s["batch"], *(f"{s[k]:.3f}" for k in (
+                "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
+                "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
+    console.print(table)
+    if result.get("baselines_skipped"):
+        console.print(f"no PyTorch baselines: {escape(result['baselines_skipped'])}")
+    if result["options"]["mode"] == "throughput":
+        table = Table(title="throughput (requests in flight)")
+        for col in ("model", "precision", "LR", "in flight", "img/s", "MP/s", "vs latency run"):
+            table.add_column(col)
+        for m in result["models"]:
+            for s in m["shapes"]:
+                if "throughput" not in s:
+                    continue
+                t = s["throughput"]
+                table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
+                              str(t["inflight"]), f"{t['images_per_s']:.2f}", f"{t['megapixels_per_s']:.1f}",
+                              f"{t['vs_latency']:.2f}x")
+        console.print(table)
+    return rows
+
+
+def device_bench_table(result: dict) -> list[tuple]:
+    """bench --on: median ms per model and shape, a column per device, then each device's description; returns the
+    CSV rows."""
+    labels = list(result["devices"])
+    table = Table(title="median ms per device")
+    for col in ("model", "precision", "LR", *labels):
+        table.add_column(col)
+    rows = [("model", "precision", "lr_h", "lr_w", "device", "median_ms")]
+    for r in result["table"]:
+        table.add_row(escape(r["model"]), r["precision"], f"{r['shape'][0]}x{r['shape'][1]}",
+                      *(f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels))
+        rows += [(r["model"], r["precision"], *r["shape"], d, f"{ms:.3f}") for d, ms in r["median_ms"].items()]
+    console.print(table)
+    from ..doctor import machine_line
+
+    for label, bench_result in result["devices"].items():
+        console.print(f"{escape(label)}: {escape(machine_line(bench_result['machine']))}", soft_wrap=True)
+    return rows
+
+
+def device_drift_table(result: dict) -> None:
+    """validate --on: each artifact's drift (worst content) on each device, a column per device."""
+    labels = list(result["devices"])
+    drift: dict = {}
+    for m in result["models"]:
+        if m.get("reference") or m.get("kind") == "method":
+            continue
+        drift.setdefault(Path(m["artifact"]).name, {})[m.get("device") or "local"] = m.get("drift_db")
+    table = Table(title="drift dB vs the FP32 reference here, per device")
+    for col in ("artifact", *labels):
+        table.add_column(col)
+    for name, by_device in drift.items():
+        table.add_row(escape(name), *("-" if by_device.get(d) is None else f"{by_device[d]:+.3f}" for d in labels))
+    console.print(table)
+
+
+def failed_devices(failed: dict | None) -> None:
+    """Each device that failed, with why, after the table of the others; exit 1."""
+    for label, why in (failed or {}).items():
+        err_console.print(f"[red]device failed[/red] {escape(clean_text(label))}: {escape(clean_text(why))}",
+                          highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
+    """One line per image upscaled, the counts, what was skipped and what failed; True when any failed."""
+    for r in results:
+        if r["status"] != done:
+            continue
+        flags = [f for f in ("nonfinite", "collapsed") if r[f]]
+        note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
+        console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
+                      f"{r['channels']} ch){note}", soft_wrap=True)
+    failed = [r for r in results if r["status"] == failed_status]
+    ignored = [r for r in results if r["status"] == "skipped" and r["output"] is None]  # not images
+    counts = {status: sum(r["status"] == status for r in results) for status in (done, failed_status, "skipped")}
+    console.print(f"{counts[done]} upscaled, {counts[failed_status]} failed, {counts['skipped'] - len(ignored)} "
+                  f"skipped (output exists) of {len(results) - len(ignored)}"
+                  + (f"; {len(ignored)} other file(s) skipped" if ignored else ""))
+    for r in ignored:
+        console.print(f"[yellow]skipped[/yellow] {escape(clean_text(r['input']))}: {r['reason']}", soft_wrap=True)
+    for r in failed:
+        console.print(f"[red]failed[/red] {escape(r['input'])}: {escape(r['error'])}", soft_wrap=True)
+    return bool(failed)
+
+
+def pipeline_lines(summary: dict, budget: float) -> None:
+    best = summary["recommendation"]
+    if best:
+        console.print(f"[bold]recommendation:[/bold] {escape(best['name'])} ({best['precision']}), "
+                      f"{best['median_ms']:.1f} ms at {best['shape'][0]}x{best['shape'][1]}, drift "
+                      f"{best['drift_db']:+.3f} dB on its worst content")
+    else:
+        console.print(f"[bold]no engine is within the {budget} dB budget[/bold]")
+    t = summary.get("recommendation_throughput")
+    if t:
+        console.print(f"[bold]for throughput:[/bold] {escape(t['name'])} ({t['precision']}), {t['images_per_s']:.2f} "
+                      f"images/s at {t['shape'][0]}x{t['shape'][1]} with {t['inflight']} in flight")
+    console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
