@@ -153,7 +153,7 @@ def main(argv=None) -> int:
                 print(f"openvino: {label}", file=sys.stderr, flush=True)
                 data = int8_data(replace(calib_options, content_mix=mix), scale)
                 quantized = quantize_ir(fp32_ir, data, None, config, {**DEFAULT_SETTINGS, **settings})
-                model, section = quantized.model, quantized.section
+                model, section = quantized.model, quantized.section.to_dict()
                 infer = _ov_infer(model, config)
                 lines.append(row(label, ov_fp32, infer, section, median_ms(infer)) + f" {small_inputs(model, tmp)} |")
                 if args.save_ir:

@@ -9,7 +9,8 @@ report read the same for each.
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,11 @@ from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.gate import DEFAULT_DRIFT_DB, AccuracyGate
 from scnet_deploy.imaging.images import to_u8_hwc
 from scnet_deploy.imaging.metrics import psnr_y
+
+if TYPE_CHECKING:
+    import openvino as ov
+
+Model = TypeVar("Model")  # what a quantizer makes: a graph file, or a backend's model in memory
 
 DEFAULT_BUDGET_DB = DEFAULT_DRIFT_DB  # the gate's one default (scnet_deploy/gate.py), here on the hold-out's mean
 
@@ -148,13 +154,42 @@ def int8_data(options: CalibOptions, scale: int) -> Int8Data:
     return Int8Data(options, calibration_set(options, scale), holdout_set(options, scale), scale)
 
 
+@dataclass(frozen=True)
+class Int8Section:
+    """The manifest's ``int8`` section, the same for every backend (``to_dict``: as written). ``calibration`` is None
+    for weight-only INT8, which calibrates nothing."""
+
+    holdout: dict  # sources, content of each, the user's folder, the FP32 engine's mean PSNR-Y on it
+    quantization: dict  # the backend's quantizer and its settings
+    budget_db: float | None  # None: the gate was off (--no-budget)
+    drift_db: float  # mean PSNR-Y drift over the hold-out (negative: worse than FP32)
+    worst_image: dict
+    by_content: dict[str, float]
+    per_image: list[dict]
+    float_layers: list[str]  # convolutions kept in float to meet the budget
+    tries: list[dict]  # each try of the budget loop: float layers, mean and worst drift
+    calibration: dict | None = None
+
+    @property
+    def within_budget(self) -> bool:
+        return self.budget_db is None or self.drift_db >= -self.budget_db
+
+    def to_dict(self) -> dict:
+        calibration = {} if self.calibration is None else {"calibration": self.calibration}
+        return {**calibration, "holdout": self.holdout, "quantization": self.quantization, "budget_db": self.budget_db,
+                "budget": "off (--no-budget)" if self.budget_db is None else f"{self.budget_db} dB mean drift",
+                "drift_db": self.drift_db, "worst_image": self.worst_image, "by_content": self.by_content,
+                "per_image": self.per_image, "float_layers": self.float_layers, "tries": self.tries,
+                "within_budget": self.within_budget}
+
+
 @dataclass
 class Quantized:
     """What every quantizer returns: the chosen model (a path, or the backend's in-memory model) and the manifest's
     ``int8`` section (``int8_section``)."""
 
-    model: object
-    section: dict
+    model: "Path | ov.Model"  # ONNX Runtime and TensorRT: the written graph; OpenVINO: the model in memory
+    section: Int8Section
 
 
 def _try(float_layers: int, drift: dict) -> dict:
@@ -162,8 +197,8 @@ def _try(float_layers: int, drift: dict) -> dict:
             "worst_drift_db": drift["worst_image"]["drift_db"]}
 
 
-def quantize_within_budget(quantize: Callable[[tuple[str, ...]], object], measure: Callable[[object], dict],
-                           rank: Callable[[object], list[str]], budget_db: float | None,
+def quantize_within_budget(quantize: Callable[[tuple[str, ...]], Model], measure: Callable[[Model], dict],
+                           rank: Callable[[Model], list[str]], budget_db: float | None,
                            too_slow: Callable[..., None] | None = None,
                            first_try: dict | None = None) -> dict:
     """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', ...}`` (negative = worse),
@@ -257,7 +292,7 @@ def rank_by_added_error(learned: dict[str, tuple[str, str]], runs) -> list[tuple
     return sorted(added.items(), key=lambda kv: kv[1], reverse=True)
 
 
-def check_within_budget(model, measure: Callable[[object], dict], budget_db: float | None) -> dict:
+def check_within_budget(model: Model, measure: Callable[[Model], dict], budget_db: float | None) -> dict:
     """For engines whose layers cannot be kept in float one by one (Core ML's weight-only INT8): measure once and
     fail in one line when over budget. Returns the same record as ``quantize_within_budget``."""
     check_budget(budget_db)
@@ -269,24 +304,20 @@ def check_within_budget(model, measure: Callable[[object], dict], budget_db: flo
     return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db, "tries": [_try(0, drift)]}
 
 
-def int8_section(calib, options, baseline: Baseline, result: dict, quantization: dict) -> dict:
-    """The ``int8`` section of every INT8 manifest (the same keys for each backend; no ``calibration`` when
+def int8_section(calib, options, baseline: Baseline, result: dict, quantization: dict) -> Int8Section:
+    """The ``int8`` section of every INT8 manifest, from the budget loop's ``result`` (no ``calibration`` when
     ``calib`` is None: weight-only INT8 calibrates nothing)."""
     drift = result["drift"]
-    budget = result["budget_db"]
-    section = {} if calib is None else {"calibration": {
-        "sources": calib.sources, "count": len(calib), "crop": options.crop, "seed": options.seed,
-        "method": options.method, "content_mix": options.content_mix}}
-    return {**section,
-            "holdout": {"sources": [h.name for h in baseline.holdout],
-                        "content": {h.name: h.content for h in baseline.holdout},
-                        "user_folder": str(options.holdout) if options.holdout else None,
-                        "fp32_psnr_y": float(np.mean(baseline.fp32_psnr))},
-            "quantization": quantization,
-            "budget_db": budget, "budget": "off (--no-budget)" if budget is None else f"{budget} dB mean drift",
-            "drift_db": drift["mean_db"], "worst_image": drift["worst_image"], "by_content": drift["by_content"],
-            "per_image": drift["per_image"], "float_layers": result["float_layers"], "tries": result["tries"],
-            "within_budget": budget is None or drift["mean_db"] >= -budget}
+    return Int8Section(
+        holdout={"sources": [h.name for h in baseline.holdout], "content": {h.name: h.content for h in baseline.holdout},
+                 "user_folder": str(options.holdout) if options.holdout else None,
+                 "fp32_psnr_y": float(np.mean(baseline.fp32_psnr))},
+        quantization=quantization, budget_db=result["budget_db"], drift_db=drift["mean_db"],
+        worst_image=drift["worst_image"], by_content=drift["by_content"], per_image=drift["per_image"],
+        float_layers=result["float_layers"], tries=result["tries"],
+        calibration=None if calib is None else {"sources": calib.sources, "count": len(calib), "crop": options.crop,
+                                                "seed": options.seed, "method": options.method,
+                                                "content_mix": options.content_mix})
 
 
 def verification_inputs(holdout) -> list:

@@ -14,6 +14,7 @@ it is off by default.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -47,7 +48,10 @@ class CalibOptions:
     content_mix: bool = False
 
 
-def _sources(options: CalibOptions) -> tuple[list[tuple[str, object]], list[tuple[str, object]]]:
+Loader = Callable[[], np.ndarray]  # reads an image as HxWx3 uint8 RGB when called
+
+
+def _sources(options: CalibOptions) -> tuple[list[tuple[str, Loader]], list[tuple[str, Loader]]]:
     """(calibration, hold-out) lists of (name, loader); disjoint by construction."""
     if options.data is None:
         try:
@@ -139,7 +143,7 @@ def _centre_pair(image: np.ndarray, scale: int, size: int) -> tuple[np.ndarray, 
     return bicubic_degrade(crop, scale), crop
 
 
-def _user_holdout(folder: Path) -> list[tuple[str, str, object]]:
+def _user_holdout(folder: Path) -> list[tuple[str, str, Loader]]:
     if not folder.is_dir():
         raise ScnetDeployError(f"--holdout '{folder}' is not a folder of images.")
     found = [(str(p), "holdout", (lambda p=p: read_rgb_u8(p))) for p in list_images(folder)]

@@ -20,7 +20,7 @@ def onnx_infer(path: Path):
 
 def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, budget_db: float | None,
                     symmetric_activations: bool, speed_limit: SpeedLimit | None = None,
-                    finish: Callable[[Path], object] | None = None) -> Quantized:
+                    finish: Callable[[Path], None] | None = None) -> Quantized:
     """Write the INT8 QDQ model of the verified FP32 ONNX ``fp32`` to ``out_path``, within ``budget_db`` on
     ``data``'s hold-out. ``speed_limit`` (ONNX Runtime engines only): see ``budget.SpeedLimit``. ``finish(path)``
     rewrites each quantized graph in place before it is measured (TensorRT: its float parts to FP16), so the budget

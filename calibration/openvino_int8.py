@@ -11,10 +11,15 @@ covers exactly [0, 1], and the image-space path (bilinear skip, final add) stays
 ``fix_known_ranges``), so white is never clipped.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from scnet_deploy.calibration.budget import Baseline, Int8Data, Quantized, Ranking, SpeedLimit, costliest, \
     int8_section, quantize_within_budget, rank_by_added_error
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 CONV_TYPES = ("Convolution", "GroupConvolution")  # the depthwise shift is a GroupConvolution
 PRESETS = ("mixed", "performance")
@@ -155,7 +160,7 @@ def convolution_quantizers(model) -> dict[str, list[str]]:
     return feeds
 
 
-def without_quantizers(model, names) -> object:
+def without_quantizers(model: "ov.Model", names) -> "ov.Model":
     """A copy of ``model`` with the FakeQuantize ops ``names`` removed: their consumers read the float values."""
     clone = model.clone()
     wanted = set(names)

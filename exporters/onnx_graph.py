@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from scnet_deploy.errors import ExportError
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.model.rewrites import DeployOptions, check_shift, to_deploy_form
 from scnet_deploy.model.shift import OFFSETS, ShiftDWConv, shift_kernel
+
+if TYPE_CHECKING:
+    import onnx
 
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 EXPORTERS = {"dynamo": 18, "torchscript": 17}  # exporter -> default opset
@@ -177,7 +181,7 @@ def constants_as_tensors(model):
     return model
 
 
-def simplify(model) -> tuple[object, str]:
+def simplify(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", str]:
     """onnxsim first; onnxslim if onnxsim fails or is missing. Returns (model, which tool did it)."""
     model = constants_as_tensors(model)
     errors = []

@@ -58,16 +58,72 @@ class TuneOptions:
             raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
 
 
+@dataclass
+class Candidate:
+    """What happened to one candidate form, as the manifest's ``autotune.candidates`` records it (``record``: only
+    what happened: a candidate never timed has no ``median_ms``; one that could not run here has it as None)."""
+
+    build_s: float | None = None
+    timed: bool = False  # screened or timed in turn: ``median_ms`` is its time, or None where it cannot run here
+    median_ms: float | None = None
+    screening_ms: float | None = None  # its screening median, when it was later timed in turn as well
+    interleaved_ms: float | None = None  # its median in turn with the other finalist
+    over_budget_ms: float | None = None  # INT8 over budget all-INT8: that engine's speed (its speed limit)
+    abandoned: str | None = None  # why its budget loop was stopped, or not taken up again
+    tries: list | None = None  # the budget loop's tries before it was abandoned
+    error: str | None = None  # why it could not be built (or its timing failed)
+    not_timed: str | None = None  # why this machine cannot run it
+
+    def time(self, ms: float | None, **more) -> None:
+        self.timed, self.median_ms = True, ms
+        for key, value in more.items():
+            setattr(self, key, value)
+
+    def record(self) -> dict:
+        """The manifest's entry: every field that was set, and ``median_ms`` once timed (None: could not run)."""
+        entry = {"build_s": self.build_s, "screening_ms": self.screening_ms, "interleaved_ms": self.interleaved_ms,
+                 "over_budget_ms": self.over_budget_ms, "abandoned": self.abandoned, "tries": self.tries,
+                 "error": self.error, "not_timed": self.not_timed}
+        entry = {k: v for k, v in entry.items() if v is not None}
+        return {**({"median_ms": self.median_ms} if self.timed else {}), **entry}
+
+
+@dataclass
+class AutotuneRecord:
+    """The manifest's ``autotune`` section (``to_dict``: as written): how the candidates were timed, each one's
+    record, the form chosen, and the way in pieces kept where one was faster (``tile`` or ``split``: an LR side)."""
+
+    optimize: str
+    target_lr_size: list[int]
+    runs: int
+    screening_runs: int
+    candidates_from: str
+    candidates: dict[str, dict]
+    chosen: str
+    screening_gives_up_above: float = 0.0
+    tiles: dict | None = None  # the whole image against each way in pieces ("none", "256", "split 64")
+    tile: int | None = None
+    split: int | None = None
+
+    def to_dict(self) -> dict:
+        record = {"optimize": self.optimize, "target_lr_size": self.target_lr_size, "runs": self.runs,
+                  "screening_runs": self.screening_runs, "screening_gives_up_above": self.screening_gives_up_above,
+                  "candidates_from": self.candidates_from, "candidates": self.candidates, "chosen": self.chosen,
+                  "tile": self.tile, "split": self.split}
+        return record if self.tiles is None else {**record, "tiles": self.tiles}
+
+
 def fastest(timings: dict, key: str = "median_ms"):
     """The name whose timing is lowest among those that were timed (None if none was)."""
-    timed = {name: t[key] for name, t in timings.items() if t.get(key) is not None}
+    timed = {name: value for name, t in timings.items()
+             if (value := getattr(t, key) if isinstance(t, Candidate) else t.get(key)) is not None}
     return min(timed, key=timed.get) if timed else None
 
 
 def fastest_ms(timings: dict) -> float | None:
     """The lowest screening median among ``timings`` (None if none was timed)."""
     best = fastest(timings)
-    return None if best is None else timings[best]["median_ms"]
+    return None if best is None else timings[best].median_ms
 
 
 def _load(module, directory: Path, fields: dict, precision: str):
@@ -123,7 +179,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     # Two candidates or fewer: screening could drop none of them, so they are timed in turn once at the end; an INT8
     # candidate within budget is screened only when one over budget is to be taken up again (its speed limit).
     screen = len(forms) > 2
-    candidates, built, set_aside, first_limits, screened = {}, {}, [], {}, []
+    candidates: dict[str, Candidate] = {}
+    built, set_aside, first_limits, screened = {}, [], {}, []
 
     def build_and_time(i: int, name: str, limit) -> bool:
         """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
@@ -135,17 +192,17 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         try:
             fields = session.build_form(target, DeployOptions.from_name(name), cand_dir, speed_limit=limit)
         except BudgetAbandoned as exc:
-            candidates[name] = {"median_ms": None, "over_budget_ms": round(exc.ms, 2), "abandoned": str(exc),
-                                "tries": exc.tries}
+            candidates[name] = Candidate(timed=True, over_budget_ms=round(exc.ms, 2), abandoned=str(exc),
+                                         tries=exc.tries)
             if limit.ms is None:
                 set_aside.append(name)
             return True
         except ScnetDeployError as exc:
-            candidates[name] = {"error": str(exc).splitlines()[0][:300]}
+            candidates[name] = Candidate(error=str(exc).splitlines()[0][:300])
             return True
         build_s = time.perf_counter() - t0
         built[name] = (cand_dir, fields)
-        candidates[name] = {"build_s": round(build_s, 2)}
+        candidates[name] = Candidate(build_s=round(build_s, 2))
         return time_screening(name) if screen else True
 
     def time_screening(name: str) -> bool:
@@ -153,29 +210,29 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         cand_dir, fields = built[name]
         progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=forms.index(name), total=len(forms)))
         ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs, fastest_ms(candidates))
-        candidates[name]["median_ms"] = ms
+        candidates[name].time(ms)
         screened.append(name)
         if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
-            candidates[name]["not_timed"] = reason
+            candidates[name].not_timed = reason
             return False
         return True
 
     def unscreened() -> list[str]:
-        return [n for n in built if "median_ms" not in candidates[n]]
+        return [n for n in built if not candidates[n].timed]
 
     for i, name in enumerate(forms):
         first_limits[name] = SpeedLimit(None, x) if limited else None
         if not build_and_time(i, name, first_limits[name]):
             break
-    for name in sorted(set_aside, key=lambda n: candidates[n]["over_budget_ms"]):
+    for name in sorted(set_aside, key=lambda n: candidates[n].over_budget_ms):
         if not all(map(time_screening, unscreened())):  # the speed to beat: the fastest within budget
             break
         best_ms = fastest_ms(candidates)
         # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
         limit = SpeedLimit(math.inf if best_ms is None else best_ms, x, first_try=first_limits[name].first_try)
-        all_int8_ms = candidates[name]["over_budget_ms"]
+        all_int8_ms = candidates[name].over_budget_ms
         if best_ms is not None and all_int8_ms >= RESUME_BELOW * best_ms:
-            candidates[name]["abandoned"] = (
+            candidates[name].abandoned = (
                 f"over budget all-INT8, and already then slower ({all_int8_ms:.1f} ms) than {best_ms:.1f} ms, the "
                 "fastest within budget" if all_int8_ms > best_ms else
                 f"over budget all-INT8 at {all_int8_ms:.1f} ms, not {1 - RESUME_BELOW:.0%} faster than {best_ms:.1f} "
@@ -186,36 +243,35 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         _time_in_turn_only(module, built, candidates, target.precision, x, tune.runs, progress, label)
     if not built:
         raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
-                          + "; ".join(f"{n}: {c.get('error') or c.get('abandoned')}" for n, c in candidates.items()))
+                          + "; ".join(f"{n}: {c.error or c.abandoned}" for n, c in candidates.items()))
     best = fastest(candidates) or next(iter(built))
-    top_two = sorted((n for n in built if candidates[n]["median_ms"] is not None),
-                     key=lambda n: candidates[n]["median_ms"])[:2]
+    top_two = sorted((n for n in built if candidates[n].median_ms is not None),
+                     key=lambda n: candidates[n].median_ms)[:2]
     if screen and len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
         progress(Progress(f"{label}: {' vs '.join(top_two)}, interleaved"))
         for name, timing in _interleaved(module, {n: built[n] for n in top_two}, target.precision, x,
                                          tune.runs).items():
-            candidates[name]["interleaved_ms"] = timing["median_ms"]
+            candidates[name].interleaved_ms = timing["median_ms"]
         best = fastest(candidates, "interleaved_ms")
     cand_dir, fields = built[best]
-    record = {"optimize": tune.optimize, "target_lr_size": list(size), "runs": tune.runs,
-              "screening_runs": -(-tune.runs // 2) if screened else 0, "screening_gives_up_above": GIVE_UP_ABOVE,
-              "candidates_from": "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
-              "candidates": {n: candidates[n] for n in forms if n in candidates}, "chosen": best,
-              "tile": None, "split": None}
-    if candidates[best]["median_ms"] is not None and any(t < max(size) for t in tune.tiles + tune.split_tiles):
-        whole_ms = candidates[best].get("interleaved_ms", candidates[best]["median_ms"])
+    record = AutotuneRecord(
+        tune.optimize, list(size), tune.runs, -(-tune.runs // 2) if screened else 0,
+        "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
+        {n: candidates[n].record() for n in forms if n in candidates}, best, screening_gives_up_above=GIVE_UP_ABOVE)
+    if candidates[best].median_ms is not None and any(t < max(size) for t in tune.tiles + tune.split_tiles):
+        whole_ms = candidates[best].interleaved_ms or candidates[best].median_ms
         with _load(module, cand_dir, fields, target.precision) as runner:
-            record["tiles"] = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
-        plan = choose_plan(record["tiles"])
+            record.tiles = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
+        plan = choose_plan(record.tiles)
         if plan is not None:
-            record[plan[0]] = plan[1]
+            setattr(record, *plan)
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
     shutil.rmtree(scratch, ignore_errors=True)  # the losers
-    return {**fields, "autotune": record}
+    return {**fields, "autotune": record.to_dict()}
 
 
-def _time_in_turn_only(module, built: dict, candidates: dict, precision: str, x: np.ndarray, runs: int, progress,
+def _time_in_turn_only(module, built: dict, candidates: dict[str, Candidate], precision: str, x: np.ndarray, runs: int, progress,
                        label: str) -> None:
     """Two candidates or fewer: each one's median is its time in turn with the other (``median_ms`` and
     ``interleaved_ms`` alike; a screening median taken before is kept as ``screening_ms``); where this machine cannot
@@ -227,15 +283,15 @@ def _time_in_turn_only(module, built: dict, candidates: dict, precision: str, x:
         first = next(iter(built))
         for name in list(built)[1:]:
             del built[name], candidates[name]
-        candidates[first].update(median_ms=None, not_timed=str(exc).splitlines()[0][:300])
+        candidates[first].time(None, not_timed=str(exc).splitlines()[0][:300])
         return
     for name, timing in timings.items():
-        if "median_ms" in candidates[name]:  # screened before (the speed limit of an INT8 candidate over budget)
-            candidates[name]["screening_ms"] = candidates[name]["median_ms"]
+        if candidates[name].timed:  # screened before (the speed limit of an INT8 candidate over budget)
+            candidates[name].screening_ms = candidates[name].median_ms
         if "error" in timing:
-            candidates[name].update(median_ms=None, error=timing["error"])
+            candidates[name].time(None, error=timing["error"])
         else:
-            candidates[name].update(median_ms=timing["median_ms"], interleaved_ms=timing["median_ms"])
+            candidates[name].time(timing["median_ms"], interleaved_ms=timing["median_ms"])
 
 
 def _interleaved(module, artifacts: dict, precision: str, x: np.ndarray, runs: int) -> dict:

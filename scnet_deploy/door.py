@@ -14,6 +14,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Union
 
 from .errors import ScnetDeployError
 
@@ -129,22 +130,26 @@ def receive(stream, destination: Path, max_bytes: int, what: str) -> int:
 
 # --- JSON and its schema ------------------------------------------------------------------------------------------
 
+# A schema: a Python type (bool, str, int, float, dict, list), NUMBER, Int, Fields, ListOf, MapOf or Opt.
+Schema = Union[type, str, "Int", "Fields", "ListOf", "MapOf", "Opt"]
+
+
 @dataclass(frozen=True)
 class Opt:
     """A value that may be null (or absent, as a field)."""
-    schema: object
+    schema: Schema
 
 
 @dataclass(frozen=True)
 class ListOf:
-    item: object
+    item: Schema
     max_len: int = 100_000
     length: int | None = None
 
 
 @dataclass(frozen=True)
 class MapOf:
-    value: object
+    value: Schema
     max_len: int = 100_000
 
 

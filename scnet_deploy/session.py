@@ -191,4 +191,4 @@ class BuildSession:
 
         baseline = data.baseline(TorchRunner(self.checkpoint.model).infer)  # its FP32 engine is not built here
         result = check_within_budget(runner, lambda r: baseline.measure(r.infer), self.options.budget_db)
-        return int8_section(None, data.options, baseline, result, {"method": "weights only"})
+        return int8_section(None, data.options, baseline, result, {"method": "weights only"}).to_dict()

@@ -1,5 +1,5 @@
-"""--optimize latency: every candidate form built, verified and timed; the fastest kept and recorded; exact tiling
-recorded and honoured where it measured faster."""
+"""scnet_deploy/autotune.py: --optimize latency: every candidate form built, verified and timed; the fastest kept and
+recorded; exact tiling and split execution recorded and honoured where they measure faster."""
 
 import time
 
@@ -9,13 +9,35 @@ import torch
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy import autotune
-from scnet_deploy.autotune import TuneOptions, fastest
+from scnet_deploy.autotune import fastest, TuneOptions
 from scnet_deploy.errors import ExportError
-from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
-from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.model.rewrites import DeployOptions
+from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
 from scnet_deploy.runtime import open_model
+
+
+def _ops(path):
+    import onnx
+
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+    return {n.op_type for n in model.graph.node}, groups
+
+
+class _PricedRunner(Runner):
+    """A stand-in engine whose time is ``ms(pixels)``: tiles can be made cheap or dear per test."""
+
+    def __init__(self, ms) -> None:
+        super().__init__()
+        self.ms, self.sizes = ms, []
+
+    def _infer(self, lr):
+        self.sizes.append(lr.shape[2:])
+        time.sleep(self.ms(lr.shape[2] * lr.shape[3]) / 1e3)
+        return np.zeros((*lr.shape[:2], 2 * lr.shape[2], 2 * lr.shape[3]), np.float32)
 
 
 def test_form_names_round_trip_and_bad_ones_are_refused():
@@ -30,15 +52,6 @@ def test_form_names_round_trip_and_bad_ones_are_refused():
 def test_fastest_ignores_candidates_that_were_not_timed():
     assert fastest({"a": {"median_ms": 3.0}, "b": {"median_ms": 2.0}, "c": {"error": "x"}}) == "b"
     assert fastest({"a": {"median_ms": None}}) is None
-
-
-def _ops(path):
-    import onnx
-
-    model = onnx.load(str(path))
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
-    return {n.op_type for n in model.graph.node}, groups
 
 
 def test_latency_export_times_every_candidate_and_keeps_the_fastest(tmp_path):
@@ -90,19 +103,6 @@ def test_tiles_are_timed_against_the_whole_image_on_one_engine(tmp_path):
                                                                                 (16, 64))))
     tiles = result.manifest["autotune"]["tiles"]
     assert set(tiles) == {"none", "16"} and all(t["median_ms"] > 0 for t in tiles.values())  # 64 >= the image
-
-
-class _PricedRunner(Runner):
-    """A stand-in engine whose time is ``ms(pixels)``: tiles can be made cheap or dear per test."""
-
-    def __init__(self, ms) -> None:
-        super().__init__()
-        self.ms, self.sizes = ms, []
-
-    def _infer(self, lr):
-        self.sizes.append(lr.shape[2:])
-        time.sleep(self.ms(lr.shape[2] * lr.shape[3]) / 1e3)
-        return np.zeros((*lr.shape[:2], 2 * lr.shape[2], 2 * lr.shape[3]), np.float32)
 
 
 @pytest.mark.parametrize("tile_cheaper", [False, True])
@@ -176,7 +176,6 @@ def test_an_engine_that_cannot_run_here_keeps_the_first_form_and_says_why(tmp_pa
     record = result.manifest["autotune"]
     assert list(record["candidates"]) == ["dwconv"] and record["chosen"] == "dwconv"
     assert "macOS" in record["candidates"]["dwconv"]["not_timed"]
-
 
 
 def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_the_best_within_budget(

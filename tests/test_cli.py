@@ -1,4 +1,5 @@
-"""The CLI: info JSON keys, export end to end, user errors as one line with exit code 2 and no traceback."""
+"""scnet_deploy/cli/: info JSON keys, export end to end (INT8 too), user errors as one line with exit code 2 and no
+traceback."""
 
 import json
 import subprocess
@@ -6,12 +7,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, need, save_basicsr, tiny_model
-
-
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+from conftest import cli, FIXTURES, need, save_basicsr, tiny_model
 
 
 def test_export_leaves_the_candidate_forms_to_the_backend_unless_told(tmp_path, monkeypatch):
@@ -112,3 +108,15 @@ def test_export_several_formats_cli(tmp_path):
 def test_doctor_cli_table():
     out = cli("doctor")
     assert out.returncode == 0 and "onnxruntime" in out.stdout and "CPU:" in out.stdout
+
+
+def test_int8_cli(ckpt, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(tmp_path / "a"),
+                          "--int8", "--calib-count", "4", "--calib-method", "entropy", "--budget", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert m["int8"]["calibration"]["method"] == "entropy" and m["options"]["budget_db"] == 1
+    bad = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(tmp_path / "b"),
+                          "--int8", "--precision", "bf16"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "contradict" in bad.stderr

@@ -1,6 +1,5 @@
-"""Issue 27: one trust boundary. A hostile device behind a real loopback sshd (tests/hostile_device.py, one per test
-session), crafted artifacts and crafted folders: nothing outside is written or read, memory stays bounded, every
-failure a user or a device can cause is one line (exit 2), and no input is ever destroyed."""
+"""scnet_deploy/door.py: one trust boundary. A hostile device behind a real loopback sshd (tests/hostile_device.py,
+one per test session), crafted artifacts and manifests; each answer refused in one line, nothing written here."""
 
 import io
 import json
@@ -15,12 +14,13 @@ import numpy as np
 import pytest
 
 from conftest import cli, one_line_error, save_basicsr, smooth_hr_folder, tiny_model
-from scnet_deploy.door import ArtifactError, UntrustedInput, check_artifact, clean_text, read_npz
-from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.devices.fleet import bench_on, export_on, validate_on
 from scnet_deploy.devices.ssh import parse_device
+from scnet_deploy.door import ArtifactError, check_artifact, clean_text, read_npz, UntrustedInput
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.runtime import open_model
+
 
 BENCH = r"^/hostile/python -m scnet_deploy bench "
 
@@ -53,7 +53,43 @@ def nothing_new_outside(before: set, root: Path) -> None:
     assert {p for p in root.rglob("*")} == before
 
 
-# --- a hostile device ---------------------------------------------------------------------------------------------
+def _npz(path: Path, entries: dict, compress: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in entries.items():
+            z.writestr(f"{name}.npy", data)
+    return path
+
+
+def _npy_header(shape, dtype="<f4") -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return out.getvalue()
+
+
+class Opens:
+    """Paths this process opens (an audit hook, installed once: hooks cannot be removed)."""
+    seen: list = []
+    installed = False
+
+    @classmethod
+    def watch(cls) -> list:
+        if not cls.installed:
+            sys.addaudithook(lambda event, args: cls.seen.append(str(args[0])) if event == "open" and args
+                             and isinstance(args[0], (str, bytes, os.PathLike)) else None)
+            cls.installed = True
+        cls.seen.clear()
+        return cls.seen
+
+
+def _with_manifest(artifact: Path, copy: Path, **changes) -> Path:
+    import shutil
+
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.update(changes)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
 
 def test_a_tar_for_an_answer_writes_nothing_here(hostile, tiny, tmp_path):
     """Row 1: the device answers the result fetch with a tar whose links point at absolute paths of this machine
@@ -122,19 +158,6 @@ def test_oversized_answers_are_cut_at_their_cap_with_memory_bounded(hostile, tin
     hostile.answer([r"doctor --json$", "zeros", 4 * 2**30])
     assert "device" in refused_within(64, lambda: bench_on([tiny[1]], options, ("ssh://device",), remote),
                                       "more than 1048576 bytes")
-
-
-def _npz(path: Path, entries: dict, compress: bool = False) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
-        for name, data in entries.items():
-            z.writestr(f"{name}.npy", data)
-    return path
-
-
-def _npy_header(shape, dtype="<f4") -> bytes:
-    out = io.BytesIO()
-    np.lib.format.write_array_header_1_0(out, {"descr": dtype, "fortran_order": False, "shape": shape})
-    return out.getvalue()
 
 
 def test_device_outputs_must_be_the_arrays_that_were_sent(tmp_path):
@@ -262,33 +285,6 @@ def test_clean_text_removes_escapes_and_controls():
     assert clean_text("a\nb", newlines=True) == "a\nb"
 
 
-# --- crafted artifacts --------------------------------------------------------------------------------------------
-
-class Opens:
-    """Paths this process opens (an audit hook, installed once: hooks cannot be removed)."""
-    seen: list = []
-    installed = False
-
-    @classmethod
-    def watch(cls) -> list:
-        if not cls.installed:
-            sys.addaudithook(lambda event, args: cls.seen.append(str(args[0])) if event == "open" and args
-                             and isinstance(args[0], (str, bytes, os.PathLike)) else None)
-            cls.installed = True
-        cls.seen.clear()
-        return cls.seen
-
-
-def _with_manifest(artifact: Path, copy: Path, **changes) -> Path:
-    import shutil
-
-    shutil.copytree(artifact, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest.update(changes)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    return copy
-
-
 def test_manifest_files_outside_the_artifact_are_never_read(tiny, tmp_path):
     """Row 6: `files` naming ../../x (with its right hash: a hash oracle), an absolute path, a folder, /dev/zero,
     and a FIFO in the folder: refused before anything is opened or hashed."""
@@ -395,8 +391,6 @@ def test_a_malformed_manifest_on_the_command_line_is_one_line(tiny, tmp_path):
     (copy / "manifest.json").write_bytes(b"{}" + b" " * (5 * 2**20))
     assert "limit" in one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
 
-
-# --- no network -----------------------------------------------------------------------------------------------------
 
 def test_loading_and_running_each_backend_opens_no_socket(tiny, tmp_path):
     """Row 19: an audit hook on socket.connect/getaddrinfo around importing the package and loading and running each

@@ -1,10 +1,14 @@
 """The layout explains itself: no import cycles between the package's modules, counting the imports made inside
-functions (a lazy import hides a cycle from Python, not from a reader), and calibration/ stays a leaf."""
+functions (a lazy import hides a cycle from Python, not from a reader), calibration/ a leaf, and a device's
+runtime modules reaching no build code."""
 
 import ast
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
 PACKAGES = {"scnet_deploy": ROOT / "scnet_deploy", "scnet_deploy.exporters": ROOT / "exporters",
             "scnet_deploy.calibration": ROOT / "calibration"}
 

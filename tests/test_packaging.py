@@ -6,9 +6,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 PROBE = ("import importlib.util, sys, scnet_deploy, scnet_deploy.exporters.registry, scnet_deploy.calibration; "
          "print(scnet_deploy.__file__); print(scnet_deploy.exporters.__file__); "
          "print(importlib.util.find_spec('exporters') is None and importlib.util.find_spec('calibration') is None); "

@@ -1,4 +1,5 @@
-"""The main job end to end on a tiny configuration: small random-weight model, two images, one size."""
+"""scnet_deploy/pipeline.py: the main job end to end on a tiny configuration: small random-weight model, two images,
+one size."""
 
 import json
 import subprocess

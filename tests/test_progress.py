@@ -1,15 +1,16 @@
-"""Every verb reports progress the same way: ``progress(event)`` with ``Progress`` events, counted work counted."""
+"""scnet_deploy/progress.py: every verb reports progress the same way: progress(event) with Progress events, counted
+work counted."""
 
 import numpy as np
 from PIL import Image
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.bench import BenchOptions, bench
-from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.pipeline import PipelineOptions, pipeline
-from scnet_deploy.progress import BUILT, SKIPPED, STEP, Progress
-from scnet_deploy.upscale import UpscaleOptions, upscale
-from scnet_deploy.validate import ValidateOptions, validate
+from scnet_deploy.bench import bench, BenchOptions
+from scnet_deploy.export import export, ExportOptions
+from scnet_deploy.pipeline import pipeline, PipelineOptions
+from scnet_deploy.progress import BUILT, Progress, SKIPPED, STEP
+from scnet_deploy.upscale import upscale, UpscaleOptions
+from scnet_deploy.validate import validate, ValidateOptions
 
 
 def _images(folder, n, size=(20, 24)):

@@ -1,19 +1,26 @@
-"""Issue 27, rows 9-16: upscale never destroys an input and never loses a result; images as viewers show them; every
-failure of the user's machine is one line. A checkpoint runs in PyTorch here (no export needed)."""
+"""scnet_deploy/upscale.py: never destroys an input, never loses a result; grey, alpha and 16-bit kept; exact tiles
+under a memory limit; NaN and collapse guards; batches that go on past a bad file and resume."""
 
 import os
 import shutil
+import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import png
 import pytest
+import torch
 from PIL import Image
 
-from conftest import cli, one_line_error, save_basicsr, tiny_model
+from conftest import cli, folder_with_a_corrupt_second_image, one_line_error, save_basicsr, tiny_model
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.imaging.images import ImageError, read_image
-from scnet_deploy.upscale import UpscaleOptions, upscale
+from scnet_deploy.model.checkpoint import NonFiniteWeightsWarning
+from scnet_deploy.runtime import open_model
+from scnet_deploy.upscale import upscale, UpscaleOptions
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +31,163 @@ def model(tmp_path_factory):
 def rgb(path: Path, size=(20, 14), seed=0) -> Path:
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
     return path
+
+
+def test_upscale_rgb_grey_alpha_16bit(tiny, tmp_path):
+    ckpt, artifact = tiny
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = rng.integers(0, 256, (11, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "rgb.png")
+    grey = rng.integers(0, 256, (6, 9), dtype=np.uint8)
+    Image.fromarray(grey).save(src / "grey.png")
+    rgba = np.dstack([rgb, rng.integers(0, 256, (11, 7), dtype=np.uint8)])
+    Image.fromarray(rgba).save(src / "alpha.png")
+    rgb16 = rng.integers(0, 65536, (5, 8, 3), dtype=np.uint16)
+    png.Writer(8, 5, greyscale=False, bitdepth=16).write(open(src / "deep.png", "wb"), rgb16.reshape(5, -1))
+    results = upscale(artifact, [src], UpscaleOptions(tmp_path / "out", tile=4))
+    assert {r["tiles"] > 1 for r in results} == {True}
+    out = {p.name: p for p in (tmp_path / "out").iterdir()}
+    assert sorted(out) == ["alpha_x2.png", "deep_x2.png", "grey_x2.png", "rgb_x2.png"]
+    assert Image.open(out["grey_x2.png"]).mode == "L" and Image.open(out["grey_x2.png"]).size == (18, 12)
+    with Image.open(out["alpha_x2.png"]) as im:
+        assert im.mode == "RGBA" and im.size == (14, 22)
+        alpha = np.asarray(im)[..., 3]
+    with open_model(ckpt) as ref:  # alpha = the model's output for the alpha plane as a grey image
+        a = np.repeat(rgba[..., 3:].astype(np.float32).transpose(2, 0, 1) / 255, 3, axis=0)
+        expected = np.floor(np.clip(ref.infer(a).mean(axis=0), 0, 1) * 255 + 0.5)
+    assert np.abs(alpha.astype(int) - expected).max() <= 1
+    w, h, rows, info = png.Reader(filename=str(out["deep_x2.png"])).asDirect()
+    assert info["bitdepth"] == 16 and (w, h) == (16, 10) and info["planes"] == 3
+    deep = np.vstack([np.asarray(r, np.int64) for r in rows]).reshape(10, 16, 3)
+    with open_model(ckpt) as ref:  # 16-bit in, 16-bit out: the pixels, not only the depth, within 2 of 65535
+        x = rgb16.astype(np.float32).transpose(2, 0, 1) / 65535
+        expected16 = np.floor(np.clip(ref.infer(x), 0, 1) * 65535 + 0.5).transpose(1, 2, 0)
+        g = np.repeat(grey[None].astype(np.float32) / 255, 3, axis=0)
+        expected_grey = np.floor(np.clip(ref.infer(g).mean(axis=0), 0, 1) * 255 + 0.5)
+    assert np.abs(deep - expected16).max() <= 2
+    assert np.abs(np.asarray(Image.open(out["grey_x2.png"])).astype(int) - expected_grey).max() <= 1
+    with open_model(ckpt) as ref:  # whole-image PyTorch vs tiled ONNX Runtime, at 8 bits
+        expected = np.floor(np.clip(ref.infer(rgb.transpose(2, 0, 1).astype(np.float32) / 255), 0, 1) * 255 + 0.5)
+    assert np.abs(np.asarray(Image.open(out["rgb_x2.png"])).transpose(2, 0, 1) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("suffix,mode", [(".jpg", "RGB"), (".webp", "RGB"), (".png", "RGB")])
+def test_output_format_from_extension(tiny, tmp_path, suffix, mode):
+    ckpt, _ = tiny
+    Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(tmp_path / "a.png")
+    out = cli("upscale", ckpt, tmp_path / "a.png", "-o", tmp_path / f"b{suffix}")
+    assert out.returncode == 0, out.stderr
+    with Image.open(tmp_path / f"b{suffix}") as im:
+        assert im.mode == mode and im.size == (16, 16)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_max_memory_forces_exact_tiling(tiny, tmp_path):
+    ckpt, _ = tiny
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    whole = upscale(ckpt, [tmp_path / "a.png"], UpscaleOptions(tmp_path / "w.png", max_memory_mb=1024))
+    tiled = upscale(ckpt, [tmp_path / "a.png"], UpscaleOptions(tmp_path / "t.png", max_memory_mb=1))
+    assert whole[0]["tiles"] == 1 and tiled[0]["tiles"] > 1
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "w.png")), np.asarray(Image.open(tmp_path / "t.png")))
+
+
+def test_overlap_below_receptive_radius_is_refused(tiny, tmp_path):
+    ckpt, _ = tiny
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    out = cli("upscale", ckpt, tmp_path / "a.png", "-o", tmp_path / "o", "--tile", "4", "--overlap", "1")
+    assert out.returncode == 2 and "receptive radius" in out.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_8k_input_upscales_x4_within_memory(tmp_path):
+    """SCNet-T (64 features, 16 blocks) at 8K -> x4: the 30720x17280 output is 6.4 GB as float, 1.6 GB as uint8;
+    a 4 GiB peak is possible only if the output is assembled in its integer type, tile by tile."""
+    from scnet_deploy.pipeline import reference_checkpoint  # SCNet-T x4, trained: random 16-block weights blow up
+
+    artifact = export(reference_checkpoint(), ExportOptions(output=tmp_path / "a")).directory
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4320, 7680, 3), dtype=np.uint8)).save(tmp_path / "8k.png")
+    code = (f"import resource; from scnet_deploy.upscale import upscale, UpscaleOptions; "
+            f"r = upscale({str(artifact)!r}, [{str(tmp_path / '8k.png')!r}], UpscaleOptions({str(tmp_path / 'o.png')!r}, "
+            f"max_memory_mb=512)); print(r[0]['tiles'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stderr
+    tiles, rss_kb = map(int, out.stdout.split())
+    assert tiles > 1 and rss_kb < 4 * 2**20
+    header = (tmp_path / "o.png").read_bytes()[:33]  # Pillow itself refuses to open a 531 MP image
+    assert struct.unpack(">II", header[16:24]) == (30720, 17280)
+
+
+def test_nan_and_collapse_guards_in_upscale(tmp_path):
+    sd = tiny_model(2, "pixelshuffle").state_dict()
+    sd["conv_last.bias"][:] = float("nan")
+    torch.save(sd, tmp_path / "nan.pth")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.warns(NonFiniteWeightsWarning):
+        (r,) = upscale(tmp_path / "nan.pth", [tmp_path / "a.png"], UpscaleOptions(tmp_path / "o.png"))
+    assert r["nonfinite"]
+    flat = tiny_model(2, "pixelshuffle").state_dict()
+    for k in flat:
+        flat[k] = torch.zeros_like(flat[k])
+    torch.save(flat, tmp_path / "flat.pth")
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "black.png")
+    (r,) = upscale(tmp_path / "flat.pth", [tmp_path / "black.png"], UpscaleOptions(tmp_path / "o2.png"))
+    assert r["collapsed"] and not r["nonfinite"]
+    out = cli("upscale", tmp_path / "flat.pth", tmp_path / "black.png", "-o", tmp_path / "o3.png")
+    assert out.returncode == 0 and "collapsed" in out.stdout
+
+
+def test_a_corrupt_file_does_not_stop_the_batch_and_skip_existing_resumes(tiny_ckpt_module, tmp_path):
+    names = folder_with_a_corrupt_second_image(tmp_path / "in")
+    out = cli("upscale", tiny_ckpt_module, tmp_path / "in", "-o", tmp_path / "out")
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "5 upscaled, 1 failed, 0 skipped" in out.stdout and "failed" in out.stdout and "1.png" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{Path(n).stem}_x2.png" for n in names if n != "1.png")
+    assert "1 failed" in out.stderr and "left" in out.stderr  # progress: done, failed, remaining
+    # resume: two outputs lost, the rest are complete and left alone
+    kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    for lost in ("3_x2.png", "5_x2.png"):
+        (tmp_path / "out" / lost).unlink()
+    again = cli("upscale", tiny_ckpt_module, tmp_path / "in", "-o", tmp_path / "out", "--skip-existing")
+    assert again.returncode == 1 and "2 upscaled, 1 failed, 3 skipped" in again.stdout
+    for name, mtime in kept.items():
+        assert (tmp_path / "out" / name).exists()
+        if name not in ("3_x2.png", "5_x2.png"):
+            assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.openvino
+def test_a_folder_runs_several_images_in_flight_with_the_same_outputs(tiny_ckpt_module, tmp_path):
+    """upscale of a folder uses the throughput mode: OpenVINO compiled with its throughput hint, as many images in
+    flight as it serves best, each thread with its own request; the pixels are those of one image at a time, and a
+    bad file among them is still reported, not fatal."""
+    from scnet_deploy.upscale import UpscaleOptions, upscale
+
+    artifact = export(tiny_ckpt_module, ExportOptions(output=tmp_path / "ov", format="openvino")).directory
+    rng = np.random.default_rng(5)
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    (tmp_path / "in" / "5.png").write_bytes(b"not an image")
+    one = upscale(artifact, [tmp_path / "in"], UpscaleOptions(tmp_path / "one", inflight=1))
+    many = upscale(artifact, [tmp_path / "in"], UpscaleOptions(tmp_path / "many", inflight=3))
+    auto = upscale(artifact, [tmp_path / "in"], UpscaleOptions(tmp_path / "auto"))
+    assert [r["status"] for r in many] == [r["status"] for r in one] == ["done"] * 5 + ["failed"]
+    assert {r.get("inflight") for r in many if r["status"] == "done"} == {3}
+    assert {r.get("inflight") for r in one if r["status"] == "done"} == {1}
+    assert all(r.get("inflight", 1) >= 1 for r in auto)
+    for i in range(5):
+        a = np.asarray(Image.open(tmp_path / "one" / f"{i}_x2.png"))
+        for other in ("many", "auto"):
+            np.testing.assert_array_equal(a, np.asarray(Image.open(tmp_path / other / f"{i}_x2.png")))
+
+
+def test_one_input_alone_still_fails_in_one_line(tiny_ckpt_module, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    out = cli("upscale", tiny_ckpt_module, tmp_path / "bad.png", "-o", tmp_path / "o.png")
+    assert out.returncode == 2 and "bad.png" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_an_output_that_is_an_input_is_refused(model, tmp_path):

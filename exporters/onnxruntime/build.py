@@ -13,7 +13,7 @@ def build(ctx, workdir: Path) -> dict:
 
         quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.budget_db,
                                     symmetric_activations=False, speed_limit=ctx.speed_limit)
-        return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section}
+        return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section.to_dict()}
     shutil.copyfile(hub["path"], workdir / MODEL_FILE)
     # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.
     return {"files": [MODEL_FILE], "onnx": onnx_section, "verification": hub["section"]["verification"]}

@@ -29,7 +29,7 @@ def build(ctx, workdir: Path) -> dict:
 
         quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options),
                                 speed_limit=ctx.speed_limit)
-        model, int8 = quantized.model, quantized.section
+        model, int8 = quantized.model, quantized.section.to_dict()
     try:
         ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)
     except RuntimeError as exc:  # OpenVINO reports a failed write as its stream's state ("basic_ios::clear")

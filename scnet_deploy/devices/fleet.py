@@ -8,6 +8,7 @@ The verbs themselves (``bench``, ``validate``, ``export``, ``pipeline``) never k
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import ExportError, ScnetDeployError
 from ..options import RemoteOptions
@@ -21,7 +22,12 @@ class FleetError(RemoteError):
     """Every device asked for failed: one line with each device's reason."""
 
 
-def on_each(urls, run_one, remote: RemoteOptions) -> tuple[dict, dict]:
+class FleetOutcome(NamedTuple):
+    results: dict  # label -> what the device's run returned, in the order asked
+    failed: dict[str, str]  # label -> why it failed (the others went on)
+
+
+def on_each(urls, run_one, remote: RemoteOptions) -> FleetOutcome:
     """``run_one(device)`` on each device of ``urls`` (``local`` left out: the caller runs the verb here itself), at
     most ``remote.jobs`` at a time: ({label: result}, {label: why it failed}) in the order asked. A device that fails
     does not stop the others; all of them failing is a ``FleetError`` (one line naming each)."""
@@ -48,7 +54,7 @@ def on_each(urls, run_one, remote: RemoteOptions) -> tuple[dict, dict]:
         if len(failed) == 1:
             raise RemoteError(next(iter(failed.values())))
         raise FleetError(f"every device failed: {'; '.join(f'{label}: {why}' for label, why in failed.items())}")
-    return results, failed
+    return FleetOutcome(results, failed)
 
 
 def labels_of(urls) -> list[str]:
@@ -123,9 +129,9 @@ def validate_on(models: list[Path], options, devices, remote: RemoteOptions = Re
             described[LOCAL] = machine()
         found, failed = on_each(devices, lambda device: outputs_on_device(
             device, artifacts, inputs, arrays, options, remote, say), remote)
-        for label, (outputs, summary) in found.items():
-            sources += outputs
-            described[label] = summary
+        for label, run in found.items():
+            sources += run.outputs
+            described[label] = run.summary.to_dict()
     result = validate(sources, replace(options, reference=reference), progress)
     result["devices"] = described  # each device's own description (CPU, GPUs, OS, library versions)
     result["failed_devices"] = failed  # label -> why (the others went on)

@@ -14,9 +14,11 @@ engine (``infer``), and the outputs are scored here against ground truth and the
 """
 
 import contextlib
+from dataclasses import asdict, dataclass
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,7 +41,7 @@ MAX_PLAN_BYTES = 2 * 2**30
 @contextlib.contextmanager
 def on_device(device: Device, remote: RemoteOptions, progress):
     """A connection to ``device`` with a fresh run directory there, its scnet-deploy checked (``describe``):
-    yields (connection, run directory, the device's summary)."""
+    yields (connection, run directory, the device's ``DeviceSummary``)."""
     from ..progress import Progress
 
     conn = Connection(device, remote)
@@ -183,13 +185,38 @@ def bench_on_device(device: Device, models: list[Path], options, remote: RemoteO
         raise RemoteError(f"{device.label}: its bench result has {len(result['models'])} model(s) for the "
                           f"{len(names)} sent; refused.")
     result["models"] = [_with_local_names(m, n, names[n]) for m, n in zip(result["models"], names)]
-    result["device"] = {"url": device.url, "label": device.label, **summary}
+    result["device"] = {"url": device.url, "label": device.label, **summary.to_dict()}
     return result
 
 
-def _device_summary(about: dict) -> dict:
-    return {k: about.get(k) for k in ("cpu", "gpus", "os", "python", "versions", "executable")} | {
-        "backends": {b["backend"]: b["version"] for b in about.get("backends", []) if b.get("available")}}
+@dataclass(frozen=True)
+class DeviceSummary:
+    """What a device says it is (its ``doctor --json``, checked by the door): recorded beside each result from it
+    (``to_dict``)."""
+
+    cpu: dict | None
+    gpus: list[str] | None
+    os: str | None
+    python: str | None
+    versions: dict[str, str | None] | None
+    executable: str | None
+    backends: dict[str, str]  # available backend -> version
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _device_summary(about: dict) -> DeviceSummary:
+    return DeviceSummary(about.get("cpu"), about.get("gpus"), about.get("os"), about.get("python"),
+                         about.get("versions"), about.get("executable"),
+                         {b["backend"]: b["version"] for b in about.get("backends", []) if b.get("available")})
+
+
+class DeviceRun(NamedTuple):
+    """One device's run of artifacts for ``validate``: each artifact's outputs, and what the device is."""
+
+    outputs: list[RecordedOutputs]
+    summary: DeviceSummary
 
 
 # --- validate ------------------------------------------------------------------------------------------------------
@@ -209,7 +236,7 @@ def lr_inputs(options) -> dict[str, np.ndarray]:
 
 
 def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: dict[str, np.ndarray], options,
-                      remote: RemoteOptions, progress) -> tuple[list[RecordedOutputs], dict]:
+                      remote: RemoteOptions, progress) -> DeviceRun:
     """Run each artifact on the LR ``arrays`` (saved in ``inputs``) on ``device``; fetch its outputs, each checked
     to be exactly one float32 array of the expected shape per input sent (door.read_npz), and its run record."""
     from ..progress import Progress
@@ -236,7 +263,7 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
                 ran = door.load_json(record, MAX_RESULT_BYTES, f"{device.label}: the run record of {local.name}",
                                      RUN_RECORD, clean=True)
                 found.append(RecordedOutputs(local, device.label, door.read_npz(npz, expected, what), ran))
-    return found, summary
+    return DeviceRun(found, summary)
 
 
 # --- export --on: TensorRT built where it runs ----------------------------------------------------------------------
@@ -283,7 +310,7 @@ def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOpti
         for name in (PLAN_FILE, CACHE_FILE):
             (fetched / name).replace(workdir / name)
     engine = {k: theirs["tensorrt"].get(k) for k in ("engine", "version", "generation", "engine_note")}
-    manifest = {**ours, "tensorrt": {**ours["tensorrt"], **engine, "built_on": {"device": device.label, **summary}},
+    manifest = {**ours, "tensorrt": {**ours["tensorrt"], **engine, "built_on": {"device": device.label, **summary.to_dict()}},
                 "verification": verification, "files": {**ours["files"], **{n: theirs["files"][n]
                                                                             for n in (PLAN_FILE, CACHE_FILE)}}}
     manifest.pop("manifest_version", None)

@@ -10,6 +10,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,7 +53,7 @@ def _unpickling_reason(exc: Exception) -> str:
     return (named or lines or [type(exc).__name__])[0].split(". Please")[0][:160]
 
 
-def _read_file(path: Path) -> object:
+def _read_file(path: Path) -> Any:  # whatever the file holds: a state dict, a BasicSR dict, a module
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist or is not a file; pass the path of a .pth or "
                               ".safetensors file.")
@@ -79,7 +80,7 @@ def _read_file(path: Path) -> object:
                               f"{reason}); re-download or re-save it.")
 
 
-def _unwrap(obj: object, param_key: str | None, path: Path) -> tuple[dict, str | None]:
+def _unwrap(obj: Any, param_key: str | None, path: Path) -> tuple[dict, str | None]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict; pass a checkpoint saved "
                               "with torch.save(model.state_dict()) or by BasicSR.")

@@ -1,20 +1,33 @@
-"""Checkpoint formats, architecture detection and every bad-file path (one-line ScnetDeployError each)."""
+"""scnet_deploy/model/checkpoint.py: checkpoint formats, architecture detection, every bad-file path (one-line
+ScnetDeployError each, never a traceback, fuzzed too), and non-finite weights."""
 
 import pickle
 import shutil
 
 import pytest
 import torch
+from hypothesis import given, HealthCheck, settings, strategies as st
 from safetensors.torch import save_file
 
-from conftest import FIXTURES, need, save_basicsr, tiny_model
-from scnet_deploy.model.arch import detect_arch, scale_from_filename
-from scnet_deploy.model.checkpoint import load_checkpoint
+from conftest import cli, FIXTURES, mutate, need, save_basicsr, tiny_model
 from scnet_deploy.errors import ArchitectureError, CheckpointError, ScnetDeployError
+from scnet_deploy.model.arch import detect_arch, scale_from_filename
+from scnet_deploy.model.checkpoint import load_checkpoint, NonFiniteWeightsWarning
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.mark.parametrize("scale,upsampler", [(2, "pixelshuffle"), (3, "pixelshuffle"), (4, "mlp"), (4, "pixelshuffle"),
@@ -90,14 +103,6 @@ def test_official_fixture_with_both_keys_style_loads():
     assert load_checkpoint(path).param_key == "params_ema"
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
@@ -153,3 +158,28 @@ def test_inconsistent_shapes_and_bad_num_feat(tmp_path):
 
 def test_every_error_is_a_scnet_deploy_error():
     assert issubclass(CheckpointError, ScnetDeployError) and issubclass(ArchitectureError, ScnetDeployError)
+
+
+@FAST
+@given(data=st.data(), which=st.sampled_from(["pth", "safetensors"]))
+def test_checkpoint_loader_never_tracebacks(tmp_path_factory, valid_files, data, which):
+    path = tmp_path_factory.mktemp("fz") / f"x.{which}"
+    path.write_bytes(mutate(valid_files[which], data.draw))
+    try:
+        load_checkpoint(path, scale=4)
+    except ScnetDeployError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_nonfinite_weights_warn_and_refuse_a_finite_only_purpose(tmp_path):
+    sd = tiny_model(2, "pixelshuffle").state_dict()
+    sd["body.0.conv1.weight"][0, 0] = float("nan")
+    sd["conv_last.bias"][0] = float("inf")
+    torch.save(sd, tmp_path / "nan.pth")
+    with pytest.warns(NonFiniteWeightsWarning, match="NaN/Inf"):
+        ckpt = load_checkpoint(tmp_path / "nan.pth")
+    assert ckpt.nonfinite == ["body.0.conv1.weight", "conv_last.bias"]
+    with pytest.raises(CheckpointError, match="refusing to calibrate"):
+        ckpt.require_finite("calibrate")
+    out = cli("info", tmp_path / "nan.pth")
+    assert out.returncode == 0 and "warning:" in out.stderr and "NaN/Inf" in out.stderr

@@ -1,9 +1,14 @@
-"""Both deploy shift forms equal the official shift exactly, and the shift matches its documented definition."""
+"""scnet_deploy/model/shift.py: both deploy shift forms equal the official shift exactly (fuzzed too), and the shift
+matches its documented definition."""
 
 import pytest
 import torch
+from hypothesis import given, HealthCheck, settings, strategies as st
 
 from scnet_deploy.model.shift import OFFSETS, Shift8, ShiftDWConv, ShiftSlice
+
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def shift_by_definition(x: torch.Tensor) -> torch.Tensor:
@@ -17,6 +22,15 @@ def shift_by_definition(x: torch.Tensor) -> torch.Tensor:
                 if 0 <= y + dy < h and 0 <= xx + dx < w:
                     out[:, i * g:(i + 1) * g, y, xx] = x[:, i * g:(i + 1) * g, y + dy, xx + dx]
     return out
+
+
+@FAST
+@given(batch=st.integers(1, 3), groups=st.integers(1, 4), h=st.integers(1, 12), w=st.integers(1, 12),
+       seed=st.integers(0, 2**16))
+def test_shift_forms(batch, groups, h, w, seed):
+    x = torch.randn(batch, 8 * groups, h, w, generator=torch.Generator().manual_seed(seed))
+    ref = Shift8(groups)(x)
+    assert torch.equal(ShiftSlice(groups)(x), ref) and torch.equal(ShiftDWConv(8 * groups)(x), ref)
 
 
 def test_official_shift_matches_definition():

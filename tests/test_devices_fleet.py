@@ -1,6 +1,5 @@
-"""Devices as a layer above the verbs (issue 28, point 2): several devices at once (``--jobs``), a device that
-fails is reported and the others go on (exit 1), every device failing is one line (exit 2). The devices are
-aliases of the session's hostile sshd (tests/hostile_device.py); "broken" points at a closed port."""
+"""scnet_deploy/devices/fleet.py: the device layer above the verbs: several devices at once (--jobs), a device that
+fails is reported and the others go on (exit 1), every device failing is one line (exit 2)."""
 
 import json
 import subprocess
@@ -13,7 +12,8 @@ from conftest import save_basicsr, tiny_model
 from scnet_deploy.bench import BenchOptions
 from scnet_deploy.devices.fleet import bench_on
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.export import export, ExportOptions
+
 
 BENCH = r"^/hostile/python -m scnet_deploy bench "
 

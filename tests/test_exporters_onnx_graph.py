@@ -1,4 +1,5 @@
-"""checkpoint -> verified ONNX: dynamic shapes, no ScatterND, node budgets, opsets, exporters, verification failure."""
+"""exporters/onnx_graph.py: checkpoint -> verified ONNX: dynamic shapes, no ScatterND, node budgets, opsets,
+exporters, verification failure, byte-identical output across runs and processes."""
 
 import json
 
@@ -7,15 +8,33 @@ import onnx
 import pytest
 import torch
 
-from conftest import FIXTURES, need, save_basicsr, tiny_model
+from conftest import cli, FIXTURES, need, save_basicsr, tiny_model
 from scnet_deploy.errors import ExportError, VerificationError
-from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.exporters import onnx_graph
-from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx, histogram, ort_session
+from scnet_deploy.exporters.onnx_graph import build_onnx, histogram, OnnxOptions, ort_session
 
 
 def run(path, x: np.ndarray) -> np.ndarray:
     return ort_session(path).run(["sr"], {"lr": x})[0]
+
+
+def test_same_inputs_give_same_bytes(tiny, tmp_path):
+    ckpt, _ = tiny
+    a = export(ckpt, ExportOptions(output=tmp_path / "a")).manifest
+    b = export(ckpt, ExportOptions(output=tmp_path / "b")).manifest
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    for m in (a, b):
+        m["onnx"].pop("seconds")  # timings are the only thing allowed to differ
+    assert a == b
+
+
+def test_onnx_is_byte_identical_across_processes(tmp_path):
+    ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
+    for name in ("a", "b"):
+        r = cli("export", ckpt, "-o", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
 
 @pytest.mark.parametrize("shift", ["slice", "dwconv"])

@@ -1,18 +1,19 @@
-"""Exact split execution: an engine's graph cut at the body's output, the body on the whole image and the tail on
-tiles; its output is the whole engine's, and the autotuner keeps it only where it measured faster."""
+"""exporters/split.py: exact split execution: an engine's graph cut at the body's output, the body on the whole
+image and the tail on tiles; its output is the whole engine's."""
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import save_basicsr, tiny_model
+from conftest import tiny_model
 from scnet_deploy import autotune
 from scnet_deploy.autotune import TuneOptions
 from scnet_deploy.calibration.data import CalibOptions
-from scnet_deploy.export import ExportOptions, export
+from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.exporters.onnx_graph import OnnxOptions
 from scnet_deploy.exporters.split import SplitRunner, tail_radius
 from scnet_deploy.runtime import open_model
+
 
 FORMS = {"dwconv": OnnxOptions(), "slice+cbu+skip_as_conv": OnnxOptions(shift="slice", conv_before_upsample=True,
                                                                          skip_as_conv=True)}
@@ -43,11 +44,6 @@ def test_the_tail_radius_is_enough_and_not_more(scale, upsampler):
         near[..., 8 - 1, :] += 1
         assert torch.equal(tail(far, image)[..., 8 * scale:16 * scale, 8 * scale:16 * scale], base)
         assert not torch.equal(tail(near, image)[..., 8 * scale:16 * scale, 8 * scale:16 * scale], base)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_basicsr(tiny_model(4, "mlp"), tmp_path_factory.mktemp("split") / "m_x4.pth")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -1,6 +1,5 @@
-"""TensorRT: profile logic, trtexec command and build_engine.sh, the static parser-support and typing checks, and the
-backend's build code driven through stand-ins of the TensorRT 10.x and 11.x Python APIs (tests/tensorrt_standins.py)
-run everywhere; the real engine build and run need TensorRT and an NVIDIA GPU and skip with that reason elsewhere."""
+"""exporters/tensorrt/: profile logic, trtexec command and build_engine.sh, the static parser-support and typing
+checks, the explicit Q/DQ INT8 graph, and the build code driven through TensorRT 10.x and 11.x stand-ins."""
 
 import os
 import subprocess
@@ -10,35 +9,23 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import helper, TensorProto
 
 import tensorrt_standins
 from conftest import save_basicsr, tiny_model
+from scnet_deploy.calibration.data import CalibOptions
+from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, dequantized_readers, input_range,
+                                                       quantized_weight_convs)
 from scnet_deploy.errors import ExportError
-from scnet_deploy.exporters.onnx_graph import OnnxOptions, build_onnx
-from scnet_deploy.exporters.tensorrt.graph import (REMOVED_TRTEXEC_FLAGS, check_graph, conv_precisions, make_profile,
-                                                     tensorrt_generation, trtexec_command, unsupported_ops,
-                                                     write_trtexec_script)
+from scnet_deploy.export import export, ExportOptions
+from scnet_deploy.exporters.onnx_graph import build_onnx, OnnxOptions
+from scnet_deploy.exporters.tensorrt.graph import (check_graph, conv_precisions, make_profile, REMOVED_TRTEXEC_FLAGS,
+                                                   tensorrt_generation, trtexec_command, unsupported_ops,
+                                                   write_trtexec_script)
 from scnet_deploy.options import EXPORT_SIZES, SizeRange
 
 
-def test_profile_from_resolution_range():
-    p = make_profile(SizeRange((16, 24), (180, 320), (540, 960)), channels=3, max_batch=4)
-    assert p.min == (1, 3, 16, 24) and p.opt == (1, 3, 180, 320) and p.max == (4, 3, 540, 960)
-    assert p.to_dict()["input"] == "lr"
-    with pytest.raises(ExportError, match="min <= opt <= max"):
-        make_profile(SizeRange((200, 16), (180, 320), (540, 960)))
-    with pytest.raises(ExportError, match="max-batch"):
-        make_profile(EXPORT_SIZES, max_batch=0)
-
-
-def test_trtexec_command_is_strongly_typed_with_nothing_tensorrt_11_removed():
-    p = make_profile(SizeRange((16, 16), (180, 320), (1080, 1920)))
-    cmd = trtexec_command("model.onnx", "model.plan", p, 2048, "timing.cache")
-    assert cmd == ("trtexec --onnx=model.onnx --saveEngine=model.plan --minShapes=lr:1x3x16x16 "
-                   "--optShapes=lr:1x3x180x320 --maxShapes=lr:1x3x1080x1920 --memPoolSize=workspace:2048M "
-                   "--stronglyTyped --timingCacheFile=timing.cache")
-    assert not set(cmd.split()) & set(REMOVED_TRTEXEC_FLAGS)
+FAST = CalibOptions(count=8, crop=32)
 
 
 def _fake_trtexec(directory, generation: int):
@@ -60,6 +47,97 @@ pwd > "$TRTEXEC_LOG"; for a in "$@"; do echo "$a" >> "$TRTEXEC_LOG"; done
 """)
     script.chmod(0o755)
     return script
+
+
+def _graph(node, extra_inits=(), opset=18):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph([node], "g", [x], [y], initializer=list(extra_inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _has_tensorrt_gpu() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "tensorrt is not installed (it cannot be on this project's CI machines; pip install tensorrt on a GPU box)"
+    if not torch.cuda.is_available():
+        return "no NVIDIA GPU visible"
+    return None
+
+
+def _trt_export(tmp_path, precision, upsampler="mlp", form="dwconv", **calib):
+    from scnet_deploy.export import ExportOptions, export
+    from scnet_deploy.model.rewrites import DeployOptions
+
+    ckpt = save_basicsr(tiny_model(4, upsampler, num_block=1), tmp_path / f"m_{upsampler}.pth")
+    f = DeployOptions.from_name(form)
+    options = ExportOptions(output=tmp_path / f"trt_{precision}_{upsampler}_{form}".replace("+", "_"),
+                            format="tensorrt", precision=precision,
+                            onnx=OnnxOptions(shift=f.shift, conv_before_upsample=f.conv_before_upsample,
+                                             upsample_as_deconv=f.upsample_as_deconv), **calib)
+    return export(ckpt, options)
+
+
+@pytest.fixture(scope="module")
+def trt_graphs(tmp_path_factory):
+    """One TensorRT export per precision (no TensorRT here: the graph, build_engine.sh and manifest)."""
+    from scnet_deploy.calibration.data import CalibOptions
+
+    tmp = tmp_path_factory.mktemp("trt")
+    return {p: _trt_export(tmp, p, **({"calib": CalibOptions(count=8, crop=32)} if p == "int8" else {}))
+            for p in ("fp32", "fp16", "int8")}
+
+
+def _standin_build(monkeypatch, tmp_path, version, onnx_path, **kw):
+    import scnet_deploy.exporters.tensorrt.engine as backend
+
+    trt = tensorrt_standins.make(version, **kw)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    profile = make_profile(SizeRange((8, 8), (16, 24), (64, 64)), max_batch=2)
+    plan = backend.build_plan(onnx_path, profile, 256, None, tmp_path / "timing.cache")
+    return trt, plan
+
+
+def test_tensorrt_int8_is_explicit_symmetric_qdq(ckpt, tmp_path):
+    m = export(ckpt, ExportOptions(output=tmp_path / "trt", format="tensorrt", precision="int8", calib=FAST)).manifest
+    model = onnx.load(str(tmp_path / "trt" / "model.onnx"))
+    assert unsupported_ops(model) == []
+    zero_points = [init for init in model.graph.initializer if "zero_point" in init.name]
+    assert zero_points and all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)
+    assert all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
+    assert sorted(quantized_weight_convs(model)) == sorted(conv_nodes(model))
+    inits = {t.name: t for t in model.graph.initializer}
+    biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert biases and all(b in inits and inits[b].data_type == onnx.TensorProto.FLOAT16 for b in biases), \
+        "TensorRT wants float biases (FP16, as the float layers of this strongly typed graph): every conv bias " \
+        "must be a float initializer in the saved graph"
+    scales = [inits[n.input[1]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert scales and {s.data_type for s in scales} == {onnx.TensorProto.FLOAT16}  # FP16 float layers in TensorRT
+    assert m["tensorrt"]["conv_precisions"] == {"int8": len(conv_nodes(model))}
+    assert dequantized_readers(model) == [] and input_range(model)[1] >= 1.0 - 1e-6
+    assert m["verification"]["passed"] and "ONNX Runtime" in m["verification"]["note"]
+    assert m["int8"]["budget_db"] == 0.1 and "worst_image" in m["int8"]
+    assert m["tensorrt"]["engine"] is None and "not built" in m["tensorrt"]["engine_note"]
+
+
+def test_profile_from_resolution_range():
+    p = make_profile(SizeRange((16, 24), (180, 320), (540, 960)), channels=3, max_batch=4)
+    assert p.min == (1, 3, 16, 24) and p.opt == (1, 3, 180, 320) and p.max == (4, 3, 540, 960)
+    assert p.to_dict()["input"] == "lr"
+    with pytest.raises(ExportError, match="min <= opt <= max"):
+        make_profile(SizeRange((200, 16), (180, 320), (540, 960)))
+    with pytest.raises(ExportError, match="max-batch"):
+        make_profile(EXPORT_SIZES, max_batch=0)
+
+
+def test_trtexec_command_is_strongly_typed_with_nothing_tensorrt_11_removed():
+    p = make_profile(SizeRange((16, 16), (180, 320), (1080, 1920)))
+    cmd = trtexec_command("model.onnx", "model.plan", p, 2048, "timing.cache")
+    assert cmd == ("trtexec --onnx=model.onnx --saveEngine=model.plan --minShapes=lr:1x3x16x16 "
+                   "--optShapes=lr:1x3x180x320 --maxShapes=lr:1x3x1080x1920 --memPoolSize=workspace:2048M "
+                   "--stronglyTyped --timingCacheFile=timing.cache")
+    assert not set(cmd.split()) & set(REMOVED_TRTEXEC_FLAGS)
 
 
 @pytest.mark.parametrize("generation", [10, 11])
@@ -102,13 +180,6 @@ def test_our_graphs_are_parsable_by_tensorrt(tmp_path, form, upsampler):
     assert upsampler == "mlp" or "DepthToSpace" in ops
 
 
-def _graph(node, extra_inits=(), opset=18):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    g = helper.make_graph([node], "g", [x], [y], initializer=list(extra_inits))
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-
-
 def test_unsupported_constructs_are_reported():
     cubic = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic", name="r")
     scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
@@ -130,16 +201,6 @@ def test_unsupported_constructs_are_reported():
     assert any("opset 21" in p for p in unsupported_ops(_graph(relu, opset=21)))
     with pytest.raises(ExportError, match="TensorRT cannot parse"):
         check_graph(_graph(nonzero))
-
-
-def _has_tensorrt_gpu() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "tensorrt is not installed (it cannot be on this project's CI machines; pip install tensorrt on a GPU box)"
-    if not torch.cuda.is_available():
-        return "no NVIDIA GPU visible"
-    return None
 
 
 @pytest.mark.tensorrt
@@ -182,19 +243,6 @@ def test_type_inconsistent_graph_is_refused():
         check_graph(model)
 
 
-def _trt_export(tmp_path, precision, upsampler="mlp", form="dwconv", **calib):
-    from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.model.rewrites import DeployOptions
-
-    ckpt = save_basicsr(tiny_model(4, upsampler, num_block=1), tmp_path / f"m_{upsampler}.pth")
-    f = DeployOptions.from_name(form)
-    options = ExportOptions(output=tmp_path / f"trt_{precision}_{upsampler}_{form}".replace("+", "_"),
-                            format="tensorrt", precision=precision,
-                            onnx=OnnxOptions(shift=f.shift, conv_before_upsample=f.conv_before_upsample,
-                                             upsample_as_deconv=f.upsample_as_deconv), **calib)
-    return export(ckpt, options)
-
-
 @pytest.mark.parametrize("form", ["slice", "dwconv", "dwconv+conv_before_upsample+upsample_as_deconv"])
 @pytest.mark.parametrize("upsampler", ["mlp", "pixelshuffle"])
 def test_fp16_export_writes_a_strongly_typed_mixed_precision_graph(tmp_path, form, upsampler):
@@ -222,26 +270,6 @@ def test_fp16_export_writes_a_strongly_typed_mixed_precision_graph(tmp_path, for
     assert v["passed"] and v["precision"] == "fp16" and "ONNX Runtime" in v["note"] and v["min_psnr_vs_fp32_db"] > 55
     assert not set(m["tensorrt"]["trtexec"].split()) & set(REMOVED_TRTEXEC_FLAGS)
     assert "--fp16" not in (result.directory / "build_engine.sh").read_text()
-
-
-@pytest.fixture(scope="module")
-def trt_graphs(tmp_path_factory):
-    """One TensorRT export per precision (no TensorRT here: the graph, build_engine.sh and manifest)."""
-    from scnet_deploy.calibration.data import CalibOptions
-
-    tmp = tmp_path_factory.mktemp("trt")
-    return {p: _trt_export(tmp, p, **({"calib": CalibOptions(count=8, crop=32)} if p == "int8" else {}))
-            for p in ("fp32", "fp16", "int8")}
-
-
-def _standin_build(monkeypatch, tmp_path, version, onnx_path, **kw):
-    import scnet_deploy.exporters.tensorrt.engine as backend
-
-    trt = tensorrt_standins.make(version, **kw)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    profile = make_profile(SizeRange((8, 8), (16, 24), (64, 64)), max_batch=2)
-    plan = backend.build_plan(onnx_path, profile, 256, None, tmp_path / "timing.cache")
-    return trt, plan
 
 
 @pytest.mark.parametrize("version", ["10.13.0.35", "11.4.0.5"])

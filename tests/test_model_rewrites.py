@@ -1,13 +1,30 @@
-"""Each exact rewrite of the pipeline changes no output beyond float rounding and leaves its input untouched."""
+"""scnet_deploy/model/rewrites.py: each exact rewrite changes no output beyond float rounding (fuzzed too) and leaves
+its input untouched."""
 
 import pytest
 import torch
+from hypothesis import given, HealthCheck, settings, strategies as st
 
 from conftest import tiny_model
 from scnet_deploy.errors import ExportError
-from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
-from scnet_deploy.model.rewrites import PIPELINE, DeployOptions, replace_shift, to_deploy_form
+from scnet_deploy.model.rewrites import DeployOptions, PIPELINE, replace_shift, to_deploy_form
 from scnet_deploy.model.shift import Shift8, ShiftDWConv, ShiftSlice
+from scnet_deploy.options import CANDIDATE_FORMS, CPU_FORMS
+
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FAST
+@given(nf=st.sampled_from([8, 16, 24]), nb=st.integers(1, 3), scale=st.sampled_from([2, 3, 4, 8]),
+       upsampler=st.sampled_from(["mlp", "pixelshuffle"]), shift=st.sampled_from(["slice", "dwconv", "fold"]),
+       cbu=st.booleans(), h=st.integers(1, 9), w=st.integers(1, 9))
+def test_deploy_rewrites(nf, nb, scale, upsampler, shift, cbu, h, w):
+    ref = tiny_model(scale, upsampler, num_feat=nf, num_block=nb)
+    deploy = to_deploy_form(ref, DeployOptions(shift=shift, conv_before_upsample=cbu))
+    x = torch.rand(1, 3, h, w)
+    with torch.no_grad():
+        assert (deploy(x) - ref(x)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("shift", ["slice", "dwconv"])

@@ -1,5 +1,5 @@
-"""Issue 14: a torch-free runtime, and bench/validate on a device over SSH, against a real OpenSSH server on a loopback
-port whose device Python is an environment without PyTorch (tests/devices.py)."""
+"""scnet_deploy/devices/remote.py and ssh.py: a torch-free runtime, and bench/validate/export on a device over SSH,
+against a real OpenSSH server on a loopback port whose device Python is an environment without PyTorch."""
 
 import json
 import os
@@ -20,12 +20,13 @@ from conftest import save_basicsr, smooth_hr_folder, tiny_model
 from devices import device_venv, start_sshd
 from scnet_deploy import __version__
 from scnet_deploy.bench import BenchOptions
-from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.export import ExportOptions, export
-from scnet_deploy.options import RemoteOptions
 from scnet_deploy.devices.fleet import bench_on, export_on, validate_on
-from scnet_deploy.devices.ssh import RemoteError, parse_device
+from scnet_deploy.devices.ssh import parse_device, RemoteError
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.export import export, ExportOptions
+from scnet_deploy.options import RemoteOptions
 from scnet_deploy.validate import ValidateOptions
+
 
 pytestmark = pytest.mark.openvino
 
@@ -76,7 +77,23 @@ def one_line_error(proc) -> str:
     return lines[-1]
 
 
-# --- point 1: the runtime without PyTorch ------------------------------------------------------------------------
+def _bench_cli(sshd, device, engines, tmp_path, *extra, url=None):
+    _, onnx_dir, _ = engines
+    remote = remote_options(sshd, device, tmp_path)
+    args = ["bench", onnx_dir, "--shape", "8x8", "--runs", "1", "--on", url or sshd.url(), "--ssh-config",
+            sshd.config, "--remote-dir", remote.remote_dir, "--json", tmp_path / "out.json"]
+    if "--remote-python" not in extra:
+        args += ["--remote-python", remote.remote_python]
+    return cli(*args, *extra), remote
+
+
+def _stand_in_python(tmp_path: Path, device: Path, body: str) -> Path:
+    """A device 'Python' that is the device environment's, except for what ``body`` (sh) does first."""
+    script = tmp_path / "device-python"
+    script.write_text(f"#!/bin/sh\n{body}\nexec {device / 'bin' / 'python'} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
 
 def test_the_device_environment_has_no_torch_and_runs_artifacts(device, engines, dataset, tmp_path):
     ckpt, onnx_dir, ov_dir = engines
@@ -107,8 +124,6 @@ def test_the_device_environment_has_no_torch_and_runs_artifacts(device, engines,
         assert "pip install 'scnet-deploy[export]'" in one_line_error(cli(*verb, python=python))
     assert not (tmp_path / "x").exists()
 
-
-# --- points 2, 4, 5: bench and validate on a device over SSH -----------------------------------------------------
 
 def test_bench_on_a_device_and_here_in_one_table(sshd, device, engines, tmp_path):
     _, onnx_dir, ov_dir = engines
@@ -197,18 +212,6 @@ def test_device_urls_are_parsed_strictly():
             parse_device(bad)
 
 
-# --- failures: one line, exit 2, nothing written here ------------------------------------------------------------
-
-def _bench_cli(sshd, device, engines, tmp_path, *extra, url=None):
-    _, onnx_dir, _ = engines
-    remote = remote_options(sshd, device, tmp_path)
-    args = ["bench", onnx_dir, "--shape", "8x8", "--runs", "1", "--on", url or sshd.url(), "--ssh-config",
-            sshd.config, "--remote-dir", remote.remote_dir, "--json", tmp_path / "out.json"]
-    if "--remote-python" not in extra:
-        args += ["--remote-python", remote.remote_python]
-    return cli(*args, *extra), remote
-
-
 def test_an_unreachable_device_and_an_unknown_host_key_are_one_line_errors(sshd, device, engines, tmp_path):
     closed = tmp_path / "closed_config"
     closed.write_text(sshd.config.read_text().replace(f"Port {sshd.port}", "Port 1"))
@@ -235,14 +238,6 @@ def test_a_missing_remote_scnet_deploy_or_backend_is_a_one_line_error(sshd, devi
     proc = cli("bench", coreml, "--shape", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config", sshd.config,
                "--remote-python", remote.remote_python, "--remote-dir", remote.remote_dir)
     assert "coremltools" in one_line_error(proc) and left_on_device(remote) == []
-
-
-def _stand_in_python(tmp_path: Path, device: Path, body: str) -> Path:
-    """A device 'Python' that is the device environment's, except for what ``body`` (sh) does first."""
-    script = tmp_path / "device-python"
-    script.write_text(f"#!/bin/sh\n{body}\nexec {device / 'bin' / 'python'} \"$@\"\n")
-    script.chmod(0o755)
-    return script
 
 
 def test_a_lost_connection_is_a_one_line_error(sshd, device, engines, tmp_path):
@@ -308,8 +303,6 @@ def test_ctrl_c_removes_the_run_directory_on_the_device(sshd, device, engines, t
     assert left_on_device(remote) == []
 
 
-# --- point 3: TensorRT built on the device --------------------------------------------------------------------------
-
 def test_export_tensorrt_on_a_device_builds_there_and_brings_nothing_back_unverified(sshd, device, engines, tmp_path):
     """The device has a stand-in TensorRT 10.x (tests/tensorrt_standins.py, recording what it is asked) and no GPU:
     the export ships the verified graph and its verification set, the device's scnet-deploy builds the plan with
@@ -355,8 +348,6 @@ def test_export_on_is_for_tensorrt_on_one_device(engines, tmp_path):
     with pytest.raises(ScnetDeployError, match="--format tensorrt --on"):
         export_on(ckpt, ExportOptions(output=tmp_path / "x", format="tensorrt"), ("ssh://a", "ssh://b"))
 
-
-# --- point 6: a device of another architecture ---------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_validate_on_an_emulated_arm64_device(engines, dataset, tmp_path_factory):

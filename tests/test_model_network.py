@@ -1,4 +1,5 @@
-"""Fidelity: the reference model reproduces the official implementation's outputs from the .pth alone."""
+"""scnet_deploy/model/network.py: the reference model reproduces the official implementation's outputs from the .pth
+alone."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 from conftest import FIXTURES, need, official_cases
 from scnet_deploy.model.checkpoint import load_checkpoint
 from scnet_deploy.model.network import SCNet, SCNetConfig
+
 
 CASES = official_cases()
 

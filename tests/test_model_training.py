@@ -1,4 +1,4 @@
-"""The reference-checkpoint trainer: a few steps on tiny data, resumable, weights in the official layout."""
+"""scnet_deploy/model/training.py: a few steps on tiny data, resumable, weights in the official layout."""
 
 import json
 
@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from scnet_deploy.model.checkpoint import load_checkpoint
-from scnet_deploy.model.training import TrainOptions, init_weights, train
 from scnet_deploy.model.network import SCNet, SCNetConfig
+from scnet_deploy.model.training import init_weights, train, TrainOptions
 
 
 def test_train_resume_and_load(tmp_path):

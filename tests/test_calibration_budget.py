@@ -1,0 +1,267 @@
+"""calibration/budget.py: the drift budget loop (layers kept in float until it holds, a real export forced to fall
+back, the opt-out recorded), the costliest-first ranking, and the autotuner's speed limit."""
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from scnet_deploy.calibration.budget import BudgetNotMet, quantize_within_budget
+from scnet_deploy.calibration.data import CalibOptions, calibration_set
+from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, layer_sensitivity, quantize_onnx,
+                                                       quantized_input_convs)
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.export import export, ExportOptions
+
+
+FAST = CalibOptions(count=8, crop=32)
+
+
+def _drift(value):
+    return {"mean_db": value, "worst_image": {"name": "x", "content": "photo", "drift_db": value}}
+
+
+def test_budget_loop_falls_back_with_real_exclusion(fp32_onnx, tmp_path):
+    calib = calibration_set(FAST, 4)
+    convs = conv_nodes(onnx.load(str(fp32_onnx)))
+
+    def quantize(exclude):
+        path = tmp_path / f"q{len(exclude)}.onnx"
+        quantize_onnx(fp32_onnx, path, calib, "minmax", exclude)
+        return path
+
+    result = quantize_within_budget(quantize, lambda p: _drift(-1.0 if int(p.stem[1:]) < 3 else -0.01),
+                                    lambda p: [n for n, _ in layer_sensitivity(fp32_onnx, p, calib.arrays[:2])], 0.1)
+    assert [t["float_layers"] for t in result["tries"]] == [0, 1, 2, 4]
+    assert len(result["float_layers"]) == 4 and result["drift"]["mean_db"] == -0.01
+    quantized = set(quantized_input_convs(onnx.load(str(result["model"]))))
+    assert not quantized & set(result["float_layers"]) and len(quantized) == len(convs) - 4
+
+
+def test_budget_loop_gives_up_when_nothing_is_left():
+    with pytest.raises(BudgetNotMet, match="all 3 convolutions"):
+        quantize_within_budget(lambda ex: ex, lambda m: _drift(-1.0), lambda m: ["a", "b", "c"], 0.1)
+    seen = []
+    quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0 if len(m) < 3 else 0.0),
+                           lambda m: ["a", "b", "c"], 0.1)
+    assert seen == [(), ("a",), ("a", "b"), ("a", "b", "c")]
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ScnetDeployError, match="--budget"):
+            quantize_within_budget(lambda ex: ex, lambda m: _drift(0.0), lambda m: [], bad)
+    # no budget (explicit opt-out): one try, whatever the drift
+    result = quantize_within_budget(lambda ex: ex, lambda m: _drift(-5.0), lambda m: ["a"], None)
+    assert result["float_layers"] == [] and len(result["tries"]) == 1
+
+
+def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, tmp_path, monkeypatch):
+    """A real export forced to fall back: the hold-out measurement reads 1 dB worse while fewer than 3 layers are
+    float, so the loop must try 1, 2, then 4 float layers; the 4 the manifest names are float in the saved graph
+    and every other conv int8."""
+    import scnet_deploy.calibration.budget as budget
+    import scnet_deploy.calibration.int8_onnx as int8_onnx
+
+    excluded, real_quantize, real_measure = [], int8_onnx.quantize_onnx, budget.Baseline.measure
+
+    def quantize(*args):
+        excluded.append(len(args[4]))
+        return real_quantize(*args)
+
+    def measure(self, infer):
+        drift = real_measure(self, infer)
+        return {**drift, "mean_db": drift["mean_db"] - (1.0 if excluded[-1] < 3 else 0.0)}
+
+    monkeypatch.setattr(int8_onnx, "quantize_onnx", quantize)
+    monkeypatch.setattr(budget.Baseline, "measure", measure)
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST, budget_db=0.5)).manifest
+    i = m["int8"]
+    assert [t["float_layers"] for t in i["tries"]] == [0, 1, 2, 4] and len(i["float_layers"]) == 4
+    model = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    quantized = set(quantized_input_convs(model))
+    assert not quantized & set(i["float_layers"])
+    assert quantized == set(conv_nodes(model)) - set(i["float_layers"])
+    assert m["verification"]["passed"] and i["within_budget"]
+
+
+def test_budget_opt_out_is_explicit_and_recorded(ckpt, tmp_path):
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST, budget_db=None)).manifest
+    assert m["int8"]["budget_db"] is None and "off" in m["int8"]["budget"] and m["options"]["budget_db"] is None
+    assert "no drift budget" in m["verification"]["rule"]
+    with pytest.raises(ScnetDeployError, match="--budget"):
+        export(ckpt, ExportOptions(output=tmp_path / "bad", precision="int8", calib=FAST, budget_db=-0.1))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_costliest_item_is_found_by_halving_in_2_log2_n_measurements():
+    from scnet_deploy.calibration.budget import costliest
+
+    cost = {f"q{i}": 0.001 * (i % 5) for i in range(57)}
+    cost["q41"] = 0.135  # one quantizer costs most of the drift, as the dwconv forms' first-block shift input
+    asked = []
+
+    def won_back(group):
+        asked.append(group)
+        return sum(cost[g] for g in group)
+
+    assert costliest(list(cost), won_back) == "q41" and len(asked) <= 2 * 6
+    assert costliest([], won_back) is None and costliest(["only"], won_back) == "only"
+    sequential = list(asked)
+    asked.clear()
+    assert costliest(list(cost), won_back, workers=2) == "q41"  # the two halves of each step at once: the same
+    assert sorted(map(tuple, asked)) == sorted(map(tuple, sequential[:len(asked)])) and len(asked) == 12
+
+
+@pytest.mark.openvino
+def test_the_ranking_past_its_measured_head_is_computed_only_when_a_budget_loop_reaches_it():
+    from scnet_deploy.calibration.budget import Ranking, quantize_within_budget
+
+    calls = []
+
+    def rest():
+        calls.append(1)
+        return ["c", "a", "d", "b"]
+
+    ranking = Ranking(["b"], 4, rest)
+    assert len(ranking) == 4 and ranking[:1] == ["b"] and ranking[0] == "b" and not calls
+    assert ranking[:3] == ["b", "c", "a"] and list(ranking) == ["b", "c", "a", "d"] and sorted(ranking) == list("abcd")
+    assert len(calls) == 1  # computed once
+
+    def loop(drift_with_b_in_float: float) -> list:
+        calls.clear()
+        drift = {(): -0.3, ("b",): drift_with_b_in_float, ("b", "c"): -0.05}
+        result = quantize_within_budget(lambda exclude: exclude, lambda m: {"mean_db": drift[m], "worst_image": {
+            "drift_db": drift[m]}}, lambda m: Ranking(["b"], 4, rest), 0.1)
+        return result["float_layers"]
+
+    assert loop(-0.05) == ["b"] and not calls  # within budget with the head in float: the rest never computed
+    assert loop(-0.2) == ["b", "c"] and len(calls) == 1
+
+
+def test_measure_only_budget_check_for_weight_only_int8():
+    from scnet_deploy.calibration.budget import check_within_budget
+
+    record = check_within_budget("model", lambda m: _drift(-0.05), 0.1)
+    assert record["float_layers"] == [] and record["tries"][0]["mean_drift_db"] == -0.05
+    assert set(record) == set(quantize_within_budget(lambda ex: "m", lambda m: _drift(-0.05), lambda m: [], 0.1))
+    with pytest.raises(BudgetNotMet, match="over the 0.1 dB budget"):
+        check_within_budget("model", lambda m: _drift(-0.2), 0.1)
+    assert check_within_budget("model", lambda m: _drift(-3.0), None)["budget_db"] is None
+
+
+def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
+    import time
+
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    slow = lambda x: time.sleep(0.03)  # noqa: E731
+    fast = lambda x: None  # noqa: E731
+    with pytest.raises(BudgetAbandoned, match="set aside") as info:
+        SpeedLimit(None, x, runs=1).check(fast, 0, -0.3)  # no limit yet: report the speed, go no further
+    assert info.value.ms < 5
+    SpeedLimit(10.0, x, runs=1).check(fast, 1, -0.3)  # faster than the limit: go on
+    with pytest.raises(BudgetAbandoned, match="slower than 10.0 ms"):
+        SpeedLimit(10.0, x, runs=1).check(slow, 1, -0.3)
+    # in the loop: every try over budget is checked; each float layer adds 30 ms and 0.1 dB
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):
+        return {"mean_db": -0.9 + 0.1 * k, "worst_image": {"drift_db": -0.9 + 0.1 * k}}
+
+    speed = lambda k, *tried: SpeedLimit(75.0, x, runs=1, margin=1.0).check(  # noqa: E731
+        lambda _: time.sleep(0.03 * k), *tried)
+    with pytest.raises(BudgetAbandoned):
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1, speed)
+    assert tries == [0, 1, 2, 4]  # 120 ms with 4 in float: stopped there, not at 8
+    tries.clear()
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)
+    assert tries == [0, 1, 2, 4, 8] and result["float_layers"] == list("abcdefgh")  # no limit: to the end
+
+
+def test_a_speed_limited_budget_loop_stops_when_the_budget_is_out_of_its_reach():
+    """Under a speed limit (the autotuner), a loop stops when the layers not yet in float could not win back the
+    drift still over budget even at the rate of those already in float (the ranking puts the worst first). Without a
+    limit (a plain export), the same loop runs to its end."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, out_of_reach, quantize_within_budget
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    drift = {0: -0.30, 1: -0.29, 2: -0.285, 4: -0.28, 8: -0.05}  # stuck near -0.29 until all 8 are in float
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):
+        return {"mean_db": drift[k], "worst_image": {"drift_db": drift[k]}}
+
+    limit = SpeedLimit(1e6, x, runs=1)  # never too slow: only the reach rule can stop it
+    with pytest.raises(BudgetAbandoned, match="out of reach") as info:
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                               lambda m, *t: limit.check(lambda _: None, *t))
+    assert tries == [0, 1] and [t["float_layers"] for t in info.value.tries] == [0, 1]  # 0.19 dB at 0.01 per layer
+    tries.clear()
+    assert quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)["float_layers"] == \
+        list("abcdefgh") and tries == [0, 1, 2, 4, 8]
+    # error spread evenly over 8 layers: every step is within reach (the loop of the speed-limit test above)
+    tried = lambda *pairs: [{"float_layers": k, "mean_drift_db": d} for k, d in pairs]  # noqa: E731
+    assert not out_of_reach(tried((0, -0.9), (1, -0.8)), 0.1, 8)
+    assert not out_of_reach(tried((0, -0.9), (1, -0.8), (2, -0.7), (4, -0.5)), 0.1, 8)
+    assert out_of_reach(tried((0, -0.9), (1, -0.9)), 0.1, 8) and out_of_reach(tried((0, -0.9), (1, -0.95)), 0.1, 8)
+    assert not out_of_reach(tried((0, -0.9)), 0.1, 8) and not out_of_reach(tried((0, -0.9), (1, -0.05)), 0.1, 8)
+
+
+def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
+    """The autotuner's first limit stops a candidate after its all-INT8 try; the second limit shares that try
+    (``SpeedLimit.first_try``), so the loop goes on from it without quantizing everything again."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget
+
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):
+        return {"mean_db": -0.9 + 0.3 * k, "worst_image": {"drift_db": -0.9 + 0.3 * k}}
+
+    first = SpeedLimit(None, x, runs=1)
+    with pytest.raises(BudgetAbandoned, match="set aside"):
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                               lambda m, *t: first.check(lambda _: None, *t), first_try=first.first_try)
+    assert tries == [0] and first.first_try == {"model": 0, "drift": measure(0)}
+    again = SpeedLimit(1e6, x, runs=1, first_try=first.first_try)
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                                    lambda m, *t: again.check(lambda _: None, *t), first_try=again.first_try)
+    assert tries == [0, 1, 2, 4] and result["float_layers"] == list("abcd")
+    assert result["tries"][0]["float_layers"] == 0  # the kept try is still recorded as the first
+
+
+def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the_end_from_its_first_try():
+    """``SpeedLimit(math.inf)``: no candidate within budget to beat; the loop resumes from the kept all-INT8 try and
+    is neither timed nor stopped where its budget looks out of reach (a result must come out of it)."""
+    from scnet_deploy.calibration.budget import SpeedLimit, quantize_within_budget
+
+    tries = []
+
+    def quantize(exclude):
+        tries.append(len(exclude))
+        return len(exclude)
+
+    def measure(k):  # no gain from the first layers (out of reach by their rate), then within budget with all 8
+        d = -0.9 if k < 8 else -0.05
+        return {"mean_db": d, "worst_image": {"drift_db": d}}
+
+    def never_timed(_):
+        raise AssertionError("timed")
+
+    limit = SpeedLimit(math.inf, np.zeros((1, 3, 4, 4), np.float32), runs=1,
+                       first_try={"model": 0, "drift": measure(0)})
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+                                    lambda m, *t: limit.check(never_timed, *t), first_try=limit.first_try)
+    assert tries[0] != 0 and result["float_layers"] == list("abcdefgh")
