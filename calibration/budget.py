@@ -172,7 +172,7 @@ class Int8Section:
 
     @property
     def within_budget(self) -> bool:
-        return self.budget_db is None or self.drift_db >= -self.budget_db
+        return AccuracyGate(self.budget_db).admits(self.drift_db)
 
     def to_dict(self) -> dict:
         calibration = {} if self.calibration is None else {"calibration": self.calibration}
@@ -297,7 +297,7 @@ def check_within_budget(model: Model, measure: Callable[[Model], dict], budget_d
     fail in one line when over budget. Returns the same record as ``quantize_within_budget``."""
     check_budget(budget_db)
     drift = measure(model)
-    if budget_db is not None and drift["mean_db"] < -budget_db:
+    if not AccuracyGate(budget_db).admits(drift["mean_db"]):
         w = drift["worst_image"]
         raise BudgetNotMet(f"INT8 mean drift {drift['mean_db']:.3f} dB on the hold-out (worst {w['drift_db']:.3f} dB "
                            f"on {w['name']}) is over the {budget_db} dB budget; raise --budget or export in float.")
