@@ -1,4 +1,7 @@
-"""Options for export, as dataclasses (the CLI maps its flags onto these one to one)."""
+"""Options shared by several verbs, as dataclasses: engine precisions and deploy forms, each backend's own options
+(OpenVINO, TensorRT, Core ML), LR size ranges, the runtime options every runner takes, and how devices are reached.
+Each verb's own options live with it (``ExportOptions`` in export.py, ``BenchOptions`` in bench.py, ...); the CLI
+maps its flags onto them one to one."""
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
