@@ -33,6 +33,7 @@ class PipelineOptions:
     formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
     optimize: str = "latency"  # each engine in the form measured fastest here, at the largest of ``shapes``
     max_memory_mb: int | None = None  # validation tiles and bench refuses beyond it; None: the memory model's default
+    content: tuple[str, ...] | None = None  # the content types the accuracy gate judges; None: every one
 
 
 def reference_checkpoint() -> Path:
@@ -86,10 +87,37 @@ def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
 
 
 def within_budget(validation: dict, budget_db: float) -> dict[str, float]:
-    """{path: drift} of the engines whose drift (worst content) is within the budget."""
+    """{path: drift} of the engines the accuracy gate passes on every content type it judged (validate with a
+    budget records the verdict, ``within_budget``); a result without verdicts is judged on its worst drift alone."""
     gate = AccuracyGate(budget_db)
     return {m["path"]: m["drift_db"] for m in validation["models"]
-            if m.get("drift_db") is not None and gate.admits(m["drift_db"]) and m.get("kind") != "checkpoint"}
+            if m.get("drift_db") is not None and m.get("kind") != "checkpoint"
+            and m.get("within_budget", gate.admits(m["drift_db"]))}
+
+
+def gate_sentence(validation: dict) -> str:
+    """Which content types the gate judged, and which it only showed (``--content``)."""
+    judged = validation.get("content") or []
+    shown = [d["name"] for d in validation.get("datasets", []) if not d.get("gated", True)]
+    return (f"\n\nGated on {', '.join(judged)}" + (f"; shown, not gated: {', '.join(shown)}" if shown else "") + "."
+            if judged else "")
+
+
+def refusals(validation: dict, bench: dict, best: dict | None) -> list[str]:
+    """One sentence per engine faster than the recommendation (every engine, without one) that was not recommended:
+    which content type, which measure, by how much."""
+    rows = {m["path"]: m for m in validation["models"]}
+    lines = []
+    for m in bench["models"]:
+        last = m["shapes"][-1]
+        row = rows.get(m["path"])
+        if m.get("baseline") or row is None or row.get("within_budget", True):
+            continue
+        if best is None or last["median_ms"] < best["median_ms"]:
+            why = row.get("gate_failure") or f"PSNR-Y drift {row['drift_db']:+.3f} dB on {row.get('worst_dataset')}"
+            lines.append(f"- `{m['name']}` ({m['precision']}, {last['median_ms']:.1f} ms) is faster and not "
+                         f"recommended: {why}.")
+    return lines
 
 
 def recommend(validation: dict, bench: dict, budget_db: float, goal: str = "latency") -> dict | None:
@@ -220,7 +248,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                 built[label] = result.directory
                 say(Progress(label, BUILT))
     runnable = list(built.values())
-    validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
+    validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True, content=options.content,
                                                                   budget_db=options.budget_db, visuals=out,
                                                                   max_memory_mb=options.max_memory_mb),
                           progress=say)
@@ -240,18 +268,24 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                    progress=lambda event: say(event.prefixed("bench")))
     best = recommend(validation, timing, options.budget_db)
     best_throughput = recommend(validation, timing, options.budget_db, "throughput")
+    not_recommended = refusals(validation, timing, best)
     elapsed = time.perf_counter() - t_start
     summary = {"int8": {k: {f: v[f] for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",
                                                "tries")} for k, v in int8.items()},
                "checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "datasets": [str(d) for d in datasets],
                "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
                "failed": failed, "forms": forms, "recommendation": best, "recommendation_throughput": best_throughput,
-               "seconds": elapsed}
+               "not_recommended": not_recommended, "gate": validation.get("gate"),
+               "content": validation.get("content"), "seconds": elapsed}
     rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
-           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content "
-           f"(budget {options.budget_db} dB)"
+           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content, within "
+           f"the accuracy gate (budget {options.budget_db} dB, no visible change)"
            + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
-              else "") if best else f"**Recommendation:** no engine is within the {options.budget_db} dB budget.")
+              else "") if best else f"**Recommendation:** no engine is within the accuracy gate "
+           f"({options.budget_db} dB budget).")
+    rec += gate_sentence(validation)
+    if not_recommended:
+        rec += "\n\n" + "\n".join(not_recommended)
     if best_throughput:
         t = best_throughput
         rec += (f"\n\n**Recommendation for throughput** (several images in flight): `{t['name']}` ({t['precision']}): "

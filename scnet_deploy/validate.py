@@ -1,9 +1,11 @@
 """The ``validate`` verb: PSNR/SSIM-Y against ground truth (BasicSR/MATLAB protocol) and the drift of every model
 from the FP32 PyTorch reference, side by side.
 
-Drift is PSNR-Y(model) - PSNR-Y(reference), in dB (negative = worse). Several datasets (content types) are scored
-in one call, a table each; a model's drift is that of its worst dataset, which is named. ``budget_db`` fails the
-run when any model loses more than that on any dataset. Outputs are clipped to [0, 1] and rounded to 8 bits before
+Drift is PSNR-Y(model) - PSNR-Y(reference), in dB (negative = worse); the visible share is the share of an image's
+pixels 4+ 8-bit levels off the reference's output (``gate.visible_share``). Several datasets (content types) are
+scored in one call, a table each; a model's drift is that of its worst dataset, which is named. ``budget_db`` turns
+on the accuracy gate (``gate.AccuracyGate.judge``, on each dataset of ``content`` or on all): the run fails when
+any model fails it on any of them. Outputs are clipped to [0, 1] and rounded to 8 bits before
 scoring; PSNR vs reference and max abs diff compare the float outputs. Non-finite and collapsed (constant) outputs
 are flagged per image. An image that cannot be read is named (``unreadable_images``) and left out of the means; one
 whose run would not fit the memory limit (``memory.py``) is run in exact tiles (``tile`` per image). With
@@ -22,7 +24,7 @@ import numpy as np
 from .imaging.datasets import load_dataset
 from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
 from .imaging.images import to_float_chw, to_u8_hwc
-from .gate import AccuracyGate
+from .gate import AccuracyGate, visible_share
 from .memory import limit_bytes
 from .imaging.metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RuntimeOptions
@@ -47,6 +49,7 @@ class ValidateOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     visuals: Path | None = None  # write side-by-side crops of each model's worst image here
     max_memory_mb: int | None = None  # images whose run would pass this are run in exact tiles; None: memory model
+    content: tuple[str, ...] | None = None  # the datasets (by name) the gate judges; None: every one
 
     def folders(self) -> tuple[Path, ...]:
         return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
@@ -93,6 +96,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=N
         p, s = psnr_ssim_y(sr_u8, pair.hr, crop=scale)
         row = {"name": pair.name, "psnr_y": p, "ssim_y": s, **_flags(out), "tile": tile}
         if ref_outputs is not None:
+            row["visible_share"] = visible_share(sr_u8, to_u8_hwc(ref_outputs[i]), scale)
             a, b = np.clip(np.nan_to_num(out), 0, 1), np.clip(ref_outputs[i], 0, 1)
             mse = float(np.mean((a.astype(np.float64) - b) ** 2))
             row["max_abs_diff"] = float(np.abs(a - b).max())
@@ -180,7 +184,7 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
     return entries, outputs
 
 
-def _drifts(entries: list[dict], ref_entry: dict | None, budget_db) -> None:
+def _drifts(entries: list[dict], ref_entry: dict | None, budget_db, content: str, gated: bool) -> None:
     if ref_entry is None:
         for e in entries:
             e["drift_db"] = None
@@ -197,8 +201,12 @@ def _drifts(entries: list[dict], ref_entry: dict | None, budget_db) -> None:
         if "max_abs_diff" in e["per_image"][0]:
             e["max_abs_diff"] = max(r["max_abs_diff"] for r in e["per_image"])
             e["psnr_vs_reference_db"] = min(r["psnr_vs_reference_db"] for r in e["per_image"])
-        if e["kind"] != "method" and budget_db is not None:
-            e["within_budget"] = AccuracyGate(budget_db).admits(e["drift_db"]) and not e["nonfinite_images"]
+            e["visible_share"] = max(r["visible_share"] for r in e["per_image"])
+        if e["kind"] != "method" and budget_db is not None and gated and "visible_share" in e:
+            verdict = AccuracyGate(budget_db).judge(content, [{**r, "ref_psnr_y": ref_by_image[r["name"]]}
+                                                              for r in e["per_image"]])
+            e["gate"] = verdict.to_dict()
+            e["within_budget"] = verdict.passed and not e["nonfinite_images"]
 
 
 def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
@@ -228,14 +236,31 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
             if "max_abs_diff" in first:
                 row["max_abs_diff"] = max(m["max_abs_diff"] for m in ms)
                 row["psnr_vs_reference_db"] = min(m["psnr_vs_reference_db"] for m in ms)
-            if "within_budget" in first:
-                row["within_budget"] = all(m["within_budget"] for m in ms)
+                row["visible_share"] = max(m["visible_share"] for m in ms)
+            judged = [m for m in ms if "within_budget" in m]
+            if judged:
+                row["within_budget"] = all(m["within_budget"] for m in judged)
+                row["gate"] = {m["gate"]["content"]: m["gate"] for m in judged}
+                failed = [m["gate"]["reason"] or f"{m['gate']['content']}: non-finite outputs" for m in judged
+                          if not m["within_budget"]]
+                row["gate_failure"] = "; ".join(failed) or None
         else:
             row["drift_db"] = None
             worst = min(row["per_image"], key=lambda r: r["psnr_y"])
             row["worst_image"] = {"dataset": worst["dataset"], "name": worst["name"], "psnr_y": worst["psnr_y"]}
         rows.append(row)
     return rows
+
+
+def _gate_record(options: ValidateOptions) -> dict | None:
+    """What the gate was, as the result records it (None: no --budget, no gate)."""
+    from .gate import NEAR_LOSSLESS_DB, VISIBLE_LEVELS, VISIBLE_SHARE
+
+    if options.budget_db is None:
+        return None
+    return {"drift_db": options.budget_db, "visible_levels": VISIBLE_LEVELS, "visible_share": VISIBLE_SHARE,
+            "near_lossless_db": NEAR_LOSSLESS_DB, "aggregation": "worst content type (visible share: worst image; "
+            "drift: mean over the images not near-lossless)"}
 
 
 def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
@@ -258,6 +283,10 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     names = [dataset_name(f) for f in folders]
     if len(set(names)) != len(names):
         raise ScnetDeployError(f"--dataset folders must have different names (they label the tables): {names}.")
+    unknown = sorted(set(options.content or ()) - set(names))
+    if unknown:
+        raise ScnetDeployError(f"--content {','.join(unknown)}: no dataset of that name; the datasets are "
+                               f"{','.join(names)}.")
     sets = [load_dataset(f, options.scale, options.limit).scorable(options.scale, SSIM_WINDOW) for f in folders]
     ref_path = _reference_path(models, options)
     reference_skipped = None
@@ -296,10 +325,11 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     for k, (folder, pairs) in enumerate(zip(folders, sets)):
         entries = [m[k] for m in per_model]
         ref_entry = next((e for e in entries if e["reference"]), None)
-        _drifts(entries, ref_entry, options.budget_db)
+        _drifts(entries, ref_entry, options.budget_db, names[k], options.content is None or names[k] in options.content)
         failed = [e["name"] for e in entries if e.get("within_budget") is False]
         per_set.append({"dataset": str(folder), "name": names[k], "scale": options.scale, "images": len(pairs),
                         "lr_source": sorted({p.lr_source for p in pairs}), "budget_db": options.budget_db,
+                        "gated": options.content is None or names[k] in options.content,
                         "passed": not failed, "over_budget": failed, "models": entries,
                         "unreadable": pairs.unreadable})
     rows = _summary(per_set, names)
@@ -307,6 +337,7 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     result = {"dataset": ", ".join(str(f) for f in folders), "datasets": per_set, "scale": options.scale,
               "images": sum(len(p) for p in sets), "lr_source": sorted({p.lr_source for s in sets for p in s}),
               "protocol": PROTOCOL, "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
+              "gate": _gate_record(options), "content": list(options.content) if options.content else names,
               "passed": not failed, "over_budget": failed, "models": rows, "machine": machine(),
               "unreadable_images": [u for s in sets for u in s.unreadable], "reference_skipped": reference_skipped}
     if keep and ref_path is not None:

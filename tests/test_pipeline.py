@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.pipeline import PipelineOptions, plan, recommend
+from scnet_deploy.pipeline import PipelineOptions, plan, recommend, refusals
 
 
 def test_pipeline_tiny(tmp_path):
@@ -124,3 +124,22 @@ def test_the_report_shows_the_whole_image_against_tiles_and_split_execution():
     assert line.endswith("; whole image 10.0 ms vs tiles of 256 12.0, split 64 11.0") and "split:" not in line
     chosen = form_lines({"e": autotune_summary({"form": "dwconv", "autotune": {**tuned, "split": 64}})})[-1]
     assert "dwconv, split: the tail on tiles of 64 LR px" in chosen
+
+
+def test_every_faster_engine_not_recommended_says_why_in_one_sentence():
+    validation = {"models": [
+        {"path": "a", "drift_db": -0.02, "within_budget": False,
+         "gate_failure": "line-art: 7.88% of the pixels of line-art_201 are 4+ levels off FP32 (gate: 0.1%)"},
+        {"path": "b", "drift_db": -0.01, "within_budget": True}, {"path": "c", "drift_db": 0.0, "within_budget": True},
+        {"path": "d", "drift_db": -0.9, "within_budget": False, "worst_dataset": "photo"}]}
+    shape = lambda ms: [{"median_ms": ms, "shape": [8, 8]}]  # noqa: E731
+    bench = {"models": [{"name": "A", "path": "a", "precision": "int8", "shapes": shape(1.0)},
+                        {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(2.0)},
+                        {"name": "C", "path": "c", "precision": "fp32", "shapes": shape(3.0)},
+                        {"name": "D", "path": "d", "precision": "int8", "shapes": shape(4.0)}]}
+    best = recommend(validation, bench, 0.1)
+    assert best["name"] == "B"  # the gate's verdict, not the dB drift alone: A's -0.02 dB would pass that
+    lines = refusals(validation, bench, best)
+    assert lines == ["- `A` (int8, 1.0 ms) is faster and not recommended: line-art: 7.88% of the pixels of "
+                     "line-art_201 are 4+ levels off FP32 (gate: 0.1%)."]  # D is slower: nothing to explain
+    assert len(refusals(validation, bench, None)) == 2

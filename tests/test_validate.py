@@ -144,3 +144,23 @@ def test_bicubic_rows_on_set5_via_cli(tmp_path):
     assert out.returncode == 0, out.stderr
     row = json.loads((tmp_path / "b.json").read_text())["models"][0]
     assert abs(row["psnr_y"] - 30.39) <= 0.02 and abs(row["ssim_y"] - 0.8682) <= 0.002
+
+
+def test_the_gate_judges_each_content_type_and_only_those_named(dataset, second_dataset, models):
+    """Each dataset is judged by the accuracy gate (visible change and drift) and the worst decides; --content
+    judges only the named ones and shows the rest. An artifact of the reference passes everywhere."""
+    ref, other, artifact = models
+    both = validate([ref, artifact, other], ValidateOptions((dataset, second_dataset), 4, budget_db=0.1))
+    bad = next(m for m in both["models"] if m["path"] == str(other))
+    good = next(m for m in both["models"] if m["path"] == str(artifact))
+    assert set(bad["gate"]) == {dataset.name, second_dataset.name} and not bad["within_budget"]
+    assert bad["visible_share"] > 0.5 and "4+ levels off FP32" in bad["gate_failure"]
+    assert good["within_budget"] and good["visible_share"] == 0
+    assert both["gate"]["visible_levels"] == 4 and both["content"] == [dataset.name, second_dataset.name]
+    one = validate([ref, other], ValidateOptions((dataset, second_dataset), 4, budget_db=0.1,
+                                                 content=(second_dataset.name,)))
+    bad = next(m for m in one["models"] if m["path"] == str(other))
+    assert set(bad["gate"]) == {second_dataset.name} and one["content"] == [second_dataset.name]
+    assert [d["gated"] for d in one["datasets"]] == [False, True]
+    with pytest.raises(ScnetDeployError, match="--content nope: no dataset of that name"):
+        validate([ref], ValidateOptions((dataset,), 4, budget_db=0.1, content=("nope",)))

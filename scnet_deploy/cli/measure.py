@@ -11,7 +11,7 @@ from rich.markup import escape
 from ..errors import ScnetDeployError
 from .app import app, console, err_console
 from .display import progress_display
-from .groups import DEVICES, OUTPUTS, Devices, Outputs, parse_shapes, uses
+from .groups import DEVICES, OUTPUTS, Devices, Outputs, parse_list, parse_shapes, uses
 from .output import bench_tables, device_bench_table, failed_devices, validate_tables, write_outputs
 
 
@@ -23,7 +23,11 @@ def validate_cmd(
                                        "images; repeat for several (a table each, the worst named)."),
     scale: int = typer.Option(..., help="Upscaling factor of the models."),
     method: Optional[str] = typer.Option(None, help="Add a classical baseline row: bicubic."),
-    budget: Optional[float] = typer.Option(None, help="Fail (exit 1) if any model's PSNR drift exceeds this, dB."),
+    budget: Optional[float] = typer.Option(None, help="Turn on the accuracy gate with this PSNR-Y drift, dB: fail (exit "
+                                           "1) if any model changes a content type visibly (0.1%+ of an image's "
+                                           "pixels 4+ levels off FP32) or drifts more than this on it."),
+    content: Optional[str] = typer.Option(None, help="The datasets the gate judges, by name, comma-separated "
+                                          "(default: every one); the others are shown, not judged."),
     reference: Optional[Path] = typer.Option(None, help="FP32 reference checkpoint (default: first checkpoint "
                                              "among MODELS, else the artifacts' own)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
@@ -40,7 +44,8 @@ def validate_cmd(
     if method not in (None, "bicubic"):
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
-                              RuntimeOptions(threads=threads), visuals=outputs.report, max_memory_mb=max_memory)
+                              RuntimeOptions(threads=threads), visuals=outputs.report, max_memory_mb=max_memory,
+                              content=parse_list(content) if content else None)
     with progress_display(err_console, "validating") as show:
         if devices.on:
             from ..devices.fleet import validate_on
@@ -50,7 +55,10 @@ def validate_cmd(
             result = validate(models or [], options, progress=show)
     write_outputs(result, outputs, validate_tables(result))
     if not result["passed"]:
-        err_console.print(f"[red]over budget ({budget} dB):[/red] {escape(', '.join(result['over_budget']))}")
+        err_console.print(f"[red]over budget ({budget} dB, the accuracy gate):[/red] {escape(', '.join(result['over_budget']))}")
+        for m in result["models"]:
+            if m.get("gate_failure"):
+                err_console.print(f"  {escape(m['name'])}: {escape(m['gate_failure'])}", soft_wrap=True)
         raise typer.Exit(1)
     failed_devices(result.get("failed_devices"))
 

@@ -95,13 +95,18 @@ def validate_tables(result: dict) -> list[tuple]:
     """Each dataset's table, the worst content per model, warnings; returns the CSV rows (one per image)."""
     for d in result["datasets"]:
         table = Table(title=f"{d['name']} x{result['scale']}: {d['images']} images")
-        for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "max abs diff", "worst image"):
+        for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "visible %", "max abs diff", "worst image",
+                    *(("gate",) if d.get("budget_db") is not None else ())):
             table.add_column(col)
         for m in d["models"]:
             drift = m.get("drift_db")
+            gate = () if d.get("budget_db") is None else (
+                "-" if "within_budget" not in m else "pass" if m["within_budget"] else "[red]fail[/red]",)
             table.add_row(escape(m["name"]) + (" (ref)" if m.get("reference") else ""), m["precision"],
                           f"{m['psnr_y']:.2f}", f"{m['ssim_y']:.4f}", "-" if drift is None else f"{drift:+.3f}",
-                          f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", escape(m["worst_image"]["name"]))
+                          f"{100 * m['visible_share']:.2f}" if "visible_share" in m else "-",
+                          f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", escape(m["worst_image"]["name"]),
+                          *gate)
         console.print(table)
     if len(result["datasets"]) > 1:
         for m in result["models"]:
@@ -121,10 +126,11 @@ def validate_tables(result: dict) -> list[tuple]:
         if m["nonfinite_images"] or m["collapsed_images"]:
             err_console.print(f"[yellow]warning:[/yellow] {escape(m['name'])}: non-finite output on "
                               f"{m['nonfinite_images']}, collapsed (constant) output on {m['collapsed_images']}")
-    rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset")]
+    rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset", "visible_share")]
     return rows + [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
                     "" if r.get("drift_db") is None else f"{r['drift_db']:.4f}",
-                    "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}", r["dataset"])
+                    "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.6g}", r["dataset"],
+                    "" if r.get("visible_share") is None else f"{r['visible_share']:.6f}")
                    for m in result["models"] for r in m["per_image"]]
 
 
@@ -238,7 +244,7 @@ def pipeline_lines(summary: dict, budget: float) -> None:
                       f"{best['median_ms']:.1f} ms at {best['shape'][0]}x{best['shape'][1]}, drift "
                       f"{best['drift_db']:+.3f} dB on its worst content")
     else:
-        console.print(f"[bold]no engine is within the {budget} dB budget[/bold]")
+        console.print(f"[bold]no engine is within the accuracy gate ({budget} dB budget)[/bold]")
     t = summary.get("recommendation_throughput")
     if t:
         console.print(f"[bold]for throughput:[/bold] {escape(t['name'])} ({t['precision']}), {t['images_per_s']:.2f} "

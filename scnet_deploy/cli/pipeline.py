@@ -21,7 +21,10 @@ def pipeline_cmd(
                                                  "(default: photos, line art, text, flat colours, textures)."),
     calib_data: Optional[Path] = typer.Option(None, help="INT8 calibration images (default: scikit-image photos)."),
     calib_count: int = typer.Option(16, help="INT8 calibration crops."),
-    budget: float = typer.Option(DEFAULT_DRIFT_DB, help="Drift budget, dB: INT8 fallback and the recommendation."),
+    budget: float = typer.Option(DEFAULT_DRIFT_DB, help="Drift budget, dB: INT8 fallback, and with the visible-change "
+                                 "check the accuracy gate of the recommendation."),
+    content: Optional[str] = typer.Option(None, help="The content types the gate judges, comma-separated (default: "
+                                          "every validation dataset); the others are shown in the report."),
     shape: str = typer.Option("90x160,180x320", help="LR sizes to benchmark."),
     runs: int = typer.Option(5, help="Timed runs per engine and size."),
     formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
@@ -35,7 +38,8 @@ def pipeline_cmd(
     from ..pipeline import PipelineOptions, pipeline
 
     options = PipelineOptions(output, tuple(dataset) if dataset else None, calib_data, calib_count, budget,
-                              parse_shapes(shape), runs, parse_list(formats), optimize, max_memory)
+                              parse_shapes(shape), runs, parse_list(formats), optimize, max_memory,
+                              content=parse_list(content) if content else None)
     with progress_display(console, "starting", transient=False) as show:
         if devices.on:
             from ..devices.fleet import pipeline_on
