@@ -14,7 +14,6 @@ applies to transformer models only and changed nothing here.)
 import argparse
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,14 +54,10 @@ def scorer(sets: dict, scale: int):
 
 
 def median_ms(infer, shape=(1, 3, 180, 320), runs: int = 15) -> float:
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    infer(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        infer(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    """Median of ``runs`` timed runs at ``shape`` after one warm-up (``scnet_deploy.timing.median_ms``)."""
+    from scnet_deploy.timing import median_ms as timed
+
+    return timed(infer, np.random.default_rng(0).random(shape, dtype=np.float32), runs, warmup=1)
 
 
 SMALL = ((1, 1), (2, 1), (3, 5), (43, 96))

@@ -16,7 +16,7 @@ import numpy as np
 
 from scnet_deploy.calibration.data import CalibOptions, CalibrationSet, calibration_set, holdout_set
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.gate import DEFAULT_DRIFT_DB, AccuracyGate
+from scnet_deploy.gate import DEFAULT_DRIFT_DB, AccuracyGate, visible_share
 from scnet_deploy.imaging.images import to_u8_hwc
 from scnet_deploy.imaging.metrics import psnr_y
 
@@ -105,26 +105,34 @@ def check_budget(budget_db: float | None) -> None:
     AccuracyGate(budget_db).check()
 
 
+def outputs_u8(infer: Callable[[np.ndarray], np.ndarray], holdout) -> list[np.ndarray]:
+    """``infer``'s 8-bit output on each hold-out image, as validate scores it."""
+    return [to_u8_hwc(infer(item.lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]) for item in holdout]
+
+
 def psnr_scores(infer: Callable[[np.ndarray], np.ndarray], holdout, scale: int) -> list[float]:
     """PSNR-Y (BasicSR/MATLAB protocol) of ``infer`` on each hold-out image."""
-    scores = []
-    for item in holdout:
-        out = infer(item.lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]
-        scores.append(psnr_y(to_u8_hwc(out), item.hr, crop=scale))
-    return scores
+    return [psnr_y(out, item.hr, crop=scale) for out, item in zip(outputs_u8(infer, holdout), holdout)]
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The hold-out and the FP32 engine's PSNR-Y on each image, computed once per export."""
+    """The hold-out and the FP32 engine's PSNR-Y on each image, computed once per export, with its 8-bit outputs
+    (``fp32_u8``), against which each image's visible share is measured (``gate.visible_share``)."""
 
     holdout: list
     fp32_psnr: list[float]
     scale: int
+    fp32_u8: list | None = None
 
     def measure(self, infer) -> dict:
-        drifts = [p - f for p, f in zip(psnr_scores(infer, self.holdout, self.scale), self.fp32_psnr)]
-        per_image = [{"name": h.name, "content": h.content, "drift_db": d} for h, d in zip(self.holdout, drifts)]
+        outs = outputs_u8(infer, self.holdout)
+        drifts = [psnr_y(o, h.hr, crop=self.scale) - f for o, h, f in zip(outs, self.holdout, self.fp32_psnr)]
+        per_image = [{"name": h.name, "content": h.content, "drift_db": d, "ref_psnr_y": f}
+                     for h, d, f in zip(self.holdout, drifts, self.fp32_psnr)]
+        if self.fp32_u8 is not None:
+            for r, o, ref in zip(per_image, outs, self.fp32_u8):
+                r["visible_share"] = visible_share(o, ref, self.scale)
         worst = min(per_image, key=lambda r: r["drift_db"])
         contents = sorted({h.content for h in self.holdout})
         by_content = {c: float(np.mean([r["drift_db"] for r in per_image if r["content"] == c])) for c in contents}
@@ -144,7 +152,9 @@ class Int8Data:
 
     def baseline(self, fp32_infer: Callable[[np.ndarray], np.ndarray]) -> Baseline:
         """The hold-out with ``fp32_infer``'s PSNR-Y on it: the same engine in FP32, so drift is INT8's alone."""
-        return Baseline(self.holdout, psnr_scores(fp32_infer, self.holdout, self.scale), self.scale)
+        outs = outputs_u8(fp32_infer, self.holdout)
+        return Baseline(self.holdout, [psnr_y(o, h.hr, crop=self.scale) for o, h in zip(outs, self.holdout)],
+                        self.scale, outs)
 
     def verification_inputs(self) -> list:
         return verification_inputs(self.holdout)
@@ -169,6 +179,9 @@ class Int8Section:
     float_layers: list[str]  # convolutions kept in float to meet the budget
     tries: list[dict]  # each try of the budget loop: float layers, mean and worst drift
     calibration: dict | None = None
+    # the accuracy gate's verdict per content type of the hold-out (gate.AccuracyGate.judge: visible change and
+    # drift), as validate judges; recorded, while the budget loop above still gates on the mean drift
+    gate_by_content: dict | None = None
 
     @property
     def within_budget(self) -> bool:
@@ -180,7 +193,9 @@ class Int8Section:
                 "budget": "off (--no-budget)" if self.budget_db is None else f"{self.budget_db} dB mean drift",
                 "drift_db": self.drift_db, "worst_image": self.worst_image, "by_content": self.by_content,
                 "per_image": self.per_image, "float_layers": self.float_layers, "tries": self.tries,
-                "within_budget": self.within_budget}
+                "within_budget": self.within_budget, **({} if self.gate_by_content is None else {
+                    "gate_by_content": self.gate_by_content,
+                    "gate_passed": all(v["passed"] for v in self.gate_by_content.values())})}
 
 
 @dataclass
@@ -304,6 +319,16 @@ def check_within_budget(model: Model, measure: Callable[[Model], dict], budget_d
     return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db, "tries": [_try(0, drift)]}
 
 
+def gate_by_content(drift: dict, budget_db: float | None) -> dict | None:
+    """The accuracy gate's verdict on each content type of the hold-out (None without visible shares measured)."""
+    rows = drift.get("per_image") or []
+    if not rows or any("visible_share" not in r for r in rows):
+        return None
+    gate = AccuracyGate(budget_db)
+    return {c: gate.judge(c, [r for r in rows if r["content"] == c]).to_dict()
+            for c in sorted({r["content"] for r in rows})}
+
+
 def int8_section(calib, options, baseline: Baseline, result: dict, quantization: dict) -> Int8Section:
     """The ``int8`` section of every INT8 manifest, from the budget loop's ``result`` (no ``calibration`` when
     ``calib`` is None: weight-only INT8 calibrates nothing)."""
@@ -315,6 +340,7 @@ def int8_section(calib, options, baseline: Baseline, result: dict, quantization:
         quantization=quantization, budget_db=result["budget_db"], drift_db=drift["mean_db"],
         worst_image=drift["worst_image"], by_content=drift["by_content"], per_image=drift["per_image"],
         float_layers=result["float_layers"], tries=result["tries"],
+        gate_by_content=gate_by_content(drift, result["budget_db"]),
         calibration=None if calib is None else {"sources": calib.sources, "count": len(calib), "crop": options.crop,
                                                 "seed": options.seed, "method": options.method,
                                                 "content_mix": options.content_mix})

@@ -271,8 +271,8 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     return {**fields, "autotune": record.to_dict()}
 
 
-def _time_in_turn_only(module, built: dict, candidates: dict[str, Candidate], precision: str, x: np.ndarray, runs: int, progress,
-                       label: str) -> None:
+def _time_in_turn_only(module, built: dict, candidates: dict[str, Candidate], precision: str, x: np.ndarray, runs: int,
+                       progress, label: str) -> None:
     """Two candidates or fewer: each one's median is its time in turn with the other (``median_ms`` and
     ``interleaved_ms`` alike; a screening median taken before is kept as ``screening_ms``); where this machine cannot
     run the engine, the first form is kept untimed."""

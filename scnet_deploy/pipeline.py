@@ -165,6 +165,10 @@ def int8_lines(records: dict) -> list[str]:
         lines.append(f"- `{label}`: mean {i['drift_db']:+.3f} dB (budget {i['budget']}), worst image "
                      f"{w['drift_db']:+.3f} dB ({w['content']}: {w['name']}), {len(i['float_layers'])} layer(s) "
                      f"kept in float after {len(i['tries'])} tr{'y' if len(i['tries']) == 1 else 'ies'}")
+        if i.get("gate_by_content") is not None:  # the accuracy gate on the same hold-out, as validation judges
+            failed = [v["reason"] for v in i["gate_by_content"].values() if not v["passed"]]
+            verdict = "fails: " + "; ".join(failed) if failed else "passes"
+            lines.append(f"  - the accuracy gate on this hold-out: {verdict}")
     return lines + [""]
 
 
@@ -248,7 +252,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                 built[label] = result.directory
                 say(Progress(label, BUILT))
     runnable = list(built.values())
-    validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True, content=options.content,
+    validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
+                                                                  content=options.content,
                                                                   budget_db=options.budget_db, visuals=out,
                                                                   max_memory_mb=options.max_memory_mb),
                           progress=say)
@@ -270,8 +275,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     best_throughput = recommend(validation, timing, options.budget_db, "throughput")
     not_recommended = refusals(validation, timing, best)
     elapsed = time.perf_counter() - t_start
-    summary = {"int8": {k: {f: v[f] for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",
-                                               "tries")} for k, v in int8.items()},
+    summary = {"int8": {k: {f: v.get(f) for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",
+                                                   "tries", "gate_by_content")} for k, v in int8.items()},
                "checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "datasets": [str(d) for d in datasets],
                "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
                "failed": failed, "forms": forms, "recommendation": best, "recommendation_throughput": best_throughput,

@@ -265,3 +265,14 @@ def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the
     result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
                                     lambda m, *t: limit.check(never_timed, *t), first_try=limit.first_try)
     assert tries[0] != 0 and result["float_layers"] == list("abcdefgh")
+
+
+def test_the_int8_manifest_records_the_accuracy_gate_per_content_type_of_its_hold_out(ckpt, tmp_path):
+    """Beside the mean-drift budget loop, each INT8 manifest records what the accuracy gate (validate's) says of
+    each content type of its hold-out: visible change and drift, with the reason where it fails."""
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST)).manifest["int8"]
+    contents = {r["content"] for r in m["per_image"]}
+    assert set(m["gate_by_content"]) == contents and all("visible_share" in r for r in m["per_image"])
+    assert m["gate_passed"] == all(v["passed"] for v in m["gate_by_content"].values())
+    for verdict in m["gate_by_content"].values():
+        assert verdict["passed"] == (verdict["reason"] == "")

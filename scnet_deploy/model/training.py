@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +30,13 @@ from .network import SCNet, SCNetConfig
 from .rewrites import replace_shift
 
 
-@dataclass
-class TrainOptions:
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions(SCNetConfig):
+    """What to train (the architecture: ``SCNetConfig``'s fields, by keyword) and how."""
+
     data: list[str]
     out: str
     eval: str | None = None
-    num_feat: int = 64
-    num_block: int = 16
-    scale: int = 4
-    upsampler: str = "mlp"
     steps: int = 16000
     batch: int = 16
     patch: int = 32  # LR crop size
@@ -103,7 +101,7 @@ def train(opts: TrainOptions) -> Path:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
-    config = SCNetConfig(opts.num_feat, opts.num_block, opts.scale, opts.upsampler)
+    config = SCNetConfig(**{f.name: getattr(opts, f.name) for f in fields(SCNetConfig)})
     model = SCNet(config)
     init_weights(model)
     train_model = replace_shift(model, "dwconv")  # same function, faster backward
