@@ -124,6 +124,7 @@ def recommend(validation: dict, bench: dict, budget_db: float, goal: str = "late
     """The runnable engine (at the largest shape) whose drift is within the budget that is fastest for ``goal``:
     the lowest median latency, or the most images/s with requests in flight (engines measured so)."""
     drift = within_budget(validation, budget_db)
+    visible = {m["path"]: m.get("visible_share") for m in validation["models"]}
     best, best_score = None, None
     for m in bench["models"]:
         last = m["shapes"][-1]
@@ -133,7 +134,7 @@ def recommend(validation: dict, bench: dict, budget_db: float, goal: str = "late
         if best is None or score < best_score:
             best_score = score
             best = {"name": m["name"], "path": m["path"], "precision": m["precision"], "median_ms": last["median_ms"],
-                    "shape": last["shape"], "drift_db": drift[m["path"]],
+                    "shape": last["shape"], "drift_db": drift[m["path"]], "visible_share": visible.get(m["path"]),
                     "speedup_vs_official_eager": last.get("speedup_vs_official_eager")}
             if "throughput" in last:
                 best.update(images_per_s=last["throughput"]["images_per_s"], inflight=last["throughput"]["inflight"])
@@ -283,8 +284,10 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
                "not_recommended": not_recommended, "gate": validation.get("gate"),
                "content": validation.get("content"), "seconds": elapsed}
     rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
-           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content, within "
-           f"the accuracy gate (budget {options.budget_db} dB, no visible change)"
+           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content"
+           + (f", {100 * best['visible_share']:.2f}% of an image's pixels visibly changed at most"
+              if best.get("visible_share") is not None else "")
+           + f": within the accuracy gate (budget {options.budget_db} dB, 0.1% visible)"
            + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
               else "") if best else f"**Recommendation:** no engine is within the accuracy gate "
            f"({options.budget_db} dB budget).")
