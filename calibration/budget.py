@@ -124,6 +124,7 @@ class Baseline:
     fp32_psnr: list[float]
     scale: int
     fp32_u8: list | None = None
+    gated: tuple[str, ...] | None = None  # the content types whose drift gates (None: every one)
 
     def measure(self, infer) -> dict:
         outs = outputs_u8(infer, self.holdout)
@@ -133,11 +134,12 @@ class Baseline:
         if self.fp32_u8 is not None:
             for r, o, ref in zip(per_image, outs, self.fp32_u8):
                 r["visible_share"] = visible_share(o, ref, self.scale)
-        worst = min(per_image, key=lambda r: r["drift_db"])
+        judged = [r for r in per_image if self.gated is None or r["content"] in self.gated]
+        worst = min(judged, key=lambda r: r["drift_db"])
         contents = sorted({h.content for h in self.holdout})
         by_content = {c: float(np.mean([r["drift_db"] for r in per_image if r["content"] == c])) for c in contents}
-        return {"mean_db": float(np.mean(drifts)), "worst_image": worst, "by_content": by_content,
-                "per_image": per_image}
+        return {"mean_db": float(np.mean([r["drift_db"] for r in judged])), "worst_image": worst,
+                "by_content": by_content, "per_image": per_image}
 
 
 @dataclass(frozen=True)
@@ -154,14 +156,19 @@ class Int8Data:
         """The hold-out with ``fp32_infer``'s PSNR-Y on it: the same engine in FP32, so drift is INT8's alone."""
         outs = outputs_u8(fp32_infer, self.holdout)
         return Baseline(self.holdout, [psnr_y(o, h.hr, crop=self.scale) for o, h in zip(outs, self.holdout)],
-                        self.scale, outs)
+                        self.scale, outs, self.options.content)
 
     def verification_inputs(self) -> list:
         return verification_inputs(self.holdout)
 
 
 def int8_data(options: CalibOptions, scale: int) -> Int8Data:
-    return Int8Data(options, calibration_set(options, scale), holdout_set(options, scale), scale)
+    holdout = holdout_set(options, scale)
+    unknown = sorted(set(options.content or ()) - {h.content for h in holdout})
+    if unknown:
+        raise ScnetDeployError(f"--content {','.join(unknown)}: the hold-out has no such content type; it has "
+                               f"{','.join(sorted({h.content for h in holdout}))}.")
+    return Int8Data(options, calibration_set(options, scale), holdout, scale)
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,7 @@ class Int8Section:
                 "per_image": self.per_image, "float_layers": self.float_layers, "tries": self.tries,
                 "within_budget": self.within_budget, **({} if self.gate_by_content is None else {
                     "gate_by_content": self.gate_by_content,
-                    "gate_passed": all(v["passed"] for v in self.gate_by_content.values())})}
+                    "gate_passed": all(v["passed"] for v in self.gate_by_content.values() if v["gated"])})}
 
 
 @dataclass
@@ -319,14 +326,15 @@ def check_within_budget(model: Model, measure: Callable[[Model], dict], budget_d
     return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db, "tries": [_try(0, drift)]}
 
 
-def gate_by_content(drift: dict, budget_db: float | None) -> dict | None:
-    """The accuracy gate's verdict on each content type of the hold-out (None without visible shares measured)."""
+def gate_by_content(drift: dict, budget_db: float | None, gated: tuple[str, ...] | None = None) -> dict | None:
+    """The accuracy gate's verdict on each content type of the hold-out (None without visible shares measured);
+    ``gated``: the content types that gate (None: every one), the others marked as shown only."""
     rows = drift.get("per_image") or []
     if not rows or any("visible_share" not in r for r in rows):
         return None
     gate = AccuracyGate(budget_db)
-    return {c: gate.judge(c, [r for r in rows if r["content"] == c]).to_dict()
-            for c in sorted({r["content"] for r in rows})}
+    return {c: {**gate.judge(c, [r for r in rows if r["content"] == c]).to_dict(),
+                "gated": gated is None or c in gated} for c in sorted({r["content"] for r in rows})}
 
 
 def int8_section(calib, options, baseline: Baseline, result: dict, quantization: dict) -> Int8Section:
@@ -336,11 +344,12 @@ def int8_section(calib, options, baseline: Baseline, result: dict, quantization:
     return Int8Section(
         holdout={"sources": [h.name for h in baseline.holdout], "content": {h.name: h.content for h in baseline.holdout},
                  "user_folder": str(options.holdout) if options.holdout else None,
+                 "gated_content": list(options.content) if options.content else None,
                  "fp32_psnr_y": float(np.mean(baseline.fp32_psnr))},
         quantization=quantization, budget_db=result["budget_db"], drift_db=drift["mean_db"],
         worst_image=drift["worst_image"], by_content=drift["by_content"], per_image=drift["per_image"],
         float_layers=result["float_layers"], tries=result["tries"],
-        gate_by_content=gate_by_content(drift, result["budget_db"]),
+        gate_by_content=gate_by_content(drift, result["budget_db"], options.content),
         calibration=None if calib is None else {"sources": calib.sources, "count": len(calib), "crop": options.crop,
                                                 "seed": options.seed, "method": options.method,
                                                 "content_mix": options.content_mix})

@@ -46,6 +46,8 @@ class CalibOptions:
     # add generated line art, text, flat colours, textures to the calibration crops (a quarter). Off by default: it
     # widens ranges, which costs photographs more than it gains elsewhere (benchmarks/results/int8_variants.md).
     content_mix: bool = False
+    # the hold-out's content types whose drift gates the budget (None: every one); the others are measured and shown
+    content: tuple[str, ...] | None = None
 
 
 Loader = Callable[[], np.ndarray]  # reads an image as HxWx3 uint8 RGB when called

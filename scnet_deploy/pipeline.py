@@ -224,7 +224,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     else:
         datasets = [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset)
     # What every engine shares; each target adds its format, precision and (for the slice job) its form.
-    shared = ExportOptions(output=engines, calib=CalibOptions(options.calib_data, count=options.calib_count),
+    calib = CalibOptions(options.calib_data, count=options.calib_count, content=options.content)
+    shared = ExportOptions(output=engines, calib=calib,
                            budget_db=options.budget_db,
                            tune=TuneOptions(options.optimize, size=max(options.shapes), runs=options.runs))
     built, skipped, failed, forms, int8 = {}, {}, {}, {}, {}

@@ -276,3 +276,19 @@ def test_the_int8_manifest_records_the_accuracy_gate_per_content_type_of_its_hol
     assert m["gate_passed"] == all(v["passed"] for v in m["gate_by_content"].values())
     for verdict in m["gate_by_content"].values():
         assert verdict["passed"] == (verdict["reason"] == "")
+
+
+def test_content_chooses_which_hold_out_content_gates_and_the_rest_is_recorded(ckpt, tmp_path):
+    """--content photo: the budget's mean drift is the photos' alone; every content type is still measured, judged
+    and recorded, the others marked as shown, not gated. An unknown content type is one line naming the known ones."""
+    from dataclasses import replace
+
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", budget_db=None,
+                                   calib=replace(FAST, content=("photo",)))).manifest["int8"]
+    photos = [r["drift_db"] for r in m["per_image"] if r["content"] == "photo"]
+    assert m["drift_db"] == pytest.approx(sum(photos) / len(photos))
+    assert m["holdout"]["gated_content"] == ["photo"] and len(m["by_content"]) > 1
+    assert {c for c, v in m["gate_by_content"].items() if v["gated"]} == {"photo"}
+    assert m["gate_passed"] == m["gate_by_content"]["photo"]["passed"]
+    with pytest.raises(ScnetDeployError, match="--content drawings: the hold-out has no such content type; it has "):
+        export(ckpt, ExportOptions(output=tmp_path / "r", precision="int8", calib=replace(FAST, content=("drawings",))))

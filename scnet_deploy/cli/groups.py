@@ -137,11 +137,12 @@ class Int8:
 
 
 def _int8(calib_data, calib_count, calib_crop, calib_method, calib_lr, budget, no_budget, holdout,
-          content_mix) -> Int8:
+          content_mix, content) -> Int8:
     from scnet_deploy.calibration.data import CalibOptions
 
     return Int8(CalibOptions(calib_data, calib_count, calib_crop, lr_input=calib_lr, method=calib_method,
-                             holdout=holdout, content_mix=content_mix), None if no_budget else budget)
+                             holdout=holdout, content_mix=content_mix,
+                             content=parse_list(content) if content else None), None if no_budget else budget)
 
 
 INT8 = group(
@@ -163,6 +164,9 @@ INT8 = group(
                                           "colours, textures.")),
     content_mix=(bool, typer.Option(False, help="INT8: also calibrate on generated line art, text, flat colours and "
                                     "textures (a quarter of the crops; widens ranges, costs photos).")),
+    content=(Optional[str], typer.Option(None, help="INT8: the hold-out's content types whose drift gates, comma-"
+                                         "separated (photo, line-art, text, flat-colours, textures; default: every "
+                                         "one); the others are measured and recorded.")),
 )
 
 
