@@ -28,6 +28,7 @@ def cpu_name() -> str:
 
 
 def measure(engines: dict[str, Path], reference: Path, datasets: list[Path], scale: int) -> list[dict]:
+    from scnet_deploy.gate import visible_share
     from scnet_deploy.imaging.datasets import load_dataset
     from scnet_deploy.imaging.images import to_float_chw, to_u8_hwc
     from scnet_deploy.imaging.metrics import SSIM_WINDOW, psnr_y
@@ -42,11 +43,11 @@ def measure(engines: dict[str, Path], reference: Path, datasets: list[Path], sca
             for content, ps in pairs.items():
                 for p in ps:
                     out, ref_u8 = to_u8_hwc(engine.infer(to_float_chw(p.lr))), fp32[(content, p.name)]
-                    diff = np.abs(out.astype(np.int16) - ref_u8.astype(np.int16))[scale:-scale, scale:-scale].max(axis=2)
+                    moved = np.abs(out.astype(np.int16) - ref_u8.astype(np.int16))[scale:-scale, scale:-scale]
                     ref_psnr = psnr_y(ref_u8, p.hr, scale)
                     rows.append({"engine": label, "content": content, "image": p.name, "fp32_psnr_y": ref_psnr,
-                                 "drift_db": psnr_y(out, p.hr, scale) - ref_psnr, "max_levels": int(diff.max()),
-                                 **{f"share_{n}": float((diff >= n).mean()) for n in LEVELS}})
+                                 "drift_db": psnr_y(out, p.hr, scale) - ref_psnr, "max_levels": int(moved.max()),
+                                 **{f"share_{n}": visible_share(out, ref_u8, scale, n) for n in LEVELS}})
     return rows
 
 

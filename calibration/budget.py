@@ -110,9 +110,13 @@ def outputs_u8(infer: Callable[[np.ndarray], np.ndarray], holdout) -> list[np.nd
     return [to_u8_hwc(infer(item.lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]) for item in holdout]
 
 
+def _psnrs(outs: list[np.ndarray], holdout, scale: int) -> list[float]:
+    return [psnr_y(out, item.hr, crop=scale) for out, item in zip(outs, holdout)]
+
+
 def psnr_scores(infer: Callable[[np.ndarray], np.ndarray], holdout, scale: int) -> list[float]:
     """PSNR-Y (BasicSR/MATLAB protocol) of ``infer`` on each hold-out image."""
-    return [psnr_y(out, item.hr, crop=scale) for out, item in zip(outputs_u8(infer, holdout), holdout)]
+    return _psnrs(outputs_u8(infer, holdout), holdout, scale)
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class Baseline:
 
     def measure(self, infer) -> dict:
         outs = outputs_u8(infer, self.holdout)
-        drifts = [psnr_y(o, h.hr, crop=self.scale) - f for o, h, f in zip(outs, self.holdout, self.fp32_psnr)]
+        drifts = [p - f for p, f in zip(_psnrs(outs, self.holdout, self.scale), self.fp32_psnr)]
         per_image = [{"name": h.name, "content": h.content, "drift_db": d, "ref_psnr_y": f}
                      for h, d, f in zip(self.holdout, drifts, self.fp32_psnr)]
         if self.fp32_u8 is not None:
@@ -155,8 +159,7 @@ class Int8Data:
     def baseline(self, fp32_infer: Callable[[np.ndarray], np.ndarray]) -> Baseline:
         """The hold-out with ``fp32_infer``'s PSNR-Y on it: the same engine in FP32, so drift is INT8's alone."""
         outs = outputs_u8(fp32_infer, self.holdout)
-        return Baseline(self.holdout, [psnr_y(o, h.hr, crop=self.scale) for o, h in zip(outs, self.holdout)],
-                        self.scale, outs, self.options.content)
+        return Baseline(self.holdout, _psnrs(outs, self.holdout, self.scale), self.scale, outs, self.options.content)
 
     def verification_inputs(self) -> list:
         return verification_inputs(self.holdout)

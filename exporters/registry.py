@@ -71,7 +71,7 @@ class Backend:
         if not self.available():
             raise BackendUnavailable(f"backend '{self.name}' needs the Python package '{self.distribution}', which is "
                                      f"not installed. Fix: {self.install}")
-        reason = importlib.import_module(f"{self.package}.runtime").check(precision) if precision else None
+        reason = self._module("runtime").check(precision) if precision else None
         if reason:
             raise BackendUnavailable(f"--format {self.format} --precision {precision}: {reason}.")
 
@@ -79,13 +79,13 @@ class Backend:
         """Why this machine cannot build and run ``precision`` with this backend (None: it can)."""
         if not self.available():
             return f"{self.distribution} is not installed ({self.install})"
-        return importlib.import_module(f"{self.package}.runtime").check(precision)
+        return self._module("runtime").check(precision)
 
     def candidate_forms(self, precision: str) -> tuple[str, ...]:
         """The deploy forms ``--optimize latency`` builds for ``precision`` unless ``--candidates`` names others."""
         from scnet_deploy.options import CANDIDATE_FORMS
 
-        module = importlib.import_module(f"{self.package}.build")
+        module = self._module("build")
         return module.candidate_forms(precision) if hasattr(module, "candidate_forms") else CANDIDATE_FORMS
 
     def runtime(self, building: bool = False):
@@ -93,14 +93,18 @@ class Backend:
         (unless ``building`` a backend that builds without it: its loader then says what is missing)."""
         if not (building and self.builds_without_dependency):
             self.require()
-        return importlib.import_module(f"{self.package}.runtime")
+        return self._module("runtime")
 
     def builder(self):
         """The build module (``build``, ``verification_runner``): needs the package unless the backend builds
         without it."""
         if not self.builds_without_dependency:
             self.require()
-        return importlib.import_module(f"{self.package}.build")
+        return self._module("build")
+
+    def _module(self, side: str):
+        """The backend's ``runtime`` or ``build`` module, imported the first time it is asked for."""
+        return importlib.import_module(f"{self.package}.{side}")
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -115,15 +115,18 @@ class AutotuneRecord:
 
 def fastest(timings: dict, key: str = "median_ms"):
     """The name whose timing is lowest among those that were timed (None if none was)."""
-    timed = {name: value for name, t in timings.items()
-             if (value := getattr(t, key) if isinstance(t, Candidate) else t.get(key)) is not None}
+    timed = {name: t[key] for name, t in timings.items() if t.get(key) is not None}
     return min(timed, key=timed.get) if timed else None
 
 
-def fastest_ms(timings: dict) -> float | None:
-    """The lowest screening median among ``timings`` (None if none was timed)."""
-    best = fastest(timings)
-    return None if best is None else timings[best].median_ms
+def records(candidates: dict[str, Candidate]) -> dict[str, dict]:
+    return {name: c.record() for name, c in candidates.items()}
+
+
+def fastest_ms(candidates: dict[str, Candidate]) -> float | None:
+    """The lowest screening median among ``candidates`` (None if none was timed)."""
+    best = fastest(records(candidates))
+    return None if best is None else candidates[best].median_ms
 
 
 def _load(module, directory: Path, fields: dict, precision: str):
@@ -244,7 +247,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     if not built:
         raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
                           + "; ".join(f"{n}: {c.error or c.abandoned}" for n, c in candidates.items()))
-    best = fastest(candidates) or next(iter(built))
+    best = fastest(records(candidates)) or next(iter(built))
     top_two = sorted((n for n in built if candidates[n].median_ms is not None),
                      key=lambda n: candidates[n].median_ms)[:2]
     if screen and len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
@@ -252,7 +255,7 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         for name, timing in _interleaved(module, {n: built[n] for n in top_two}, target.precision, x,
                                          tune.runs).items():
             candidates[name].interleaved_ms = timing["median_ms"]
-        best = fastest(candidates, "interleaved_ms")
+        best = fastest(records(candidates), "interleaved_ms")
     cand_dir, fields = built[best]
     record = AutotuneRecord(
         tune.optimize, list(size), tune.runs, -(-tune.runs // 2) if screened else 0,

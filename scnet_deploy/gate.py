@@ -23,7 +23,6 @@ DEFAULT_DRIFT_DB = 0.1  # dB of PSNR-Y an engine may lose against FP32 PyTorch u
 VISIBLE_LEVELS = 4
 VISIBLE_SHARE = 0.001  # at most this share of an image's pixels may change visibly (0.1%)
 NEAR_LOSSLESS_DB = 40.0  # an FP32 output this close to ground truth (PSNR-Y) leaves no dB drift worth gating
-MEAN, WORST = "mean over the hold-out", "worst content type"  # the aggregations that read the gate
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,13 @@ class AccuracyGate:
         return ContentVerdict(content, drift, len(gated), worst["visible_share"], worst["name"], not reasons,
                               f"{content}: {' and '.join(reasons)}" if reasons else "")
 
-    def describe(self, aggregation: str) -> str:
+    def record(self) -> dict | None:
+        """What the gate is, as results record it (None: no gate, ``--no-budget``)."""
         if self.drift_db is None:
-            return "no drift gate (--no-budget)"
-        return f"PSNR-Y drift >= -{self.drift_db:g} dB ({aggregation})"
+            return None
+        return {"drift_db": self.drift_db, "visible_levels": VISIBLE_LEVELS, "visible_share": VISIBLE_SHARE,
+                "near_lossless_db": NEAR_LOSSLESS_DB, "aggregation": "worst content type (visible share: worst "
+                "image; drift: mean over the images not near-lossless)"}
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,13 @@ class ContentVerdict:
                 "passed": self.passed, "reason": self.reason}
 
 
-def visible_share(out_u8, ref_u8, crop: int) -> float:
-    """The share of pixels (``crop`` border pixels left out, as PSNR does) whose 8-bit value is ``VISIBLE_LEVELS`` or
-    more from ``ref_u8``'s in any channel."""
+def visible_share(out_u8, ref_u8, crop: int, levels: int = VISIBLE_LEVELS) -> float:
+    """The share of pixels (``crop`` border pixels left out, as PSNR does) whose 8-bit value is ``levels`` or more
+    from ``ref_u8``'s in any channel."""
     import numpy as np
 
     diff = np.abs(np.asarray(out_u8, np.int16) - np.asarray(ref_u8, np.int16))
     if crop:
         diff = diff[crop:-crop, crop:-crop]
     moved = diff.max(axis=2) if diff.ndim == 3 else diff
-    return float((moved >= VISIBLE_LEVELS).mean())
+    return float((moved >= levels).mean())

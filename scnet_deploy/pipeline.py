@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import ScnetDeployError, require_export_stack
 from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
 from .model.forms import DeployOptions
-from .gate import DEFAULT_DRIFT_DB, AccuracyGate
+from .gate import DEFAULT_DRIFT_DB, VISIBLE_SHARE, AccuracyGate
 from .session import Target
 
 REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
@@ -288,7 +288,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
            f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content"
            + (f", {100 * best['visible_share']:.2f}% of an image's pixels visibly changed at most"
               if best.get("visible_share") is not None else "")
-           + f": within the accuracy gate (budget {options.budget_db} dB, 0.1% visible)"
+           + f": within the accuracy gate (budget {options.budget_db} dB, {100 * VISIBLE_SHARE:g}% visible)"
            + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
               else "") if best else f"**Recommendation:** no engine is within the accuracy gate "
            f"({options.budget_db} dB budget).")

@@ -252,17 +252,6 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
     return rows
 
 
-def _gate_record(options: ValidateOptions) -> dict | None:
-    """What the gate was, as the result records it (None: no --budget, no gate)."""
-    from .gate import NEAR_LOSSLESS_DB, VISIBLE_LEVELS, VISIBLE_SHARE
-
-    if options.budget_db is None:
-        return None
-    return {"drift_db": options.budget_db, "visible_levels": VISIBLE_LEVELS, "visible_share": VISIBLE_SHARE,
-            "near_lossless_db": NEAR_LOSSLESS_DB, "aggregation": "worst content type (visible share: worst image; "
-            "drift: mean over the images not near-lossless)"}
-
-
 def validate(models: list[str | Path], options: ValidateOptions, progress=None) -> dict:
     """Score each model (checkpoint or artifact directory) on each dataset of ``options``; see the module
     docstring. A model may also be ``RecordedOutputs``: an artifact's outputs computed elsewhere, scored here."""
@@ -337,7 +326,7 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     result = {"dataset": ", ".join(str(f) for f in folders), "datasets": per_set, "scale": options.scale,
               "images": sum(len(p) for p in sets), "lr_source": sorted({p.lr_source for s in sets for p in s}),
               "protocol": PROTOCOL, "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
-              "gate": _gate_record(options), "content": list(options.content) if options.content else names,
+              "gate": AccuracyGate(options.budget_db).record(), "content": list(options.content) if options.content else names,
               "passed": not failed, "over_budget": failed, "models": rows, "machine": machine(),
               "unreadable_images": [u for s in sets for u in s.unreadable], "reference_skipped": reference_skipped}
     if keep and ref_path is not None:
