@@ -45,6 +45,8 @@ class Backend:
     version_note: str | None = None
     # The files of an artifact its runner reads: they must be listed (and so hashed) in its manifest
     reads: tuple[str, ...] = ()
+    # The compute units its engine can be built for and verified on here (--compute; the first is the default)
+    compute_units: tuple[str, ...] = ("cpu",)
 
     def available(self) -> bool:
         try:
@@ -150,8 +152,11 @@ register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt", "tensorrt", "tensor
                  "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
                  "TensorRT 10.x/11.x engine (model.plan, strongly typed); without TensorRT: its ONNX and "
                  "build_engine.sh", builds_without_dependency=True,
-                 version_note=f"{_PKG}.tensorrt.graph:tensorrt_generation"))
+                 version_note=f"{_PKG}.tensorrt.graph:tensorrt_generation", compute_units=("gpu",)))
 register(Backend("coreml", "coreml", f"{_PKG}.coreml", "coremltools", "coremltools",
                  "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16", "int8"),
                  "Core ML ML Program (model.mlpackage); prediction needs macOS",
-                 reads=("model.mlpackage/Manifest.json",)))
+                 reads=("model.mlpackage/Manifest.json",), compute_units=("all",)))  # Core ML picks CPU/GPU/ANE
+register(Backend("ncnn", "ncnn", f"{_PKG}.ncnn", "ncnn", "ncnn", "pip install 'scnet-deploy[ncnn]'", ("fp32", "fp16"),
+                 "ncnn param + bin (converted by pnnx) on the CPU or a Vulkan device (Android, ARM, any Vulkan GPU)",
+                 reads=("model.ncnn.param", "model.ncnn.bin"), compute_units=("cpu", "vulkan")))

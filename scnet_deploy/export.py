@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scnet_deploy.calibration.budget import DEFAULT_BUDGET_DB
-from scnet_deploy.exporters.registry import backend_for_format
+from scnet_deploy.exporters.registry import backend_for_format, format_names
 
 from .autotune import TuneOptions
 from .errors import ExportError, require_export_stack
@@ -49,6 +49,8 @@ class ExportOptions:
     output: Path
     format: str = "onnx"  # one format, or several comma-separated: one sub-directory each
     precision: str = "fp32"
+    # The compute unit the engine is built for and verified on (ncnn: cpu or vulkan); None: the backend's first
+    compute: str | None = None
     scale: int | None = None  # only for one-stage shift-MLP checkpoints, whose weights cannot tell x2 from x3
     param_key: str | None = None  # "params" or "params_ema" when a BasicSR file has both
     sizes: SizeRange = EXPORT_SIZES
@@ -106,7 +108,7 @@ def _remove_stale_temporaries(final: Path) -> None:
 def _check(options: ExportOptions) -> None:
     formats = options.formats()
     if not formats:
-        raise ExportError("--format is empty; choose one or more of onnx, openvino, tensorrt, coreml.")
+        raise ExportError(f"--format is empty; choose one or more of {', '.join(format_names())}.")
     if len(set(formats)) != len(formats):
         raise ExportError(f"--format {options.format!r} names a format twice.")
     if options.precision not in PRECISIONS:
@@ -116,6 +118,9 @@ def _check(options: ExportOptions) -> None:
         if options.precision not in b.precisions:
             raise ExportError(f"--precision {options.precision} is not offered by --format {b.format}; it offers "
                               f"{list(b.precisions)}.")
+        if options.compute is not None and options.compute not in b.compute_units:
+            raise ExportError(f"--compute {options.compute} is not offered by --format {b.format}; it offers "
+                              f"{list(b.compute_units)}.")
         if not b.builds_without_dependency:
             b.require(options.precision)
     options.onnx.check()
@@ -218,6 +223,8 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path, fi
 def _options_record(options: ExportOptions, fmt: str) -> dict:
     record = {"format": fmt, "precision": options.precision, "scale": options.scale, "param_key": options.param_key,
               "tune": asdict(options.tune)}
+    if options.compute is not None:
+        record["compute"] = options.compute
     if fmt in ("tensorrt", "coreml"):
         record["sizes"] = asdict(options.sizes)
     if fmt in ("openvino", "tensorrt", "coreml"):

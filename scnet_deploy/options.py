@@ -88,11 +88,12 @@ EXPORT_SIZES = SizeRange((16, 16), (180, 320), (1080, 1920))  # export's default
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a built artifact is run (not what it is): threads, OpenVINO hints."""
+    """How a built artifact is run (not what it is): threads, OpenVINO hints, the Vulkan device."""
 
     threads: int | None = None
     openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
     cuda: bool = True  # ONNX Runtime: use the CUDA provider where present
+    vulkan_device: int | None = None  # ncnn on Vulkan: which device (None: ncnn's default)
 
     def for_throughput(self) -> "RuntimeOptions":
         """The same, with OpenVINO compiled for several requests in flight (its throughput hint: streams)."""

@@ -35,6 +35,7 @@ class Target:
     precision: str = "fp32"
     form: DeployOptions | None = None
     optimize: str | None = None
+    compute: str | None = None  # the unit it is built for and verified on (ncnn: cpu or vulkan); None: the options'
 
 
 @dataclass
@@ -95,6 +96,7 @@ class BuildSession:
         options = self.options
         form = form or target.form
         return replace(options, format=target.format, precision=target.precision,
+                       compute=target.compute or options.compute,
                        tune=replace(options.tune, optimize=target.optimize or options.tune.optimize),
                        onnx=options.onnx.with_form(form) if form else options.onnx)
 

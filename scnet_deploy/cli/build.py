@@ -19,8 +19,11 @@ def export_cmd(
     checkpoint: Path = typer.Argument(..., help="SCNet checkpoint (.pth, .safetensors)."),
     output: Path = typer.Option(..., "--output", "-o", help="Artifact directory to write."),
     format: str = typer.Option("onnx", "--format", "-f",
-                               help="onnx, openvino, tensorrt, coreml; comma-separated for several (one ONNX)."),
+                               help="onnx, openvino, tensorrt, coreml, ncnn; comma-separated for several (one "
+                               "ONNX)."),
     precision: str = typer.Option("fp32", help="fp32, fp16, bf16 or int8 (per backend: see `scnet-deploy doctor`)."),
+    compute: Optional[str] = typer.Option(None, help="The compute unit the engine is built for and verified on: cpu, "
+                                          "or vulkan for ncnn (default: the backend's own: cpu; TensorRT: gpu)."),
     int8: bool = typer.Option(False, "--int8", help="Calibrated INT8 (same as --precision int8)."),
     scale: Optional[int] = typer.Option(None, help="Scale, only needed for one-stage shift-MLP checkpoints (2 or 3)."),
     param_key: Optional[str] = typer.Option(None, help="Which weights of a BasicSR file: params or params_ema."),
@@ -31,7 +34,8 @@ def export_cmd(
 
     if int8 and precision not in ("fp32", "int8"):
         raise ScnetDeployError(f"--int8 and --precision {precision} contradict each other; pass one of them.")
-    options = ExportOptions(output=output, format=format, precision="int8" if int8 else precision, scale=scale,
+    options = ExportOptions(output=output, format=format, precision="int8" if int8 else precision, compute=compute,
+                            scale=scale,
                             param_key=param_key, calib=int8_options.calib, budget_db=int8_options.budget_db,
                             sizes=engines.sizes, onnx=graph, tune=tune, openvino=engines.openvino,
                             tensorrt=engines.tensorrt, coreml=engines.coreml)

@@ -12,7 +12,7 @@ import typer
 
 from ..errors import ScnetDeployError
 from ..gate import DEFAULT_DRIFT_DB
-from ..options import (CANDIDATE_FORMS, CoreMLOptions, OpenVINOOptions, RemoteOptions, SizeRange,
+from ..options import (CANDIDATE_FORMS, CoreMLOptions, OpenVINOOptions, RemoteOptions, RuntimeOptions, SizeRange,
                        TensorRTOptions)
 
 if TYPE_CHECKING:  # the export stack is an extra: made lazily
@@ -107,6 +107,17 @@ DEVICES = group(
                                             "device (default: its $TMPDIR or /tmp); removed after each run.")),
     jobs=(int, typer.Option(4, "--jobs", help="--on: devices reached at the same time; a device that fails is "
                             "reported and the others go on (exit 1; 2 when every device failed).")),
+)
+
+
+# --- how an engine runs --------------------------------------------------------------------------------------------
+
+RUNTIME = group(
+    "Runtime",
+    lambda threads, vulkan_device: RuntimeOptions(threads=threads, vulkan_device=vulkan_device),
+    threads=(Optional[int], typer.Option(None, "--threads", help="Threads for the runtimes.")),
+    vulkan_device=(Optional[int], typer.Option(None, "--vulkan-device", help="ncnn on Vulkan: the device index "
+                                               "(`scnet-deploy doctor` lists them; default: ncnn's choice).")),
 )
 
 

@@ -11,12 +11,13 @@ from rich.markup import escape
 from ..errors import ScnetDeployError
 from .app import app, console, err_console
 from .display import progress_display
-from .groups import DEVICES, OUTPUTS, Devices, Outputs, parse_list, parse_shapes, uses
+from ..options import RuntimeOptions
+from .groups import DEVICES, OUTPUTS, RUNTIME, Devices, Outputs, parse_list, parse_shapes, uses
 from .output import bench_tables, device_bench_table, failed_devices, validate_tables, write_outputs
 
 
 @app.command("validate")
-@uses(devices=DEVICES, outputs=OUTPUTS)
+@uses(runtime=RUNTIME, devices=DEVICES, outputs=OUTPUTS)
 def validate_cmd(
     models: list[Path] = typer.Argument(None, help="Checkpoints and/or artifact directories."),
     dataset: list[Path] = typer.Option(..., help="Folder: DIR/HR (+ DIR/LR_bicubic/X{s}) or a plain folder of "
@@ -31,20 +32,18 @@ def validate_cmd(
     reference: Optional[Path] = typer.Option(None, help="FP32 reference checkpoint (default: first checkpoint "
                                              "among MODELS, else the artifacts' own)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
-    threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
     max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: images whose run would not fit are run "
                                              "in exact tiles (default: 70% of what this process may use)."),
-    devices: Devices = None, outputs: Outputs = None,
+    runtime: RuntimeOptions = None, devices: Devices = None, outputs: Outputs = None,
 ) -> None:
     """PSNR/SSIM-Y vs ground truth and drift vs the FP32 reference, for every model, side by side. Unreadable
     images are named and left out of the means."""
-    from ..options import RuntimeOptions
     from ..validate import ValidateOptions, validate
 
     if method not in (None, "bicubic"):
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
-                              RuntimeOptions(threads=threads), visuals=outputs.report, max_memory_mb=max_memory,
+                              runtime, visuals=outputs.report, max_memory_mb=max_memory,
                               content=parse_list(content) if content else None)
     with progress_display(err_console, "validating") as show:
         if devices.on:
@@ -64,7 +63,7 @@ def validate_cmd(
 
 
 @app.command("bench")
-@uses(devices=DEVICES, outputs=OUTPUTS)
+@uses(runtime=RUNTIME, devices=DEVICES, outputs=OUTPUTS)
 def bench_cmd(
     models: list[Path] = typer.Argument(..., help="Checkpoints and/or artifact directories."),
     shape: str = typer.Option("180x320", help="LR shapes HxW, comma-separated."),
@@ -72,7 +71,6 @@ def bench_cmd(
     seconds: Optional[float] = typer.Option(None, help="Time each model and shape for this long instead of --runs."),
     warmup: int = typer.Option(2, help="Untimed runs after the first inference."),
     batch: int = typer.Option(1, help="Batch size."),
-    threads: Optional[int] = typer.Option(None, help="Threads for the runtimes."),
     baselines: bool = typer.Option(True, help="Also time PyTorch official-form eager and deploy form."),
     mode: str = typer.Option("latency", help="latency, or throughput: also images/s with several requests in "
                              "flight."),
@@ -84,14 +82,14 @@ def bench_cmd(
     max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: a shape whose run would not fit is "
                                              "refused before anything runs (default: 70% of what this process may "
                                              "use)."),
-    devices: Devices = None, outputs: Outputs = None,
+    runtime: RuntimeOptions = None, devices: Devices = None, outputs: Outputs = None,
 ) -> None:
     """Latency and throughput of each model at each shape, with PyTorch baselines from the same run; with --on, on
     each device (one table, a column per device)."""
     from ..bench import BenchOptions, bench
-    from ..options import OpenVINOOptions, RuntimeOptions
+    from ..options import OpenVINOOptions
 
-    runtime = RuntimeOptions(threads=threads, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
+    runtime = replace(runtime, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
     options = BenchOptions(parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines,
                            runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight)
     with progress_display(err_console, "benchmarking") as show:

@@ -53,15 +53,25 @@ def info_rows(result: dict) -> list[tuple[str, str]]:
             ("sha256", result["sha256"][:16] + "...")]
 
 
+def _yes(flag: bool | None) -> str:
+    return "unknown" if flag is None else "yes" if flag else "no"
+
+
 def doctor_tables(report: dict) -> None:
     table = Table(title="backends")
-    for col in ("backend", "format", "status", "precisions"):
+    for col in ("backend", "format", "status", "precisions", "compute"):
         table.add_column(col)
     for b in report["backends"]:
         status = (f"[green]available[/green] {b['version']}" if b["available"]
                   else f"[red]missing[/red]: {escape(b['install'])}")
-        table.add_row(b["backend"], b["format"], status, ", ".join(b["precisions"]))
+        table.add_row(b["backend"], b["format"], status, ", ".join(b["precisions"]), ", ".join(b["compute_units"]))
     console.print(table)
+    for b in report["backends"]:
+        if "vulkan_devices" in b:
+            devices = b["vulkan_devices"]
+            console.print(f"{b['backend']} Vulkan devices: " + (escape(devices) if isinstance(devices, str) else ", ".join(
+                f"{d['index']}: {escape(d['name'])} (fp16 {_yes(d['fp16'])}, int8 {_yes(d['int8'])})"
+                for d in devices) or "none (a Vulkan driver: Debian's mesa-vulkan-drivers gives lavapipe)"))
     cpu = report["cpu"]
     features = " ".join(f"{k}" for k, v in cpu["features"].items() if v) or "none of interest"
     console.print(f"CPU: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']}; features: {features}")

@@ -9,11 +9,13 @@ from rich.markup import escape
 
 from .app import app, console, err_console
 from .display import progress_display
-from .groups import Outputs
+from ..options import RuntimeOptions
+from .groups import RUNTIME, Outputs, uses
 from .output import upscale_lines, write_outputs
 
 
 @app.command("upscale")
+@uses(runtime=RUNTIME)
 def upscale_cmd(
     model: Path = typer.Argument(..., help="Checkpoint or artifact directory."),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images."),
@@ -28,15 +30,14 @@ def upscale_cmd(
                                        "when complete: a readable image of the expected size)."),
     inflight: Optional[int] = typer.Option(None, help="Images in flight for a folder (default: the engine's optimal "
                                            "number in its throughput mode; 1: one image at a time)."),
-    threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
+    runtime: RuntimeOptions = None,
 ) -> None:
     """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit. A file that
     cannot be read or written is reported and skipped; exit code 1 when any failed."""
-    from ..options import RuntimeOptions
     from ..upscale import DONE, FAILED_STATUS, UpscaleOptions, upscale
 
     options = UpscaleOptions(output, tile=tile, overlap=overlap, max_memory_mb=max_memory,
-                             runtime=RuntimeOptions(threads=threads), skip_existing=skip_existing, inflight=inflight)
+                             runtime=runtime, skip_existing=skip_existing, inflight=inflight)
     with progress_display(err_console, "upscaling") as show:
         results = upscale(model, inputs, options, progress=show)
     if upscale_lines(results, DONE, FAILED_STATUS):
@@ -44,19 +45,19 @@ def upscale_cmd(
 
 
 @app.command("infer")
+@uses(runtime=RUNTIME)
 def infer_cmd(
     model: Path = typer.Argument(..., help="Artifact directory (or checkpoint, where PyTorch is installed)."),
     inputs: Path = typer.Argument(..., help=".npz of float32 CHW LR arrays in [0, 1]."),
     output: Path = typer.Option(..., "--output", "-o", help=".npz to write the outputs to (same keys)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write what ran (engine, tiles, seconds) as JSON."),
     max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: larger images run in exact tiles."),
-    threads: Optional[int] = typer.Option(None, help="Threads for the runtime."),
+    runtime: RuntimeOptions = None,
 ) -> None:
     """Run a model on arrays (.npz in, .npz out): what validate --on runs on a device."""
     from ..infer import InferOptions, infer
-    from ..options import RuntimeOptions
 
     with progress_display(err_console, "inferring") as show:
-        result = infer(model, inputs, InferOptions(output, RuntimeOptions(threads=threads), max_memory), progress=show)
+        result = infer(model, inputs, InferOptions(output, runtime, max_memory), progress=show)
     write_outputs(result, Outputs(json_file, None, None), [])
     console.print(f"{len(result['runs'])} array(s) through {escape(result['name'])} -> {escape(str(output))}")

@@ -163,6 +163,7 @@ def _bench_args(options) -> list[str]:
             "--ov-performance", options.runtime.openvino.performance]
     args += ["--seconds", str(options.seconds)] if options.seconds else ["--runs", str(options.runs)]
     return args + _flags((("--threads", options.runtime.threads), ("--inflight", options.inflight),
+                          ("--vulkan-device", options.runtime.vulkan_device),
                           ("--ov-streams", options.runtime.openvino.streams), ("--max-memory", options.max_memory_mb)))
 
 
@@ -251,7 +252,8 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
             conn.run(conn.scnet("infer", f"{run_dir}/{name}", f"{run_dir}/inputs.npz", "-o", f"{run_dir}/{name}.npz",
                                 "--json", f"{run_dir}/{name}.json",
                                 *_flags((("--max-memory", options.max_memory_mb),
-                                         ("--threads", options.runtime.threads)))), f"running {local.name}")
+                                         ("--threads", options.runtime.threads),
+                                         ("--vulkan-device", options.runtime.vulkan_device)))), f"running {local.name}")
         with tempfile.TemporaryDirectory() as tmp:
             for name, local in names.items():
                 arch = read_manifest(local)["arch"]

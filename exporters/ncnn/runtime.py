@@ -1,0 +1,158 @@
+"""ncnn, the runtime side: ``model.ncnn.param`` + ``model.ncnn.bin`` run by ncnn on the CPU or a Vulkan device.
+
+Precision is always explicit: ncnn's own default options turn fp16 storage, packing and arithmetic on wherever the
+unit has them (ARM CPUs with fp16, most Vulkan GPUs), so "fp32" means those options off. An artifact runs on the
+compute unit it was verified on (``manifest["ncnn"]["compute"]``); to run it on the other, export it for that unit.
+A device imports this module and nothing of the build side.
+"""
+
+import contextlib
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.exporters.runner import Runner
+from scnet_deploy.options import RuntimeOptions
+
+PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
+COMPUTE_UNITS = ("cpu", "vulkan")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """ncnn writes what it finds on each Vulkan device to the process's stderr (file descriptor 2) when its Vulkan
+    instance is made: captured here, both to keep it off the user's terminal and to read each device's support."""
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        text = [""]
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text[0] = sink.read()
+
+
+def _support(log: str, index: int, kind: str) -> bool | None:
+    """From ncnn's log line ``[0 name]  fp16-p/s/u/a=1/1/1/1``: whether device ``index`` computes in ``kind`` (the
+    arithmetic flag, a); None when the line is not there."""
+    found = re.search(rf"^\[{index} .*?{kind}-p/s/u/a=(\d)/(\d)/(\d)/(\d)", log, re.MULTILINE)
+    return None if found is None else found.group(4) == "1"
+
+
+@lru_cache(maxsize=1)
+def vulkan_devices() -> tuple[dict, ...]:
+    """Each Vulkan device ncnn sees: index, name, and whether it has fp16 and int8 arithmetic."""
+    import ncnn
+
+    with _captured_stderr() as log:
+        ncnn.create_gpu_instance()
+        count = ncnn.get_gpu_count()
+    return tuple({"index": i, "name": ncnn.get_gpu_info(i).device_name(), "fp16": _support(log[0], i, "fp16"),
+                  "int8": _support(log[0], i, "int8")} for i in range(count))
+
+
+def check(precision: str) -> str | None:
+    return None  # ncnn itself is the registry's check; fp32 and fp16 run on every unit ncnn has
+
+
+def check_compute(compute: str, vulkan_device: int | None = None) -> str | None:
+    """Why ``compute`` cannot run here (None: it can)."""
+    if compute not in COMPUTE_UNITS:
+        return f"ncnn computes on {' or '.join(COMPUTE_UNITS)}, not {compute!r}"
+    if compute == "vulkan":
+        devices = vulkan_devices()
+        if not devices:
+            return ("ncnn sees no Vulkan device here; install a Vulkan driver (Debian: apt-get install "
+                    "mesa-vulkan-drivers) or use --compute cpu")
+        if vulkan_device is not None and not 0 <= vulkan_device < len(devices):
+            return f"Vulkan device {vulkan_device} does not exist; ncnn sees {len(devices)} (0..{len(devices) - 1})"
+    return None
+
+
+def blob_names(param: Path) -> tuple[str, str]:
+    """The input and output blobs of an ncnn param file: the Input layer's top, and the blob no layer consumes."""
+    lines = Path(param).read_text().split("\n")
+    produced, consumed, inputs = [], set(), []
+    for line in lines[2:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        kind, n_in, n_out = fields[0], int(fields[2]), int(fields[3])
+        bottoms, tops = fields[4:4 + n_in], fields[4 + n_in:4 + n_in + n_out]
+        consumed.update(bottoms)
+        produced.extend(tops)
+        if kind == "Input":
+            inputs.extend(tops)
+    outputs = [b for b in produced if b not in consumed and b not in inputs]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ScnetDeployError(f"'{param}' has {len(inputs)} inputs and {len(outputs)} outputs; an SR model has one "
+                               "of each.")
+    return inputs[0], outputs[0]
+
+
+class NcnnRunner(Runner):
+    backend = "ncnn"
+
+    def __init__(self, directory: Path, precision: str = "fp32", compute: str = "cpu",
+                 threads: int | None = None, vulkan_device: int | None = None) -> None:
+        import ncnn
+
+        reason = check_compute(compute, vulkan_device)
+        if reason:
+            raise ScnetDeployError(f"--compute {compute}: {reason}.")
+        directory = Path(directory)
+        self.input, self.output = blob_names(directory / PARAM)
+        fp16 = precision == "fp16"
+        net = ncnn.Net()
+        opt = net.opt
+        opt.use_vulkan_compute = compute == "vulkan"
+        opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = fp16
+        opt.use_bf16_storage = opt.use_bf16_packed = False
+        opt.num_threads = threads or ncnn.get_physical_big_cpu_count() or os.cpu_count() or 1
+        device = ""
+        if compute == "vulkan":
+            index = ncnn.get_default_gpu_index() if vulkan_device is None else vulkan_device
+            net.set_vulkan_device(index)
+            device = f":{index} {vulkan_devices()[index]['name'].split(' (')[0]}"
+        if net.load_param(str(directory / PARAM)) != 0 or net.load_model(str(directory / BIN)) != 0:
+            raise ScnetDeployError(f"ncnn could not load '{directory / PARAM}' and its weights; re-export the "
+                                   "artifact.")
+        self.net, self.compute, self.threads = net, compute, opt.num_threads
+        super().__init__(precision, name=f"ncnn {'Vulkan' + device if compute == 'vulkan' else 'CPU'} {precision}")
+
+    def _run_one(self, chw: np.ndarray) -> np.ndarray:
+        import ncnn
+
+        c, h, w = chw.shape
+        # A Mat of its own shape, filled in place: ncnn.Mat(array) wraps the array's memory without ncnn's channel
+        # alignment (cstep), which its Vulkan upload reads wrongly wherever h*w is not a multiple of 4.
+        mat = ncnn.Mat(w, h, c)
+        np.array(mat, copy=False)[...] = chw
+        with self.net.create_extractor() as extractor:
+            extractor.input(self.input, mat)
+            status, out = extractor.extract(self.output)
+            if status != 0:
+                raise ScnetDeployError(f"{self.name}: ncnn failed on a {h}x{w} input (status {status}).")
+            return np.array(out, copy=True)
+
+    def _infer(self, lr: np.ndarray) -> np.ndarray:
+        return np.stack([self._run_one(image) for image in lr])
+
+    def close(self) -> None:
+        if getattr(self, "net", None) is not None:
+            self.net.clear()
+        self.net = None
+
+
+def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
+    section = manifest.get("ncnn", {})
+    return NcnnRunner(Path(directory), manifest.get("precision", "fp32"), section.get("compute", "cpu"),
+                      runtime.threads, runtime.vulkan_device).declare(manifest)
