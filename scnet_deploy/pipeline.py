@@ -30,10 +30,12 @@ class PipelineOptions:
     budget_db: float = DEFAULT_DRIFT_DB
     shapes: tuple[tuple[int, int], ...] = ((90, 160), (180, 320))
     runs: int = 5
-    formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt")
+    formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt", "ncnn")
     optimize: str = "latency"  # each engine in the form measured fastest here, at the largest of ``shapes``
     max_memory_mb: int | None = None  # validation tiles and bench refuses beyond it; None: the memory model's default
     content: tuple[str, ...] | None = None  # the content types the accuracy gate judges; None: every one
+    # The compute units engines are built for where a backend has several (ncnn: cpu, vulkan); Vulkan when asked
+    compute: tuple[str, ...] = ("cpu",)
 
 
 def reference_checkpoint() -> Path:
@@ -74,16 +76,35 @@ def _default_datasets(root: Path) -> list[Path]:
 def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
     """(label, target, reason it is skipped or None) for every engine the pipeline considers. The slice-form job is
     there to show what the rewrite choice is worth: it keeps its form."""
-    from scnet_deploy.exporters.registry import backend_for_format
-
     jobs = [("onnx-slice-fp32", Target("onnx", form=DeployOptions("slice"), optimize="none")),
             ("onnx-fp32", Target("onnx")), ("onnx-int8", Target("onnx", "int8")),
             ("openvino-fp32", Target("openvino")), ("openvino-bf16", Target("openvino", "bf16")),
             ("openvino-fp16", Target("openvino", "fp16")), ("openvino-int8", Target("openvino", "int8")),
             ("coreml-fp16", Target("coreml", "fp16")),
-            ("tensorrt-fp16", Target("tensorrt", "fp16")), ("tensorrt-int8", Target("tensorrt", "int8"))]
-    return [(label, target, backend_for_format(target.format).check(target.precision)
-             if target.format in options.formats else "not asked for (--formats)") for label, target in jobs]
+            ("tensorrt-fp16", Target("tensorrt", "fp16")), ("tensorrt-int8", Target("tensorrt", "int8")),
+            ("ncnn-fp32", Target("ncnn", compute="cpu")), ("ncnn-fp16", Target("ncnn", "fp16", compute="cpu")),
+            ("ncnn-vulkan-fp32", Target("ncnn", compute="vulkan")),
+            ("ncnn-vulkan-fp16", Target("ncnn", "fp16", compute="vulkan"))]
+    return [(label, target, _why_not(target, options)) for label, target in jobs]
+
+
+def _why_not(target: Target, options: PipelineOptions) -> str | None:
+    """Why the pipeline does not build ``target`` (None: it does)."""
+    from scnet_deploy.exporters.registry import backend_for_format
+
+    if target.format not in options.formats:
+        return "not asked for (--formats)"
+    if target.compute is not None and target.compute not in options.compute:
+        return f"{target.compute} not asked for (--compute)"
+    reason = backend_for_format(target.format).check(target.precision)
+    if reason is None and target.format == "ncnn":
+        from scnet_deploy.exporters.ncnn.runtime import check_compute, fp16_arithmetic_on_cpu
+
+        reason = check_compute(target.compute)
+        if reason is None and target.compute == "cpu" and target.precision == "fp16" and not fp16_arithmetic_on_cpu():
+            reason = ("ncnn has no fp16 arithmetic on this CPU: its fp16 engine would be the fp32 one with rounded "
+                      "weights")
+    return reason
 
 
 def within_budget(validation: dict, budget_db: float) -> dict[str, float]:
@@ -208,6 +229,10 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     from .validate import ValidateOptions, validate
 
     require_export_stack("pipeline (it exports)")
+    unknown = [c for c in options.compute if c not in ("cpu", "vulkan")]
+    if unknown or not options.compute:
+        raise ScnetDeployError(f"--compute {','.join(options.compute)!r}: the pipeline builds for cpu and, with ncnn, "
+                               "vulkan; write e.g. --compute cpu,vulkan.")
     t_start = time.perf_counter()
     say = reporter(progress)
     ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()

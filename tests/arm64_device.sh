@@ -11,6 +11,7 @@ ROOT="${1:-/srv/scnet-deploy-arm64}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"  # the test passes its own (the project's environment: setuptools >= 69 and wheel)
 ORT="onnxruntime==1.24.1"
+NCNN="ncnn==1.0.20250503"  # the newest ncnn with an aarch64 wheel for CPython 3.11 on the package index
 
 if [ ! -x /usr/bin/qemu-aarch64-static ] || ! command -v debootstrap >/dev/null; then
     apt-get update -qq
@@ -31,16 +32,16 @@ for fs in proc sys; do mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$
 
 WHEELS="$ROOT/wheels"
 mkdir -p "$WHEELS"
-if ! ls "$WHEELS"/onnxruntime-1.24.1-*.whl >/dev/null 2>&1; then
+if ! ls "$WHEELS"/onnxruntime-1.24.1-*.whl "$WHEELS"/ncnn-1.0.20250503-*.whl >/dev/null 2>&1; then
     "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
         --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
-        -d "$WHEELS" numpy pillow "$ORT" typer rich matplotlib pypng
+        -d "$WHEELS" numpy pillow "$ORT" "$NCNN" typer rich matplotlib pypng
 fi
 rm -f "$WHEELS"/scnet_deploy-*.whl
 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO" >/dev/null 2>&1
 chroot "$ROOT" /bin/sh -c "[ -x /opt/device/bin/python ] || python3 -m venv /opt/device"
 chroot "$ROOT" /bin/sh -c "PIP_CONFIG_FILE=/dev/null /opt/device/bin/pip install -q --no-index --find-links /wheels \
-    '$ORT' scnet-deploy && PIP_CONFIG_FILE=/dev/null /opt/device/bin/pip install -q --no-index --no-deps \
+    '$ORT' '$NCNN' scnet-deploy && PIP_CONFIG_FILE=/dev/null /opt/device/bin/pip install -q --no-index --no-deps \
     --force-reinstall /wheels/scnet_deploy-*.whl" 2>&1 | grep -v "Location '/opt" || true
 chroot "$ROOT" /opt/device/bin/python -c "import platform, torch" 2>/dev/null && { echo "torch on the device"; exit 1; }
 chroot "$ROOT" /opt/device/bin/python -c "import platform; assert platform.machine() == 'aarch64'"

@@ -178,6 +178,26 @@ def test_pipeline_on_a_device_adds_its_rows_to_the_report(sshd, device, dataset,
     assert f"scnet-deploy {__version__}" in report and left_on_device(remote) == []
 
 
+def test_ncnn_runs_on_a_torch_free_device_with_only_its_runtime(sshd, device, engines, dataset, tmp_path):
+    """The device has ncnn (the ncnn extra) and neither PyTorch nor pnnx; an ncnn artifact is benched and validated
+    there, its outputs scored here as the local run's are."""
+    ckpt, _, _ = engines
+    python = device / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import ncnn, importlib.util as u; print(u.find_spec('pnnx'))"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr
+    artifact = export(ckpt, ExportOptions(output=tmp_path / "ncnn", format="ncnn")).directory
+    remote = remote_options(sshd, device, tmp_path)
+    b = bench_on([artifact], BenchOptions(shapes=((12, 16),), runs=2, warmup=0), (sshd.url(),), remote)
+    row = b["devices"]["device"]["models"][0]
+    assert row["backend"] == "ncnn" and row["shapes"][0]["median_ms"] > 0
+    v = validate_on([ckpt, artifact], ValidateOptions(dataset, 4), ("local", sshd.url()), remote)
+    here, there = (next(m for m in v["models"] if m["name"].startswith("ncnn") and (" @ device" in m["name"]) == d)
+                   for d in (False, True))
+    assert there["psnr_y"] == pytest.approx(here["psnr_y"], abs=1e-6) and there["max_abs_diff"] < 1e-4
+    assert left_on_device(remote) == []
+
+
 def test_validate_on_cli_shows_a_drift_column_per_device(sshd, device, engines, dataset, tmp_path):
     ckpt, onnx_dir, _ = engines
     remote = remote_options(sshd, device, tmp_path)
@@ -361,19 +381,25 @@ def test_validate_on_an_emulated_arm64_device(engines, dataset, tmp_path_factory
                           text=True, timeout=3600, env={**os.environ, "PYTHON": sys.executable})
     assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
     ckpt, onnx_dir, _ = engines
+    ncnn_dirs = [export(ckpt, ExportOptions(output=tmp_path_factory.mktemp("arm-ncnn") / f"ncnn-{p}", format="ncnn",
+                                            precision=p)).directory for p in ("fp32", "fp16")]
     server = start_sshd(tmp_path_factory.mktemp("sshd-arm64"), chroot=root)
     sshd = next(server)
     try:
-        result = validate_on([ckpt, onnx_dir], ValidateOptions(dataset, 4), (sshd.url(),), RemoteOptions(
+        result = validate_on([ckpt, onnx_dir, *ncnn_dirs], ValidateOptions(dataset, 4), (sshd.url(),), RemoteOptions(
             "/opt/device/bin/python", ssh_config=sshd.config))
     finally:
         server.close()
     assert result["devices"]["device"]["cpu"]["arch"] == "aarch64"
-    arm = next(m for m in result["models"] if " @ device" in m["name"])
-    print(f"\narm64 (emulated) ONNX Runtime {result['devices']['device']['versions']['onnxruntime']} vs FP32 "
-          f"PyTorch here: drift {arm['drift_db']:+.2e} dB, max abs diff {arm['max_abs_diff']:.2e}, PSNR vs reference "
-          f"{arm['psnr_vs_reference_db']:.1f} dB")
-    assert abs(arm["drift_db"]) < 1e-3 and arm["max_abs_diff"] < 1e-4
+    rows = [m for m in result["models"] if " @ device" in m["name"]]
+    for arm in rows:
+        print(f"\narm64 (emulated) {arm['name']} vs FP32 PyTorch here: drift {arm['drift_db']:+.2e} dB, max abs "
+              f"diff {arm['max_abs_diff']:.2e}, PSNR vs reference {arm['psnr_vs_reference_db']:.1f} dB")
+    onnx_row, ncnn_fp32, ncnn_fp16 = rows
+    for arm in (onnx_row, ncnn_fp32):  # ONNX Runtime's and ncnn's ARM kernels, FP32: exact
+        assert abs(arm["drift_db"]) < 1e-3 and arm["max_abs_diff"] < 1e-4
+    # ncnn fp16 on ARM: fp16 arithmetic where the emulated CPU has it, its own precision with its own drift
+    assert abs(ncnn_fp16["drift_db"]) < 0.05 and ncnn_fp16["psnr_vs_reference_db"] > 40
 
 
 def test_remote_errors_name_the_device():

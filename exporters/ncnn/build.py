@@ -84,5 +84,14 @@ def build(ctx, workdir: Path) -> dict:
             "ncnn": section}
 
 
+def candidate_forms(precision: str) -> tuple[str, ...]:
+    """The forms measured fastest in ncnn (benchmarks/ncnn_forms.py, results/ncnn_forms_*.md): dwconv+
+    conv_before_upsample on the CPU (fp32: 1.13x dwconv, 1.6x fold, 2.1x slice) and on lavapipe's Vulkan (fp16:
+    1.10x dwconv, 1.8x fold), with dwconv the runner-up on both; skip_as_conv was never faster. A real GPU is not
+    measured: both are tried there too."""
+    del precision
+    return ("dwconv+conv_before_upsample", "dwconv")
+
+
 def verification_runner(workdir: Path, fields: dict, precision: str):
     return load(workdir, {"precision": precision, **fields}), None

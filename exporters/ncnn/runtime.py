@@ -59,6 +59,13 @@ def vulkan_devices() -> tuple[dict, ...]:
                   "int8": _support(log[0], i, "int8")} for i in range(count))
 
 
+def fp16_arithmetic_on_cpu() -> bool:
+    """Whether ncnn computes in fp16 on this CPU (ARMv8.2 fp16: asimdhp); on x86 it keeps fp32 arithmetic."""
+    import ncnn
+
+    return bool(ncnn.cpu_support_arm_asimdhp())
+
+
 def check(precision: str) -> str | None:
     return None  # ncnn itself is the registry's check; fp32 and fp16 run on every unit ncnn has
 

@@ -27,7 +27,9 @@ def pipeline_cmd(
                                           "every validation dataset); the others are shown in the report."),
     shape: str = typer.Option("90x160,180x320", help="LR sizes to benchmark."),
     runs: int = typer.Option(5, help="Timed runs per engine and size."),
-    formats: str = typer.Option("onnx,openvino,coreml,tensorrt", help="Formats to consider."),
+    formats: str = typer.Option("onnx,openvino,coreml,tensorrt,ncnn", help="Formats to consider."),
+    compute: str = typer.Option("cpu", help="Compute units for backends that have several, comma-separated: cpu, "
+                                "vulkan (ncnn)."),
     optimize: str = typer.Option("latency", help="latency: each engine in its fastest measured form (see export "
                                  "--optimize); none: the default form."),
     max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: validation runs larger images in exact "
@@ -39,7 +41,7 @@ def pipeline_cmd(
 
     options = PipelineOptions(output, tuple(dataset) if dataset else None, calib_data, calib_count, budget,
                               parse_shapes(shape), runs, parse_list(formats), optimize, max_memory,
-                              content=parse_list(content) if content else None)
+                              content=parse_list(content) if content else None, compute=parse_list(compute))
     with progress_display(console, "starting", transient=False) as show:
         if devices.on:
             from ..devices.fleet import pipeline_on
