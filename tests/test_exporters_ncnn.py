@@ -23,8 +23,10 @@ def has_vulkan() -> bool:
     return bool(ncnn_runtime.vulkan_devices())
 
 
-vulkan = pytest.mark.skipif(not has_vulkan(), reason="ncnn sees no Vulkan device (apt-get install mesa-vulkan-drivers "
-                            "gives lavapipe)")
+def vulkan(test):
+    """A test on a Vulkan device (marker ``vulkan``), skipped with the fix where ncnn sees none."""
+    return pytest.mark.vulkan(pytest.mark.skipif(not has_vulkan(), reason="ncnn sees no Vulkan device (apt-get "
+                                                 "install mesa-vulkan-drivers gives lavapipe)")(test))
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.pipeline import PipelineOptions, plan, recommend, refusals
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.pipeline import PipelineOptions, pipeline, plan, recommend, refusals
 
 
 def test_pipeline_tiny(tmp_path):
@@ -68,6 +70,26 @@ def test_plan_says_why_each_backend_is_skipped():
         import tensorrt  # noqa: F401
     except ImportError:
         assert "pip install" in all_jobs["tensorrt-fp16"]
+
+
+def test_plan_builds_ncnn_on_the_cpu_and_on_vulkan_only_when_asked(monkeypatch):
+    ncnn_runtime = pytest.importorskip("scnet_deploy.exporters.ncnn.runtime")
+    pytest.importorskip("ncnn")
+    monkeypatch.setattr(ncnn_runtime, "vulkan_devices", lambda: ({"index": 0, "name": "gpu", "fp16": True,
+                                                                  "int8": True},))
+    monkeypatch.setattr(ncnn_runtime, "fp16_arithmetic_on_cpu", lambda: False)
+    jobs = {label: (target, reason) for label, target, reason in plan(PipelineOptions(output="."))}
+    assert jobs["ncnn-fp32"][1] is None and jobs["ncnn-fp32"][0].compute == "cpu"
+    assert "no fp16 arithmetic on this CPU" in jobs["ncnn-fp16"][1]
+    assert jobs["ncnn-vulkan-fp16"][1] == "vulkan not asked for (--compute)"
+    jobs = {label: (target, reason) for label, target, reason in plan(PipelineOptions(output=".",
+                                                                                      compute=("cpu", "vulkan")))}
+    assert jobs["ncnn-vulkan-fp32"][1] is None and jobs["ncnn-vulkan-fp16"][0].compute == "vulkan"
+    monkeypatch.setattr(ncnn_runtime, "vulkan_devices", lambda: ())
+    jobs = {label: reason for label, _, reason in plan(PipelineOptions(output=".", compute=("cpu", "vulkan")))}
+    assert "no Vulkan device here" in jobs["ncnn-vulkan-fp32"]
+    with pytest.raises(ScnetDeployError, match="--compute 'gpu'"):
+        pipeline(None, PipelineOptions(output=".", compute=("gpu",)))
 
 
 def test_recommendation_is_fastest_within_budget():
