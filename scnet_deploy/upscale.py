@@ -23,6 +23,7 @@ from .memory import limit_bytes
 from .options import RuntimeOptions
 from .progress import FAILED, STEP, Progress, reporter
 from .imaging.tiling import run_tiled, tile_for
+from .video import VideoOptions, is_video
 
 DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
 
@@ -38,6 +39,7 @@ class UpscaleOptions:
     # images in flight when several are upscaled (a folder): None = the engine's optimal number in its throughput
     # mode (OpenVINO compiled with its throughput hint; 1 for engines without one); 1 = one image at a time
     inflight: int | None = None
+    video: VideoOptions = field(default_factory=VideoOptions)  # a video input: output codec, quality, pixel format
 
 
 def _inputs(paths: list[Path]) -> tuple[list[Path], dict[Path, str]]:
@@ -170,6 +172,8 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
     from .runtime import open_model
 
     say = reporter(progress)
+    if any(is_video(Path(p)) for p in inputs):
+        return [_upscale_video(model, [Path(p) for p in inputs], options, progress)]
     files, others = _inputs([Path(p) for p in inputs])
     batch = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
     if options.inflight is not None and options.inflight < 1:
@@ -233,6 +237,28 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
             _in_flight(runner, todo, inflight, one, finish, worked)
     return results + [{"input": str(p), "output": None, "status": SKIPPED_STATUS, "reason": why}
                       for p, why in others.items()]
+
+
+def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress) -> dict:
+    """One video file through ``video.upscale_video``: into ``--output`` if it names a video file, else
+    ``STEM_xS.SUFFIX`` in the ``--output`` folder."""
+    from .runtime import open_model
+    from .video import upscale_video
+
+    if len(inputs) != 1:
+        raise ScnetDeployError(f"upscale takes one video at a time ({len(inputs)} inputs given); run it per video.")
+    src = inputs[0]
+    with open_model(model, options.runtime) as runner:
+        scale, radius = runner.arch["scale"], runner.arch["receptive_radius"]
+        halo = radius if options.overlap is None else max(options.overlap, radius)
+        output = Path(options.output)
+        dst = output if is_video(output) else output / f"{src.stem}_x{scale}{src.suffix.lower()}"
+        limit = limit_bytes(options.max_memory_mb)
+
+        def tile(h: int, w: int) -> int | None:
+            return options.tile if options.tile is not None else tile_for(runner, h, w, halo, limit)
+
+        return {**upscale_video(runner, src, dst, tile, halo, options.video, progress), "status": DONE}
 
 
 def _in_flight(runner, todo: list[int], inflight: int, one, finish, worked: list) -> None:

@@ -122,7 +122,9 @@ class NcnnRunner(Runner):
         opt = net.opt
         opt.use_vulkan_compute = compute == "vulkan"
         opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = fp16
-        opt.use_bf16_storage = opt.use_bf16_packed = False
+        for name in ("use_bf16_storage", "use_bf16_packed"):  # use_bf16_packed is newer than ncnn 1.0.20250503
+            if hasattr(opt, name):
+                setattr(opt, name, False)
         opt.num_threads = threads or ncnn.get_physical_big_cpu_count() or os.cpu_count() or 1
         device = ""
         if compute == "vulkan":

@@ -230,6 +230,12 @@ def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
     for r in results:
         if r["status"] != done:
             continue
+        if "frames" in r:  # a video
+            kept = f", kept: {', '.join(r['copied_streams'])}" if r["copied_streams"] else ""
+            bad = f", [yellow]{r['corrupt_packets']} corrupt packet(s) skipped[/yellow]" if r["corrupt_packets"] else ""
+            console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['frames']} frames, {r['codec']} "
+                          f"{r['pix_fmt']}{escape(kept)}){bad}", soft_wrap=True)
+            continue
         flags = [f for f in ("nonfinite", "collapsed") if r[f]]
         note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
         console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "

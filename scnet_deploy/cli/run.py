@@ -20,7 +20,12 @@ def upscale_cmd(
     model: Path = typer.Argument(..., help="Checkpoint or artifact directory."),
     inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder, or a file (.png/.jpg/.webp) for one "
-                                "input."),
+                                "input (.mp4/.mkv/.mov/.webm for a video)."),
+    codec: Optional[str] = typer.Option(None, help="Video: the FFmpeg encoder (default: the input's codec, else "
+                                        "libx264; ffv1 is lossless)."),
+    crf: Optional[int] = typer.Option(None, help="Video: quality for x264/x265/VP9/AV1 (default 18)."),
+    pix_fmt: Optional[str] = typer.Option(None, help="Video: pixel format (default: the input's; 10-bit stays "
+                                          "10-bit)."),
     tile: Optional[int] = typer.Option(None, help="Tile size in LR pixels (default: from --max-memory)."),
     overlap: Optional[int] = typer.Option(None, help="Tile halo in LR pixels (default and minimum: the receptive "
                                           "radius, so tiles are exact)."),
@@ -35,9 +40,11 @@ def upscale_cmd(
     """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit. A file that
     cannot be read or written is reported and skipped; exit code 1 when any failed."""
     from ..upscale import DONE, FAILED_STATUS, UpscaleOptions, upscale
+    from ..video import VideoOptions
 
     options = UpscaleOptions(output, tile=tile, overlap=overlap, max_memory_mb=max_memory,
-                             runtime=runtime, skip_existing=skip_existing, inflight=inflight)
+                             runtime=runtime, skip_existing=skip_existing, inflight=inflight,
+                             video=VideoOptions(codec, crf, pix_fmt))
     with progress_display(err_console, "upscaling") as show:
         results = upscale(model, inputs, options, progress=show)
     if upscale_lines(results, DONE, FAILED_STATUS):

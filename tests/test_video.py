@@ -1,0 +1,139 @@
+"""scnet_deploy/video.py: a generated video (odd size, audio) upscaled frame by frame exactly as the image path
+upscales each frame, timestamps and audio kept, nothing left under the output name when a run is interrupted."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import cli, save_basicsr, tiny_model
+from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.upscale import UpscaleOptions, upscale
+from scnet_deploy.video import VideoOptions
+
+av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scnet-deploy[video]')")
+
+W, H, FRAMES = 17, 13, 6
+
+
+def make_video(path, codec="ffv1", pix_fmt="bgr0", audio=True, size=(W, H)):
+    """FRAMES frames of W x H noise at 5 fps with 1.2 s of a sine tone (AAC); returns the frames as RGB."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(FRAMES)]
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=5)
+        video.width, video.height, video.pix_fmt = *size, pix_fmt
+        sound = out.add_stream("aac", rate=48000) if audio else None
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 5)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if sound is not None:
+            t = np.arange(48000 * 6 // 5) / 48000
+            samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for start in range(0, samples.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(samples[:, start:start + 1024], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = 48000, start
+                for packet in sound.encode(frame):
+                    out.mux(packet)
+            for packet in sound.encode(None):
+                out.mux(packet)
+    return frames
+
+
+def decoded(path):
+    with av.open(str(path)) as f:
+        v = f.streams.video[0]
+        frames = [(frame.pts, frame.to_ndarray(format="rgb24")) for frame in f.decode(v)]
+        return frames, v.average_rate, [(s.type, s.codec_context.name) for s in f.streams]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_basicsr(tiny_model(2, "mlp", seed=5), tmp_path_factory.mktemp("v") / "tiny_x2.pth")
+
+
+def test_every_frame_is_the_image_paths_output_and_audio_is_kept(ckpt, tmp_path):
+    src = tmp_path / "in.mkv"
+    make_video(src)
+    [result] = upscale(ckpt, [src], UpscaleOptions(tmp_path / "out.mkv", tile=8, video=VideoOptions(codec="ffv1")))
+    assert result["status"] == "done" and result["frames"] == FRAMES and result["copied_streams"] == ["audio aac"]
+    inputs, vin, _ = decoded(src)
+    outputs, vout, streams = decoded(tmp_path / "out.mkv")
+    assert streams == [("video", "ffv1"), ("audio", "aac")] and vout == vin == 5
+    assert [pts for pts, _ in outputs] == [pts for pts, _ in inputs]
+    for i, ((_, lr), (_, sr)) in enumerate(zip(inputs, outputs)):  # lossless: the decoded bytes are the frames
+        Image.fromarray(lr).save(tmp_path / f"f{i}.png")
+        [image] = upscale(ckpt, [tmp_path / f"f{i}.png"], UpscaleOptions(tmp_path / f"f{i}_x2.png"))
+        assert np.array_equal(sr, np.asarray(Image.open(tmp_path / f"f{i}_x2.png"))), i
+    with av.open(str(src)) as a, av.open(str(tmp_path / "out.mkv")) as b:  # audio copied, not re-encoded
+        packets = lambda f: [bytes(p) for p in f.demux(f.streams.audio[0]) if p.size]  # noqa: E731
+        assert packets(a) == packets(b)
+
+
+def test_h264_defaults_from_the_input_and_frames_handed_to_the_encoder_match(ckpt, tmp_path):
+    from scnet_deploy.runtime import open_model
+    from scnet_deploy.video import upscale_frame, upscale_video
+
+    src = tmp_path / "in.mp4"
+    make_video(src, codec="libx264", pix_fmt="yuv420p", audio=False, size=(W + 1, H + 1))  # 4:2:0 is even-sized
+    handed = []
+    with open_model(ckpt) as runner:
+        result = upscale_video(runner, src, tmp_path / "out.mp4", lambda h, w: None, 2, frames_out=handed.append)
+        inputs, _, _ = decoded(src)
+        assert result["codec"] == "libx264" and result["pix_fmt"] == "yuv420p" and len(handed) == FRAMES
+        for (_, lr), sr in zip(inputs, handed):
+            assert np.array_equal(sr, upscale_frame(runner.infer, lr, 2, None, 2, 8))
+            # exact tiles: the same output up to float rounding (a pixel at .5 may round the other way)
+            assert np.abs(sr.astype(int) - upscale_frame(runner.infer, lr, 2, 5, 2, 8)).max() <= 1
+    assert decoded(tmp_path / "out.mp4")[0][0][1].shape == (2 * H + 2, 2 * W + 2, 3)
+
+
+def test_an_interrupted_run_leaves_nothing_under_the_output_name(ckpt, tmp_path, monkeypatch):
+    import scnet_deploy.video as video
+
+    src = tmp_path / "in.mkv"
+    make_video(src, audio=False)
+    calls = []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    real = video.upscale_frame
+    monkeypatch.setattr(video, "upscale_frame", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        upscale(ckpt, [src], UpscaleOptions(tmp_path / "out.mkv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_video_refusals_are_one_line(ckpt, tmp_path):
+    (tmp_path / "fake.mp4").write_bytes(b"not a video")
+    with pytest.raises(ScnetDeployError, match="not a video FFmpeg can read"):
+        upscale(ckpt, [tmp_path / "fake.mp4"], UpscaleOptions(tmp_path / "o.mp4"))
+    src = tmp_path / "in.mkv"
+    make_video(src, audio=False)
+    with pytest.raises(ScnetDeployError, match="overwrite its input"):
+        upscale(ckpt, [src], UpscaleOptions(src))
+    x3 = save_basicsr(tiny_model(3, "mlp"), tmp_path / "x3.pth")
+    with pytest.raises(ScnetDeployError, match="yuv420p cannot hold 51x39 frames .* --pix-fmt yuv444p"):
+        upscale(x3, [src], UpscaleOptions(tmp_path / "o.mp4", video=VideoOptions(codec="libx264",
+                                                                                  pix_fmt="yuv420p")))
+    with pytest.raises(ScnetDeployError, match="one video at a time"):
+        upscale(ckpt, [src, src], UpscaleOptions(tmp_path / "o"))
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_cli_upscales_a_video_and_says_what_it_kept(ckpt, tmp_path):
+    src = tmp_path / "clip.mkv"
+    make_video(src)
+    run = cli("upscale", ckpt, src, "-o", tmp_path / "up", "--codec", "ffv1")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "up" / "clip_x2.mkv").is_file() and f"{FRAMES} frames, ffv1" in run.stdout
+    assert "kept: audio aac" in run.stdout and "1 upscaled, 0 failed" in run.stdout
