@@ -39,6 +39,9 @@ class BenchOptions:
     throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
     throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
     throughput_rounds: int = 3  # throughput mode: rounds of at least ``runs`` images each; the median is reported
+    # (width, height, fps) of an output video: the LR shape is its frame size over the scale, and each engine is
+    # judged on keeping up with fps, with H.264 decode and encode counted and without (``video_verdict``)
+    video: tuple[int, int, float] | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -152,6 +155,9 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     from .errors import EXPORT_EXTRA, has_torch, require_export_stack
 
     models = [Path(m) for m in models]
+    codec = None
+    if options.video is not None:
+        options, codec = _video_shapes(models, options)
     plan = []  # (label, path, form)
     base = (options.reference or find_checkpoint(models)) if options.baselines else None
     baselines_skipped = None
@@ -195,6 +201,8 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                     say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
                                  total=len(plan)))
                     timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
+        if codec is not None:
+            entry["video"] = video_verdict(entry["shapes"][0]["median_ms"] / options.batch, codec, options.video[2])
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)
     for r in results:
@@ -206,4 +214,27 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                         "mode": options.mode, "inflight": options.inflight,
                         "openvino_performance": options.runtime.openvino.performance,
                         "openvino_performance_in_flight": "throughput" if options.mode == "throughput" else None},
-            "models": results, "machine": machine(), "baselines_skipped": baselines_skipped}
+            "models": results, "machine": machine(), "baselines_skipped": baselines_skipped,
+            "video": None if codec is None else {"target": list(options.video), **codec}}
+
+
+def _video_shapes(models: list[Path], options: BenchOptions):
+    """The options with the LR shape of ``options.video`` (one scale for every model), and the codec's cost here."""
+    from .video import codec_ms_per_frame
+
+    scales = {_arch_and_backend(m)[0]["scale"] for m in models}
+    if len(scales) != 1:
+        raise ScnetDeployError(f"--video needs models of one scale; these upscale x{sorted(scales)}.")
+    scale = scales.pop()
+    w, h, _ = options.video
+    if w % scale or h % scale:
+        raise ScnetDeployError(f"--video {w}x{h} is not a multiple of the models' scale {scale}.")
+    lr = (h // scale, w // scale)
+    return replace(options, shapes=(lr,)), codec_ms_per_frame(lr, scale)
+
+
+def video_verdict(frame_ms: float, codec: dict, fps: float) -> dict:
+    """Frames per second of the engine alone and with the codec's decode and encode counted, against ``fps``."""
+    with_codec = frame_ms + codec["decode_ms"] + codec["encode_ms"]
+    return {"target_fps": fps, "fps": 1000 / frame_ms, "fps_with_codec": 1000 / with_codec,
+            "real_time": 1000 / frame_ms >= fps, "real_time_with_codec": 1000 / with_codec >= fps}

@@ -153,3 +153,68 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
             tmp.unlink()
     report.update(codec=codec, pix_fmt=vout.pix_fmt, size=[w, h], scale=scale)
     return report
+
+
+def parse_video_target(text: str) -> tuple[int, int, float]:
+    """``WxH@FPS`` (the output video: 1920x1080@30) as (width, height, fps)."""
+    try:
+        size, fps = text.lower().split("@")
+        w, h = (int(v) for v in size.split("x"))
+        rate = float(fps)
+        if w < 1 or h < 1 or not rate > 0:
+            raise ValueError
+        return w, h, rate
+    except ValueError:
+        raise ScnetDeployError(f"--video {text!r} is not WIDTHxHEIGHT@FPS of the output video; write e.g. "
+                               "1920x1080@30.") from None
+
+
+def codec_ms_per_frame(lr: tuple[int, int], scale: int, codec: str = "libx264", frames: int = 8) -> dict:
+    """What decoding a frame of the LR video and encoding its upscaled frame costs here, ms per frame (median of
+    ``frames``): an H.264 LR clip of smooth moving content is made, decoded, and each frame's nearest-neighbour
+    upscale encoded with ``codec`` at its default quality."""
+    import statistics
+    import tempfile
+
+    av = _require_av()
+    h, w = lr
+    h, w = h - h % 2, w - w % 2  # 4:2:0
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    clips = [np.stack([(x + 3 * i) % 256, (y + 2 * i) % 256, (x + y + i) % 256], axis=2).astype(np.uint8)
+             for i in range(frames)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lr.mp4"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for frame in clips:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        decode, encode = [], []
+        with av.open(str(path)) as source, av.open(str(Path(tmp) / "hr.mp4"), "w") as sink:
+            vout = sink.add_stream(codec, rate=30)
+            vout.width, vout.height, vout.pix_fmt = w * scale, h * scale, "yuv420p"
+            if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1"):
+                vout.options = {"crf": "18"}
+            frames_in = source.decode(video=0)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames_in, None)
+                if frame is None:
+                    break
+                rgb = frame.to_ndarray(format="rgb24")
+                decode.append(time.perf_counter() - t0)
+                up = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+                t0 = time.perf_counter()
+                for packet in vout.encode(av.VideoFrame.from_ndarray(up, format="rgb24")):
+                    sink.mux(packet)
+                encode.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for packet in vout.encode(None):
+                sink.mux(packet)
+            flush = time.perf_counter() - t0
+    per_encode = (sum(encode) + flush) / max(len(encode), 1)  # the encoder's lookahead is paid at the flush
+    return {"codec": codec, "decode_ms": statistics.median(decode) * 1e3, "encode_ms": per_encode * 1e3,
+            "frames": len(encode)}

@@ -198,6 +198,16 @@ def test_ncnn_runs_on_a_torch_free_device_with_only_its_runtime(sshd, device, en
     assert left_on_device(remote) == []
 
 
+def test_bench_video_on_a_device_judges_its_own_speed_and_codec(sshd, device, engines, tmp_path):
+    _, onnx_dir, _ = engines
+    remote = remote_options(sshd, device, tmp_path)
+    result = bench_on([onnx_dir], BenchOptions(runs=1, warmup=0, video=(64, 48, 30)), (sshd.url(),), remote)
+    there = result["devices"]["device"]
+    assert there["options"]["shapes"] == [[12, 16]] and there["video"]["target"] == [64, 48, 30]
+    verdict = there["models"][0]["video"]
+    assert verdict["target_fps"] == 30 and verdict["fps_with_codec"] < verdict["fps"]
+
+
 def test_validate_on_cli_shows_a_drift_column_per_device(sshd, device, engines, dataset, tmp_path):
     ckpt, onnx_dir, _ = engines
     remote = remote_options(sshd, device, tmp_path)

@@ -137,3 +137,32 @@ def test_the_cli_upscales_a_video_and_says_what_it_kept(ckpt, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "up" / "clip_x2.mkv").is_file() and f"{FRAMES} frames, ffv1" in run.stdout
     assert "kept: audio aac" in run.stdout and "1 upscaled, 0 failed" in run.stdout
+
+
+def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
+    import json
+
+    from scnet_deploy.bench import BenchOptions, bench, video_verdict
+    from scnet_deploy.video import parse_video_target
+
+    result = bench([ckpt], BenchOptions(runs=2, warmup=0, baselines=False, video=(64, 48, 30)))
+    assert result["options"]["shapes"] == [[24, 32]]  # the LR frame: 64x48 over the scale 2
+    v = result["video"]
+    assert v["codec"] == "libx264" and v["decode_ms"] > 0 and v["encode_ms"] > 0
+    m = result["models"][0]
+    ms = m["shapes"][0]["median_ms"]
+    assert m["video"] == video_verdict(ms, v, 30.0) and m["video"]["fps"] == pytest.approx(1000 / ms)
+    assert m["video"]["fps_with_codec"] < m["video"]["fps"]
+    slow = video_verdict(50.0, {"decode_ms": 1.0, "encode_ms": 2.0}, 24)  # 20 fps alone: not real time at 24
+    assert not slow["real_time"] and not slow["real_time_with_codec"]
+    fast = video_verdict(10.0, {"decode_ms": 10.0, "encode_ms": 20.0}, 30)  # 100 fps alone, 25 with the codec
+    assert fast["real_time"] and not fast["real_time_with_codec"]
+    assert parse_video_target("1920x1080@29.97") == (1920, 1080, 29.97)
+    with pytest.raises(ScnetDeployError, match="WIDTHxHEIGHT@FPS"):
+        parse_video_target("1080p")
+    with pytest.raises(ScnetDeployError, match="not a multiple of the models' scale 2"):
+        bench([ckpt], BenchOptions(runs=1, baselines=False, video=(65, 48, 30)))
+    run = cli("bench", ckpt, "--video", "64x48@24", "--runs", "1", "--no-baselines", "--json", tmp_path / "b.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "keeping up with 64x48 at 24 fps" in run.stdout
+    assert json.loads((tmp_path / "b.json").read_text())["models"][0]["video"]["target_fps"] == 24

@@ -67,6 +67,9 @@ def validate_cmd(
 def bench_cmd(
     models: list[Path] = typer.Argument(..., help="Checkpoints and/or artifact directories."),
     shape: str = typer.Option("180x320", help="LR shapes HxW, comma-separated."),
+    video: Optional[str] = typer.Option(None, help="Can each engine keep up with this output video, WxH@FPS (e.g. "
+                                        "1920x1080@30)? Times the LR frame size (WxH over the scale) and says, per "
+                                        "engine, with H.264 decode and encode counted and without."),
     runs: int = typer.Option(10, help="Timed runs per model and shape."),
     seconds: Optional[float] = typer.Option(None, help="Time each model and shape for this long instead of --runs."),
     warmup: int = typer.Option(2, help="Untimed runs after the first inference."),
@@ -87,11 +90,13 @@ def bench_cmd(
     """Latency and throughput of each model at each shape, with PyTorch baselines from the same run; with --on, on
     each device (one table, a column per device)."""
     from ..bench import BenchOptions, bench
+    from ..video import parse_video_target
     from ..options import OpenVINOOptions
 
     runtime = replace(runtime, openvino=OpenVINOOptions(performance=ov_performance, streams=ov_streams))
     options = BenchOptions(parse_shapes(shape), None if seconds else runs, seconds, warmup, batch, baselines,
-                           runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight)
+                           runtime=runtime, max_memory_mb=max_memory, mode=mode, inflight=inflight,
+                           video=parse_video_target(video) if video else None)
     with progress_display(err_console, "benchmarking") as show:
         if devices.on:
             from ..devices.fleet import bench_on

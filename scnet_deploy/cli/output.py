@@ -162,6 +162,8 @@ def bench_tables(result: dict) -> list[tuple]:
                 "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
                 "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
     console.print(table)
+    if result.get("video"):
+        video_table(result)
     if result.get("baselines_skipped"):
         console.print(f"no PyTorch baselines: {escape(result['baselines_skipped'])}")
     if result["options"]["mode"] == "throughput":
@@ -180,6 +182,23 @@ def bench_tables(result: dict) -> list[tuple]:
     return rows
 
 
+def video_table(result: dict, prefix: str = "") -> None:
+    """bench --video: does each engine keep up with the frame rate, alone and with H.264 decode and encode?"""
+    v = result["video"]
+    w, h, fps = v["target"]
+    table = Table(title=f"{prefix}keeping up with {w}x{h} at {fps:g} fps ({v['codec']} here: decode "
+                        f"{v['decode_ms']:.1f} ms, encode {v['encode_ms']:.1f} ms per frame)")
+    for col in ("model", "precision", "fps", "real time", "fps with decode+encode", "real time with codec"):
+        table.add_column(col)
+    yes = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
+    for m in result["models"]:
+        if "video" in m:
+            r = m["video"]
+            table.add_row(escape(m["name"]), m["precision"], f"{r['fps']:.2f}", yes(r["real_time"]),
+                          f"{r['fps_with_codec']:.2f}", yes(r["real_time_with_codec"]))
+    console.print(table)
+
+
 def device_bench_table(result: dict) -> list[tuple]:
     """bench --on: median ms per model and shape, a column per device, then each device's description; returns the
     CSV rows."""
@@ -193,6 +212,9 @@ def device_bench_table(result: dict) -> list[tuple]:
                       *(f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels))
         rows += [(r["model"], r["precision"], *r["shape"], d, f"{ms:.3f}") for d, ms in r["median_ms"].items()]
     console.print(table)
+    for label, bench_result in result["devices"].items():
+        if bench_result.get("video"):
+            video_table(bench_result, f"{label}: ")
     from ..doctor import machine_line
 
     for label, bench_result in result["devices"].items():

@@ -135,9 +135,12 @@ DOCTOR = Fields({"versions": MapOf(Opt(str), 256)},
                 {"executable": str, "backends": ListOf(Fields({"backend": str}, {"version": str, "available": bool}),
                                                        256)})
 TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": NUMBER})
+VIDEO_VERDICT = Fields({"target_fps": NUMBER, "fps": NUMBER, "fps_with_codec": NUMBER, "real_time": bool,
+                        "real_time_with_codec": bool})
 BENCH_RESULT = Fields({"models": ListOf(Fields({"name": str, "precision": str, "shapes": ListOf(TIMED_SHAPE, 1000)},
-                                               {"baseline": bool, "backend": str}), 1000),
-                       "machine": MACHINE})
+                                               {"baseline": bool, "backend": str, "video": VIDEO_VERDICT}), 1000),
+                       "machine": MACHINE},
+                      {"video": Opt(Fields({"codec": str, "decode_ms": NUMBER, "encode_ms": NUMBER}))})
 RUN_RECORD = Fields({"name": str, "backend": str, "precision": str})
 
 
@@ -164,6 +167,7 @@ def _bench_args(options) -> list[str]:
     args += ["--seconds", str(options.seconds)] if options.seconds else ["--runs", str(options.runs)]
     return args + _flags((("--threads", options.runtime.threads), ("--inflight", options.inflight),
                           ("--vulkan-device", options.runtime.vulkan_device),
+                          ("--video", "{}x{}@{:g}".format(*options.video) if options.video else None),
                           ("--ov-streams", options.runtime.openvino.streams), ("--max-memory", options.max_memory_mb)))
 
 
