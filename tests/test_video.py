@@ -166,3 +166,24 @@ def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "keeping up with 64x48 at 24 fps" in run.stdout
     assert json.loads((tmp_path / "b.json").read_text())["models"][0]["video"]["target_fps"] == 24
+
+
+@pytest.mark.slow
+def test_a_1080p_from_270p_x4_clip_keeps_its_audio_and_every_frame_is_the_image_paths(tmp_path):
+    """The shipped reference SCNet-T x4 as an ONNX Runtime engine; 6 frames of 480x270 with audio -> 1920x1080
+    (FFV1: the decoded bytes are the frames handed to the encoder)."""
+    from scnet_deploy.export import ExportOptions, export
+    from scnet_deploy.pipeline import reference_checkpoint
+
+    engine = export(reference_checkpoint(), ExportOptions(output=tmp_path / "onnx")).directory
+    src = tmp_path / "clip.mkv"
+    make_video(src, size=(480, 270))
+    [result] = upscale(engine, [src], UpscaleOptions(tmp_path / "clip_x4.mkv", video=VideoOptions("ffv1")))
+    inputs, _, _ = decoded(src)
+    outputs, rate, streams = decoded(tmp_path / "clip_x4.mkv")
+    assert result["frames"] == FRAMES and streams == [("video", "ffv1"), ("audio", "aac")] and rate == 5
+    assert [pts for pts, _ in outputs] == [pts for pts, _ in inputs] and outputs[0][1].shape == (1080, 1920, 3)
+    for i, ((_, lr), (_, sr)) in enumerate(zip(inputs, outputs)):
+        Image.fromarray(lr).save(tmp_path / f"f{i}.png")
+        upscale(engine, [tmp_path / f"f{i}.png"], UpscaleOptions(tmp_path / f"f{i}_x4.png"))
+        assert np.array_equal(sr, np.asarray(Image.open(tmp_path / f"f{i}_x4.png"))), i
