@@ -187,3 +187,18 @@ def test_a_1080p_from_270p_x4_clip_keeps_its_audio_and_every_frame_is_the_image_
         Image.fromarray(lr).save(tmp_path / f"f{i}.png")
         upscale(engine, [tmp_path / f"f{i}.png"], UpscaleOptions(tmp_path / f"f{i}_x4.png"))
         assert np.array_equal(sr, np.asarray(Image.open(tmp_path / f"f{i}_x4.png"))), i
+
+
+def test_ten_bit_video_stays_ten_bit(ckpt, tmp_path):
+    from scnet_deploy.runtime import open_model
+    from scnet_deploy.video import upscale_video
+
+    src = tmp_path / "deep.mkv"
+    make_video(src, codec="libx265", pix_fmt="yuv420p10le", audio=False, size=(64, 48))
+    handed = []
+    with open_model(ckpt) as runner:
+        result = upscale_video(runner, src, tmp_path / "out.mkv", lambda h, w: None, 2, frames_out=handed.append)
+    assert result["codec"] == "libx265" and result["pix_fmt"] == "yuv420p10le" and result["frames"] == FRAMES
+    assert {f.dtype for f in handed} == {np.dtype(np.uint16)}  # upscaled from 16-bit RGB, not 8
+    with av.open(str(tmp_path / "out.mkv")) as f:
+        assert f.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
