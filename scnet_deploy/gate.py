@@ -92,3 +92,19 @@ def visible_share(out_u8, ref_u8, crop: int, levels: int = VISIBLE_LEVELS) -> fl
         diff = diff[crop:-crop, crop:-crop]
     moved = diff.max(axis=2) if diff.ndim == 3 else diff
     return float((moved >= levels).mean())
+
+
+def flicker(out_prev, out_now, ref_prev, ref_now, crop: int, levels: int = VISIBLE_LEVELS) -> tuple[float, float]:
+    """How much an engine's frame-to-frame change differs from the reference's, between two consecutive 8-bit
+    frames: (the mean difference in levels, the share of pixels whose change differs by ``levels`` or more in any
+    channel). A static scene the reference renders still and the engine makes shimmer scores high on both."""
+    import numpy as np
+
+    def change(a, b):
+        return np.asarray(b, np.int16) - np.asarray(a, np.int16)
+
+    diff = np.abs(change(out_prev, out_now) - change(ref_prev, ref_now))
+    if crop:
+        diff = diff[crop:-crop, crop:-crop]
+    moved = diff.max(axis=2) if diff.ndim == 3 else diff
+    return float(diff.mean()), float((moved >= levels).mean())

@@ -24,7 +24,7 @@ import numpy as np
 from .imaging.datasets import load_dataset
 from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
 from .imaging.images import to_float_chw, to_u8_hwc
-from .gate import AccuracyGate, visible_share
+from .gate import AccuracyGate, flicker, visible_share
 from .memory import limit_bytes
 from .imaging.metrics import SSIM_WINDOW, psnr_ssim_y
 from .options import RuntimeOptions
@@ -50,6 +50,8 @@ class ValidateOptions:
     visuals: Path | None = None  # write side-by-side crops of each model's worst image here
     max_memory_mb: int | None = None  # images whose run would pass this are run in exact tiles; None: memory model
     content: tuple[str, ...] | None = None  # the datasets (by name) the gate judges; None: every one
+    # each dataset's images are consecutive frames (in name order): measure flicker against the reference's
+    frames: bool = False
 
     def folders(self) -> tuple[Path, ...]:
         return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
@@ -78,10 +80,12 @@ def _flags(out: np.ndarray) -> dict:
     return {"nonfinite": not finite, "collapsed": collapsed}
 
 
-def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=None) -> tuple[dict, list]:
+def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=None,
+                 frames: bool = False) -> tuple[dict, list]:
     """Score ``runner`` on ``pairs``, each image against the reference's output (``ref_outputs``) as it comes;
-    ``keep(out)`` is what is kept of each float output (None: nothing), so memory does not grow with the dataset."""
-    per_image, kept = [], []
+    ``keep(out)`` is what is kept of each float output (None: nothing), so memory does not grow with the dataset.
+    ``frames``: the pairs are consecutive frames; each one after the first also gets its flicker (``gate.flicker``)."""
+    per_image, kept, previous = [], [], None
     for i, pair in enumerate(pairs):
         tile = None
         if isinstance(runner, _Bicubic):
@@ -101,6 +105,12 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=N
             mse = float(np.mean((a.astype(np.float64) - b) ** 2))
             row["max_abs_diff"] = float(np.abs(a - b).max())
             row["psnr_vs_reference_db"] = float("inf") if mse == 0 else float(10 * np.log10(1 / mse))
+            if frames:
+                ref_u8 = to_u8_hwc(ref_outputs[i])
+                if previous is not None and previous[0].shape == sr_u8.shape:
+                    row["flicker_levels"], row["flicker_share"] = flicker(previous[0], sr_u8, previous[1], ref_u8,
+                                                                          scale)
+                previous = sr_u8, ref_u8
         kept.append(keep(out) if keep else None)
         per_image.append(row)
         progress()
@@ -110,6 +120,10 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=N
              "nonfinite_images": [r["name"] for r in per_image if r["nonfinite"]],
              "collapsed_images": [r["name"] for r in per_image if r["collapsed"]],
              "per_image": per_image}
+    moves = [r for r in per_image if "flicker_share" in r]
+    if moves:  # the worst transition decides, as the worst image does for the visible change
+        entry["flicker_share"] = max(r["flicker_share"] for r in moves)
+        entry["flicker_levels"] = max(r["flicker_levels"] for r in moves)
     return entry, kept
 
 
@@ -173,7 +187,8 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
         limit = limit_bytes(options.max_memory_mb)  # what is left now, with this engine loaded
         for k, pairs in enumerate(sets):
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
-                                       limit, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None)
+                                       limit, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None,
+                                       frames=options.frames)
             entry.update({"path": str(path), "kind": "artifact" if Path(path).is_dir() else "checkpoint",
                           "backend": runner.backend, "reference": is_ref,
                           "device": path.device if on_device else None,
@@ -237,6 +252,9 @@ def _summary(per_set: list[dict], names: list[str]) -> list[dict]:
                 row["max_abs_diff"] = max(m["max_abs_diff"] for m in ms)
                 row["psnr_vs_reference_db"] = min(m["psnr_vs_reference_db"] for m in ms)
                 row["visible_share"] = max(m["visible_share"] for m in ms)
+            if any("flicker_share" in m for m in ms):
+                row["flicker_share"] = max(m.get("flicker_share", 0.0) for m in ms)
+                row["flicker_levels"] = max(m.get("flicker_levels", 0.0) for m in ms)
             judged = [m for m in ms if "within_budget" in m]
             if judged:
                 row["within_budget"] = all(m["within_budget"] for m in judged)

@@ -202,3 +202,36 @@ def test_ten_bit_video_stays_ten_bit(ckpt, tmp_path):
     assert {f.dtype for f in handed} == {np.dtype(np.uint16)}  # upscaled from 16-bit RGB, not 8
     with av.open(str(tmp_path / "out.mkv")) as f:
         assert f.streams.video[0].codec_context.pix_fmt == "yuv420p10le"
+
+
+def test_flicker_is_how_differently_from_the_reference_an_engine_changes_between_frames():
+    from scnet_deploy.gate import flicker
+
+    rng = np.random.default_rng(0)
+    still = rng.integers(20, 230, (16, 16, 3)).astype(np.uint8)
+    assert flicker(still, still, still, still, 2) == (0.0, 0.0)
+    shifted = (still.astype(int) + 3).astype(np.uint8)  # off the reference, steadily: no flicker
+    assert flicker(shifted, shifted, still, still, 2) == (0.0, 0.0)
+    shimmer = [(still.astype(int) + d).astype(np.uint8) for d in (-3, 3)]  # a static scene moving 6 levels
+    levels, share = flicker(shimmer[0], shimmer[1], still, still, 2)
+    assert levels == pytest.approx(6.0) and share == 1.0
+    moving = (still.astype(int) + 10).clip(0, 255).astype(np.uint8)  # the scene itself changes: followed, no flicker
+    assert flicker(still, moving, still, moving, 2) == (0.0, 0.0)
+
+
+def test_validate_frames_reports_flicker(tiny, tmp_path):
+    import json
+
+    from conftest import smooth_hr_folder
+    from scnet_deploy.validate import ValidateOptions, validate
+
+    ckpt, onnx = tiny
+    frames = smooth_hr_folder(tmp_path / "clip", 3, (24, 20))
+    result = validate([ckpt, onnx], ValidateOptions(frames, 2, frames=True))
+    engine = next(m for m in result["models"] if m["kind"] == "artifact")
+    assert engine["flicker_share"] == 0.0 and engine["flicker_levels"] < 0.01  # FP32 ONNX follows PyTorch
+    assert sum("flicker_share" in r for r in engine["per_image"]) == 2  # two transitions between three frames
+    run = cli("validate", ckpt, onnx, "--dataset", frames, "--scale", "2", "--frames", "--json", tmp_path / "v.json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "flicker (consecutive frames" in run.stdout and "0.00% of pixels" in run.stdout
+    assert "flicker_share" in json.loads((tmp_path / "v.json").read_text())["models"][1]

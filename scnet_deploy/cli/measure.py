@@ -13,7 +13,7 @@ from .app import app, console, err_console
 from .display import progress_display
 from ..options import RuntimeOptions
 from .groups import DEVICES, OUTPUTS, RUNTIME, Devices, Outputs, parse_list, parse_shapes, uses
-from .output import bench_tables, device_bench_table, failed_devices, validate_tables, write_outputs
+from .output import bench_tables, flicker_lines, device_bench_table, failed_devices, validate_tables, write_outputs
 
 
 @app.command("validate")
@@ -32,6 +32,9 @@ def validate_cmd(
     reference: Optional[Path] = typer.Option(None, help="FP32 reference checkpoint (default: first checkpoint "
                                              "among MODELS, else the artifacts' own)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
+    frames: bool = typer.Option(False, "--frames", help="Each dataset is consecutive frames of a video (in name "
+                                "order): add flicker, how differently from FP32 each engine's output changes from "
+                                "frame to frame."),
     max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: images whose run would not fit are run "
                                              "in exact tiles (default: 70% of what this process may use)."),
     runtime: RuntimeOptions = None, devices: Devices = None, outputs: Outputs = None,
@@ -44,7 +47,7 @@ def validate_cmd(
         raise ScnetDeployError(f"--method {method!r} is unknown; the available baseline is bicubic.")
     options = ValidateOptions(tuple(dataset), scale, method == "bicubic", budget, reference, limit,
                               runtime, visuals=outputs.report, max_memory_mb=max_memory,
-                              content=parse_list(content) if content else None)
+                              content=parse_list(content) if content else None, frames=frames)
     with progress_display(err_console, "validating") as show:
         if devices.on:
             from ..devices.fleet import validate_on
@@ -53,6 +56,7 @@ def validate_cmd(
         else:
             result = validate(models or [], options, progress=show)
     write_outputs(result, outputs, validate_tables(result))
+    flicker_lines(result)
     if not result["passed"]:
         err_console.print(f"[red]over budget ({budget} dB, the accuracy gate):[/red] {escape(', '.join(result['over_budget']))}")
         for m in result["models"]:

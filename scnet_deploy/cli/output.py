@@ -199,6 +199,17 @@ def video_table(result: dict, prefix: str = "") -> None:
     console.print(table)
 
 
+def flicker_lines(result: dict) -> None:
+    """validate --frames: each engine's flicker against the reference, its worst transition between frames."""
+    rows = [m for m in result["models"] if "flicker_share" in m]
+    if rows:
+        console.print("flicker (consecutive frames; worst transition, pixels whose change differs from FP32's by 4+ "
+                      "levels, and the mean difference):")
+    for m in rows:
+        console.print(f"  {escape(m['name'])}: {100 * m['flicker_share']:.2f}% of pixels, mean "
+                      f"{m['flicker_levels']:.3f} levels", soft_wrap=True)
+
+
 def device_bench_table(result: dict) -> list[tuple]:
     """bench --on: median ms per model and shape, a column per device, then each device's description; returns the
     CSV rows."""
