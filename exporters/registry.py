@@ -5,7 +5,8 @@ Its ``runtime`` module (what a device imports; no build code, no PyTorch) has
 - ``check(precision) -> str | None``: why this machine cannot build or run that precision (None: it can), beyond
   the package being installed, which ``Backend.check`` tests first;
 - ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range;
-- optionally ``load_errors() -> tuple``: what its runtime raises on a file it cannot load.
+- optionally ``load_errors() -> tuple``: what its runtime raises on a file it cannot load;
+- optionally ``check_compute(compute) -> str | None``: why a compute unit it has cannot be reached here.
 Its ``build`` module (the export side) has
 - ``build(ctx: session.BuildContext, workdir) -> dict``: writes its files, returns manifest fields (no verification);
 - ``verification_runner(workdir, fields, precision) -> (Runner | None, note)``: what the build session verifies
@@ -77,11 +78,19 @@ class Backend:
         if reason:
             raise BackendUnavailable(f"--format {self.format} --precision {precision}: {reason}.")
 
-    def check(self, precision: str) -> str | None:
-        """Why this machine cannot build and run ``precision`` with this backend (None: it can)."""
+    def check(self, precision: str, compute: str | None = None) -> str | None:
+        """Why this machine cannot build and run ``precision`` (on ``compute``, where given) with this backend (None:
+        it can); a runtime module with several units says which it can reach here (``check_compute``)."""
         if not self.available():
             return f"{self.distribution} is not installed ({self.install})"
-        return self._module("runtime").check(precision)
+        module = self._module("runtime")
+        reason = module.check(precision)
+        if reason is None and compute is not None:
+            if compute not in self.compute_units:
+                return f"{self.name} computes on {', '.join(self.compute_units)}, not {compute}"
+            if hasattr(module, "check_compute"):
+                reason = module.check_compute(compute)
+        return reason
 
     def candidate_forms(self, precision: str) -> tuple[str, ...]:
         """The deploy forms ``--optimize latency`` builds for ``precision`` unless ``--candidates`` names others."""

@@ -96,12 +96,11 @@ def _why_not(target: Target, options: PipelineOptions) -> str | None:
         return "not asked for (--formats)"
     if target.compute is not None and target.compute not in options.compute:
         return f"{target.compute} not asked for (--compute)"
-    reason = backend_for_format(target.format).check(target.precision)
-    if reason is None and target.format == "ncnn":
-        from scnet_deploy.exporters.ncnn.runtime import check_compute, fp16_arithmetic_on_cpu
+    reason = backend_for_format(target.format).check(target.precision, target.compute)
+    if reason is None and target.format == "ncnn" and target.compute == "cpu" and target.precision == "fp16":
+        from scnet_deploy.exporters.ncnn.runtime import fp16_arithmetic_on_cpu
 
-        reason = check_compute(target.compute)
-        if reason is None and target.compute == "cpu" and target.precision == "fp16" and not fp16_arithmetic_on_cpu():
+        if not fp16_arithmetic_on_cpu():  # built, it would be the fp32 engine again: not worth the main job's time
             reason = ("ncnn has no fp16 arithmetic on this CPU: its fp16 engine would be the fp32 one with rounded "
                       "weights")
     return reason

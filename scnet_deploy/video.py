@@ -32,6 +32,11 @@ class VideoOptions:
     pix_fmt: str | None = None  # None: the input's (10-bit stays 10-bit)
 
 
+def _quality(codec: str, crf: int | None = None) -> dict:
+    """The encoder options for ``crf`` (default 18, visually lossless) where the codec takes one."""
+    return {"crf": str(18 if crf is None else crf)} if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1") else {}
+
+
 def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
@@ -100,8 +105,7 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
             if vout.pix_fmt.startswith(("yuv420", "yuv422", "nv12")) and (w * scale % 2 or h * scale % 2):
                 raise ScnetDeployError(f"{vout.pix_fmt} cannot hold {w * scale}x{h * scale} frames (odd sizes); pass "
                                        "--pix-fmt yuv444p (or a lossless --codec ffv1).")
-            if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1"):
-                vout.options = {"crf": str(options.crf if options.crf is not None else 18)}
+            vout.options = _quality(codec, options.crf)
             vout.metadata.update(dict(vin.metadata))  # rotation and the like
             copied = {}
             for stream in list(source.streams.audio) + list(source.streams.subtitles):
@@ -196,8 +200,7 @@ def codec_ms_per_frame(lr: tuple[int, int], scale: int, codec: str = "libx264", 
         with av.open(str(path)) as source, av.open(str(Path(tmp) / "hr.mp4"), "w") as sink:
             vout = sink.add_stream(codec, rate=30)
             vout.width, vout.height, vout.pix_fmt = w * scale, h * scale, "yuv420p"
-            if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1"):
-                vout.options = {"crf": "18"}
+            vout.options = _quality(codec)
             frames_in = source.decode(video=0)
             while True:
                 t0 = time.perf_counter()
