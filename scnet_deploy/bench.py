@@ -220,7 +220,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
 
 def _video_shapes(models: list[Path], options: BenchOptions):
     """The options with the LR shape of ``options.video`` (one scale for every model), and the codec's cost here."""
-    from .video import codec_ms_per_frame
+    from .imaging.video import codec_ms_per_frame
 
     scales = {_arch_and_backend(m)[0]["scale"] for m in models}
     if len(scales) != 1:

@@ -276,6 +276,25 @@ def read_manifest(directory: Path, what: str | None = None) -> dict:
                      error=ArtifactError)
 
 
+def protect_inputs(files: list[Path], dests: list[Path]) -> None:
+    """Refuse, up front, any output that is an input (the same file, also through a link or a hard link)."""
+    inputs = {}
+    for f in files:
+        st = f.stat()
+        inputs[(st.st_dev, st.st_ino)] = f
+    hits = []
+    for dst in dests:
+        try:
+            st = dst.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in inputs:
+            hits.append(f"'{dst}' is the input '{inputs[(st.st_dev, st.st_ino)]}'")
+    if hits:
+        raise ScnetDeployError(f"upscale would overwrite its input: {'; '.join(hits[:3])}"
+                               f"{f' (and {len(hits) - 3} more)' if len(hits) > 3 else ''}; choose another --output.")
+
+
 def safe_name(name: str) -> bool:
     """A relative POSIX name inside a folder: no absolute path, no '..', no empty or '.' parts, no controls."""
     if not name or name.startswith("/") or "\\" in name or _CONTROLS.search(name):

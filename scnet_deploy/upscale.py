@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .door import protect_inputs
 from .errors import ScnetDeployError
 from .imaging.images import (IMAGE_SUFFIXES, WRITE_SUFFIXES, image_size, list_folder, read_image, remove_stale_temporaries,
                      round_to_bits, write_image)
@@ -23,7 +24,7 @@ from .memory import limit_bytes
 from .options import RuntimeOptions
 from .progress import FAILED, STEP, Progress, reporter
 from .imaging.tiling import run_tiled, tile_for
-from .video import VideoOptions, is_video
+from .imaging.video import VideoOptions, is_video
 
 DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
 
@@ -88,25 +89,6 @@ def _destinations(files: list[Path], output: Path, scale: int) -> list[Path]:
         raise ScnetDeployError(f"{len(clashes)} output name(s) would be written by several inputs ({'; '.join(which)})"
                                "; upscale those folders into separate --output folders.")
     return [output / n for n in names]
-
-
-def _protect_inputs(files: list[Path], dests: list[Path]) -> None:
-    """Refuse, up front, any output that is an input (the same file, also through a link or a hard link)."""
-    inputs = {}
-    for f in files:
-        st = f.stat()
-        inputs[(st.st_dev, st.st_ino)] = f
-    hits = []
-    for dst in dests:
-        try:
-            st = dst.stat()
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in inputs:
-            hits.append(f"'{dst}' is the input '{inputs[(st.st_dev, st.st_ino)]}'")
-    if hits:
-        raise ScnetDeployError(f"upscale would overwrite its input: {'; '.join(hits[:3])}"
-                               f"{f' (and {len(hits) - 3} more)' if len(hits) > 3 else ''}; choose another --output.")
 
 
 def _complete(src: Path, dst: Path, scale: int) -> bool:
@@ -190,7 +172,7 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
                                    f" so tiles would not match the whole-image output; use --overlap {radius} or more.")
         output = Path(options.output)
         dests = _destinations(files, output, scale)
-        _protect_inputs(files, dests)
+        protect_inputs(files, dests)
         for folder in {d.parent for d in dests}:
             folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(folder)
@@ -241,24 +223,41 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
 
 def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress) -> dict:
     """One video file through ``video.upscale_video``: into ``--output`` if it names a video file, else
-    ``STEM_xS.SUFFIX`` in the ``--output`` folder."""
+    ``STEM_xS.SUFFIX`` in the ``--output`` folder; ``options.inflight`` frames at a time (default: the engine's
+    optimal number in its throughput mode)."""
     from .runtime import open_model
     from .video import upscale_video
 
     if len(inputs) != 1:
         raise ScnetDeployError(f"upscale takes one video at a time ({len(inputs)} inputs given); run it per video.")
+    if options.inflight is not None and options.inflight < 1:
+        raise ScnetDeployError(f"--inflight must be at least 1, got {options.inflight}.")
     src = inputs[0]
-    with open_model(model, options.runtime) as runner:
-        scale, radius = runner.arch["scale"], runner.arch["receptive_radius"]
-        halo = radius if options.overlap is None else max(options.overlap, radius)
-        output = Path(options.output)
-        dst = output if is_video(output) else output / f"{src.stem}_x{scale}{src.suffix.lower()}"
+    throughput = options.inflight != 1
+    with open_model(model, options.runtime.for_throughput() if throughput else options.runtime) as runner:
+        halo = video_halo(runner, options)
+        inflight = max(1, options.inflight or runner.optimal_requests()) if throughput else 1
+        dst = video_destination(src, Path(options.output), runner.arch["scale"])
         limit = limit_bytes(options.max_memory_mb)
+        if limit is not None:
+            limit //= inflight  # every frame in flight holds its own maps
 
         def tile(h: int, w: int) -> int | None:
             return options.tile if options.tile is not None else tile_for(runner, h, w, halo, limit)
 
-        return {**upscale_video(runner, src, dst, tile, halo, options.video, progress), "status": DONE}
+        return {**upscale_video(runner, src, dst, tile, halo, options.video, progress, inflight=inflight),
+                "status": DONE}
+
+
+def video_halo(runner, options: UpscaleOptions) -> int:
+    """The tile halo for a video: ``--overlap``, never less than the receptive radius."""
+    radius = runner.arch["receptive_radius"]
+    return radius if options.overlap is None else max(options.overlap, radius)
+
+
+def video_destination(src: Path, output: Path, scale: int) -> Path:
+    """``--output`` itself if it names a video file, else ``STEM_xS.SUFFIX`` in that folder."""
+    return output if is_video(output) else output / f"{src.stem}_x{scale}{src.suffix.lower()}"
 
 
 def _in_flight(runner, todo: list[int], inflight: int, one, finish, worked: list) -> None:

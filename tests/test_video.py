@@ -17,17 +17,29 @@ av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scnet
 W, H, FRAMES = 17, 13, 6
 
 
-def make_video(path, codec="ffv1", pix_fmt="bgr0", audio=True, size=(W, H)):
-    """FRAMES frames of W x H noise at 5 fps with 1.2 s of a sine tone (AAC); returns the frames as RGB."""
+def make_video(path, codec="ffv1", pix_fmt="bgr0", audio=True, size=(W, H), pts=None, colour=None, rotation=0,
+               frames=FRAMES, gop=None):
+    """``frames`` frames of W x H noise at 5 fps (``pts``: their timestamps in 1/5 s, irregular for a variable
+    frame rate) with 1.2 s of a sine tone (AAC); ``colour``: the stream's colour description (COLOUR names ->
+    FFmpeg's values), ``rotation`` its display rotation, ``gop`` its keyframe interval. Returns the frames as RGB."""
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(FRAMES)]
+    frames = [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(frames)]
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=5)
         video.width, video.height, video.pix_fmt = *size, pix_fmt
+        for key, value in (colour or {}).items():
+            setattr(video.codec_context, key, value)
+        if rotation:
+            video.set_display_rotation(rotation)
+        if gop:
+            video.codec_context.gop_size = gop
         sound = out.add_stream("aac", rate=48000) if audio else None
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 5)
+            for key in ("colorspace", "color_range"):
+                if key in (colour or {}):
+                    setattr(frame, key, colour[key])
+            frame.pts, frame.time_base = (i if pts is None else pts[i]), Fraction(1, 5)
             for packet in video.encode(frame):
                 out.mux(packet)
         for packet in video.encode(None):
@@ -235,3 +247,74 @@ def test_validate_frames_reports_flicker(tiny, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "flicker (consecutive frames" in run.stdout and "0.00% of pixels" in run.stdout
     assert "flicker_share" in json.loads((tmp_path / "v.json").read_text())["models"][1]
+
+
+def test_frames_in_flight_give_the_same_video_and_decoding_runs_apart(ckpt, tmp_path, monkeypatch):
+    import threading
+
+    import scnet_deploy.video as video
+
+    src = tmp_path / "in.mkv"
+    make_video(src, audio=False)
+    threads = set()
+    real = video.decode
+
+    def decode(*args, **kw):
+        for item in real(*args, **kw):
+            threads.add(("decode", threading.current_thread().name))
+            yield item
+
+    monkeypatch.setattr(video, "decode", decode)
+    one = upscale(ckpt, [src], UpscaleOptions(tmp_path / "one.mkv", inflight=1, video=VideoOptions("ffv1")))[0]
+    three = upscale(ckpt, [src], UpscaleOptions(tmp_path / "three.mkv", inflight=3, video=VideoOptions("ffv1")))[0]
+    assert one["inflight"] == 1 and three["inflight"] == 3 and three["frames"] == FRAMES
+    assert {name for _, name in threads} == {"decode"}  # never on the thread that encodes
+    a, b = decoded(tmp_path / "one.mkv")[0], decoded(tmp_path / "three.mkv")[0]
+    assert [p for p, _ in a] == [p for p, _ in b] and all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+
+
+def test_variable_frame_rate_rotation_and_colour_are_kept(ckpt, tmp_path):
+    from scnet_deploy.runtime import open_model
+    from scnet_deploy.video import upscale_video
+
+    bt709 = {"color_primaries": 1, "color_trc": 1, "colorspace": 1, "color_range": 1}
+    src = tmp_path / "in.mkv"
+    pts = [0, 1, 3, 4, 7, 8]
+    make_video(src, codec="ffv1", pix_fmt="yuv444p", audio=False, pts=pts, colour=bt709, rotation=90)
+    handed = []
+    with open_model(ckpt) as runner:
+        upscale_video(runner, src, tmp_path / "out.mkv", lambda h, w: None, 2, frames_out=handed.append)
+    with av.open(str(tmp_path / "out.mkv")) as f:
+        v = f.streams.video[0]
+        assert {k: getattr(v.codec_context, k) for k in bt709} == bt709
+        frames = list(f.decode(v))
+    assert [fr.pts * fr.time_base for fr in frames] == [Fraction(p, 5) for p in pts] and frames[0].rotation == 90
+    # RGB -> YUV with the declared BT.709 matrix and back: rounding only (BT.601 would move red by 14 levels)
+    worst = max(np.abs(fr.to_ndarray(format="rgb24").astype(int) - h).max() for fr, h in zip(frames, handed))
+    assert worst <= 3
+
+
+def test_a_corrupt_packet_is_reported_and_the_run_goes_on(ckpt, tmp_path):
+    src = tmp_path / "in.mp4"
+    make_video(src, codec="libx264", pix_fmt="yuv420p", audio=False, size=(W + 1, H + 1))
+    with av.open(str(src)) as f:
+        packets = [(p.pos, p.size) for p in f.demux(f.streams.video[0]) if p.size]
+    data = bytearray(src.read_bytes())
+    pos, size = packets[3]
+    data[pos + 4:pos + size] = np.random.default_rng(1).integers(0, 256, size - 4, dtype=np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    [result] = upscale(ckpt, [src], UpscaleOptions(tmp_path / "out.mp4"))
+    assert result["status"] == "done" and result["corrupt_packets"] == 1 and result["frames"] == FRAMES - 1
+    assert len(decoded(tmp_path / "out.mp4")[0]) == FRAMES - 1
+
+
+def test_frame_count_bombs_are_refused_from_the_header_and_while_decoding(ckpt, tmp_path):
+    from scnet_deploy.imaging.video import decode, probe
+
+    src = tmp_path / "in.mp4"
+    make_video(src, codec="libx264", pix_fmt="yuv420p", audio=False, size=(W + 1, H + 1))
+    with pytest.raises(ScnetDeployError, match="declares 6 frames, over the 5 frame limit"):
+        upscale(ckpt, [src], UpscaleOptions(tmp_path / "o.mp4", video=VideoOptions(max_frames=5)))
+    with pytest.raises(ScnetDeployError, match="more than 4 frames; refused"):
+        list(decode(probe(src), {}, max_frames=4))
+    assert not (tmp_path / "o.mp4").exists()

@@ -1,0 +1,318 @@
+"""Video files in and out, through PyAV (FFmpeg; the ``video`` extra): the checked way in (``probe``: a readable
+video stream, frame-size and frame-count limits before a frame is decoded), frames out as RGB arrays (``decode``:
+every frame, or one segment between keyframes; a packet FFmpeg cannot decode is reported and skipped), and a writer
+that keeps what the input says of itself (``VideoWriter``: timestamps, frame rate, rotation, colour primaries,
+transfer, matrix and range; audio and subtitle streams copied without re-encoding) and renames its output into
+place only when complete.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import ScnetDeployError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+# decoder name -> the encoder of the same codec (FFmpeg's libraries as PyAV bundles them)
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "ffv1": "ffv1"}
+MAX_FRAME_PIXELS = 8192 * 8192  # an upscaled frame; a frame-size bomb is refused before its first frame is decoded
+MAX_FRAMES = 1_000_000  # 11.6 hours at 24 fps; a frame-count bomb is refused from its header and while decoding
+COLOUR = ("color_primaries", "color_trc", "colorspace", "color_range")
+
+
+def require_av():
+    try:
+        import av
+    except ImportError:
+        raise ScnetDeployError("video needs PyAV, which is not installed: pip install 'scnet-deploy[video]'.") from None
+    return av
+
+
+def is_video(path: Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def quality(codec: str, crf: int | None = None) -> dict:
+    """The encoder options for ``crf`` (default 18, visually lossless) where the codec takes one."""
+    return {"crf": str(18 if crf is None else crf)} if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1") else {}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file says of its first video stream, read by ``probe``."""
+
+    path: Path
+    width: int
+    height: int
+    codec: str  # the decoder's name
+    pix_fmt: str
+    rate: Fraction
+    time_base: Fraction
+    frames: int | None  # as the container declares it (or duration x rate); None: unknown
+    rotation: int = 0  # degrees, from the display matrix
+    colour: dict = field(default_factory=dict)  # COLOUR -> FFmpeg's enum value
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def deep(self) -> bool:
+        """More than 8 bits a sample: its frames are read and written as 16-bit RGB."""
+        return any(tag in self.pix_fmt for tag in ("10", "12", "16"))
+
+
+def _open(av, src: Path):
+    try:
+        return av.open(str(src))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ScnetDeployError(f"'{src}' is not a video FFmpeg can read ({str(exc).splitlines()[0][:120]}).") from None
+
+
+def probe(src: Path, scale: int = 1, max_frames: int = MAX_FRAMES) -> VideoInfo:
+    """The checked way in: a regular file FFmpeg reads, with a video stream whose frames, ``scale`` times larger,
+    stay within ``MAX_FRAME_PIXELS``, declaring at most ``max_frames`` frames. The first frame is decoded for its
+    rotation (FFmpeg puts the display matrix on frames)."""
+    av = require_av()
+    src = Path(src)
+    if not src.is_file():
+        raise ScnetDeployError(f"'{src}' does not exist or is not a file.")
+    with _open(av, src) as container:
+        if not container.streams.video:
+            raise ScnetDeployError(f"'{src}' has no video stream.")
+        vin = container.streams.video[0]
+        cc = vin.codec_context
+        w, h = cc.width, cc.height
+        if not w or not h:
+            raise ScnetDeployError(f"'{src}' declares no frame size; it is not a video FFmpeg can read.")
+        if w * h * scale * scale > MAX_FRAME_PIXELS:
+            raise ScnetDeployError(f"'{src}': {w}x{h} frames upscale to {w * scale}x{h * scale}, over the "
+                                   f"{MAX_FRAME_PIXELS} pixel limit.")
+        rate = Fraction(vin.average_rate or vin.guessed_rate or 25)
+        frames = vin.frames or None
+        if frames is None and vin.duration and vin.time_base:
+            frames = int(vin.duration * vin.time_base * rate) or None
+        if frames is None and container.duration:  # Matroska: the container's duration only, in microseconds
+            frames = int(Fraction(container.duration, 1_000_000) * rate) or None
+        if frames is not None and frames > max_frames:
+            raise ScnetDeployError(f"'{src}' declares {frames} frames, over the {max_frames} frame limit.")
+        rotation = 0
+        try:
+            first = next(container.decode(vin), None)
+            rotation = int(round(first.rotation)) if first is not None else 0
+        except av.error.FFmpegError:
+            pass  # reported by decode, frame by frame
+        return VideoInfo(src, w, h, cc.name, cc.pix_fmt or "yuv420p", rate, Fraction(vin.time_base), frames,
+                         rotation, {k: getattr(cc, k) for k in COLOUR}, dict(vin.metadata))
+
+
+def decode(info: VideoInfo, report: dict, start: int | None = None, end: int | None = None,
+           max_frames: int = MAX_FRAMES) -> Iterator[tuple[np.ndarray, int | None]]:
+    """Every frame of the video (``start <= pts < end`` if given: a segment that starts at a keyframe) as
+    (HxWx3 RGB, uint8 or uint16 for deep video, pts in the stream's time base), in presentation order. A packet
+    FFmpeg cannot decode is counted in ``report['corrupt_packets']`` and skipped; more than ``max_frames`` frames
+    is refused."""
+    av = require_av()
+    fmt = "rgb48le" if info.deep else "rgb24"
+    count = 0
+    with _open(av, info.path) as container:
+        vin = container.streams.video[0]
+        if start is not None:
+            container.seek(start, stream=vin, backward=True, any_frame=False)
+        for packet in container.demux(vin):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                report["corrupt_packets"] = report.get("corrupt_packets", 0) + 1
+                continue
+            for frame in frames:
+                if start is not None and (frame.pts is None or frame.pts < start):
+                    continue  # before the segment (leading frames of an open GOP): the previous segment's
+                if end is not None and frame.pts is not None and frame.pts >= end:
+                    return
+                count += 1
+                if count > max_frames:
+                    raise ScnetDeployError(f"'{info.path}' holds more than {max_frames} frames; refused.")
+                yield frame.to_ndarray(format=fmt), frame.pts
+
+
+def keyframes(info: VideoInfo) -> list[int]:
+    """The pts of every keyframe of the video stream, read from its packets without decoding; empty where a
+    keyframe has no pts (the video cannot be split)."""
+    av = require_av()
+    found = []
+    with _open(av, info.path) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.is_keyframe and packet.size:
+                if packet.pts is None:
+                    return []
+                found.append(packet.pts)
+    return sorted(found)
+
+
+class _StreamCopier:
+    """Audio and subtitle packets of the input, copied into the output without re-encoding, up to the time the
+    video has reached (so the output is interleaved whoever produces the frames)."""
+
+    def __init__(self, av, src: Path, sink, report: dict) -> None:
+        self.container = _open(av, src)
+        self.targets = {}
+        for stream in list(self.container.streams.audio) + list(self.container.streams.subtitles):
+            try:
+                self.targets[stream.index] = sink.add_stream_from_template(stream)
+                report["copied_streams"].append(f"{stream.type} {stream.codec_context.name}")
+            except (ValueError, av.error.FFmpegError):
+                report.setdefault("dropped_streams", []).append(f"{stream.type} {stream.codec_context.name}")
+        streams = [self.container.streams[i] for i in self.targets]
+        self.packets = self.container.demux(*streams) if streams else iter(())
+        self.pending = None
+        self.sink = sink
+
+    def until(self, seconds: float | None) -> None:
+        """Copy every packet that starts before ``seconds`` (None: all that is left)."""
+        while True:
+            packet = self.pending or next(self.packets, None)
+            self.pending = None
+            if packet is None:
+                return
+            if packet.dts is None:  # a demuxer's flush packet
+                continue
+            if seconds is not None and packet.pts is not None and float(packet.pts * packet.time_base) > seconds:
+                self.pending = packet
+                return
+            packet.stream = self.targets[packet.stream.index]
+            self.sink.mux(packet)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    codec: str | None = None  # FFmpeg encoder name; None: the input's codec where it can be encoded, else libx264
+    crf: int | None = None  # quality for x264/x265/VP9/AV1 (default: the encoder's visually lossless 18)
+    pix_fmt: str | None = None  # None: the input's (10-bit stays 10-bit)
+    max_frames: int = MAX_FRAMES  # more is refused (from the header, and while decoding)
+
+
+class VideoWriter:
+    """``with VideoWriter(info, dst, scale, options, report) as out: out.write(rgb, pts)`` for every upscaled frame
+    in order: encoded with the input's codec, pixel format, timestamps, rotation and colour description (unless
+    ``options`` say otherwise), the input's audio and subtitles copied alongside; written to a temporary name and
+    renamed to ``dst`` when the block ends without an error, removed otherwise."""
+
+    def __init__(self, info: VideoInfo, dst: Path, scale: int, options: VideoOptions, report: dict) -> None:
+        self.av = require_av()
+        self.info, self.dst, self.scale, self.report = info, Path(dst), scale, report
+        self.codec = options.codec or ENCODERS.get(info.codec, "libx264")
+        if self.codec not in self.av.codecs_available:
+            raise ScnetDeployError(f"this FFmpeg cannot encode {self.codec!r}; pass another --codec.")
+        self.pix_fmt = options.pix_fmt or info.pix_fmt
+        w, h = info.width * scale, info.height * scale
+        if self.pix_fmt.startswith(("yuv420", "yuv422", "nv12")) and (w % 2 or h % 2):
+            raise ScnetDeployError(f"{self.pix_fmt} cannot hold {w}x{h} frames (odd sizes); pass --pix-fmt yuv444p "
+                                   "(or a lossless --codec ffv1).")
+        self.options = options
+        self.tmp = self.dst.with_name(f".{self.dst.stem}.tmp-{os.getpid()}{self.dst.suffix}")
+        report.setdefault("copied_streams", [])
+
+    def __enter__(self) -> "VideoWriter":
+        info, av = self.info, self.av
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        self.sink = av.open(str(self.tmp), "w")
+        try:
+            self.stream = self.sink.add_stream(self.codec, rate=info.rate)
+            self.stream.width, self.stream.height = info.width * self.scale, info.height * self.scale
+            self.stream.pix_fmt = self.pix_fmt
+            self.stream.time_base = info.time_base
+            self.stream.options = quality(self.codec, self.options.crf)
+            self.stream.metadata.update(info.metadata)
+            for key, value in info.colour.items():
+                setattr(self.stream.codec_context, key, value)
+            if info.rotation:
+                self.stream.set_display_rotation(info.rotation)
+            self.copier = _StreamCopier(av, info.path, self.sink, self.report)
+        except BaseException:
+            self.sink.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
+        return self
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        frame = self.av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+        frame.pts, frame.time_base = pts, self.info.time_base
+        for key in ("colorspace", "color_range"):  # RGB -> YUV with the matrix the output declares
+            if self.info.colour.get(key):
+                setattr(frame, key, self.info.colour[key])
+        if pts is not None:
+            self.copier.until(float(pts * self.info.time_base))
+        for packet in self.stream.encode(frame):
+            self.sink.mux(packet)
+        self.report["frames"] = self.report.get("frames", 0) + 1
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:
+                for packet in self.stream.encode(None):
+                    self.sink.mux(packet)
+                self.copier.until(None)
+        finally:
+            self.copier.close()
+            self.sink.close()
+            if kind is None and self.report.get("frames"):
+                os.replace(self.tmp, self.dst)
+            self.tmp.unlink(missing_ok=True)
+        if kind is None and not self.report.get("frames"):
+            raise ScnetDeployError(f"'{self.info.path}' has no frame FFmpeg could decode.")
+
+
+def codec_ms_per_frame(lr: tuple[int, int], scale: int, codec: str = "libx264", frames: int = 8) -> dict:
+    """What decoding a frame of the LR video and encoding its upscaled frame costs here, ms per frame (median of
+    ``frames``): an H.264 LR clip of smooth moving content is made, decoded, and each frame's nearest-neighbour
+    upscale encoded with ``codec`` at its default quality."""
+    import statistics
+    import tempfile
+
+    av = require_av()
+    h, w = lr
+    h, w = h - h % 2, w - w % 2  # 4:2:0
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    clips = [np.stack([(x + 3 * i) % 256, (y + 2 * i) % 256, (x + y + i) % 256], axis=2).astype(np.uint8)
+             for i in range(frames)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lr.mp4"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for frame in clips:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        decode_s, encode_s = [], []
+        with av.open(str(path)) as source, av.open(str(Path(tmp) / "hr.mp4"), "w") as sink:
+            vout = sink.add_stream(codec, rate=30)
+            vout.width, vout.height, vout.pix_fmt = w * scale, h * scale, "yuv420p"
+            vout.options = quality(codec)
+            frames_in = source.decode(video=0)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames_in, None)
+                if frame is None:
+                    break
+                rgb = frame.to_ndarray(format="rgb24")
+                decode_s.append(time.perf_counter() - t0)
+                up = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+                t0 = time.perf_counter()
+                for packet in vout.encode(av.VideoFrame.from_ndarray(up, format="rgb24")):
+                    sink.mux(packet)
+                encode_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for packet in vout.encode(None):
+                sink.mux(packet)
+            flush = time.perf_counter() - t0
+    per_encode = (sum(encode_s) + flush) / max(len(encode_s), 1)  # the encoder's lookahead is paid at the flush
+    return {"codec": codec, "decode_ms": statistics.median(decode_s) * 1e3, "encode_ms": per_encode * 1e3,
+            "frames": len(encode_s)}
