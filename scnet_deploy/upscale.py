@@ -148,6 +148,85 @@ def _eta(seconds: float, worked: int, remaining: int) -> str:
     return f", ~{left:.0f} s left" if left < 120 else f", ~{left / 60:.0f} min left"
 
 
+@dataclass
+class Batch:
+    """The images of one ``upscale`` call: inputs, where each goes, the other files of the folders (skipped, with
+    why) and the indices still to do (``skip_existing`` leaves complete outputs)."""
+
+    files: list[Path]
+    dests: list[Path]
+    others: dict[Path, str]
+    todo: list[int]
+    is_batch: bool  # a folder or several inputs: a file's failure is reported, not raised
+
+    def kept(self) -> list[int]:
+        """The inputs whose output exists, complete, and is kept (``skip_existing``)."""
+        return sorted(set(range(len(self.files))) - set(self.todo))
+
+    def kept_result(self, i: int) -> dict:
+        return {"input": str(self.files[i]), "output": str(self.dests[i]), "status": SKIPPED_STATUS,
+                "reason": "output exists"}
+
+    def other_results(self) -> list[dict]:
+        """A result for every other file of the folders (not an image), with why it was skipped."""
+        return [{"input": str(p), "output": None, "status": SKIPPED_STATUS, "reason": why}
+                for p, why in self.others.items()]
+
+
+def plan_batch(inputs: list[Path], options: UpscaleOptions, scale: int) -> Batch:
+    """Check the inputs and outputs of an image batch up front (names, collisions, outputs that are inputs), make
+    the output folders (clearing temporaries an interrupted run left) and list what is still to do."""
+    files, others = _inputs([Path(p) for p in inputs])
+    dests = _destinations(files, Path(options.output), scale)
+    protect_inputs(files, dests)
+    for folder in {d.parent for d in dests}:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)
+    todo = [i for i, dst in enumerate(dests)
+            if not (options.skip_existing and dst.exists() and _complete(files[i], dst, scale))]
+    return Batch(files, dests, others, todo, len(files) > 1 or any(Path(p).is_dir() for p in inputs))
+
+
+def halo_for(arch: dict, options: UpscaleOptions) -> int:
+    """The tile halo: ``--overlap``, refused below the receptive radius (tiles would not be exact); 3 channels."""
+    radius, in_ch = arch["receptive_radius"], arch["num_in_ch"]
+    if in_ch != 3:
+        raise ScnetDeployError(f"upscale supports 3-channel models; this one takes {in_ch} channels.")
+    halo = radius if options.overlap is None else options.overlap
+    if halo < radius:
+        raise ScnetDeployError(f"--overlap {options.overlap} is smaller than the receptive radius ({radius} LR px),"
+                               f" so tiles would not match the whole-image output; use --overlap {radius} or more.")
+    return halo
+
+
+def upscale_item(engine, src: Path, dst: Path, options: UpscaleOptions, halo: int, limit: int | None,
+                 batch: bool) -> tuple[dict, str, str]:
+    """One image: its result, the progress kind and line. In a batch a file's own problem (unreadable, unwritable,
+    too large) is its result, ``failed`` with the reason; one image alone raises it."""
+    try:
+        result = {**_upscale_one(engine, src, dst, options, halo, limit), "status": DONE}
+        return result, STEP, f"upscaled {src.name}"
+    except (ScnetDeployError, OSError) as e:
+        if not batch:
+            raise  # one image asked for: its error is the answer (exit 2, one line)
+        error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return ({"input": str(src), "output": str(dst), "status": FAILED_STATUS, "error": error}, FAILED,
+                f"{src.name} failed: {error}")
+
+
+def batch_progress(results: list, started: float, worked: int, say):
+    """``finish(i, result, kind, line)``: record result ``i`` and report the batch's counts and ETA."""
+    def finish(i: int, result: dict, kind: str, what: str) -> None:
+        results[i] = result
+        done = [r for r in results if r is not None]
+        failed = sum(r["status"] == FAILED_STATUS for r in done)
+        remaining = len(results) - len(done)
+        say(Progress(f"{what} ({len(done) - failed} done, {failed} failed, {remaining} left"
+                     f"{_eta(time.perf_counter() - started, worked[0], remaining)})", kind=kind, done=len(done),
+                     total=len(results)))
+    return finish
+
+
 def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions, progress=None) -> list[dict]:
     """Upscale every input image; one result per input with ``status`` done, failed (with ``error``) or skipped.
     Several inputs run several at a time where the engine serves requests in parallel (``options.inflight``)."""
@@ -156,69 +235,38 @@ def upscale(model: str | Path, inputs: list[str | Path], options: UpscaleOptions
     say = reporter(progress)
     if any(is_video(Path(p)) for p in inputs):
         return [_upscale_video(model, [Path(p) for p in inputs], options, progress)]
-    files, others = _inputs([Path(p) for p in inputs])
-    batch = len(files) > 1 or any(Path(p).is_dir() for p in inputs)
     if options.inflight is not None and options.inflight < 1:
         raise ScnetDeployError(f"--inflight must be at least 1, got {options.inflight}.")
-    throughput = batch and options.inflight != 1
+    many = len(inputs) > 1 or any(Path(p).is_dir() for p in inputs)
+    throughput = many and options.inflight != 1
     with open_model(model, options.runtime.for_throughput() if throughput else options.runtime) as runner:
-        arch = runner.arch
-        scale, radius, in_ch = arch["scale"], arch["receptive_radius"], arch["num_in_ch"]
-        if in_ch != 3:
-            raise ScnetDeployError(f"upscale supports 3-channel models; '{model}' takes {in_ch} channels.")
-        halo = radius if options.overlap is None else options.overlap
-        if halo < radius:
-            raise ScnetDeployError(f"--overlap {options.overlap} is smaller than the receptive radius ({radius} LR px),"
-                                   f" so tiles would not match the whole-image output; use --overlap {radius} or more.")
-        output = Path(options.output)
-        dests = _destinations(files, output, scale)
-        protect_inputs(files, dests)
-        for folder in {d.parent for d in dests}:
-            folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(folder)
-        todo = [i for i, dst in enumerate(dests)
-                if not (options.skip_existing and dst.exists() and _complete(files[i], dst, scale))]
-        inflight = max(1, min(options.inflight or runner.optimal_requests(), len(todo))) if throughput else 1
+        halo = halo_for(runner.arch, options)
+        plan = plan_batch([Path(p) for p in inputs], options, runner.arch["scale"])
+        throughput = plan.is_batch and throughput
+        inflight = max(1, min(options.inflight or runner.optimal_requests(), len(plan.todo))) if throughput else 1
         limit = limit_bytes(options.max_memory_mb)
         if limit is not None:
             limit //= inflight  # every image in flight holds its own maps
-        results: list = [None] * len(files)
-        started, worked = time.perf_counter(), [0]
-
-        def finish(i: int, result: dict, kind: str, what: str) -> None:
-            results[i] = result
-            done = [r for r in results if r is not None]
-            failed = sum(r["status"] == FAILED_STATUS for r in done)
-            remaining = len(files) - len(done)
-            say(Progress(f"{what} ({len(done) - failed} done, {failed} failed, {remaining} left"
-                         f"{_eta(time.perf_counter() - started, worked[0], remaining)})", kind=kind, done=len(done),
-                         total=len(files)))
-
-        for i in sorted(set(range(len(files))) - set(todo)):  # counted, not a line each: resumes are long
-            finish(i, {"input": str(files[i]), "output": str(dests[i]), "status": SKIPPED_STATUS,
-                       "reason": "output exists"}, STEP, f"{files[i].name}: output exists, skipped")
+        results: list = [None] * len(plan.files)
+        worked = [0]
+        finish = batch_progress(results, time.perf_counter(), worked, say)
+        for i in plan.kept():  # counted, not a line each: resumes are long
+            finish(i, plan.kept_result(i), STEP, f"{plan.files[i].name}: output exists, skipped")
 
         def one(i: int, engine) -> tuple[dict, str, str]:
-            src, dst = files[i], dests[i]
-            try:
-                result = {**_upscale_one(engine, src, dst, options, halo, limit), "status": DONE,
-                          "inflight": inflight}
-                return result, STEP, f"upscaled {src.name}"
-            except (ScnetDeployError, OSError) as e:  # this file's problem: report it, go on with the rest
-                if not batch:
-                    raise  # one image asked for: its error is the answer (exit 2, one line)
-                error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                return ({"input": str(src), "output": str(dst), "status": FAILED_STATUS, "error": error}, FAILED,
-                        f"{src.name} failed: {error}")
+            result, kind, line = upscale_item(engine, plan.files[i], plan.dests[i], options, halo, limit,
+                                              plan.is_batch)
+            if result["status"] == DONE:
+                result["inflight"] = inflight
+            return result, kind, line
 
         if inflight == 1:
-            for i in todo:
+            for i in plan.todo:
                 worked[0] += 1
                 finish(i, *one(i, runner))
         else:
-            _in_flight(runner, todo, inflight, one, finish, worked)
-    return results + [{"input": str(p), "output": None, "status": SKIPPED_STATUS, "reason": why}
-                      for p, why in others.items()]
+            _in_flight(runner, plan.todo, inflight, one, finish, worked)
+    return results + plan.other_results()
 
 
 def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress) -> dict:
@@ -235,7 +283,7 @@ def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress)
     src = inputs[0]
     throughput = options.inflight != 1
     with open_model(model, options.runtime.for_throughput() if throughput else options.runtime) as runner:
-        halo = video_halo(runner, options)
+        halo = halo_for(runner.arch, options)
         inflight = max(1, options.inflight or runner.optimal_requests()) if throughput else 1
         dst = video_destination(src, Path(options.output), runner.arch["scale"])
         limit = limit_bytes(options.max_memory_mb)
@@ -247,12 +295,6 @@ def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress)
 
         return {**upscale_video(runner, src, dst, tile, halo, options.video, progress, inflight=inflight),
                 "status": DONE}
-
-
-def video_halo(runner, options: UpscaleOptions) -> int:
-    """The tile halo for a video: ``--overlap``, never less than the receptive radius."""
-    radius = runner.arch["receptive_radius"]
-    return radius if options.overlap is None else max(options.overlap, radius)
 
 
 def video_destination(src: Path, output: Path, scale: int) -> Path:

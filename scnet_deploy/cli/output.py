@@ -279,6 +279,9 @@ def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
     console.print(f"{counts[done]} upscaled, {counts[failed_status]} failed, {counts['skipped'] - len(ignored)} "
                   f"skipped (output exists) of {len(results) - len(ignored)}"
                   + (f"; {len(ignored)} other file(s) skipped" if ignored else ""))
+    nodes = {r["node"] for r in results if r.get("node")} | {n for r in results for n in r.get("nodes", {})}
+    if nodes:  # a Ray cluster did the work
+        console.print(f"on the Ray cluster: {len(nodes)} node(s) worked")
     for r in ignored:
         console.print(f"[yellow]skipped[/yellow] {escape(clean_text(r['input']))}: {r['reason']}", soft_wrap=True)
     for r in failed:

@@ -33,8 +33,13 @@ def upscale_cmd(
                                              "this process may use: free memory, cgroup and address-space limits)."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Resume a batch: keep outputs that exist, "
                                        "when complete: a readable image of the expected size)."),
-    inflight: Optional[int] = typer.Option(None, help="Images in flight for a folder (default: the engine's optimal "
-                                           "number in its throughput mode; 1: one image at a time)."),
+    inflight: Optional[int] = typer.Option(None, help="Images (or video frames) in flight (default: the engine's "
+                                           "optimal number in its throughput mode; 1: one at a time)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster: local (start Ray here), auto (the "
+                                      "cluster this machine is part of) or its address; inputs and outputs on a "
+                                      "filesystem every node sees (docs/cluster.md)."),
+    ray_actors: Optional[int] = typer.Option(None, help="--ray: actors (default: as many as the nodes hold, by "
+                                             "CPUs / --threads and the memory model)."),
     runtime: RuntimeOptions = None,
 ) -> None:
     """Upscale images with a checkpoint or any engine, tiled exactly; keeps grey, alpha and 16-bit. A file that
@@ -46,7 +51,12 @@ def upscale_cmd(
                              runtime=runtime, skip_existing=skip_existing, inflight=inflight,
                              video=VideoOptions(codec, crf, pix_fmt))
     with progress_display(err_console, "upscaling") as show:
-        results = upscale(model, inputs, options, progress=show)
+        if ray is not None:
+            from ..devices.cluster import RayOptions, upscale_on_ray
+
+            results = upscale_on_ray(model, inputs, options, RayOptions(ray, ray_actors), progress=show)
+        else:
+            results = upscale(model, inputs, options, progress=show)
     if upscale_lines(results, DONE, FAILED_STATUS):
         raise typer.Exit(1)
 

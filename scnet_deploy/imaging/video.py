@@ -221,7 +221,8 @@ class VideoWriter:
     def __enter__(self) -> "VideoWriter":
         info, av = self.info, self.av
         self.dst.parent.mkdir(parents=True, exist_ok=True)
-        self.sink = av.open(str(self.tmp), "w")
+        # bitexact: no random Matroska UIDs or version strings, so the same frames make the same bytes
+        self.sink = av.open(str(self.tmp), "w", container_options={"fflags": "+bitexact"})
         try:
             self.stream = self.sink.add_stream(self.codec, rate=info.rate)
             self.stream.width, self.stream.height = info.width * self.scale, info.height * self.scale
