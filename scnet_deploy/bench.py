@@ -39,9 +39,10 @@ class BenchOptions:
     throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
     throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
     throughput_rounds: int = 3  # throughput mode: rounds of at least ``runs`` images each; the median is reported
-    # (width, height, fps) of an output video: the LR shape is its frame size over the scale, and each engine is
-    # judged on keeping up with fps, with H.264 decode and encode counted and without (``video_verdict``)
-    video: tuple[int, int, float] | None = None
+    # (width, height, fps) of an output video, or a video file to upscale: the LR shape is the output's frame size
+    # over the scale (the file's frame size), and each engine is judged on keeping up with the frame rate, with the
+    # codec's decode and encode counted and without (``video_verdict``; H.264 for a size, the file's own codec)
+    video: tuple[int, int, float] | Path | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -155,9 +156,9 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     from .errors import EXPORT_EXTRA, has_torch, require_export_stack
 
     models = [Path(m) for m in models]
-    codec = None
+    video = None
     if options.video is not None:
-        options, codec = _video_shapes(models, options)
+        options, video = _video_shapes(models, options)
     plan = []  # (label, path, form)
     base = (options.reference or find_checkpoint(models)) if options.baselines else None
     baselines_skipped = None
@@ -201,8 +202,8 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                     say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
                                  total=len(plan)))
                     timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
-        if codec is not None:
-            entry["video"] = video_verdict(entry["shapes"][0]["median_ms"] / options.batch, codec, options.video[2])
+        if video is not None:
+            entry["video"] = video_verdict(entry["shapes"][0]["median_ms"] / options.batch, video, video["target"][2])
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)
     for r in results:
@@ -215,22 +216,44 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
                         "openvino_performance": options.runtime.openvino.performance,
                         "openvino_performance_in_flight": "throughput" if options.mode == "throughput" else None},
             "models": results, "machine": machine(), "baselines_skipped": baselines_skipped,
-            "video": None if codec is None else {"target": list(options.video), **codec}}
+            "video": video}
 
 
-def _video_shapes(models: list[Path], options: BenchOptions):
-    """The options with the LR shape of ``options.video`` (one scale for every model), and the codec's cost here."""
-    from .imaging.video import codec_ms_per_frame
+def _video_shapes(models: list[Path], options: BenchOptions) -> tuple[BenchOptions, dict]:
+    """The options with the LR frame of ``options.video`` as their one shape (one scale for every model), and what
+    the video is: its target (output width, height, fps) and the codec's cost here (``codec_ms_per_frame``)."""
+    import tempfile
+
+    from .imaging.video import codec_ms_per_frame, probe, synthetic_clip
 
     scales = {_arch_and_backend(m)[0]["scale"] for m in models}
     if len(scales) != 1:
         raise ScnetDeployError(f"--video needs models of one scale; these upscale x{sorted(scales)}.")
     scale = scales.pop()
-    w, h, _ = options.video
-    if w % scale or h % scale:
-        raise ScnetDeployError(f"--video {w}x{h} is not a multiple of the models' scale {scale}.")
-    lr = (h // scale, w // scale)
-    return replace(options, shapes=(lr,)), codec_ms_per_frame(lr, scale)
+    if isinstance(options.video, Path):
+        info = probe(options.video, scale)
+        target = [info.width * scale, info.height * scale, float(info.rate)]
+        video = {"target": target, "source": str(options.video), **codec_ms_per_frame(info, scale)}
+    else:
+        w, h, fps = options.video
+        if w % scale or h % scale:
+            raise ScnetDeployError(f"--video {w}x{h} is not a multiple of the models' scale {scale}.")
+        with tempfile.TemporaryDirectory() as tmp:
+            info = probe(synthetic_clip(Path(tmp) / "lr.mp4", (h // scale, w // scale), fps), scale)
+            video = {"target": [w, h, fps], **codec_ms_per_frame(info, scale)}
+    w, h, _ = video["target"]
+    return replace(options, shapes=((h // scale, w // scale),)), video
+
+
+def video_target(models: list[Path], video: tuple[int, int, float] | Path) -> tuple[int, int, float]:
+    """(output width, height, fps) of ``--video``: as given, or a file's frame size times the models' scale."""
+    if not isinstance(video, Path):
+        return video
+    from .imaging.video import probe
+
+    scale = _arch_and_backend(Path(models[0]))[0]["scale"]
+    info = probe(video, scale)
+    return info.width * scale, info.height * scale, float(info.rate)
 
 
 def video_verdict(frame_ms: float, codec: dict, fps: float) -> dict:

@@ -150,8 +150,10 @@ def frame_progress(name: str, done: int, total: int | None, seconds: float) -> P
     return Progress(f"{name}: frame {done}{f'/{total}' if total else ''}, {fps:.2f} fps{left}", STEP, done, total)
 
 
-def parse_video_target(text: str) -> tuple[int, int, float]:
-    """``WxH@FPS`` (the output video: 1920x1080@30) as (width, height, fps)."""
+def parse_video_target(text: str) -> tuple[int, int, float] | Path:
+    """``WxH@FPS`` (the output video: 1920x1080@30) as (width, height, fps), or the path of a video file."""
+    if "@" not in text and (is_video(Path(text)) or Path(text).is_file()):
+        return Path(text)
     try:
         size, fps = text.lower().split("@")
         w, h = (int(v) for v in size.split("x"))
@@ -161,4 +163,4 @@ def parse_video_target(text: str) -> tuple[int, int, float]:
         return w, h, rate
     except ValueError:
         raise ScnetDeployError(f"--video {text!r} is not WIDTHxHEIGHT@FPS of the output video; write e.g. "
-                               "1920x1080@30.") from None
+                               "1920x1080@30, or give a video file.") from None

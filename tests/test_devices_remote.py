@@ -199,9 +199,14 @@ def test_ncnn_runs_on_a_torch_free_device_with_only_its_runtime(sshd, device, en
 
 
 def test_bench_video_on_a_device_judges_its_own_speed_and_codec(sshd, device, engines, tmp_path):
+    """A video file stays here: the device is given its output size and frame rate (x4 of 16x12 at 30 fps)."""
+    pytest.importorskip("av", reason="PyAV is not installed (pip install 'scnet-deploy[video]')")
+    from scnet_deploy.imaging.video import synthetic_clip
+
     _, onnx_dir, _ = engines
     remote = remote_options(sshd, device, tmp_path)
-    result = bench_on([onnx_dir], BenchOptions(runs=1, warmup=0, video=(64, 48, 30)), (sshd.url(),), remote)
+    clip = synthetic_clip(tmp_path / "lr.mp4", (12, 16), 30)
+    result = bench_on([onnx_dir], BenchOptions(runs=1, warmup=0, video=clip), (sshd.url(),), remote)
     there = result["devices"]["device"]
     assert there["options"]["shapes"] == [[12, 16]] and there["video"]["target"] == [64, 48, 30]
     verdict = there["models"][0]["video"]

@@ -178,6 +178,35 @@ def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "keeping up with 64x48 at 24 fps" in run.stdout
     assert json.loads((tmp_path / "b.json").read_text())["models"][0]["video"]["target_fps"] == 24
+    from scnet_deploy.report import report
+
+    page = report([json.loads((tmp_path / "b.json").read_text())], tmp_path / "r").read_text()
+    assert "### Keeping up with 64x48 at 24 fps" in page and "| fps with decode+encode |" in page
+
+
+def test_bench_video_file_times_its_frame_size_rate_and_codec(ckpt, tmp_path):
+    """A video file: the LR shape is its frame size, the target its size times the scale at its frame rate, and
+    the codec timed is its own (decoded from the file, encoded as upscale would encode it)."""
+    from scnet_deploy.bench import BenchOptions, bench
+    from scnet_deploy.video import parse_video_target
+
+    src = tmp_path / "clip.mp4"
+    make_video(src, codec="libx264", pix_fmt="yuv420p", size=(32, 24))
+    assert parse_video_target(str(src)) == src
+    result = bench([ckpt], BenchOptions(runs=1, warmup=0, baselines=False, video=src))
+    assert result["options"]["shapes"] == [[24, 32]]
+    v = result["video"]
+    assert v["target"] == [64, 48, 5.0] and v["source"] == str(src) and v["codec"] == "libx264"
+    assert v["frames"] == FRAMES and v["decode_ms"] > 0 and v["encode_ms"] > 0
+    assert result["models"][0]["video"]["target_fps"] == 5.0
+    ffv1 = tmp_path / "clip.mkv"
+    make_video(ffv1, size=(32, 24))
+    assert bench([ckpt], BenchOptions(runs=1, warmup=0, baselines=False, video=ffv1))["video"]["codec"] == "ffv1"
+    run = cli("bench", ckpt, "--video", src, "--runs", "1", "--no-baselines")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "keeping up with 64x48 at 5 fps (clip.mp4 upscaled)" in " ".join(run.stdout.split())
+    run = cli("bench", ckpt, "--video", tmp_path / "missing.mp4", "--runs", "1", "--no-baselines")
+    assert run.returncode != 0 and "does not exist" in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.mark.slow

@@ -72,8 +72,9 @@ def bench_cmd(
     models: list[Path] = typer.Argument(..., help="Checkpoints and/or artifact directories."),
     shape: str = typer.Option("180x320", help="LR shapes HxW, comma-separated."),
     video: Optional[str] = typer.Option(None, help="Can each engine keep up with this output video, WxH@FPS (e.g. "
-                                        "1920x1080@30)? Times the LR frame size (WxH over the scale) and says, per "
-                                        "engine, with H.264 decode and encode counted and without."),
+                                        "1920x1080@30), or with upscaling this video file? Times the LR frame size "
+                                        "(WxH over the scale; the file's frame size) and says, per engine, with "
+                                        "decode and encode counted (H.264; the file's own codec) and without."),
     runs: int = typer.Option(10, help="Timed runs per model and shape."),
     seconds: Optional[float] = typer.Option(None, help="Time each model and shape for this long instead of --runs."),
     warmup: int = typer.Option(2, help="Untimed runs after the first inference."),

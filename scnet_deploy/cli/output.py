@@ -186,7 +186,8 @@ def video_table(result: dict, prefix: str = "") -> None:
     """bench --video: does each engine keep up with the frame rate, alone and with H.264 decode and encode?"""
     v = result["video"]
     w, h, fps = v["target"]
-    table = Table(title=f"{prefix}keeping up with {w}x{h} at {fps:g} fps ({v['codec']} here: decode "
+    source = f" ({Path(v['source']).name} upscaled)" if v.get("source") else ""
+    table = Table(title=f"{prefix}keeping up with {w}x{h} at {fps:g} fps{source} ({v['codec']} here: decode "
                         f"{v['decode_ms']:.1f} ms, encode {v['encode_ms']:.1f} ms per frame)")
     for col in ("model", "precision", "fps", "real time", "fps with decode+encode", "real time with codec"):
         table.add_column(col)

@@ -66,14 +66,18 @@ def labels_of(urls) -> list[str]:
 def bench_on(models: list[Path], options, devices, remote: RemoteOptions = RemoteOptions(), progress=None) -> dict:
     """``bench`` with ``options`` on each of ``devices`` (``local`` = here; the others ``remote.jobs`` at a time):
     {"devices": {label: bench result}, "failed": {label: why}, "table": rows of (model, shape, {device: median ms})}."""
-    from ..bench import bench
+    from dataclasses import replace
+
+    from ..bench import bench, video_target
     from .remote import bench_on_device
 
     say = reporter(progress)
     results = {}
     if LOCAL in devices:  # first and alone: nothing else runs here while it is timed
         results[LOCAL] = bench(models, options, progress)
-    found, failed = on_each(devices, lambda device: bench_on_device(device, models, options, remote, say), remote)
+    # a video file stays here: a device is given its output size and frame rate, and times H.264 at that size
+    there = replace(options, video=video_target(models, options.video)) if options.video is not None else options
+    found, failed = on_each(devices, lambda device: bench_on_device(device, models, there, remote, say), remote)
     results.update(found)
     results = {label: results[label] for label in labels_of(devices) if label in results}
     return {"devices": results, "failed": failed, "table": device_table(results)}

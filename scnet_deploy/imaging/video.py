@@ -269,51 +269,53 @@ class VideoWriter:
             raise ScnetDeployError(f"'{self.info.path}' has no frame FFmpeg could decode.")
 
 
-def codec_ms_per_frame(lr: tuple[int, int], scale: int, codec: str = "libx264", frames: int = 8) -> dict:
-    """What decoding a frame of the LR video and encoding its upscaled frame costs here, ms per frame (median of
-    ``frames``): an H.264 LR clip of smooth moving content is made, decoded, and each frame's nearest-neighbour
-    upscale encoded with ``codec`` at its default quality."""
+def synthetic_clip(path: Path, lr: tuple[int, int], rate: float, frames: int = 8) -> Path:
+    """An H.264 LR clip (``lr`` = height, width, rounded down to even) of smooth moving content: what
+    ``bench --video WxH@FPS`` times the codec on."""
+    av = require_av()
+    h, w = lr
+    h, w = max(h - h % 2, 2), max(w - w % 2, 2)  # 4:2:0
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(rate).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            rgb = np.stack([(x + 3 * i) % 256, (y + 2 * i) % 256, (x + y + i) % 256], axis=2).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return Path(path)
+
+
+def codec_ms_per_frame(info: VideoInfo, scale: int, frames: int = 8) -> dict:
+    """What decoding a frame of the video and encoding its upscaled frame cost here, ms per frame: the first
+    ``frames`` frames decoded to RGB (median), each one's nearest-neighbour upscale encoded as ``upscale`` would
+    (``VideoWriter``: the input's codec, pixel format and colour at the default quality; the encoder's lookahead,
+    paid at the end, spread over the frames)."""
     import statistics
     import tempfile
 
-    av = require_av()
-    h, w = lr
-    h, w = h - h % 2, w - w % 2  # 4:2:0
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    clips = [np.stack([(x + 3 * i) % 256, (y + 2 * i) % 256, (x + y + i) % 256], axis=2).astype(np.uint8)
-             for i in range(frames)]
+    report: dict = {}
+    decode_s, encode_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "lr.mp4"
-        with av.open(str(path), "w") as out:
-            stream = out.add_stream("libx264", rate=30)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            for frame in clips:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
-        decode_s, encode_s = [], []
-        with av.open(str(path)) as source, av.open(str(Path(tmp) / "hr.mp4"), "w") as sink:
-            vout = sink.add_stream(codec, rate=30)
-            vout.width, vout.height, vout.pix_fmt = w * scale, h * scale, "yuv420p"
-            vout.options = quality(codec)
-            frames_in = source.decode(video=0)
-            while True:
+        with VideoWriter(info, Path(tmp) / f"hr{info.path.suffix}", scale, VideoOptions(), report) as sink:
+            codec = sink.codec
+            source = decode(info, report)
+            for _ in range(frames):
                 t0 = time.perf_counter()
-                frame = next(frames_in, None)
-                if frame is None:
+                item = next(source, None)
+                if item is None:
                     break
-                rgb = frame.to_ndarray(format="rgb24")
                 decode_s.append(time.perf_counter() - t0)
+                rgb, pts = item
                 up = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
                 t0 = time.perf_counter()
-                for packet in vout.encode(av.VideoFrame.from_ndarray(up, format="rgb24")):
-                    sink.mux(packet)
+                sink.write(up, pts)
                 encode_s.append(time.perf_counter() - t0)
+            source.close()
             t0 = time.perf_counter()
-            for packet in vout.encode(None):
-                sink.mux(packet)
-            flush = time.perf_counter() - t0
-    per_encode = (sum(encode_s) + flush) / max(len(encode_s), 1)  # the encoder's lookahead is paid at the flush
+        flush = time.perf_counter() - t0  # the encoder's lookahead and the file's trailer
+    per_encode = (sum(encode_s) + flush) / max(len(encode_s), 1)
     return {"codec": codec, "decode_ms": statistics.median(decode_s) * 1e3, "encode_ms": per_encode * 1e3,
             "frames": len(encode_s)}
