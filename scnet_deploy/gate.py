@@ -9,7 +9,9 @@ aggregations read the dB value today: an INT8 export's budget loop gates on the 
 type passes when no image of it has more than ``VISIBLE_SHARE`` of its pixels ``VISIBLE_LEVELS`` or more 8-bit levels
 away from the FP32 output (any channel; the worst image decides: a visible artefact in one image is visible), and
 its mean PSNR-Y drift is within the budget over the images whose FP32 output is not already near-lossless
-(``NEAR_LOSSLESS_DB`` against ground truth: there a dB drift is a ratio of errors too small to see).
+(``NEAR_LOSSLESS_DB`` against ground truth: there a dB drift is a ratio of errors too small to see). Where the
+images are consecutive frames, the worst transition between two of them is held to the same share: pixels whose
+frame-to-frame change differs from FP32's by ``VISIBLE_LEVELS`` or more (``flicker``: shimmer on static content).
 """
 
 import math
@@ -42,7 +44,8 @@ class AccuracyGate:
 
     def judge(self, content: str, images: list[dict]) -> "ContentVerdict":
         """One content type's verdict from its images' records: ``name``, ``drift_db`` (PSNR-Y vs FP32's),
-        ``ref_psnr_y`` (the FP32 output's PSNR-Y vs ground truth) and ``visible_share``."""
+        ``ref_psnr_y`` (the FP32 output's PSNR-Y vs ground truth), ``visible_share`` and, for consecutive frames,
+        ``flicker_share`` (every frame after the first)."""
         gated = [r["drift_db"] for r in images if r["ref_psnr_y"] < NEAR_LOSSLESS_DB]
         drift = float(sum(gated) / len(gated)) if gated else None
         worst = max(images, key=lambda r: r["visible_share"])
@@ -50,10 +53,17 @@ class AccuracyGate:
         if worst["visible_share"] > VISIBLE_SHARE:
             reasons.append(f"{100 * worst['visible_share']:.2f}% of the pixels of {worst['name']} are "
                            f"{VISIBLE_LEVELS}+ levels off FP32 (gate: {100 * VISIBLE_SHARE:g}%)")
+        moves = [r for r in images if "flicker_share" in r]
+        shimmer = max(moves, key=lambda r: r["flicker_share"]) if moves else None
+        if shimmer is not None and shimmer["flicker_share"] > VISIBLE_SHARE:
+            reasons.append(f"{100 * shimmer['flicker_share']:.2f}% of the pixels of {shimmer['name']} change from "
+                           f"the frame before {VISIBLE_LEVELS}+ levels differently from FP32 (flicker; gate: "
+                           f"{100 * VISIBLE_SHARE:g}%)")
         if drift is not None and not self.admits(drift):
             reasons.append(f"PSNR-Y drift {drift:+.3f} dB (gate: -{self.drift_db:g} dB)")
         return ContentVerdict(content, drift, len(gated), worst["visible_share"], worst["name"], not reasons,
-                              f"{content}: {' and '.join(reasons)}" if reasons else "")
+                              f"{content}: {' and '.join(reasons)}" if reasons else "",
+                              None if shimmer is None else shimmer["flicker_share"])
 
     def record(self) -> dict | None:
         """What the gate is, as results record it (None: no gate, ``--no-budget``)."""
@@ -75,11 +85,13 @@ class ContentVerdict:
     worst_visible_image: str
     passed: bool
     reason: str  # why it failed, in one sentence ("" when it passed)
+    flicker_share: float | None = None  # consecutive frames: the worst transition's flicker share; None: not frames
 
     def to_dict(self) -> dict:
-        return {"content": self.content, "drift_db": self.drift_db, "gated_images": self.gated_images,
-                "visible_share": self.visible_share, "worst_visible_image": self.worst_visible_image,
-                "passed": self.passed, "reason": self.reason}
+        found = {"content": self.content, "drift_db": self.drift_db, "gated_images": self.gated_images,
+                 "visible_share": self.visible_share, "worst_visible_image": self.worst_visible_image,
+                 "passed": self.passed, "reason": self.reason}
+        return found if self.flicker_share is None else {**found, "flicker_share": self.flicker_share}
 
 
 def visible_share(out_u8, ref_u8, crop: int, levels: int = VISIBLE_LEVELS) -> float:

@@ -97,6 +97,12 @@ def _dataset_markdown(result: dict) -> list[str]:
                      f"{worst.get('name', '-')} | {gate} |")
     note = ("visible %: the worst image's share of pixels 4+ 8-bit levels off the FP32 reference's output (the "
             "accuracy gate allows 0.1%)")
+    shimmer = [m for m in result["models"] if "flicker_share" in m]
+    if shimmer:
+        note += ("; flicker (consecutive frames, the worst transition): the share of pixels whose change from the "
+                 "frame before differs from FP32's by 4+ levels (gated as visible %), and the mean difference: "
+                 + ", ".join(f"{m['name']} {100 * m['flicker_share']:.2f}% ({m['flicker_levels']:.3f} levels)"
+                             for m in shimmer))
     return lines + ["", note, ""]
 
 

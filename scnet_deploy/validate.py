@@ -170,6 +170,8 @@ def _release_freed_memory() -> None:
 def dataset_name(folder: Path) -> str:
     """What a dataset folder is called in tables: its own name (DIR for DIR/HR)."""
     folder = Path(folder)
+    if folder.is_file():  # a video
+        return folder.stem
     return folder.parent.name if folder.name == "HR" else folder.name
 
 
@@ -188,7 +190,7 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
         for k, pairs in enumerate(sets):
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
                                        limit, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None,
-                                       frames=options.frames)
+                                       frames=options.frames or pairs.consecutive)
             entry.update({"path": str(path), "kind": "artifact" if Path(path).is_dir() else "checkpoint",
                           "backend": runner.backend, "reference": is_ref,
                           "device": path.device if on_device else None,

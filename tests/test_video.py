@@ -278,6 +278,36 @@ def test_validate_frames_reports_flicker(tiny, tmp_path):
     assert "flicker_share" in json.loads((tmp_path / "v.json").read_text())["models"][1]
 
 
+def test_validate_on_a_video_file_scores_its_frames_and_gates_flicker(tiny, tmp_path):
+    """A video as --dataset: its frames (the first --limit) are the HR images, LR made by MATLAB bicubic, flicker
+    measured between consecutive frames and held to the gate's visible share."""
+    from scnet_deploy.gate import AccuracyGate
+    from scnet_deploy.imaging.datasets import load_dataset
+    from scnet_deploy.validate import ValidateOptions, validate
+
+    ckpt, onnx = tiny
+    src = tmp_path / "street.mkv"
+    frames = make_video(src, size=(24, 20))
+    data = load_dataset(src, 2, limit=4)
+    assert data.consecutive and [p.name for p in data] == [f"frame{i:05d}" for i in range(4)]
+    assert np.array_equal(data[1].hr, frames[1][:20, :24]) and data[1].lr.shape == (10, 12, 3)
+    result = validate([ckpt, onnx], ValidateOptions(src, 2, budget_db=0.1))
+    engine = next(m for m in result["models"] if m["kind"] == "artifact")
+    assert result["images"] == FRAMES and engine["within_budget"]
+    assert engine["gate"]["street"]["flicker_share"] == 0.0 and engine["flicker_levels"] < 0.01
+    run = cli("validate", ckpt, onnx, "--dataset", src, "--scale", "2", "--limit", "3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "street x2: 3 images" in " ".join(run.stdout.split()) and "flicker (consecutive frames" in run.stdout
+
+    def still(name, share=0.0):
+        return {"name": name, "drift_db": 0.0, "ref_psnr_y": 30.0, "visible_share": 0.0, "flicker_share": share}
+
+    assert AccuracyGate().judge("clip", [still("frame00001"), still("frame00002", 0.0009)]).passed
+    shimmer = AccuracyGate().judge("clip", [still("frame00001"), still("frame00002", 0.02)])
+    assert not shimmer.passed and "2.00% of the pixels of frame00002 change from the frame before" in shimmer.reason
+    assert "visible_share" in AccuracyGate().judge("photo", [{**still("a"), "flicker_share": 0.0}]).to_dict()
+
+
 def test_frames_in_flight_give_the_same_video_and_decoding_runs_apart(ckpt, tmp_path, monkeypatch):
     import threading
 

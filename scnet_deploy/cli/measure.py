@@ -21,7 +21,8 @@ from .output import bench_tables, flicker_lines, device_bench_table, failed_devi
 def validate_cmd(
     models: list[Path] = typer.Argument(None, help="Checkpoints and/or artifact directories."),
     dataset: list[Path] = typer.Option(..., help="Folder: DIR/HR (+ DIR/LR_bicubic/X{s}) or a plain folder of "
-                                       "images; repeat for several (a table each, the worst named)."),
+                                       "images, or a video file (its first 60 frames, or --limit; flicker added); "
+                                       "repeat for several (a table each, the worst named)."),
     scale: int = typer.Option(..., help="Upscaling factor of the models."),
     method: Optional[str] = typer.Option(None, help="Add a classical baseline row: bicubic."),
     budget: Optional[float] = typer.Option(None, help="Turn on the accuracy gate with this PSNR-Y drift, dB: fail (exit "
@@ -32,9 +33,9 @@ def validate_cmd(
     reference: Optional[Path] = typer.Option(None, help="FP32 reference checkpoint (default: first checkpoint "
                                              "among MODELS, else the artifacts' own)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images."),
-    frames: bool = typer.Option(False, "--frames", help="Each dataset is consecutive frames of a video (in name "
-                                "order): add flicker, how differently from FP32 each engine's output changes from "
-                                "frame to frame."),
+    frames: bool = typer.Option(False, "--frames", help="Each dataset folder is consecutive frames of a video (in "
+                                "name order): add flicker, how differently from FP32 each engine's output changes "
+                                "from frame to frame (a video file given as --dataset always gets it)."),
     max_memory: Optional[int] = typer.Option(None, help="Memory limit, MB: images whose run would not fit are run "
                                              "in exact tiles (default: 70% of what this process may use)."),
     runtime: RuntimeOptions = None, devices: Devices = None, outputs: Outputs = None,

@@ -2,7 +2,9 @@
 
 - ``DIR/HR/*`` + ``DIR/LR_bicubic/X{s}/<name>x{s}.<ext>``: shipped LR used as is (as in Set5);
 - ``DIR/HR/*`` alone: LR made on the fly with the MATLAB-compatible bicubic;
-- a plain folder of images: each image is an HR image, LR made on the fly.
+- a plain folder of images: each image is an HR image, LR made on the fly;
+- a video file (the ``video`` extra): its first ``VIDEO_FRAMES`` frames (or ``limit``), each an HR image, LR made on
+  the fly; a dataset of consecutive frames (``Dataset.consecutive``: ``validate`` adds flicker).
 HR is always mod-cropped to a multiple of the scale.
 """
 
@@ -14,6 +16,9 @@ import numpy as np
 from ..errors import ScnetDeployError
 from .images import list_images, mod_crop, read_rgb_u8
 from .resize import bicubic_degrade
+
+
+VIDEO_FRAMES = 60  # a video as a dataset: its first frames, unless a limit says otherwise
 
 
 class DatasetError(ScnetDeployError):
@@ -42,9 +47,10 @@ class Dataset(list):
     """The pairs of a dataset folder (a list of ``Pair``), and the images in it that could not be read
     (``unreadable``: path and reason), which are left out rather than stopping the run."""
 
-    def __init__(self, pairs=(), unreadable=()) -> None:
+    def __init__(self, pairs=(), unreadable=(), consecutive: bool = False) -> None:
         super().__init__(pairs)
         self.unreadable = list(unreadable)
+        self.consecutive = consecutive  # the pairs are consecutive frames of a video
 
     def scorable(self, scale: int, window: int) -> "Dataset":
         """The pairs whose HR, less the ``scale``-pixel border, holds an SSIM ``window``; the others join
@@ -56,14 +62,18 @@ class Dataset(list):
         kept = [p for p in self if not too_small(p)]
         if not kept:
             raise DatasetError(f"no image of the dataset can be scored: {(self.unreadable + reasons)[0]['error']}")
-        return Dataset(kept, self.unreadable + reasons)
+        return Dataset(kept, self.unreadable + reasons, self.consecutive)
 
 
 def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> Dataset:
+    from .video import is_video
+
     root = Path(root)
+    if root.is_file() and is_video(root):
+        return _video_dataset(root, scale, limit or VIDEO_FRAMES)
     if not root.is_dir():
-        raise DatasetError(f"--dataset '{root}' is not a folder; pass a folder with HR/ (and LR_bicubic/X{scale}/) "
-                           "or a folder of images.")
+        raise DatasetError(f"--dataset '{root}' is not a folder or a video; pass a folder with HR/ (and "
+                           f"LR_bicubic/X{scale}/), a folder of images, or a video file.")
     hr_dir = root / "HR" if (root / "HR").is_dir() else root
     paths = list_images(hr_dir)
     if not paths:
@@ -89,3 +99,24 @@ def load_dataset(root: str | Path, scale: int, limit: int | None = None) -> Data
     if not pairs:
         raise DatasetError(f"no readable image in '{hr_dir}': {unreadable[0]['error']}")
     return Dataset(pairs, unreadable)
+
+
+def _video_dataset(src: Path, scale: int, frames: int) -> Dataset:
+    """The first ``frames`` frames of a video (through ``imaging.video``'s checked door), as stored (rotation is
+    display metadata); deep video rounded to 8 bits; corrupt packets named as one unreadable entry."""
+    from .video import decode, probe
+
+    report: dict = {}
+    pairs = []
+    for i, (rgb, _) in zip(range(frames), decode(probe(src), report)):
+        if rgb.dtype == np.uint16:
+            rgb = ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        hr = mod_crop(rgb, scale)
+        if min(hr.shape[:2]) < scale:
+            raise DatasetError(f"'{src}' has frames smaller than the scale x{scale}.")
+        pairs.append(Pair(f"frame{i:05d}", bicubic_degrade(hr, scale), hr, "bicubic", f"{src}#{i}"))
+    unreadable = [{"path": str(src), "error": f"{report['corrupt_packets']} corrupt packet(s) skipped"}] \
+        if report.get("corrupt_packets") else []
+    if not pairs:
+        raise DatasetError(f"no frame FFmpeg could decode in '{src}'.")
+    return Dataset(pairs, unreadable, consecutive=True)
