@@ -256,8 +256,21 @@ def video_target(models: list[Path], video: tuple[int, int, float] | Path) -> tu
     return info.width * scale, info.height * scale, float(info.rate)
 
 
+STANDARD_RATES = (24, 25, 30, 50, 60)  # the frame rates a verdict also names (``keeps_up_with``)
+
+
 def video_verdict(frame_ms: float, codec: dict, fps: float) -> dict:
-    """Frames per second of the engine alone and with the codec's decode and encode counted, against ``fps``."""
+    """Frames per second of the engine alone and with the codec's decode and encode counted, against ``fps``, and
+    the standard rates each keeps up with."""
     with_codec = frame_ms + codec["decode_ms"] + codec["encode_ms"]
-    return {"target_fps": fps, "fps": 1000 / frame_ms, "fps_with_codec": 1000 / with_codec,
-            "real_time": 1000 / frame_ms >= fps, "real_time_with_codec": 1000 / with_codec >= fps}
+    alone, coded = 1000 / frame_ms, 1000 / with_codec
+    return {"target_fps": fps, "fps": alone, "fps_with_codec": coded,
+            "real_time": alone >= fps, "real_time_with_codec": coded >= fps,
+            "keeps_up_with": [r for r in STANDARD_RATES if alone >= r],
+            "keeps_up_with_codec": [r for r in STANDARD_RATES if coded >= r]}
+
+
+def rates_text(verdict: dict) -> str:
+    """The standard frame rates an engine keeps up with, the codec counted ("-": a result that did not record them)."""
+    found = verdict.get("keeps_up_with_codec")
+    return "-" if found is None else ", ".join(f"{r} fps" for r in found) or "none"

@@ -63,19 +63,21 @@ def bench_markdown(result: dict) -> list[str]:
 
 def video_markdown(result: dict) -> list[str]:
     """bench --video: can each engine keep up with the frame rate, alone and with the codec's decode and encode?"""
+    from .bench import rates_text
+
     v = result["video"]
     w, h, fps = v["target"]
     source = f", {Path(v['source']).name} upscaled" if v.get("source") else ""
     lines = [f"### Keeping up with {w}x{h} at {fps:g} fps{source}", "",
              f"{v['codec']} here: decode {v['decode_ms']:.1f} ms, encode {v['encode_ms']:.1f} ms per frame.", "",
-             "| model | precision | fps | real time | fps with decode+encode | real time with codec |",
-             "|---|---|---|---|---|---|"]
+             "| model | precision | fps | real time | fps with decode+encode | real time with codec | keeps up with "
+             "(codec counted) |", "|---|---|---|---|---|---|---|"]
     yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     for m in result["models"]:
         if "video" in m:
             r = m["video"]
             lines.append(f"| {m['name']} | {m['precision']} | {r['fps']:.2f} | {yes(r['real_time'])} | "
-                         f"{r['fps_with_codec']:.2f} | {yes(r['real_time_with_codec'])} |")
+                         f"{r['fps_with_codec']:.2f} | {yes(r['real_time_with_codec'])} | {rates_text(r)} |")
     return lines + [""]
 
 

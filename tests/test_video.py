@@ -154,7 +154,7 @@ def test_the_cli_upscales_a_video_and_says_what_it_kept(ckpt, tmp_path):
 def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
     import json
 
-    from scnet_deploy.bench import BenchOptions, bench, video_verdict
+    from scnet_deploy.bench import BenchOptions, bench, rates_text, video_verdict
     from scnet_deploy.video import parse_video_target
 
     result = bench([ckpt], BenchOptions(runs=2, warmup=0, baselines=False, video=(64, 48, 30)))
@@ -169,6 +169,8 @@ def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
     assert not slow["real_time"] and not slow["real_time_with_codec"]
     fast = video_verdict(10.0, {"decode_ms": 10.0, "encode_ms": 20.0}, 30)  # 100 fps alone, 25 with the codec
     assert fast["real_time"] and not fast["real_time_with_codec"]
+    assert fast["keeps_up_with"] == [24, 25, 30, 50, 60] and fast["keeps_up_with_codec"] == [24, 25]
+    assert slow["keeps_up_with_codec"] == [] and rates_text(slow) == "none" and rates_text(fast) == "24 fps, 25 fps"
     assert parse_video_target("1920x1080@29.97") == (1920, 1080, 29.97)
     with pytest.raises(ScnetDeployError, match="WIDTHxHEIGHT@FPS"):
         parse_video_target("1080p")

@@ -184,19 +184,22 @@ def bench_tables(result: dict) -> list[tuple]:
 
 def video_table(result: dict, prefix: str = "") -> None:
     """bench --video: does each engine keep up with the frame rate, alone and with H.264 decode and encode?"""
+    from ..bench import rates_text
+
     v = result["video"]
     w, h, fps = v["target"]
     source = f" ({Path(v['source']).name} upscaled)" if v.get("source") else ""
     table = Table(title=f"{prefix}keeping up with {w}x{h} at {fps:g} fps{source} ({v['codec']} here: decode "
                         f"{v['decode_ms']:.1f} ms, encode {v['encode_ms']:.1f} ms per frame)")
-    for col in ("model", "precision", "fps", "real time", "fps with decode+encode", "real time with codec"):
+    for col in ("model", "precision", "fps", "real time", "fps with decode+encode", "real time with codec",
+                "keeps up with (codec counted)"):
         table.add_column(col)
     yes = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
     for m in result["models"]:
         if "video" in m:
             r = m["video"]
             table.add_row(escape(m["name"]), m["precision"], f"{r['fps']:.2f}", yes(r["real_time"]),
-                          f"{r['fps_with_codec']:.2f}", yes(r["real_time_with_codec"]))
+                          f"{r['fps_with_codec']:.2f}", yes(r["real_time_with_codec"]), rates_text(r))
     console.print(table)
 
 

@@ -136,7 +136,8 @@ DOCTOR = Fields({"versions": MapOf(Opt(str), 256)},
                                                        256)})
 TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": NUMBER})
 VIDEO_VERDICT = Fields({"target_fps": NUMBER, "fps": NUMBER, "fps_with_codec": NUMBER, "real_time": bool,
-                        "real_time_with_codec": bool})
+                        "real_time_with_codec": bool},
+                       {"keeps_up_with": ListOf(NUMBER, 10), "keeps_up_with_codec": ListOf(NUMBER, 10)})
 BENCH_RESULT = Fields({"models": ListOf(Fields({"name": str, "precision": str, "shapes": ListOf(TIMED_SHAPE, 1000)},
                                                {"baseline": bool, "backend": str, "video": VIDEO_VERDICT}), 1000),
                        "machine": MACHINE},
