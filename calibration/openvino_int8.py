@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scnet_deploy.calibration.budget import Baseline, Int8Data, Quantized, Ranking, SpeedLimit, costliest, \
-    int8_section, quantize_within_budget, rank_by_added_error
+    int8_section, quantize_within_budget, rank_by_added_error, shortfall
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -172,28 +172,30 @@ def without_quantizers(model: "ov.Model", names) -> "ov.Model":
     return clone
 
 
-def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: float | None = None) -> Ranking:
-    """The convolutions to keep in float, first first: the one behind the quantizer whose removal wins back most
-    hold-out drift (measured: ``costliest`` over the quantizers in front of convolutions, about 12 measurements for
+def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: dict | None = None,
+            budget_db: float | None = None) -> Ranking:
+    """The convolutions to keep in float, first first: the one behind the quantizer whose removal brings the engine
+    closest to the accuracy gate on the hold-out (``budget.shortfall``: visible share and drift; measured: ``costliest`` over the quantizers in front of convolutions, about 12 measurements for
     SCNet-T), then the rest by the error each adds on ``samples`` (``layer_sensitivity``, ~4 s for SCNet-T here,
     computed only when the budget loop needs more than the first).
 
     Measured because the added-error ranking can miss where the drift is: in the dwconv forms one quantizer, the
     first block's pre-ReLU shift input, cost 0.135 of 0.213 dB (on flat colours) and ranked past the 15th
-    (benchmarks/results/ov_int8_quantizers.md). ``before``: ``int8``'s mean hold-out drift where the budget loop
-    has measured it already."""
+    (benchmarks/results/ov_int8_quantizers.md). ``before``: ``int8``'s hold-out measurement where the budget loop
+    has made it already."""
     convs = {op.get_friendly_name() for op in fp32.get_ops() if op.get_type_name() in CONV_TYPES}
     convs -= set(image_path(fp32))
     feeds = convolution_quantizers(int8)
-    if before is None:
-        before = baseline.measure(_ov_infer(int8, config))["mean_db"]
 
     def won_back(names) -> float:
-        return baseline.measure(_ov_infer(without_quantizers(int8, names), config))["mean_db"] - before
+        return start - shortfall(baseline.measure(_ov_infer(without_quantizers(int8, names), config)), budget_db)
 
-    # two at once: an int8 compile (~0.3 s) runs on one core, and both release the GIL (12.4 -> 8.4 s here)
-    worst = costliest(sorted(feeds), won_back, workers=2)
-    first = [c for c in feeds.get(worst, []) if c in convs]
+    start = shortfall(before if before is not None else baseline.measure(_ov_infer(int8, config)), budget_db)
+
+    def first() -> list[str]:  # two at once: an int8 compile (~0.3 s) runs on one core, and both release the GIL
+        worst = costliest(sorted(feeds), won_back, workers=2)
+        return [c for c in feeds.get(worst, []) if c in convs]
+
     return Ranking(first, len(convs), lambda: [n for n, _ in layer_sensitivity(fp32, int8, samples, config)])
 
 
@@ -285,7 +287,7 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
 
     result = quantize_within_budget(
         quantize, measure,
-        lambda m: ranking(model, m, calib.arrays[:4], baseline, config, measured[id(m)]["mean_db"]), budget_db,
+        lambda m: ranking(model, m, calib.arrays[:4], baseline, config, measured[id(m)], budget_db), budget_db,
         None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
         first_try=first_try)
     quantized = result["model"]

@@ -176,17 +176,18 @@ def autotune_summary(manifest: dict) -> dict:
 
 
 def int8_lines(records: dict) -> list[str]:
-    """Each INT8 engine's budget check, as its manifest records it (the same record for every backend)."""
+    """Each INT8 engine's budget loop, as its manifest records it (the same record for every backend): the accuracy
+    gate on the export's hold-out, judged as validation judges it."""
     if not records:
         return []
-    lines = ["INT8 budget check on the export's hold-out (photos, line art, text, flat colours, textures; the mean "
-             "gates):", ""]
+    lines = ["INT8 on the export's hold-out (photos, line art, text, flat colours, textures; the accuracy gate, the "
+             "worst content deciding, as in validation):", ""]
     for label, i in records.items():
         w = i["worst_image"]
-        lines.append(f"- `{label}`: mean {i['drift_db']:+.3f} dB (budget {i['budget']}), worst image "
-                     f"{w['drift_db']:+.3f} dB ({w['content']}: {w['name']}), {len(i['float_layers'])} layer(s) "
-                     f"kept in float after {len(i['tries'])} tr{'y' if len(i['tries']) == 1 else 'ies'}")
-        if i.get("gate_by_content") is not None:  # the accuracy gate on the same hold-out, as validation judges
+        lines.append(f"- `{label}`: mean {i['drift_db']:+.3f} dB, worst image {w['drift_db']:+.3f} dB ({w['content']}: "
+                     f"{w['name']}), {len(i['float_layers'])} layer(s) kept in float after {len(i['tries'])} "
+                     f"tr{'y' if len(i['tries']) == 1 else 'ies'}")
+        if i.get("gate_by_content") is not None:
             failed = [v["reason"] for v in i["gate_by_content"].values() if not v["passed"]]
             verdict = "fails: " + "; ".join(failed) if failed else "passes"
             lines.append(f"  - the accuracy gate on this hold-out: {verdict}")

@@ -40,12 +40,23 @@ def test_budget_loop_falls_back_with_real_exclusion(fp32_onnx, tmp_path):
 
 
 def test_budget_loop_gives_up_when_nothing_is_left():
-    with pytest.raises(BudgetNotMet, match="all 3 convolutions"):
-        quantize_within_budget(lambda ex: ex, lambda m: _drift(-1.0), lambda m: ["a", "b", "c"], 0.1)
+    # over the gate with every convolution but the least sensitive in float: refused after that one try, not after
+    # every step of the loop
     seen = []
-    quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0 if len(m) < 3 else 0.0),
-                           lambda m: ["a", "b", "c"], 0.1)
-    assert seen == [(), ("a",), ("a", "b"), ("a", "b", "c")]
+    with pytest.raises(BudgetNotMet, match="even with 2 of its 3 convolutions kept in float"):
+        quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0), lambda m: ["a", "b", "c"],
+                               0.1)
+    assert seen == [(), ("a", "b")]
+    # within reach: that try first, then 1 in float, then 2 (the reach check's model again, not quantized twice)
+    seen.clear()
+    result = quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0 if len(m) < 2 else 0.0),
+                                    lambda m: ["a", "b", "c"], 0.1)
+    assert seen == [(), ("a", "b"), ("a",)] and result["float_layers"] == ["a", "b"]
+    assert [t["float_layers"] for t in result["tries"]] == [0, 1, 2] and result["all_float_try"]["float_layers"] == 2
+    # within the gate only with every layer in float: that is the FP32 engine, never tried, refused
+    with pytest.raises(BudgetNotMet, match="2 of its 3"):
+        quantize_within_budget(lambda ex: ex, lambda m: _drift(-1.0 if len(m) < 3 else 0.0), lambda m: list("abc"),
+                               0.1)
     for bad in (-1, float("nan"), float("inf")):
         with pytest.raises(ScnetDeployError, match="--budget"):
             quantize_within_budget(lambda ex: ex, lambda m: _drift(0.0), lambda m: [], bad)
@@ -55,9 +66,9 @@ def test_budget_loop_gives_up_when_nothing_is_left():
 
 
 def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, tmp_path, monkeypatch):
-    """A real export forced to fall back: the hold-out measurement reads 1 dB worse while fewer than 3 layers are
-    float, so the loop must try 1, 2, then 4 float layers; the 4 the manifest names are float in the saved graph
-    and every other conv int8."""
+    """A real export forced to fall back: the hold-out measurement reads 1 dB worse on every image while fewer than
+    3 layers are float (and no pixel visibly changed), so the loop must try 1, 2, then 4 float layers; the 4 the
+    manifest names are float in the saved graph and every other conv int8."""
     import scnet_deploy.calibration.budget as budget
     import scnet_deploy.calibration.int8_onnx as int8_onnx
 
@@ -69,7 +80,10 @@ def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, 
 
     def measure(self, infer):
         drift = real_measure(self, infer)
-        return {**drift, "mean_db": drift["mean_db"] - (1.0 if excluded[-1] < 3 else 0.0)}
+        off = 1.0 if excluded[-1] < 3 else 0.0
+        per_image = [{**r, "drift_db": r["drift_db"] - off, "ref_psnr_y": 30.0, "visible_share": 0.0}
+                     for r in drift["per_image"]]
+        return {**drift, "mean_db": drift["mean_db"] - off, "per_image": per_image}
 
     monkeypatch.setattr(int8_onnx, "quantize_onnx", quantize)
     monkeypatch.setattr(budget.Baseline, "measure", measure)
@@ -112,29 +126,39 @@ def test_the_costliest_item_is_found_by_halving_in_2_log2_n_measurements():
 
 
 @pytest.mark.openvino
-def test_the_ranking_past_its_measured_head_is_computed_only_when_a_budget_loop_reaches_it():
+def test_the_measured_head_of_a_ranking_is_paid_for_only_when_the_gate_is_within_reach():
+    """The reach check (every convolution but the least sensitive in float) needs only the cheap full ranking; the
+    head, measured on the hold-out (OpenVINO: ~12 measurements), only when the loop then keeps layers in float."""
     from scnet_deploy.calibration.budget import Ranking, quantize_within_budget
 
     calls = []
 
     def rest():
-        calls.append(1)
+        calls.append("rest")
         return ["c", "a", "d", "b"]
 
-    ranking = Ranking(["b"], 4, rest)
-    assert len(ranking) == 4 and ranking[:1] == ["b"] and ranking[0] == "b" and not calls
-    assert ranking[:3] == ["b", "c", "a"] and list(ranking) == ["b", "c", "a", "d"] and sorted(ranking) == list("abcd")
-    assert len(calls) == 1  # computed once
+    def head():
+        calls.append("head")
+        return ["b"]
 
-    def loop(drift_with_b_in_float: float) -> list:
+    ranking = Ranking(head, 4, rest)
+    assert ranking.all_but_least() == ["c", "a", "d"] and calls == ["rest"]  # b, least sensitive by rest, left
+    assert len(ranking) == 4 and ranking[:1] == ["b"] and calls == ["rest", "head"]
+    assert ranking[:3] == ["b", "c", "a"] and list(ranking) == ["b", "c", "a", "d"] and sorted(ranking) == list("abcd")
+    assert Ranking(["b"], 4, rest).all_but_least() == ["c", "a", "b"]  # a known head is never the one left out
+    assert calls.count("rest") == 2 and calls.count("head") == 1  # each computed once a ranking
+
+    def loop(reachable: bool) -> list:
         calls.clear()
-        drift = {(): -0.3, ("b",): drift_with_b_in_float, ("b", "c"): -0.05}
-        result = quantize_within_budget(lambda exclude: exclude, lambda m: {"mean_db": drift[m], "worst_image": {
-            "drift_db": drift[m]}}, lambda m: Ranking(["b"], 4, rest), 0.1)
+        drift = {(): -0.3, ("a", "c", "d"): -0.01 if reachable else -0.3, ("b",): -0.2, ("b", "c"): -0.05}
+        result = quantize_within_budget(lambda exclude: tuple(sorted(exclude)) if len(exclude) == 3 else exclude,
+                                        lambda m: _drift(drift[m]), lambda m: Ranking(head, 4, rest), 0.1)
         return result["float_layers"]
 
-    assert loop(-0.05) == ["b"] and not calls  # within budget with the head in float: the rest never computed
-    assert loop(-0.2) == ["b", "c"] and len(calls) == 1
+    with pytest.raises(BudgetNotMet, match="3 of its 4"):
+        loop(False)
+    assert calls == ["rest"]  # out of reach: refused without measuring the head
+    assert loop(True) == ["b", "c"] and calls == ["rest", "head"]
 
 
 def test_measure_only_budget_check_for_weight_only_int8():
@@ -175,11 +199,11 @@ def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
     speed = lambda k, *tried: SpeedLimit(75.0, x, runs=1, margin=1.0).check(  # noqa: E731
         lambda _: time.sleep(0.03 * k), *tried)
     with pytest.raises(BudgetAbandoned):
-        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1, speed)
-    assert tries == [0, 1, 2, 4]  # 120 ms with 4 in float: stopped there, not at 8
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1, speed)
+    assert tries == [0, 8, 1, 2, 4]  # 120 ms with 4 in float: stopped there (8 of 9 first: the reach check)
     tries.clear()
-    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)
-    assert tries == [0, 1, 2, 4, 8] and result["float_layers"] == list("abcdefgh")  # no limit: to the end
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1)
+    assert tries == [0, 8, 1, 2, 4] and result["float_layers"] == list("abcdefgh")  # no limit: to the end (8 reused)
 
 
 def test_a_speed_limited_budget_loop_stops_when_the_budget_is_out_of_its_reach():
@@ -189,7 +213,7 @@ def test_a_speed_limited_budget_loop_stops_when_the_budget_is_out_of_its_reach()
     from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, out_of_reach, quantize_within_budget
 
     x = np.zeros((1, 3, 4, 4), np.float32)
-    drift = {0: -0.30, 1: -0.29, 2: -0.285, 4: -0.28, 8: -0.05}  # stuck near -0.29 until all 8 are in float
+    drift = {0: -0.30, 1: -0.29, 2: -0.285, 4: -0.28, 8: -0.05, 9: 0.0}  # stuck near -0.29 until 8 of 9 in float
     tries = []
 
     def quantize(exclude):
@@ -201,12 +225,12 @@ def test_a_speed_limited_budget_loop_stops_when_the_budget_is_out_of_its_reach()
 
     limit = SpeedLimit(1e6, x, runs=1)  # never too slow: only the reach rule can stop it
     with pytest.raises(BudgetAbandoned, match="out of reach") as info:
-        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+        quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1,
                                lambda m, *t: limit.check(lambda _: None, *t))
-    assert tries == [0, 1] and [t["float_layers"] for t in info.value.tries] == [0, 1]  # 0.19 dB at 0.01 per layer
+    assert tries == [0, 8, 1] and [t["float_layers"] for t in info.value.tries] == [0, 1]  # 0.19 dB, 0.01 a layer
     tries.clear()
-    assert quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1)["float_layers"] == \
-        list("abcdefgh") and tries == [0, 1, 2, 4, 8]
+    assert quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1)["float_layers"] == \
+        list("abcdefgh") and tries == [0, 8, 1, 2, 4]
     # error spread evenly over 8 layers: every step is within reach (the loop of the speed-limit test above)
     tried = lambda *pairs: [{"float_layers": k, "mean_drift_db": d} for k, d in pairs]  # noqa: E731
     assert not out_of_reach(tried((0, -0.9), (1, -0.8)), 0.1, 8)
@@ -238,8 +262,9 @@ def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
     again = SpeedLimit(1e6, x, runs=1, first_try=first.first_try)
     result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
                                     lambda m, *t: again.check(lambda _: None, *t), first_try=again.first_try)
-    assert tries == [0, 1, 2, 4] and result["float_layers"] == list("abcd")
+    assert tries == [0, 7, 1, 2, 4] and result["float_layers"] == list("abcd")
     assert result["tries"][0]["float_layers"] == 0  # the kept try is still recorded as the first
+    assert result["all_float_try"]["float_layers"] == 7 and [t["float_layers"] for t in result["tries"]] == [0, 1, 2, 4]
 
 
 def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the_end_from_its_first_try():
@@ -253,7 +278,7 @@ def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the
         tries.append(len(exclude))
         return len(exclude)
 
-    def measure(k):  # no gain from the first layers (out of reach by their rate), then within budget with all 8
+    def measure(k):  # no gain from the first layers (out of reach by their rate), then within budget with 8 of 9
         d = -0.9 if k < 8 else -0.05
         return {"mean_db": d, "worst_image": {"drift_db": d}}
 
@@ -262,7 +287,7 @@ def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the
 
     limit = SpeedLimit(math.inf, np.zeros((1, 3, 4, 4), np.float32), runs=1,
                        first_try={"model": 0, "drift": measure(0)})
-    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1,
                                     lambda m, *t: limit.check(never_timed, *t), first_try=limit.first_try)
     assert tries[0] != 0 and result["float_layers"] == list("abcdefgh")
 
@@ -292,3 +317,48 @@ def test_content_chooses_which_hold_out_content_gates_and_the_rest_is_recorded(c
     assert m["gate_passed"] == m["gate_by_content"]["photo"]["passed"]
     with pytest.raises(ScnetDeployError, match="--content drawings: the hold-out has no such content type; it has "):
         export(ckpt, ExportOptions(output=tmp_path / "r", precision="int8", calib=replace(FAST, content=("drawings",))))
+
+
+def test_export_and_validate_refuse_the_same_engine_that_the_mean_drift_would_have_passed(tmp_path):
+    """One gate: an all-INT8 engine whose mean drift over the hold-out is within a budget but whose worst content
+    type is not. ``validate --budget`` on the hold-out's own images refuses it, content type by content type as the
+    export's gate does (the same code); ``export --int8`` with that budget does not ship it (it keeps layers in
+    float until every content type passes, or fails); the mean rule would have shipped it."""
+    from PIL import Image
+
+    from scnet_deploy.calibration.budget import BudgetNotMet, gate_by_content
+    from scnet_deploy.calibration.data import holdout_set
+    from scnet_deploy.gate import AccuracyGate
+    from scnet_deploy.validate import ValidateOptions, validate
+
+    from conftest import save_basicsr, tiny_model
+
+    # 32 features, 4 blocks: its all-INT8 engine drifts +0.006 dB on the mean and moves 19-52% of each content
+    # type's pixels 4+ levels
+    ckpt = save_basicsr(tiny_model(4, "mlp", num_feat=32, num_block=4), tmp_path / "tiny_x4.pth")
+    engine = export(ckpt, ExportOptions(output=tmp_path / "all_int8", precision="int8", calib=FAST, budget_db=None))
+    rows = engine.manifest["int8"]["per_image"]
+    mean = float(np.mean([r["drift_db"] for r in rows]))
+    budget = max(0.1, -2 * mean)
+    assert AccuracyGate(budget).admits(mean)  # the mean rule: shipped
+    verdicts = gate_by_content({"per_image": rows}, budget)
+    assert not all(v["passed"] for v in verdicts.values())  # the worst content's (visible change): refused
+
+    folders = []
+    for item in holdout_set(FAST, 4):
+        folder = tmp_path / "holdout" / item.content / "HR"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(item.hr).save(folder / f"{item.name.replace(':', '_').replace('/', '_')}.png")
+        folders.append(folder.parent)
+    result = validate([ckpt, engine.directory], ValidateOptions(tuple(dict.fromkeys(folders)), 4, budget_db=budget))
+    judged = next(m for m in result["models"] if m["kind"] == "artifact")
+    assert judged["within_budget"] is False
+    assert {c: v["passed"] for c, v in judged["gate"].items()} == {c: v["passed"] for c, v in verdicts.items()}
+
+    try:
+        shipped = export(ckpt, ExportOptions(output=tmp_path / "gated", precision="int8", calib=FAST,
+                                             budget_db=budget)).manifest["int8"]
+    except BudgetNotMet:
+        return  # refused outright: nothing shipped
+    assert shipped["float_layers"] and shipped["within_budget"] and shipped["gate_passed"]
+    assert shipped["tries"][0]["failing"] == sorted(c for c, v in verdicts.items() if not v["passed"])

@@ -166,16 +166,18 @@ INT8 = group(
     calib_crop=(int, typer.Option(48, help="INT8: LR calibration crop side.")),
     calib_method=(str, typer.Option("minmax", help="INT8 (ONNX Runtime/TensorRT): minmax, entropy or percentile.")),
     calib_lr=(bool, typer.Option(False, help="INT8: --calib-data holds LR images; crop them as they are.")),
-    budget=(float, typer.Option(DEFAULT_DRIFT_DB, help="INT8: max mean PSNR-Y drift on the hold-out, dB; the most "
-                                "sensitive layers fall back to float until it holds, else the export fails.")),
-    no_budget=(bool, typer.Option(False, "--no-budget", help="INT8 without a drift gate (the drift is still measured "
-                                  "and recorded; the manifest says the gate was off).")),
+    budget=(float, typer.Option(DEFAULT_DRIFT_DB, help="INT8: the accuracy gate on the hold-out, as validate "
+                                "--budget judges: per content type, at most this PSNR-Y drift, dB, and 0.1% of an "
+                                "image's pixels visibly changed; the most sensitive layers fall back to float until "
+                                "every content type passes, else the export fails.")),
+    no_budget=(bool, typer.Option(False, "--no-budget", help="INT8 without the accuracy gate (drift and visible change "
+                                  "are still measured and recorded; the manifest says the gate was off).")),
     holdout=(Optional[Path], typer.Option(None, help="INT8: your own hold-out images for the budget (sub-folders name "
                                           "content types); default: held-out photos + generated line art, text, flat "
                                           "colours, textures.")),
     content_mix=(bool, typer.Option(False, help="INT8: also calibrate on generated line art, text, flat colours and "
                                     "textures (a quarter of the crops; widens ranges, costs photos).")),
-    content=(Optional[str], typer.Option(None, help="INT8: the hold-out's content types whose drift gates, comma-"
+    content=(Optional[str], typer.Option(None, help="INT8: the hold-out's content types the gate judges, comma-"
                                          "separated (photo, line-art, text, flat-colours, textures; default: every "
                                          "one); the others are measured and recorded.")),
 )
