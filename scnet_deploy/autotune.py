@@ -166,7 +166,9 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
     whose engine is already slower than the fastest candidate within budget cannot win. Each candidate is first
     quantized once; those over budget are set aside with their all-INT8 speed, then taken up fastest first, their
     budget loops stopped as soon as they are slower than the best within budget (``SpeedLimit``); with two
-    candidates, one within budget is screened only then, for that limit."""
+    candidates, one within budget is screened only then, for that limit. Where this session autotuned the same
+    backend's FP32 engine at the same size (``session.tuned_ms``), that is a speed to beat too: an INT8 engine
+    within the accuracy gate but not 5% faster than FP32 is refused (its drift would buy nothing)."""
     from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit
     from scnet_deploy.exporters.registry import backend_for_format
 
@@ -227,19 +229,22 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         first_limits[name] = SpeedLimit(None, x) if limited else None
         if not build_and_time(i, name, first_limits[name]):
             break
+    fp32_ms = session.tuned_ms.get((target.format, "fp32", size)) if limited else None
     for name in sorted(set_aside, key=lambda n: candidates[n].over_budget_ms):
         if not all(map(time_screening, unscreened())):  # the speed to beat: the fastest within budget
             break
-        best_ms = fastest_ms(candidates)
+        best_ms, rival = fastest_ms(candidates), "the fastest within budget"
+        if fp32_ms is not None and (best_ms is None or fp32_ms < best_ms):
+            best_ms, rival = fp32_ms, "this backend's FP32 engine, autotuned in this session"
         # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
         limit = SpeedLimit(math.inf if best_ms is None else best_ms, x, first_try=first_limits[name].first_try)
         all_int8_ms = candidates[name].over_budget_ms
         if best_ms is not None and all_int8_ms >= RESUME_BELOW * best_ms:
             candidates[name].abandoned = (
-                f"over budget all-INT8, and already then slower ({all_int8_ms:.1f} ms) than {best_ms:.1f} ms, the "
-                "fastest within budget" if all_int8_ms > best_ms else
+                f"over budget all-INT8, and already then slower ({all_int8_ms:.1f} ms) than {best_ms:.1f} ms, "
+                f"{rival}" if all_int8_ms > best_ms else
                 f"over budget all-INT8 at {all_int8_ms:.1f} ms, not {1 - RESUME_BELOW:.0%} faster than {best_ms:.1f} "
-                "ms, the fastest within budget: the float layers it needs could only slow it to a tie at best")
+                f"ms, {rival}: the float layers it needs could only slow it to a tie at best")
             continue
         build_and_time(forms.index(name), name, limit)
     if not screen and (len(built) > 1 or unscreened()):  # timed in turn once: the timing that decides
@@ -256,6 +261,14 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
                                          tune.runs).items():
             candidates[name].interleaved_ms = timing["median_ms"]
         best = fastest(records(candidates), "interleaved_ms")
+    best_ms = candidates[best].interleaved_ms or candidates[best].median_ms
+    if fp32_ms is not None and best_ms is not None and best_ms >= RESUME_BELOW * fp32_ms:
+        raise ExportError(f"{target.format} INT8 within the accuracy gate ({best}: {best_ms:.1f} ms at "
+                          f"{size[0]}x{size[1]}) is not {1 - RESUME_BELOW:.0%} faster than its FP32 engine built in "
+                          f"this session ({fp32_ms:.1f} ms): its drift would buy nothing; ship the FP32 engine (or "
+                          "bf16 where the CPU has it).")
+    if best_ms is not None:
+        session.tuned_ms[target.format, target.precision, size] = best_ms
     cand_dir, fields = built[best]
     record = AutotuneRecord(
         tune.optimize, list(size), tune.runs, -(-tune.runs // 2) if screened else 0,

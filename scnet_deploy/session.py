@@ -81,6 +81,9 @@ class BuildSession:
         self._int8: dict = {}
         self._converted: dict = {}  # (kind, ONNX options) -> a backend's model of that graph (BuildContext.from_onnx)
         self._reference = None
+        # (format, precision, LR size) -> the median ms of the form autotuning chose in this session: an INT8
+        # engine must beat its backend's FP32 engine (autotune.build_fastest)
+        self.tuned_ms: dict = {}
 
     @property
     def reference(self):

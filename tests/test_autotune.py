@@ -276,6 +276,41 @@ def test_a_candidate_over_budget_not_5_percent_faster_than_the_best_is_not_taken
     assert record["chosen"] == "slice" and "not 5% faster than 100.0 ms" in record["candidates"]["dwconv"]["abandoned"]
 
 
+def test_an_int8_engine_must_beat_the_fp32_engine_the_session_autotuned(tmp_path, monkeypatch):
+    """The pipeline builds FP32 before INT8 in one session: FP32's time is a speed to beat. Both INT8 candidates
+    are over the gate all-INT8 (dwconv 80 ms, fold 120); fold, slower than FP32's 100 ms already, is not taken up;
+    dwconv's loop is limited by 100 ms (not run to its end) and ends within the gate at 98 ms, not 5% faster than
+    FP32: refused in one line, nothing written."""
+    from scnet_deploy.calibration.budget import BudgetAbandoned
+    from scnet_deploy.errors import ExportError
+    from scnet_deploy.export import build_session, write_artifact
+    from scnet_deploy.model.checkpoint import load_checkpoint
+    from scnet_deploy.session import BuildSession, Target
+
+    all_int8, calls = {"dwconv": 80.0, "fold": 120.0}, []
+
+    def build_form(self, target, form, workdir, speed_limit=None):
+        calls.append((form.name, speed_limit.ms))
+        (workdir / "model.onnx").write_bytes(form.name.encode())
+        if speed_limit.ms is None:
+            raise BudgetAbandoned(f"{form.name} over the gate", all_int8[form.name])
+        return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
+
+    monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(autotune, "_time_artifact", lambda *a, **k: (98.0, None))
+    monkeypatch.setattr(autotune, "_interleaved", lambda module, artifacts, *a: {n: {"median_ms": 98.0}
+                                                                                 for n in artifacts})
+    ckpt = load_checkpoint(save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth"))
+    options = ExportOptions(output=tmp_path / "out", tune=TuneOptions("latency", ("dwconv", "fold"), size=(8, 8),
+                                                                      runs=1, tiles=()))
+    with build_session(ckpt, options, tmp_path / "out") as session:
+        session.tuned_ms["onnx", "fp32", (8, 8)] = 100.0
+        with pytest.raises(ExportError, match="not 5% faster than its FP32 engine built in this session"):
+            write_artifact(session, [Target("onnx", "int8")], tmp_path / "onnx-int8")
+    assert calls == [("dwconv", None), ("fold", None), ("dwconv", 100.0)]
+    assert not (tmp_path / "onnx-int8").exists()
+
+
 def test_cpu_engines_try_the_forms_measured_ever_to_win_on_a_cpu_and_others_every_form():
     from scnet_deploy.exporters.registry import backend_for_format
 
