@@ -100,7 +100,10 @@ class SpeedLimit:
         if self.ms == math.inf:  # nothing within budget to beat: the loop runs to its end (resumed from first_try)
             return
         ms = median_ms(infer, self.x, self.runs, warmup=1)
-        over = f"over the accuracy gate ({drift_db:+.3f} dB mean drift) with {float_layers} layer(s) in float, {ms:.1f} ms"
+        last = tries[-1] if tries else {}
+        why = (f"{', '.join(last['failing'])}: up to {100 * last['visible_share']:.2f}% of an image's pixels visibly "
+               f"changed, drift {drift_db:+.3f} dB" if last.get("failing") else f"{drift_db:+.3f} dB mean drift")
+        over = f"over the accuracy gate ({why}) with {float_layers} layer(s) in float, {ms:.1f} ms"
         if self.ms is None:
             raise BudgetAbandoned(f"{over}; set aside until a candidate within budget is timed", ms, tries)
         if ms > self.margin * self.ms:

@@ -175,9 +175,10 @@ def without_quantizers(model: "ov.Model", names) -> "ov.Model":
 def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: dict | None = None,
             budget_db: float | None = None) -> Ranking:
     """The convolutions to keep in float, first first: the one behind the quantizer whose removal brings the engine
-    closest to the accuracy gate on the hold-out (``budget.shortfall``: visible share and drift; measured: ``costliest`` over the quantizers in front of convolutions, about 12 measurements for
-    SCNet-T), then the rest by the error each adds on ``samples`` (``layer_sensitivity``, ~4 s for SCNet-T here,
-    computed only when the budget loop needs more than the first).
+    closest to the accuracy gate on the hold-out (``budget.shortfall``: visible share and drift; measured:
+    ``costliest`` over the quantizers in front of convolutions, about 12 measurements for SCNet-T, made only when
+    the budget loop keeps a layer in float), then the rest by the error each adds on ``samples``
+    (``layer_sensitivity``, ~4 s for SCNet-T here, which is all the budget loop's reach check needs).
 
     Measured because the added-error ranking can miss where the drift is: in the dwconv forms one quantizer, the
     first block's pre-ReLU shift input, cost 0.135 of 0.213 dB (on flat colours) and ranked past the 15th
@@ -244,6 +245,22 @@ def with_input_shape(model, quantized):
 DEFAULT_SETTINGS = {"preset": "performance", "ranges": "minmax", "bias_correction": "fast", "known_ranges": True}
 
 
+def quantize_with_float(model, calib, exclude: tuple[str, ...] = (), settings: dict = DEFAULT_SETTINGS):
+    """``model`` quantized by NNCF on the calibration crops ``calib`` with the convolutions ``exclude`` (and, with
+    known ranges, the image-space path) kept in float; the known ranges fixed. Returns it and what was fixed."""
+    import nncf
+
+    float_path = image_path(model) if settings.get("known_ranges", True) else []
+    scope = nncf.IgnoredScope(names=list(exclude) + float_path) if exclude or float_path else None
+    quantized = with_input_shape(model, nncf.quantize(static_for(model, calib), nncf.Dataset(list(calib)),
+                                                      subset_size=len(calib), ignored_scope=scope,
+                                                      **nncf_parameters(**settings)))
+    fixes = {}
+    if settings.get("known_ranges", True):
+        fixes.update(fix_known_ranges(quantized), float_image_path=float_path)
+    return quantized, fixes
+
+
 def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
                 settings: dict = DEFAULT_SETTINGS, speed_limit: SpeedLimit | None = None) -> Quantized:
     """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``) within ``budget_db`` on ``data``'s
@@ -261,18 +278,12 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
         baseline = data.baseline(_ov_infer(model, config))
         if first_try is not None:
             first_try["baseline"] = baseline
-    calibration = nncf.Dataset(list(calib))
-    kwargs = nncf_parameters(**settings)
     fixes = {}
-
     float_path = image_path(model) if settings.get("known_ranges", True) else []
 
     def quantize(exclude):
-        scope = nncf.IgnoredScope(names=list(exclude) + float_path) if exclude or float_path else None
-        quantized = with_input_shape(model, nncf.quantize(static_for(model, calib), calibration,
-                                                          subset_size=len(calib), ignored_scope=scope, **kwargs))
-        if settings.get("known_ranges", True):
-            fixes.update(fix_known_ranges(quantized), float_image_path=float_path)
+        quantized, fixed = quantize_with_float(model, calib, exclude, settings)
+        fixes.update(fixed)
         return quantized
 
     # each model's drift as the loop measured it (the resumed all-INT8 try's from its first call): the ranking
