@@ -9,7 +9,9 @@ resizes, anything else. Each group is then removed alone (its consumers read flo
 that lowers the worst content type's visible share most first: for each step, the accuracy gate's measures on the
 export's hold-out (per content type: the worst image's share of pixels 4+ levels off FP32, the mean PSNR-Y drift)
 and the median ms at LR 180x320 on this machine, float parts in f32 (``--float-parts bf16`` where the CPU has it).
-Finally the single quantizer whose removal wins back most line-art visible share is found by halving.
+Then the weights: from the last step (every activation in float), the convolution whose int8 weights, put back in
+float, lower the worst visible share most is found by halving, step by step, until the gate passes (or
+``--weights`` steps). Finally the single quantizer whose removal wins back most line-art visible share is found by halving.
 """
 
 import argparse
@@ -42,6 +44,40 @@ def groups_of(model) -> dict[str, list[str]]:
     return groups
 
 
+def int8_weight_convs(model) -> list[str]:
+    """The convolutions whose weights are stored in int8 (NNCF compresses them: an i8 Constant, Convert, Multiply)."""
+    found = []
+    for op in model.get_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+            chain, node = [], op.input(1).get_source_output().get_node()
+            while len(chain) < 4:
+                chain.append(node)
+                if not node.get_input_size():
+                    break
+                node = node.input(0).get_source_output().get_node()
+            if any(n.get_type_name() == "Constant" and n.get_element_type().get_type_name() == "i8" for n in chain):
+                found.append(op.get_friendly_name())
+    return found
+
+
+def with_float_weights(model, fp32, names):
+    """A copy of ``model`` whose convolutions ``names`` read the FP32 model's weights again."""
+    import openvino as ov
+
+    source = {op.get_friendly_name(): op for op in fp32.get_ops()}
+    clone = model.clone()
+    for op in [o for o in clone.get_ops() if o.get_friendly_name() in set(names)]:
+        weights = source[op.get_friendly_name()].input(1).get_source_output().get_node()
+        while weights.get_type_name() == "Convert":  # fp16-compressed IR: Constant(f16) -> Convert
+            weights = weights.input(0).get_source_output().get_node()
+        if weights.get_type_name() != "Constant":
+            raise SystemExit(f"{op.get_friendly_name()}: the FP32 model's weights are not a constant")
+        value = ov.opset13.constant(weights.get_data().astype("float32"))
+        op.input(1).replace_source_output(value.output(0))
+    clone.validate_nodes_and_infer_types()
+    return clone
+
+
 def summary(drift: dict, budget_db: float) -> dict:
     from scnet_deploy.calibration.budget import gate_by_content
 
@@ -56,6 +92,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--float-parts", default="f32", choices=["f32", "bf16"])
     p.add_argument("--budget", type=float, default=0.1)
+    p.add_argument("--weights", type=int, default=8, help="at most this many convolutions' weights in float")
     args = p.parse_args()
 
     import openvino as ov
@@ -86,6 +123,7 @@ def main() -> None:
             return s
 
         fp32_ms = median_ms(_ov_infer(model, config), x, 5, warmup=1)
+        float_parts_ms = median_ms(_ov_infer(model, run_config), x, 5, warmup=1)  # no INT8 at all
         alone = {name: step(without_quantizers(int8, names)) for name, names in groups.items()}
         frontier, kept, current = [("all-INT8", step(int8))], [], int8
         left = dict(groups)
@@ -96,6 +134,22 @@ def main() -> None:
             current = without_quantizers(current, left.pop(best))
             kept.append(best)
             frontier.append((" + ".join(kept) + " in float", step(current)))
+
+        weights = int8_weight_convs(current)
+        total_weights, float_weights = len(weights), []
+
+        def worst_with(model, names) -> float:
+            return summary(baseline.measure(_ov_infer(with_float_weights(model, model_fp32, names), run_config)),
+                           args.budget)["worst_visible"]
+
+        model_fp32 = model
+        while weights and not frontier[-1][1]["passed"] and len(float_weights) < args.weights:
+            chosen = costliest(weights, lambda group: -worst_with(current, group))
+            weights.remove(chosen)
+            float_weights.append(chosen)
+            current = with_float_weights(current, model_fp32, [chosen])
+            frontier.append((f"every activation + the weights of {len(float_weights)} of {total_weights} "
+                             f"convolutions in float (the last: `{chosen}`)", step(current)))
 
         line_art = [i for i, h in enumerate(data.holdout) if h.content == "line-art"]
 
@@ -122,7 +176,8 @@ def main() -> None:
     lines = [f"# OpenVINO INT8: where the visible error comes from ({cpu_name()}, {os.cpu_count()} CPUs)", "",
              f"`python benchmarks/int8_attribution.py --out {args.out}" +
              (f" --float-parts {args.float_parts}`" if args.float_parts != "f32" else "`") +
-             f"; float parts in {args.float_parts}; LR 180x320 -> 720x1280; FP32 engine {fp32_ms:.1f} ms; gate: "
+             f"; float parts in {args.float_parts}; LR 180x320 -> 720x1280; FP32 engine {fp32_ms:.1f} ms, the "
+             f"same engine in {args.float_parts} without INT8 {float_parts_ms:.1f} ms; gate: "
              f"0.1% visible, {args.budget} dB.", "",
              "Quantizers per group: " + ", ".join(f"{n} {len(v)}" for n, v in groups.items()) + ".", "",
              "## Each group alone in float", "", head, rule]
