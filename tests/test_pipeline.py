@@ -26,7 +26,13 @@ def test_pipeline_tiny(tmp_path):
                          timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert {"onnx-fp32", "onnx-slice-fp32", "onnx-int8"} <= set(summary["built"])
+    assert {"onnx-fp32", "onnx-slice-fp32"} <= set(summary["built"])
+    # INT8 is built only within the accuracy gate and 5% faster than the FP32 engine of the same run (at 12x10, a
+    # tiny model's INT8 seldom is): either way the summary and the report say so
+    if "onnx-int8" not in summary["built"]:
+        why = summary["failed"]["onnx-int8"]
+        assert "faster than its FP32 engine" in why or "accuracy gate" in why, why
+        assert "failed `onnx-int8`" in (tmp_path / "out" / "report.md").read_text()
     assert summary["skipped"]["coreml-fp16"].startswith("not asked for")
     tuned = summary["forms"]["onnx-fp32"]  # autotuned by default: every candidate of the CPU engine timed in turn
     from scnet_deploy.options import CPU_FORMS
