@@ -241,10 +241,15 @@ def gate_text(budget_db: float) -> str:
             "per content type, the worst deciding")
 
 
+def _verdicts(drift: dict, budget_db: float | None) -> dict | None:
+    """The gate's verdict per content type of a ``Baseline.measure`` record (its own gated content types)."""
+    return gate_by_content(drift, budget_db, drift.get("gated"))
+
+
 def gate_failures(drift: dict, budget_db: float | None) -> list[str] | None:
     """Why the accuracy gate refuses the measured engine: one sentence per gated content type of the hold-out that
     fails ([]: it passes; None: the measurement has no visible shares, and ``over_gate`` reads its mean drift)."""
-    verdicts = gate_by_content(drift, budget_db, drift.get("gated"))
+    verdicts = _verdicts(drift, budget_db)
     if verdicts is None:
         return None
     return [v["reason"] for v in verdicts.values() if v["gated"] and not v["passed"]]
@@ -262,7 +267,7 @@ def shortfall(drift: dict, budget_db: float | None) -> float:
     """How far the measured engine is from the gate, as one number to rank by (0: within it): over the gated
     content types, the visible share in units of the gate's share beyond it, plus the drift in units of the budget
     beyond it (a measurement without visible shares: its mean drift beyond the budget)."""
-    verdicts = gate_by_content(drift, budget_db, drift.get("gated"))
+    verdicts = _verdicts(drift, budget_db)
     budget = budget_db or DEFAULT_DRIFT_DB
     if verdicts is None:
         return max(0.0, -drift["mean_db"] - budget) / budget
@@ -277,7 +282,7 @@ def shortfall(drift: dict, budget_db: float | None) -> float:
 def _try(float_layers: int, drift: dict, budget_db: float | None = None) -> dict:
     found = {"float_layers": float_layers, "mean_drift_db": drift["mean_db"],
              "worst_drift_db": drift["worst_image"]["drift_db"]}
-    verdicts = gate_by_content(drift, budget_db, drift.get("gated"))
+    verdicts = _verdicts(drift, budget_db)
     if verdicts is not None:
         gated = [v for v in verdicts.values() if v["gated"]]
         drifts = [v["drift_db"] for v in gated if v["drift_db"] is not None]
@@ -327,11 +332,11 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], Model], measure
             too_slow(model, 0, drift["mean_db"], tries, budget_db, None)
         ranking = rank(model)
         n = len(ranking)
-        reach = None
+        reach = None  # (layers in float, model, its measurement)
         if n >= 2:  # within reach at all? every convolution but the least sensitive in float, once
             keep = tuple(ranking.all_but_least() if isinstance(ranking, Ranking) else ranking[:n - 1])
-            reach = (keep, quantize(keep))
-            reach += (measure(reach[1]),)
+            reach_model = quantize(keep)
+            reach = (set(keep), reach_model, measure(reach_model))
             all_float = _try(len(keep), reach[2], budget_db)
             if over(reach[2]):
                 raise not_met(reach[2], n)
@@ -340,7 +345,7 @@ def quantize_within_budget(quantize: Callable[[tuple[str, ...]], Model], measure
             if k > n - 1:
                 raise not_met(drift, n)
             exclude = tuple(ranking[:k])
-            if reach is not None and set(exclude) == set(reach[0]):
+            if reach is not None and set(exclude) == reach[0]:
                 model, drift = reach[1], reach[2]  # measured already
             else:
                 model = quantize(exclude)

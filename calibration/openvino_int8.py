@@ -279,7 +279,6 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
         if first_try is not None:
             first_try["baseline"] = baseline
     fixes = {}
-    float_path = image_path(model) if settings.get("known_ranges", True) else []
 
     def quantize(exclude):
         quantized, fixed = quantize_with_float(model, calib, exclude, settings)
@@ -306,5 +305,6 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
     quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes,
                     "quantized_convs": len(convs) - len(float_layers),
-                    "float_convs_in_ir": [n for n in float_layers if n not in float_path]}  # the budget's
+                    "float_convs_in_ir": [n for n in float_layers
+                                          if n not in fixes.get("float_image_path", [])]}  # the budget's
     return Quantized(quantized, int8_section(calib, data.options, baseline, result, quantization))

@@ -274,10 +274,9 @@ def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
         tune.optimize, list(size), tune.runs, -(-tune.runs // 2) if screened else 0,
         "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
         {n: candidates[n].record() for n in forms if n in candidates}, best, screening_gives_up_above=GIVE_UP_ABOVE)
-    if candidates[best].median_ms is not None and any(t < max(size) for t in tune.tiles + tune.split_tiles):
-        whole_ms = candidates[best].interleaved_ms or candidates[best].median_ms
+    if best_ms is not None and any(t < max(size) for t in tune.tiles + tune.split_tiles):
         with _load(module, cand_dir, fields, target.precision) as runner:
-            record.tiles = _time_tiles(runner, spec, target.format, x, tune, progress, whole_ms)
+            record.tiles = _time_tiles(runner, spec, target.format, x, tune, progress, best_ms)
         plan = choose_plan(record.tiles)
         if plan is not None:
             setattr(record, *plan)

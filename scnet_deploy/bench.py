@@ -231,9 +231,8 @@ def _video_shapes(models: list[Path], options: BenchOptions) -> tuple[BenchOptio
         raise ScnetDeployError(f"--video needs models of one scale; these upscale x{sorted(scales)}.")
     scale = scales.pop()
     if isinstance(options.video, Path):
-        info = probe(options.video, scale)
-        target = [info.width * scale, info.height * scale, float(info.rate)]
-        video = {"target": target, "source": str(options.video), **codec_ms_per_frame(info, scale)}
+        info, target = _file_target(options.video, scale)
+        video = {"target": list(target), "source": str(options.video), **codec_ms_per_frame(info, scale)}
     else:
         w, h, fps = options.video
         if w % scale or h % scale:
@@ -249,11 +248,15 @@ def video_target(models: list[Path], video: tuple[int, int, float] | Path) -> tu
     """(output width, height, fps) of ``--video``: as given, or a file's frame size times the models' scale."""
     if not isinstance(video, Path):
         return video
+    return _file_target(video, _arch_and_backend(Path(models[0]))[0]["scale"])[1]
+
+
+def _file_target(src: Path, scale: int):
+    """A video file through the door (``probe``) and its output: (width, height, fps) upscaled ``scale`` times."""
     from .imaging.video import probe
 
-    scale = _arch_and_backend(Path(models[0]))[0]["scale"]
-    info = probe(video, scale)
-    return info.width * scale, info.height * scale, float(info.rate)
+    info = probe(src, scale)
+    return info, (info.width * scale, info.height * scale, float(info.rate))
 
 
 STANDARD_RATES = (24, 25, 30, 50, 60)  # the frame rates a verdict also names (``keeps_up_with``)

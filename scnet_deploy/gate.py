@@ -1,9 +1,8 @@
 """The accuracy gate: how far an engine may move from the FP32 reference, in one place.
 
-One value (``DEFAULT_DRIFT_DB``, or the user's ``--budget``), one comparison (``admits``), one description. Two
-aggregations read the dB value today: an INT8 export's budget loop gates on the mean drift over its hold-out
-(``calibration/budget.py``); ``validate --budget`` and the pipeline's recommendation judge each content type
-(``judge``) and the worst decides.
+One value (``DEFAULT_DRIFT_DB``, or the user's ``--budget``), one comparison (``admits``), one description. One
+verdict: an INT8 export's budget loop on its hold-out (``calibration/budget.py``), ``validate --budget`` and the
+pipeline's recommendation judge each content type (``judge``) and the worst decides.
 
 ``judge`` measures what users see (benchmarks/results/visible_change.md, README's "The accuracy gate"): a content
 type passes when no image of it has more than ``VISIBLE_SHARE`` of its pixels ``VISIBLE_LEVELS`` or more 8-bit levels

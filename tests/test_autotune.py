@@ -221,26 +221,34 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
                                                                        limits["slice+conv_before_upsample"]))
 
 
-def test_with_none_within_budget_all_int8_the_fastest_is_taken_up_again_from_its_first_try(tmp_path, monkeypatch):
-    """Both candidates over budget all-INT8 (dwconv 80 ms, fold 90): dwconv, the faster, is taken up again with no
-    speed to beat (``SpeedLimit(math.inf)``: its loop runs to the end) resuming from the try its first build kept,
-    and ends within budget at 85 ms; fold (90 ms all-INT8, already slower than that) is not taken up at all."""
-    import math
-
+def script_int8_builds(monkeypatch, all_int8: dict):
+    """Scripted INT8 builds: each candidate form is over the gate all-INT8 (its first build, no speed limit yet:
+    ``BudgetAbandoned`` at ``all_int8[form]`` ms) and within it when taken up again. Returns the calls (form, the
+    limit's ms) and each form's limits, as they come."""
     from scnet_deploy.calibration.budget import BudgetAbandoned
     from scnet_deploy.session import BuildSession
 
-    all_int8, calls, limits = {"dwconv": 80.0, "fold": 90.0}, [], {}
+    calls, limits = [], {}
 
     def build_form(self, target, form, workdir, speed_limit=None):
         calls.append((form.name, speed_limit.ms))
         limits.setdefault(form.name, []).append(speed_limit)
         (workdir / "model.onnx").write_bytes(form.name.encode())
         if speed_limit.ms is None:
-            raise BudgetAbandoned(f"{form.name} over budget", all_int8[form.name])
+            raise BudgetAbandoned(f"{form.name} over the gate", all_int8[form.name])
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
+    return calls, limits
+
+
+def test_with_none_within_budget_all_int8_the_fastest_is_taken_up_again_from_its_first_try(tmp_path, monkeypatch):
+    """Both candidates over budget all-INT8 (dwconv 80 ms, fold 90): dwconv, the faster, is taken up again with no
+    speed to beat (``SpeedLimit(math.inf)``: its loop runs to the end) resuming from the try its first build kept,
+    and ends within budget at 85 ms; fold (90 ms all-INT8, already slower than that) is not taken up at all."""
+    import math
+
+    calls, limits = script_int8_builds(monkeypatch, {"dwconv": 80.0, "fold": 90.0})
     monkeypatch.setattr(autotune, "_time_artifact", lambda *a, **k: (85.0, None))
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     result = export(ckpt, ExportOptions(output=tmp_path / "a", precision="int8", tune=TuneOptions(
@@ -281,22 +289,12 @@ def test_an_int8_engine_must_beat_the_fp32_engine_the_session_autotuned(tmp_path
     are over the gate all-INT8 (dwconv 80 ms, fold 120); fold, slower than FP32's 100 ms already, is not taken up;
     dwconv's loop is limited by 100 ms (not run to its end) and ends within the gate at 98 ms, not 5% faster than
     FP32: refused in one line, nothing written."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned
     from scnet_deploy.errors import ExportError
     from scnet_deploy.export import build_session, write_artifact
     from scnet_deploy.model.checkpoint import load_checkpoint
-    from scnet_deploy.session import BuildSession, Target
+    from scnet_deploy.session import Target
 
-    all_int8, calls = {"dwconv": 80.0, "fold": 120.0}, []
-
-    def build_form(self, target, form, workdir, speed_limit=None):
-        calls.append((form.name, speed_limit.ms))
-        (workdir / "model.onnx").write_bytes(form.name.encode())
-        if speed_limit.ms is None:
-            raise BudgetAbandoned(f"{form.name} over the gate", all_int8[form.name])
-        return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
-
-    monkeypatch.setattr(BuildSession, "build_form", build_form)
+    calls, _ = script_int8_builds(monkeypatch, {"dwconv": 80.0, "fold": 120.0})
     monkeypatch.setattr(autotune, "_time_artifact", lambda *a, **k: (98.0, None))
     monkeypatch.setattr(autotune, "_interleaved", lambda module, artifacts, *a: {n: {"median_ms": 98.0}
                                                                                  for n in artifacts})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ScnetDeployError
-from .images import list_images, mod_crop, read_rgb_u8
+from .images import list_images, mod_crop, read_rgb_u8, round_to_bits
 from .resize import bicubic_degrade
 
 
@@ -109,8 +109,8 @@ def _video_dataset(src: Path, scale: int, frames: int) -> Dataset:
     report: dict = {}
     pairs = []
     for i, (rgb, _) in zip(range(frames), decode(probe(src), report)):
-        if rgb.dtype == np.uint16:
-            rgb = ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        if rgb.dtype == np.uint16:  # as a 16-bit PNG is read: round(v / 257)
+            rgb = round_to_bits(rgb.astype(np.float32) / 65535.0, 8)
         hr = mod_crop(rgb, scale)
         if min(hr.shape[:2]) < scale:
             raise DatasetError(f"'{src}' has frames smaller than the scale x{scale}.")
