@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 Model = TypeVar("Model")  # what a quantizer makes: a graph file, or a backend's model in memory
 
-DEFAULT_BUDGET_DB = DEFAULT_DRIFT_DB  # the gate's one default (scnet_deploy/gate.py)
 
 
 class BudgetNotMet(ScnetDeployError):

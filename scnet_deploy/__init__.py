@@ -8,20 +8,16 @@ used.
 
 import importlib
 import sys
+import types
 
 from ._version import __version__  # noqa: E402 (one home for the version: _version.py)
 
-# No network from our verbs but the ssh a user asks for. OpenVINO sends a telemetry event when it is imported (and
-# NNCF when it quantizes) through the openvino_telemetry package, and offers no environment switch (its documented
-# opt-out, `opt_in_out --opt_out`, writes a consent file for every program of the user). Both fall back to their own
-# no-op stub when that package cannot be imported, so in this process it cannot be.
-sys.modules.setdefault("openvino_telemetry", None)
-
 from .errors import ScnetDeployError  # noqa: E402
-from .export import ExportOptions, ExportResult, export  # noqa: E402
-from .info import info  # noqa: E402
 
-_LAZY = {"ArchSpec": "model.arch", "detect_arch": "model.arch", "Checkpoint": "model.checkpoint",
+# Imported when first used: a device imports the runtime side of a backend, whose parent package is this one, and
+# must not load the export (build) code with it (tests/test_layout.py).
+_LAZY = {"ExportOptions": "export", "ExportResult": "export", "export": "export", "info": "info",
+         "ArchSpec": "model.arch", "detect_arch": "model.arch", "Checkpoint": "model.checkpoint",
          "load_checkpoint": "model.checkpoint", "SCNet": "model.network", "SCNetConfig": "model.network"}
 
 
@@ -29,6 +25,19 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'scnet_deploy' has no attribute {name!r}")
+
+
+class _VerbModule(types.ModuleType):
+    """A verb's module that is also its verb: ``scnet_deploy.export`` is the module once it has been imported (Python
+    binds a submodule to its package's attribute), and ``scnet_deploy.export(ckpt, options)`` must still export."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+def callable_verb(module_name: str) -> None:
+    """Make the module ``module_name`` (``scnet_deploy.export``, ``scnet_deploy.info``) callable as its verb."""
+    sys.modules[module_name].__class__ = _VerbModule
 
 
 __all__ = ["ArchSpec", "Checkpoint", "ExportOptions", "ExportResult", "SCNet", "SCNetConfig", "ScnetDeployError",

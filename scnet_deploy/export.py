@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scnet_deploy.calibration.budget import DEFAULT_BUDGET_DB
 from scnet_deploy.exporters.registry import backend_for_format, format_names
 
+from . import callable_verb
 from .autotune import TuneOptions
 from .errors import ExportError, require_export_stack
+from .gate import DEFAULT_DRIFT_DB
 from .locks import exclusive
 from .manifest import MANIFEST_NAME, file_hashes, io_record, tool_versions, write_manifest
 from .options import (EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange,
@@ -61,7 +62,7 @@ class ExportOptions:
     calib: "CalibOptions" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
     # INT8: max mean PSNR-Y drift on the hold-out, dB (layers fall back to float until it holds, else the export
     # fails); None opts out explicitly (recorded in the manifest).
-    budget_db: float | None = DEFAULT_BUDGET_DB
+    budget_db: float | None = DEFAULT_DRIFT_DB
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
 
     def formats(self) -> list[str]:
@@ -233,3 +234,6 @@ def _options_record(options: ExportOptions, fmt: str) -> dict:
         record["calib"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options.calib).items()}
         record["budget_db"] = options.budget_db
     return record
+
+
+callable_verb(__name__)  # scnet_deploy.export(...) calls the verb, imported or not

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from . import callable_verb
+
 
 
 def info(checkpoint: str | Path, size: tuple[int, int] | None = (180, 320), scale: int | None = None,
@@ -27,3 +29,6 @@ def info(checkpoint: str | Path, size: tuple[int, int] | None = (180, 320), scal
         result["size"] = {"lr": [h, w], "sr": [h * spec.scale, w * spec.scale],
                           "macs": count_macs(ckpt.model, h, w, spec.num_in_ch)}
     return result
+
+
+callable_verb(__name__)  # scnet_deploy.info(...) calls the verb, imported or not

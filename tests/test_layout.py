@@ -3,6 +3,9 @@ functions (a lazy import hides a cycle from Python, not from a reader), calibrat
 runtime modules reaching no build code."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -91,7 +94,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_is_read():
     graph = import_graph()
-    assert "scnet_deploy.export" in graph["scnet_deploy"]  # the package's __init__ is counted
+    assert "scnet_deploy.errors" in graph["scnet_deploy"]  # the package's __init__ is counted
     assert "scnet_deploy._version" in graph["scnet_deploy.doctor"]
     assert "scnet_deploy.model.arch" in graph["scnet_deploy.model.checkpoint"]  # a subpackage, relative import
     assert "scnet_deploy.door" in graph["scnet_deploy.devices.remote"]  # `from .. import door`
@@ -114,19 +117,64 @@ def test_calibration_is_a_leaf():
     assert {m: d for m, d in offenders.items() if d} == {}
 
 
+BUILD_SIDE = ("scnet_deploy.model", "scnet_deploy.calibration", "scnet_deploy.session", "scnet_deploy.export",
+              "scnet_deploy.autotune", "scnet_deploy.pipeline", "scnet_deploy.exporters.torch_runner",
+              "scnet_deploy.exporters.onnx_graph", "scnet_deploy.exporters.onnx_float16")
+
+
+def build_modules(names) -> list[str]:
+    return sorted(m for m in names if (m.startswith("scnet_deploy.exporters.") and m.endswith(".build")) or any(m == b or m.startswith(b + ".") for b in BUILD_SIDE))
+
+
+def runtime_modules() -> list[str]:
+    """Every backend's runtime module: a backend is a folder of exporters/ with a runtime.py."""
+    return [f"scnet_deploy.exporters.{p.parent.name}.runtime" for p in sorted((ROOT / "exporters").glob("*/runtime.py"))]
+
+
+def parents(module: str) -> list[str]:
+    """The packages Python imports before ``module`` (their __init__ runs first)."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def test_every_backend_has_a_runtime_module_walked():
+    assert {m.split(".")[2] for m in runtime_modules()} >= {"onnxruntime", "openvino", "tensorrt", "coreml", "ncnn"}
+
+
 def test_a_device_imports_no_build_code():
     """The runtime side of every backend (what the torch-free device install imports) reaches no build module, no
-    model code and no calibration, counting lazy imports: the build side lives in each backend's ``build`` module."""
+    model code and no calibration, counting lazy imports and the parent packages' __init__ (importing
+    scnet_deploy.exporters.X.runtime runs scnet_deploy/__init__.py first): the build side lives in each backend's
+    ``build`` module."""
     graph = import_graph()
-    build_side = ("scnet_deploy.model", "scnet_deploy.calibration", "scnet_deploy.session", "scnet_deploy.export",
-                  "scnet_deploy.exporters.torch_runner", "scnet_deploy.exporters.onnx_graph",
-                  "scnet_deploy.exporters.onnx_float16")
-    for backend in ("onnxruntime", "openvino", "tensorrt", "coreml"):
-        runtime = f"scnet_deploy.exporters.{backend}.runtime"
-        reached, todo = set(), [runtime]
+    for runtime in runtime_modules():
+        reached, todo = set(), [runtime, *parents(runtime)]
         while todo:
-            for dep in graph[todo.pop()] - reached:
+            module = todo.pop()
+            for dep in (graph[module] | set(parents(module))) - reached:
                 reached.add(dep)
                 todo.append(dep)
-        offending = [m for m in reached if m.endswith(".build") or any(m == b or m.startswith(b + ".") for b in build_side)]
-        assert offending == [], runtime
+        assert build_modules(reached) == [], runtime
+
+
+def test_importing_a_runtime_or_a_device_verb_loads_no_build_code():
+    """What Python actually loads (the static walk above counts every import; this one proves it on the real
+    interpreter): each backend's runtime module, and the modules a device's verbs run from."""
+    device_side = [*runtime_modules(), "scnet_deploy.cli", "scnet_deploy.bench", "scnet_deploy.validate",
+                   "scnet_deploy.upscale", "scnet_deploy.infer", "scnet_deploy.doctor", "scnet_deploy.runtime"]
+    code = ("import importlib, json, sys\n"
+            f"for name in {device_side!r}:\n"
+            "    try:\n        importlib.import_module(name)\n"
+            "    except ImportError:\n        pass  # a backend whose package is missing here: the walk above covers it\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scnet_deploy'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "scnet_deploy.exporters.registry" in loaded  # it did import the verbs
+    assert build_modules(loaded) == []
+
+
+def test_the_walk_catches_a_build_module():
+    """The check can fail: a graph where a runtime reaches export through the package's __init__ is caught."""
+    assert build_modules({"scnet_deploy.export", "scnet_deploy.errors"}) == ["scnet_deploy.export"]
+    assert build_modules({"scnet_deploy.exporters.ncnn.build"}) == ["scnet_deploy.exporters.ncnn.build"]
