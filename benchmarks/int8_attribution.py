@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scnet_deploy.gate import AccuracyGate
 
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -81,7 +82,7 @@ def with_float_weights(model, fp32, names):
 def summary(drift: dict, budget_db: float) -> dict:
     from scnet_deploy.calibration.budget import gate_by_content
 
-    verdicts = gate_by_content(drift, budget_db)
+    verdicts = gate_by_content(drift, AccuracyGate(budget_db))
     worst = max(verdicts.values(), key=lambda v: v["visible_share"])
     return {"verdicts": verdicts, "worst_visible": worst["visible_share"], "worst_content": worst["content"],
             "passed": all(v["passed"] for v in verdicts.values())}
@@ -102,7 +103,7 @@ def main() -> None:
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, quantize_ir, without_quantizers
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.exporters.openvino.runtime import compile_config
-    from scnet_deploy.options import OpenVINOOptions
+    from scnet_deploy.exporters.openvino.options import CompileOptions
     from scnet_deploy.pipeline import reference_checkpoint
     from scnet_deploy.timing import median_ms
 
@@ -111,10 +112,10 @@ def main() -> None:
         fp32_dir = export(reference_checkpoint(), ExportOptions(output=Path(tmp) / "fp32", format="openvino")).directory
         model = ov.Core().read_model(str(fp32_dir / "model.xml"))
         data = int8_data(CalibOptions(count=16), 4)
-        config = compile_config("f32", OpenVINOOptions())
-        run_config = compile_config(args.float_parts, OpenVINOOptions())
+        config = compile_config("f32", CompileOptions())
+        run_config = compile_config(args.float_parts, CompileOptions())
         baseline = data.baseline(_ov_infer(model, config))
-        int8 = quantize_ir(model, data, None, config).model
+        int8 = quantize_ir(model, data, AccuracyGate(None), config).model
         groups = groups_of(int8)
 
         def step(m) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scnet_deploy.gate import AccuracyGate
 
 def steps(n: int) -> list[int]:
     """0, 1, 2, 4, ... below ``n - 1``, then ``n - 1``: the budget loop's prefixes."""
@@ -32,14 +33,14 @@ def steps(n: int) -> list[int]:
 def summary(drift: dict, budget_db: float) -> dict:
     from scnet_deploy.calibration.budget import gate_by_content
 
-    verdicts = gate_by_content(drift, budget_db)
+    verdicts = gate_by_content(drift, AccuracyGate(budget_db))
     worst = max(verdicts.values(), key=lambda v: v["visible_share"])
     return {"verdicts": verdicts, "worst_visible": worst["visible_share"], "worst_content": worst["content"],
             "passed": all(v["passed"] for v in verdicts.values())}
 
 
 def onnxruntime_frontier(fp32_dir: Path, data, budget_db: float, x: np.ndarray, tmp: Path) -> tuple[float, list]:
-    from scnet_deploy.calibration.int8_onnx import onnx_infer
+    from scnet_deploy.calibration.onnxruntime_int8 import onnx_infer
     from scnet_deploy.calibration.onnxruntime_int8 import layer_sensitivity, quantize_onnx
     from scnet_deploy.timing import median_ms
 
@@ -67,15 +68,15 @@ def openvino_frontier(fp32_dir: Path, data, budget_db: float, x: np.ndarray, flo
 
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, quantize_with_float, ranking
     from scnet_deploy.exporters.openvino.runtime import compile_config
-    from scnet_deploy.options import OpenVINOOptions
+    from scnet_deploy.exporters.openvino.options import CompileOptions
     from scnet_deploy.timing import median_ms
 
     model = ov.Core().read_model(str(fp32_dir / "model.xml"))
-    config = compile_config("f32", OpenVINOOptions())
-    run_config = compile_config(float_parts, OpenVINOOptions())
+    config = compile_config("f32", CompileOptions())
+    run_config = compile_config(float_parts, CompileOptions())
     baseline = data.baseline(_ov_infer(model, config))
     all_int8, _ = quantize_with_float(model, data.calib)
-    order = list(ranking(model, all_int8, data.calib.arrays[:4], baseline, run_config, None, budget_db))
+    order = list(ranking(model, all_int8, data.calib.arrays[:4], baseline, run_config, None, AccuracyGate(budget_db)))
     rows = []
     for k in steps(len(order)):
         m = all_int8 if k == 0 else quantize_with_float(model, data.calib, tuple(order[:k]))[0]

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     ckpt = Path(args.checkpoint)
     calibrations = {"BSD68": CalibOptions(Path(args.calib_data), count=args.calib_count),
-                    "pipeline defaults": CalibOptions(count=PipelineOptions(output=Path(".")).calib_count)}
+                    "pipeline defaults": CalibOptions(count=PipelineOptions(output=Path(".")).calib.count)}
     jobs = [("onnxruntime fp32", "onnx", "fp32", None), ("openvino fp32", "openvino", "fp32", None),
             ("openvino bf16", "openvino", "bf16", None)]
     jobs += [(f"{name} int8 ({source})", fmt, "int8", source) for source in calibrations
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         print("validate", file=sys.stderr, flush=True)
         v = validate([ckpt, *artifacts.values()], ValidateOptions(tuple(folders.values()), 4))
         print("bench", file=sys.stderr, flush=True)
-        timing = bench([ckpt, *artifacts.values()], BenchOptions(shapes=((180, 320),), runs=args.runs))
+        timing = bench([ckpt, *artifacts.values()], BenchOptions(shapes=((180, 320),), runs=args.runs, baselines=True))
     names = [d["name"] for d in v["datasets"]]
     cpu = timing["machine"]["cpu"]
     lines = [f"Reference {ckpt.name}; INT8 with every default (budget 0.1 dB on the content-mixed hold-out), "

@@ -21,6 +21,7 @@ import numpy as np
 
 from _output import emit  # benchmarks/ is on sys.path when a script here is run
 from content_sets import write_eval_sets
+from scnet_deploy.gate import AccuracyGate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
 
     from scnet_deploy.calibration.budget import Baseline, int8_data, psnr_scores
     from scnet_deploy.calibration.data import CalibOptions, calibration_set, holdout_set
-    from scnet_deploy.calibration.int8_onnx import onnx_infer
+    from scnet_deploy.calibration.onnxruntime_int8 import onnx_infer
     from scnet_deploy.calibration.onnxruntime_int8 import quantize_onnx
     from scnet_deploy.calibration.openvino_int8 import DEFAULT_SETTINGS, _ov_infer, quantize_ir
     from scnet_deploy.model.checkpoint import load_checkpoint
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
             for label, settings, mix in OV_VARIANTS:
                 print(f"openvino: {label}", file=sys.stderr, flush=True)
                 data = int8_data(replace(calib_options, content_mix=mix), scale)
-                quantized = quantize_ir(fp32_ir, data, None, config, {**DEFAULT_SETTINGS, **settings})
+                quantized = quantize_ir(fp32_ir, data, AccuracyGate(None), config, {**DEFAULT_SETTINGS, **settings})
                 model, section = quantized.model, quantized.section.to_dict()
                 infer = _ov_infer(model, config)
                 lines.append(row(label, ov_fp32, infer, section, median_ms(infer)) + f" {small_inputs(model, tmp)} |")

@@ -40,7 +40,8 @@ def main() -> int:
     args = parser.parse_args()
     from scnet_deploy.doctor import cpu_info
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.memory import LIVE_MAPS, estimate_bytes
+    from scnet_deploy.exporters.registry import backends
+    from scnet_deploy.memory import PYTORCH_MAPS, estimate_bytes
     from scnet_deploy.pipeline import reference_checkpoint
 
     ckpt = reference_checkpoint()
@@ -66,7 +67,7 @@ def main() -> int:
     cpu = cpu_info()
     lines = ["# Memory model vs measured peak", "",
              f"SCNet-T x4, one image per run, each in its own process; {cpu['model']}, {cpu['cores']} cores. "
-             f"Live-map coefficients: {LIVE_MAPS}. Command: `python benchmarks/memory_model.py`.", "",
+             f"Live-map coefficients: {dict(pytorch=PYTORCH_MAPS, **{b.name: b.live_maps for b in backends() if b.live_maps})}. Command: `python benchmarks/memory_model.py`.", "",
              "| model | LR | loaded RSS MB | peak RSS MB | measured (peak - loaded) MB | estimate MB | estimate / "
              "measured |", "|---|---|---|---|---|---|---|", *rows]
     return emit(lines, args.out)

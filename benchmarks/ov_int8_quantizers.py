@@ -17,6 +17,7 @@ import time
 from _output import emit  # benchmarks/ is on sys.path when a script here is run
 from ov_int8_tail import to_ir
 
+from scnet_deploy.gate import AccuracyGate
 
 def relu_before_shift(model):
     """``model`` with each residual block as conv1 -> ReLU -> shift -> conv2 (exact)."""
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.exporters.openvino.runtime import compile_config
-    from scnet_deploy.options import OpenVINOOptions
+    from scnet_deploy.exporters.openvino.options import CompileOptions
     from scnet_deploy.pipeline import reference_checkpoint
     from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
 
@@ -64,10 +65,10 @@ def main(argv=None) -> int:
     with torch.no_grad():
         exact = float((module(probe) - ckpt.model(probe)).abs().max())
     data = int8_data(CalibOptions(count=16), ckpt.spec.scale)
-    config = compile_config("f32", OpenVINOOptions())
+    config = compile_config("f32", CompileOptions())
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = to_ir(module, Path(tmp) / "model.onnx")
-    quantized = quantize_ir(fp32, data, None, config).model
+    quantized = quantize_ir(fp32, data, AccuracyGate(None), config).model
     baseline = data.baseline(_ov_infer(fp32, config))
     base = baseline.measure(_ov_infer(quantized, config))
     activations = [op for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize"

@@ -25,6 +25,7 @@ import numpy as np
 
 from _output import emit  # benchmarks/ is on sys.path when a script here is run
 
+from scnet_deploy.gate import AccuracyGate
 
 def nearest_blur(model):
     """``model`` with each x2 bilinear upsample of its upsampler stages as nearest x2 + edge pad + a depthwise 3x3
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.exporters.openvino.runtime import compile_config
-    from scnet_deploy.options import OpenVINOOptions
+    from scnet_deploy.exporters.openvino.options import CompileOptions
     from scnet_deploy.pipeline import reference_checkpoint
     from scnet_deploy.model.rewrites import DeployOptions, to_deploy_form
     from scnet_deploy.timing import in_turn
@@ -112,13 +113,13 @@ def main(argv=None) -> int:
     with torch.no_grad():
         exact = float((blurred(probe) - bilinear(probe)).abs().max())
     data = int8_data(CalibOptions(count=16), ckpt.spec.scale)
-    f32, bf16 = (compile_config(hint, OpenVINOOptions()) for hint in ("f32", "bf16"))
+    f32, bf16 = (compile_config(hint, CompileOptions()) for hint in ("f32", "bf16"))
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
     engines, drift, layers = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, module in (("bilinear", bilinear), ("nearest+blur", blurred)):
             fp32 = to_ir(module, Path(tmp) / f"{name}.onnx")
-            quantized = quantize_ir(fp32, data, None, f32)
+            quantized = quantize_ir(fp32, data, AccuracyGate(None), f32)
             baseline = data.baseline(_ov_infer(fp32, f32))
             for hint, config in (("f32", f32), ("bf16", bf16)):
                 if name == "nearest+blur" and hint == "bf16":

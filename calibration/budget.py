@@ -12,18 +12,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from scnet_deploy.calibration.data import CalibOptions, CalibrationSet, calibration_set, holdout_set
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.gate import DEFAULT_DRIFT_DB, VISIBLE_SHARE, AccuracyGate, visible_share
+from scnet_deploy.gate import DEFAULT_DRIFT_DB, VISIBLE_LEVELS, AccuracyGate, visible_share
 from scnet_deploy.imaging.images import to_u8_hwc
 from scnet_deploy.imaging.metrics import psnr_y
-
-if TYPE_CHECKING:
-    import openvino as ov
 
 Model = TypeVar("Model")  # what a quantizer makes: a graph file, or a backend's model in memory
 
@@ -33,18 +30,35 @@ class BudgetNotMet(ScnetDeployError):
     """Even with every layer kept in float the engine fails the accuracy gate on the hold-out."""
 
 
-class BudgetAbandoned(ScnetDeployError):
-    """A budget loop stopped early on a ``SpeedLimit``: its engine, over budget, was already slower than the limit,
-    or the budget was out of its reach (or, with no limit yet, only its all-INT8 speed was asked for). ``ms``: that engine's time;
-    ``tries``: the loop's tries so far (as ``quantize_within_budget`` records them)."""
+@dataclass(frozen=True)
+class Abandoned:
+    """Why a budget loop stopped early on a ``SpeedLimit`` (a value it returns, not an error): its engine, over the
+    gate, was already slower than the limit, or the gate was out of its reach (or, with no limit yet, only its
+    all-INT8 speed was asked for). ``ms``: that engine's time; ``tries``: the loop's tries so far (as
+    ``quantize_within_budget`` records them)."""
 
-    def __init__(self, message: str, ms: float, tries: list | None = None) -> None:
-        super().__init__(message)
-        self.ms = ms
-        self.tries = list(tries or [])
+    reason: str
+    ms: float
+    tries: tuple = ()
 
 
-def out_of_reach(tries: list, budget_db: float, layers: int) -> bool:
+@dataclass
+class FirstTry:
+    """A candidate's all-INT8 try (``model`` and its ``drift``), kept by a quantizer that holds its model in memory
+    (OpenVINO) so that the autotuner, taking the candidate up again, resumes its loop instead of quantizing it again;
+    OpenVINO also keeps its FP32 engine's hold-out scores here (``baseline``), before the first try. Owned by the
+    autotuner, one per candidate, and passed to the quantizer beside the candidate's ``SpeedLimit``."""
+
+    baseline: object = None
+    model: object = None
+    drift: dict | None = None
+
+    @property
+    def tried(self) -> bool:
+        return self.drift is not None
+
+
+def out_of_reach(tries: list, gate: AccuracyGate, layers: int) -> bool:
     """Whether what still fails the gate after the last of ``tries`` (in order, the first all-INT8; each with
     ``float_layers``, ``mean_drift_db`` and, where measured, ``visible_share`` and ``gate_drift_db``: the worst
     gated content type's) could not be won back even if each of the ``layers`` convolutions not yet in float won
@@ -62,11 +76,11 @@ def out_of_reach(tries: list, budget_db: float, layers: int) -> bool:
         return gap > 0 and (won <= 0 or gap > won / added * (layers - last["float_layers"]) + 1e-9)  # 1e-9: rounding
 
     if last.get("visible_share") is not None and first.get("visible_share") is not None:
-        if hopeless(last["visible_share"] - VISIBLE_SHARE, first["visible_share"] - last["visible_share"]):
+        if hopeless(last["visible_share"] - gate.max_visible, first["visible_share"] - last["visible_share"]):
             return True
     key = "gate_drift_db" if last.get("gate_drift_db") is not None and first.get("gate_drift_db") is not None \
         else "mean_drift_db"
-    return hopeless(-budget_db - last[key], last[key] - first[key])
+    return hopeless(-gate.drift_db - last[key], last[key] - first[key])
 
 
 @dataclass(frozen=True)
@@ -76,46 +90,36 @@ class SpeedLimit:
     its budget loop stops; so does a loop whose budget is out of reach (``out_of_reach``: more float layers would
     only slow it). ``ms=None``: no candidate is within budget yet; stop at the first try over budget and report its
     speed (the autotuner comes back to it). ``ms=math.inf``: none is within budget, and this candidate is taken up
-    again: its loop runs to the end as without a limit, from ``first_try``. Timed at ``x`` (median of ``runs`` after
-    one warm-up).
-
-    ``first_try``: the candidate's all-INT8 try (model and drift), kept by a quantizer that holds its model in memory
-    (OpenVINO) so that the autotuner's second limit for the same candidate resumes the loop instead of quantizing
-    it again (OpenVINO also keeps its FP32 engine's hold-out scores there, ``baseline``, before the first try: so a
-    dict may hold a baseline and no try yet); pass the first limit's dict to the second."""
+    again: its loop runs to the end as without a limit (from its ``FirstTry``). Timed at ``x`` (median of ``runs``
+    after one warm-up)."""
 
     ms: float | None
     x: np.ndarray
     runs: int = 3
     margin: float = 1.1  # slower than the limit by this factor: timing noise must not abandon a winner
-    first_try: dict = field(default_factory=dict, compare=False)
 
-    def check(self, infer, float_layers: int, drift_db: float, tries: list = (), budget_db: float | None = None,
-              layers: int | None = None) -> None:
-        """``tries``, ``budget_db`` and ``layers`` (the loop's: its tries, budget and ranked convolutions, from
-        ``quantize_within_budget``): for ``out_of_reach``."""
+    def check(self, infer, float_layers: int, drift_db: float, tries: list = (), gate: AccuracyGate | None = None,
+              layers: int | None = None) -> Abandoned | None:
+        """Why the loop stops here (None: it goes on). ``tries``, ``gate`` and ``layers`` (the loop's: its tries,
+        accuracy gate and ranked convolutions, from ``quantize_within_budget``): for ``out_of_reach``."""
         from scnet_deploy.timing import median_ms
 
         if self.ms == math.inf:  # nothing within budget to beat: the loop runs to its end (resumed from first_try)
-            return
+            return None
         ms = median_ms(infer, self.x, self.runs, warmup=1)
         last = tries[-1] if tries else {}
         why = (f"{', '.join(last['failing'])}: up to {100 * last['visible_share']:.2f}% of an image's pixels visibly "
                f"changed, drift {drift_db:+.3f} dB" if last.get("failing") else f"{drift_db:+.3f} dB mean drift")
         over = f"over the accuracy gate ({why}) with {float_layers} layer(s) in float, {ms:.1f} ms"
         if self.ms is None:
-            raise BudgetAbandoned(f"{over}; set aside until a candidate within budget is timed", ms, tries)
+            return Abandoned(f"{over}; set aside until a candidate within budget is timed", ms, tuple(tries))
         if ms > self.margin * self.ms:
-            raise BudgetAbandoned(f"{over}: already slower than {self.ms:.1f} ms, the fastest within budget", ms,
-                                  tries)
-        if budget_db is not None and layers is not None and out_of_reach(list(tries), budget_db, layers):
-            raise BudgetAbandoned(f"{over}: the gate is out of reach, the {layers - float_layers} layers left "
-                                  "could not win back the rest at the rate of those in float", ms, tries)
-
-
-def check_budget(budget_db: float | None) -> None:
-    """``None`` is an explicit opt-out (recorded); otherwise a loss in dB, >= 0 (``gate.AccuracyGate.check``)."""
-    AccuracyGate(budget_db).check()
+            return Abandoned(f"{over}: already slower than {self.ms:.1f} ms, the fastest within budget", ms,
+                             tuple(tries))
+        if gate is not None and gate.on and layers is not None and out_of_reach(list(tries), gate, layers):
+            return Abandoned(f"{over}: the gate is out of reach, the {layers - float_layers} layers left could not "
+                             "win back the rest at the rate of those in float", ms, tuple(tries))
+        return None
 
 
 def outputs_u8(infer: Callable[[np.ndarray], np.ndarray], holdout) -> list[np.ndarray]:
@@ -142,6 +146,7 @@ class Baseline:
     scale: int
     fp32_u8: list | None = None
     gated: tuple[str, ...] | None = None  # the content types whose drift gates (None: every one)
+    visible_levels: int = VISIBLE_LEVELS  # the gate's: a pixel this many 8-bit levels off FP32 changed visibly
 
     def measure(self, infer) -> dict:
         outs = outputs_u8(infer, self.holdout)
@@ -150,7 +155,7 @@ class Baseline:
                      for h, d, f in zip(self.holdout, drifts, self.fp32_psnr)]
         if self.fp32_u8 is not None:
             for r, o, ref in zip(per_image, outs, self.fp32_u8):
-                r["visible_share"] = visible_share(o, ref, self.scale)
+                r["visible_share"] = visible_share(o, ref, self.scale, self.visible_levels)
         judged = [r for r in per_image if self.gated is None or r["content"] in self.gated]
         worst = min(judged, key=lambda r: r["drift_db"])
         contents = sorted({h.content for h in self.holdout})
@@ -169,10 +174,12 @@ class Int8Data:
     holdout: list
     scale: int
 
-    def baseline(self, fp32_infer: Callable[[np.ndarray], np.ndarray]) -> Baseline:
-        """The hold-out with ``fp32_infer``'s PSNR-Y on it: the same engine in FP32, so drift is INT8's alone."""
+    def baseline(self, fp32_infer: Callable[[np.ndarray], np.ndarray], levels: int = VISIBLE_LEVELS) -> Baseline:
+        """The hold-out with ``fp32_infer``'s PSNR-Y on it: the same engine in FP32, so drift is INT8's alone;
+        ``levels``: the gate's visible level."""
         outs = outputs_u8(fp32_infer, self.holdout)
-        return Baseline(self.holdout, _psnrs(outs, self.holdout, self.scale), self.scale, outs, self.options.content)
+        return Baseline(self.holdout, _psnrs(outs, self.holdout, self.scale), self.scale, outs, self.options.content,
+                        levels)
 
     def verification_inputs(self) -> list:
         return verification_inputs(self.holdout)
@@ -194,7 +201,7 @@ class Int8Section:
 
     holdout: dict  # sources, content of each, the user's folder, the FP32 engine's mean PSNR-Y on it
     quantization: dict  # the backend's quantizer and its settings
-    budget_db: float | None  # None: the gate was off (--no-budget)
+    gate: AccuracyGate  # drift_db None: the gate was off (--no-budget)
     drift_db: float  # mean PSNR-Y drift over the gated hold-out images (negative: worse than FP32)
     worst_image: dict
     by_content: dict[str, float]
@@ -209,14 +216,14 @@ class Int8Section:
 
     @property
     def within_budget(self) -> bool:
-        if self.budget_db is not None and self.gate_by_content is not None:
+        if self.gate.on and self.gate_by_content is not None:
             return all(v["passed"] for v in self.gate_by_content.values() if v["gated"])
-        return AccuracyGate(self.budget_db).admits(self.drift_db)
+        return self.gate.admits(self.drift_db)
 
     def to_dict(self) -> dict:
         calibration = {} if self.calibration is None else {"calibration": self.calibration}
-        return {**calibration, "holdout": self.holdout, "quantization": self.quantization, "budget_db": self.budget_db,
-                "budget": "off (--no-budget)" if self.budget_db is None else gate_text(self.budget_db),
+        return {**calibration, "holdout": self.holdout, "quantization": self.quantization,
+                "budget_db": self.gate.drift_db, "gate": self.gate.record(), "budget": self.gate.describe(),
                 "drift_db": self.drift_db, "worst_image": self.worst_image, "by_content": self.by_content,
                 "per_image": self.per_image, "float_layers": self.float_layers, "tries": self.tries,
                 "within_budget": self.within_budget,
@@ -229,59 +236,56 @@ class Int8Section:
 @dataclass
 class Quantized:
     """What every quantizer returns: the chosen model (a path, or the backend's in-memory model) and the manifest's
-    ``int8`` section (``int8_section``)."""
+    ``int8`` section (``int8_section``); or, where its speed limit stopped the budget loop, why (``abandoned``) and
+    neither."""
 
-    model: "Path | ov.Model"  # ONNX Runtime and TensorRT: the written graph; OpenVINO: the model in memory
-    section: Int8Section
-
-
-def gate_text(budget_db: float) -> str:
-    return (f"the accuracy gate: {budget_db} dB PSNR-Y drift and {100 * VISIBLE_SHARE:g}% of pixels visibly changed "
-            "per content type, the worst deciding")
+    model: object  # the written graph (a Path), or a backend's own model in memory
+    section: Int8Section | None
+    abandoned: Abandoned | None = None
 
 
-def _verdicts(drift: dict, budget_db: float | None) -> dict | None:
+def _verdicts(drift: dict, gate: AccuracyGate) -> dict | None:
     """The gate's verdict per content type of a ``Baseline.measure`` record (its own gated content types)."""
-    return gate_by_content(drift, budget_db, drift.get("gated"))
+    return gate_by_content(drift, gate, drift.get("gated"))
 
 
-def gate_failures(drift: dict, budget_db: float | None) -> list[str] | None:
+def gate_failures(drift: dict, gate: AccuracyGate) -> list[str] | None:
     """Why the accuracy gate refuses the measured engine: one sentence per gated content type of the hold-out that
     fails ([]: it passes; None: the measurement has no visible shares, and ``over_gate`` reads its mean drift)."""
-    verdicts = _verdicts(drift, budget_db)
+    verdicts = _verdicts(drift, gate)
     if verdicts is None:
         return None
     return [v["reason"] for v in verdicts.values() if v["gated"] and not v["passed"]]
 
 
-def over_gate(drift: dict, budget_db: float | None) -> bool:
-    """Whether the measured engine fails the accuracy gate on the hold-out (never with the gate off, ``None``)."""
-    if budget_db is None:
+def over_gate(drift: dict, gate: AccuracyGate) -> bool:
+    """Whether the measured engine fails the accuracy gate on the hold-out (never with the gate off)."""
+    if not gate.on:
         return False
-    failures = gate_failures(drift, budget_db)
-    return not AccuracyGate(budget_db).admits(drift["mean_db"]) if failures is None else bool(failures)
+    failures = gate_failures(drift, gate)
+    return not gate.admits(drift["mean_db"]) if failures is None else bool(failures)
 
 
-def shortfall(drift: dict, budget_db: float | None) -> float:
+def shortfall(drift: dict, gate: AccuracyGate) -> float:
     """How far the measured engine is from the gate, as one number to rank by (0: within it): over the gated
     content types, the visible share in units of the gate's share beyond it, plus the drift in units of the budget
     beyond it (a measurement without visible shares: its mean drift beyond the budget)."""
-    verdicts = _verdicts(drift, budget_db)
-    budget = budget_db or DEFAULT_DRIFT_DB
+    verdicts = _verdicts(drift, gate)
+    budget = DEFAULT_DRIFT_DB if not gate.on or gate.drift_db == 0 else gate.drift_db  # a unit, never 0
     if verdicts is None:
         return max(0.0, -drift["mean_db"] - budget) / budget
     total = 0.0
     for v in verdicts.values():
         if v["gated"]:
-            total += max(0.0, v["visible_share"] / VISIBLE_SHARE - 1)
+            total += max(0.0, v["visible_share"] / max(gate.max_visible, 1e-6) - 1)
             total += 0.0 if v["drift_db"] is None else max(0.0, -v["drift_db"] - budget) / budget
     return total
 
 
-def _try(float_layers: int, drift: dict, budget_db: float | None = None) -> dict:
+def _try(float_layers: int, drift: dict, gate: AccuracyGate) -> dict:
     found = {"float_layers": float_layers, "mean_drift_db": drift["mean_db"],
              "worst_drift_db": drift["worst_image"]["drift_db"]}
-    verdicts = _verdicts(drift, budget_db)
+    verdicts = _verdicts(drift, gate)
     if verdicts is not None:
         gated = [v for v in verdicts.values() if v["gated"]]
         drifts = [v["drift_db"] for v in gated if v["drift_db"] is not None]
@@ -292,69 +296,90 @@ def _try(float_layers: int, drift: dict, budget_db: float | None = None) -> dict
 
 
 def quantize_within_budget(quantize: Callable[[tuple[str, ...]], Model], measure: Callable[[Model], dict],
-                           rank: Callable[[Model], list[str]], budget_db: float | None,
-                           too_slow: Callable[..., None] | None = None,
-                           first_try: dict | None = None) -> dict:
+                           rank: Callable[[Model], list[str]], gate: AccuracyGate,
+                           too_slow: Callable[..., Abandoned | None] | None = None,
+                           first_try: FirstTry | None = None) -> dict:
     """``quantize(exclude) -> model``, ``measure(model) -> {'mean_db', 'worst_image', 'per_image', ...}`` (negative =
     worse; ``Baseline.measure``), ``rank(model)`` -> convs, most sensitive first; the loop keeps 1, 2, 4, ... of them
     in float until the accuracy gate passes (``over_gate``), at most all but one (every one in float is the FP32
     engine, slower). Over the gate all-INT8, every convolution but the least sensitive is kept in float once first
     (``all_float_try``): if even that fails, the export fails at once (``BudgetNotMet``), not after log2(n) tries.
-    Returns the chosen model, its measurement, the layers kept in float and every try. ``too_slow(model,
-    float_layers, drift_db, tries, budget_db, layers)`` (a ``SpeedLimit`` check; ``layers``: how many are ranked,
-    None before the ranking) is asked after each try over the gate and raises ``BudgetAbandoned`` to stop.
-    ``first_try``: where the all-INT8 try is kept, and taken from when it is already there
-    (``SpeedLimit.first_try``)."""
-    check_budget(budget_db)
-
-    def over(drift) -> bool:
-        return over_gate(drift, budget_db)
-
-    def not_met(drift: dict, n: int) -> BudgetNotMet:
-        return BudgetNotMet(f"INT8 fails the accuracy gate on the hold-out even with {max(n - 1, 0)} of its {n} "
-                            f"convolutions kept in float ({why_over(drift, budget_db)}); raise --budget, choose the "
-                            "content that gates (--content), calibrate on content like yours (--calib-data), or "
-                            "export in float (bf16 where the CPU has it).")
-
-    exclude: tuple[str, ...] = ()
-    if first_try and "model" in first_try:
-        model, drift = first_try["model"], first_try["drift"]
+    Returns the chosen model, its measurement, the layers kept in float and every try; or, where ``too_slow(model,
+    float_layers, drift_db, tries, gate, layers)`` (a ``SpeedLimit`` check, asked after each try over the gate;
+    ``layers``: how many are ranked, None before the ranking) gives a reason, ``abandoned`` (an ``Abandoned``) and
+    no model. ``first_try``: where the all-INT8 try is kept, and taken from when it is already there."""
+    gate.check()
+    if first_try is not None and first_try.tried:
+        model, drift = first_try.model, first_try.drift
     else:
-        model = quantize(exclude)
+        model = quantize(())
         drift = measure(model)
         if first_try is not None:
-            first_try.update(model=model, drift=drift)
-    tries = [_try(0, drift, budget_db)]
-    all_float = None
-    if over(drift):
-        if too_slow is not None:
-            too_slow(model, 0, drift["mean_db"], tries, budget_db, None)
-        ranking = rank(model)
+            first_try.model, first_try.drift = model, drift
+    loop = _Loop(quantize, measure, gate, too_slow, [_try(0, drift, gate)])
+    if over_gate(drift, gate):
+        stopped = loop.stop(model, 0, drift, None)
+        if stopped is not None:
+            return stopped
+        return loop.fall_back(rank(model), drift)
+    return loop.result(model, drift, ())
+
+
+@dataclass
+class _Loop:
+    """The budget loop past its all-INT8 try: the layers kept in float doubled until the gate passes."""
+
+    quantize: Callable
+    measure: Callable
+    gate: AccuracyGate
+    too_slow: Callable | None
+    tries: list
+    all_float: dict | None = None
+
+    def result(self, model, drift: dict, exclude: tuple, abandoned: Abandoned | None = None) -> dict:
+        return {"model": model, "drift": drift, "float_layers": list(exclude), "gate": self.gate,
+                "tries": self.tries, "all_float_try": self.all_float, "abandoned": abandoned}
+
+    def stop(self, model, float_layers: int, drift: dict, layers: int | None) -> dict | None:
+        """The loop's result where its speed limit stops it here (None: it goes on)."""
+        if self.too_slow is None:
+            return None
+        abandoned = self.too_slow(model, float_layers, drift["mean_db"], self.tries, self.gate, layers)
+        return None if abandoned is None else self.result(None, drift, (), abandoned)
+
+    def not_met(self, drift: dict, n: int) -> BudgetNotMet:
+        return BudgetNotMet(f"INT8 fails the accuracy gate on the hold-out even with {max(n - 1, 0)} of its {n} "
+                            f"convolutions kept in float ({why_over(drift, self.gate)}); {advice(drift, self.gate)}, "
+                            "choose the content that gates (--content), calibrate on content like yours "
+                            "(--calib-data), or export in float (bf16 where the CPU has it).")
+
+    def fall_back(self, ranking, drift: dict) -> dict:
         n = len(ranking)
         reach = None  # (layers in float, model, its measurement)
         if n >= 2:  # within reach at all? every convolution but the least sensitive in float, once
             keep = tuple(ranking.all_but_least() if isinstance(ranking, Ranking) else ranking[:n - 1])
-            reach_model = quantize(keep)
-            reach = (set(keep), reach_model, measure(reach_model))
-            all_float = _try(len(keep), reach[2], budget_db)
-            if over(reach[2]):
-                raise not_met(reach[2], n)
+            reach_model = self.quantize(keep)
+            reach = (set(keep), reach_model, self.measure(reach_model))
+            self.all_float = _try(len(keep), reach[2], self.gate)
+            if over_gate(reach[2], self.gate):
+                raise self.not_met(reach[2], n)
         k = 1
-        while over(drift):
+        while True:
             if k > n - 1:
-                raise not_met(drift, n)
+                raise self.not_met(drift, n)
             exclude = tuple(ranking[:k])
             if reach is not None and set(exclude) == reach[0]:
                 model, drift = reach[1], reach[2]  # measured already
             else:
-                model = quantize(exclude)
-                drift = measure(model)
-            tries.append(_try(k, drift, budget_db))
+                model = self.quantize(exclude)
+                drift = self.measure(model)
+            self.tries.append(_try(k, drift, self.gate))
+            if not over_gate(drift, self.gate):
+                return self.result(model, drift, exclude)
             k = n if k == n - 1 else min(2 * k, n - 1)
-            if over(drift) and too_slow is not None and k <= n - 1:
-                too_slow(model, len(exclude), drift["mean_db"], tries, budget_db, n)
-    return {"model": model, "drift": drift, "float_layers": list(exclude), "budget_db": budget_db, "tries": tries,
-            "all_float_try": all_float}
+            stopped = self.stop(model, len(exclude), drift, n) if k <= n - 1 else None
+            if stopped is not None:
+                return stopped
 
 
 class Ranking(Sequence):
@@ -430,35 +455,44 @@ def rank_by_added_error(learned: dict[str, tuple[str, str]], runs) -> list[tuple
     return sorted(added.items(), key=lambda kv: kv[1], reverse=True)
 
 
-def check_within_budget(model: Model, measure: Callable[[Model], dict], budget_db: float | None) -> dict:
+def check_within_budget(model: Model, measure: Callable[[Model], dict], gate: AccuracyGate) -> dict:
     """For engines whose layers cannot be kept in float one by one (Core ML's weight-only INT8): measure once and
     fail in one line when over budget. Returns the same record as ``quantize_within_budget``."""
-    check_budget(budget_db)
+    gate.check()
     drift = measure(model)
-    if over_gate(drift, budget_db):
-        raise BudgetNotMet(f"INT8 fails the accuracy gate on the hold-out ({why_over(drift, budget_db)}); raise "
-                           "--budget or export in float.")
-    return {"model": model, "drift": drift, "float_layers": [], "budget_db": budget_db,
-            "tries": [_try(0, drift, budget_db)], "all_float_try": None}
+    if over_gate(drift, gate):
+        raise BudgetNotMet(f"INT8 fails the accuracy gate on the hold-out ({why_over(drift, gate)}); "
+                           f"{advice(drift, gate)} or export in float.")
+    return {"model": model, "drift": drift, "float_layers": [], "gate": gate, "tries": [_try(0, drift, gate)],
+            "all_float_try": None, "abandoned": None}
 
 
-def why_over(drift: dict, budget_db: float) -> str:
+def advice(drift: dict, gate: AccuracyGate) -> str:
+    """What the user may loosen: the option whose measure failed (--budget cannot mend a visible change)."""
+    failures = gate_failures(drift, gate)
+    if failures is None:
+        return "raise --budget"
+    visible, drifted = any("levels off FP32" in f or "flicker" in f for f in failures), any("drift" in f for f in failures)
+    return " and ".join(a for a, needed in (("raise --budget", drifted), ("raise --max-visible", visible)) if needed) \
+        or "raise --budget"
+
+
+def why_over(drift: dict, gate: AccuracyGate) -> str:
     """The gate's reasons, or (a measurement without visible shares) the mean drift against the budget."""
-    failures = gate_failures(drift, budget_db)
+    failures = gate_failures(drift, gate)
     if failures:
         return "; ".join(failures)
     w = drift["worst_image"]
     return (f"mean drift {drift['mean_db']:.3f} dB, worst {w['drift_db']:.3f} dB on {w.get('name', 'one image')}, is "
-            f"over the {budget_db} dB budget")
+            f"over the {gate.drift_db} dB budget")
 
 
-def gate_by_content(drift: dict, budget_db: float | None, gated: tuple[str, ...] | None = None) -> dict | None:
+def gate_by_content(drift: dict, gate: AccuracyGate, gated: tuple[str, ...] | None = None) -> dict | None:
     """The accuracy gate's verdict on each content type of the hold-out (None without visible shares measured);
     ``gated``: the content types that gate (None: every one), the others marked as shown only."""
     rows = drift.get("per_image") or []
     if not rows or any("visible_share" not in r for r in rows):
         return None
-    gate = AccuracyGate(budget_db)
     return {c: {**gate.judge(c, [r for r in rows if r["content"] == c]).to_dict(),
                 "gated": gated is None or c in gated} for c in sorted({r["content"] for r in rows})}
 
@@ -472,10 +506,10 @@ def int8_section(calib, options, baseline: Baseline, result: dict, quantization:
                  "user_folder": str(options.holdout) if options.holdout else None,
                  "gated_content": list(options.content) if options.content else None,
                  "fp32_psnr_y": float(np.mean(baseline.fp32_psnr))},
-        quantization=quantization, budget_db=result["budget_db"], drift_db=drift["mean_db"],
+        quantization=quantization, gate=result["gate"], drift_db=drift["mean_db"],
         worst_image=drift["worst_image"], by_content=drift["by_content"], per_image=drift["per_image"],
         float_layers=result["float_layers"], tries=result["tries"], all_float_try=result.get("all_float_try"),
-        gate_by_content=gate_by_content(drift, result["budget_db"], options.content),
+        gate_by_content=gate_by_content(drift, result["gate"], options.content),
         calibration=None if calib is None else {"sources": calib.sources, "count": len(calib), "crop": options.crop,
                                                 "seed": options.seed, "method": options.method,
                                                 "content_mix": options.content_mix})

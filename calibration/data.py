@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from scnet_deploy.build_options import CalibOptions  # noqa: F401 (its old home)
 from scnet_deploy.calibration.content import GENERATORS, skimage_image
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import list_images, mod_crop, read_rgb_u8
@@ -31,23 +32,6 @@ CONTENT_CALIBRATION_SEEDS = (10, 11)
 CONTENT_HOLDOUT_SEEDS = (0,)
 # scikit-image images of other content in the hold-out: scanned text, a binary silhouette, texture.
 SKIMAGE_HOLDOUT_CONTENT = (("text", "text"), ("horse", "line-art"), ("gravel", "textures"))
-
-
-@dataclass(frozen=True)
-class CalibOptions:
-    data: Path | None = None  # image folder (HR, degraded with MATLAB bicubic; or LR as is with lr_input)
-    count: int = 32  # number of LR crops
-    crop: int = 48  # LR crop side
-    seed: int = 0
-    lr_input: bool = False  # the folder holds LR images: crop them as they are
-    holdout_fraction: float = 0.25  # of a folder's images, kept out of calibration for the budget check
-    method: str = "minmax"  # minmax | entropy | percentile (ONNX Runtime / TensorRT calibration)
-    holdout: Path | None = None  # the user's own hold-out folder (sub-folders name content types); replaces ours
-    # add generated line art, text, flat colours, textures to the calibration crops (a quarter). Off by default: it
-    # widens ranges, which costs photographs more than it gains elsewhere (benchmarks/results/int8_variants.md).
-    content_mix: bool = False
-    # the hold-out's content types whose drift gates the budget (None: every one); the others are measured and shown
-    content: tuple[str, ...] | None = None
 
 
 Loader = Callable[[], np.ndarray]  # reads an image as HxWx3 uint8 RGB when called

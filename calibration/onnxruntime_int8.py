@@ -7,15 +7,21 @@ Only convolutions are quantized. Known ranges are never calibrated: the input ``
 quantizer uses exactly that range; the image-space residual (the bilinear skip reading ``lr``, the add) and the graph
 output stay float, so no calibrated range can clip the image (ORT's quantizer rewires every consumer of a quantized
 tensor to its DequantizeLinear: ``keep_float_paths`` gives the skip its float input back).
+
+``build_int8_onnx`` is the INT8 ONNX build both backends share: calibrate, quantize, hold to the accuracy gate.
 """
 
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import rank_by_added_error
+from scnet_deploy.calibration.budget import (Int8Data, Quantized, SpeedLimit, int8_section, quantize_within_budget,
+                                             rank_by_added_error)
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.image_path import skip_convs
 from scnet_deploy.manifest import INPUT_NAME
 
@@ -213,3 +219,40 @@ def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[s
     # its input can clip, and that error is counted as added by it.
     learned = {n.name: (n.input[0], n.output[0]) for n in convs}
     return rank_by_added_error(learned, [(run(fp32, x), run(int8, x)) for x in samples])
+
+def onnx_infer(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate,
+                    symmetric_activations: bool, speed_limit: SpeedLimit | None = None,
+                    finish: Callable[[Path], None] | None = None) -> Quantized:
+    """Write the INT8 QDQ model of the verified FP32 ONNX ``fp32`` to ``out_path``, within the accuracy ``gate`` on
+    ``data``'s hold-out. ``speed_limit`` (ONNX Runtime engines only): see ``budget.SpeedLimit``. ``finish(path)``
+    rewrites each quantized graph in place before it is measured (TensorRT: its float parts to FP16), so the budget
+    holds for the graph that ships."""
+    calib, baseline = data.calib, data.baseline(onnx_infer(fp32), gate.visible_levels)
+    with tempfile.TemporaryDirectory() as tmp:
+        details = {}
+
+        def quantize(exclude):
+            path = Path(tmp) / f"int8_{len(exclude)}.onnx"
+            details.update(quantize_onnx(fp32, path, calib, data.options.method, exclude, symmetric_activations))
+            if finish is not None:
+                finish(path)
+            return path
+
+        result = quantize_within_budget(
+            quantize, lambda p: baseline.measure(onnx_infer(p)),
+            lambda p: [name for name, _ in layer_sensitivity(fp32, p, calib.arrays[:4])], gate,
+            None if speed_limit is None else lambda p, *tried: speed_limit.check(onnx_infer(p), *tried))
+        if result["abandoned"] is not None:
+            return Quantized(None, None, result["abandoned"])
+        shutil.copyfile(result["model"], out_path)
+    quantization = {k: v for k, v in details.items() if k != "float_convs"}
+    return Quantized(out_path, int8_section(calib, data.options, baseline, result, quantization))

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import Baseline, Int8Data, Quantized, Ranking, SpeedLimit, costliest, \
+from scnet_deploy.calibration.budget import Baseline, FirstTry, Int8Data, Quantized, Ranking, SpeedLimit, costliest, \
     int8_section, quantize_within_budget, rank_by_added_error, shortfall
+from scnet_deploy.gate import AccuracyGate
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -173,7 +174,7 @@ def without_quantizers(model: "ov.Model", names) -> "ov.Model":
 
 
 def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: dict | None = None,
-            budget_db: float | None = None) -> Ranking:
+            gate: AccuracyGate = AccuracyGate()) -> Ranking:
     """The convolutions to keep in float, first first: the one behind the quantizer whose removal brings the engine
     closest to the accuracy gate on the hold-out (``budget.shortfall``: visible share and drift; measured:
     ``costliest`` over the quantizers in front of convolutions, about 12 measurements for SCNet-T, made only when
@@ -189,9 +190,9 @@ def ranking(fp32, int8, samples, baseline: Baseline, config: dict, before: dict 
     feeds = convolution_quantizers(int8)
 
     def won_back(names) -> float:
-        return start - shortfall(baseline.measure(_ov_infer(without_quantizers(int8, names), config)), budget_db)
+        return start - shortfall(baseline.measure(_ov_infer(without_quantizers(int8, names), config)), gate)
 
-    start = shortfall(before if before is not None else baseline.measure(_ov_infer(int8, config)), budget_db)
+    start = shortfall(before if before is not None else baseline.measure(_ov_infer(int8, config)), gate)
 
     def first() -> list[str]:  # two at once: an int8 compile (~0.3 s) runs on one core, and both release the GIL
         worst = costliest(sorted(feeds), won_back, workers=2)
@@ -261,23 +262,24 @@ def quantize_with_float(model, calib, exclude: tuple[str, ...] = (), settings: d
     return quantized, fixes
 
 
-def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
-                settings: dict = DEFAULT_SETTINGS, speed_limit: SpeedLimit | None = None) -> Quantized:
-    """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``) within ``budget_db`` on ``data``'s
-    hold-out; the result's model is the quantized ``ov.Model``. ``speed_limit``: see ``budget.SpeedLimit``."""
+def quantize_ir(model, data: Int8Data, gate: AccuracyGate, config: dict,
+                settings: dict = DEFAULT_SETTINGS, speed_limit: SpeedLimit | None = None,
+                first_try: FirstTry | None = None) -> Quantized:
+    """Quantize the FP32 OpenVINO ``model`` (run with compile ``config``) within the accuracy ``gate`` on ``data``'s
+    hold-out; the result's model is the quantized ``ov.Model``. ``speed_limit``: see ``budget.SpeedLimit``;
+    ``first_try``: the candidate's kept FP32 scores and all-INT8 try (``budget.FirstTry``), filled or reused."""
     import logging
 
     import nncf
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines would interleave with our progress display
-    first_try = None if speed_limit is None else speed_limit.first_try
     calib = data.calib
-    if first_try and "baseline" in first_try:  # resumed: the FP32 engine's scores are those of the first call
-        baseline = first_try["baseline"]
+    if first_try is not None and first_try.baseline is not None:  # resumed: the first call's FP32 scores
+        baseline = first_try.baseline
     else:
-        baseline = data.baseline(_ov_infer(model, config))
+        baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
         if first_try is not None:
-            first_try["baseline"] = baseline
+            first_try.baseline = baseline
     fixes = {}
 
     def quantize(exclude):
@@ -288,8 +290,8 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
     # each model's drift as the loop measured it (the resumed all-INT8 try's from its first call): the ranking
     # starts from the all-INT8 drift and need not measure it again
     measured = {}
-    if first_try and "model" in first_try:
-        measured[id(first_try["model"])] = first_try["drift"]
+    if first_try is not None and first_try.tried:
+        measured[id(first_try.model)] = first_try.drift
 
     def measure(m) -> dict:
         measured[id(m)] = baseline.measure(_ov_infer(m, config))
@@ -297,9 +299,11 @@ def quantize_ir(model, data: Int8Data, budget_db: float | None, config: dict,
 
     result = quantize_within_budget(
         quantize, measure,
-        lambda m: ranking(model, m, calib.arrays[:4], baseline, config, measured[id(m)], budget_db), budget_db,
+        lambda m: ranking(model, m, calib.arrays[:4], baseline, config, measured[id(m)], gate), gate,
         None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
         first_try=first_try)
+    if result["abandoned"] is not None:
+        return Quantized(None, None, result["abandoned"])
     quantized = result["model"]
     float_layers = float_convolutions(quantized)
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]

@@ -73,8 +73,9 @@ def overflowing_nodes(model, probes: list[np.ndarray], limit: float = FP16_SAFE_
     """Nodes with a float weight beyond ``limit`` in magnitude, and nodes that make or read a float tensor beyond it
     on any of ``probes`` (an FP32 run)."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
+
+    from scnet_deploy.exporters.onnx_graph import ort_session
 
     big_weights = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
                    and t.dims and np.abs(numpy_helper.to_array(t)).max(initial=0) > limit}
@@ -86,9 +87,7 @@ def overflowing_nodes(model, probes: list[np.ndarray], limit: float = FP16_SAFE_
     probe.CopyFrom(model)
     existing = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in producer if t not in existing)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    session = ort_session(probe.SerializeToString(), quiet=True)
     names = [o.name for o in session.get_outputs()]
     input_name = session.get_inputs()[0].name
     big = set()

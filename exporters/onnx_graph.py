@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from scnet_deploy.build_options import EXPORTERS, OPSETS, OnnxOptions  # noqa: F401 (OnnxOptions: its old home)
 from scnet_deploy.errors import ExportError
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.model.rewrites import DeployOptions, check_shift, to_deploy_form
@@ -28,42 +29,6 @@ if TYPE_CHECKING:
     import onnx
 
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
-EXPORTERS = {"dynamo": 18, "torchscript": 17}  # exporter -> default opset
-OPSETS = (17, 18)
-
-
-@dataclass(frozen=True)
-class OnnxOptions:
-    shift: str = DeployOptions.shift
-    conv_before_upsample: bool = False  # exact; see scnet_deploy/model/rewrites.py
-    upsample_as_deconv: bool = False  # exact; see scnet_deploy/model/rewrites.py
-    skip_as_conv: bool = False  # exact; see scnet_deploy/model/rewrites.py
-    opset: int | None = None  # None: the exporter's default (dynamo 18, torchscript 17)
-    exporter: str = "dynamo"
-    simplify: bool = True
-    # (batch, height, width) LR sizes the export is verified at: odd, non-square, and a second batch size.
-    verify_shapes: tuple[tuple[int, int, int], ...] = ((1, 17, 23), (2, 32, 24))
-    tolerance: float = 1e-4
-
-    def resolved_opset(self) -> int:
-        return self.opset if self.opset is not None else EXPORTERS[self.exporter]
-
-    def deploy(self) -> DeployOptions:
-        return DeployOptions(self.shift, self.conv_before_upsample, self.upsample_as_deconv, self.skip_as_conv)
-
-    def with_form(self, form: DeployOptions) -> "OnnxOptions":
-        """These options with the graph built in deploy ``form``."""
-        return replace(self, shift=form.shift, conv_before_upsample=form.conv_before_upsample,
-                       upsample_as_deconv=form.upsample_as_deconv, skip_as_conv=form.skip_as_conv)
-
-    def check(self) -> None:
-        check_shift(self.shift)
-        if self.exporter not in EXPORTERS:
-            raise ExportError(f"--exporter {self.exporter!r} is unknown; choose one of {sorted(EXPORTERS)}.")
-        if self.resolved_opset() not in OPSETS:
-            raise ExportError(f"--opset {self.opset} is not supported; choose one of {list(OPSETS)}.")
-
-
 def histogram(model) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
@@ -203,13 +168,28 @@ def simplify(model: "onnx.ModelProto") -> tuple["onnx.ModelProto", str]:
                           "Retry with --no-simplify.") from exc
 
 
-def ort_session(path: Path, threads: int = 0):
+# The hub graph is verified in ONNX Runtime on the CPU: the one runtime the base install always has.
+VERIFIER = "onnxruntime"
+
+
+def graph_tool_versions() -> dict:
+    """The versions of what makes and verifies every artifact's graph, as manifests record them."""
+    from scnet_deploy.manifest import tool_versions
+
+    return tool_versions("torch", "onnx", VERIFIER, "onnxsim", "onnxslim", "onnxscript", "numpy")
+
+
+def ort_session(model: "Path | bytes", threads: int = 0, quiet: bool = False):
+    """An ONNX Runtime CPU session of ``model`` (a path, or a serialized graph): the verifier's own."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    if quiet:
+        so.log_severity_level = 3
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
+                                providers=["CPUExecutionProvider"])
 
 
 def verify(onnx_path: Path, reference, options: OnnxOptions, in_ch: int = 3, seed: int = 0) -> dict:

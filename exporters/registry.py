@@ -6,7 +6,15 @@ Its ``runtime`` module (what a device imports; no build code, no PyTorch) has
   the package being installed, which ``Backend.check`` tests first;
 - ``load(directory, manifest, runtime) -> Runner``: a Runner that declares its manifest, architecture and size range;
 - optionally ``load_errors() -> tuple``: what its runtime raises on a file it cannot load;
-- optionally ``check_compute(compute) -> str | None``: why a compute unit it has cannot be reached here.
+- optionally ``check_compute(compute) -> str | None``: why a compute unit it has cannot be reached here;
+- optionally ``pipeline_skip(precision, compute) -> str | None``: why the pipeline should not build that engine here
+  though it could (ncnn fp16 on a CPU without fp16 arithmetic: the fp32 engine again);
+- optionally ``doctor() -> dict``: what ``doctor`` lists for it beyond the record (ncnn: its Vulkan devices);
+- optionally ``DEVICE_BUILD``: for an engine built on the device that runs it (TensorRT), the artifact's files
+  shipped to it and the files it brings back (``{"ships": (...), "returns": (...), "engine": name}``).
+Its optional ``options`` module (no heavy import) has ``Build`` (its export options) and ``Run`` (its runtime
+options), dataclasses of ``scnet_deploy.options.option`` fields: the CLI mounts them as the backend's own option
+group, and the verbs pass them through by backend name without reading them.
 Its ``build`` module (the export side) has
 - ``build(ctx: session.BuildContext, workdir) -> dict``: writes its files, returns manifest fields (no verification);
 - ``verification_runner(workdir, fields, precision) -> (Runner | None, note)``: what the build session verifies
@@ -48,6 +56,50 @@ class Backend:
     reads: tuple[str, ...] = ()
     # The compute units its engine can be built for and verified on here (--compute; the first is the default)
     compute_units: tuple[str, ...] = ("cpu",)
+    # The memory model's coefficient (scnet_deploy/memory.py): how many num_feat-channel maps at the output
+    # resolution its engine holds at once, measured (benchmarks/memory_model.py); None: unmeasured (as PyTorch)
+    live_maps: float | None = None
+    # INT8 budget loops the latency autotuner may stop early: the engines it times on this machine
+    int8_speed_limited: bool = False
+    # A Ray node can run its artifacts (a TensorRT plan runs only on the GPU kind it was built for)
+    runs_on_ray: bool = True
+    # Its engine's accepted LR size range is fixed at export (a TensorRT profile, a Core ML range): recorded
+    sizes_at_export: bool = False
+    # The precisions the pipeline builds, in order (FP32 before INT8: an INT8 engine must beat it)
+    pipeline_precisions: tuple[str, ...] = ()
+    # The pipeline also builds its FP32 engine in the official slice form, to show what the rewrite choice is worth
+    shows_forms: bool = False
+    # Its engine is built on the device that runs it (export --on; the runtime module's DEVICE_BUILD)
+    built_on_device: bool = False
+    # Its own manifest section's fields that its runtime reads, (name, type) (schema-checked before any load)
+    manifest_section: tuple[tuple[str, type], ...] = ()
+
+    @property
+    def default_compute(self) -> str:
+        return self.compute_units[0]
+
+    def build_options(self):
+        """Its export options' defaults (``options.Build()``), or None where it has none."""
+        return self._options("Build")
+
+    def run_options(self):
+        """Its runtime options' defaults (``options.Run()``), or None where it has none."""
+        return self._options("Run")
+
+    def option_types(self) -> dict:
+        """{"Build": class, "Run": class} of those it has (its ``options`` module; no heavy import)."""
+        module = self._options_module()
+        return {k: getattr(module, k) for k in ("Build", "Run") if module is not None and hasattr(module, k)}
+
+    def _options(self, kind: str):
+        cls = self.option_types().get(kind)
+        return None if cls is None else cls()
+
+    def _options_module(self):
+        try:
+            return importlib.import_module(f"{self.package}.options")
+        except ModuleNotFoundError:
+            return None
 
     def available(self) -> bool:
         try:
@@ -91,6 +143,35 @@ class Backend:
             if hasattr(module, "check_compute"):
                 reason = module.check_compute(compute)
         return reason
+
+    def pipeline_jobs(self) -> list[tuple[str, str, str | None]]:
+        """(label, precision, compute) of every engine the pipeline builds with this backend: its pipeline
+        precisions on each compute unit (a unit named in the label and on the target only where it has several)."""
+        several = len(self.compute_units) > 1
+        return [(f"{self.format}-{unit + '-' if several and unit != self.default_compute else ''}{precision}",
+                 precision, unit if several else None)
+                for unit in self.compute_units for precision in self.pipeline_precisions]
+
+    def pipeline_skip(self, precision: str, compute: str | None) -> str | None:
+        """Why the pipeline should not build this engine here though it could (None: it should)."""
+        module = self._module("runtime")
+        return module.pipeline_skip(precision, compute) if hasattr(module, "pipeline_skip") else None
+
+    def doctor(self) -> dict:
+        """What ``doctor`` lists for it beyond its record (its runtime module's ``doctor()``, where it has one)."""
+        module = self._module("runtime")
+        return module.doctor() if hasattr(module, "doctor") else {}
+
+    def device_build(self) -> dict:
+        """What an engine built on its device ships there and brings back (``DEVICE_BUILD``)."""
+        return self._module("runtime").DEVICE_BUILD
+
+    def build_on_device(self, artifact, verification=None) -> dict:
+        """``build-engine`` on the device: its engine built here from the artifact and verified on ``verification``
+        (``DEVICE_BUILD["builder"]``, "module:function" of its folder); returns the artifact's manifest."""
+        self.require()
+        module, function = self.device_build()["builder"].split(":")
+        return getattr(importlib.import_module(f"{self.package}.{module}"), function)(artifact, verification)
 
     def candidate_forms(self, precision: str) -> tuple[str, ...]:
         """The deploy forms ``--optimize latency`` builds for ``precision`` unless ``--candidates`` names others."""
@@ -151,21 +232,30 @@ def format_names() -> list[str]:
 
 
 _PKG = "scnet_deploy.exporters"
+# Install hints name the dependency as this project's extras require it (pyproject.toml; a test holds them equal):
+# scnet-deploy itself is installed from its checkout or wheel, never from the index (README, Install).
 register(Backend("onnxruntime", "onnx", f"{_PKG}.onnxruntime", "onnxruntime", "onnxruntime",
-                 "pip install onnxruntime", ("fp32", "int8"), "ONNX model run by ONNX Runtime (CPU; CUDA where present)",
-                 reads=("model.onnx",)))
+                 "pip install 'onnxruntime>=1.24.1'", ("fp32", "int8"),
+                 "ONNX model run by ONNX Runtime (CPU; CUDA where present)", reads=("model.onnx",), live_maps=3.0,
+                 int8_speed_limited=True, pipeline_precisions=("fp32", "int8"), shows_forms=True))
 register(Backend("openvino", "openvino", f"{_PKG}.openvino", "openvino", "openvino",
-                 "pip install 'scnet-deploy[openvino]'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)",
-                 reads=("model.xml", "model.bin")))
+                 "pip install 'openvino>=2024.4'", ("fp32", "fp16", "bf16", "int8"), "OpenVINO IR (model.xml + model.bin)",
+                 reads=("model.xml", "model.bin"), live_maps=2.5, int8_speed_limited=True,
+                 manifest_section=(("compile_config", dict),),
+                 pipeline_precisions=("fp32", "bf16", "fp16", "int8")))
+register(Backend("coreml", "coreml", f"{_PKG}.coreml", "coremltools", "coremltools",
+                 "pip install 'coremltools>=8'", ("fp32", "fp16", "int8"),
+                 "Core ML ML Program (model.mlpackage); prediction needs macOS",
+                 reads=("model.mlpackage/Manifest.json",), compute_units=("all",),  # Core ML picks CPU/GPU/ANE
+                 sizes_at_export=True, pipeline_precisions=("fp16",)))
 register(Backend("tensorrt", "tensorrt", f"{_PKG}.tensorrt", "tensorrt", "tensorrt",
-                 "pip install 'scnet-deploy[tensorrt]' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
+                 "pip install 'tensorrt>=10,<12' (NVIDIA GPU and driver required)", ("fp32", "fp16", "int8"),
                  "TensorRT 10.x/11.x engine (model.plan, strongly typed); without TensorRT: its ONNX and "
                  "build_engine.sh", builds_without_dependency=True,
-                 version_note=f"{_PKG}.tensorrt.graph:tensorrt_generation", compute_units=("gpu",)))
-register(Backend("coreml", "coreml", f"{_PKG}.coreml", "coremltools", "coremltools",
-                 "pip install 'scnet-deploy[coreml]'", ("fp32", "fp16", "int8"),
-                 "Core ML ML Program (model.mlpackage); prediction needs macOS",
-                 reads=("model.mlpackage/Manifest.json",), compute_units=("all",)))  # Core ML picks CPU/GPU/ANE
-register(Backend("ncnn", "ncnn", f"{_PKG}.ncnn", "ncnn", "ncnn", "pip install 'scnet-deploy[ncnn]'", ("fp32", "fp16"),
+                 version_note=f"{_PKG}.tensorrt.graph:tensorrt_generation", compute_units=("gpu",),
+                 runs_on_ray=False, sizes_at_export=True, pipeline_precisions=("fp16", "int8"), built_on_device=True,
+                 manifest_section=(("engine", str), ("version", str), ("engine_note", str))))
+register(Backend("ncnn", "ncnn", f"{_PKG}.ncnn", "ncnn", "ncnn", "pip install 'ncnn>=1.0.20250503'", ("fp32", "fp16"),
                  "ncnn param + bin (converted by pnnx) on the CPU or a Vulkan device (Android, ARM, any Vulkan GPU)",
-                 reads=("model.ncnn.param", "model.ncnn.bin"), compute_units=("cpu", "vulkan")))
+                 reads=("model.ncnn.param", "model.ncnn.bin"), compute_units=("cpu", "vulkan"),
+                 pipeline_precisions=("fp32", "fp16")))

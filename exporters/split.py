@@ -5,7 +5,8 @@ stay in them. Where that is faster is measured, not assumed: the autotuner times
 it only where it beats the whole graph (``manifest["autotune"]["split"]``).
 
 The cut is made when the engine is loaded, from the very graph that was verified: nothing else is shipped. Backends
-that can cut their graph (ONNX Runtime, OpenVINO) implement ``Runner.parts()``.
+that can cut their graph implement ``Runner.parts()`` (each cuts its own graph at the body's output, found by
+``is_residual_add``: ONNX's here, OpenVINO's in its folder).
 """
 
 import numpy as np
@@ -20,7 +21,7 @@ def tail_radius(arch: dict) -> int:
     return int(arch["receptive_radius"]) - int(arch["num_block"])
 
 
-def _is_residual_add(inputs_constant: list[bool]) -> bool:
+def is_residual_add(inputs_constant: list[bool]) -> bool:
     return len(inputs_constant) == 2 and not any(inputs_constant)
 
 
@@ -32,7 +33,7 @@ def onnx_body_output(model) -> str | None:
     constants, outputs = constant_tensors(model), {o.name for o in model.graph.output}
     last = None
     for node in model.graph.node:  # topological order
-        if node.op_type == "Add" and _is_residual_add([i in constants for i in node.input]) \
+        if node.op_type == "Add" and is_residual_add([i in constants for i in node.input]) \
                 and node.output[0] not in outputs:
             last = node.output[0]
     return last
@@ -51,41 +52,6 @@ def onnx_parts(path, input_name: str, output_name: str):
     extractor = Extractor(model)
     return cut, extractor.extract_model([input_name], [cut]), extractor.extract_model([cut, input_name],
                                                                                      [output_name])
-
-
-def _ov_constant(output) -> bool:
-    node = output.get_node()
-    while node.get_type_name() == "Convert":  # FP16-compressed constants are decompressed by a Convert
-        node = node.input(0).get_source_output().get_node()
-    return node.get_type_name() == "Constant"
-
-
-def ov_body_output(model):
-    """The op whose output the body hands to the tail in an OpenVINO model (see ``onnx_body_output``), or None."""
-    last = None
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "Add" and _is_residual_add([_ov_constant(i.get_source_output()) for i in op.inputs()]) \
-                and not any(t.get_node().get_type_name() == "Result" for t in op.output(0).get_target_inputs()):
-            last = op
-    return last
-
-
-def ov_parts(read_model):
-    """(body, tail) OpenVINO models of the model ``read_model()`` returns (called twice: the tail is cut from its
-    own copy), or None."""
-    import openvino as ov
-
-    body_model, tail_model = read_model(), read_model()
-    cut = ov_body_output(body_model)
-    if cut is None:
-        return None
-    body = ov.Model([cut.output(0)], body_model.get_parameters(), "body")
-    cut = ov_body_output(tail_model)
-    features = ov.opset13.parameter(cut.get_output_partial_shape(0), cut.get_output_element_type(0), "features")
-    for target in list(cut.output(0).get_target_inputs()):
-        target.replace_source_output(features.output(0))
-    tail = ov.Model(tail_model.get_results(), [features, *tail_model.get_parameters()], "tail")
-    return body, tail
 
 
 class SplitRunner(Runner):

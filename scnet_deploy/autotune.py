@@ -17,46 +17,15 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .errors import ExportError, ScnetDeployError
 from .progress import Progress
 from .model.forms import DeployOptions
+from .build_options import OPTIMIZE, TuneOptions  # noqa: F401 (TuneOptions: its old home)
 from .timing import in_turn, median_ms
-
-OPTIMIZE = ("none", "latency")
-
-
-@dataclass(frozen=True)
-class TuneOptions:
-    optimize: str = "none"  # "latency": build and time the candidates
-    # None: the backend's default for the precision (Backend.candidate_forms: on a CPU, the forms ever measured
-    # fastest there; elsewhere every CANDIDATE_FORMS)
-    candidates: tuple[str, ...] | None = None
-    size: tuple[int, int] | None = None  # LR (height, width) to time at; None: the export's --opt-size
-    # timed runs of the two fastest candidates in turn and of the tiles (the medians decide); with more than two
-    # candidates each is first screened alone with half as many (rounded up) after one warm-up run, as is an INT8
-    # candidate within budget when one over budget is taken up again (its speed limit)
-    runs: int = 5
-    # LR tile sides tried on the winner; () tries none. 128 is no longer tried by default: it was slower than 256 in
-    # every measurement on both CPU classes (its halo of the 21-px receptive radius adds 76% pixels, 256's 36%)
-    tiles: tuple[int, ...] = (256,)
-    # LR tile sides of split execution's tail tried on the winner (backends that can cut their graph); () tries none.
-    # Measured slower than the whole graph at every size tried on this project's CPUs (benchmarks/split_tail.py); it
-    # is tried because the tail's maps stay in a smaller cache on other devices, and each try costs a run or two.
-    split_tiles: tuple[int, ...] = (64,)
-
-    def check(self) -> None:
-        if self.optimize not in OPTIMIZE:
-            raise ExportError(f"--optimize {self.optimize!r} is unknown; choose one of {list(OPTIMIZE)}.")
-        if self.candidates is not None and not self.candidates:
-            raise ExportError("--candidates is empty; name at least one form, e.g. dwconv.")
-        for name in self.candidates or ():
-            DeployOptions.from_name(name)
-        if self.runs < 1 or any(t < 8 for t in self.tiles + self.split_tiles):
-            raise ExportError("--tune-runs must be >= 1 and every tile >= 8 LR pixels.")
-
 
 @dataclass
 class Candidate:
@@ -146,11 +115,9 @@ def _time_artifact(module, directory: Path, fields: dict, precision: str, x: np.
         with _load(module, directory, fields, precision) as runner:
             return median_ms(runner.infer, x, -(-runs // 2), give_up_above_ms=give_up), None  # screening: half
     except ScnetDeployError as exc:  # TensorRT without a GPU, Core ML off macOS, ...
-        return None, str(exc).splitlines()[0][:300]
+        return None, str(exc).splitlines()[0]
 
 
-# INT8 engines whose budget loop the autotuner may stop early (calibration.budget.SpeedLimit): those it times here.
-SPEED_LIMITED = ("onnx", "openvino")
 # A candidate over budget all-INT8 is taken up again (its budget loop: layers kept in float, each only slowing it) only
 # if its all-INT8 engine is at least 5% faster than the fastest within budget: the margin any autotune choice must
 # beat (as TILE_MARGIN for tiles); closer than that, it could at best tie within the timing noise, and each try of
@@ -158,132 +125,181 @@ SPEED_LIMITED = ("onnx", "openvino")
 RESUME_BELOW = 0.95
 
 
-def build_fastest(session, target, workdir: Path, scratch: Path) -> dict:
-    """Build ``target`` in ``session`` once per candidate form, time each, move the fastest into ``workdir``;
-    returns its manifest fields plus ``autotune`` (the record of every candidate).
+@dataclass(frozen=True)
+class TuneJob:
+    """What the autotuner is given to tune one target: the export options as the target asks, the checkpoint's
+    ``spec``, ``build(form name, directory, speed limit, first try) -> manifest fields`` (the build session's, which
+    verifies each candidate; ``{"abandoned": why}`` where a speed limit stopped an INT8 budget loop), ``progress``,
+    and the median ms of this backend's FP32 engine autotuned at the same size in the same session (``fp32_ms``), the
+    speed an INT8 engine must beat. The autotuner calls nothing else of the session."""
 
-    INT8 (ONNX Runtime, OpenVINO): keeping layers in float only makes an engine slower, so a candidate over budget
-    whose engine is already slower than the fastest candidate within budget cannot win. Each candidate is first
-    quantized once; those over budget are set aside with their all-INT8 speed, then taken up fastest first, their
-    budget loops stopped as soon as they are slower than the best within budget (``SpeedLimit``); with two
-    candidates, one within budget is screened only then, for that limit. Where this session autotuned the same
-    backend's FP32 engine at the same size (``session.tuned_ms``), that is a speed to beat too: an INT8 engine
-    within the accuracy gate but not 5% faster than FP32 is refused (its drift would buy nothing)."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit
-    from scnet_deploy.exporters.registry import backend_for_format
+    format: str
+    precision: str
+    options: object  # build_options.ExportOptions of the target
+    spec: object  # model.arch.ArchSpec
+    build: Callable
+    progress: Callable
+    fp32_ms: float | None = None
 
-    options = session.options_for(target)
-    backend = backend_for_format(target.format)
-    module = backend.runtime(building=True)  # loads each candidate built by the session
-    spec, tune, progress, label = session.checkpoint.spec, options.tune, session.progress, \
-        f"autotune {target.format} {target.precision}"
-    size = tuple(tune.size or options.sizes.opt)
-    x = np.random.default_rng(0).random((1, spec.num_in_ch, *size), dtype=np.float32)
-    limited = target.precision == "int8" and target.format in SPEED_LIMITED
-    forms = tune.candidates or backend.candidate_forms(target.precision)
-    # Two candidates or fewer: screening could drop none of them, so they are timed in turn once at the end; an INT8
-    # candidate within budget is screened only when one over budget is to be taken up again (its speed limit).
-    screen = len(forms) > 2
-    candidates: dict[str, Candidate] = {}
-    built, set_aside, first_limits, screened = {}, [], {}, []
 
-    def build_and_time(i: int, name: str, limit) -> bool:
-        """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
-        progress(Progress(f"{label}: building {name}", done=i, total=len(forms)))
-        cand_dir = scratch / f"{i}"
-        shutil.rmtree(cand_dir, ignore_errors=True)
-        cand_dir.mkdir(parents=True)
-        t0 = time.perf_counter()
-        try:
-            fields = session.build_form(target, DeployOptions.from_name(name), cand_dir, speed_limit=limit)
-        except BudgetAbandoned as exc:
-            candidates[name] = Candidate(timed=True, over_budget_ms=round(exc.ms, 2), abandoned=str(exc),
-                                         tries=exc.tries)
-            if limit.ms is None:
-                set_aside.append(name)
-            return True
-        except ScnetDeployError as exc:
-            candidates[name] = Candidate(error=str(exc).splitlines()[0][:300])
-            return True
-        build_s = time.perf_counter() - t0
-        built[name] = (cand_dir, fields)
-        candidates[name] = Candidate(build_s=round(build_s, 2))
-        return time_screening(name) if screen else True
+def build_fastest(job: TuneJob, workdir: Path, scratch: Path) -> tuple[dict, float | None]:
+    """Build ``job``'s target once per candidate form, time each, move the fastest into ``workdir``; returns its
+    manifest fields plus ``autotune`` (the record of every candidate), and its median ms (None: not timed here).
 
-    def time_screening(name: str) -> bool:
-        """Screen one built candidate; False when this machine cannot run it (nothing more should be built)."""
-        cand_dir, fields = built[name]
-        progress(Progress(f"{label}: timing {name} at {size[0]}x{size[1]}", done=forms.index(name), total=len(forms)))
-        ms, reason = _time_artifact(module, cand_dir, fields, target.precision, x, tune.runs, fastest_ms(candidates))
-        candidates[name].time(ms)
-        screened.append(name)
-        if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
-            candidates[name].not_timed = reason
-            return False
-        return True
-
-    def unscreened() -> list[str]:
-        return [n for n in built if not candidates[n].timed]
-
-    for i, name in enumerate(forms):
-        first_limits[name] = SpeedLimit(None, x) if limited else None
-        if not build_and_time(i, name, first_limits[name]):
-            break
-    fp32_ms = session.tuned_ms.get((target.format, "fp32", size)) if limited else None
-    for name in sorted(set_aside, key=lambda n: candidates[n].over_budget_ms):
-        if not all(map(time_screening, unscreened())):  # the speed to beat: the fastest within budget
-            break
-        best_ms, rival = fastest_ms(candidates), "the fastest within budget"
-        if fp32_ms is not None and (best_ms is None or fp32_ms < best_ms):
-            best_ms, rival = fp32_ms, "this backend's FP32 engine, autotuned in this session"
-        # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
-        limit = SpeedLimit(math.inf if best_ms is None else best_ms, x, first_try=first_limits[name].first_try)
-        all_int8_ms = candidates[name].over_budget_ms
-        if best_ms is not None and all_int8_ms >= RESUME_BELOW * best_ms:
-            candidates[name].abandoned = (
-                f"over budget all-INT8, and already then slower ({all_int8_ms:.1f} ms) than {best_ms:.1f} ms, "
-                f"{rival}" if all_int8_ms > best_ms else
-                f"over budget all-INT8 at {all_int8_ms:.1f} ms, not {1 - RESUME_BELOW:.0%} faster than {best_ms:.1f} "
-                f"ms, {rival}: the float layers it needs could only slow it to a tie at best")
-            continue
-        build_and_time(forms.index(name), name, limit)
-    if not screen and (len(built) > 1 or unscreened()):  # timed in turn once: the timing that decides
-        _time_in_turn_only(module, built, candidates, target.precision, x, tune.runs, progress, label)
-    if not built:
-        raise ExportError(f"no candidate form could be built for {target.format} {target.precision}: "
-                          + "; ".join(f"{n}: {c.error or c.abandoned}" for n, c in candidates.items()))
-    best = fastest(records(candidates)) or next(iter(built))
-    top_two = sorted((n for n in built if candidates[n].median_ms is not None),
-                     key=lambda n: candidates[n].median_ms)[:2]
-    if screen and len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
-        progress(Progress(f"{label}: {' vs '.join(top_two)}, interleaved"))
-        for name, timing in _interleaved(module, {n: built[n] for n in top_two}, target.precision, x,
-                                         tune.runs).items():
-            candidates[name].interleaved_ms = timing["median_ms"]
-        best = fastest(records(candidates), "interleaved_ms")
-    best_ms = candidates[best].interleaved_ms or candidates[best].median_ms
-    if fp32_ms is not None and best_ms is not None and best_ms >= RESUME_BELOW * fp32_ms:
-        raise ExportError(f"{target.format} INT8 within the accuracy gate ({best}: {best_ms:.1f} ms at "
-                          f"{size[0]}x{size[1]}) is not {1 - RESUME_BELOW:.0%} faster than its FP32 engine built in "
-                          f"this session ({fp32_ms:.1f} ms): its drift would buy nothing; ship the FP32 engine (or "
-                          "bf16 where the CPU has it).")
-    if best_ms is not None:
-        session.tuned_ms[target.format, target.precision, size] = best_ms
-    cand_dir, fields = built[best]
-    record = AutotuneRecord(
-        tune.optimize, list(size), tune.runs, -(-tune.runs // 2) if screened else 0,
-        "--candidates" if tune.candidates else f"{target.format} {target.precision} default",
-        {n: candidates[n].record() for n in forms if n in candidates}, best, screening_gives_up_above=GIVE_UP_ABOVE)
-    if best_ms is not None and any(t < max(size) for t in tune.tiles + tune.split_tiles):
-        with _load(module, cand_dir, fields, target.precision) as runner:
-            record.tiles = _time_tiles(runner, spec, target.format, x, tune, progress, best_ms)
+    INT8 (the backends whose INT8 budget loop may be speed-limited): keeping layers in float only makes an engine
+    slower, so a candidate over budget whose engine is already slower than the fastest candidate within budget cannot
+    win. Each candidate is first quantized once; those over budget are set aside with their all-INT8 speed, then
+    taken up fastest first, their budget loops stopped as soon as they are slower than the best within budget
+    (``SpeedLimit``); with two candidates, one within budget is screened only then, for that limit. Where the session
+    autotuned the same backend's FP32 engine at the same size (``job.fp32_ms``), that is a speed to beat too: an INT8
+    engine within the accuracy gate but not 5% faster than FP32 is refused (its drift would buy nothing)."""
+    tuner = _Tuner(job, scratch)
+    tuner.build_all()
+    tuner.take_up_set_aside()
+    best, best_ms = tuner.choose()
+    cand_dir, fields = tuner.built[best]
+    record = tuner.record(best)
+    if best_ms is not None and any(t < max(tuner.size) for t in tuner.tune.tiles + tuner.tune.split_tiles):
+        with _load(tuner.module, cand_dir, fields, job.precision) as runner:
+            record.tiles = _time_tiles(runner, job.spec, job.format, tuner.x, tuner.tune, job.progress, best_ms)
         plan = choose_plan(record.tiles)
         if plan is not None:
             setattr(record, *plan)
     for entry in cand_dir.iterdir():
         shutil.move(str(entry), workdir / entry.name)
     shutil.rmtree(scratch, ignore_errors=True)  # the losers
-    return {**fields, "autotune": record.to_dict()}
+    return {**fields, "autotune": record.to_dict()}, best_ms
+
+
+class _Tuner:
+    """One autotuning run's state: the candidates built, timed, set aside and abandoned (``build_fastest``)."""
+
+    def __init__(self, job: TuneJob, scratch: Path) -> None:
+        from scnet_deploy.exporters.registry import backend_for_format
+
+        backend = backend_for_format(job.format)
+        self.job, self.scratch, self.tune = job, scratch, job.options.tune
+        self.module = backend.runtime(building=True)  # loads each candidate built
+        self.label = f"autotune {job.format} {job.precision}"
+        self.size = tuple(self.tune.size or job.options.sizes.opt)
+        self.x = np.random.default_rng(0).random((1, job.spec.num_in_ch, *self.size), dtype=np.float32)
+        self.limited = job.precision == "int8" and backend.int8_speed_limited
+        self.forms = self.tune.candidates or backend.candidate_forms(job.precision)
+        # Two candidates or fewer: screening could drop none of them, so they are timed in turn once at the end; an
+        # INT8 candidate within budget is screened only when one over budget is to be taken up again (its limit).
+        self.screen = len(self.forms) > 2
+        self.candidates: dict[str, Candidate] = {}
+        self.built: dict = {}
+        self.set_aside: list[str] = []
+        self.first_tries: dict = {}
+        self.screened: list[str] = []
+
+    def build_all(self) -> None:
+        from scnet_deploy.calibration.budget import FirstTry, SpeedLimit
+
+        for i, name in enumerate(self.forms):
+            self.first_tries[name] = FirstTry() if self.limited else None
+            if not self.build_and_time(i, name, SpeedLimit(None, self.x) if self.limited else None):
+                break
+
+    def build_and_time(self, i: int, name: str, limit) -> bool:
+        """Build and time one candidate; False when nothing more should be built (it cannot run here)."""
+        self.job.progress(Progress(f"{self.label}: building {name}", done=i, total=len(self.forms)))
+        cand_dir = self.scratch / f"{i}"
+        shutil.rmtree(cand_dir, ignore_errors=True)
+        cand_dir.mkdir(parents=True)
+        t0 = time.perf_counter()
+        try:
+            fields = self.job.build(name, cand_dir, limit, self.first_tries.get(name))
+        except ScnetDeployError as exc:
+            self.candidates[name] = Candidate(error=str(exc).splitlines()[0])
+            return True
+        if "abandoned" in fields:
+            stopped = fields["abandoned"]
+            self.candidates[name] = Candidate(timed=True, over_budget_ms=round(stopped.ms, 2),
+                                              abandoned=stopped.reason, tries=list(stopped.tries))
+            if limit.ms is None:
+                self.set_aside.append(name)
+            return True
+        self.built[name] = (cand_dir, fields)
+        self.candidates[name] = Candidate(build_s=round(time.perf_counter() - t0, 2))
+        return self.time_screening(name) if self.screen else True
+
+    def time_screening(self, name: str) -> bool:
+        """Screen one built candidate; False when this machine cannot run it (nothing more should be built)."""
+        cand_dir, fields = self.built[name]
+        self.job.progress(Progress(f"{self.label}: timing {name} at {self.size[0]}x{self.size[1]}",
+                                   done=self.forms.index(name), total=len(self.forms)))
+        ms, reason = _time_artifact(self.module, cand_dir, fields, self.job.precision, self.x, self.tune.runs,
+                                    fastest_ms(self.candidates))
+        self.candidates[name].time(ms)
+        self.screened.append(name)
+        if ms is None:  # cannot run here: nothing to compare, keep the first form without building the rest
+            self.candidates[name].not_timed = reason
+            return False
+        return True
+
+    def unscreened(self) -> list[str]:
+        return [n for n in self.built if not self.candidates[n].timed]
+
+    def take_up_set_aside(self) -> None:
+        """The candidates set aside over budget, fastest first, each while it could still win."""
+        from scnet_deploy.calibration.budget import SpeedLimit
+
+        fp32_ms = self.job.fp32_ms if self.limited else None
+        for name in sorted(self.set_aside, key=lambda n: self.candidates[n].over_budget_ms):
+            if not all(map(self.time_screening, self.unscreened())):  # the speed to beat: the fastest within budget
+                break
+            best_ms, rival = fastest_ms(self.candidates), "the fastest within budget"
+            if fp32_ms is not None and (best_ms is None or fp32_ms < best_ms):
+                best_ms, rival = fp32_ms, "this backend's FP32 engine, autotuned in this session"
+            all_int8_ms = self.candidates[name].over_budget_ms
+            if best_ms is not None and all_int8_ms >= RESUME_BELOW * best_ms:
+                self.candidates[name].abandoned = (
+                    f"over budget all-INT8, and already then slower ({all_int8_ms:.1f} ms) than {best_ms:.1f} ms, "
+                    f"{rival}" if all_int8_ms > best_ms else
+                    f"over budget all-INT8 at {all_int8_ms:.1f} ms, not {1 - RESUME_BELOW:.0%} faster than "
+                    f"{best_ms:.1f} ms, {rival}: the float layers it needs could only slow it to a tie at best")
+                continue
+            # resumed from its all-INT8 try where the quantizer kept it; none within budget yet: its whole loop
+            self.build_and_time(self.forms.index(name), name, SpeedLimit(math.inf if best_ms is None else best_ms,
+                                                                         self.x))
+
+    def choose(self) -> tuple[str, float | None]:
+        """The fastest candidate (the two fastest again in turn where there were more than two), and its ms; an
+        INT8 one not 5% faster than the session's FP32 engine is refused."""
+        job, candidates = self.job, self.candidates
+        if not self.screen and (len(self.built) > 1 or self.unscreened()):  # timed in turn once: that decides
+            _time_in_turn_only(self.module, self.built, candidates, job.precision, self.x, self.tune.runs,
+                               job.progress, self.label)
+        if not self.built:
+            raise ExportError(f"no candidate form could be built for {job.format} {job.precision}: "
+                              + "; ".join(f"{n}: {c.error or c.abandoned}" for n, c in candidates.items()))
+        best = fastest(records(candidates)) or next(iter(self.built))
+        top_two = sorted((n for n in self.built if candidates[n].median_ms is not None),
+                         key=lambda n: candidates[n].median_ms)[:2]
+        if self.screen and len(top_two) == 2:  # the two fastest again, run for run in turn: one slow spell cannot decide
+            job.progress(Progress(f"{self.label}: {' vs '.join(top_two)}, interleaved"))
+            for name, timing in _interleaved(self.module, {n: self.built[n] for n in top_two}, job.precision, self.x,
+                                             self.tune.runs).items():
+                candidates[name].interleaved_ms = timing["median_ms"]
+            best = fastest(records(candidates), "interleaved_ms")
+        best_ms = candidates[best].interleaved_ms or candidates[best].median_ms
+        fp32_ms = job.fp32_ms if self.limited else None
+        if fp32_ms is not None and best_ms is not None and best_ms >= RESUME_BELOW * fp32_ms:
+            raise ExportError(f"{job.format} INT8 within the accuracy gate ({best}: {best_ms:.1f} ms at "
+                              f"{self.size[0]}x{self.size[1]}) is not {1 - RESUME_BELOW:.0%} faster than its FP32 engine "
+                              f"built in this session ({fp32_ms:.1f} ms): its drift would buy nothing; ship the FP32 "
+                              "engine (or bf16 where the CPU has it).")
+        return best, best_ms
+
+    def record(self, best: str) -> "AutotuneRecord":
+        tune, job = self.tune, self.job
+        return AutotuneRecord(
+            tune.optimize, list(self.size), tune.runs, -(-tune.runs // 2) if self.screened else 0,
+            "--candidates" if tune.candidates else f"{job.format} {job.precision} default",
+            {n: self.candidates[n].record() for n in self.forms if n in self.candidates}, best,
+            screening_gives_up_above=GIVE_UP_ABOVE)
 
 
 def _time_in_turn_only(module, built: dict, candidates: dict[str, Candidate], precision: str, x: np.ndarray, runs: int,
@@ -298,7 +314,7 @@ def _time_in_turn_only(module, built: dict, candidates: dict[str, Candidate], pr
         first = next(iter(built))
         for name in list(built)[1:]:
             del built[name], candidates[name]
-        candidates[first].time(None, not_timed=str(exc).splitlines()[0][:300])
+        candidates[first].time(None, not_timed=str(exc).splitlines()[0])
         return
     for name, timing in timings.items():
         if candidates[name].timed:  # screened before (the speed limit of an INT8 candidate over budget)
@@ -323,15 +339,14 @@ TILE_MARGIN = 0.95  # a tile must beat the whole image by 5%: tiling has a cost 
 
 
 SPLIT = "split "  # the prefix of split execution's ways in the tiles' record: "split 64"
-SPLIT_MIN_PSNR_DB = 50.0  # a reduced-precision split vs its whole engine: far closer than any precision's own drift
 
 
 def _split_ways(runner, spec, x: np.ndarray, tune: TuneOptions, timings: dict) -> dict:
     """Split execution at each of ``tune.split_tiles`` smaller than the image, where the engine's graph can be cut
     and the split output is the whole engine's (checked on ``x``, a run that is each way's warm-up): an FP32
-    engine's to float rounding, a reduced precision's within ``SPLIT_MIN_PSNR_DB`` (its two parts compiled apart
-    round differently: OpenVINO INT8 ~56 dB on a tiny model)."""
-    from scnet_deploy.exporters.runner import FP32_MAX_ABS, psnr_vs_reference
+    engine's to float rounding, a reduced precision's within ``runner.SAME_ENGINE_MIN_PSNR_DB`` (its two parts
+    compiled apart round differently: OpenVINO INT8 ~56 dB on a tiny model): ``runner.within_tolerance``."""
+    from scnet_deploy.exporters.runner import psnr_vs_reference, within_tolerance
     from scnet_deploy.exporters.split import SplitRunner
 
     sides = [t for t in tune.split_tiles if t < max(x.shape[2:])]
@@ -342,7 +357,7 @@ def _split_ways(runner, spec, x: np.ndarray, tune: TuneOptions, timings: dict) -
         split = SplitRunner(runner, t, spec.to_dict())
         out = split.infer(x)
         diff, psnr = float(np.abs(out - whole).max()), psnr_vs_reference(out, whole)
-        if not (diff <= FP32_MAX_ABS if runner.precision == "fp32" else psnr >= SPLIT_MIN_PSNR_DB):
+        if not within_tolerance(runner.precision, diff, psnr, same_engine=True):
             timings[SPLIT + str(t)] = {"error": f"not the whole engine's output here (max abs diff {diff:.2g}, "
                                                 f"PSNR {psnr:.1f} dB)"}
             continue
@@ -374,7 +389,7 @@ def _time_tiles(runner, spec, fmt: str, x: np.ndarray, tune: TuneOptions, progre
             timings[name] = {**timings.get(name, {}), "from": "screening", "median_ms": median_ms(
                 infer, x, -(-tune.runs // 2), warmup=0 if warmed else 1, give_up_above_ms=whole_ms)}
         except ScnetDeployError as exc:  # a tile smaller than the engine's minimum input, say
-            timings[name] = {"error": str(exc).splitlines()[0][:300]}
+            timings[name] = {"error": str(exc).splitlines()[0]}
 
     def beating(reference: float) -> list[str]:
         return [n for n in tiles if timings[n].get("median_ms", reference) < TILE_MARGIN * reference]

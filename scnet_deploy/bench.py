@@ -12,37 +12,57 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from .errors import ScnetDeployError
-from .options import RuntimeOptions
+from .options import RuntimeOptions, option, parse_sizes, sizes_text
 from .progress import Progress, reporter
 
 
 @dataclass(frozen=True)
 class BenchOptions:
-    shapes: tuple[tuple[int, int], ...] = ((180, 320),)
-    runs: int | None = 10
-    seconds: float | None = None  # measure for this long instead of a run count
-    warmup: int = 2
-    batch: int = 1
-    baselines: bool = True  # PyTorch eager baselines of the models' checkpoint, in ``baseline_forms``
+    shapes: tuple[tuple[int, int], ...] = option(((180, 320),), "LR sizes HxW, comma-separated.", flag="--size",
+                                                 cli=str, parse=parse_sizes, show=sizes_text)
+    runs: int | None = option(10, "Timed runs per model and size.")
+    # measure for this long instead of a run count
+    seconds: float | None = option(None, "Time each model and size for this long instead of --runs.",
+                                   cli=Optional[float])
+    warmup: int = option(2, "Untimed runs after the first inference.")
+    batch: int = option(1, "Batch size.")
+    # PyTorch eager baselines of the models' checkpoint, in ``baseline_forms``: only when asked (eager PyTorch is
+    # by far the slowest model: on 2 cores it took most of a 408 s bench of two engines)
+    baselines: bool = option(False, "Also time the models' checkpoint in PyTorch eager (official and deploy form): "
+                             "every speed-up is then also a ratio to it. Slow on a CPU.")
     baseline_forms: tuple[str, ...] = ("official", "dwconv")  # the official form first: every ratio is against it
     baseline_runs: int | None = None  # timed runs of the baselines (eager PyTorch is slow); None: ``runs``
     reference: Path | None = None  # the checkpoint of the baselines; None: the first among (or named by) the models
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
     max_memory_mb: int | None = None  # refuse (one line, before any run) what would not fit; None: memory model
-    mode: str = "latency"  # "throughput" also measures images/s with several requests in flight
-    inflight: int | None = None  # requests in flight in throughput mode; None: the engine's optimal number
+    # "throughput" also measures images/s with several requests in flight
+    mode: str = option("latency", "latency, or throughput: also images/s with several requests in flight.")
+    # requests in flight in throughput mode; None: the engine's optimal number
+    inflight: int | None = option(None, "Throughput mode: requests in flight (default: the engine's optimal number; "
+                                  "1 where it has none).", cli=Optional[int])
     throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
     throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
     throughput_rounds: int = 3  # throughput mode: rounds of at least ``runs`` images each; the median is reported
-    # (width, height, fps) of an output video, or a video file to upscale: the LR shape is the output's frame size
+    # (height, width, fps) of an output video, or a video file to upscale: the LR shape is the output's frame size
     # over the scale (the file's frame size), and each engine is judged on keeping up with the frame rate, with the
     # codec's decode and encode counted and without (``video_verdict``; H.264 for a size, the file's own codec)
-    video: tuple[int, int, float] | Path | None = None
+    video: tuple[int, int, float] | Path | None = option(
+        None, "Can each engine keep up with this output video, HxW@FPS (e.g. 1080x1920@30), or with upscaling this "
+        "video file? Times the LR frame size (the output's over the scale; the file's frame size) and says, per "
+        "engine, with decode and encode counted (H.264; the file's own codec) and without.", cli=Optional[str],
+        parse=lambda text: parse_video_target(text))
+
+
+def parse_video_target(text: str):
+    from .video import parse_video_target as parse
+
+    return parse(text)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -149,17 +169,38 @@ def check_memory(plan: list[tuple[str | None, Path, str]], options: BenchOptions
 
 
 def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dict:
-    """Time each model (checkpoint or artifact directory) at each shape, here; baselines first."""
+    """Time each model (checkpoint or artifact directory) at each shape, here; baselines first (when asked)."""
     from .doctor import machine
-    from .runtime import find_checkpoint, open_model
-
-    from .errors import EXPORT_EXTRA, has_torch, require_export_stack
 
     models = [Path(m) for m in models]
     video = None
     if options.video is not None:
         options, video = _video_shapes(models, options)
-    plan = []  # (label, path, form)
+    plan, baselines_skipped = _plan(models, options)
+    check_memory(plan, options)
+    say, results = reporter(progress), []
+    for label, path, form in plan:
+        entry = _time_model(label, path, form, options, lambda event: say(replace(event, done=len(results),
+                                                                                   total=len(plan))))
+        if video is not None:
+            entry["video"] = video_verdict(entry["shapes"][0]["median_ms"] / options.batch, video, video["target"][2])
+        results.append(entry)
+    official = next((r for r in results if r["name"] == "pytorch official eager"), None)
+    for r in results:
+        for i, s in enumerate(r["shapes"]):
+            s["speedup_vs_official_eager"] = (official["shapes"][i]["median_ms"] / s["median_ms"]) if official else None
+    return {"options": _options_record(options), "models": results, "machine": machine(),
+            "baselines_skipped": baselines_skipped, "video": video}
+
+
+def _plan(models: list[Path], options: BenchOptions) -> tuple[list, str | None]:
+    """(label or None, path, form) of every model to time, the PyTorch baselines first where asked and possible;
+    and why the baselines were skipped (None: they were not)."""
+    from .errors import EXPORT_EXTRA, has_torch, require_export_stack
+    from .runtime import find_checkpoint, require_models_exist
+
+    require_models_exist([*models, *([options.reference] if options.reference else [])])
+    plan = []
     base = (options.reference or find_checkpoint(models)) if options.baselines else None
     baselines_skipped = None
     if base is not None and not has_torch():  # a device runs artifacts without PyTorch: no eager baselines there
@@ -176,52 +217,52 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
         raise ScnetDeployError("bench needs at least one MODEL (checkpoint or artifact directory).")
     if options.mode not in MODES:
         raise ScnetDeployError(f"--mode {options.mode!r} is unknown; choose {' or '.join(MODES)}.")
-    check_memory(plan, options)
-    say, results = reporter(progress), []
-    for label, path, form in plan:
-        t0 = time.perf_counter()
-        with open_model(path, options.runtime, form=form) as runner:
-            load_s = time.perf_counter() - t0
-            scale = runner.arch["scale"]
-            manifest = runner.manifest
-            entry = {"name": label or runner.name, "path": str(path), "backend": runner.backend,
-                     "precision": manifest.get("precision", "fp32"), "baseline": label is not None,
-                     "load_s": load_s, "shapes": []}
-            for shape in options.shapes:
-                say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}", done=len(results), total=len(plan)))
-                timed_as = replace(options, runs=options.baseline_runs) if label and options.baseline_runs else options
-                entry["shapes"].append(time_runner(runner, shape, timed_as, scale))
-        if options.mode == "throughput" and (options.throughput_models is None
-                                             or str(path) in options.throughput_models):
-            # Reopened for throughput (OpenVINO: compiled with its throughput hint, streams that serve requests in
-            # parallel); the ratio is against the latency numbers above, the engine as it runs one image at a time.
-            with open_model(path, options.runtime.for_throughput(), form=form) as runner:
-                for shape, timed in zip(options.shapes, entry["shapes"]):
-                    if options.throughput_shapes is not None and tuple(shape) not in options.throughput_shapes:
-                        continue
-                    say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight", done=len(results),
-                                 total=len(plan)))
-                    timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
-        if video is not None:
-            entry["video"] = video_verdict(entry["shapes"][0]["median_ms"] / options.batch, video, video["target"][2])
-        results.append(entry)
-    official = next((r for r in results if r["name"] == "pytorch official eager"), None)
-    for r in results:
-        for i, s in enumerate(r["shapes"]):
-            s["speedup_vs_official_eager"] = (official["shapes"][i]["median_ms"] / s["median_ms"]) if official else None
-    return {"options": {"shapes": [list(s) for s in options.shapes], "runs": options.runs,
-                        "baseline_runs": options.baseline_runs or options.runs, "seconds": options.seconds,
-                        "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads,
-                        "mode": options.mode, "inflight": options.inflight,
-                        "openvino_performance": options.runtime.openvino.performance,
-                        "openvino_performance_in_flight": "throughput" if options.mode == "throughput" else None},
-            "models": results, "machine": machine(), "baselines_skipped": baselines_skipped,
-            "video": video}
+    return plan, baselines_skipped
+
+
+def _time_model(label: str | None, path: Path, form: str, options: BenchOptions, say) -> dict:
+    """One model's entry: its load time and each shape's timing (and throughput where asked)."""
+    from .runtime import open_model
+
+    t0 = time.perf_counter()
+    with open_model(path, options.runtime, form=form) as runner:
+        load_s = time.perf_counter() - t0
+        scale = runner.arch["scale"]
+        entry = {"name": label or runner.name, "path": str(path), "backend": runner.backend,
+                 "precision": runner.manifest.get("precision", "fp32"), "baseline": label is not None,
+                 "load_s": load_s, "shapes": []}
+        for shape in options.shapes:
+            say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}"))
+            timed_as = replace(options, runs=options.baseline_runs) if label and options.baseline_runs else options
+            entry["shapes"].append(time_runner(runner, shape, timed_as, scale))
+    if options.mode == "throughput" and (options.throughput_models is None or str(path) in options.throughput_models):
+        # Reopened for throughput (OpenVINO: compiled with its throughput hint, streams that serve requests in
+        # parallel); the ratio is against the latency numbers above, the engine as it runs one image at a time.
+        with open_model(path, options.runtime.for_throughput(), form=form) as runner:
+            for shape, timed in zip(options.shapes, entry["shapes"]):
+                if options.throughput_shapes is not None and tuple(shape) not in options.throughput_shapes:
+                    continue
+                say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight"))
+                timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
+    return entry
+
+
+def _options_record(options: BenchOptions) -> dict:
+    """The options as results record them: each backend's own runtime options by name (the runs in flight are
+    compiled for several requests in flight: ``RuntimeOptions.for_throughput``)."""
+    from dataclasses import asdict
+
+    return {"shapes": [list(s) for s in options.shapes], "runs": options.runs,
+            "baseline_runs": options.baseline_runs or options.runs, "seconds": options.seconds,
+            "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads,
+            "mode": options.mode, "inflight": options.inflight,
+            "runtime": {name: asdict(o) for name, o in options.runtime.backends.items()},
+            "in_flight_runs_compiled_for_throughput": options.mode == "throughput"}
 
 
 def _video_shapes(models: list[Path], options: BenchOptions) -> tuple[BenchOptions, dict]:
     """The options with the LR frame of ``options.video`` as their one shape (one scale for every model), and what
-    the video is: its target (output width, height, fps) and the codec's cost here (``codec_ms_per_frame``)."""
+    the video is: its target (output height, width, fps) and the codec's cost here (``codec_ms_per_frame``)."""
     import tempfile
 
     from .imaging.video import codec_ms_per_frame, probe, synthetic_clip
@@ -234,29 +275,29 @@ def _video_shapes(models: list[Path], options: BenchOptions) -> tuple[BenchOptio
         info, target = _file_target(options.video, scale)
         video = {"target": list(target), "source": str(options.video), **codec_ms_per_frame(info, scale)}
     else:
-        w, h, fps = options.video
+        h, w, fps = options.video
         if w % scale or h % scale:
-            raise ScnetDeployError(f"--video {w}x{h} is not a multiple of the models' scale {scale}.")
+            raise ScnetDeployError(f"--video {h}x{w} is not a multiple of the models' scale {scale}.")
         with tempfile.TemporaryDirectory() as tmp:
             info = probe(synthetic_clip(Path(tmp) / "lr.mp4", (h // scale, w // scale), fps), scale)
-            video = {"target": [w, h, fps], **codec_ms_per_frame(info, scale)}
-    w, h, _ = video["target"]
+            video = {"target": [h, w, fps], **codec_ms_per_frame(info, scale)}
+    h, w, _ = video["target"]
     return replace(options, shapes=((h // scale, w // scale),)), video
 
 
 def video_target(models: list[Path], video: tuple[int, int, float] | Path) -> tuple[int, int, float]:
-    """(output width, height, fps) of ``--video``: as given, or a file's frame size times the models' scale."""
+    """(output height, width, fps) of ``--video``: as given, or a file's frame size times the models' scale."""
     if not isinstance(video, Path):
         return video
     return _file_target(video, _arch_and_backend(Path(models[0]))[0]["scale"])[1]
 
 
 def _file_target(src: Path, scale: int):
-    """A video file through the door (``probe``) and its output: (width, height, fps) upscaled ``scale`` times."""
+    """A video file through the door (``probe``) and its output: (height, width, fps) upscaled ``scale`` times."""
     from .imaging.video import probe
 
     info = probe(src, scale)
-    return info, (info.width * scale, info.height * scale, float(info.rate))
+    return info, (info.height * scale, info.width * scale, float(info.rate))
 
 
 STANDARD_RATES = (24, 25, 30, 50, 60)  # the frame rates a verdict also names (``keeps_up_with``)

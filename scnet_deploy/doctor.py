@@ -47,8 +47,10 @@ def machine() -> dict:
     """Machine description recorded with every benchmark and report."""
     import importlib.metadata
 
+    from scnet_deploy.exporters.registry import backends
+
     versions = {}
-    for dist in ("torch", "onnxruntime", "openvino", "coremltools", "tensorrt", "ncnn", "numpy"):
+    for dist in ("torch", *(b.distribution for b in backends()), "numpy"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -65,16 +67,6 @@ def machine_line(m: dict) -> str:
             f"{', '.join(m['gpus']) or 'none'}, scnet-deploy {m['versions'].get('scnet_deploy')}")
 
 
-def _vulkan_devices() -> list[dict] | str:
-    """ncnn's Vulkan devices (index, name, fp16 and int8 arithmetic), or why they could not be listed."""
-    from scnet_deploy.exporters.ncnn.runtime import vulkan_devices
-
-    try:
-        return list(vulkan_devices())
-    except Exception as exc:  # a broken driver is something to report, not a reason for doctor to fail
-        return f"Vulkan could not be queried: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
-
-
 def doctor() -> dict:
     from scnet_deploy.exporters.registry import backends
 
@@ -85,9 +77,10 @@ def doctor() -> dict:
                      "version": b.describe_version() if available else None,
                      "install": None if available else b.install,
                      "precisions": list(b.precisions), "compute_units": list(b.compute_units),
+                     "engine_built_on_device": b.built_on_device,
                      "description": b.description})
-        if available and b.name == "ncnn":
-            rows[-1]["vulkan_devices"] = _vulkan_devices()
+        if available:
+            rows[-1].update(b.doctor())  # what the backend lists of itself (ncnn: its Vulkan devices)
     import sys
 
     return {"backends": rows, **machine(), "executable": sys.executable}

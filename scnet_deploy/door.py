@@ -17,9 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Union
 
 from .errors import ScnetDeployError
+from .options import MB
 
 MANIFEST_NAME = "manifest.json"
-MB = 2**20
 MAX_MANIFEST_BYTES = 4 * MB  # ours are 3-20 KB; a verification record with many cases stays far below
 MAX_ARTIFACT_FILE_BYTES = 4 * 2**30  # an engine file; SCNet's are a few MB
 MAX_ARTIFACT_ENTRIES = 10_000  # files and folders in one artifact (a Core ML package holds a handful)
@@ -259,20 +259,26 @@ SIZE_RANGE = Fields({}, {"min": SHAPE, "opt": SHAPE, "max": SHAPE})
 ARCH = Fields({"scale": Int(1, 16), "num_in_ch": Int(1, 4), "num_feat": Int(1, 4096),
                "receptive_radius": Int(0, 10_000)},
               {"num_out_ch": Int(1, 4), "num_block": Int(0, 10_000), "min_input_size": Int(1, 2**20)})
-MANIFEST = Fields(
-    {"backend": str, "arch": ARCH},
-    {"files": MapOf(HEX64, MAX_ARTIFACT_ENTRIES), "format": str, "precision": str, "form": str,
-     "size_range": SIZE_RANGE, "io": dict, "options": dict,
-     "versions": dict, "verification": dict, "int8": dict, "openvino": Fields({}, {"compile_config": dict}),
-     "tensorrt": Fields({}, {"engine": str, "version": str, "engine_note": str}),
-     "autotune": Fields({}, {"tile": Int(1, 2**20), "split": Int(1, 2**20)}),
-     "checkpoint": Fields({}, {"path": str, "sha256": str})})
+_MANIFEST_FIELDS = {
+    "files": MapOf(HEX64, MAX_ARTIFACT_ENTRIES), "format": str, "precision": str, "form": str,
+    "size_range": SIZE_RANGE, "io": dict, "options": dict, "versions": dict, "verification": dict, "int8": dict,
+    "autotune": Fields({}, {"tile": Int(1, 2**20), "split": Int(1, 2**20)}),
+    "checkpoint": Fields({}, {"path": str, "sha256": str})}
+
+
+def manifest_schema() -> Fields:
+    """A manifest's schema: the fields every artifact has, and each backend's own section as its registry record
+    declares it (``Backend.manifest_section``: the fields its runtime reads)."""
+    from scnet_deploy.exporters.registry import backends
+
+    sections = {b.name: Fields({}, dict(b.manifest_section)) for b in backends() if b.manifest_section}
+    return Fields({"backend": str, "arch": ARCH}, {**_MANIFEST_FIELDS, **sections})
 
 
 def read_manifest(directory: Path, what: str | None = None) -> dict:
     """``directory/manifest.json``, size-capped, strictly parsed and schema-checked."""
     what = what or f"artifact '{directory}'"
-    return load_json(Path(directory) / MANIFEST_NAME, MAX_MANIFEST_BYTES, f"{what}: its {MANIFEST_NAME}", MANIFEST,
+    return load_json(Path(directory) / MANIFEST_NAME, MAX_MANIFEST_BYTES, f"{what}: its {MANIFEST_NAME}", manifest_schema(),
                      error=ArtifactError)
 
 

@@ -30,8 +30,10 @@ class ImageError(ScnetDeployError):
 
 # The export stack: installed by the `export` extra, never needed to run an artifact (a device installs without it).
 EXPORT_STACK = ("torch", "onnx", "onnxscript", "onnxsim", "onnxslim", "onnxconverter_common", "safetensors",
-                "skimage", "nncf", "coremltools")
-EXPORT_EXTRA = "pip install 'scnet-deploy[export]'"
+                "skimage", "nncf")
+# scnet-deploy is installed from its checkout (or the wheel built there), never from the package index (README,
+# Install): its extras are named that way.
+EXPORT_EXTRA = "pip install -e '.[export]' in your scnet-deploy checkout (README, Install)"
 
 
 class NeedsExportStack(ScnetDeployError):

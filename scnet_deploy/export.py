@@ -16,57 +16,16 @@ from typing import TYPE_CHECKING
 from scnet_deploy.exporters.registry import backend_for_format, format_names
 
 from . import callable_verb
-from .autotune import TuneOptions
+from .build_options import ExportOptions  # noqa: F401 (the verb's options, with the data they hold)
 from .errors import ExportError, require_export_stack
-from .gate import DEFAULT_DRIFT_DB
 from .locks import exclusive
-from .manifest import MANIFEST_NAME, file_hashes, io_record, tool_versions, write_manifest
-from .options import (EXPORT_SIZES, PRECISIONS, CoreMLOptions, OpenVINOOptions, SizeRange,
-                      TensorRTOptions)
+from .manifest import MANIFEST_NAME, file_hashes, io_record, write_manifest
+from .options import PRECISIONS
 from .progress import Progress
 from .session import BuildSession, Target
 
 if TYPE_CHECKING:
-    from scnet_deploy.calibration.data import CalibOptions
-    from scnet_deploy.exporters.onnx_graph import OnnxOptions
-
     from .model.checkpoint import Checkpoint
-
-
-def _onnx_options():
-    from scnet_deploy.exporters.onnx_graph import OnnxOptions
-
-    return OnnxOptions()
-
-
-def _calib_options():
-    from scnet_deploy.calibration.data import CalibOptions
-
-    return CalibOptions()
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    output: Path
-    format: str = "onnx"  # one format, or several comma-separated: one sub-directory each
-    precision: str = "fp32"
-    # The compute unit the engine is built for and verified on (ncnn: cpu or vulkan); None: the backend's first
-    compute: str | None = None
-    scale: int | None = None  # only for one-stage shift-MLP checkpoints, whose weights cannot tell x2 from x3
-    param_key: str | None = None  # "params" or "params_ema" when a BasicSR file has both
-    sizes: SizeRange = EXPORT_SIZES
-    onnx: "OnnxOptions" = field(default_factory=_onnx_options)  # made lazily: the export stack is an extra
-    openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
-    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
-    coreml: CoreMLOptions = field(default_factory=CoreMLOptions)
-    calib: "CalibOptions" = field(default_factory=_calib_options)  # INT8 calibration data (precision "int8")
-    # INT8: max mean PSNR-Y drift on the hold-out, dB (layers fall back to float until it holds, else the export
-    # fails); None opts out explicitly (recorded in the manifest).
-    budget_db: float | None = DEFAULT_DRIFT_DB
-    tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
-
-    def formats(self) -> list[str]:
-        return [f.strip() for f in self.format.split(",") if f.strip()]
 
 
 @dataclass
@@ -126,10 +85,7 @@ def _check(options: ExportOptions) -> None:
             b.require(options.precision)
     options.onnx.check()
     options.tune.check()
-    if options.precision == "int8":
-        from scnet_deploy.calibration.budget import check_budget
-
-        check_budget(options.budget_db)
+    options.gate().check()
 
 
 def export(checkpoint: str | Path, options: ExportOptions, progress=None, finish=None) -> ExportResult:
@@ -184,6 +140,8 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path, fi
     """Build ``targets`` in ``session`` into ``final`` (one sub-directory per format when several), each with its
     manifest; the directory appears whole or not at all. ``finish(workdir, manifest) -> manifest`` completes each
     artifact before it is moved into place."""
+    from scnet_deploy.exporters.onnx_graph import graph_tool_versions
+
     _remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     result = ExportResult(final, {})
@@ -205,8 +163,7 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path, fi
                 "arch": ckpt.spec.to_dict(),
                 "io": io_record(ckpt.spec.scale),
                 "files": file_hashes(workdir, fields["files"]),
-                "versions": {**tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "onnxscript",
-                                             "numpy"), backend.distribution: backend.version()},
+                "versions": {**graph_tool_versions(), backend.distribution: backend.version()},
             }
             manifest = write_manifest(workdir, manifest)
             if finish is not None:
@@ -221,18 +178,25 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path, fi
     return result
 
 
+def _plain(options) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
+
+
 def _options_record(options: ExportOptions, fmt: str) -> dict:
     record = {"format": fmt, "precision": options.precision, "scale": options.scale, "param_key": options.param_key,
               "tune": asdict(options.tune)}
+    backend = backend_for_format(fmt)
     if options.compute is not None:
         record["compute"] = options.compute
-    if fmt in ("tensorrt", "coreml"):
+    if backend.sizes_at_export:
         record["sizes"] = asdict(options.sizes)
-    if fmt in ("openvino", "tensorrt", "coreml"):
-        record[fmt] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(getattr(options, fmt)).items()}
+    build_options = backend.build_options()
+    if build_options is not None:
+        record[backend.name] = _plain(options.backend(backend.name, build_options))
     if options.precision == "int8":
-        record["calib"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options.calib).items()}
+        record["calib"] = _plain(options.calib)
         record["budget_db"] = options.budget_db
+        record["gate"] = options.gate().record()
     return record
 
 

@@ -1,6 +1,8 @@
 """The accuracy gate: how far an engine may move from the FP32 reference, in one place.
 
-One value (``DEFAULT_DRIFT_DB``, or the user's ``--budget``), one comparison (``admits``), one description. One
+One type (``AccuracyGate``: the drift budget, ``--budget``; the visible share and level, ``--max-visible`` and
+``--visible-levels``), one check of what a user asked (``check``, before any work, by every verb that judges), one
+comparison (``admits``), one description (``describe``, from which every help and report text is made). One
 verdict: an INT8 export's budget loop on its hold-out (``calibration/budget.py``), ``validate --budget`` and the
 pipeline's recommendation judge each content type (``judge``) and the worst decides.
 
@@ -29,13 +31,41 @@ NEAR_LOSSLESS_DB = 40.0  # an FP32 output this close to ground truth (PSNR-Y) le
 @dataclass(frozen=True)
 class AccuracyGate:
     drift_db: float | None = DEFAULT_DRIFT_DB  # None: no gate (an explicit opt-out, recorded)
+    max_visible: float = VISIBLE_SHARE  # the largest share of an image's pixels that may change visibly
+    visible_levels: int = VISIBLE_LEVELS  # a pixel this many 8-bit levels off FP32 has changed visibly
+
+    @property
+    def on(self) -> bool:
+        return self.drift_db is not None
 
     def check(self) -> "AccuracyGate":
-        """A finite loss >= 0 dB, or None; else one line with the fix."""
-        if self.drift_db is not None and not (self.drift_db >= 0 and math.isfinite(self.drift_db)):
-            raise ScnetDeployError(f"--budget must be a finite loss >= 0 dB, got {self.drift_db}; or pass "
-                                   "--no-budget to export INT8 without a drift gate (recorded in the manifest).")
+        """What a user asked, before any work: a finite loss >= 0 dB (or None: no gate), a share in [0, 100] %, a
+        level in 1..255; else one line with the fix."""
+        if self.drift_db is not None and not (isinstance(self.drift_db, (int, float)) and math.isfinite(self.drift_db)
+                                              and self.drift_db >= 0):
+            raise ScnetDeployError(f"--budget must be a finite loss >= 0 dB, got {self.drift_db}; write e.g. --budget "
+                                   f"{DEFAULT_DRIFT_DB} (or --no-budget, where a verb gates by default, for no gate: "
+                                   "recorded).")
+        if not (math.isfinite(self.max_visible) and 0 <= self.max_visible <= 1):
+            raise ScnetDeployError(f"--max-visible must be a share of pixels from 0 to 100 %, got "
+                                   f"{100 * self.max_visible:g}; write e.g. --max-visible {100 * VISIBLE_SHARE:g}.")
+        if not (isinstance(self.visible_levels, int) and 1 <= self.visible_levels <= 255):
+            raise ScnetDeployError(f"--visible-levels must be 1 to 255 8-bit levels, got {self.visible_levels}; "
+                                   f"write e.g. --visible-levels {VISIBLE_LEVELS}.")
         return self
+
+    @classmethod
+    def from_record(cls, drift_db: float | None, record: dict | None = None) -> "AccuracyGate":
+        """The gate a result recorded (``record``), at ``drift_db``; an older record without one: the defaults."""
+        record = record or {}
+        return cls(drift_db, record.get("visible_share", VISIBLE_SHARE), record.get("visible_levels", VISIBLE_LEVELS))
+
+    def describe(self) -> str:
+        """The gate in words, as help texts, reasons and reports give it."""
+        if self.drift_db is None:
+            return "off: no accuracy gate, no drift budget (--no-budget)"
+        return (f"at most {self.drift_db:g} dB PSNR-Y drift and {100 * self.max_visible:g}% of an image's pixels "
+                f"{self.visible_levels}+ levels off FP32, per content type, the worst deciding")
 
     def admits(self, drift_db: float) -> bool:
         """Whether an engine whose drift (negative: worse than FP32) is ``drift_db`` passes."""
@@ -49,15 +79,15 @@ class AccuracyGate:
         drift = float(sum(gated) / len(gated)) if gated else None
         worst = max(images, key=lambda r: r["visible_share"])
         reasons = []
-        if worst["visible_share"] > VISIBLE_SHARE:
+        if worst["visible_share"] > self.max_visible:
             reasons.append(f"{100 * worst['visible_share']:.2f}% of the pixels of {worst['name']} are "
-                           f"{VISIBLE_LEVELS}+ levels off FP32 (gate: {100 * VISIBLE_SHARE:g}%)")
+                           f"{self.visible_levels}+ levels off FP32 (gate: {100 * self.max_visible:g}%)")
         moves = [r for r in images if "flicker_share" in r]
         shimmer = max(moves, key=lambda r: r["flicker_share"]) if moves else None
-        if shimmer is not None and shimmer["flicker_share"] > VISIBLE_SHARE:
+        if shimmer is not None and shimmer["flicker_share"] > self.max_visible:
             reasons.append(f"{100 * shimmer['flicker_share']:.2f}% of the pixels of {shimmer['name']} change from "
-                           f"the frame before {VISIBLE_LEVELS}+ levels differently from FP32 (flicker; gate: "
-                           f"{100 * VISIBLE_SHARE:g}%)")
+                           f"the frame before {self.visible_levels}+ levels differently from FP32 (flicker; gate: "
+                           f"{100 * self.max_visible:g}%)")
         if drift is not None and not self.admits(drift):
             reasons.append(f"PSNR-Y drift {drift:+.3f} dB (gate: -{self.drift_db:g} dB)")
         return ContentVerdict(content, drift, len(gated), worst["visible_share"], worst["name"], not reasons,
@@ -68,7 +98,7 @@ class AccuracyGate:
         """What the gate is, as results record it (None: no gate, ``--no-budget``)."""
         if self.drift_db is None:
             return None
-        return {"drift_db": self.drift_db, "visible_levels": VISIBLE_LEVELS, "visible_share": VISIBLE_SHARE,
+        return {"drift_db": self.drift_db, "visible_levels": self.visible_levels, "visible_share": self.max_visible,
                 "near_lossless_db": NEAR_LOSSLESS_DB, "aggregation": "worst content type (visible share: worst "
                 "image; drift: mean over the images not near-lossless)"}
 
@@ -80,7 +110,7 @@ class ContentVerdict:
     content: str
     drift_db: float | None  # mean PSNR-Y drift over the images that are not near-lossless; None: all of them are
     gated_images: int
-    visible_share: float  # the worst image's share of pixels VISIBLE_LEVELS+ levels off FP32
+    visible_share: float  # the worst image's share of pixels the gate's visible_levels+ levels off FP32
     worst_visible_image: str
     passed: bool
     reason: str  # why it failed, in one sentence ("" when it passed)

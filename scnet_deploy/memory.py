@@ -16,13 +16,24 @@ import resource
 from pathlib import Path
 
 from .errors import ScnetDeployError
+from .options import MB
 
 # measured, rounded up (see the module doc); PyTorch's 3.6 met its peak exactly at 180x320 on both CPU classes
 # (estimate / measured 1.00-1.04, benchmarks/results/memory_model.md), with no room for glibc's retained memory
-LIVE_MAPS = {"pytorch": 4.0, "onnxruntime": 3.0, "openvino": 2.5}
-UNKNOWN_BACKEND_MAPS = 4.0  # TensorRT, Core ML, anything unmeasured: as PyTorch
+# A backend's own coefficient is on its registry record (``Backend.live_maps``).
+PYTORCH_MAPS = 4.0
+UNKNOWN_BACKEND_MAPS = PYTORCH_MAPS  # a backend not measured: as PyTorch
+
+
+def live_maps(backend: str) -> float:
+    """How many output-resolution maps ``backend`` ("pytorch", or a registered backend's name) holds at once."""
+    if backend == "pytorch":
+        return PYTORCH_MAPS
+    from scnet_deploy.exporters.registry import backends
+
+    found = {b.name: b.live_maps for b in backends()}.get(backend)
+    return UNKNOWN_BACKEND_MAPS if found is None else found
 DEFAULT_SHARE = 0.7  # of the available memory: headroom for the page cache, the images and other processes
-MB = 2**20
 
 
 class MemoryLimitError(ScnetDeployError):
@@ -33,7 +44,7 @@ def bytes_per_lr_pixel(arch: dict, backend: str) -> int:
     """Peak bytes per LR pixel of one image: the backend's live feature maps at the output resolution, plus the
     float32 input and output arrays."""
     scale2 = arch["scale"] ** 2
-    maps = LIVE_MAPS.get(backend, UNKNOWN_BACKEND_MAPS)
+    maps = live_maps(backend)
     io = (arch.get("num_in_ch", 3) + 2 * arch.get("num_out_ch", 3) * scale2) * 4
     return math.ceil(maps * arch["num_feat"] * scale2 * 4 + io)
 
@@ -147,4 +158,4 @@ def require_fits(arch: dict, backend: str, name: str, height: int, width: int, l
     raise MemoryLimitError(
         f"{name} at {height}x{width} (batch {batch}) needs about {describe(need)} for activations, over the "
         f"{describe(limit)} memory limit (--max-memory; default {DEFAULT_SHARE:.0%} of what is available); the "
-        f"largest shape of that aspect that fits is {h}x{w}: pass a smaller --shape, or upscale, which tiles.")
+        f"largest shape of that aspect that fits is {h}x{w}: pass a smaller --size, or upscale, which tiles.")

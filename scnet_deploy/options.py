@@ -1,12 +1,97 @@
-"""Options shared by several verbs, as dataclasses: engine precisions and deploy forms, each backend's own options
-(OpenVINO, TensorRT, Core ML), LR size ranges, the runtime options every runner takes, and how devices are reached.
-Each verb's own options live with it (``ExportOptions`` in export.py, ``BenchOptions`` in bench.py, ...); the CLI
-maps its flags onto them one to one."""
+"""Options shared by several verbs, as dataclasses: engine precisions and deploy forms, LR size ranges, the runtime
+options every runner takes, and how devices are reached. Each verb's own options live with it (``ExportOptions`` in
+export.py, ``BenchOptions`` in bench.py, ...); each backend's own live in its folder (``exporters/<b>/options.py``).
 
+A field made with ``option(...)`` is also a command-line option: its default, help and flag are written once, here
+in the dataclass, and the CLI makes its options from them (``cli/groups.py: options_group``); the device layer
+turns a value back into the same flags (``cli_args``).
+"""
+
+import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
+
+MB = 2**20  # bytes in a mebibyte: every --max-memory and size cap is in these
+
+
+def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
+    """An image size as every option writes it: HEIGHTxWIDTH (180x320), positive integers."""
+    from .errors import ScnetDeployError
+
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+        if h < 1 or w < 1:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise ScnetDeployError(f"{flag} {text!r} is not HEIGHTxWIDTH with positive integers; write e.g. "
+                               "180x320.") from None
+
+
+def size_text(size) -> str:
+    """``parse_size``'s inverse: (180, 320) -> "180x320"."""
+    return f"{size[0]}x{size[1]}"
+
+
+def parse_sizes(text: str, flag: str = "--size") -> tuple[tuple[int, int], ...]:
+    """Comma-separated sizes, HEIGHTxWIDTH each."""
+    return tuple(parse_size(s, flag) for s in str(text).split(",") if s.strip())
+
+
+def sizes_text(sizes) -> str:
+    return ",".join(map(size_text, sizes))
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, short: str | None = None,
+           cli: Any = None, parse: Callable | None = None, show: Callable | None = None,
+           default_factory: Any = dataclasses.MISSING):
+    """A dataclass field that is also a CLI option. ``flag``: its name (default ``--field-name``), ``short`` its
+    one-letter alias; ``cli``: the type
+    the CLI reads (default: the default's type; required where the default is None); ``parse(cli value) -> field
+    value`` and ``show(field value) -> cli value`` where the two differ (sizes: "180x320" <-> (180, 320))."""
+    meta = {"cli": {"help": help, "flag": flag, "short": short, "type": cli, "parse": parse, "show": show}}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def cli_fields(cls) -> list[dataclasses.Field]:
+    """The fields of dataclass ``cls`` that are CLI options (made with ``option``)."""
+    return [f for f in dataclasses.fields(cls) if "cli" in f.metadata]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata["cli"]["flag"] or "--" + f.name.replace("_", "-")
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def cli_value(f: dataclasses.Field, value: Any) -> Any:
+    """A field's value as its CLI option reads it (``show``)."""
+    show = f.metadata["cli"]["show"]
+    return show(value) if show is not None and value is not None else value
+
+
+def cli_args(options) -> list[str]:
+    """The CLI flags that make ``options`` (a dataclass of ``option`` fields) from its defaults: only the values that
+    differ from them (the device layer passes a verb's options on to the device's own CLI)."""
+    args = []
+    for f in cli_fields(type(options)):
+        value = getattr(options, f.name)
+        if value == default_of(f) or value is None:
+            continue
+        flag = flag_of(f)
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(cli_value(f, value))]
+    return args
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DEFAULT_SHIFT = "dwconv"  # measured fastest in ONNX Runtime (see README, benchmarks/shift_forms.py)
 # Deploy forms the latency autotuner builds and times by default (scnet_deploy/autotune.py), shift[+rewrite].
 # upsample_as_deconv is exact but measured slower in every backend here (OpenVINO picks a slow grouped-deconv kernel
 # inside the model), so it is a candidate only when asked for (--candidates).
@@ -22,31 +107,6 @@ CANDIDATE_FORMS = ("dwconv", "dwconv+conv_before_upsample", "slice+conv_before_u
 # engine tries every CANDIDATE_FORMS (slice+conv_before_upsample was the fastest PyTorch FP32 form on an H200;
 # skip_as_conv is not measured on a GPU); --candidates asks for any.
 CPU_FORMS = ("dwconv+skip_as_conv", "dwconv+conv_before_upsample+skip_as_conv")
-
-
-@dataclass(frozen=True)
-class OpenVINOOptions:
-    # Runtime inference precision hint: None = from --precision (fp32 -> f32, bf16 -> bf16, fp16 -> f16 where the
-    # CPU has it, else f32 over FP16-compressed weights). Always explicit: the CPU plugin's own default is bf16 on
-    # CPUs with AMX/AVX512-BF16, which is not FP32.
-    inference_precision: str | None = None
-    performance: str = "latency"  # or "throughput"
-    streams: int | None = None
-    threads: int | None = None
-
-
-@dataclass(frozen=True)
-class TensorRTOptions:
-    workspace_mb: int = 1024
-    timing_cache: Path | None = None  # reused and updated across builds
-    max_batch: int = 1
-
-
-@dataclass(frozen=True)
-class CoreMLOptions:
-    shapes: str = "range"  # "range" (flexible RangeDim) or "enumerated" (runs on the Neural Engine)
-    enumerated: tuple[tuple[int, int], ...] = ((180, 320), (360, 640), (540, 960))
-    deployment_target: str = "iOS17"  # ML Program with RangeDim/EnumeratedShapes needs iOS15+; iOS17 for int8 later
 
 
 @dataclass(frozen=True)
@@ -88,16 +148,21 @@ EXPORT_SIZES = SizeRange((16, 16), (180, 320), (1080, 1920))  # export's default
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a built artifact is run (not what it is): threads, OpenVINO hints, the Vulkan device."""
+    """How a built artifact is run (not what it is): threads, whether several requests will be in flight, and each
+    backend's own runtime options (its ``options.Run``, by backend name; absent: its defaults)."""
 
     threads: int | None = None
-    openvino: OpenVINOOptions = field(default_factory=OpenVINOOptions)
-    cuda: bool = True  # ONNX Runtime: use the CUDA provider where present
-    vulkan_device: int | None = None  # ncnn on Vulkan: which device (None: ncnn's default)
+    cuda: bool = True  # a GPU provider where present (a runtime with one: ONNX Runtime's CUDA)
+    inflight: bool = False  # compiled for several requests in flight (a runtime with a throughput mode uses it)
+    backends: dict = field(default_factory=dict, hash=False)  # backend name -> its options.Run
+
+    def backend(self, name: str, default):
+        """Backend ``name``'s runtime options, or ``default`` (its ``Run()``) where none were given."""
+        return self.backends.get(name, default)
 
     def for_throughput(self) -> "RuntimeOptions":
-        """The same, with OpenVINO compiled for several requests in flight (its throughput hint: streams)."""
-        return replace(self, openvino=replace(self.openvino, performance="throughput"))
+        """The same, compiled for several requests in flight (OpenVINO: its throughput hint, streams)."""
+        return replace(self, inflight=True)
 
 
 @dataclass(frozen=True)

@@ -7,35 +7,16 @@ photographs for calibration and for validation (disjoint sets).
 """
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ScnetDeployError, require_export_stack
 from .progress import BUILT, FAILED, SKIPPED, Progress, reporter
 from .model.forms import DeployOptions
-from .gate import DEFAULT_DRIFT_DB, VISIBLE_SHARE, AccuracyGate
+from .build_options import PipelineOptions  # noqa: F401 (the verb's options)
+from .gate import AccuracyGate
 from .session import Target
 
 REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    output: Path
-    # validation images (DIR/HR ... or plain folders, several allowed); default: photos, line art, text, flat colours
-    # and textures (VALIDATION_CONTENT), none of them used by calibration or the INT8 hold-out
-    dataset: Path | tuple[Path, ...] | None = None
-    calib_data: Path | None = None
-    calib_count: int = 16
-    budget_db: float = DEFAULT_DRIFT_DB
-    shapes: tuple[tuple[int, int], ...] = ((90, 160), (180, 320))
-    runs: int = 5
-    formats: tuple[str, ...] = ("onnx", "openvino", "coreml", "tensorrt", "ncnn")
-    optimize: str = "latency"  # each engine in the form measured fastest here, at the largest of ``shapes``
-    max_memory_mb: int | None = None  # validation tiles and bench refuses beyond it; None: the memory model's default
-    content: tuple[str, ...] | None = None  # the content types the accuracy gate judges; None: every one
-    # The compute units engines are built for where a backend has several (ncnn: cpu, vulkan); Vulkan when asked
-    compute: tuple[str, ...] = ("cpu",)
 
 
 def reference_checkpoint() -> Path:
@@ -74,17 +55,17 @@ def _default_datasets(root: Path) -> list[Path]:
 
 
 def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
-    """(label, target, reason it is skipped or None) for every engine the pipeline considers. The slice-form job is
-    there to show what the rewrite choice is worth: it keeps its form."""
-    jobs = [("onnx-slice-fp32", Target("onnx", form=DeployOptions("slice"), optimize="none")),
-            ("onnx-fp32", Target("onnx")), ("onnx-int8", Target("onnx", "int8")),
-            ("openvino-fp32", Target("openvino")), ("openvino-bf16", Target("openvino", "bf16")),
-            ("openvino-fp16", Target("openvino", "fp16")), ("openvino-int8", Target("openvino", "int8")),
-            ("coreml-fp16", Target("coreml", "fp16")),
-            ("tensorrt-fp16", Target("tensorrt", "fp16")), ("tensorrt-int8", Target("tensorrt", "int8")),
-            ("ncnn-fp32", Target("ncnn", compute="cpu")), ("ncnn-fp16", Target("ncnn", "fp16", compute="cpu")),
-            ("ncnn-vulkan-fp32", Target("ncnn", compute="vulkan")),
-            ("ncnn-vulkan-fp16", Target("ncnn", "fp16", compute="vulkan"))]
+    """(label, target, reason it is skipped or None) for every engine the pipeline considers: each backend's jobs
+    (its pipeline precisions on each of its compute units, ``Backend.pipeline_jobs``). A backend that shows forms
+    first builds its FP32 engine in the official slice form, to show what the rewrite choice is worth: that job
+    keeps its form."""
+    from scnet_deploy.exporters.registry import backends
+
+    jobs = []
+    for b in backends():
+        if b.shows_forms:
+            jobs.append((f"{b.format}-slice-fp32", Target(b.format, form=DeployOptions("slice"), optimize="none")))
+        jobs += [(label, Target(b.format, precision, compute=compute)) for label, precision, compute in b.pipeline_jobs()]
     return [(label, target, _why_not(target, options)) for label, target in jobs]
 
 
@@ -92,24 +73,38 @@ def _why_not(target: Target, options: PipelineOptions) -> str | None:
     """Why the pipeline does not build ``target`` (None: it does)."""
     from scnet_deploy.exporters.registry import backend_for_format
 
-    if target.format not in options.formats:
+    backend = backend_for_format(target.format)
+    if options.formats is not None and target.format not in options.formats:
         return "not asked for (--formats)"
-    if target.compute is not None and target.compute not in options.compute:
+    asked = options.compute or (backend.default_compute,)
+    if target.compute is not None and target.compute not in asked:
         return f"{target.compute} not asked for (--compute)"
-    reason = backend_for_format(target.format).check(target.precision, target.compute)
-    if reason is None and target.format == "ncnn" and target.compute == "cpu" and target.precision == "fp16":
-        from scnet_deploy.exporters.ncnn.runtime import fp16_arithmetic_on_cpu
-
-        if not fp16_arithmetic_on_cpu():  # built, it would be the fp32 engine again: not worth the main job's time
-            reason = ("ncnn has no fp16 arithmetic on this CPU: its fp16 engine would be the fp32 one with rounded "
-                      "weights")
-    return reason
+    return backend.check(target.precision, target.compute) or backend.pipeline_skip(target.precision, target.compute)
 
 
-def within_budget(validation: dict, budget_db: float) -> dict[str, float]:
+def check_pipeline(options: PipelineOptions) -> None:
+    """The options' values, before any work: the accuracy gate's, formats and compute units the registry knows."""
+    from scnet_deploy.exporters.registry import backends, format_names
+
+    options.gate().check()
+    options.tune.check()
+
+    unknown = [f for f in options.formats or () if f not in format_names()]
+    if unknown or options.formats == ():
+        raise ScnetDeployError(f"--formats {','.join(options.formats or ())!r}: choose among "
+                               f"{', '.join(format_names())}, comma-separated.")
+    # --compute chooses among the units of the backends that have several (the others build for their one unit)
+    several = [b for b in backends() if len(b.compute_units) > 1]
+    units = list(dict.fromkeys(u for b in several for u in b.compute_units))
+    if options.compute is not None and (not options.compute or any(c not in units for c in options.compute)):
+        raise ScnetDeployError(f"--compute {','.join(options.compute)!r}: the pipeline builds for "
+                               f"{' or '.join(units)} with {', '.join(b.format for b in several)} (the others on "
+                               f"their own unit); write e.g. --compute {','.join(units)}.")
+
+
+def within_budget(validation: dict, gate: AccuracyGate) -> dict[str, float]:
     """{path: drift} of the engines the accuracy gate passes on every content type it judged (validate with a
     budget records the verdict, ``within_budget``); a result without verdicts is judged on its worst drift alone."""
-    gate = AccuracyGate(budget_db)
     return {m["path"]: m["drift_db"] for m in validation["models"]
             if m.get("drift_db") is not None and m.get("kind") != "checkpoint"
             and m.get("within_budget", gate.admits(m["drift_db"]))}
@@ -140,10 +135,10 @@ def refusals(validation: dict, bench: dict, best: dict | None) -> list[str]:
     return lines
 
 
-def recommend(validation: dict, bench: dict, budget_db: float, goal: str = "latency") -> dict | None:
+def recommend(validation: dict, bench: dict, gate: AccuracyGate, goal: str = "latency") -> dict | None:
     """The runnable engine (at the largest shape) whose drift is within the budget that is fastest for ``goal``:
     the lowest median latency, or the most images/s with requests in flight (engines measured so)."""
-    drift = within_budget(validation, budget_db)
+    drift = within_budget(validation, gate)
     visible = {m["path"]: m.get("visible_share") for m in validation["models"]}
     best, best_score = None, None
     for m in bench["models"]:
@@ -217,47 +212,61 @@ def form_lines(forms: dict) -> list[str]:
 
 
 def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=None) -> dict:
-    from scnet_deploy.calibration.data import CalibOptions
-
-    from .autotune import TuneOptions
-    from .bench import BenchOptions, bench
-    from .model.checkpoint import load_checkpoint
-    from .export import ExportOptions, build_session, write_artifact
+    """Export ``checkpoint`` (default: the shipped reference) to every engine this machine can build, validate,
+    time, report and recommend; returns the summary written to ``summary.json``."""
     from .manifest import write_json_atomic
-    from .memory import limit_bytes, require_fits
+    from .model.checkpoint import load_checkpoint
     from .report import report
-    from .validate import ValidateOptions, validate
 
     require_export_stack("pipeline (it exports)")
-    unknown = [c for c in options.compute if c not in ("cpu", "vulkan")]
-    if unknown or not options.compute:
-        raise ScnetDeployError(f"--compute {','.join(options.compute)!r}: the pipeline builds for cpu and, with ncnn, "
-                               "vulkan; write e.g. --compute cpu,vulkan.")
-    t_start = time.perf_counter()
-    say = reporter(progress)
+    check_pipeline(options)
+    t_start, say = time.perf_counter(), reporter(progress)
     ckpt_path = Path(checkpoint) if checkpoint else reference_checkpoint()
     ckpt = load_checkpoint(ckpt_path)
-    scale = ckpt.spec.scale
-    limit = limit_bytes(options.max_memory_mb)
-    for h, w in options.shapes:  # refuse a bench shape that cannot fit now, not after minutes of building
-        require_fits(ckpt.spec.to_dict(), "pytorch", "the PyTorch baseline of the benchmark", h, w, limit)
+    _require_bench_fits(ckpt, options)
     out = Path(options.output)
-    engines = out / "engines"
-    engines.mkdir(parents=True, exist_ok=True)
-    if options.dataset is None:
-        datasets = _default_datasets(out)
-    else:
-        datasets = [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset)
+    (out / "engines").mkdir(parents=True, exist_ok=True)
+    datasets = _default_datasets(out) if options.dataset is None else (
+        [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset))
+    engines = _build_engines(ckpt, options, out / "engines", say)
+    validation, timing = _measure(ckpt_path, ckpt.spec.scale, engines, datasets, options, out, say)
+    summary = _summary(ckpt_path, ckpt, datasets, engines, validation, timing, options)
+    summary["seconds"] = time.perf_counter() - t_start
+    notes = [recommendation_text(summary, validation, options), ""]
+    notes += [f"- skipped `{k}`: {v}" for k, v in engines["skipped"].items()]
+    notes += [f"- failed `{k}`: {v}" for k, v in engines["failed"].items()]
+    notes += ["", *int8_lines(engines["int8"]), *form_lines(engines["forms"]), "",
+              f"Pipeline time: {summary['seconds']:.0f} s.", ""]
+    summary["report"] = str(report([validation, timing], out, title="scnet-deploy pipeline report", sections=notes))
+    write_json_atomic(summary, out / "summary.json")
+    return summary
+
+
+def _require_bench_fits(ckpt, options: PipelineOptions) -> None:
+    """Refuse a bench shape that cannot fit now, not after minutes of building."""
+    from .memory import limit_bytes, require_fits
+
+    limit = limit_bytes(options.max_memory_mb)
+    for h, w in options.shapes:
+        require_fits(ckpt.spec.to_dict(), "pytorch", "the PyTorch baseline of the benchmark", h, w, limit)
+
+
+def _build_engines(ckpt, options: PipelineOptions, engines: Path, say) -> dict:
+    """Every engine of the plan, built in one session: {"built": {label: directory}, "skipped", "failed": {label:
+    why}, "forms": {label: autotune summary}, "int8": {label: its int8 section}}."""
+    from dataclasses import replace
+
+    from .export import ExportOptions, build_session, write_artifact
+
     # What every engine shares; each target adds its format, precision and (for the slice job) its form.
-    calib = CalibOptions(options.calib_data, count=options.calib_count, content=options.content)
-    shared = ExportOptions(output=engines, calib=calib,
-                           budget_db=options.budget_db,
-                           tune=TuneOptions(options.optimize, size=max(options.shapes), runs=options.runs))
-    built, skipped, failed, forms, int8 = {}, {}, {}, {}, {}
+    shared = ExportOptions(output=engines, calib=options.calib, budget_db=options.budget_db,
+                           max_visible=options.max_visible, visible_levels=options.visible_levels,
+                           tune=replace(options.tune, size=max(options.shapes)))
+    found = {"built": {}, "skipped": {}, "failed": {}, "forms": {}, "int8": {}}
     with build_session(ckpt, shared, engines) as session:  # its progress is set per engine below
         for label, target, reason in plan(options):
             if reason:
-                skipped[label] = reason
+                found["skipped"][label] = reason
                 say(Progress(f"{label}: {reason}", SKIPPED))
                 continue
             say(Progress(f"export {label}"))
@@ -265,70 +274,100 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
             try:
                 result = write_artifact(session, [target], engines / label)
             except ScnetDeployError as exc:
-                failed[label] = str(exc)
+                found["failed"][label] = str(exc)
                 say(Progress(f"{label}: {exc}", FAILED))
                 continue
             verification = result.manifest["verification"]
-            forms[label] = autotune_summary(result.manifest)
+            found["forms"][label] = autotune_summary(result.manifest)
             if result.manifest.get("int8", {}).get("worst_image"):
-                int8[label] = result.manifest["int8"]
+                found["int8"][label] = result.manifest["int8"]
             if verification.get("passed") is None:  # built, cannot run here (Core ML off macOS, TensorRT w/o GPU)
-                skipped[label] = f"built, not run here: {verification.get('skipped') or result.manifest.get('tensorrt', {}).get('engine_note')}"
-                say(Progress(f"{label} ({skipped[label]})", BUILT))
+                found["skipped"][label] = f"built, not run here: {verification.get('skipped') or verification.get('note')}"
+                say(Progress(f"{label} ({found['skipped'][label]})", BUILT))
             else:
-                built[label] = result.directory
+                found["built"][label] = result.directory
                 say(Progress(label, BUILT))
-    runnable = list(built.values())
-    validation = validate([ckpt_path, *runnable], ValidateOptions(tuple(datasets), scale, bicubic=True,
-                                                                  content=options.content,
-                                                                  budget_db=options.budget_db, visuals=out,
-                                                                  max_memory_mb=options.max_memory_mb),
-                          progress=say)
-    # One PyTorch baseline, the official eager model every speed-up is against (bench alone also times the
-    # deploy form in eager: it runs no faster, README's bench table shows, and costs ~20 s here), timed 3 times: at
-    # ~3 s a run it is the slowest model by far, and it is only the denominator of the speed-ups. Every model's
-    # first inference is untimed (reported apart), the warm-up.
-    # Throughput (several requests in flight) too, for the engines within the drift budget (the candidates of a
-    # recommendation) at the largest shape: the report recommends per goal.
-    within = within_budget(validation, options.budget_db)
+    return found
+
+
+def _measure(ckpt_path: Path, scale: int, engines: dict, datasets: list, options: PipelineOptions, out: Path, say):
+    """Validation of the reference and every runnable engine, then their timing: one PyTorch baseline, the official
+    eager model every speed-up is against (bench alone also times the deploy form in eager: it runs no faster, README's
+    bench table shows, and costs ~20 s here), timed 3 times: at ~3 s a run it is the slowest model by far, and it is
+    only the denominator of the speed-ups. Every model's first inference is untimed (reported apart), the warm-up.
+    Throughput (several requests in flight) too, for the engines within the gate (the candidates of a
+    recommendation) at the largest shape: the report recommends per goal."""
+    from .bench import BenchOptions, bench
+    from .validate import ValidateOptions, validate
+
+    runnable = list(engines["built"].values())
+    validation = validate([ckpt_path, *runnable], ValidateOptions(
+        tuple(datasets), scale, bicubic=True, content=options.calib.content, budget_db=options.budget_db,
+        max_visible=options.max_visible, visible_levels=options.visible_levels, visuals=out,
+        max_memory_mb=options.max_memory_mb), progress=say)
+    within = within_budget(validation, options.gate())
     candidates = tuple(p for p in map(str, runnable) if p in within)
     timing = bench(runnable, BenchOptions(shapes=options.shapes, runs=options.runs, warmup=0, reference=ckpt_path,
-                                          baseline_forms=("official",), baseline_runs=min(3, options.runs),
-                                          max_memory_mb=options.max_memory_mb, mode="throughput",
-                                          throughput_shapes=(options.shapes[-1],), throughput_models=candidates,
-                                          throughput_rounds=2),
+                                          baselines=True, baseline_forms=("official",),
+                                          baseline_runs=min(3, options.runs), max_memory_mb=options.max_memory_mb,
+                                          mode="throughput", throughput_shapes=(options.shapes[-1],),
+                                          throughput_models=candidates, throughput_rounds=2),
                    progress=lambda event: say(event.prefixed("bench")))
-    best = recommend(validation, timing, options.budget_db)
-    best_throughput = recommend(validation, timing, options.budget_db, "throughput")
-    not_recommended = refusals(validation, timing, best)
-    elapsed = time.perf_counter() - t_start
-    summary = {"int8": {k: {f: v.get(f) for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers",
-                                                   "tries", "gate_by_content")} for k, v in int8.items()},
-               "checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(), "datasets": [str(d) for d in datasets],
-               "budget_db": options.budget_db, "built": {k: str(v) for k, v in built.items()}, "skipped": skipped,
-               "failed": failed, "forms": forms, "recommendation": best, "recommendation_throughput": best_throughput,
-               "not_recommended": not_recommended, "gate": validation.get("gate"),
-               "content": validation.get("content"), "seconds": elapsed}
-    rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
-           f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content"
-           + (f", {100 * best['visible_share']:.2f}% of an image's pixels visibly changed at most"
-              if best.get("visible_share") is not None else "")
-           + f": within the accuracy gate (budget {options.budget_db} dB, {100 * VISIBLE_SHARE:g}% visible)"
-           + (f", {best['speedup_vs_official_eager']:.1f}x official eager" if best.get("speedup_vs_official_eager")
-              else "") if best else f"**Recommendation:** no engine is within the accuracy gate "
-           f"({options.budget_db} dB budget).")
-    rec += gate_sentence(validation)
-    if not_recommended:
-        rec += "\n\n" + "\n".join(not_recommended)
-    if best_throughput:
-        t = best_throughput
+    return validation, timing
+
+
+def _summary(ckpt_path: Path, ckpt, datasets: list, engines: dict, validation: dict, timing: dict,
+             options: PipelineOptions) -> dict:
+    """``summary.json``: what was built, skipped and failed, the recommendations and what they rest on."""
+    from .doctor import machine
+
+    gate = options.gate()
+    best = recommend(validation, timing, gate)
+    int8 = {k: {f: v.get(f) for f in ("budget_db", "drift_db", "worst_image", "by_content", "float_layers", "tries",
+                                     "gate_by_content")} for k, v in engines["int8"].items()}
+    return {"int8": int8, "checkpoint": str(ckpt_path), "arch": ckpt.spec.to_dict(),
+            "datasets": [str(d) for d in datasets], "budget_db": options.budget_db, "gate": gate.record(),
+            "built": {k: str(v) for k, v in engines["built"].items()}, "skipped": engines["skipped"],
+            "failed": engines["failed"], "forms": engines["forms"], "recommendation": best,
+            "recommendation_throughput": recommend(validation, timing, gate, "throughput"),
+            "not_recommended": refusals(validation, timing, best),
+            "content": validation.get("content"), "machine": machine(), "shapes": [list(s) for s in options.shapes]}
+
+
+def recommendation_text(summary: dict, validation: dict, options: PipelineOptions) -> str:
+    """The report's recommendation: the fastest engine within the accuracy gate (and for throughput), the content it
+    was gated on, the faster engines it was not, and the machine facts it rests on."""
+    gate, best = options.gate(), summary["recommendation"]
+    if best:
+        rec = (f"**Recommendation:** `{best['name']}` ({best['precision']}): {best['median_ms']:.1f} ms at LR "
+               f"{best['shape'][0]}x{best['shape'][1]}, drift {best['drift_db']:+.3f} dB on its worst content"
+               + (f", {100 * best['visible_share']:.2f}% of an image's pixels visibly changed at most"
+                  if best.get("visible_share") is not None else "")
+               + f": within the accuracy gate ({gate.describe()})"
+               + (f", {best['speedup_vs_official_eager']:.1f}x official eager"
+                  if best.get("speedup_vs_official_eager") else ""))
+    else:
+        rec = f"**Recommendation:** no engine is within the accuracy gate ({gate.describe()})."
+    rec += gate_sentence(validation) + machine_sentence(summary["machine"])
+    if summary["not_recommended"]:
+        rec += "\n\n" + "\n".join(summary["not_recommended"])
+    t = summary["recommendation_throughput"]
+    if t:
         rec += (f"\n\n**Recommendation for throughput** (several images in flight): `{t['name']}` ({t['precision']}): "
-                f"{t['images_per_s']:.2f} images/s at LR {t['shape'][0]}x{t['shape'][1]} with {t['inflight']} in flight, "
-                f"drift {t['drift_db']:+.3f} dB")
-    notes = [rec, ""] + [f"- skipped `{k}`: {v}" for k, v in skipped.items()] + \
-            [f"- failed `{k}`: {v}" for k, v in failed.items()] + ["", *int8_lines(int8), *form_lines(forms), "",
-                                                                   f"Pipeline time: {elapsed:.0f} s.", ""]
-    md = report([validation, timing], out, title="scnet-deploy pipeline report", sections=notes)
-    summary["report"] = str(md)
-    write_json_atomic(summary, out / "summary.json")
-    return summary
+                f"{t['images_per_s']:.2f} images/s at LR {t['shape'][0]}x{t['shape'][1]} with {t['inflight']} in "
+                f"flight, drift {t['drift_db']:+.3f} dB")
+    return rec
+
+
+# The CPU features a reduced precision's speed rests on: a precision is fast only where the CPU computes in it.
+SPEED_FEATURES = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx512_fp16", "amx_fp16", "asimd")
+
+
+def machine_sentence(m: dict) -> str:
+    """Which machine facts the recommendation rests on: the ranking of precisions is this CPU's."""
+    cpu = m["cpu"]
+    has = [f for f in SPEED_FEATURES if cpu["features"].get(f)]
+    return (f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores; {', '.join(has) or 'none'} of "
+            f"{', '.join(SPEED_FEATURES)}): which precision is fastest depends on the CPU (bf16 pays only with "
+            "AVX512-BF16 or AMX, INT8 with VNNI or AMX), so rerun the pipeline on the machine you deploy to "
+            "(or time its engines there: bench --on).")

@@ -72,3 +72,14 @@ def find_checkpoint(models: list[Path]) -> Path | None:
             if path.is_file():
                 return path
     return None
+
+
+def require_models_exist(models) -> None:
+    """Every MODEL path named (a checkpoint file or an artifact folder) exists: one line naming the missing ones,
+    before any model runs (not after the others have)."""
+    from .errors import ScnetDeployError
+
+    missing = [str(m) for m in models if isinstance(m, (str, Path)) and not Path(m).exists()]
+    if missing:
+        raise ScnetDeployError(f"MODEL {', '.join(repr(m) for m in missing)} does not exist: a MODEL is a checkpoint "
+                               "file or an artifact folder (export writes them); nothing was run.")

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from .build_options import ExportOptions
 from .model.forms import DeployOptions
 from .progress import Progress, reporter
 
 if TYPE_CHECKING:
-    from scnet_deploy.calibration.budget import SpeedLimit
+    from scnet_deploy.calibration.budget import FirstTry, SpeedLimit
 
     from .model.checkpoint import Checkpoint
 
@@ -44,11 +45,13 @@ class BuildContext:
     and the session's shared products."""
 
     checkpoint: "Checkpoint"
-    options: "ExportOptions"  # export.ExportOptions, named only: export imports this module
+    options: ExportOptions
     session: "BuildSession"
     # The autotuner's calibration.budget.SpeedLimit for an INT8 candidate, honoured by the backends whose engine it
-    # times (ONNX Runtime, OpenVINO); None: the budget loop runs to the end.
+    # times (Backend.int8_speed_limited): their build returns {"abandoned": why} where it stops the budget loop;
+    # None: the loop runs to the end. ``first_try``: the candidate's kept all-INT8 try (calibration.budget.FirstTry).
     speed_limit: "SpeedLimit | None" = None
+    first_try: "FirstTry | None" = None
 
     def onnx(self) -> dict:
         """{'path': the verified model.onnx of this form, 'section': its manifest section}; built once a session."""
@@ -138,19 +141,31 @@ class BuildSession:
             self.checkpoint.require_finite("calibrate")
         options = self.options_for(target)
         if options.tune.optimize == "latency":
-            from .autotune import build_fastest
+            from .autotune import TuneJob, build_fastest
 
-            return build_fastest(self, target, workdir, self.scratch / f"{target.format}-{target.precision}")
+            size = tuple(options.tune.size or options.sizes.opt)
+            job = TuneJob(target.format, target.precision, options, self.checkpoint.spec,
+                          lambda name, directory, limit, first: self.build_form(
+                              target, DeployOptions.from_name(name), directory, limit, first),
+                          self.progress, self.tuned_ms.get((target.format, "fp32", size)))
+            fields, ms = build_fastest(job, workdir, self.scratch / f"{target.format}-{target.precision}")
+            if ms is not None:
+                self.tuned_ms[target.format, target.precision, size] = ms
+            return fields
         return self.build_form(target, options.onnx.deploy(), workdir)
 
-    def build_form(self, target: Target, form: DeployOptions, workdir: Path, speed_limit=None) -> dict:
-        """Build ``target`` in one deploy ``form``, then verify it (``speed_limit``: see ``BuildContext``)."""
+    def build_form(self, target: Target, form: DeployOptions, workdir: Path, speed_limit=None,
+                   first_try=None) -> dict:
+        """Build ``target`` in one deploy ``form``, then verify it (``speed_limit``, ``first_try``: see
+        ``BuildContext``); ``{"abandoned": why}`` where the speed limit stopped its INT8 budget loop."""
         from scnet_deploy.exporters.registry import backend_for_format
 
         backend = backend_for_format(target.format)
         module = backend.builder()
-        fields = module.build(BuildContext(self.checkpoint, self.options_for(target, form), self, speed_limit),
-                              workdir)
+        fields = module.build(BuildContext(self.checkpoint, self.options_for(target, form), self, speed_limit,
+                                           first_try), workdir)
+        if "abandoned" in fields:  # nothing was written: nothing to verify
+            return fields
         if "verification" not in fields:  # ONNX Runtime FP32 is the hub graph, verified when it was built
             fields["verification"] = self.verify(module, target.precision, workdir, fields)
         return {**fields, "form": form.name}
@@ -164,8 +179,8 @@ class BuildSession:
         int8 = fields.get("int8")
         if runner is None:
             if int8 is not None and "drift_db" not in int8:
-                int8.update({"budget_db": self.options.budget_db, "within_budget": None,
-                             "budget": f"not measured: {note}"})
+                int8.update({"budget_db": self.options.budget_db, "gate": self.options.gate().record(),
+                             "within_budget": None, "budget": f"not measured: {note}"})
             return {"skipped": note, "passed": None}
         spec = self.checkpoint.spec
         with runner:
@@ -194,6 +209,7 @@ class BuildSession:
         from scnet_deploy.calibration.budget import check_within_budget, int8_section
         from scnet_deploy.exporters.torch_runner import TorchRunner
 
-        baseline = data.baseline(TorchRunner(self.checkpoint.model).infer)  # its FP32 engine is not built here
-        result = check_within_budget(runner, lambda r: baseline.measure(r.infer), self.options.budget_db)
+        gate = self.options.gate()
+        baseline = data.baseline(TorchRunner(self.checkpoint.model).infer, gate.visible_levels)  # no FP32 engine here
+        result = check_within_budget(runner, lambda r: baseline.measure(r.infer), gate)
         return int8_section(None, data.options, baseline, result, {"method": "weights only"}).to_dict()

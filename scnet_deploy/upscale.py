@@ -13,6 +13,7 @@ memory model (``memory.py``) unless given.
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .errors import ScnetDeployError
 from .imaging.images import (IMAGE_SUFFIXES, WRITE_SUFFIXES, image_size, list_folder, read_image, remove_stale_temporaries,
                      round_to_bits, write_image)
 from .memory import limit_bytes
-from .options import RuntimeOptions
+from .options import RuntimeOptions, option
 from .progress import FAILED, STEP, Progress, reporter
 from .imaging.tiling import run_tiled, tile_for
 from .imaging.video import VideoOptions, is_video
@@ -32,14 +33,20 @@ DONE, FAILED_STATUS, SKIPPED_STATUS = "done", "failed", "skipped"
 @dataclass(frozen=True)
 class UpscaleOptions:
     output: Path
-    tile: int | None = None  # LR pixels; None: chosen by the memory model within max_memory_mb
-    overlap: int | None = None  # halo in LR pixels; None: the receptive radius (never less)
+    # LR pixels; None: chosen by the memory model within max_memory_mb
+    tile: int | None = option(None, "Tile size in LR pixels (default: from --max-memory).", cli=Optional[int])
+    # halo in LR pixels; None: the receptive radius (never less)
+    overlap: int | None = option(None, "Tile halo in LR pixels (default and minimum: the receptive radius, so tiles "
+                                 "are exact).", cli=Optional[int])
     max_memory_mb: int | None = None  # None: the memory model's default limit (a share of what is available)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    skip_existing: bool = False  # resume: leave outputs that exist (always complete: atomic writes) as they are
+    # resume: leave outputs that exist (always complete: atomic writes) as they are
+    skip_existing: bool = option(False, "Resume a batch: keep outputs that exist (complete: a readable image of the "
+                                 "expected size).")
     # images in flight when several are upscaled (a folder): None = the engine's optimal number in its throughput
     # mode (OpenVINO compiled with its throughput hint; 1 for engines without one); 1 = one image at a time
-    inflight: int | None = None
+    inflight: int | None = option(None, "Images (or video frames) in flight (default: the engine's optimal number in "
+                                  "its throughput mode; 1: one at a time).", cli=Optional[int])
     video: VideoOptions = field(default_factory=VideoOptions)  # a video input: output codec, quality, pixel format
 
 

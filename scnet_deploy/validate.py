@@ -18,16 +18,18 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from .imaging.datasets import load_dataset
 from .errors import EXPORT_EXTRA, ScnetDeployError, has_torch
 from .imaging.images import to_float_chw, to_u8_hwc
-from .gate import AccuracyGate, flicker, visible_share
+from .gate import VISIBLE_LEVELS, VISIBLE_SHARE, AccuracyGate, flicker, visible_share
 from .memory import limit_bytes
 from .imaging.metrics import SSIM_WINDOW, psnr_ssim_y
-from .options import RuntimeOptions
+from .build_options import join_list, parse_list
+from .options import RuntimeOptions, option
 from .progress import Progress, reporter
 from .recorded import RecordedOutputs
 from .imaging.resize import imresize_u8
@@ -43,15 +45,28 @@ class ValidateOptions:
     datasets: Path | tuple[Path, ...]  # one folder, or several (each a content type with its own table)
     scale: int
     bicubic: bool = False  # add the MATLAB-bicubic baseline row
-    budget_db: float | None = None
-    reference: Path | None = None  # FP32 reference checkpoint; default: the first checkpoint among the models
-    limit: int | None = None  # first N images only
+    budget_db: float | None = None  # the accuracy gate's drift, dB: given, the gate judges (None: it does not)
+    # FP32 reference checkpoint; default: the first checkpoint among the models
+    reference: Path | None = option(None, "FP32 reference checkpoint (default: first checkpoint among MODELS, else "
+                                    "the artifacts' own).", cli=Optional[Path])
+    limit: int | None = option(None, "Use only the first N images (of a video file: frames; default 60).",
+                               cli=Optional[int])
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     visuals: Path | None = None  # write side-by-side crops of each model's worst image here
     max_memory_mb: int | None = None  # images whose run would pass this are run in exact tiles; None: memory model
-    content: tuple[str, ...] | None = None  # the datasets (by name) the gate judges; None: every one
+    # the datasets (by name) the gate judges; None: every one
+    content: tuple[str, ...] | None = option(None, "The datasets the gate judges, by name, comma-separated (default: "
+                                             "every one); the others are shown, not judged.", cli=Optional[str],
+                                             parse=parse_list, show=join_list)
     # each dataset's images are consecutive frames (in name order): measure flicker against the reference's
-    frames: bool = False
+    frames: bool = option(False, "Each dataset folder is consecutive frames of a video (in name order): add flicker, "
+                          "how differently from FP32 each engine's output changes from frame to frame (a video file "
+                          "given as --dataset always gets it).")
+    max_visible: float = VISIBLE_SHARE  # the gate's: the share of an image's pixels that may change visibly
+    visible_levels: int = VISIBLE_LEVELS  # the gate's: a pixel this many 8-bit levels off FP32 changed visibly
+
+    def gate(self) -> AccuracyGate:
+        return AccuracyGate(self.budget_db, self.max_visible, self.visible_levels)
 
     def folders(self) -> tuple[Path, ...]:
         return (Path(self.datasets),) if isinstance(self.datasets, (str, Path)) else tuple(map(Path, self.datasets))
@@ -81,7 +96,7 @@ def _flags(out: np.ndarray) -> dict:
 
 
 def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=None,
-                 frames: bool = False) -> tuple[dict, list]:
+                 frames: bool = False, levels: int = VISIBLE_LEVELS) -> tuple[dict, list]:
     """Score ``runner`` on ``pairs``, each image against the reference's output (``ref_outputs``) as it comes;
     ``keep(out)`` is what is kept of each float output (None: nothing), so memory does not grow with the dataset.
     ``frames``: the pairs are consecutive frames; each one after the first also gets its flicker (``gate.flicker``)."""
@@ -100,7 +115,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=N
         p, s = psnr_ssim_y(sr_u8, pair.hr, crop=scale)
         row = {"name": pair.name, "psnr_y": p, "ssim_y": s, **_flags(out), "tile": tile}
         if ref_outputs is not None:
-            row["visible_share"] = visible_share(sr_u8, to_u8_hwc(ref_outputs[i]), scale)
+            row["visible_share"] = visible_share(sr_u8, to_u8_hwc(ref_outputs[i]), scale, levels)
             a, b = np.clip(np.nan_to_num(out), 0, 1), np.clip(ref_outputs[i], 0, 1)
             mse = float(np.mean((a.astype(np.float64) - b) ** 2))
             row["max_abs_diff"] = float(np.abs(a - b).max())
@@ -109,7 +124,7 @@ def _score_model(runner, pairs, scale, ref_outputs, progress, limit=None, keep=N
                 ref_u8 = to_u8_hwc(ref_outputs[i])
                 if previous is not None and previous[0].shape == sr_u8.shape:
                     row["flicker_levels"], row["flicker_share"] = flicker(previous[0], sr_u8, previous[1], ref_u8,
-                                                                          scale)
+                                                                          scale, levels)
                 previous = sr_u8, ref_u8
         kept.append(keep(out) if keep else None)
         per_image.append(row)
@@ -190,7 +205,7 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
         for k, pairs in enumerate(sets):
             entry, outs = _score_model(runner, pairs, options.scale, None if is_ref else ref_outputs[k], tick,
                                        limit, _spill(spill / str(k)) if is_ref else to_u8_hwc if keep else None,
-                                       frames=options.frames or pairs.consecutive)
+                                       frames=options.frames or pairs.consecutive, levels=options.visible_levels)
             entry.update({"path": str(path), "kind": "artifact" if Path(path).is_dir() else "checkpoint",
                           "backend": runner.backend, "reference": is_ref,
                           "device": path.device if on_device else None,
@@ -201,7 +216,7 @@ def _open_and_score(path, options, sets, ref_outputs, is_ref, tick, keep, spill)
     return entries, outputs
 
 
-def _drifts(entries: list[dict], ref_entry: dict | None, budget_db, content: str, gated: bool) -> None:
+def _drifts(entries: list[dict], ref_entry: dict | None, gate: AccuracyGate, content: str, gated: bool) -> None:
     if ref_entry is None:
         for e in entries:
             e["drift_db"] = None
@@ -219,9 +234,8 @@ def _drifts(entries: list[dict], ref_entry: dict | None, budget_db, content: str
             e["max_abs_diff"] = max(r["max_abs_diff"] for r in e["per_image"])
             e["psnr_vs_reference_db"] = min(r["psnr_vs_reference_db"] for r in e["per_image"])
             e["visible_share"] = max(r["visible_share"] for r in e["per_image"])
-        if e["kind"] != "method" and budget_db is not None and gated and "visible_share" in e:
-            verdict = AccuracyGate(budget_db).judge(content, [{**r, "ref_psnr_y": ref_by_image[r["name"]]}
-                                                              for r in e["per_image"]])
+        if e["kind"] != "method" and gate.on and gated and "visible_share" in e:
+            verdict = gate.judge(content, [{**r, "ref_psnr_y": ref_by_image[r["name"]]} for r in e["per_image"]])
             e["gate"] = verdict.to_dict()
             e["within_budget"] = verdict.passed and not e["nonfinite_images"]
 
@@ -279,10 +293,13 @@ def validate(models: list[str | Path], options: ValidateOptions, progress=None) 
         return _validate(models, options, progress, Path(spill))
 
 
-def _validate(models: list[str | Path], options: ValidateOptions, progress, spill: Path) -> dict:
-    from .doctor import machine
+def _checked(models: list, options: ValidateOptions) -> tuple[list, list[Path], list[str]]:
+    """The models, dataset folders and their names, checked before any work (the gate's options included)."""
+    from .runtime import require_models_exist
 
+    options.gate().check()
     models = [m if isinstance(m, RecordedOutputs) else Path(m) for m in models]
+    require_models_exist([*models, *([options.reference] if options.reference else [])])
     if not models and not options.bicubic:
         raise ScnetDeployError("validate needs at least one MODEL (checkpoint or artifact directory) or --method "
                                "bicubic.")
@@ -296,14 +313,23 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     if unknown:
         raise ScnetDeployError(f"--content {','.join(unknown)}: no dataset of that name; the datasets are "
                                f"{','.join(names)}.")
-    sets = [load_dataset(f, options.scale, options.limit).scorable(options.scale, SSIM_WINDOW) for f in folders]
-    ref_path = _reference_path(models, options)
-    reference_skipped = None
+    return models, list(folders), names
+
+
+def _reference(models: list, options: ValidateOptions) -> tuple[Path | None, str | None]:
+    """The FP32 reference checkpoint, and why there is none where one was implied but cannot run here."""
+    ref_path, skipped = _reference_path(models, options), None
     if ref_path is not None and ref_path not in models and options.reference is None and not has_torch():
         # found through an artifact's manifest, on a machine without PyTorch (a device): scored against ground truth
-        ref_path, reference_skipped = None, f"PyTorch is not installed here ({EXPORT_EXTRA} adds it)"
-    if options.budget_db is not None and ref_path is None:
+        ref_path, skipped = None, f"PyTorch is not installed here ({EXPORT_EXTRA} adds it)"
+    if options.gate().on and ref_path is None:
         raise ScnetDeployError("--budget needs an FP32 reference: pass the checkpoint as a MODEL or with --reference.")
+    return ref_path, skipped
+
+
+def _score_all(models: list, ref_path: Path | None, options: ValidateOptions, sets: list, progress, spill: Path):
+    """Every model's entries per dataset (the reference first, then the bicubic baseline where asked), and the
+    outputs kept of each."""
     order = ([ref_path] if ref_path is not None and ref_path not in models else []) + models
     total = sum(len(p) for p in sets) * (len(order) + int(options.bicubic))
     say, done = reporter(progress), [0]
@@ -330,11 +356,21 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
             entry.update({"path": None, "kind": "method", "backend": "bicubic", "reference": False})
             entries.append(entry)
         per_model.append(entries)
-    per_set = []
+    return per_model, outputs
+
+
+def _validate(models: list[str | Path], options: ValidateOptions, progress, spill: Path) -> dict:
+    from .doctor import machine
+
+    models, folders, names = _checked(models, options)
+    sets = [load_dataset(f, options.scale, options.limit).scorable(options.scale, SSIM_WINDOW) for f in folders]
+    ref_path, reference_skipped = _reference(models, options)
+    per_model, outputs = _score_all(models, ref_path, options, sets, progress, spill)
+    gate, per_set = options.gate(), []
     for k, (folder, pairs) in enumerate(zip(folders, sets)):
         entries = [m[k] for m in per_model]
         ref_entry = next((e for e in entries if e["reference"]), None)
-        _drifts(entries, ref_entry, options.budget_db, names[k], options.content is None or names[k] in options.content)
+        _drifts(entries, ref_entry, gate, names[k], options.content is None or names[k] in options.content)
         failed = [e["name"] for e in entries if e.get("within_budget") is False]
         per_set.append({"dataset": str(folder), "name": names[k], "scale": options.scale, "images": len(pairs),
                         "lr_source": sorted({p.lr_source for p in pairs}), "budget_db": options.budget_db,
@@ -346,10 +382,10 @@ def _validate(models: list[str | Path], options: ValidateOptions, progress, spil
     result = {"dataset": ", ".join(str(f) for f in folders), "datasets": per_set, "scale": options.scale,
               "images": sum(len(p) for p in sets), "lr_source": sorted({p.lr_source for s in sets for p in s}),
               "protocol": PROTOCOL, "reference": str(ref_path) if ref_path else None, "budget_db": options.budget_db,
-              "gate": AccuracyGate(options.budget_db).record(), "content": list(options.content) if options.content else names,
+              "gate": gate.record(), "content": list(options.content) if options.content else names,
               "passed": not failed, "over_budget": failed, "models": rows, "machine": machine(),
               "unreadable_images": [u for s in sets for u in s.unreadable], "reference_skipped": reference_skipped}
-    if keep and ref_path is not None:
+    if options.visuals is not None and ref_path is not None:
         from .imaging.visuals import worst_image_comparisons
 
         result["visuals"] = worst_image_comparisons(result, sets, outputs, options.scale, Path(options.visuals))

@@ -151,16 +151,17 @@ def frame_progress(name: str, done: int, total: int | None, seconds: float) -> P
 
 
 def parse_video_target(text: str) -> tuple[int, int, float] | Path:
-    """``WxH@FPS`` (the output video: 1920x1080@30) as (width, height, fps), or the path of a video file."""
+    """``HxW@FPS`` (the output video: 1080x1920@30; every size here is HEIGHTxWIDTH) as (height, width, fps), or the
+    path of a video file."""
     if "@" not in text and (is_video(Path(text)) or Path(text).is_file()):
         return Path(text)
     try:
         size, fps = text.lower().split("@")
-        w, h = (int(v) for v in size.split("x"))
+        h, w = (int(v) for v in size.split("x"))
         rate = float(fps)
         if w < 1 or h < 1 or not rate > 0:
             raise ValueError
-        return w, h, rate
+        return h, w, rate
     except ValueError:
-        raise ScnetDeployError(f"--video {text!r} is not WIDTHxHEIGHT@FPS of the output video; write e.g. "
-                               "1920x1080@30, or give a video file.") from None
+        raise ScnetDeployError(f"--video {text!r} is not HEIGHTxWIDTH@FPS of the output video; write e.g. "
+                               "1080x1920@30, or give a video file.") from None

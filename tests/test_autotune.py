@@ -183,19 +183,19 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
     """The orchestration, with builds and timings scripted: A is within budget at 100 ms; B, C, D are over budget
     all-INT8 at 80, 150 and 84 ms. B (fastest) is taken up first with the limit 100 and ends within budget at 90;
     D is taken up with the limit 90 (84 < 0.95 x 90) and its loop stops; C is not rebuilt at all (150 > 90)."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned
+    from scnet_deploy.calibration.budget import Abandoned
     from scnet_deploy.session import BuildSession
 
     all_int8 = {"slice": None, "dwconv": 80.0, "fold": 150.0, "slice+conv_before_upsample": 84.0}
     within = {"slice": 100.0, "dwconv": 90.0}
     calls, limits = [], {}
 
-    def build_form(self, target, form, workdir, speed_limit=None):
+    def build_form(self, target, form, workdir, speed_limit=None, first_try=None):
         calls.append((form.name, None if speed_limit is None else speed_limit.ms))
-        limits.setdefault(form.name, []).append(speed_limit)
+        limits.setdefault(form.name, []).append(first_try)
         (workdir / "model.onnx").write_bytes(form.name.encode())
         if all_int8[form.name] is not None and (speed_limit.ms is None or form.name not in within):
-            raise BudgetAbandoned(f"{form.name} over budget", all_int8[form.name])
+            return {"abandoned": Abandoned(f"{form.name} over budget", all_int8[form.name])}
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
     def time_artifact(module, directory, fields, precision, x, runs, best_ms=None):
@@ -217,25 +217,25 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
     assert {n for n, c in record["candidates"].items() if "abandoned" in c} == {"fold", "slice+conv_before_upsample"}
     assert "150.0 ms" in record["candidates"]["fold"]["abandoned"]
     # a candidate taken up again gets the all-INT8 try its first build kept (the quantizer resumes from it)
-    assert all(later.first_try is first.first_try for first, later in (limits["dwconv"],
-                                                                       limits["slice+conv_before_upsample"]))
+    assert all(later is first and first is not None for first, later in (limits["dwconv"],
+                                                                         limits["slice+conv_before_upsample"]))
 
 
 def script_int8_builds(monkeypatch, all_int8: dict):
     """Scripted INT8 builds: each candidate form is over the gate all-INT8 (its first build, no speed limit yet:
-    ``BudgetAbandoned`` at ``all_int8[form]`` ms) and within it when taken up again. Returns the calls (form, the
-    limit's ms) and each form's limits, as they come."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned
+    ``Abandoned`` at ``all_int8[form]`` ms) and within it when taken up again. Returns the calls (form, the
+    limit's ms) and each form's first tries (``FirstTry``), as they come."""
+    from scnet_deploy.calibration.budget import Abandoned
     from scnet_deploy.session import BuildSession
 
     calls, limits = [], {}
 
-    def build_form(self, target, form, workdir, speed_limit=None):
+    def build_form(self, target, form, workdir, speed_limit=None, first_try=None):
         calls.append((form.name, speed_limit.ms))
-        limits.setdefault(form.name, []).append(speed_limit)
+        limits.setdefault(form.name, []).append(first_try)
         (workdir / "model.onnx").write_bytes(form.name.encode())
         if speed_limit.ms is None:
-            raise BudgetAbandoned(f"{form.name} over the gate", all_int8[form.name])
+            return {"abandoned": Abandoned(f"{form.name} over the gate", all_int8[form.name])}
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
@@ -254,7 +254,7 @@ def test_with_none_within_budget_all_int8_the_fastest_is_taken_up_again_from_its
     result = export(ckpt, ExportOptions(output=tmp_path / "a", precision="int8", tune=TuneOptions(
         "latency", ("dwconv", "fold"), size=(8, 8), runs=1, tiles=())))
     assert calls == [("dwconv", None), ("fold", None), ("dwconv", math.inf)]
-    assert limits["dwconv"][1].first_try is limits["dwconv"][0].first_try
+    assert limits["dwconv"][1] is limits["dwconv"][0] is not None
     assert result.manifest["autotune"]["chosen"] == "dwconv"
     assert "already then slower (90.0 ms)" in result.manifest["autotune"]["candidates"]["fold"]["abandoned"]
 
@@ -262,16 +262,16 @@ def test_with_none_within_budget_all_int8_the_fastest_is_taken_up_again_from_its
 def test_a_candidate_over_budget_not_5_percent_faster_than_the_best_is_not_taken_up_again(tmp_path, monkeypatch):
     """dwconv is over budget all-INT8 at 97 ms, the slice form within budget at 100: keeping layers in float could
     only bring dwconv to a tie within the noise, so its budget loop is not run."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned
+    from scnet_deploy.calibration.budget import Abandoned
     from scnet_deploy.session import BuildSession
 
     calls = []
 
-    def build_form(self, target, form, workdir, speed_limit=None):
+    def build_form(self, target, form, workdir, speed_limit=None, first_try=None):
         calls.append(form.name)
         (workdir / "model.onnx").write_bytes(form.name.encode())
         if form.name == "dwconv":
-            raise BudgetAbandoned("over budget", 97.0)
+            return {"abandoned": Abandoned("over budget", 97.0)}
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
@@ -330,7 +330,7 @@ def test_two_candidates_are_timed_in_turn_once_without_screening(tmp_path, monke
 
     turns = []
 
-    def build_form(self, target, form, workdir, speed_limit=None):
+    def build_form(self, target, form, workdir, speed_limit=None, first_try=None):
         (workdir / "model.onnx").write_bytes(form.name.encode())
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 

@@ -56,7 +56,7 @@ def test_bench_statistics_on_a_fake_slow_model():
 
 def test_bench_with_baselines_and_report(models, dataset, tmp_path):
     ref, _, artifact = models
-    b = bench([artifact], BenchOptions(shapes=((8, 8), (16, 12)), runs=2, warmup=0))
+    b = bench([artifact], BenchOptions(shapes=((8, 8), (16, 12)), runs=2, warmup=0, baselines=True))
     names = [m["name"] for m in b["models"]]
     assert names[:2] == ["pytorch official eager", "pytorch deploy form (dwconv)"] and len(names) == 3
     assert b["models"][0]["shapes"][0]["speedup_vs_official_eager"] == 1.0
@@ -76,14 +76,14 @@ def test_bench_with_baselines_and_report(models, dataset, tmp_path):
 
 def test_bench_times_the_baselines_with_their_own_run_count(models):
     _, _, artifact = models
-    b = bench([artifact], BenchOptions(shapes=((8, 8),), runs=4, warmup=0, baseline_forms=("official",),
+    b = bench([artifact], BenchOptions(shapes=((8, 8),), runs=4, warmup=0, baselines=True, baseline_forms=("official",),
                                        baseline_runs=2))
     assert [m["shapes"][0]["runs"] for m in b["models"]] == [2, 4] and b["options"]["baseline_runs"] == 2
 
 
 def test_bench_cli_json_keys(models, tmp_path):
     _, _, artifact = models
-    out = cli("bench", artifact, "--shape", "8x8,8x16", "--runs", "2", "--no-baselines", "--json", tmp_path / "b.json",
+    out = cli("bench", artifact, "--size", "8x8,8x16", "--runs", "2", "--no-baselines", "--json", tmp_path / "b.json",
               "--csv", tmp_path / "b.csv")
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "b.json").read_text())
@@ -120,8 +120,10 @@ def test_openvino_throughput_uses_its_async_queue_and_optimal_requests(tmp_path)
     t = result["models"][0]["shapes"][0]["throughput"]
     from scnet_deploy.runtime import open_model
 
+    from scnet_deploy.exporters.openvino.runtime import compile_options
+
     runtime = options.runtime.for_throughput()
-    assert runtime.openvino.performance == "throughput" and options.runtime.openvino.performance == "latency"
+    assert compile_options(runtime).performance == "throughput" and compile_options(options.runtime).performance == "latency"
     with open_model(artifact, runtime) as runner:
         assert t["inflight"] == runner.optimal_requests() >= 1
     assert t["images_per_s"] > 0 and t["vs_latency"] > 0 and result["options"]["mode"] == "throughput"

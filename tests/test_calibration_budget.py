@@ -13,9 +13,11 @@ from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, layer_sensiti
                                                        quantized_input_convs)
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.export import export, ExportOptions
+from scnet_deploy.gate import AccuracyGate
 
 
 FAST = CalibOptions(count=8, crop=32)
+G = AccuracyGate(0.1)
 
 
 def _drift(value):
@@ -32,7 +34,7 @@ def test_budget_loop_falls_back_with_real_exclusion(fp32_onnx, tmp_path):
         return path
 
     result = quantize_within_budget(quantize, lambda p: _drift(-1.0 if int(p.stem[1:]) < 3 else -0.01),
-                                    lambda p: [n for n, _ in layer_sensitivity(fp32_onnx, p, calib.arrays[:2])], 0.1)
+                                    lambda p: [n for n, _ in layer_sensitivity(fp32_onnx, p, calib.arrays[:2])], G)
     assert [t["float_layers"] for t in result["tries"]] == [0, 1, 2, 4]
     assert len(result["float_layers"]) == 4 and result["drift"]["mean_db"] == -0.01
     quantized = set(quantized_input_convs(onnx.load(str(result["model"]))))
@@ -45,23 +47,23 @@ def test_budget_loop_gives_up_when_nothing_is_left():
     seen = []
     with pytest.raises(BudgetNotMet, match="even with 2 of its 3 convolutions kept in float"):
         quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0), lambda m: ["a", "b", "c"],
-                               0.1)
+                               G)
     assert seen == [(), ("a", "b")]
     # within reach: that try first, then 1 in float, then 2 (the reach check's model again, not quantized twice)
     seen.clear()
     result = quantize_within_budget(lambda ex: seen.append(ex) or ex, lambda m: _drift(-1.0 if len(m) < 2 else 0.0),
-                                    lambda m: ["a", "b", "c"], 0.1)
+                                    lambda m: ["a", "b", "c"], G)
     assert seen == [(), ("a", "b"), ("a",)] and result["float_layers"] == ["a", "b"]
     assert [t["float_layers"] for t in result["tries"]] == [0, 1, 2] and result["all_float_try"]["float_layers"] == 2
     # within the gate only with every layer in float: that is the FP32 engine, never tried, refused
     with pytest.raises(BudgetNotMet, match="2 of its 3"):
         quantize_within_budget(lambda ex: ex, lambda m: _drift(-1.0 if len(m) < 3 else 0.0), lambda m: list("abc"),
-                               0.1)
+                               G)
     for bad in (-1, float("nan"), float("inf")):
         with pytest.raises(ScnetDeployError, match="--budget"):
-            quantize_within_budget(lambda ex: ex, lambda m: _drift(0.0), lambda m: [], bad)
+            quantize_within_budget(lambda ex: ex, lambda m: _drift(0.0), lambda m: [], AccuracyGate(bad))
     # no budget (explicit opt-out): one try, whatever the drift
-    result = quantize_within_budget(lambda ex: ex, lambda m: _drift(-5.0), lambda m: ["a"], None)
+    result = quantize_within_budget(lambda ex: ex, lambda m: _drift(-5.0), lambda m: ["a"], AccuracyGate(None))
     assert result["float_layers"] == [] and len(result["tries"]) == 1
 
 
@@ -70,7 +72,7 @@ def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, 
     3 layers are float (and no pixel visibly changed), so the loop must try 1, 2, then 4 float layers; the 4 the
     manifest names are float in the saved graph and every other conv int8."""
     import scnet_deploy.calibration.budget as budget
-    import scnet_deploy.calibration.int8_onnx as int8_onnx
+    import scnet_deploy.calibration.onnxruntime_int8 as int8_onnx
 
     excluded, real_quantize, real_measure = [], int8_onnx.quantize_onnx, budget.Baseline.measure
 
@@ -152,7 +154,7 @@ def test_the_measured_head_of_a_ranking_is_paid_for_only_when_the_gate_is_within
         calls.clear()
         drift = {(): -0.3, ("a", "c", "d"): -0.01 if reachable else -0.3, ("b",): -0.2, ("b", "c"): -0.05}
         result = quantize_within_budget(lambda exclude: tuple(sorted(exclude)) if len(exclude) == 3 else exclude,
-                                        lambda m: _drift(drift[m]), lambda m: Ranking(head, 4, rest), 0.1)
+                                        lambda m: _drift(drift[m]), lambda m: Ranking(head, 4, rest), G)
         return result["float_layers"]
 
     with pytest.raises(BudgetNotMet, match="3 of its 4"):
@@ -164,28 +166,27 @@ def test_the_measured_head_of_a_ranking_is_paid_for_only_when_the_gate_is_within
 def test_measure_only_budget_check_for_weight_only_int8():
     from scnet_deploy.calibration.budget import check_within_budget
 
-    record = check_within_budget("model", lambda m: _drift(-0.05), 0.1)
+    record = check_within_budget("model", lambda m: _drift(-0.05), G)
     assert record["float_layers"] == [] and record["tries"][0]["mean_drift_db"] == -0.05
-    assert set(record) == set(quantize_within_budget(lambda ex: "m", lambda m: _drift(-0.05), lambda m: [], 0.1))
+    assert set(record) == set(quantize_within_budget(lambda ex: "m", lambda m: _drift(-0.05), lambda m: [], G))
     with pytest.raises(BudgetNotMet, match="over the 0.1 dB budget"):
-        check_within_budget("model", lambda m: _drift(-0.2), 0.1)
-    assert check_within_budget("model", lambda m: _drift(-3.0), None)["budget_db"] is None
+        check_within_budget("model", lambda m: _drift(-0.2), G)
+    assert not check_within_budget("model", lambda m: _drift(-3.0), AccuracyGate(None))["gate"].on
 
 
 def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
     import time
 
-    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget
+    from scnet_deploy.calibration.budget import SpeedLimit, quantize_within_budget
 
     x = np.zeros((1, 3, 4, 4), np.float32)
     slow = lambda x: time.sleep(0.03)  # noqa: E731
     fast = lambda x: None  # noqa: E731
-    with pytest.raises(BudgetAbandoned, match="set aside") as info:
-        SpeedLimit(None, x, runs=1).check(fast, 0, -0.3)  # no limit yet: report the speed, go no further
-    assert info.value.ms < 5
-    SpeedLimit(10.0, x, runs=1).check(fast, 1, -0.3)  # faster than the limit: go on
-    with pytest.raises(BudgetAbandoned, match="slower than 10.0 ms"):
-        SpeedLimit(10.0, x, runs=1).check(slow, 1, -0.3)
+    stopped = SpeedLimit(None, x, runs=1).check(fast, 0, -0.3)  # no limit yet: report the speed, go no further
+    assert "set aside" in stopped.reason
+    assert stopped.ms < 5
+    assert SpeedLimit(10.0, x, runs=1).check(fast, 1, -0.3) is None  # faster than the limit: go on
+    assert "slower than 10.0 ms" in SpeedLimit(10.0, x, runs=1).check(slow, 1, -0.3).reason
     # in the loop: every try over budget is checked; each float layer adds 30 ms and 0.1 dB
     tries = []
 
@@ -198,11 +199,11 @@ def test_a_speed_limit_stops_a_budget_loop_only_when_over_budget_and_slower():
 
     speed = lambda k, *tried: SpeedLimit(75.0, x, runs=1, margin=1.0).check(  # noqa: E731
         lambda _: time.sleep(0.03 * k), *tried)
-    with pytest.raises(BudgetAbandoned):
-        quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1, speed)
+    stopped = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), G, speed)
+    assert stopped["abandoned"] is not None and stopped["model"] is None
     assert tries == [0, 8, 1, 2, 4]  # 120 ms with 4 in float: stopped there (8 of 9 first: the reach check)
     tries.clear()
-    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1)
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), G)
     assert tries == [0, 8, 1, 2, 4] and result["float_layers"] == list("abcdefgh")  # no limit: to the end (8 reused)
 
 
@@ -210,7 +211,7 @@ def test_a_speed_limited_budget_loop_stops_when_the_budget_is_out_of_its_reach()
     """Under a speed limit (the autotuner), a loop stops when the layers not yet in float could not win back the
     drift still over budget even at the rate of those already in float (the ranking puts the worst first). Without a
     limit (a plain export), the same loop runs to its end."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, out_of_reach, quantize_within_budget
+    from scnet_deploy.calibration.budget import SpeedLimit, out_of_reach, quantize_within_budget
 
     x = np.zeros((1, 3, 4, 4), np.float32)
     drift = {0: -0.30, 1: -0.29, 2: -0.285, 4: -0.28, 8: -0.05, 9: 0.0}  # stuck near -0.29 until 8 of 9 in float
@@ -224,25 +225,25 @@ def test_a_speed_limited_budget_loop_stops_when_the_budget_is_out_of_its_reach()
         return {"mean_db": drift[k], "worst_image": {"drift_db": drift[k]}}
 
     limit = SpeedLimit(1e6, x, runs=1)  # never too slow: only the reach rule can stop it
-    with pytest.raises(BudgetAbandoned, match="out of reach") as info:
-        quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1,
-                               lambda m, *t: limit.check(lambda _: None, *t))
-    assert tries == [0, 8, 1] and [t["float_layers"] for t in info.value.tries] == [0, 1]  # 0.19 dB, 0.01 a layer
+    stopped = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), G,
+                                     lambda m, *t: limit.check(lambda _: None, *t))["abandoned"]
+    assert "out of reach" in stopped.reason
+    assert tries == [0, 8, 1] and [t["float_layers"] for t in stopped.tries] == [0, 1]  # 0.19 dB, 0.01 a layer
     tries.clear()
-    assert quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1)["float_layers"] == \
+    assert quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), G)["float_layers"] == \
         list("abcdefgh") and tries == [0, 8, 1, 2, 4]
     # error spread evenly over 8 layers: every step is within reach (the loop of the speed-limit test above)
     tried = lambda *pairs: [{"float_layers": k, "mean_drift_db": d} for k, d in pairs]  # noqa: E731
-    assert not out_of_reach(tried((0, -0.9), (1, -0.8)), 0.1, 8)
-    assert not out_of_reach(tried((0, -0.9), (1, -0.8), (2, -0.7), (4, -0.5)), 0.1, 8)
-    assert out_of_reach(tried((0, -0.9), (1, -0.9)), 0.1, 8) and out_of_reach(tried((0, -0.9), (1, -0.95)), 0.1, 8)
-    assert not out_of_reach(tried((0, -0.9)), 0.1, 8) and not out_of_reach(tried((0, -0.9), (1, -0.05)), 0.1, 8)
+    assert not out_of_reach(tried((0, -0.9), (1, -0.8)), G, 8)
+    assert not out_of_reach(tried((0, -0.9), (1, -0.8), (2, -0.7), (4, -0.5)), G, 8)
+    assert out_of_reach(tried((0, -0.9), (1, -0.9)), G, 8) and out_of_reach(tried((0, -0.9), (1, -0.95)), G, 8)
+    assert not out_of_reach(tried((0, -0.9)), G, 8) and not out_of_reach(tried((0, -0.9), (1, -0.05)), G, 8)
 
 
 def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
-    """The autotuner's first limit stops a candidate after its all-INT8 try; the second limit shares that try
-    (``SpeedLimit.first_try``), so the loop goes on from it without quantizing everything again."""
-    from scnet_deploy.calibration.budget import BudgetAbandoned, SpeedLimit, quantize_within_budget
+    """The autotuner's first limit stops a candidate after its all-INT8 try; the second loop shares that try (the
+    candidate's ``FirstTry``), so it goes on from it without quantizing everything again."""
+    from scnet_deploy.calibration.budget import FirstTry, SpeedLimit, quantize_within_budget
 
     x = np.zeros((1, 3, 4, 4), np.float32)
     tries = []
@@ -254,14 +255,14 @@ def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
     def measure(k):
         return {"mean_db": -0.9 + 0.3 * k, "worst_image": {"drift_db": -0.9 + 0.3 * k}}
 
-    first = SpeedLimit(None, x, runs=1)
-    with pytest.raises(BudgetAbandoned, match="set aside"):
-        quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
-                               lambda m, *t: first.check(lambda _: None, *t), first_try=first.first_try)
-    assert tries == [0] and first.first_try == {"model": 0, "drift": measure(0)}
-    again = SpeedLimit(1e6, x, runs=1, first_try=first.first_try)
-    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), 0.1,
-                                    lambda m, *t: again.check(lambda _: None, *t), first_try=again.first_try)
+    first, kept = SpeedLimit(None, x, runs=1), FirstTry()
+    stopped = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), G,
+                                     lambda m, *t: first.check(lambda _: None, *t), first_try=kept)
+    assert "set aside" in stopped["abandoned"].reason
+    assert tries == [0] and (kept.model, kept.drift) == (0, measure(0))
+    again = SpeedLimit(1e6, x, runs=1)
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefgh"), G,
+                                    lambda m, *t: again.check(lambda _: None, *t), first_try=kept)
     assert tries == [0, 7, 1, 2, 4] and result["float_layers"] == list("abcd")
     assert result["tries"][0]["float_layers"] == 0  # the kept try is still recorded as the first
     assert result["all_float_try"]["float_layers"] == 7 and [t["float_layers"] for t in result["tries"]] == [0, 1, 2, 4]
@@ -270,7 +271,7 @@ def test_a_candidate_taken_up_again_resumes_from_its_all_int8_try():
 def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the_end_from_its_first_try():
     """``SpeedLimit(math.inf)``: no candidate within budget to beat; the loop resumes from the kept all-INT8 try and
     is neither timed nor stopped where its budget looks out of reach (a result must come out of it)."""
-    from scnet_deploy.calibration.budget import SpeedLimit, quantize_within_budget
+    from scnet_deploy.calibration.budget import FirstTry, SpeedLimit, quantize_within_budget
 
     tries = []
 
@@ -285,10 +286,9 @@ def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the
     def never_timed(_):
         raise AssertionError("timed")
 
-    limit = SpeedLimit(math.inf, np.zeros((1, 3, 4, 4), np.float32), runs=1,
-                       first_try={"model": 0, "drift": measure(0)})
-    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), 0.1,
-                                    lambda m, *t: limit.check(never_timed, *t), first_try=limit.first_try)
+    limit = SpeedLimit(math.inf, np.zeros((1, 3, 4, 4), np.float32), runs=1)
+    result = quantize_within_budget(quantize, measure, lambda m: list("abcdefghi"), G,
+                                    lambda m, *t: limit.check(never_timed, *t), first_try=FirstTry(None, 0, measure(0)))
     assert tries[0] != 0 and result["float_layers"] == list("abcdefgh")
 
 
@@ -341,7 +341,7 @@ def test_export_and_validate_refuse_the_same_engine_that_the_mean_drift_would_ha
     mean = float(np.mean([r["drift_db"] for r in rows]))
     budget = max(0.1, -2 * mean)
     assert AccuracyGate(budget).admits(mean)  # the mean rule: shipped
-    verdicts = gate_by_content({"per_image": rows}, budget)
+    verdicts = gate_by_content({"per_image": rows}, AccuracyGate(budget))
     assert not all(v["passed"] for v in verdicts.values())  # the worst content's (visible change): refused
 
     folders = []

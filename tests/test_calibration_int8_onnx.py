@@ -1,4 +1,4 @@
-"""calibration/int8_onnx.py: the Q/DQ graph quantizes every 1x1 conv, known ranges are never calibrated, and the
+"""calibration/onnxruntime_int8.py (build_int8_onnx): the Q/DQ graph quantizes every 1x1 conv, known ranges are never calibrated, and the
 sensitivity ranking finds a damaged conv."""
 
 import onnx
@@ -6,7 +6,7 @@ import pytest
 
 from conftest import assert_extremes_not_clipped, tiny_model
 from scnet_deploy.calibration.data import CalibOptions, calibration_set
-from scnet_deploy.calibration.int8_onnx import onnx_infer
+from scnet_deploy.calibration.onnxruntime_int8 import onnx_infer
 from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, dequantized_readers, input_range,
                                                        layer_sensitivity, output_is_float, quantize_onnx,
                                                        quantized_weight_convs)

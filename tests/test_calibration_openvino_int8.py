@@ -8,6 +8,7 @@ import pytest
 
 from conftest import assert_extremes_not_clipped
 from scnet_deploy.calibration.data import CalibOptions
+from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.exporters.onnx_graph import OnnxOptions
 from scnet_deploy.runtime import open_model
@@ -24,7 +25,7 @@ def _ov_model(path):
 
 @pytest.mark.openvino
 def test_openvino_int8_nncf(ckpt, tmp_path):
-    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
     m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=FAST)).manifest
     i = m["int8"]
     assert i["quantization"]["method"] == "nncf.quantize" and i["quantization"]["ranges"] == "minmax"
@@ -47,7 +48,7 @@ def test_openvino_int8_nncf(ckpt, tmp_path):
 def test_openvino_ranking_puts_first_the_convolution_behind_the_costliest_quantizer(ckpt, tmp_path, monkeypatch):
     """The budget loop's first layer kept in float is measured, not guessed: the convolution behind the quantizer
     whose removal wins back most hold-out drift comes first even where the added-error ranking puts it last."""
-    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
     import openvino as ov
 
     from scnet_deploy.calibration import openvino_int8 as oi
@@ -57,7 +58,7 @@ def test_openvino_ranking_puts_first_the_convolution_behind_the_costliest_quanti
     fp32 = _ov_model(tmp_path / "fp32" / "model.xml")
     data = int8_data(FAST, 4)
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    int8 = oi.quantize_ir(fp32, data, None, config).model
+    int8 = oi.quantize_ir(fp32, data, AccuracyGate(None), config).model
     feeds = oi.convolution_quantizers(int8)
     damaged_fq = sorted(feeds)[len(feeds) // 2]
     victim = feeds[damaged_fq][0]
@@ -79,7 +80,7 @@ def test_openvino_candidate_taken_up_again_reuses_its_fp32_scores_and_all_int8_t
     """The autotuner sets an OpenVINO INT8 candidate aside after its all-INT8 try, then takes it up again with a
     second limit sharing the first's ``first_try``: the second call neither quantizes all-INT8 again nor scores the
     FP32 engine on the hold-out again (its scores are the first call's)."""
-    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
     from scnet_deploy.calibration import budget
     from scnet_deploy.calibration import openvino_int8 as oi
 
@@ -88,35 +89,35 @@ def test_openvino_candidate_taken_up_again_reuses_its_fp32_scores_and_all_int8_t
     data, config = budget.int8_data(FAST, 4), {"INFERENCE_PRECISION_HINT": "f32"}
     scored, quantized = [], []
     real_baseline, real_loop = budget.Int8Data.baseline, oi.quantize_within_budget
-    monkeypatch.setattr(budget.Int8Data, "baseline", lambda self, infer: scored.append(1) or real_baseline(self,
-                                                                                                         infer))
+    monkeypatch.setattr(budget.Int8Data, "baseline", lambda self, infer, levels=4: scored.append(1) or
+                        real_baseline(self, infer, levels))
 
-    def loop(quantize, measure, rank, budget_db, too_slow=None, first_try=None):
+    def loop(quantize, measure, rank, gate, too_slow=None, first_try=None):
         def counted(exclude):
             quantized.append(exclude)
             return quantize(exclude)
-        if "model" not in first_try:  # the first call: the all-INT8 try, then set aside as over budget
+        if not first_try.tried:  # the first call: the all-INT8 try, then set aside as over budget
             model = counted(())
-            first_try.update(model=model, drift=measure(model))
-            raise budget.BudgetAbandoned("set aside", 1.0)
-        return real_loop(counted, measure, rank, None, too_slow, first_try)
+            first_try.model, first_try.drift = model, measure(model)
+            return {"abandoned": budget.Abandoned("set aside", 1.0)}
+        return real_loop(counted, measure, rank, AccuracyGate(None), too_slow, first_try)
 
     monkeypatch.setattr(oi, "quantize_within_budget", loop)
     x = np.zeros((1, 3, 8, 8), np.float32)
-    first = budget.SpeedLimit(None, x)
-    with pytest.raises(budget.BudgetAbandoned):
-        oi.quantize_ir(fp32, data, 0.1, config, speed_limit=first)
-    result = oi.quantize_ir(fp32, data, 0.1, config, speed_limit=budget.SpeedLimit(math.inf, x,
-                                                                                   first_try=first.first_try))
+    kept = budget.FirstTry()
+    assert oi.quantize_ir(fp32, data, AccuracyGate(0.1), config, speed_limit=budget.SpeedLimit(None, x),
+                          first_try=kept).abandoned is not None
+    result = oi.quantize_ir(fp32, data, AccuracyGate(0.1), config, speed_limit=budget.SpeedLimit(math.inf, x),
+                            first_try=kept)
     assert scored == [1] and quantized == [()]
-    assert result.section.holdout["fp32_psnr_y"] == pytest.approx(float(np.mean(first.first_try["baseline"].fp32_psnr)))
+    assert result.section.holdout["fp32_psnr_y"] == pytest.approx(float(np.mean(kept.baseline.fp32_psnr)))
 
 
 @pytest.mark.openvino
 def test_openvino_statistics_on_the_crops_static_shape_quantize_the_same(ckpt, tmp_path):
     """NNCF runs on a copy reshaped to the calibration crops' one shape (faster); the quantized model is the one the
     dynamic model gives, and gets the dynamic input shape back."""
-    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
     import openvino as ov
 
     from scnet_deploy.calibration.data import calibration_set
@@ -143,7 +144,7 @@ def test_openvino_int8_known_ranges_in_the_saved_ir(ckpt, narrow, tmp_path, form
     """Calibrated on mid-tones only: the saved IR's input quantizer covers exactly [0, 1], the image-space skip
     (an Interpolate, or skip_as_conv's Pad, float conv and depth-to-space) reads the Parameter itself, the output is
     not fake-quantized, and white/black/saturated frames come out as in FP32."""
-    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'scnet-deploy[openvino]')")
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
     calib = CalibOptions(narrow, count=8, crop=32)
     onnx_options = OnnxOptions(skip_as_conv=form == "skip_as_conv")
     m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=calib,

@@ -79,6 +79,16 @@ def test_export_cli(tmp_path):
     (["export", "{ckpt}", "-o", "{tmp}/a", "--optimize", "speed"], "--optimize 'speed' is unknown"),
     (["export", "{ckpt}", "-o", "{tmp}/a", "--optimize", "latency", "--candidates", "dwconv,roll"], "shift form"),
     (["export", "{ckpt}", "-o", "{tmp}/a", "--optimize", "latency", "--tune-tiles", "big"], "not an integer"),
+    # one entry for the accuracy gate: every verb that judges refuses the same values, in one line, before any work
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--int8", "--budget", "-1"], "--budget must be a finite loss >= 0 dB"),
+    (["validate", "{ckpt}", "--dataset", "{tmp}", "--scale", "4", "--budget", "-1"], "--budget must be a finite"),
+    (["validate", "{ckpt}", "--dataset", "{tmp}", "--scale", "4", "--budget", "nan"], "--budget must be a finite"),
+    (["pipeline", "{ckpt}", "-o", "{tmp}/a", "--budget", "-1"], "--budget must be a finite loss >= 0 dB"),
+    (["pipeline", "{ckpt}", "-o", "{tmp}/a", "--budget", "inf"], "--budget must be a finite loss >= 0 dB"),
+    (["validate", "{ckpt}", "--dataset", "{tmp}", "--scale", "4", "--budget", "0.1", "--max-visible", "150"],
+     "--max-visible must be a share of pixels from 0 to 100 %"),
+    (["export", "{ckpt}", "-o", "{tmp}/a", "--visible-levels", "0"], "--visible-levels must be 1 to 255"),
+    (["bench", "{ckpt}", "--video", "1920x1080"], "HEIGHTxWIDTH@FPS"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     ckpt = save_basicsr(tiny_model(4), tmp_path / "m.pth")
@@ -120,3 +130,63 @@ def test_int8_cli(ckpt, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(tmp_path / "b"),
                           "--int8", "--precision", "bf16"], capture_output=True, text=True)
     assert bad.returncode == 2 and "contradict" in bad.stderr
+
+
+def test_every_option_made_from_a_dataclass_takes_its_default_from_it():
+    """Every default written once: the CLI option of each ``option`` field shows the field's own default (or, for a
+    verb with defaults of its own, that verb's instance: the pipeline's 16 calibration crops), for every verb."""
+    import dataclasses
+
+    import typer
+
+    from scnet_deploy.build_options import CalibOptions, ExportOptions, OnnxOptions, PipelineOptions, TuneOptions
+    from scnet_deploy.bench import BenchOptions
+    from scnet_deploy.cli import app
+    from scnet_deploy.exporters.registry import backends
+    from scnet_deploy.imaging.video import VideoOptions
+    from scnet_deploy.options import cli_fields, cli_value, default_of, flag_of
+    from scnet_deploy.upscale import UpscaleOptions
+    from scnet_deploy.validate import ValidateOptions
+
+    commands = typer.main.get_command(app).commands
+    shown = {(verb, o): p.default for verb, c in commands.items() for p in c.params for o in p.opts}
+    owners = {"export": [ExportOptions(output="."), CalibOptions(), OnnxOptions(), TuneOptions()],
+              "bench": [BenchOptions()], "validate": [ValidateOptions(".", 4)], "upscale": [UpscaleOptions("."),
+                                                                                            VideoOptions()],
+              "pipeline": [PipelineOptions(), PipelineOptions().calib]}
+    owners["export"] += [b.build_options() for b in backends() if b.build_options() is not None]
+    for verb in ("bench", "validate", "upscale", "infer"):
+        owners.setdefault(verb, []).extend(b.run_options() for b in backends() if b.run_options() is not None)
+    checked = 0
+    for verb, instances in owners.items():
+        for instance in instances:
+            for f in cli_fields(type(instance)):
+                if (verb, flag_of(f)) in shown:
+                    assert shown[verb, flag_of(f)] == cli_value(f, getattr(instance, f.name)), (verb, f.name)
+                    checked += 1
+    assert checked > 50 and shown["pipeline", "--calib-count"] == 16 and shown["export", "--calib-count"] == 32
+    assert dataclasses.is_dataclass(BenchOptions) and default_of(dataclasses.fields(BenchOptions)[1]) == 10
+
+
+def test_a_backend_brings_its_own_option_group_and_the_cli_names_none():
+    """Each backend's options come from its folder, mounted under its own panel; the verbs pass them through."""
+    import typer
+
+    from scnet_deploy.cli import app
+
+    commands = typer.main.get_command(app).commands
+    panels = {p.opts[0]: getattr(p, "rich_help_panel", None) for p in commands["export"].params}
+    assert panels["--ov-hint"] == "openvino options" and panels["--workspace"] == "tensorrt options"
+    assert panels["--coreml-sizes"] == "coreml options"
+    runtime = {p.opts[0]: getattr(p, "rich_help_panel", None) for p in commands["bench"].params}
+    assert runtime["--ov-streams"] == "openvino options" and runtime["--vulkan-device"] == "ncnn options"
+
+
+def test_the_runtime_options_of_a_backend_travel_to_a_device_as_its_own_flags():
+    from scnet_deploy.devices.remote import _runtime_args
+    from scnet_deploy.exporters.ncnn.options import Run as NcnnRun
+    from scnet_deploy.exporters.openvino.options import Run as OpenVINORun
+    from scnet_deploy.options import RuntimeOptions
+
+    runtime = RuntimeOptions(threads=2, backends={"openvino": OpenVINORun(streams=2), "ncnn": NcnnRun()})
+    assert _runtime_args(runtime) == ["--threads", "2", "--ov-streams", "2"]  # defaults are not sent

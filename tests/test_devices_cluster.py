@@ -13,9 +13,9 @@ from conftest import cli, save_basicsr, tiny_model
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.upscale import UpscaleOptions, upscale
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'scnet-deploy[ray]')")
-pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'scnet-deploy[ray]')")
-av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scnet-deploy[video]')")
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]' in the checkout)")
+pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install -e '.[ray]' in the checkout)")
+av = pytest.importorskip("av", reason="PyAV is not installed (pip install -e '.[video]' in the checkout)")
 
 from scnet_deploy.devices.cluster import RayOptions, pack, unpack, upscale_on_ray  # noqa: E402
 from scnet_deploy.video import VideoOptions  # noqa: E402
@@ -106,7 +106,7 @@ def test_tensorrt_engines_are_refused_in_one_line(work, tmp_path):
     shutil.copytree(artifact, trt)
     manifest = json.loads((trt / "manifest.json").read_text())
     (trt / "manifest.json").write_text(json.dumps({**manifest, "backend": "tensorrt"}))
-    with pytest.raises(ScnetDeployError, match="--ray does not run TensorRT engines"):
+    with pytest.raises(ScnetDeployError, match="--ray does not run tensorrt artifacts"):
         pack(trt)
 
 

@@ -44,7 +44,7 @@ def test_a_failed_device_is_reported_and_the_others_go_on(hostile, fleet, artifa
     assert list(result["devices"]) == ["device", "device2"] and list(result["failed"]) == ["broken"]
     assert "ssh broken" in result["failed"]["broken"]
     assert result["table"][0]["median_ms"] == {"device": 1.5, "device2": 1.5}
-    args = ["bench", artifact, "--shape", "8x8", "--runs", "1", "--on", "ssh://device", "--on", "ssh://broken",
+    args = ["bench", artifact, "--size", "8x8", "--runs", "1", "--on", "ssh://device", "--on", "ssh://broken",
             "--ssh-config", fleet.ssh_config, "--remote-python", fleet.remote_python, "--remote-dir", fleet.remote_dir,
             "--json", tmp_path / "out.json"]
     proc = subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,

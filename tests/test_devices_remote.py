@@ -80,7 +80,7 @@ def one_line_error(proc) -> str:
 def _bench_cli(sshd, device, engines, tmp_path, *extra, url=None):
     _, onnx_dir, _ = engines
     remote = remote_options(sshd, device, tmp_path)
-    args = ["bench", onnx_dir, "--shape", "8x8", "--runs", "1", "--on", url or sshd.url(), "--ssh-config",
+    args = ["bench", onnx_dir, "--size", "8x8", "--runs", "1", "--on", url or sshd.url(), "--ssh-config",
             sshd.config, "--remote-dir", remote.remote_dir, "--json", tmp_path / "out.json"]
     if "--remote-python" not in extra:
         args += ["--remote-python", remote.remote_python]
@@ -104,16 +104,16 @@ def test_the_device_environment_has_no_torch_and_runs_artifacts(device, engines,
     assert doctor["versions"]["scnet_deploy"] == __version__ and doctor["versions"]["torch"] is None
     assert {b["backend"]: b["available"] for b in doctor["backends"]}["openvino"]
 
-    run = cli("bench", onnx_dir, ov_dir, "--shape", "12x16", "--runs", "2", "--json", tmp_path / "b.json",
-              python=python)
+    run = cli("bench", onnx_dir, ov_dir, "--size", "12x16", "--runs", "2", "--baselines", "--json",
+              tmp_path / "b.json", python=python)
     assert run.returncode == 0, run.stderr
     b = json.loads((tmp_path / "b.json").read_text())
-    assert len(b["models"]) == 2 and "scnet-deploy[export]" in b["baselines_skipped"]  # its checkpoint exists here
+    assert len(b["models"]) == 2 and "pip install -e '.[export]'" in b["baselines_skipped"]  # its checkpoint exists here
     run = cli("validate", onnx_dir, "--dataset", dataset, "--scale", "4", "--json", tmp_path / "v.json",
               python=python)
     assert run.returncode == 0, run.stderr
     v = json.loads((tmp_path / "v.json").read_text())
-    assert v["models"][0]["psnr_y"] > 0 and "scnet-deploy[export]" in v["reference_skipped"]
+    assert v["models"][0]["psnr_y"] > 0 and "pip install -e '.[export]'" in v["reference_skipped"]
     run = cli("upscale", ov_dir, dataset / "HR" / "img0.png", "-o", tmp_path / "up.png", python=python)
     assert run.returncode == 0 and Image.open(tmp_path / "up.png").size == (192, 144), run.stderr
     np.savez(tmp_path / "in.npz", a=np.zeros((3, 8, 10), np.float32))
@@ -121,15 +121,15 @@ def test_the_device_environment_has_no_torch_and_runs_artifacts(device, engines,
     assert run.returncode == 0 and np.load(tmp_path / "out.npz")["a"].shape == (3, 32, 40), run.stderr
 
     for verb in (["export", ckpt, "-o", tmp_path / "x"], ["info", ckpt], ["bench", ckpt]):
-        assert "pip install 'scnet-deploy[export]'" in one_line_error(cli(*verb, python=python))
+        assert "pip install -e '.[export]'" in one_line_error(cli(*verb, python=python))
     assert not (tmp_path / "x").exists()
 
 
 def test_bench_on_a_device_and_here_in_one_table(sshd, device, engines, tmp_path):
     _, onnx_dir, ov_dir = engines
     remote = remote_options(sshd, device, tmp_path)
-    result = bench_on([onnx_dir, ov_dir], BenchOptions(shapes=((12, 16),), runs=2, warmup=0), ("local", sshd.url()),
-                      remote)
+    result = bench_on([onnx_dir, ov_dir], BenchOptions(shapes=((12, 16),), runs=2, warmup=0, baselines=True),
+                      ("local", sshd.url()), remote)
     assert list(result["devices"]) == ["local", "device"]
     here, there = result["devices"]["local"], result["devices"]["device"]
     assert there["device"]["executable"] == str(device / "bin" / "python")  # the device's own description
@@ -166,7 +166,7 @@ def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference
 def test_pipeline_on_a_device_adds_its_rows_to_the_report(sshd, device, dataset, tmp_path):
     ckpt = save_basicsr(tiny_model(4, num_feat=8, num_block=1), tmp_path / "tiny_x4.pth")
     remote = remote_options(sshd, device, tmp_path)
-    run = cli("pipeline", ckpt, "-o", tmp_path / "out", "--dataset", dataset, "--shape", "8x8", "--runs", "1",
+    run = cli("pipeline", ckpt, "-o", tmp_path / "out", "--dataset", dataset, "--size", "8x8", "--runs", "1",
               "--formats", "onnx", "--optimize", "none", "--calib-count", "4", "--on", sshd.url(), "--ssh-config",
               sshd.config, "--remote-python", remote.remote_python, "--remote-dir", remote.remote_dir)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -199,8 +199,8 @@ def test_ncnn_runs_on_a_torch_free_device_with_only_its_runtime(sshd, device, en
 
 
 def test_bench_video_on_a_device_judges_its_own_speed_and_codec(sshd, device, engines, tmp_path):
-    """A video file stays here: the device is given its output size and frame rate (x4 of 16x12 at 30 fps)."""
-    pytest.importorskip("av", reason="PyAV is not installed (pip install 'scnet-deploy[video]')")
+    """A video file stays here: the device is given its output size and frame rate (x4 of 12x16 at 30 fps)."""
+    pytest.importorskip("av", reason="PyAV is not installed (pip install -e '.[video]' in the checkout)")
     from scnet_deploy.imaging.video import synthetic_clip
 
     _, onnx_dir, _ = engines
@@ -208,7 +208,7 @@ def test_bench_video_on_a_device_judges_its_own_speed_and_codec(sshd, device, en
     clip = synthetic_clip(tmp_path / "lr.mp4", (12, 16), 30)
     result = bench_on([onnx_dir], BenchOptions(runs=1, warmup=0, video=clip), (sshd.url(),), remote)
     there = result["devices"]["device"]
-    assert there["options"]["shapes"] == [[12, 16]] and there["video"]["target"] == [64, 48, 30]
+    assert there["options"]["shapes"] == [[12, 16]] and there["video"]["target"] == [48, 64, 30]
     verdict = there["models"][0]["video"]
     assert verdict["target_fps"] == 30 and verdict["fps_with_codec"] < verdict["fps"]
 
@@ -270,7 +270,7 @@ def test_a_missing_remote_scnet_deploy_or_backend_is_a_one_line_error(sshd, devi
     shutil.copytree(onnx_dir, coreml)
     manifest = json.loads((coreml / "manifest.json").read_text())
     (coreml / "manifest.json").write_text(json.dumps({**manifest, "backend": "coreml"}))
-    proc = cli("bench", coreml, "--shape", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config", sshd.config,
+    proc = cli("bench", coreml, "--size", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config", sshd.config,
                "--remote-python", remote.remote_python, "--remote-dir", remote.remote_dir)
     assert "coremltools" in one_line_error(proc) and left_on_device(remote) == []
 
@@ -289,7 +289,7 @@ def test_a_full_device_disk_is_a_one_line_error(sshd, device, engines, tmp_path)
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         _, onnx_dir, _ = engines
-        proc = cli("bench", onnx_dir, "--shape", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config",
+        proc = cli("bench", onnx_dir, "--size", "8x8", "--runs", "1", "--on", sshd.url(), "--ssh-config",
                    sshd.config, "--remote-python", device / "bin" / "python", "--remote-dir", small, "--json",
                    tmp_path / "out.json")
         assert "ran out of disk space" in one_line_error(proc) and not (tmp_path / "out.json").exists()
@@ -322,7 +322,7 @@ def test_ctrl_c_removes_the_run_directory_on_the_device(sshd, device, engines, t
     stub = _stand_in_python(tmp_path, device, 'case " $* " in *" bench "*) sleep 20; exit 1;; esac')
     _, onnx_dir, _ = engines
     remote = remote_options(sshd, device, tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", "bench", str(onnx_dir), "--shape", "8x8", "--on",
+    proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", "bench", str(onnx_dir), "--size", "8x8", "--on",
                              sshd.url(), "--ssh-config", str(sshd.config), "--remote-python", str(stub),
                              "--remote-dir", remote.remote_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

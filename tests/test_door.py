@@ -113,7 +113,7 @@ def test_a_tar_for_an_answer_writes_nothing_here(hostile, tiny, tmp_path):
     _, onnx_dir, _ = tiny
     args = hostile.args(tmp_path)
     before = set(tmp_path.rglob("*"))
-    line = one_line_error(cli("bench", onnx_dir, "--shape", "8x8", "--runs", "1", *args))
+    line = one_line_error(cli("bench", onnx_dir, "--size", "8x8", "--runs", "1", *args))
     assert "device" in line and "bench result" in line
     assert list(canary_dir.iterdir()) == [] and target.read_text() == "untouched"
     nothing_new_outside(before, tmp_path)
@@ -225,7 +225,7 @@ def test_a_built_engine_comes_back_as_its_files_alone_and_verified(hostile, tiny
 def test_escapes_from_a_device_never_reach_the_terminal(hostile, tiny, tmp_path):
     """Row 5: ANSI/OSC sequences in the device's stderr and in what it says it is."""
     hostile.answer([BENCH, "fail", "\x1b]0;owned\x07\x1b[2J\x1b[31merror: boom\x1b[0m\n"])
-    proc = cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path))
+    proc = cli("bench", tiny[1], "--size", "8x8", "--runs", "1", *hostile.args(tmp_path))
     assert "boom" in one_line_error(proc) and "\x1b" not in proc.stderr and "\x07" not in proc.stderr
     from scnet_deploy.bench import BenchOptions
 
@@ -252,11 +252,11 @@ def test_a_crafted_run_directory_and_an_option_for_a_directory_are_refused(hosti
     (tmp_path / "answer").write_text("/tmp/x; rm -rf ~\n")
     hostile.answer([r"mktemp", "reply", tmp_path / "answer"])
     assert "not a new directory" in one_line_error(
-        cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *hostile.args(tmp_path)))
+        cli("bench", tiny[1], "--size", "8x8", "--runs", "1", *hostile.args(tmp_path)))
     hostile.answer()
     args = hostile.args(tmp_path)
     args[args.index("--remote-dir") + 1] = "-p"
-    assert "making a run directory" in one_line_error(cli("bench", tiny[1], "--shape", "8x8", "--runs", "1", *args,
+    assert "making a run directory" in one_line_error(cli("bench", tiny[1], "--size", "8x8", "--runs", "1", *args,
                                                           cwd=tmp_path))
     assert not any(p.name.startswith("scnet-deploy.") for p in tmp_path.iterdir())
 
@@ -362,7 +362,7 @@ def test_onnx_external_data_outside_the_artifact_is_refused_by_the_runtime(tiny,
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["files"]["model.onnx"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    line = one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
+    line = one_line_error(cli("bench", copy, "--size", "8x8", "--runs", "1", "--no-baselines"))
     assert "cannot load" in line
 
 
@@ -387,9 +387,9 @@ def test_a_malformed_manifest_on_the_command_line_is_one_line(tiny, tmp_path):
     _, onnx_dir, _ = tiny
     copy = _with_manifest(onnx_dir, tmp_path / "m")
     (copy / "manifest.json").write_bytes(b"[" * 200_000)
-    assert "manifest.json" in one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
+    assert "manifest.json" in one_line_error(cli("bench", copy, "--size", "8x8", "--runs", "1", "--no-baselines"))
     (copy / "manifest.json").write_bytes(b"{}" + b" " * (5 * 2**20))
-    assert "limit" in one_line_error(cli("bench", copy, "--shape", "8x8", "--runs", "1", "--no-baselines"))
+    assert "limit" in one_line_error(cli("bench", copy, "--size", "8x8", "--runs", "1", "--no-baselines"))
 
 
 def test_loading_and_running_each_backend_opens_no_socket(tiny, tmp_path):

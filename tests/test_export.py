@@ -7,7 +7,7 @@ from scnet_deploy.exporters import registry
 
 
 def test_several_formats_share_one_onnx(ckpt, tmp_path, monkeypatch):
-    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -e '.[openvino]' in the checkout)")
     from scnet_deploy.exporters import onnx_graph
 
     calls = []

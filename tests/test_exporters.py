@@ -63,7 +63,7 @@ def test_verification_rules_per_precision():
     # INT8: an exact engine still fails when its hold-out drift is over budget; passes with the budget met
     x = [np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)]
     record = {"budget_db": 0.1, "drift_db": -0.3, "worst_image": {"name": "a", "drift_db": -0.5}}
-    with pytest.raises(VerificationError, match="hold-out mean drift >= -0.1 dB"):
+    with pytest.raises(VerificationError, match="the accuracy gate on the hold-out: at most 0.1 dB PSNR-Y drift"):
         verify_runner(TorchRunner(model), model, [], "int8", inputs=x, int8={**record, "within_budget": False})
     ok = verify_runner(TorchRunner(model), model, [], "int8", inputs=x, int8={**record, "within_budget": True})
     assert ok["passed"] and ok["holdout_mean_drift_db"] == -0.3

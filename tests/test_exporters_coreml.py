@@ -15,13 +15,14 @@ from conftest import save_basicsr, tiny_model
 from scnet_deploy.calibration.onnxruntime_int8 import conv_nodes
 from scnet_deploy.errors import ExportError
 from scnet_deploy.export import export, ExportOptions
-from scnet_deploy.options import CoreMLOptions, SizeRange
+from scnet_deploy.exporters.coreml.options import Build as CoreMLOptions
+from scnet_deploy.options import SizeRange
 
 
 pytestmark = pytest.mark.coreml
 
 
-ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'scnet-deploy[coreml]')")
+ct = pytest.importorskip("coremltools", reason="coremltools is not installed (pip install -e '.[coreml]' in the checkout)")
 
 
 class _AlignCorners(nn.Module):
@@ -38,7 +39,7 @@ def test_convert(tmp_path, precision, shapes):
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     options = ExportOptions(output=tmp_path / "cm", format="coreml", precision=precision,
                             sizes=SizeRange((8, 8), (32, 48), (256, 256)),
-                            coreml=CoreMLOptions(shapes=shapes, enumerated=((32, 48), (64, 96))))
+                            backends={"coreml": CoreMLOptions(shapes=shapes, enumerated=((32, 48), (64, 96)))})
     m = export(ckpt, options).manifest
     assert (tmp_path / "cm" / "model.mlpackage").is_dir() and "model.mlpackage/Manifest.json" in m["files"]
     section = m["coreml"]

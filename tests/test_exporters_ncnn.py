@@ -16,7 +16,7 @@ from scnet_deploy.runtime import open_model
 from scnet_deploy.upscale import UpscaleOptions, upscale
 
 ncnn_runtime = pytest.importorskip("scnet_deploy.exporters.ncnn.runtime")
-pytest.importorskip("ncnn", reason="ncnn is not installed (pip install 'scnet-deploy[ncnn]')")
+pytest.importorskip("ncnn", reason="ncnn is not installed (pip install -e '.[ncnn]' in the checkout)")
 
 
 def has_vulkan() -> bool:

@@ -9,7 +9,7 @@ import pytest
 from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.exporters import registry
 from scnet_deploy.exporters.runner import psnr_vs_reference
-from scnet_deploy.options import OpenVINOOptions
+from scnet_deploy.exporters.openvino.options import Build as OpenVINOBuild
 from scnet_deploy.runtime import open_model
 
 
@@ -17,7 +17,7 @@ from scnet_deploy.runtime import open_model
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_openvino_precisions(ckpt, tmp_path, precision):
     ov_backend = pytest.importorskip("scnet_deploy.exporters.openvino.runtime",
-                                     reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
+                                     reason="openvino is not installed (pip install -e '.[openvino]' in the checkout)")
     if precision == "bf16" and "BF16" not in ov_backend.cpu_capabilities():
         pytest.skip("this CPU has no bf16 support in OpenVINO")
     result = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision=precision))
@@ -51,7 +51,7 @@ def test_one_session_converts_each_form_to_openvino_once_and_writes_the_same_ir(
     """The pipeline builds OpenVINO f32, fp16 (and bf16, INT8) from one form in one session: the ONNX graph is
     converted once, and every IR is the one a separate export writes (weights byte for byte)."""
     pytest.importorskip("scnet_deploy.exporters.openvino.runtime",
-                        reason="openvino is not installed (pip install 'scnet-deploy[openvino]')")
+                        reason="openvino is not installed (pip install -e '.[openvino]' in the checkout)")
     import openvino as ov
 
     from scnet_deploy.model.checkpoint import load_checkpoint
@@ -79,11 +79,13 @@ def test_openvino_fp16_weights_are_half_the_size_and_hints_recorded(ckpt, tmp_pa
     pytest.importorskip("openvino", reason="openvino is not installed")
     a = export(ckpt, ExportOptions(output=tmp_path / "a", format="openvino"))
     b = export(ckpt, ExportOptions(output=tmp_path / "b", format="openvino", precision="fp16",
-                                   openvino=OpenVINOOptions(performance="throughput")))
+                                   backends={"openvino": OpenVINOBuild(inference_precision="f32")}))
     size = lambda d: (d / "model.bin").stat().st_size  # noqa: E731
     assert size(b.directory) < 0.6 * size(a.directory)
-    assert b.manifest["openvino"]["compile_config"]["PERFORMANCE_HINT"] == "THROUGHPUT"
-    assert b.manifest["options"]["openvino"]["performance"] == "throughput"
+    # the hint is an export option (--ov-hint); the performance hint is how an engine is run (bench --ov-performance)
+    assert b.manifest["openvino"]["compile_config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert b.manifest["options"]["openvino"]["inference_precision"] == "f32"
+    assert b.manifest["openvino"]["compile_config"]["PERFORMANCE_HINT"] == "LATENCY"
 
 
 def test_missing_nncf_is_a_one_line_error_before_anything_is_built(ckpt, tmp_path, monkeypatch):
@@ -96,7 +98,7 @@ def test_missing_nncf_is_a_one_line_error_before_anything_is_built(ckpt, tmp_pat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
     with pytest.raises(registry.BackendUnavailable,
-                       match=r"nncf.*pip install 'scnet-deploy\[export,openvino\]'") as info:
+                       match=r"nncf.*pip install -e '\.\[export\]'") as info:
         export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8"))
     assert "\n" not in str(info.value) and not (tmp_path / "ov").exists()
     reasons = {label: reason for label, _, reason in plan(PipelineOptions(output=tmp_path, formats=("openvino",)))}

@@ -55,7 +55,7 @@ def test_split_execution_is_the_whole_engine(ckpt, tmp_path, fmt, form, precisio
     CPU plugin compiles the two parts of the quantized graph apart (the body's output crosses in f32 where the whole
     graph fuses the last add with the next quantizer), so outputs differ by roundings: >= 50 dB PSNR to the whole
     engine, the autotuner's rule for split execution of a reduced precision."""
-    from scnet_deploy.autotune import SPLIT_MIN_PSNR_DB
+    from scnet_deploy.exporters.runner import SAME_ENGINE_MIN_PSNR_DB as SPLIT_MIN_PSNR_DB
     from scnet_deploy.exporters.runner import psnr_vs_reference
 
     if fmt == "openvino":

@@ -209,13 +209,14 @@ def test_unsupported_constructs_are_reported():
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_real_engine_build_and_run(tmp_path, precision):
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.options import SizeRange, TensorRTOptions
+    from scnet_deploy.exporters.tensorrt.options import Build as TensorRTOptions
+    from scnet_deploy.options import SizeRange
     from scnet_deploy.runtime import open_model
 
     ckpt = save_basicsr(tiny_model(4), tmp_path / "m.pth")
     cache = tmp_path / "timing.cache"
     options = ExportOptions(output=tmp_path / "trt", format="tensorrt", precision=precision,
-                            sizes=SizeRange((8, 8), (16, 24), (64, 64)), tensorrt=TensorRTOptions(timing_cache=cache))
+                            sizes=SizeRange((8, 8), (16, 24), (64, 64)), backends={"tensorrt": TensorRTOptions(timing_cache=cache)})
     result = export(ckpt, options)
     assert cache.exists() and result.manifest["tensorrt"]["trtexec"].startswith("trtexec")
     with open_model(result.directory) as runner, open_model(ckpt) as ref:

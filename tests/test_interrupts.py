@@ -98,7 +98,7 @@ def test_interrupted_upscale_and_pipeline_exit_130_without_traceback(tmp_path, v
         Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(src / f"{i:02d}.png")
     out = tmp_path / "out"
     args = (["upscale", str(ckpt), str(src), "-o", str(out), "--tile", "16"] if verb == "upscale" else
-            ["pipeline", str(ckpt), "-o", str(out), "--dataset", str(src), "--formats", "onnx", "--shape", "8x8"])
+            ["pipeline", str(ckpt), "-o", str(out), "--dataset", str(src), "--formats", "onnx", "--size", "8x8"])
     proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -98,7 +98,7 @@ def test_the_import_graph_is_read():
     assert "scnet_deploy._version" in graph["scnet_deploy.doctor"]
     assert "scnet_deploy.model.arch" in graph["scnet_deploy.model.checkpoint"]  # a subpackage, relative import
     assert "scnet_deploy.door" in graph["scnet_deploy.devices.remote"]  # `from .. import door`
-    assert "scnet_deploy.calibration.budget" in graph["scnet_deploy.calibration.int8_onnx"]  # a top-level import
+    assert "scnet_deploy.calibration.budget" in graph["scnet_deploy.calibration.onnxruntime_int8"]  # a top-level import
     assert "scnet_deploy.exporters.registry" in graph["scnet_deploy.runtime"]  # one inside a function
 
 

@@ -125,13 +125,13 @@ def test_available_memory_honours_the_address_space_limit():
 
 def test_bench_over_the_limit_is_refused_in_seconds_not_killed(cgroup_2g, scnet_t_onnx):
     t0 = time.perf_counter()
-    out = cgroup_2g.run([sys.executable, "-m", "scnet_deploy", "bench", scnet_t_onnx, "--shape", "720x1280",
+    out = cgroup_2g.run([sys.executable, "-m", "scnet_deploy", "bench", scnet_t_onnx, "--size", "720x1280",
                          "--runs", "1", "--no-baselines"])
     assert out.returncode == 2 and time.perf_counter() - t0 < 60, (out.returncode, out.stderr[-1500:])
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs about" in lines[0] and re.search(r"largest shape .* is \d+x\d+", lines[0])
     # the shape really does not fit: told to ignore the model (a budget beyond the cgroup), the kernel kills it
-    killed = cgroup_2g.run([sys.executable, "-m", "scnet_deploy", "bench", scnet_t_onnx, "--shape", "720x1280",
+    killed = cgroup_2g.run([sys.executable, "-m", "scnet_deploy", "bench", scnet_t_onnx, "--size", "720x1280",
                             "--runs", "1", "--no-baselines", "--max-memory", "100000"])
     assert killed.returncode in (-9, 137), (killed.returncode, killed.stderr[-500:])
 
@@ -187,7 +187,7 @@ def test_pipeline_under_the_limit_finishes(cgroup_2g, big_image, tmp_path):
     from scnet_deploy.pipeline import reference_checkpoint
 
     out = cgroup_2g.run([sys.executable, "-m", "scnet_deploy", "pipeline", reference_checkpoint(), "-o",
-                         tmp_path / "p", "--dataset", big_image, "--formats", "onnx", "--shape", "90x160",
+                         tmp_path / "p", "--dataset", big_image, "--formats", "onnx", "--size", "90x160",
                          "--runs", "2", "--optimize", "none"], timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "p" / "report.md").exists()
@@ -226,6 +226,6 @@ def test_soak_resident_memory_stays_flat_and_every_output_is_right(tmp_path):
 
 def test_pipeline_refuses_a_bench_shape_that_cannot_fit_before_building(tmp_path):
     t0 = time.perf_counter()
-    out = cli("pipeline", "-o", tmp_path / "p", "--shape", "3000x3000", "--formats", "onnx", "--max-memory", "4096")
+    out = cli("pipeline", "-o", tmp_path / "p", "--size", "3000x3000", "--formats", "onnx", "--max-memory", "4096")
     assert out.returncode == 2 and time.perf_counter() - t0 < 60
     assert "needs about" in out.stderr and not (tmp_path / "p").exists()

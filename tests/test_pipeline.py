@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.pipeline import PipelineOptions, pipeline, plan, recommend, refusals
 
 
@@ -21,7 +22,7 @@ def test_pipeline_tiny(tmp_path):
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(tmp_path / "ds" / "HR" / f"{i}.png")
     out = subprocess.run([sys.executable, "-m", "scnet_deploy", "pipeline", str(ckpt), "-o", str(tmp_path / "out"),
-                          "--dataset", str(tmp_path / "ds"), "--shape", "8x8,12x10", "--runs", "2", "--calib-count",
+                          "--dataset", str(tmp_path / "ds"), "--size", "8x8,12x10", "--runs", "2", "--calib-count",
                           "4", "--budget", "0.02", "--formats", "onnx,openvino"], capture_output=True, text=True,
                          timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -106,9 +107,9 @@ def test_recommendation_is_fastest_within_budget():
                         {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(2.0)},
                         {"name": "C", "path": "c", "precision": "fp32", "shapes": shape(3.0)},
                         {"name": "eager", "path": "c", "precision": "fp32", "shapes": shape(0.1), "baseline": True}]}
-    assert recommend(validation, bench, 0.1)["name"] == "B"
-    assert recommend(validation, bench, 1.0)["name"] == "A"
-    assert recommend({"models": [{"path": "a", "drift_db": -1}]}, bench, 0.1) is None
+    assert recommend(validation, bench, AccuracyGate(0.1))["name"] == "B"
+    assert recommend(validation, bench, AccuracyGate(1.0))["name"] == "A"
+    assert recommend({"models": [{"path": "a", "drift_db": -1}]}, bench, AccuracyGate(0.1)) is None
 
 
 def test_recommendation_for_throughput_is_the_most_images_per_second_within_budget():
@@ -122,8 +123,8 @@ def test_recommendation_for_throughput_is_the_most_images_per_second_within_budg
                         {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(2.0, 3.0)},
                         {"name": "C", "path": "c", "precision": "fp32", "shapes": shape(3.0, 4.0)},
                         {"name": "D", "path": "d", "precision": "fp32", "shapes": shape(0.5)}]}  # not run in flight
-    assert recommend(validation, bench, 0.1)["name"] == "D"  # latency: the lowest median
-    best = recommend(validation, bench, 0.1, "throughput")
+    assert recommend(validation, bench, AccuracyGate(0.1))["name"] == "D"  # latency: the lowest median
+    best = recommend(validation, bench, AccuracyGate(0.1), "throughput")
     assert best["name"] == "C" and best["images_per_s"] == 4.0 and best["inflight"] == 2  # A is over budget
 
 
@@ -165,7 +166,7 @@ def test_every_faster_engine_not_recommended_says_why_in_one_sentence():
                         {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(2.0)},
                         {"name": "C", "path": "c", "precision": "fp32", "shapes": shape(3.0)},
                         {"name": "D", "path": "d", "precision": "int8", "shapes": shape(4.0)}]}
-    best = recommend(validation, bench, 0.1)
+    best = recommend(validation, bench, AccuracyGate(0.1))
     assert best["name"] == "B"  # the gate's verdict, not the dB drift alone: A's -0.02 dB would pass that
     lines = refusals(validation, bench, best)
     assert lines == ["- `A` (int8, 1.0 ms) is faster and not recommended: line-art: 7.88% of the pixels of "

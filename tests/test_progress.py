@@ -6,6 +6,7 @@ from PIL import Image
 
 from conftest import save_basicsr, tiny_model
 from scnet_deploy.bench import bench, BenchOptions
+from scnet_deploy.build_options import CalibOptions, TuneOptions
 from scnet_deploy.export import export, ExportOptions
 from scnet_deploy.pipeline import pipeline, PipelineOptions
 from scnet_deploy.progress import BUILT, Progress, SKIPPED, STEP
@@ -37,7 +38,7 @@ def test_every_verb_reports_progress_events(tmp_path):
     upscale(tmp_path / "art", [_images(tmp_path / "in", 2, (8, 8))], UpscaleOptions(tmp_path / "out"),
             progress=events["upscale"].append)
     pipeline(ckpt, PipelineOptions(tmp_path / "p", dataset=tmp_path / "ds", shapes=((8, 8),), runs=1,
-                                   formats=("onnx",), optimize="none", calib_count=4),
+                                   formats=("onnx",), tune=TuneOptions("none"), calib=CalibOptions(count=4)),
              progress=events["pipeline"].append)
     for verb, got in events.items():
         assert got and all(isinstance(e, Progress) for e in got), verb

@@ -12,7 +12,7 @@ from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.upscale import UpscaleOptions, upscale
 from scnet_deploy.video import VideoOptions
 
-av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'scnet-deploy[video]')")
+av = pytest.importorskip("av", reason="PyAV is not installed (pip install -e '.[video]' in the checkout)")
 
 W, H, FRAMES = 17, 13, 6
 
@@ -157,8 +157,8 @@ def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
     from scnet_deploy.bench import BenchOptions, bench, rates_text, video_verdict
     from scnet_deploy.video import parse_video_target
 
-    result = bench([ckpt], BenchOptions(runs=2, warmup=0, baselines=False, video=(64, 48, 30)))
-    assert result["options"]["shapes"] == [[24, 32]]  # the LR frame: 64x48 over the scale 2
+    result = bench([ckpt], BenchOptions(runs=2, warmup=0, baselines=False, video=(48, 64, 30)))
+    assert result["options"]["shapes"] == [[24, 32]]  # the LR frame: 48x64 over the scale 2
     v = result["video"]
     assert v["codec"] == "libx264" and v["decode_ms"] > 0 and v["encode_ms"] > 0
     m = result["models"][0]
@@ -171,19 +171,19 @@ def test_bench_video_says_whether_each_engine_keeps_up(ckpt, tmp_path):
     assert fast["real_time"] and not fast["real_time_with_codec"]
     assert fast["keeps_up_with"] == [24, 25, 30, 50, 60] and fast["keeps_up_with_codec"] == [24, 25]
     assert slow["keeps_up_with_codec"] == [] and rates_text(slow) == "none" and rates_text(fast) == "24 fps, 25 fps"
-    assert parse_video_target("1920x1080@29.97") == (1920, 1080, 29.97)
-    with pytest.raises(ScnetDeployError, match="WIDTHxHEIGHT@FPS"):
+    assert parse_video_target("1080x1920@29.97") == (1080, 1920, 29.97)
+    with pytest.raises(ScnetDeployError, match="HEIGHTxWIDTH@FPS"):
         parse_video_target("1080p")
     with pytest.raises(ScnetDeployError, match="not a multiple of the models' scale 2"):
-        bench([ckpt], BenchOptions(runs=1, baselines=False, video=(65, 48, 30)))
-    run = cli("bench", ckpt, "--video", "64x48@24", "--runs", "1", "--no-baselines", "--json", tmp_path / "b.json")
+        bench([ckpt], BenchOptions(runs=1, baselines=False, video=(48, 65, 30)))
+    run = cli("bench", ckpt, "--video", "48x64@24", "--runs", "1", "--no-baselines", "--json", tmp_path / "b.json")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "keeping up with 64x48 at 24 fps" in run.stdout
+    assert "keeping up with 48x64 at 24 fps" in run.stdout
     assert json.loads((tmp_path / "b.json").read_text())["models"][0]["video"]["target_fps"] == 24
     from scnet_deploy.report import report
 
     page = report([json.loads((tmp_path / "b.json").read_text())], tmp_path / "r").read_text()
-    assert "### Keeping up with 64x48 at 24 fps" in page and "| fps with decode+encode |" in page
+    assert "### Keeping up with 48x64 at 24 fps" in page and "| fps with decode+encode |" in page
 
 
 def test_bench_video_file_times_its_frame_size_rate_and_codec(ckpt, tmp_path):
@@ -198,7 +198,7 @@ def test_bench_video_file_times_its_frame_size_rate_and_codec(ckpt, tmp_path):
     result = bench([ckpt], BenchOptions(runs=1, warmup=0, baselines=False, video=src))
     assert result["options"]["shapes"] == [[24, 32]]
     v = result["video"]
-    assert v["target"] == [64, 48, 5.0] and v["source"] == str(src) and v["codec"] == "libx264"
+    assert v["target"] == [48, 64, 5.0] and v["source"] == str(src) and v["codec"] == "libx264"
     assert v["frames"] == FRAMES and v["decode_ms"] > 0 and v["encode_ms"] > 0
     assert result["models"][0]["video"]["target_fps"] == 5.0
     ffv1 = tmp_path / "clip.mkv"
@@ -206,7 +206,7 @@ def test_bench_video_file_times_its_frame_size_rate_and_codec(ckpt, tmp_path):
     assert bench([ckpt], BenchOptions(runs=1, warmup=0, baselines=False, video=ffv1))["video"]["codec"] == "ffv1"
     run = cli("bench", ckpt, "--video", src, "--runs", "1", "--no-baselines")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "keeping up with 64x48 at 5 fps (clip.mp4 upscaled)" in " ".join(run.stdout.split())
+    assert "keeping up with 48x64 at 5 fps (clip.mp4 upscaled)" in " ".join(run.stdout.split())
     run = cli("bench", ckpt, "--video", tmp_path / "missing.mp4", "--runs", "1", "--no-baselines")
     assert run.returncode != 0 and "does not exist" in run.stderr and "Traceback" not in run.stderr
 

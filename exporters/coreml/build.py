@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from scnet_deploy.errors import ExportError
+from scnet_deploy.exporters.coreml.options import Build
 from scnet_deploy.exporters.coreml.runtime import PACKAGE, can_predict, load
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 
@@ -94,7 +95,7 @@ def build(ctx, workdir: Path) -> dict:
         _quiet()
         import coremltools as ct
 
-        options, sizes, precision = ctx.options.coreml, ctx.options.sizes, ctx.options.precision
+        options, sizes, precision = ctx.options.backend("coreml", Build()), ctx.options.sizes, ctx.options.precision
         channels = ctx.checkpoint.spec.num_in_ch
         target = getattr(ct.target, options.deployment_target, None)
         if target is None:

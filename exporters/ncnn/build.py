@@ -11,8 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from scnet_deploy.errors import ExportError
+from scnet_deploy.errors import EXPORT_EXTRA, ExportError
 from scnet_deploy.exporters.ncnn.runtime import BIN, PARAM, blob_names, check_compute, load
+from scnet_deploy.exporters.registry import get_backend
 
 PNNX_TIMEOUT_S = 300
 
@@ -21,8 +22,8 @@ def pnnx_binary() -> Path:
     spec = importlib.util.find_spec("pnnx")
     binary = Path(next(iter(spec.submodule_search_locations))) / "pnnx" if spec else None
     if binary is None or not binary.is_file():
-        raise ExportError("--format ncnn converts with pnnx, which is not installed; pip install "
-                          "'scnet-deploy[export,ncnn]'.")
+        raise ExportError(f"--format ncnn converts with pnnx (the export stack), which is not installed; "
+                          f"{EXPORT_EXTRA}.")
     return binary
 
 
@@ -63,7 +64,7 @@ def fp16_in_effect(workdir: Path, compute: str, in_ch: int) -> bool:
 def build(ctx, workdir: Path) -> dict:
     hub = ctx.onnx()
     options = ctx.options
-    compute = options.compute or "cpu"
+    compute = options.compute or get_backend("ncnn").default_compute
     reason = check_compute(compute)
     if reason:
         raise ExportError(f"--format ncnn --compute {compute}: {reason}.")

@@ -16,11 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.exporters.ncnn.options import Run
 from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.options import RuntimeOptions
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
-COMPUTE_UNITS = ("cpu", "vulkan")
+
+
+def _units() -> tuple[str, ...]:
+    """The compute units of its registry record (the first is the default): written once, there."""
+    from scnet_deploy.exporters.registry import get_backend
+
+    return get_backend("ncnn").compute_units
 
 
 @contextlib.contextmanager
@@ -72,8 +79,8 @@ def check(precision: str) -> str | None:
 
 def check_compute(compute: str, vulkan_device: int | None = None) -> str | None:
     """Why ``compute`` cannot run here (None: it can)."""
-    if compute not in COMPUTE_UNITS:
-        return f"ncnn computes on {' or '.join(COMPUTE_UNITS)}, not {compute!r}"
+    if compute not in _units():
+        return f"ncnn computes on {' or '.join(_units())}, not {compute!r}"
     if compute == "vulkan":
         devices = vulkan_devices()
         if not devices:
@@ -82,6 +89,32 @@ def check_compute(compute: str, vulkan_device: int | None = None) -> str | None:
         if vulkan_device is not None and not 0 <= vulkan_device < len(devices):
             return f"Vulkan device {vulkan_device} does not exist; ncnn sees {len(devices)} (0..{len(devices) - 1})"
     return None
+
+
+def pipeline_skip(precision: str, compute: str | None) -> str | None:
+    """The pipeline does not build fp16 for a CPU without fp16 arithmetic: it would be the fp32 engine again, with
+    rounded weights, and not worth the main job's time."""
+    if precision == "fp16" and compute == _units()[0] and not fp16_arithmetic_on_cpu():
+        return "ncnn has no fp16 arithmetic on this CPU: its fp16 engine would be the fp32 one with rounded weights"
+    return None
+
+
+def _yes(flag: bool | None) -> str:
+    return "unknown" if flag is None else "yes" if flag else "no"
+
+
+def doctor() -> dict:
+    """Its Vulkan devices (index, name, fp16 and int8 arithmetic), or why they could not be listed; ``notes``: the
+    same in words, as doctor prints them."""
+    try:
+        devices = list(vulkan_devices())
+    except Exception as exc:  # a broken driver is something to report, not a reason for doctor to fail
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return {"vulkan_devices": f"Vulkan could not be queried: {why}",
+                "notes": [f"Vulkan devices: Vulkan could not be queried: {why}"]}
+    listed = ", ".join(f"{d['index']}: {d['name']} (fp16 {_yes(d['fp16'])}, int8 {_yes(d['int8'])})" for d in devices)
+    return {"vulkan_devices": devices, "notes": ["Vulkan devices: " + (
+        listed or "none (a Vulkan driver: Debian's mesa-vulkan-drivers gives lavapipe)")]}
 
 
 def blob_names(param: Path) -> tuple[str, str]:
@@ -108,10 +141,11 @@ def blob_names(param: Path) -> tuple[str, str]:
 class NcnnRunner(Runner):
     backend = "ncnn"
 
-    def __init__(self, directory: Path, precision: str = "fp32", compute: str = "cpu",
+    def __init__(self, directory: Path, precision: str = "fp32", compute: str | None = None,
                  threads: int | None = None, vulkan_device: int | None = None) -> None:
         import ncnn
 
+        compute = compute or _units()[0]
         reason = check_compute(compute, vulkan_device)
         if reason:
             raise ScnetDeployError(f"--compute {compute}: {reason}.")
@@ -163,5 +197,5 @@ class NcnnRunner(Runner):
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     section = manifest.get("ncnn", {})
-    return NcnnRunner(Path(directory), manifest.get("precision", "fp32"), section.get("compute", "cpu"),
-                      runtime.threads, runtime.vulkan_device).declare(manifest)
+    return NcnnRunner(Path(directory), manifest.get("precision", "fp32"), section.get("compute"),
+                      runtime.threads, runtime.backend("ncnn", Run()).vulkan_device).declare(manifest)

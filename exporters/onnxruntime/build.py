@@ -9,10 +9,12 @@ def build(ctx, workdir: Path) -> dict:
     hub = ctx.onnx()
     onnx_section = {k: v for k, v in hub["section"].items() if k != "verification"}
     if ctx.options.precision == "int8":
-        from scnet_deploy.calibration.int8_onnx import build_int8_onnx
+        from scnet_deploy.calibration.onnxruntime_int8 import build_int8_onnx
 
-        quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.budget_db,
+        quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.gate(),
                                     symmetric_activations=False, speed_limit=ctx.speed_limit)
+        if quantized.abandoned is not None:  # its speed limit stopped the budget loop: nothing written
+            return {"abandoned": quantized.abandoned}
         return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section.to_dict()}
     shutil.copyfile(hub["path"], workdir / MODEL_FILE)
     # The hub model was verified in ONNX Runtime against PyTorch when it was built: that is this engine.

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.openvino.runtime import BIN, XML, OpenVINORunner, compile_config, cpu_capabilities, load
+from scnet_deploy.exporters.openvino.options import Build, CompileOptions
 from scnet_deploy.options import CPU_FORMS
 
 def candidate_forms(precision: str) -> tuple[str, ...]:
@@ -22,13 +23,15 @@ def build(ctx, workdir: Path) -> dict:
     precision = ctx.options.precision
     model = ctx.from_onnx("openvino", lambda path: ov.convert_model(str(path))).clone()  # converted once per form
     compress = precision == "fp16"
-    options = ctx.options.openvino
+    options = CompileOptions(ctx.options.backend("openvino", Build()).inference_precision)
     int8 = None
     if precision == "int8":
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
-        quantized = quantize_ir(model, ctx.int8_data(), ctx.options.budget_db, compile_config("f32", options),
-                                speed_limit=ctx.speed_limit)
+        quantized = quantize_ir(model, ctx.int8_data(), ctx.options.gate(), compile_config("f32", options),
+                                speed_limit=ctx.speed_limit, first_try=ctx.first_try)
+        if quantized.abandoned is not None:  # its speed limit stopped the budget loop: nothing written
+            return {"abandoned": quantized.abandoned}
         model, int8 = quantized.model, quantized.section.to_dict()
     try:
         ov.save_model(model, str(workdir / XML), compress_to_fp16=compress)

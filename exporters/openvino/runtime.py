@@ -5,14 +5,14 @@ AVX512-BF16/AMX, so "FP32" means INFERENCE_PRECISION_HINT=f32. bf16 and f16 are 
 as such (PSNR vs FP32).
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from scnet_deploy.errors import ExportError
 from scnet_deploy.exporters.runner import Runner
-from scnet_deploy.options import OpenVINOOptions, RuntimeOptions
+from scnet_deploy.exporters.openvino.options import CompileOptions, Run
+from scnet_deploy.options import RuntimeOptions
 
 XML, BIN = "model.xml", "model.bin"
 
@@ -30,7 +30,7 @@ def cpu_capabilities() -> list[str]:
     return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
-def inference_precision(precision: str, options: OpenVINOOptions) -> str:
+def inference_precision(precision: str, options: CompileOptions) -> str:
     """The INFERENCE_PRECISION_HINT for a precision: explicit option, else the precision's own where the CPU has it.
 
     FP16 on a CPU without native f16 runs f32 arithmetic over FP16-compressed weights (OpenVINO's own fallback).
@@ -43,7 +43,7 @@ def inference_precision(precision: str, options: OpenVINOOptions) -> str:
     return hint
 
 
-def compile_config(hint: str, options: OpenVINOOptions) -> dict:
+def compile_config(hint: str, options: CompileOptions) -> dict:
     perf = options.performance.upper()
     if perf not in ("LATENCY", "THROUGHPUT"):
         raise ExportError(f"OpenVINO performance hint {options.performance!r} is unknown; choose latency or "
@@ -59,7 +59,7 @@ def compile_config(hint: str, options: OpenVINOOptions) -> dict:
 class OpenVINORunner(Runner):
     backend = "openvino"
 
-    def __init__(self, xml: Path, precision: str, options: OpenVINOOptions) -> None:
+    def __init__(self, xml: Path, precision: str, options: CompileOptions) -> None:
         import openvino as ov
 
         hint = inference_precision(precision, options)
@@ -102,7 +102,7 @@ class OpenVINORunner(Runner):
         if self._parts is None:
             import openvino as ov
 
-            from scnet_deploy.exporters.split import ov_parts
+            from scnet_deploy.exporters.openvino.split import ov_parts
 
             core = ov.Core()
             models = ov_parts(lambda: core.read_model(str(self.xml)))
@@ -131,7 +131,9 @@ def check(precision: str) -> str | None:
         import importlib.util
 
         if importlib.util.find_spec("nncf") is None:
-            return "OpenVINO INT8 needs nncf, which is not installed (pip install 'scnet-deploy[export,openvino]')"
+            from scnet_deploy.errors import EXPORT_EXTRA
+
+            return f"OpenVINO INT8 needs nncf (the export stack), which is not installed ({EXPORT_EXTRA})"
     if precision == "bf16" and "BF16" not in cpu_capabilities():
         return "this CPU has no bf16 support in OpenVINO"
     return None
@@ -142,12 +144,15 @@ def load_errors() -> tuple[type, ...]:
     return (RuntimeError,)
 
 
+def compile_options(runtime: RuntimeOptions, hint: str | None = None) -> CompileOptions:
+    """The CPU plugin's options for a run as ``runtime`` asks (its throughput hint with several requests in
+    flight), at ``hint`` (None: from the precision)."""
+    run = runtime.backend("openvino", Run())
+    return CompileOptions(hint, "throughput" if runtime.inflight else run.performance, run.streams, runtime.threads)
+
+
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     recorded = manifest.get("openvino", {}).get("compile_config", {})
-    options = runtime.openvino
-    if options.inference_precision is None and recorded.get("INFERENCE_PRECISION_HINT"):
-        options = replace(options, inference_precision=recorded["INFERENCE_PRECISION_HINT"])
-    if runtime.threads and not options.threads:
-        options = replace(options, threads=runtime.threads)
+    options = compile_options(runtime, recorded.get("INFERENCE_PRECISION_HINT"))
     return OpenVINORunner(Path(directory) / XML, manifest.get("precision", "fp32"), options).declare(manifest)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from scnet_deploy.exporters.onnx_float16 import write_float16
 from scnet_deploy.exporters.runner import SizeRange
 from scnet_deploy.exporters.tensorrt.engine import build_plan
+from scnet_deploy.exporters.tensorrt.options import Build
 from scnet_deploy.exporters.tensorrt.graph import (check_graph, conv_precisions, make_profile, tensorrt_generation,
                                                    trtexec_command, write_trtexec_script)
 from scnet_deploy.exporters.tensorrt.runtime import (CACHE_FILE, ONNX_FILE, PLAN_FILE, SCRIPT_FILE, TensorRTRunner,
@@ -24,16 +25,16 @@ def build(ctx, workdir: Path) -> dict:
     import onnx
 
     hub = ctx.onnx()
-    opts, precision = ctx.options.tensorrt, ctx.options.precision
+    opts, precision = ctx.options.backend("tensorrt", Build()), ctx.options.precision
     fields = {"onnx": {k: v for k, v in hub["section"].items() if k != "verification"}}
     in_ch = ctx.checkpoint.spec.num_in_ch
     typed = {}
     if precision == "int8":
         # Explicit quantization: a Q/DQ graph with symmetric int8 activations and per-channel weights, its float
         # parts in FP16; the budget is measured on that final graph.
-        from scnet_deploy.calibration.int8_onnx import build_int8_onnx
+        from scnet_deploy.calibration.onnxruntime_int8 import build_int8_onnx
 
-        fields["int8"] = build_int8_onnx(hub["path"], workdir / ONNX_FILE, ctx.int8_data(), ctx.options.budget_db,
+        fields["int8"] = build_int8_onnx(hub["path"], workdir / ONNX_FILE, ctx.int8_data(), ctx.options.gate(),
                                          symmetric_activations=True,
                                          finish=lambda path: typed.update(write_float16(path, path, in_ch))).section.to_dict()
     elif precision == "fp16":

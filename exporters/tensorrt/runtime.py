@@ -11,6 +11,9 @@ from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.options import RuntimeOptions
 
 ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE = "model.onnx", "model.plan", "timing.cache", "build_engine.sh"
+# Plans are built where they run (export --on, the device layer): what is shipped there, what comes back, the engine
+DEVICE_BUILD = {"ships": (ONNX_FILE, SCRIPT_FILE), "returns": (PLAN_FILE, CACHE_FILE), "engine": PLAN_FILE,
+                "builder": "engine:build_here"}
 
 
 def _logger():
@@ -74,7 +77,7 @@ def engine_unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "TensorRT is not installed here (pip install 'scnet-deploy[tensorrt]' on the target)"
+        return "TensorRT is not installed here (pip install 'tensorrt>=10,<12' on the target)"
     try:
         import torch
     except ImportError:  # the runner's GPU memory is PyTorch's CUDA tensors (JetPack ships PyTorch)

@@ -1,5 +1,6 @@
 """The one display of every verb's ``Progress`` events: a spinner with the current step (and a count where the
-work is counted), the time so far, and a line of its own for each outcome (built, skipped, failed)."""
+work is counted), the time so far, and a line of its own for each outcome (built, skipped, failed). Where the
+console is not a terminal (a log file, a pipe, CI), the spinner draws nothing: each new step is printed as a line."""
 
 import contextlib
 
@@ -20,6 +21,8 @@ def progress_display(on: Console, first: str, transient: bool = True):
                   TimeElapsedColumn(), console=on, transient=transient) as bar:
         task = bar.add_task(escape(first), total=None)
 
+        last = [None]
+
         def show(event) -> None:
             if interrupts.interrupted():  # a library turned the interrupt into its own error: stop here
                 raise KeyboardInterrupt
@@ -30,5 +33,9 @@ def progress_display(on: Console, first: str, transient: bool = True):
             else:
                 bar.update(task, description=escape(clean_text(event.message)), total=event.total,
                            completed=event.done or 0)
+                if not on.is_terminal and event.message != last[0]:  # a log or a pipe: each new step on a line
+                    last[0] = event.message
+                    count = f" ({event.done}/{event.total})" if event.total else ""
+                    on.print(f"{escape(clean_text(event.message))}{count}", highlight=False, soft_wrap=True)
 
         yield show

@@ -53,10 +53,6 @@ def info_rows(result: dict) -> list[tuple[str, str]]:
             ("sha256", result["sha256"][:16] + "...")]
 
 
-def _yes(flag: bool | None) -> str:
-    return "unknown" if flag is None else "yes" if flag else "no"
-
-
 def doctor_tables(report: dict) -> None:
     table = Table(title="backends")
     for col in ("backend", "format", "status", "precisions", "compute"):
@@ -67,11 +63,8 @@ def doctor_tables(report: dict) -> None:
         table.add_row(b["backend"], b["format"], status, ", ".join(b["precisions"]), ", ".join(b["compute_units"]))
     console.print(table)
     for b in report["backends"]:
-        if "vulkan_devices" in b:
-            devices = b["vulkan_devices"]
-            console.print(f"{b['backend']} Vulkan devices: " + (escape(devices) if isinstance(devices, str) else ", ".join(
-                f"{d['index']}: {escape(d['name'])} (fp16 {_yes(d['fp16'])}, int8 {_yes(d['int8'])})"
-                for d in devices) or "none (a Vulkan driver: Debian's mesa-vulkan-drivers gives lavapipe)"))
+        for note in b.get("notes") or ():  # what a backend lists of itself (its runtime's doctor())
+            console.print(f"{b['backend']} {escape(str(note))}")
     cpu = report["cpu"]
     features = " ".join(f"{k}" for k, v in cpu["features"].items() if v) or "none of interest"
     console.print(f"CPU: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']}; features: {features}")
@@ -86,6 +79,14 @@ def export_lines(result) -> None:
             console.print(f"  graph: {sum(o['nodes_before_simplify'].values())} -> {o['node_count']} nodes "
                           f"(opset {o['options']['opset']}, {o['options']['exporter']} exporter, "
                           f"simplified by {o['simplifier']})")
+        tuned = m.get("autotune")
+        if tuned:  # --optimize latency: which form won, against what
+            timed = {n: c["median_ms"] for n, c in tuned["candidates"].items() if c.get("median_ms") is not None}
+            console.print(f"  fastest form here: {tuned['chosen']} at {tuned['target_lr_size'][0]}x"
+                          f"{tuned['target_lr_size'][1]} (" + (", ".join(f"{n} {ms:.1f} ms" for n, ms in timed.items())
+                                                               or "not timed here") + ")"
+                          + (f", tiles of {tuned['tile']} LR px" if tuned.get("tile") else "")
+                          + (f", split: the tail on tiles of {tuned['split']} LR px" if tuned.get("split") else ""))
         if "int8" in m and "drift_db" in m["int8"]:
             i = m["int8"]
             w = i["worst_image"]
@@ -187,9 +188,9 @@ def video_table(result: dict, prefix: str = "") -> None:
     from ..bench import rates_text
 
     v = result["video"]
-    w, h, fps = v["target"]
+    h, w, fps = v["target"]
     source = f" ({Path(v['source']).name} upscaled)" if v.get("source") else ""
-    table = Table(title=f"{prefix}keeping up with {w}x{h} at {fps:g} fps{source} ({v['codec']} here: decode "
+    table = Table(title=f"{prefix}keeping up with {h}x{w} at {fps:g} fps{source} ({v['codec']} here: decode "
                         f"{v['decode_ms']:.1f} ms, encode {v['encode_ms']:.1f} ms per frame)")
     for col in ("model", "precision", "fps", "real time", "fps with decode+encode", "real time with codec",
                 "keeps up with (codec counted)"):
@@ -293,14 +294,14 @@ def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
     return bool(failed)
 
 
-def pipeline_lines(summary: dict, budget: float) -> None:
+def pipeline_lines(summary: dict, gate) -> None:
     best = summary["recommendation"]
     if best:
         console.print(f"[bold]recommendation:[/bold] {escape(best['name'])} ({best['precision']}), "
                       f"{best['median_ms']:.1f} ms at {best['shape'][0]}x{best['shape'][1]}, drift "
                       f"{best['drift_db']:+.3f} dB on its worst content")
     else:
-        console.print(f"[bold]no engine is within the accuracy gate ({budget} dB budget)[/bold]")
+        console.print(f"[bold]no engine is within the accuracy gate ({escape(gate.describe())})[/bold]")
     t = summary.get("recommendation_throughput")
     if t:
         console.print(f"[bold]for throughput:[/bold] {escape(t['name'])} ({t['precision']}), {t['images_per_s']:.2f} "

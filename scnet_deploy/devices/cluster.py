@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ScnetDeployError
+from ..options import MB
 from ..progress import STEP, Progress, reporter
 
-MB = 2**20
 ACTOR_START_S = 600  # an actor loads its engine (a checkpoint: PyTorch) within this, or the run stops
 SEGMENTS_PER_ACTOR = 4  # a video is cut into about this many segments an actor, so a slow node does not hold the end
 
@@ -51,7 +51,7 @@ def _require_ray():
         import ray.data  # noqa: F401
     except ImportError:
         raise ScnetDeployError("--ray needs Ray with Ray Data, which is not installed: pip install "
-                               "'scnet-deploy[ray]'.") from None
+                               "'ray[data]>=2.60'.") from None
     return ray
 
 
@@ -136,10 +136,14 @@ def pack(model: Path) -> Payload:
     model = Path(model)
     if model.is_dir():
         manifest = check_artifact(model)
-        if manifest.get("backend") == "tensorrt":
-            raise ScnetDeployError("--ray does not run TensorRT engines: a plan runs only on the GPU kind it was "
-                                   "built for; run it with --on ssh://NODE, or pass an ONNX Runtime or OpenVINO "
-                                   "artifact.")
+        from scnet_deploy.exporters.registry import backends, get_backend
+
+        backend = get_backend(manifest.get("backend"))
+        if not backend.runs_on_ray:
+            others = ", ".join(b.format for b in backends() if b.runs_on_ray)
+            raise ScnetDeployError(f"--ray does not run {backend.format} artifacts: {backend.description} is built "
+                                   f"for the one device kind it runs on; run it with --on ssh://NODE, or export "
+                                   f"one of {others} for the cluster.")
         names = sorted(manifest["files"]) + [MANIFEST_NAME]
         files = {n: read_regular(model / n, MAX_ARTIFACT_FILE_BYTES, f"artifact '{model}'") for n in names}
         return Payload(model.name, files, {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}, True)
@@ -289,7 +293,7 @@ def upscale_on_ray(model: str | Path, inputs: list, options, ray_options: RayOpt
 def _with_threads(runtime, threads: int):
     from dataclasses import replace
 
-    return replace(runtime, threads=threads, openvino=replace(runtime.openvino, threads=threads))
+    return replace(runtime, threads=threads)
 
 
 def _images(ray, runner, payload, inputs, options, ray_options, runtime, halo, progress) -> list[dict]:

@@ -142,22 +142,33 @@ def validate_on(models: list[Path], options, devices, remote: RemoteOptions = Re
     return result
 
 
-# --- export: TensorRT built where it runs ---------------------------------------------------------------------------
+# --- export: an engine built where it runs ---------------------------------------------------------------------------
 
 def export_on(checkpoint, options, devices, remote: RemoteOptions = RemoteOptions(), progress=None):
-    """``export`` with TensorRT's engine built and verified on the one device it is for (its GPU and TensorRT
-    version): the artifact is made here, its engine there (``remote.build_on_device``)."""
+    """``export`` of a backend whose engine is built on the device that runs it (``Backend.built_on_device``:
+    TensorRT, for its GPU and version), on the one device it is for: the artifact is made here, its engine there
+    (``remote.build_on_device``)."""
+    from scnet_deploy.exporters.registry import backend_for_format, backends
+
     from ..export import export, verification_set
     from .remote import build_on_device
 
-    if options.formats() != ["tensorrt"] or len(devices) != 1 or LOCAL in devices:
-        raise ExportError("export --on builds a TensorRT engine on the one device it is for: --format tensorrt --on "
-                          "ssh://user@host. Other formats build here and run anywhere; check them on the device with "
-                          "bench/validate --on.")
+    formats = options.formats()
+    on_device = [b.format for b in backends() if b.built_on_device]
+    if len(formats) != 1 or formats[0] not in on_device or len(devices) != 1 or LOCAL in devices:
+        raise ExportError(f"export --on builds an engine on the one device it is for: --format "
+                          f"{' or '.join(on_device)} --on ssh://user@host. Other formats build here and run anywhere; "
+                          "check them on the device with bench/validate --on.")
     device = parse_device(devices[0])
+    backend = backend_for_format(formats[0])
+    from .ssh import Connection
+
+    # a host that does not resolve or refuses: one line now, not after the export's build
+    Connection(device, remote).run(["true"], "reaching it before building the artifact it is to build")
 
     def finish(session, workdir: Path, manifest: dict) -> dict:
-        return build_on_device(device, workdir, verification_set(session, manifest), remote, session.progress)
+        return build_on_device(device, backend, workdir, verification_set(session, manifest), remote,
+                               session.progress)
 
     return export(checkpoint, options, progress, finish=finish)
 

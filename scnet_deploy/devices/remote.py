@@ -118,7 +118,7 @@ def artifacts_to_ship(models: list[Path], verb: str) -> list[Path]:
     not_artifacts = [str(m) for m in models if not (m / MANIFEST_NAME).exists()]
     if not_artifacts:
         raise ScnetDeployError(f"{verb} --on runs artifact directories on the device, and {not_artifacts} are not; "
-                               "export them first (scnet-deploy export CKPT -f onnx,openvino -o DIR).")
+                               "export them first (scnet-deploy export CKPT -f FORMAT -o DIR).")
     for m in models:
         door.check_artifact(m)
     return models
@@ -161,15 +161,20 @@ def _with_local_names(entry: dict, name: str, local: Path) -> dict:
 
 # --- bench ---------------------------------------------------------------------------------------------------------
 
+def _runtime_args(runtime) -> list[str]:
+    """The device's CLI flags for ``runtime``: threads, and each backend's own runtime options as its flags."""
+    from ..options import cli_args
+
+    return _flags((("--threads", runtime.threads),)) + [a for opts in runtime.backends.values() for a in cli_args(opts)]
+
+
 def _bench_args(options) -> list[str]:
-    args = ["--shape", ",".join(f"{h}x{w}" for h, w in options.shapes), "--warmup", str(options.warmup),
-            "--batch", str(options.batch), "--no-baselines", "--mode", options.mode,
-            "--ov-performance", options.runtime.openvino.performance]
+    args = ["--size", ",".join(f"{h}x{w}" for h, w in options.shapes), "--warmup", str(options.warmup),
+            "--batch", str(options.batch), "--no-baselines", "--mode", options.mode]
     args += ["--seconds", str(options.seconds)] if options.seconds else ["--runs", str(options.runs)]
-    return args + _flags((("--threads", options.runtime.threads), ("--inflight", options.inflight),
-                          ("--vulkan-device", options.runtime.vulkan_device),
-                          ("--video", "{}x{}@{:g}".format(*options.video) if options.video else None),
-                          ("--ov-streams", options.runtime.openvino.streams), ("--max-memory", options.max_memory_mb)))
+    return args + _runtime_args(options.runtime) + _flags((
+        ("--inflight", options.inflight), ("--video", "{}x{}@{:g}".format(*options.video) if isinstance(options.video, tuple) else options.video),
+        ("--max-memory", options.max_memory_mb)))
 
 
 def bench_on_device(device: Device, models: list[Path], options, remote: RemoteOptions, progress) -> dict:
@@ -256,9 +261,8 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
             progress(Progress(f"{device.label}: running {local.name}"))
             conn.run(conn.scnet("infer", f"{run_dir}/{name}", f"{run_dir}/inputs.npz", "-o", f"{run_dir}/{name}.npz",
                                 "--json", f"{run_dir}/{name}.json",
-                                *_flags((("--max-memory", options.max_memory_mb),
-                                         ("--threads", options.runtime.threads),
-                                         ("--vulkan-device", options.runtime.vulkan_device)))), f"running {local.name}")
+                                *_flags((("--max-memory", options.max_memory_mb),)),
+                                *_runtime_args(options.runtime)), f"running {local.name}")
         with tempfile.TemporaryDirectory() as tmp:
             for name, local in names.items():
                 arch = read_manifest(local)["arch"]
@@ -273,55 +277,62 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
     return DeviceRun(found, summary)
 
 
-# --- export --on: TensorRT built where it runs ----------------------------------------------------------------------
+# --- export --on: an engine built where it runs ---------------------------------------------------------------------
 
-def build_on_device(device: Device, workdir: Path, reference, remote: RemoteOptions, progress) -> dict:
-    """Ship the TensorRT artifact in ``workdir`` (its verified ONNX graph, build script, manifest) and ``reference``
-    (``runner.ShippedReference``: the inputs and PyTorch FP32 outputs made here) to ``device``; build and verify
-    the engine there (``build-engine``); bring back, file by file, only the engine and its timing cache, hashed
-    here against the device's manifest, whose verification record must be present and within tolerance. Returns
-    the artifact's manifest (this machine's, with the device's engine record, verification and hashes added)."""
-    from scnet_deploy.exporters.tensorrt.runtime import CACHE_FILE, ONNX_FILE, PLAN_FILE, SCRIPT_FILE
-
+def build_on_device(device: Device, backend, workdir: Path, reference, remote: RemoteOptions, progress) -> dict:
+    """Ship the artifact in ``workdir`` of ``backend`` (one built on its device: its verified graph, build script,
+    manifest; ``Backend.device_build``) and ``reference`` (``runner.ShippedReference``: the inputs and PyTorch FP32
+    outputs made here) to ``device``; build and verify the engine there (``build-engine``); bring back, file by
+    file, only the files the build returns (the engine, its timing cache), hashed here against the device's
+    manifest, whose verification record must be present and within tolerance. Returns the artifact's manifest (this
+    machine's, with the device's engine record, verification and hashes added)."""
     from ..manifest import write_manifest
     from ..progress import Progress
 
-    ours = read_manifest(workdir)
+    build, ours = backend.device_build(), read_manifest(workdir)
     with on_device(device, remote, progress) as (conn, run_dir, summary), tempfile.TemporaryDirectory() as tmp:
         reference.save(Path(tmp) / "verification.npz")
-        progress(Progress(f"{device.label}: copying the TensorRT graph and its verification set"))
+        progress(Progress(f"{device.label}: copying the {backend.format} graph and its verification set"))
         conn.put(run_dir, {"artifact": workdir, "verification.npz": Path(tmp) / "verification.npz"},
-                 "copying the TensorRT artifact")
+                 f"copying the {backend.format} artifact")
         progress(Progress(f"{device.label}: building and verifying the engine"))
         conn.run(conn.scnet("build-engine", f"{run_dir}/artifact", "--verification", f"{run_dir}/verification.npz"),
-                 "building and verifying the TensorRT engine")
+                 f"building and verifying the {backend.format} engine")
         fetched = Path(tmp) / "fetched"
         fetched.mkdir()
-        doing = "fetching the built engine"
-        conn.fetch(f"{run_dir}/artifact", MANIFEST_NAME, fetched, door.MAX_MANIFEST_BYTES, doing)
-        theirs = door.read_manifest(fetched, f"{device.label}: the built artifact")
-        expected = {ONNX_FILE, PLAN_FILE, CACHE_FILE, SCRIPT_FILE}
-        if set(theirs.get("files") or {}) != expected:
-            raise RemoteError(f"{device.label}: the built artifact lists {sorted(theirs.get('files') or {})[:6]}, "
-                              f"not {sorted(expected)}; refused.")
-        for name, cap in ((PLAN_FILE, MAX_PLAN_BYTES), (CACHE_FILE, MAX_PLAN_BYTES)):
-            got = door.sha256_regular(conn.fetch(f"{run_dir}/artifact", name, fetched, cap, doing), cap, name)
-            if got != theirs["files"][name]:
-                raise RemoteError(f"{device.label}: {name} does not match the sha256 its manifest gives; refused.")
-        for name in (ONNX_FILE, SCRIPT_FILE):  # shipped from here: the device must not have changed them
-            if theirs["files"][name] != ours["files"][name]:
-                raise RemoteError(f"{device.label}: the built artifact's {name} is not the one sent; refused.")
+        theirs = _fetch_built(device, conn, f"{run_dir}/artifact", fetched, build, ours)
         verification = _checked_verification(device, theirs, ours["precision"], len(reference.inputs),
                                              door.sha256_regular(Path(tmp) / "verification.npz", MAX_PLAN_BYTES,
-                                                                 "the verification set"))
-        for name in (PLAN_FILE, CACHE_FILE):
+                                                                 "the verification set"), build["engine"])
+        for name in build["returns"]:
             (fetched / name).replace(workdir / name)
-    engine = {k: theirs["tensorrt"].get(k) for k in ("engine", "version", "generation", "engine_note")}
-    manifest = {**ours, "tensorrt": {**ours["tensorrt"], **engine, "built_on": {"device": device.label, **summary.to_dict()}},
+    engine = {k: theirs[backend.name].get(k) for k in ("engine", "version", "generation", "engine_note")}
+    manifest = {**ours, backend.name: {**ours[backend.name], **engine,
+                                       "built_on": {"device": device.label, **summary.to_dict()}},
                 "verification": verification, "files": {**ours["files"], **{n: theirs["files"][n]
-                                                                            for n in (PLAN_FILE, CACHE_FILE)}}}
+                                                                            for n in build["returns"]}}}
     manifest.pop("manifest_version", None)
     return write_manifest(workdir, manifest)
+
+
+def _fetch_built(device: Device, conn, artifact: str, fetched: Path, build: dict, ours: dict) -> dict:
+    """The device's manifest of the artifact it built, and the files it returns, each checked against it; the files
+    shipped from here must be unchanged."""
+    doing = "fetching the built engine"
+    conn.fetch(artifact, MANIFEST_NAME, fetched, door.MAX_MANIFEST_BYTES, doing)
+    theirs = door.read_manifest(fetched, f"{device.label}: the built artifact")
+    expected = {*build["ships"], *build["returns"]}
+    if set(theirs.get("files") or {}) != expected:
+        raise RemoteError(f"{device.label}: the built artifact lists {sorted(theirs.get('files') or {})[:6]}, "
+                          f"not {sorted(expected)}; refused.")
+    for name in build["returns"]:
+        got = door.sha256_regular(conn.fetch(artifact, name, fetched, MAX_PLAN_BYTES, doing), MAX_PLAN_BYTES, name)
+        if got != theirs["files"][name]:
+            raise RemoteError(f"{device.label}: {name} does not match the sha256 its manifest gives; refused.")
+    for name in build["ships"]:  # shipped from here: the device must not have changed them
+        if theirs["files"][name] != ours["files"][name]:
+            raise RemoteError(f"{device.label}: the built artifact's {name} is not the one sent; refused.")
+    return theirs
 
 
 VERIFICATION = Fields({"passed": bool, "precision": str, "max_abs_diff": NUMBER, "min_psnr_vs_fp32_db": NUMBER,
@@ -329,11 +340,12 @@ VERIFICATION = Fields({"passed": bool, "precision": str, "max_abs_diff": NUMBER,
                        "rule": str, "runtime": str, "reference_sha256": door.HEX64, "engine_sha256": door.HEX64})
 
 
-def _checked_verification(device: Device, manifest: dict, precision: str, inputs: int, shipped: str) -> dict:
+def _checked_verification(device: Device, manifest: dict, precision: str, inputs: int, shipped: str,
+                          engine: str) -> dict:
     """The device's verification record of the engine it built, if it is present, made of the set we shipped (its
     sha256: ``shipped``) and of the engine that came back, of this precision, over every input shipped, and within
     this precision's tolerance (the rule ``runner.verify_runner`` applies)."""
-    from scnet_deploy.exporters.runner import FP32_MAX_ABS, INT8_MIN_PSNR_DB, REDUCED_MIN_PSNR_DB
+    from scnet_deploy.exporters.runner import within_tolerance
 
     record = manifest.get("verification")
     try:
@@ -342,9 +354,8 @@ def _checked_verification(device: Device, manifest: dict, precision: str, inputs
         raise RemoteError(f"{device.label}: the built engine comes without a verification record ({exc}); "
                           "refused.") from None
     record = door.clean_strings(record)
-    floor = {"fp32": None, "int8": INT8_MIN_PSNR_DB}.get(precision, REDUCED_MIN_PSNR_DB)
-    within = (record["max_abs_diff"] <= FP32_MAX_ABS) if floor is None else (record["min_psnr_vs_fp32_db"] >= floor)
-    if record["reference_sha256"] != shipped or record["engine_sha256"] != manifest["files"]["model.plan"]:
+    within = within_tolerance(precision, record["max_abs_diff"], record["min_psnr_vs_fp32_db"])
+    if record["reference_sha256"] != shipped or record["engine_sha256"] != manifest["files"][engine]:
         raise RemoteError(f"{device.label}: the built engine's verification record is not of this engine and the "
                           "verification set sent with it; refused.")
     if not (record["passed"] and record["precision"] == precision and len(record["cases"]) == inputs and within):

@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
 from ..errors import ScnetDeployError
+from ..options import option
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 # decoder name -> the encoder of the same codec (FFmpeg's libraries as PyAV bundles them)
@@ -29,7 +30,7 @@ def require_av():
     try:
         import av
     except ImportError:
-        raise ScnetDeployError("video needs PyAV, which is not installed: pip install 'scnet-deploy[video]'.") from None
+        raise ScnetDeployError("video needs PyAV, which is not installed: pip install 'av>=12'.") from None
     return av
 
 
@@ -191,9 +192,14 @@ class _StreamCopier:
 
 @dataclass(frozen=True)
 class VideoOptions:
-    codec: str | None = None  # FFmpeg encoder name; None: the input's codec where it can be encoded, else libx264
-    crf: int | None = None  # quality for x264/x265/VP9/AV1 (default: the encoder's visually lossless 18)
-    pix_fmt: str | None = None  # None: the input's (10-bit stays 10-bit)
+    # FFmpeg encoder name; None: the input's codec where it can be encoded, else libx264
+    codec: str | None = option(None, "Video: the FFmpeg encoder (default: the input's codec, else libx264; ffv1 is "
+                               "lossless).", cli=Optional[str])
+    # quality for x264/x265/VP9/AV1 (default: the encoder's visually lossless 18)
+    crf: int | None = option(None, "Video: quality for x264/x265/VP9/AV1 (default 18).", cli=Optional[int])
+    # None: the input's (10-bit stays 10-bit)
+    pix_fmt: str | None = option(None, "Video: pixel format (default: the input's; 10-bit stays 10-bit).",
+                                 cli=Optional[str])
     max_frames: int = MAX_FRAMES  # more is refused (from the header, and while decoding)
 
 

@@ -4,8 +4,7 @@ build session pass around. The rewrites themselves are in ``rewrites``."""
 from dataclasses import dataclass
 
 from ..errors import ExportError
-
-DEFAULT_SHIFT = "dwconv"  # measured fastest in ONNX Runtime (see README, benchmarks/shift_forms.py)
+from ..options import DEFAULT_SHIFT
 FOLD = "fold"  # the shift folded into the following 1x1 conv: one sparse 3x3 conv
 SHIFT_CHOICES = ("dwconv", "slice", FOLD)  # shift.SHIFT_FORMS, sorted, then fold (a test holds them equal)
 

@@ -97,6 +97,46 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _resume(state_path: Path, train_model, optim, rng, device: str) -> tuple[int, float]:
+    """(step, elapsed seconds) of a run to resume from ``state_path`` (its model, optimizer and RNG restored), or a
+    new run's (0, 0.0)."""
+    if not state_path.exists():
+        return 0, 0.0
+    state = torch.load(state_path, map_location=device, weights_only=False)  # our own file
+    train_model.load_state_dict(state["model"])
+    optim.load_state_dict(state["optim"])
+    rng.bit_generator.state = state["rng"]
+    print(f"resumed at step {state['step']}")
+    return state["step"], state["elapsed_s"]
+
+
+def _step(train_model, optim, opts: TrainOptions, pairs, rng, step: int, device: str, use_bf16: bool):
+    """One optimizer step on a sampled batch, at the cosine schedule's learning rate; returns (loss, lr)."""
+    lr_now = opts.min_lr + 0.5 * (opts.lr - opts.min_lr) * (1 + math.cos(math.pi * step / opts.steps))
+    for group in optim.param_groups:
+        group["lr"] = lr_now
+    lr_b, hr_b = sample_batch(pairs, rng, opts.batch, opts.patch, opts.scale)
+    lr_b = lr_b.to(device).contiguous(memory_format=torch.channels_last)
+    hr_b = hr_b.to(device)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+        sr = train_model(lr_b)
+    loss = (sr.float() - hr_b).abs().mean()
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return loss, lr_now
+
+
+def _evaluate_and_log(train_model, eval_pairs, step: int, elapsed: float, log) -> None:
+    train_model.eval()
+    p, s = evaluate(train_model.float(), eval_pairs)
+    train_model.train()
+    record = {"step": step, "set5_psnr_y": round(p, 3), "set5_ssim_y": round(s, 4), "elapsed_s": round(elapsed, 1)}
+    print(json.dumps(record), flush=True)
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+
+
 def train(opts: TrainOptions) -> Path:
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,53 +149,26 @@ def train(opts: TrainOptions) -> Path:
     train_model.to(device=device, memory_format=torch.channels_last)
     optim = torch.optim.Adam(train_model.parameters(), lr=opts.lr)
     rng = np.random.default_rng(opts.seed)
-    step, elapsed = 0, 0.0
     state_path = out / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)  # our own file
-        train_model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        rng.bit_generator.state = state["rng"]
-        step, elapsed = state["step"], state["elapsed_s"]
-        print(f"resumed at step {step}")
+    step, elapsed = _resume(state_path, train_model, optim, rng, device)
     pairs = load_pairs(opts.data, opts.scale)
-    eval_pairs = []
-    if opts.eval:
-        eval_pairs = load_pairs([opts.eval], opts.scale)
+    eval_pairs = load_pairs([opts.eval], opts.scale) if opts.eval else []
     print(f"{len(pairs)} training images, {len(eval_pairs)} eval images, device {device}")
     use_bf16 = opts.bf16 and device == "cpu"
-    log = open(out / "log.jsonl", "a")
-    while step < opts.steps:
-        t0 = time.time()
-        lr_now = opts.min_lr + 0.5 * (opts.lr - opts.min_lr) * (1 + math.cos(math.pi * step / opts.steps))
-        for group in optim.param_groups:
-            group["lr"] = lr_now
-        lr_b, hr_b = sample_batch(pairs, rng, opts.batch, opts.patch, opts.scale)
-        lr_b = lr_b.to(device).contiguous(memory_format=torch.channels_last)
-        hr_b = hr_b.to(device)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
-            sr = train_model(lr_b)
-        loss = (sr.float() - hr_b).abs().mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        step += 1
-        elapsed += time.time() - t0
-        if step % 50 == 0:
-            print(f"step {step} loss {loss.item():.5f} lr {lr_now:.2e} {elapsed / step:.3f} s/step", flush=True)
-        if step % opts.eval_every == 0 or step == opts.steps:
-            if eval_pairs:
-                train_model.eval()
-                p, s = evaluate(train_model.float(), eval_pairs)
-                train_model.train()
-                record = {"step": step, "set5_psnr_y": round(p, 3), "set5_ssim_y": round(s, 4),
-                          "elapsed_s": round(elapsed, 1)}
-                print(json.dumps(record), flush=True)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-        if step % opts.save_every == 0 or step == opts.steps:
-            _save_atomic({"model": train_model.state_dict(), "optim": optim.state_dict(), "rng": rng.bit_generator.state,
-                          "step": step, "elapsed_s": elapsed, "options": asdict(opts)}, state_path)
+    with open(out / "log.jsonl", "a") as log:
+        while step < opts.steps:
+            t0 = time.time()
+            loss, lr_now = _step(train_model, optim, opts, pairs, rng, step, device, use_bf16)
+            step += 1
+            elapsed += time.time() - t0
+            if step % 50 == 0:
+                print(f"step {step} loss {loss.item():.5f} lr {lr_now:.2e} {elapsed / step:.3f} s/step", flush=True)
+            if (step % opts.eval_every == 0 or step == opts.steps) and eval_pairs:
+                _evaluate_and_log(train_model, eval_pairs, step, elapsed, log)
+            if step % opts.save_every == 0 or step == opts.steps:
+                _save_atomic({"model": train_model.state_dict(), "optim": optim.state_dict(),
+                              "rng": rng.bit_generator.state, "step": step, "elapsed_s": elapsed,
+                              "options": asdict(opts)}, state_path)
     # Back to the official module layout and parameter names.
     sd = {k: v.detach().float().cpu().contiguous() for k, v in train_model.state_dict().items()}
     model.load_state_dict(sd)
