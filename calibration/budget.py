@@ -271,14 +271,15 @@ def shortfall(drift: dict, gate: AccuracyGate) -> float:
     content types, the visible share in units of the gate's share beyond it, plus the drift in units of the budget
     beyond it (a measurement without visible shares: its mean drift beyond the budget)."""
     verdicts = _verdicts(drift, gate)
-    budget = DEFAULT_DRIFT_DB if not gate.on or gate.drift_db == 0 else gate.drift_db  # a unit, never 0
+    budget = gate.drift_db if gate.on else DEFAULT_DRIFT_DB  # the limit: --budget 0 is 0, not the default
+    unit = budget or DEFAULT_DRIFT_DB  # what a dB beyond it weighs: never 0
     if verdicts is None:
-        return max(0.0, -drift["mean_db"] - budget) / budget
+        return max(0.0, -drift["mean_db"] - budget) / unit
     total = 0.0
     for v in verdicts.values():
         if v["gated"]:
             total += max(0.0, v["visible_share"] / max(gate.max_visible, 1e-6) - 1)
-            total += 0.0 if v["drift_db"] is None else max(0.0, -v["drift_db"] - budget) / budget
+            total += 0.0 if v["drift_db"] is None else max(0.0, -v["drift_db"] - budget) / unit
     return total
 
 

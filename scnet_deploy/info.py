@@ -6,7 +6,10 @@ from . import callable_verb
 
 
 
-def info(checkpoint: str | Path, size: tuple[int, int] | None = (180, 320), scale: int | None = None,
+SIZE = (180, 320)  # the LR size (height, width) MACs are counted at, unless asked
+
+
+def info(checkpoint: str | Path, size: tuple[int, int] | None = SIZE, scale: int | None = None,
          param_key: str | None = None) -> dict:
     """Architecture, parameter count and MACs (per LR pixel, and for one LR ``size`` = (height, width))."""
     from .errors import require_export_stack

@@ -362,3 +362,12 @@ def test_export_and_validate_refuse_the_same_engine_that_the_mean_drift_would_ha
         return  # refused outright: nothing shipped
     assert shipped["float_layers"] and shipped["within_budget"] and shipped["gate_passed"]
     assert shipped["tries"][0]["failing"] == sorted(c for c, v in verdicts.items() if not v["passed"])
+
+
+def test_a_zero_budget_is_zero_when_ranking_how_far_an_engine_is_from_the_gate():
+    """``--budget 0`` means no drift at all: 0.05 dB lost is beyond it (it used to be ranked as the 0.1 default)."""
+    from scnet_deploy.calibration.budget import shortfall
+
+    assert shortfall(_drift(-0.05), AccuracyGate(0.0)) == pytest.approx(0.5)  # 0.05 dB past 0, in 0.1 dB units
+    assert shortfall(_drift(-0.05), AccuracyGate(0.1)) == 0.0
+    assert shortfall(_drift(-0.3), AccuracyGate(0.1)) == pytest.approx(2.0)

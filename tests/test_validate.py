@@ -164,3 +164,18 @@ def test_the_gate_judges_each_content_type_and_only_those_named(dataset, second_
     assert [d["gated"] for d in one["datasets"]] == [False, True]
     with pytest.raises(ScnetDeployError, match="--content nope: no dataset of that name"):
         validate([ref], ValidateOptions((dataset,), 4, budget_db=0.1, content=("nope",)))
+
+
+def test_the_gates_visible_share_and_level_are_user_options_recorded_in_the_result(dataset, models):
+    """--max-visible and --visible-levels change what the gate admits, and the result records the gate it applied:
+    a model that moves every pixel passes only a gate that admits every pixel moving (its drift admitted too)."""
+    ref, other, _ = models
+    strict = validate([ref, other], ValidateOptions(dataset, 4, budget_db=100.0))
+    loose = validate([ref, other], ValidateOptions(dataset, 4, budget_db=100.0, max_visible=1.0))
+    judged = {r["name"]: r for r in strict["models"] if r.get("kind") != "checkpoint" or not r.get("reference")}
+    assert not strict["passed"] and any("levels off FP32" in (m.get("gate_failure") or "") for m in judged.values())
+    assert loose["passed"] and loose["gate"]["visible_share"] == 1.0 and strict["gate"]["visible_share"] == 0.001
+    blind = validate([ref, other], ValidateOptions(dataset, 4, budget_db=100.0, visible_levels=255))
+    assert blind["gate"]["visible_levels"] == 255
+    assert max(m.get("visible_share", 0) for m in blind["models"]) <= max(m.get("visible_share", 0)
+                                                                            for m in strict["models"])
