@@ -51,3 +51,23 @@ def test_every_verb_reports_progress_events(tmp_path):
     assert {STEP, BUILT, SKIPPED} <= kinds  # outcomes are events of their own kind, not parsed from text
     assert any(e.kind == BUILT and e.message == "onnx-fp32" for e in events["pipeline"])
     assert any(e.message.startswith("onnx-int8: ") for e in events["pipeline"])  # session events carry the engine
+
+
+def test_long_work_shows_its_steps_where_the_console_is_not_a_terminal(monkeypatch):
+    """A log or a pipe gets no spinner: the current step is printed as a line every LOG_EVERY_S seconds (here 0),
+    and none sooner (a quick command's stderr stays one line)."""
+    import io
+
+    from rich.console import Console
+
+    from scnet_deploy.cli import display
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    with display.progress_display(console, "starting") as show:
+        show(Progress("quick step"))
+    assert "quick step" not in out.getvalue()
+    monkeypatch.setattr(display, "LOG_EVERY_S", 0.0)
+    with display.progress_display(console, "starting") as show:
+        show(Progress("exporting", done=1, total=3))
+    assert "exporting (1/3)" in out.getvalue()

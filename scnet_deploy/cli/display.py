@@ -1,6 +1,7 @@
 """The one display of every verb's ``Progress`` events: a spinner with the current step (and a count where the
 work is counted), the time so far, and a line of its own for each outcome (built, skipped, failed). Where the
-console is not a terminal (a log file, a pipe, CI), the spinner draws nothing: each new step is printed as a line."""
+console is not a terminal (a log file, a pipe, CI), the spinner draws nothing: the current step is printed as a line
+every ``LOG_EVERY_S`` seconds of work."""
 
 import contextlib
 
@@ -10,6 +11,9 @@ from rich.markup import escape
 from .. import interrupts
 from ..door import clean_text
 
+# Where the console is not a terminal, the current step is printed as a line at most this often: long work shows
+# progress in a log or a pipe, and a quick command's output (one line for a user's mistake) stays as it is.
+LOG_EVERY_S = 10.0
 OUTCOME_STYLE = {"built": "[green]built[/green]", "skipped": "[yellow]skip[/yellow]", "failed": "[red]failed[/red]"}
 
 
@@ -21,7 +25,9 @@ def progress_display(on: Console, first: str, transient: bool = True):
                   TimeElapsedColumn(), console=on, transient=transient) as bar:
         task = bar.add_task(escape(first), total=None)
 
-        last = [None]
+        import time
+
+        last = [time.monotonic()]
 
         def show(event) -> None:
             if interrupts.interrupted():  # a library turned the interrupt into its own error: stop here
@@ -33,8 +39,8 @@ def progress_display(on: Console, first: str, transient: bool = True):
             else:
                 bar.update(task, description=escape(clean_text(event.message)), total=event.total,
                            completed=event.done or 0)
-                if not on.is_terminal and event.message != last[0]:  # a log or a pipe: each new step on a line
-                    last[0] = event.message
+                if not on.is_terminal and time.monotonic() - last[0] >= LOG_EVERY_S:  # a log or a pipe
+                    last[0] = time.monotonic()
                     count = f" ({event.done}/{event.total})" if event.total else ""
                     on.print(f"{escape(clean_text(event.message))}{count}", highlight=False, soft_wrap=True)
 
