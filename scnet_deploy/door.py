@@ -48,6 +48,40 @@ def clean_text(text: str, newlines: bool = False) -> str:
     return text if newlines else text.replace("\n", " ")
 
 
+def shown(value) -> str:
+    """Anything from outside (a file name, a device's text, a manifest field) as the terminal may show it: escape
+    sequences and control characters removed (``clean_text``), undecodable bytes of a file name (surrogates) as
+    U+FFFD, and rich markup escaped, so ``[/oops]`` or ``[link=...]`` is printed as text. The one way the CLI prints
+    what it did not write itself."""
+    from rich.markup import escape
+
+    return escape(clean_text(str(value)).encode("utf-8", "replace").decode("utf-8"))
+
+
+def csv_cell(value):
+    """A cell of a CSV file we write: text that a spreadsheet would run as a formula (starting with =, +, -, @, tab
+    or CR) is made text with a leading apostrophe; numbers are kept as numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def json_ready(value, where: str = "", reasons: dict | None = None):
+    """``value`` as strict JSON can hold it: every float that is not finite becomes null, its original ("NaN",
+    "Infinity", "-Infinity") recorded in ``reasons`` by path. Returns (value, reasons)."""
+    import math
+
+    reasons = {} if reasons is None else reasons
+    if isinstance(value, float) and not math.isfinite(value):
+        reasons[where or "."] = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return None, reasons
+    if isinstance(value, dict):
+        return {k: json_ready(v, f"{where}.{k}" if where else str(k), reasons)[0] for k, v in value.items()}, reasons
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v, f"{where}[{i}]", reasons)[0] for i, v in enumerate(value)], reasons
+    return value, reasons
+
+
 def clean_strings(value):
     """``value`` (parsed JSON) with every string cleaned by ``clean_text``."""
     if isinstance(value, str):
@@ -166,13 +200,22 @@ class Int:
     high: int = 2**63
 
 
-NUMBER = "number"  # int or float (inf and nan allowed: ours record inf for identical outputs)
+NUMBER = "number"  # int or float (inf and nan allowed: ours record inf for identical outputs); no int past a float
+FLOAT_MAX = 1.7976931348623157e308
+
+
+@dataclass(frozen=True)
+class Num:
+    """A finite number (int or float) in [low, high]: a measurement (a time, a rate) from outside."""
+
+    low: float = 0.0
+    high: float = 1e9
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _fail(where: str, expected: str, value) -> None:
-    shown = type(value).__name__ if isinstance(value, (dict, list)) else repr(value)[:40]
-    raise ValueError(f"{where or 'the top level'} should be {expected}, not {shown}")
+    seen = type(value).__name__ if isinstance(value, (dict, list)) else repr(value)[:40]
+    raise ValueError(f"{where or 'the top level'} should be {expected}, not {seen}")
 
 
 def check_schema(value, schema, where: str = "") -> None:
@@ -181,8 +224,14 @@ def check_schema(value, schema, where: str = "") -> None:
         if value is not None:
             check_schema(value, schema.schema, where)
     elif schema is NUMBER:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, int) and abs(value) > FLOAT_MAX):
             _fail(where, "a number", value)
+    elif isinstance(schema, Num):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, int) and abs(value) > FLOAT_MAX) or not (
+                math.isfinite(value) and schema.low <= value <= schema.high):
+            _fail(where, f"a finite number in [{schema.low:g}, {schema.high:g}]", value)
     elif isinstance(schema, Int):
         if isinstance(value, bool) or not isinstance(value, int) or not schema.low <= value <= schema.high:
             _fail(where, f"an integer in [{schema.low}, {schema.high}]", value)

@@ -29,7 +29,16 @@ def tool_versions(*packages: str) -> dict[str, str | None]:
     return versions
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
+def write_results_json(data: dict, path: Path) -> None:
+    """Results for others to read (``--json``, ``results.json``, ``summary.json``) as strict JSON: a value that is
+    not finite (an identical output's PSNR, a device's NaN) is null, its original in ``null_reasons`` by path."""
+    from .door import json_ready
+
+    ready, reasons = json_ready(data)
+    write_json_atomic({**ready, "null_reasons": reasons} if reasons else ready, path, strict=True)
+
+
+def write_json_atomic(data: dict, path: Path, strict: bool = False) -> None:
     """Write ``path`` through a new temporary file beside it (created exclusively: never written through a link
     someone left under a predictable name), then renamed over it."""
     import tempfile
@@ -39,7 +48,7 @@ def write_json_atomic(data: dict, path: Path) -> None:
     try:
         os.fchmod(fd, 0o644)  # as a plain write would leave it (mkstemp makes 0600)
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+            f.write(json.dumps(data, indent=2, sort_keys=False, allow_nan=not strict) + "\n")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

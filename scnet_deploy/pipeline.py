@@ -214,7 +214,7 @@ def form_lines(forms: dict) -> list[str]:
 def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=None) -> dict:
     """Export ``checkpoint`` (default: the shipped reference) to every engine this machine can build, validate,
     time, report and recommend; returns the summary written to ``summary.json``."""
-    from .manifest import write_json_atomic
+    from .manifest import write_results_json
     from .model.checkpoint import load_checkpoint
     from .report import report
 
@@ -238,7 +238,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     notes += ["", *int8_lines(engines["int8"]), *form_lines(engines["forms"]), "",
               f"Pipeline time: {summary['seconds']:.0f} s.", ""]
     summary["report"] = str(report([validation, timing], out, title="scnet-deploy pipeline report", sections=notes))
-    write_json_atomic(summary, out / "summary.json")
+    write_results_json(summary, out / "summary.json")
     return summary
 
 

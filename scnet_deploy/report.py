@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from .errors import ScnetDeployError
-from .manifest import write_json_atomic
+from .manifest import write_results_json
 
 
 def _kind(result: dict) -> str:
@@ -215,7 +215,7 @@ def report(results: list[dict], output: str | Path, title: str = "scnet-deploy r
         lines += bench_markdown(b)
     plots = _plots(benches, validations, out)
     lines += [f"![{p}]({p})" for p in plots]
-    write_json_atomic({"bench": benches, "validate": validations}, out / "results.json")
+    write_results_json({"bench": benches, "validate": validations}, out / "results.json")
     md = out / "report.md"
     md.write_text("\n".join(lines) + "\n")
     return md

@@ -428,3 +428,100 @@ def test_dependency_floors_carry_their_reasons():
     ort_line = next(line for line in text.splitlines() if line.strip().startswith('"onnxruntime>='))
     assert '"torch>=2.6"' in torch_line and "CVE-2025-32434" in torch_line
     assert '"onnxruntime>=1.24.1"' in ort_line and "external data" in ort_line
+
+
+# --- every byte shown is clean (issue 38, point 4) --------------------------------------------------------------
+
+def _device_bench_reply(tmp_path: Path, median, precision="fp32", cpu="AMD", cores=2, arch='"x86_64"') -> list:
+    """Rules for a device whose bench result (fetched by `cat`) carries ``median``, ``precision`` and its CPU as
+    given (the JSON written raw: a 401-digit integer or NaN as they stand)."""
+    crafted = tmp_path / "bench.json"
+    crafted.write_text('{"models": [{"name": "m0: onnxruntime", "path": "m0", "backend": "onnxruntime", '
+                       f'"precision": {json.dumps(precision)}, "baseline": false, '
+                       f'"shapes": [{{"shape": [8, 8], "median_ms": {median}}}]}}], '
+                       f'"machine": {{"cpu": {{"model": {json.dumps(cpu)}, "cores": {cores}, "arch": {arch}}}, '
+                       '"gpus": [], "os": "Linux", "versions": {}}}')
+    return [[BENCH, "bench", ""], [r"^cat -- .*/bench\.json'?$", "reply", crafted]]
+
+
+@pytest.mark.parametrize("median", ["1" * 401, "NaN", "Infinity", "-5", "1e308"])
+def test_a_devices_timing_is_bounded_by_its_schema(hostile, tiny, tmp_path, median):
+    """Issue 38, rows 5 and 14: a 401-digit integer, NaN, Infinity, a negative or an absurd median from a device is
+    a schema error, one line, exit 2, never a traceback (an OverflowError before)."""
+    hostile.answer(*_device_bench_reply(tmp_path, median))
+    proc = cli("bench", tiny[1], "--size", "8x8", "--runs", "1", *hostile.args(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "median_ms should be a finite number" in one_line_error(proc)
+
+
+def test_markup_and_escapes_from_a_device_are_shown_as_text(hostile, tiny, tmp_path):
+    """Issue 38, rows 6 and 15: a precision of `[/oops]` (a rich MarkupError before) or `[link=...]` (an OSC 8
+    hyperlink before), and ESC sequences in its CPU name, reach the table as plain text."""
+    hostile.answer(*_device_bench_reply(tmp_path, "1.5", precision="[link=https://example.invalid]fp32[/link][/oops]",
+                                        cpu="Evil \x1b]52;c;b3duZWQ=\x07CPU"))
+    proc = cli("bench", tiny[1], "--size", "8x8", "--runs", "1", *hostile.args(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "\x1b]8" not in out and "\x1b]52" not in out and "\x07" not in out and "Traceback" not in out
+    assert "[link=https://example.invalid]fp32" in " ".join(out.split())  # the text as it was, not a link
+
+
+def test_a_devices_doctor_with_an_absurd_core_count_or_a_nan_arch_is_refused(hostile, tiny, tmp_path):
+    """Issue 38, row 15: the device's own description is checked against its schema before it is recorded."""
+    import shutil
+
+    for bad in ('"cores": ' + "9" * 400, '"arch": NaN'):
+        doctor = json.loads(hostile.doctor.read_text())
+        text = json.dumps(doctor)
+        key = bad.split(":")[0]
+        text = text.replace(f'{key}: {json.dumps(doctor["cpu"][key.strip(chr(34))])}', bad, 1)
+        crafted = tmp_path / "doctor.json"
+        crafted.write_text(text)
+        saved = tmp_path / "saved_doctor.json"
+        shutil.copy(hostile.doctor, saved)
+        shutil.copy(crafted, hostile.doctor)
+        try:
+            hostile.answer([BENCH, "bench", ""])
+            proc = cli("bench", tiny[1], "--size", "8x8", "--runs", "1", *hostile.args(tmp_path))
+        finally:
+            shutil.copy(saved, hostile.doctor)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "doctor" in one_line_error(proc) and "refused" in one_line_error(proc)
+
+
+def test_file_names_with_escapes_are_printed_clean(tmp_path, tiny):
+    """Issue 38, row 7: upscale's per-file lines name files whose names hold ESC sequences (an OSC 52 clipboard
+    write among them), a newline and undecodable bytes: none of it reaches the terminal raw."""
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["clip\x1b]52;c;b3duZWQ=\x07.png", "clear\x1b[2J.png", "two\nlines.png"]
+    for name in names:
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / name)
+    raw = os.fsencode(src) + b"/bad\xff\xfe.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(raw.decode("utf-8", "surrogateescape"))
+    proc = cli("upscale", tiny[1], src, "-o", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "\x1b" not in out and "\x07" not in out and "4 upscaled" in out
+
+
+def test_json_written_is_json_and_csv_cells_are_never_formulas(tmp_path):
+    """Issue 38, row 14: results written hold no NaN or Infinity (null, with the reason by path), and a CSV cell a
+    spreadsheet would run as a formula is text."""
+    from scnet_deploy.cli.groups import Outputs
+    from scnet_deploy.cli.output import write_outputs
+
+    result = {"models": [{"name": "=HYPERLINK(\"http://x\")", "psnr": float("inf"), "drift": float("nan"),
+                          "ms": 1.5}]}
+    write_outputs(result, Outputs(tmp_path / "r.json", tmp_path / "r.csv"),
+                  [("model", "ms"), ("=HYPERLINK(\"http://x\")", -1.5), ("@SUM(A1)", 2.0), ("+cmd", 3.0)])
+    text = (tmp_path / "r.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON written"))
+    assert data["models"][0]["psnr"] is None and data["null_reasons"] == {"models[0].psnr": "Infinity",
+                                                                          "models[0].drift": "NaN"}
+    import csv
+
+    rows = list(csv.reader((tmp_path / "r.csv").read_text().splitlines()))
+    assert rows[1] == ["'=HYPERLINK(\"http://x\")", "-1.5"] and rows[2][0] == "'@SUM(A1)" and rows[3][0] == "'+cmd"

@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from ..errors import ScnetDeployError
 from .app import app, console, err_console
@@ -61,7 +60,7 @@ def build_engine_cmd(
 ) -> None:
     """On the target device: build an artifact's engine with this machine's runtime and verify it (export --on runs
     this there)."""
-    from ..door import read_manifest
+    from ..door import read_manifest, shown
     from scnet_deploy.exporters.registry import backends, get_backend
 
     backend = get_backend(read_manifest(artifact).get("backend"))
@@ -71,5 +70,5 @@ def build_engine_cmd(
                                f"{', '.join(b.format for b in backends() if b.built_on_device)}.")
     manifest = backend.build_on_device(artifact, verification)
     v, section = manifest.get("verification", {}), manifest[backend.name]
-    console.print(f"built {escape(str(artifact / section['engine']))} with {backend.distribution} "
-                  f"{escape(str(section['version']))}" + (f"; verified: {escape(v['rule'])}" if v.get("passed") else ""))
+    console.print(f"built {shown(str(artifact / section['engine']))} with {backend.distribution} "
+                  f"{shown(str(section['version']))}" + (f"; verified: {shown(v['rule'])}" if v.get("passed") else ""))

@@ -6,10 +6,9 @@ every ``LOG_EVERY_S`` seconds of work."""
 import contextlib
 
 from rich.console import Console
-from rich.markup import escape
 
 from .. import interrupts
-from ..door import clean_text
+from ..door import shown
 
 # Where the console is not a terminal, the current step is printed as a line at most this often: long work shows
 # progress in a log or a pipe, and a quick command's output (one line for a user's mistake) stays as it is.
@@ -23,7 +22,7 @@ def progress_display(on: Console, first: str, transient: bool = True):
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=on, transient=transient) as bar:
-        task = bar.add_task(escape(first), total=None)
+        task = bar.add_task(shown(first), total=None)
 
         import time
 
@@ -33,15 +32,15 @@ def progress_display(on: Console, first: str, transient: bool = True):
             if interrupts.interrupted():  # a library turned the interrupt into its own error: stop here
                 raise KeyboardInterrupt
             if event.kind in OUTCOME_STYLE:
-                bar.console.print(f"{OUTCOME_STYLE[event.kind]} {escape(clean_text(event.message))}")
+                bar.console.print(f"{OUTCOME_STYLE[event.kind]} {shown(event.message)}")
                 if event.done is not None:
                     bar.update(task, total=event.total, completed=event.done)
             else:
-                bar.update(task, description=escape(clean_text(event.message)), total=event.total,
+                bar.update(task, description=shown(event.message), total=event.total,
                            completed=event.done or 0)
                 if not on.is_terminal and time.monotonic() - last[0] >= LOG_EVERY_S:  # a log or a pipe
                     last[0] = time.monotonic()
                     count = f" ({event.done}/{event.total})" if event.total else ""
-                    on.print(f"{escape(clean_text(event.message))}{count}", highlight=False, soft_wrap=True)
+                    on.print(f"{shown(event.message)}{count}", highlight=False, soft_wrap=True)
 
         yield show

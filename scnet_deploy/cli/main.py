@@ -4,10 +4,9 @@ print one line and exit 2; an interruption exits 130; anything else is a bug and
 import errno
 import sys
 
-from rich.markup import escape
 
 from .. import interrupts
-from ..door import clean_text
+from ..door import shown
 from ..errors import EXPORT_STACK, ScnetDeployError, needs_export_stack
 from .app import app, err_console
 
@@ -43,7 +42,7 @@ def _main() -> None:
 
     interrupts.install()
     warnings.showwarning = lambda message, category, *a, **k: err_console.print(
-        f"[yellow]warning:[/yellow] {escape(clean_text(str(message)))}", highlight=False, soft_wrap=True)
+        f"[yellow]warning:[/yellow] {shown(str(message))}", highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)  # typer.Exit(n) comes back as n in this mode
         if interrupts.interrupted():  # typer turns a KeyboardInterrupt into a silent Exit(130)
@@ -55,14 +54,14 @@ def _main() -> None:
     except ScnetDeployError as exc:
         if interrupts.interrupted():
             _exit_interrupted()
-        err_console.print(f"[red]error:[/red] {escape(clean_text(str(exc)))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {shown(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as exc:
         if interrupts.interrupted():
             _exit_interrupted()
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
-        err_console.print(f"[red]error:[/red] {escape(clean_text(environment_error(exc)))}", highlight=False,
+        err_console.print(f"[red]error:[/red] {shown(environment_error(exc))}", highlight=False,
                           soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
@@ -71,7 +70,7 @@ def _main() -> None:
         if (exc.name or "").split(".")[0] not in EXPORT_STACK:
             raise
         what = f"scnet-deploy {sys.argv[1]}" if len(sys.argv) > 1 else "this"
-        err_console.print(f"[red]error:[/red] {escape(str(needs_export_stack(what, exc.name.split('.')[0])))}",
+        err_console.print(f"[red]error:[/red] {shown(str(needs_export_stack(what, exc.name.split('.')[0])))}",
                           highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:

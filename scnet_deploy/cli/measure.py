@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from ..bench import BenchOptions
 from ..errors import ScnetDeployError
 from ..gate import AccuracyGate
 from ..options import RuntimeOptions
 from ..validate import ValidateOptions
+from ..door import shown
 from .app import app, console, err_console
 from .display import progress_display
 from .groups import (DEVICES, GATE_WHEN_ASKED, MEMORY, OUTPUTS, RUNTIME, Devices, Outputs, options_group, uses)
@@ -55,11 +55,11 @@ def validate_cmd(
     write_outputs(result, outputs, validate_tables(result))
     flicker_lines(result)
     if not result["passed"]:
-        err_console.print(f"[red]over budget, the accuracy gate ({escape(gate.describe())}):[/red] "
-                          f"{escape(', '.join(result['over_budget']))}")
+        err_console.print(f"[red]over budget, the accuracy gate ({shown(gate.describe())}):[/red] "
+                          f"{shown(', '.join(result['over_budget']))}")
         for m in result["models"]:
             if m.get("gate_failure"):
-                err_console.print(f"  {escape(m['name'])}: {escape(m['gate_failure'])}", soft_wrap=True)
+                err_console.print(f"  {shown(m['name'])}: {shown(m['gate_failure'])}", soft_wrap=True)
         raise typer.Exit(1)
     failed_devices(result.get("failed_devices"))
 

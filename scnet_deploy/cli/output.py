@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from ..door import clean_text
+from ..door import csv_cell, shown
 from .app import console, err_console
 from .groups import Outputs
 
@@ -15,14 +14,14 @@ from .groups import Outputs
 def write_outputs(result: dict, outputs: Outputs, rows) -> None:
     """The output group's files: the result as JSON, ``rows`` as CSV, a Markdown + PNG report."""
     if outputs.json:
-        from ..manifest import write_json_atomic
+        from ..manifest import write_results_json
 
-        write_json_atomic(result, outputs.json)
+        write_results_json(result, outputs.json)
     if outputs.csv:
         import csv
 
         with open(outputs.csv, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
+            csv.writer(f).writerows([csv_cell(c) for c in row] for row in rows)
     if outputs.report:
         from ..report import report
 
@@ -36,7 +35,7 @@ def print_json(result: dict) -> None:
 def key_value_table(title: str, rows) -> None:
     table = Table(title=title, show_header=False)
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(shown(k), shown(v))
     console.print(table)
 
 
@@ -59,30 +58,33 @@ def doctor_tables(report: dict) -> None:
         table.add_column(col)
     for b in report["backends"]:
         status = (f"[green]available[/green] {b['version']}" if b["available"]
-                  else f"[red]missing[/red]: {escape(b['install'])}")
-        table.add_row(b["backend"], b["format"], status, ", ".join(b["precisions"]), ", ".join(b["compute_units"]))
+                  else f"[red]missing[/red]: {shown(b['install'])}")
+        table.add_row(shown(b["backend"]), shown(b["format"]), status, shown(", ".join(b["precisions"])),
+                      shown(", ".join(b["compute_units"])))
     console.print(table)
     for b in report["backends"]:
         for note in b.get("notes") or ():  # what a backend lists of itself (its runtime's doctor())
-            console.print(f"{b['backend']} {escape(str(note))}")
+            console.print(f"{shown(b['backend'])} {shown(note)}")
     cpu = report["cpu"]
     features = " ".join(f"{k}" for k, v in cpu["features"].items() if v) or "none of interest"
-    console.print(f"CPU: {cpu['model']}, {cpu['cores']} cores, {cpu['arch']}; features: {features}")
-    console.print(f"GPUs: {', '.join(report['gpus']) or 'none visible'}")
+    console.print(f"CPU: {shown(cpu['model'])}, {shown(cpu['cores'])} cores, {shown(cpu['arch'])}; features: "
+                  f"{shown(features)}")
+    console.print(f"GPUs: {shown(', '.join(report['gpus'])) or 'none visible'}")
 
 
 def export_lines(result) -> None:
     for fmt, m in result.manifests.items():
-        console.print(f"[green]wrote[/green] {result.artifacts[fmt]} ({', '.join(m['files'])}, manifest.json)")
+        console.print(f"[green]wrote[/green] {shown(result.artifacts[fmt])} ({shown(', '.join(m['files']))}, "
+                      "manifest.json)")
         if "onnx" in m:
             o = m["onnx"]
             console.print(f"  graph: {sum(o['nodes_before_simplify'].values())} -> {o['node_count']} nodes "
                           f"(opset {o['options']['opset']}, {o['options']['exporter']} exporter, "
-                          f"simplified by {o['simplifier']})")
+                          f"simplified by {shown(o['simplifier'])})")
         tuned = m.get("autotune")
         if tuned:  # --optimize latency: which form won, against what
             timed = {n: c["median_ms"] for n, c in tuned["candidates"].items() if c.get("median_ms") is not None}
-            console.print(f"  fastest form here: {tuned['chosen']} at {tuned['target_lr_size'][0]}x"
+            console.print(f"  fastest form here: {shown(tuned['chosen'])} at {tuned['target_lr_size'][0]}x"
                           f"{tuned['target_lr_size'][1]} (" + (", ".join(f"{n} {ms:.1f} ms" for n, ms in timed.items())
                                                                or "not timed here") + ")"
                           + (f", tiles of {tuned['tile']} LR px" if tuned.get("tile") else "")
@@ -91,13 +93,13 @@ def export_lines(result) -> None:
             i = m["int8"]
             w = i["worst_image"]
             console.print(f"  INT8: mean drift {i['drift_db']:+.3f} dB on {len(i['holdout']['sources'])} held-out "
-                          f"images (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {escape(w['name'])} "
-                          f"({w['content']}); {len(i['float_layers'])} layer(s) kept in float")
+                          f"images (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {shown(w['name'])} "
+                          f"({shown(w['content'])}); {len(i['float_layers'])} layer(s) kept in float")
         v = m["verification"]
         if v.get("skipped"):
-            console.print(f"  not run here: {v['skipped']}")
+            console.print(f"  not run here: {shown(v['skipped'])}")
         else:
-            console.print(f"  verified vs PyTorch FP32 in {v['runtime']}: max abs diff {v['max_abs_diff']:.2e}"
+            console.print(f"  verified vs PyTorch FP32 in {shown(v['runtime'])}: max abs diff {v['max_abs_diff']:.2e}"
                           + (f", PSNR vs FP32 {v['min_psnr_vs_fp32_db']:.1f} dB" if 'min_psnr_vs_fp32_db' in v else "")
                           + f" at {len(v['cases'])} input shapes")
 
@@ -105,7 +107,7 @@ def export_lines(result) -> None:
 def validate_tables(result: dict) -> list[tuple]:
     """Each dataset's table, the worst content per model, warnings; returns the CSV rows (one per image)."""
     for d in result["datasets"]:
-        table = Table(title=f"{d['name']} x{result['scale']}: {d['images']} images")
+        table = Table(title=f"{shown(d['name'])} x{result['scale']}: {d['images']} images")
         for col in ("model", "precision", "PSNR-Y", "SSIM-Y", "drift dB", "visible %", "max abs diff", "worst image",
                     *(("gate",) if d.get("budget_db") is not None else ())):
             table.add_column(col)
@@ -113,29 +115,29 @@ def validate_tables(result: dict) -> list[tuple]:
             drift = m.get("drift_db")
             gate = () if d.get("budget_db") is None else (
                 "-" if "within_budget" not in m else "pass" if m["within_budget"] else "[red]fail[/red]",)
-            table.add_row(escape(m["name"]) + (" (ref)" if m.get("reference") else ""), m["precision"],
+            table.add_row(shown(m["name"]) + (" (ref)" if m.get("reference") else ""), shown(m["precision"]),
                           f"{m['psnr_y']:.2f}", f"{m['ssim_y']:.4f}", "-" if drift is None else f"{drift:+.3f}",
                           f"{100 * m['visible_share']:.2f}" if "visible_share" in m else "-",
-                          f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", escape(m["worst_image"]["name"]),
+                          f"{m['max_abs_diff']:.2e}" if "max_abs_diff" in m else "-", shown(m["worst_image"]["name"]),
                           *gate)
         console.print(table)
     if len(result["datasets"]) > 1:
         for m in result["models"]:
             if m.get("drift_db") is not None and not m.get("reference"):
                 w = m["worst_image"]
-                console.print(f"{escape(m['name'])}: worst content {escape(m['worst_dataset'])} "
-                              f"({m['drift_db']:+.3f} dB), worst image {escape(w['dataset'])}/{escape(w['name'])} "
+                console.print(f"{shown(m['name'])}: worst content {shown(m['worst_dataset'])} "
+                              f"({m['drift_db']:+.3f} dB), worst image {shown(w['dataset'])}/{shown(w['name'])} "
                               f"({w['drift_db']:+.3f} dB)")
     if result.get("reference_skipped"):
-        console.print(f"no drift (the FP32 PyTorch reference cannot run): {escape(result['reference_skipped'])}")
+        console.print(f"no drift (the FP32 PyTorch reference cannot run): {shown(result['reference_skipped'])}")
     if result.get("devices"):
         device_drift_table(result)
     for u in result["unreadable_images"]:
-        err_console.print(f"[yellow]skipped unreadable image[/yellow] {escape(u['path'])}: {escape(u['error'])}",
+        err_console.print(f"[yellow]skipped unreadable image[/yellow] {shown(u['path'])}: {shown(u['error'])}",
                           soft_wrap=True)
     for m in result["models"]:
         if m["nonfinite_images"] or m["collapsed_images"]:
-            err_console.print(f"[yellow]warning:[/yellow] {escape(m['name'])}: non-finite output on "
+            err_console.print(f"[yellow]warning:[/yellow] {shown(m['name'])}: non-finite output on "
                               f"{m['nonfinite_images']}, collapsed (constant) output on {m['collapsed_images']}")
     rows = [("model", "image", "psnr_y", "ssim_y", "drift_db", "max_abs_diff", "dataset", "visible_share")]
     return rows + [(m["name"], r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}",
@@ -155,7 +157,7 @@ def bench_tables(result: dict) -> list[tuple]:
     for m in result["models"]:
         for s in m["shapes"]:
             ratio = s["speedup_vs_official_eager"]
-            table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
+            table.add_row(shown(m["name"]), shown(m["precision"]), f"{s['shape'][0]}x{s['shape'][1]}",
                           f"{s['first_inference_ms']:.0f}", f"{s['median_ms']:.1f}", f"{s['p90_ms']:.1f}",
                           f"{s['p99_ms']:.1f}", f"{s['images_per_s']:.2f}", f"{s['megapixels_per_s']:.1f}",
                           f"{ratio:.1f}x" if ratio else "-")
@@ -166,7 +168,7 @@ def bench_tables(result: dict) -> list[tuple]:
     if result.get("video"):
         video_table(result)
     if result.get("baselines_skipped"):
-        console.print(f"no PyTorch baselines: {escape(result['baselines_skipped'])}")
+        console.print(f"no PyTorch baselines: {shown(result['baselines_skipped'])}")
     if result["options"]["mode"] == "throughput":
         table = Table(title="throughput (requests in flight)")
         for col in ("model", "precision", "LR", "in flight", "img/s", "MP/s", "vs latency run"):
@@ -176,7 +178,7 @@ def bench_tables(result: dict) -> list[tuple]:
                 if "throughput" not in s:
                     continue
                 t = s["throughput"]
-                table.add_row(escape(m["name"]), m["precision"], f"{s['shape'][0]}x{s['shape'][1]}",
+                table.add_row(shown(m["name"]), shown(m["precision"]), f"{s['shape'][0]}x{s['shape'][1]}",
                               str(t["inflight"]), f"{t['images_per_s']:.2f}", f"{t['megapixels_per_s']:.1f}",
                               f"{t['vs_latency']:.2f}x")
         console.print(table)
@@ -190,7 +192,7 @@ def video_table(result: dict, prefix: str = "") -> None:
     v = result["video"]
     h, w, fps = v["target"]
     source = f" ({Path(v['source']).name} upscaled)" if v.get("source") else ""
-    table = Table(title=f"{prefix}keeping up with {h}x{w} at {fps:g} fps{source} ({v['codec']} here: decode "
+    table = Table(title=f"{prefix}keeping up with {h}x{w} at {fps:g} fps{shown(source)} ({shown(v['codec'])} here: decode "
                         f"{v['decode_ms']:.1f} ms, encode {v['encode_ms']:.1f} ms per frame)")
     for col in ("model", "precision", "fps", "real time", "fps with decode+encode", "real time with codec",
                 "keeps up with (codec counted)"):
@@ -199,7 +201,7 @@ def video_table(result: dict, prefix: str = "") -> None:
     for m in result["models"]:
         if "video" in m:
             r = m["video"]
-            table.add_row(escape(m["name"]), m["precision"], f"{r['fps']:.2f}", yes(r["real_time"]),
+            table.add_row(shown(m["name"]), shown(m["precision"]), f"{r['fps']:.2f}", yes(r["real_time"]),
                           f"{r['fps_with_codec']:.2f}", yes(r["real_time_with_codec"]), rates_text(r))
     console.print(table)
 
@@ -211,7 +213,7 @@ def flicker_lines(result: dict) -> None:
         console.print("flicker (consecutive frames; worst transition, pixels whose change differs from FP32's by 4+ "
                       "levels, and the mean difference):")
     for m in rows:
-        console.print(f"  {escape(m['name'])}: {100 * m['flicker_share']:.2f}% of pixels, mean "
+        console.print(f"  {shown(m['name'])}: {100 * m['flicker_share']:.2f}% of pixels, mean "
                       f"{m['flicker_levels']:.3f} levels", soft_wrap=True)
 
 
@@ -224,7 +226,7 @@ def device_bench_table(result: dict) -> list[tuple]:
         table.add_column(col)
     rows = [("model", "precision", "lr_h", "lr_w", "device", "median_ms")]
     for r in result["table"]:
-        table.add_row(escape(r["model"]), r["precision"], f"{r['shape'][0]}x{r['shape'][1]}",
+        table.add_row(shown(r["model"]), shown(r["precision"]), f"{r['shape'][0]}x{r['shape'][1]}",
                       *(f"{r['median_ms'][d]:.1f}" if d in r["median_ms"] else "-" for d in labels))
         rows += [(r["model"], r["precision"], *r["shape"], d, f"{ms:.3f}") for d, ms in r["median_ms"].items()]
     console.print(table)
@@ -234,7 +236,7 @@ def device_bench_table(result: dict) -> list[tuple]:
     from ..doctor import machine_line
 
     for label, bench_result in result["devices"].items():
-        console.print(f"{escape(label)}: {escape(machine_line(bench_result['machine']))}", soft_wrap=True)
+        console.print(f"{shown(label)}: {shown(machine_line(bench_result['machine']))}", soft_wrap=True)
     return rows
 
 
@@ -250,14 +252,14 @@ def device_drift_table(result: dict) -> None:
     for col in ("artifact", *labels):
         table.add_column(col)
     for name, by_device in drift.items():
-        table.add_row(escape(name), *("-" if by_device.get(d) is None else f"{by_device[d]:+.3f}" for d in labels))
+        table.add_row(shown(name), *("-" if by_device.get(d) is None else f"{by_device[d]:+.3f}" for d in labels))
     console.print(table)
 
 
 def failed_devices(failed: dict | None) -> None:
     """Each device that failed, with why, after the table of the others; exit 1."""
     for label, why in (failed or {}).items():
-        err_console.print(f"[red]device failed[/red] {escape(clean_text(label))}: {escape(clean_text(why))}",
+        err_console.print(f"[red]device failed[/red] {shown(label)}: {shown(why)}",
                           highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
@@ -271,12 +273,12 @@ def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
         if "frames" in r:  # a video
             kept = f", kept: {', '.join(r['copied_streams'])}" if r["copied_streams"] else ""
             bad = f", [yellow]{r['corrupt_packets']} corrupt packet(s) skipped[/yellow]" if r["corrupt_packets"] else ""
-            console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['frames']} frames, {r['codec']} "
-                          f"{r['pix_fmt']}{escape(kept)}){bad}", soft_wrap=True)
+            console.print(f"{shown(r['input'])} -> {shown(r['output'])} ({r['frames']} frames, {shown(r['codec'])} "
+                          f"{r['pix_fmt']}{shown(kept)}){bad}", soft_wrap=True)
             continue
         flags = [f for f in ("nonfinite", "collapsed") if r[f]]
         note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""
-        console.print(f"{escape(r['input'])} -> {escape(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
+        console.print(f"{shown(r['input'])} -> {shown(r['output'])} ({r['tiles']} tile(s), {r['bits']}-bit, "
                       f"{r['channels']} ch){note}", soft_wrap=True)
     failed = [r for r in results if r["status"] == failed_status]
     ignored = [r for r in results if r["status"] == "skipped" and r["output"] is None]  # not images
@@ -288,22 +290,22 @@ def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
     if nodes:  # a Ray cluster did the work
         console.print(f"on the Ray cluster: {len(nodes)} node(s) worked")
     for r in ignored:
-        console.print(f"[yellow]skipped[/yellow] {escape(clean_text(r['input']))}: {r['reason']}", soft_wrap=True)
+        console.print(f"[yellow]skipped[/yellow] {shown(r['input'])}: {shown(r['reason'])}", soft_wrap=True)
     for r in failed:
-        console.print(f"[red]failed[/red] {escape(r['input'])}: {escape(r['error'])}", soft_wrap=True)
+        console.print(f"[red]failed[/red] {shown(r['input'])}: {shown(r['error'])}", soft_wrap=True)
     return bool(failed)
 
 
 def pipeline_lines(summary: dict, gate) -> None:
     best = summary["recommendation"]
     if best:
-        console.print(f"[bold]recommendation:[/bold] {escape(best['name'])} ({best['precision']}), "
+        console.print(f"[bold]recommendation:[/bold] {shown(best['name'])} ({shown(best['precision'])}), "
                       f"{best['median_ms']:.1f} ms at {best['shape'][0]}x{best['shape'][1]}, drift "
                       f"{best['drift_db']:+.3f} dB on its worst content")
     else:
-        console.print(f"[bold]no engine is within the accuracy gate ({escape(gate.describe())})[/bold]")
+        console.print(f"[bold]no engine is within the accuracy gate ({shown(gate.describe())})[/bold]")
     t = summary.get("recommendation_throughput")
     if t:
-        console.print(f"[bold]for throughput:[/bold] {escape(t['name'])} ({t['precision']}), {t['images_per_s']:.2f} "
+        console.print(f"[bold]for throughput:[/bold] {shown(t['name'])} ({shown(t['precision'])}), {t['images_per_s']:.2f} "
                       f"images/s at {t['shape'][0]}x{t['shape'][1]} with {t['inflight']} in flight")
-    console.print(f"report: {summary['report']} ({summary['seconds']:.0f} s)")
+    console.print(f"report: {shown(summary['report'])} ({summary['seconds']:.0f} s)")

@@ -5,8 +5,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
+from ..door import shown
 from .app import app, console, err_console
 from .display import progress_display
 from ..options import RuntimeOptions
@@ -64,4 +64,4 @@ def infer_cmd(
     with progress_display(err_console, "inferring") as show:
         result = infer(model, inputs, InferOptions(output, runtime, max_memory), progress=show)
     write_outputs(result, outputs, [])
-    console.print(f"{len(result['runs'])} array(s) through {escape(result['name'])} -> {escape(str(output))}")
+    console.print(f"{len(result['runs'])} array(s) through {shown(result['name'])} -> {shown(str(output))}")

@@ -179,7 +179,7 @@ def pipeline_on(checkpoint, options, devices, remote: RemoteOptions = RemoteOpti
     """``pipeline`` here, then every engine it built timed on each of ``devices`` (bench on the device itself): the
     rows go into its report and ``summary.json`` (``on_devices``)."""
     from ..bench import BenchOptions
-    from ..manifest import write_json_atomic
+    from ..manifest import write_results_json
     from ..pipeline import pipeline
 
     summary = pipeline(checkpoint, options, progress)
@@ -192,7 +192,7 @@ def pipeline_on(checkpoint, options, devices, remote: RemoteOptions = RemoteOpti
                                      devices, remote, progress=lambda event: say(event.prefixed("on devices")))
     report = Path(summary["report"])
     report.write_text(report.read_text() + "\n" + "\n".join(device_lines(summary["on_devices"])))
-    write_json_atomic(summary, Path(options.output) / "summary.json")
+    write_results_json(summary, Path(options.output) / "summary.json")
     return summary
 
 

@@ -129,19 +129,21 @@ def _shipped(names: dict[str, Path]) -> dict[str, Path]:
 
 
 # What a device sends back, checked before use (door.parse_json): only the fields read here.
-MACHINE = Fields({"cpu": Fields({"model": str, "arch": str}, {"cores": Int(0, 2**20)}), "gpus": ListOf(str, 256),
-                  "os": str, "versions": MapOf(Opt(str), 256)}, {"python": str})
-DOCTOR = Fields({"versions": MapOf(Opt(str), 256)},
+CPU = Fields({"model": str, "arch": str}, {"cores": Int(0, 2**20)})  # a 400-digit core count: refused
+MACHINE = Fields({"cpu": CPU, "gpus": ListOf(str, 256), "os": str, "versions": MapOf(Opt(str), 256)}, {"python": str})
+DOCTOR = Fields({"versions": MapOf(Opt(str), 256), "cpu": CPU},
                 {"executable": str, "backends": ListOf(Fields({"backend": str}, {"version": str, "available": bool}),
                                                        256)})
-TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": NUMBER})
-VIDEO_VERDICT = Fields({"target_fps": NUMBER, "fps": NUMBER, "fps_with_codec": NUMBER, "real_time": bool,
+# a device's measurements: finite, not negative, bounded (a 401-digit or NaN median is a schema error, in one line)
+MEASURE = door.Num(0, 1e9)
+TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": MEASURE})
+VIDEO_VERDICT = Fields({"target_fps": MEASURE, "fps": MEASURE, "fps_with_codec": MEASURE, "real_time": bool,
                         "real_time_with_codec": bool},
-                       {"keeps_up_with": ListOf(NUMBER, 10), "keeps_up_with_codec": ListOf(NUMBER, 10)})
+                       {"keeps_up_with": ListOf(MEASURE, 10), "keeps_up_with_codec": ListOf(MEASURE, 10)})
 BENCH_RESULT = Fields({"models": ListOf(Fields({"name": str, "precision": str, "shapes": ListOf(TIMED_SHAPE, 1000)},
                                                {"baseline": bool, "backend": str, "video": VIDEO_VERDICT}), 1000),
                        "machine": MACHINE},
-                      {"video": Opt(Fields({"codec": str, "decode_ms": NUMBER, "encode_ms": NUMBER}))})
+                      {"video": Opt(Fields({"codec": str, "decode_ms": MEASURE, "encode_ms": MEASURE}))})
 RUN_RECORD = Fields({"name": str, "backend": str, "precision": str})
 
 
