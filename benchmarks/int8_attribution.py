@@ -99,7 +99,7 @@ def main() -> None:
     import openvino as ov
 
     from scnet_deploy.calibration.budget import costliest, int8_data
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, quantize_ir, without_quantizers
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.exporters.openvino.runtime import compile_config

@@ -94,7 +94,7 @@ def main() -> None:
     args = p.parse_args()
 
     from scnet_deploy.calibration.budget import int8_data
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.pipeline import reference_checkpoint

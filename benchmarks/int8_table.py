@@ -31,7 +31,7 @@ def _as_onnx_artifact(directory: Path, target: Path) -> Path:
 
 def main(argv=None) -> int:
     from scnet_deploy.bench import BenchOptions, bench
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.export import ExportOptions, export
     from scnet_deploy.pipeline import REFERENCE, PipelineOptions
     from scnet_deploy.validate import ValidateOptions, validate

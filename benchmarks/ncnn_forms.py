@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.errors import ScnetDeployError
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.exporters.onnx_graph import OnnxOptions
+    from scnet_deploy.build_options import OnnxOptions
     from scnet_deploy.model.forms import DeployOptions
     from scnet_deploy.options import RuntimeOptions
     from scnet_deploy.pipeline import reference_checkpoint

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     import torch
 
     from scnet_deploy.calibration.budget import int8_data
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, fake_quantize_range, quantize_ir, \
         without_quantizers
     from scnet_deploy.model.checkpoint import load_checkpoint

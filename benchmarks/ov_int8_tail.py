@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     import torch
 
     from scnet_deploy.calibration.budget import int8_data
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.calibration.openvino_int8 import _ov_infer, quantize_ir
     from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.doctor import machine, machine_line

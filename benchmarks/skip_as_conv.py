@@ -25,10 +25,10 @@ BASE_FORMS = ("dwconv", "dwconv+conv_before_upsample")
 
 
 def main(argv=None) -> int:
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.doctor import machine, machine_line
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.exporters.onnx_graph import OnnxOptions
+    from scnet_deploy.build_options import OnnxOptions
     from scnet_deploy.model.forms import DeployOptions
     from scnet_deploy.pipeline import reference_checkpoint
     from scnet_deploy.runtime import open_model

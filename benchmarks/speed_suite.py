@@ -108,14 +108,14 @@ def drift_table(ckpt: Path, artifacts: dict, out_dir: Path) -> tuple[str, dict]:
 
 
 def main(argv=None) -> int:
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
     from scnet_deploy.model.checkpoint import load_checkpoint
     from scnet_deploy.bench import BenchOptions, time_throughput
     from scnet_deploy.model.complexity import macs_per_lr_pixel, map_elements
     from scnet_deploy.doctor import machine
     from scnet_deploy.errors import ScnetDeployError
     from scnet_deploy.export import ExportOptions, export
-    from scnet_deploy.autotune import TuneOptions
+    from scnet_deploy.build_options import TuneOptions
     from scnet_deploy.exporters.onnxruntime.runtime import OrtRunner
     from scnet_deploy.exporters.registry import backend_for_format
     from scnet_deploy.exporters.runner import TiledRunner

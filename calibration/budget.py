@@ -10,8 +10,7 @@ report read the same for each.
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import numpy as np

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from scnet_deploy.build_options import CalibOptions  # noqa: F401 (its old home)
+from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.calibration.content import GENERATORS, skimage_image
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import list_images, mod_crop, read_rgb_u8

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from scnet_deploy.build_options import EXPORTERS, OPSETS, OnnxOptions  # noqa: F401 (OnnxOptions: its old home)
+from scnet_deploy.build_options import OnnxOptions
 from scnet_deploy.errors import ExportError
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
-from scnet_deploy.model.rewrites import DeployOptions, check_shift, to_deploy_form
+from scnet_deploy.model.rewrites import to_deploy_form
 from scnet_deploy.model.shift import OFFSETS, ShiftDWConv, shift_kernel
 
 if TYPE_CHECKING:

@@ -23,8 +23,7 @@ import numpy as np
 
 from .errors import ExportError, ScnetDeployError
 from .progress import Progress
-from .model.forms import DeployOptions
-from .build_options import OPTIMIZE, TuneOptions  # noqa: F401 (TuneOptions: its old home)
+from .build_options import TuneOptions
 from .timing import in_turn, median_ms
 
 @dataclass

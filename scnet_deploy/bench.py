@@ -19,6 +19,7 @@ import numpy as np
 from .errors import ScnetDeployError
 from .options import RuntimeOptions, option, parse_sizes, sizes_text
 from .progress import Progress, reporter
+from .video import parse_video_target
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,7 @@ class BenchOptions:
         None, "Can each engine keep up with this output video, HxW@FPS (e.g. 1080x1920@30), or with upscaling this "
         "video file? Times the LR frame size (the output's over the scale; the file's frame size) and says, per "
         "engine, with decode and encode counted (H.264; the file's own codec) and without.", cli=Optional[str],
-        parse=lambda text: parse_video_target(text))
-
-
-def parse_video_target(text: str):
-    from .video import parse_video_target as parse
-
-    return parse(text)
+        parse=parse_video_target)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -66,22 +66,6 @@ def csv_cell(value):
     return value
 
 
-def json_ready(value, where: str = "", reasons: dict | None = None):
-    """``value`` as strict JSON can hold it: every float that is not finite becomes null, its original ("NaN",
-    "Infinity", "-Infinity") recorded in ``reasons`` by path. Returns (value, reasons)."""
-    import math
-
-    reasons = {} if reasons is None else reasons
-    if isinstance(value, float) and not math.isfinite(value):
-        reasons[where or "."] = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-        return None, reasons
-    if isinstance(value, dict):
-        return {k: json_ready(v, f"{where}.{k}" if where else str(k), reasons)[0] for k, v in value.items()}, reasons
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v, f"{where}[{i}]", reasons)[0] for i, v in enumerate(value)], reasons
-    return value, reasons
-
-
 def clean_strings(value):
     """``value`` (parsed JSON) with every string cleaned by ``clean_text``."""
     if isinstance(value, str):

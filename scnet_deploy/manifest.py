@@ -29,12 +29,26 @@ def tool_versions(*packages: str) -> dict[str, str | None]:
     return versions
 
 
+def _json_ready(value, where: str = "", reasons: dict | None = None):
+    """``value`` as strict JSON can hold it: every float that is not finite becomes null, its original ("NaN",
+    "Infinity", "-Infinity") recorded in ``reasons`` by path. Returns (value, reasons)."""
+    import math
+
+    reasons = {} if reasons is None else reasons
+    if isinstance(value, float) and not math.isfinite(value):
+        reasons[where or "."] = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return None, reasons
+    if isinstance(value, dict):
+        return {k: _json_ready(v, f"{where}.{k}" if where else str(k), reasons)[0] for k, v in value.items()}, reasons
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v, f"{where}[{i}]", reasons)[0] for i, v in enumerate(value)], reasons
+    return value, reasons
+
+
 def write_results_json(data: dict, path: Path) -> None:
     """Results for others to read (``--json``, ``results.json``, ``summary.json``) as strict JSON: a value that is
     not finite (an identical output's PSNR, a device's NaN) is null, its original in ``null_reasons`` by path."""
-    from .door import json_ready
-
-    ready, reasons = json_ready(data)
+    ready, reasons = _json_ready(data)
     write_json_atomic({**ready, "null_reasons": reasons} if reasons else ready, path, strict=True)
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_extremes_not_clipped
-from scnet_deploy.calibration.data import CalibOptions
+from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.export import export, ExportOptions
-from scnet_deploy.exporters.onnx_graph import OnnxOptions
+from scnet_deploy.build_options import OnnxOptions
 from scnet_deploy.runtime import open_model
 
 

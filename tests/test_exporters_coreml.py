@@ -76,7 +76,7 @@ def test_program_check_catches_wrong_upsample_semantics():
 
 def test_every_exact_form_converts_to_the_ops_it_should(tmp_path):
     # The autotuner may pick any form on a Mac; each must convert with the ops it is made of.
-    from scnet_deploy.exporters.onnx_graph import OnnxOptions
+    from scnet_deploy.build_options import OnnxOptions
 
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     for name, onnx_options, expect in [

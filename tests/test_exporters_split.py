@@ -7,10 +7,10 @@ import torch
 
 from conftest import tiny_model
 from scnet_deploy import autotune
-from scnet_deploy.autotune import TuneOptions
-from scnet_deploy.calibration.data import CalibOptions
+from scnet_deploy.build_options import TuneOptions
+from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.export import export, ExportOptions
-from scnet_deploy.exporters.onnx_graph import OnnxOptions
+from scnet_deploy.build_options import OnnxOptions
 from scnet_deploy.exporters.split import SplitRunner, tail_radius
 from scnet_deploy.runtime import open_model
 

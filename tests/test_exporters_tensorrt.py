@@ -13,7 +13,7 @@ from onnx import helper, TensorProto
 
 import tensorrt_standins
 from conftest import save_basicsr, tiny_model
-from scnet_deploy.calibration.data import CalibOptions
+from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.calibration.onnxruntime_int8 import (conv_nodes, dequantized_readers, input_range,
                                                        quantized_weight_convs)
 from scnet_deploy.errors import ExportError
@@ -82,7 +82,7 @@ def _trt_export(tmp_path, precision, upsampler="mlp", form="dwconv", **calib):
 @pytest.fixture(scope="module")
 def trt_graphs(tmp_path_factory):
     """One TensorRT export per precision (no TensorRT here: the graph, build_engine.sh and manifest)."""
-    from scnet_deploy.calibration.data import CalibOptions
+    from scnet_deploy.build_options import CalibOptions
 
     tmp = tmp_path_factory.mktemp("trt")
     return {p: _trt_export(tmp, p, **({"calib": CalibOptions(count=8, crop=32)} if p == "int8" else {}))

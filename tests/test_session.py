@@ -1,6 +1,6 @@
 """scnet_deploy/session.py: one build session builds each ONNX form and each calibration set once."""
 
-from scnet_deploy.calibration.data import CalibOptions
+from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.export import export, ExportOptions
 
 
@@ -13,7 +13,7 @@ def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_pa
     import scnet_deploy.calibration.budget as budget
     import scnet_deploy.exporters.onnx_graph as onnx_graph
     import scnet_deploy.exporters.torch_runner as runner_mod
-    from scnet_deploy.autotune import TuneOptions
+    from scnet_deploy.build_options import TuneOptions
 
     counts = {"build_onnx": 0, "torch_to_onnx": 0, "calibration_set": 0, "holdout_set": 0}
 

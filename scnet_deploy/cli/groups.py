@@ -15,10 +15,9 @@ from typing import Callable, Optional
 import typer
 
 from ..build_options import CalibOptions, OnnxOptions, TuneOptions
-from ..errors import ScnetDeployError
 from ..gate import AccuracyGate
 from ..options import (EXPORT_SIZES, RemoteOptions, RuntimeOptions, SizeRange, cli_fields, cli_value, default_of,
-                       flag_of, parse_size, parse_sizes)
+                       flag_of, parse_size)
 
 
 @dataclass(frozen=True)
@@ -101,16 +100,6 @@ def backend_options(kind: str) -> Group:
     parts = {b.name: options_group(f"{b.format} options", b.option_types()[kind], prefix=f"{b.name}__")
              for b in backends() if kind in b.option_types()}
     return merged(lambda **by_name: by_name, **parts)
-
-
-# --- parsing ---------------------------------------------------------------------------------------------------------
-
-def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
-    return parse_sizes(text)
-
-
-def parse_list(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 # --- devices -------------------------------------------------------------------------------------------------------

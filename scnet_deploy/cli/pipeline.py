@@ -10,7 +10,7 @@ from ..build_options import CalibOptions, PipelineOptions, TuneOptions
 from ..gate import AccuracyGate
 from .app import app, console
 from .display import progress_display
-from .groups import AUTOTUNE, DEVICES, GATE, MEMORY, Devices, options_group, uses
+from .groups import DEVICES, GATE, MEMORY, Devices, options_group, uses
 from .output import failed_devices, pipeline_lines
 
 DEFAULTS = PipelineOptions()
