@@ -22,6 +22,7 @@ class Runner(abc.ABC):
     """Base class: input checks and the context-manager protocol; subclasses implement ``_infer(nchw)``."""
 
     backend = "?"
+    stoppable = False  # its runtime can end a run in progress (``stop``)
 
     def __init__(self, precision: str = "fp32", size_range: SizeRange = SizeRange(), name: str = "",
                  arch: dict | None = None) -> None:
@@ -62,8 +63,16 @@ class Runner(abc.ABC):
             raise InputOutOfRange(f"{self.name}: input {h}x{w} is outside the range this engine was built for "
                                   f"(min {r.min}, max {r.max}); re-export with --min-size/--max-size covering it, "
                                   "or tile the image.")
-        out = self._infer(np.ascontiguousarray(lr, dtype=np.float32))
+        from scnet_deploy.interrupts import run_stoppable
+
+        x = np.ascontiguousarray(lr, dtype=np.float32)
+        # Ctrl-C ends it within a second on every backend: stopped where the runtime can be, else abandoned
+        out = run_stoppable(lambda: self._infer(x), self.stop if self.stoppable else None)
         return out[0] if squeeze else out
+
+    def stop(self) -> None:
+        """Ask the runtime to end the run in progress (called from another thread on Ctrl-C or SIGTERM); a backend
+        whose runtime cannot be cancelled leaves it (``interrupts.run_stoppable`` abandons it)."""
 
     @abc.abstractmethod
     def _infer(self, lr: np.ndarray) -> np.ndarray:
@@ -108,6 +117,13 @@ class TiledRunner(Runner):
 
     def close(self) -> None:
         self.inner.close()
+
+    @property
+    def stoppable(self) -> bool:
+        return self.inner.stoppable
+
+    def stop(self) -> None:
+        self.inner.stop()
 
     def worker(self) -> "Runner":
         import copy

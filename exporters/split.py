@@ -74,6 +74,13 @@ class SplitRunner(Runner):
         self.body = self.tail = None
         self.inner.close()
 
+    @property
+    def stoppable(self) -> bool:
+        return self.inner.stoppable
+
+    def stop(self) -> None:
+        self.inner.stop()
+
     def worker(self) -> "Runner":
         import copy
 

@@ -173,3 +173,5 @@ class RemoteOptions:
     remote_dir: str | None = None  # where run directories are made on the device (default: its $TMPDIR or /tmp)
     connect_timeout_s: int = 15
     jobs: int = 4  # devices reached at the same time (each one's work is its own; this machine mostly waits)
+    # how long a run on one device may take, every command of it together; None: derived from what was asked
+    device_timeout_s: float | None = None

@@ -6,7 +6,9 @@ Actions: ``doctor`` (print the doctor JSON at argument), ``reply`` (print the fi
 ``zeros`` (print argument bytes of zeros), ``fail`` (print argument to stderr, exit 1), ``bench`` (write a valid
 bench result where the command's --json asks, for as many models as it names, after argument seconds if given), ``build`` (make the engine files
 of a TensorRT build in the artifact folder the command names; argument: ``good``, ``unverified`` or ``links``),
-``ok`` (exit 0, do nothing).
+``ok`` (exit 0, do nothing), ``hang`` (never answer), ``hang_once`` (the first command it matches never
+answers, the later ones are answered as ``bench``; argument: a file that marks the first as taken), ``drip`` (one
+byte every 0.5 s, forever).
 """
 
 import hashlib
@@ -70,6 +72,14 @@ def argv_inputs(argv: list[str]) -> list[str]:
         return [k for k in data.files if k.startswith("input_")]
 
 
+def _first(marker: str) -> bool:
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def main() -> None:
     command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     plan = json.loads(Path(sys.argv[1]).read_text()) if Path(sys.argv[1]).exists() else []
@@ -95,6 +105,19 @@ def main() -> None:
             bench_result(argv)
         elif action == "build":
             build(argv, argument)
+        elif action == "hang" or action == "hang_once" and _first(argument):
+            import time
+
+            time.sleep(60)  # longer than any deadline a test sets; not an hour of stray processes after the tests
+        elif action == "hang_once":
+            bench_result(argv)
+        elif action == "drip":
+            import time
+
+            while True:
+                out.write(b"{")
+                out.flush()
+                time.sleep(0.5)
         out.flush()
         sys.exit(0)
     os.execv("/bin/sh", ["sh", "-c", command])

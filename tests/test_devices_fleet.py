@@ -78,3 +78,100 @@ def test_devices_run_at_the_same_time(hostile, fleet, artifact):
         times[jobs] = time.perf_counter() - t0
         assert list(result["devices"]) == ["device", "device2", "device3"] and result["failed"] == {}
     assert times[3] < times[1] - 1.2, times
+
+
+def test_a_hung_device_fails_at_its_deadline_while_the_healthy_ones_are_shown(hostile, fleet, artifact, tmp_path):
+    """Issue 38, row 3: a device whose bench never answers held every result back, with no deadline anywhere. Now
+    the run on each device has one (--device-timeout): the hung one is reported with the time it took, the two
+    healthy ones are printed."""
+    from dataclasses import replace
+
+    hostile.answer([BENCH, "hang_once", tmp_path / "first"])
+    t0 = time.monotonic()
+    result = bench_on([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False),
+                      ("ssh://device", "ssh://device2", "ssh://device3"), replace(fleet, device_timeout_s=6))
+    took = time.monotonic() - t0
+    assert len(result["devices"]) == 2 and len(result["failed"]) == 1, result["failed"]
+    (why,) = result["failed"].values()
+    assert "no answer within its deadline" in why and "of 6 s" in why and "--device-timeout" in why, why
+    assert took < 6 + 5, took
+    assert all(r["models"][0]["shapes"][0]["median_ms"] == 1.5 for r in result["devices"].values())
+    assert list((tmp_path / "device runs").iterdir()) == []  # the hung run's directory removed too
+    args = ["bench", artifact, "--size", "8x8", "--runs", "1", "--on", "ssh://device", "--on", "ssh://device2",
+            "--ssh-config", fleet.ssh_config, "--remote-python", fleet.remote_python, "--remote-dir", fleet.remote_dir,
+            "--device-timeout", "4"]
+    (tmp_path / "first").unlink()
+    proc = subprocess.run([sys.executable, "-m", "scnet_deploy", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and "no answer within its deadline" in proc.stderr, proc.stderr
+    assert "1.5" in proc.stdout  # the healthy device's row
+
+
+def test_a_device_that_drips_its_answer_fails_at_the_deadline(hostile, fleet, artifact, tmp_path):
+    """Row 3: a device whose `cat` sends one byte every 0.5 s never ends a fetch; the deadline covers the whole run,
+    not each read."""
+    from dataclasses import replace
+
+    hostile.answer([BENCH, "bench", ""], [r"^cat -- .*/bench\.json'?$", "drip", ""])
+    t0 = time.monotonic()
+    with pytest.raises(ScnetDeployError) as info:
+        bench_on([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), ("ssh://device",),
+                 replace(fleet, device_timeout_s=5))
+    assert "no answer within its deadline" in str(info.value) and "fetching the results" in str(info.value)
+    assert time.monotonic() - t0 < 5 + 5
+
+
+def test_the_deadline_is_derived_from_what_was_asked(fleet):
+    from dataclasses import replace
+
+    from scnet_deploy.devices.remote import BASE_DEADLINE_S, PER_RUN_S, bench_work_s, deadline_s
+
+    small = BenchOptions(shapes=((8, 8),), runs=1, warmup=0)
+    large = BenchOptions(shapes=((8, 8), (16, 16)), runs=100, warmup=2)
+    assert deadline_s(fleet, bench_work_s(small, 1)) == BASE_DEADLINE_S + 2 * PER_RUN_S
+    assert deadline_s(fleet, bench_work_s(large, 3)) == BASE_DEADLINE_S + 3 * 2 * 103 * PER_RUN_S
+    assert deadline_s(replace(fleet, device_timeout_s=7.5), bench_work_s(large, 3)) == 7.5
+    with pytest.raises(ScnetDeployError, match="--device-timeout must be"):
+        bench_on([], small, ("ssh://device",), replace(fleet, device_timeout_s=-1))
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next_run(hostile, fleet, artifact, tmp_path):
+    """Row 4: a run killed outright (SIGKILL, a lost link) cannot clean up; its directory's lease runs out and the
+    next run to the device removes it. A directory whose lease still runs (another run at work) is kept."""
+    runs = tmp_path / "device runs"
+    runs.mkdir(exist_ok=True)
+    for name, lease in (("scnet-deploy.Old123", int(time.time()) - 10), ("scnet-deploy.Busy12", 2**40)):
+        (runs / name).mkdir()
+        (runs / name / "lease").write_text(f"{lease}\n")
+        (runs / name / "m0").write_text("model")
+    hostile.answer([BENCH, "bench", ""])
+    bench_on([artifact], BenchOptions(shapes=((8, 8),), runs=1, baselines=False), ("ssh://device",), fleet)
+    assert sorted(p.name for p in runs.iterdir()) == ["scnet-deploy.Busy12"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_two_ctrl_c_to_the_terminal_leave_nothing_on_the_devices(hostile, fleet, artifact, tmp_path, jobs):
+    """Row 4: two Ctrl-C 0.2 s apart (the terminal signals the whole foreground process group, ssh included) left
+    the run directory on the device 7 times of 7. ssh now runs in its own session, and the removal is not cut
+    short by the second signal."""
+    import os
+    import signal
+
+    hostile.answer([BENCH, "bench", "30"])
+    runs = tmp_path / "device runs"
+    on = ["--on", "ssh://device"] + (["--on", "ssh://device2"] if jobs == 2 else [])
+    args = ["bench", artifact, "--size", "8x8", "--runs", "1", *on, "--jobs", str(jobs), "--ssh-config",
+            fleet.ssh_config, "--remote-python", fleet.remote_python, "--remote-dir", fleet.remote_dir]
+    proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len([d for d in runs.glob("*/m0")]) < jobs:
+        time.sleep(0.1)
+    assert len(list(runs.glob("*/m0"))) == jobs, "the runs never reached the device"
+    time.sleep(1)  # the device's bench is running
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert list(runs.iterdir()) == []

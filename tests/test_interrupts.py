@@ -115,3 +115,48 @@ def test_interrupted_upscale_and_pipeline_exit_130_without_traceback(tmp_path, v
         for p in written:
             with Image.open(p) as im:
                 assert im.size == (384, 384) and np.asarray(im).shape == (384, 384, 3)
+
+
+@pytest.fixture(scope="module")
+def stoppable_engines(tmp_path_factory):
+    """A tiny x2 model's engines in the three runtimes here, and one LR array large enough that an inference takes
+    seconds."""
+    from scnet_deploy.export import ExportOptions, export
+
+    d = tmp_path_factory.mktemp("stoppable")
+    export(save_basicsr(tiny_model(2), d / "m_x2.pth"), ExportOptions(output=d / "e", format="onnx,openvino,ncnn"))
+    np.savez(d / "big.npz", x=np.random.default_rng(0).random((3, 1400, 1400), dtype=np.float32))
+    return d
+
+
+def _rss_mb(pid: int) -> float:
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.parametrize("engine", ["onnx", "openvino", "ncnn"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_long_inference_stops_within_a_second(stoppable_engines, engine, sig):
+    """Row 2 of issue 38: a run inside a runtime's native code ignored Ctrl-C and SIGTERM until it returned (a Loop
+    bomb: forever). Now it is stopped (ONNX Runtime's terminate flag, OpenVINO's cancel) or, where the runtime
+    cannot stop (ncnn), abandoned: exit 130 within a second of the signal, nothing written."""
+    d = stoppable_engines
+    out = d / f"out-{engine}-{sig}.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "scnet_deploy", "infer", str(d / "e" / engine), str(d / "big.npz"),
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and _rss_mb(proc.pid) < 700:
+        time.sleep(0.02)  # the inference's feature maps are being allocated: it is running
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err[-2000:])
+    assert took < 1.0, f"{engine}: {took:.2f} s from the signal to the exit"
+    assert not out.exists()

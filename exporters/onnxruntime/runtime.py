@@ -26,6 +26,7 @@ def providers(use_cuda: bool = True) -> list[str]:
 
 class OrtRunner(Runner):
     backend = "onnxruntime"
+    stoppable = True
 
     def __init__(self, path: Path, runtime: RuntimeOptions = RuntimeOptions(), precision: str = "fp32",
                  name: str = "") -> None:
@@ -42,7 +43,14 @@ class OrtRunner(Runner):
         super().__init__(precision, name=name or f"onnxruntime {provider} {precision}")
 
     def _infer(self, lr: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: lr})[0]
+        import onnxruntime as ort
+
+        self._run = ort.RunOptions()  # stop() sets its terminate flag: the run ends at its next node
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: lr}, self._run)[0]
+
+    def stop(self) -> None:
+        if getattr(self, "_run", None) is not None:
+            self._run.terminate = True
 
     def parts(self):
         """None without the ``onnx`` package (a device's torch-free install has only onnxruntime): it cuts the graph."""

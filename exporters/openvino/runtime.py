@@ -58,6 +58,7 @@ def compile_config(hint: str, options: CompileOptions) -> dict:
 
 class OpenVINORunner(Runner):
     backend = "openvino"
+    stoppable = True
 
     def __init__(self, xml: Path, precision: str, options: CompileOptions) -> None:
         import openvino as ov
@@ -79,6 +80,10 @@ class OpenVINORunner(Runner):
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         self.request.infer({0: lr})
         return self.request.get_output_tensor(0).data.copy()
+
+    def stop(self) -> None:
+        if self.request is not None:
+            self.request.cancel()
 
     def optimal_requests(self) -> int:
         return int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))

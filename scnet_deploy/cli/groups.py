@@ -112,8 +112,9 @@ class Devices:
 
 DEVICES = group(
     "Devices (--on)",
-    lambda on, remote_python, provision, ssh_config, remote_dir, jobs: Devices(
-        tuple(on), RemoteOptions(remote_python, provision, ssh_config, remote_dir, jobs=jobs)),
+    lambda on, remote_python, provision, ssh_config, remote_dir, jobs, device_timeout: Devices(
+        tuple(on), RemoteOptions(remote_python, provision, ssh_config, remote_dir, jobs=jobs,
+                                 device_timeout_s=device_timeout)),
     on=(list[str], typer.Option([], "--on", help="Run on this device: ssh://user@host[:port] (your ssh config, keys "
                                 "and agent apply) or local; repeat for a column per device. export of an engine "
                                 "built where it runs: the device that builds it; pipeline: every engine also timed "
@@ -127,6 +128,9 @@ DEVICES = group(
                                             "device (default: its $TMPDIR or /tmp); removed after each run.")),
     jobs=(int, typer.Option(RemoteOptions.jobs, "--jobs", help="--on: devices reached at the same time; a device that "
                             "fails is reported and the others go on (exit 1; 2 when every device failed).")),
+    device_timeout=(Optional[float], typer.Option(None, "--device-timeout", help="--on: seconds a run on one device "
+                                                  "may take, every command of it together (default: derived from "
+                                                  "what was asked); a device past it is reported as failed.")),
 )
 
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from ..errors import ExportError, ScnetDeployError
 from ..options import RemoteOptions
 from ..progress import reporter
-from .ssh import Device, RemoteError, parse_device
+from .ssh import CANCEL, Device, RemoteError, parse_device
 
 LOCAL = "local"  # --on local: this machine, run by the verb itself
 
@@ -34,6 +34,8 @@ def on_each(urls, run_one, remote: RemoteOptions) -> FleetOutcome:
     devices = [parse_device(url) for url in urls if url != LOCAL]  # a malformed URL stops everything, up front
     if remote.jobs < 1:
         raise ScnetDeployError(f"--jobs must be at least 1, got {remote.jobs}.")
+    if remote.device_timeout_s is not None and not 0 < remote.device_timeout_s < 10**7:
+        raise ScnetDeployError(f"--device-timeout must be a number of seconds above 0, got {remote.device_timeout_s}.")
     outcomes = {}
 
     def attempt(device: Device) -> None:
@@ -42,12 +44,17 @@ def on_each(urls, run_one, remote: RemoteOptions) -> FleetOutcome:
         except ScnetDeployError as exc:
             outcomes[device.label] = (None, str(exc))
 
+    CANCEL.clear()
     if len(devices) == 1 or remote.jobs == 1:
         for device in devices:
             attempt(device)
     else:
         with ThreadPoolExecutor(min(remote.jobs, len(devices)), thread_name_prefix="device") as pool:
-            list(pool.map(attempt, devices))
+            try:
+                list(pool.map(attempt, devices))
+            except KeyboardInterrupt:
+                CANCEL.set()  # every device's command ends now; each removes its run directory before the exit
+                raise
     results = {d.label: outcomes[d.label][0] for d in devices if outcomes[d.label][1] is None}
     failed = {d.label: outcomes[d.label][1] for d in devices if outcomes[d.label][1] is not None}
     if devices and not results and LOCAL not in urls:

@@ -38,13 +38,38 @@ MAX_RESULT_BYTES = 4 * 2**20
 MAX_PLAN_BYTES = 2 * 2**30
 
 
+# The deadline of a run on a device where --device-timeout is not given: what was asked, timed generously (a slow
+# ARM board over a slow link). The base covers connecting, the device's doctor, copying and fetching.
+BASE_DEADLINE_S = 120
+PROVISION_S = 600  # building and installing a wheel there
+PER_RUN_S = 10  # one inference of one size on a slow device
+PER_INPUT_S = 20  # validate: one LR image through one engine
+BUILD_S = 1800  # an engine built on the device (TensorRT's tactic search)
+
+
+def deadline_s(remote: RemoteOptions, work_s: float) -> float:
+    """--device-timeout where given, else the base, the work asked and a provisioning if asked."""
+    if remote.device_timeout_s is not None:  # checked by fleet.on_each
+        return remote.device_timeout_s
+    return BASE_DEADLINE_S + work_s + (PROVISION_S if remote.provision else 0)
+
+
+def bench_work_s(options, models: int) -> float:
+    """What ``bench`` with ``options`` asks of a device: every model at every size, its warm-up and timed runs (or
+    its --seconds), once more per throughput round."""
+    per_size = (options.seconds + 30) if options.seconds else (options.runs + options.warmup + 1) * PER_RUN_S
+    rounds = 1 + (options.throughput_rounds if options.mode == "throughput" else 0) + (options.video is not None)
+    return models * len(options.shapes) * per_size * options.batch * rounds
+
+
 @contextlib.contextmanager
-def on_device(device: Device, remote: RemoteOptions, progress):
+def on_device(device: Device, remote: RemoteOptions, progress, work_s: float = 0):
     """A connection to ``device`` with a fresh run directory there, its scnet-deploy checked (``describe``):
-    yields (connection, run directory, the device's ``DeviceSummary``)."""
+    yields (connection, run directory, the device's ``DeviceSummary``). Every command of the run shares one
+    deadline (``deadline_s``: --device-timeout, else derived from ``work_s``, the work asked)."""
     from ..progress import Progress
 
-    conn = Connection(device, remote)
+    conn = Connection(device, remote, deadline_s(remote, work_s))
     with conn.run_directory() as run_dir:
         progress(Progress(f"{device.label}: checking its scnet-deploy"))
         yield conn, run_dir, _device_summary(describe(conn, run_dir))
@@ -184,7 +209,7 @@ def bench_on_device(device: Device, models: list[Path], options, remote: RemoteO
 
     models = artifacts_to_ship(models, "bench")
     names = _remote_names(models)
-    with on_device(device, remote, progress) as (conn, run_dir, summary):
+    with on_device(device, remote, progress, bench_work_s(options, len(models))) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s)"))
         conn.put(run_dir, _shipped(names), "copying the artifacts")
         progress(Progress(f"{device.label}: benchmarking"))
@@ -256,7 +281,8 @@ def outputs_on_device(device: Device, models: list[Path], inputs: Path, arrays: 
 
     names = _remote_names(models)
     found = []
-    with on_device(device, remote, progress) as (conn, run_dir, summary):
+    work_s = len(models) * (len(arrays) + 1) * PER_INPUT_S
+    with on_device(device, remote, progress, work_s) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s) and the LR inputs"))
         conn.put(run_dir, {**_shipped(names), "inputs.npz": inputs}, "copying the artifacts and inputs")
         for name, local in names.items():
@@ -292,7 +318,8 @@ def build_on_device(device: Device, backend, workdir: Path, reference, remote: R
     from ..progress import Progress
 
     build, ours = backend.device_build(), read_manifest(workdir)
-    with on_device(device, remote, progress) as (conn, run_dir, summary), tempfile.TemporaryDirectory() as tmp:
+    with on_device(device, remote, progress, BUILD_S) as (conn, run_dir, summary), \
+            tempfile.TemporaryDirectory() as tmp:
         reference.save(Path(tmp) / "verification.npz")
         progress(Progress(f"{device.label}: copying the {backend.format} graph and its verification set"))
         conn.put(run_dir, {"artifact": workdir, "verification.npz": Path(tmp) / "verification.npz"},

@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import tarfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,6 +65,35 @@ class _Tail:
 
 class RemoteError(ScnetDeployError):
     """The device could not be reached, or could not do what was asked."""
+
+
+class DeviceTimeout(RemoteError):
+    """The device did not finish within the run's deadline (it hung, or dripped its answer)."""
+
+
+# Every run on the devices can be cut short at once (Ctrl-C with several devices at work in threads)
+CANCEL = threading.Event()
+CLEANUP_S = 30  # removing a run directory: its own deadline, never cancelled
+
+
+class _Watchdog:
+    """Kills an ssh process at the deadline, or when every run is cancelled (``CANCEL``), unless it ends first."""
+
+    def __init__(self, proc: subprocess.Popen, deadline: float, cancellable: bool) -> None:
+        self.proc, self.deadline, self.cancellable, self.fired = proc, deadline, cancellable, None
+        threading.Thread(target=self._watch, daemon=True, name="ssh-deadline").start()
+
+    def _watch(self) -> None:
+        while self.proc.poll() is None:
+            if time.monotonic() >= self.deadline:
+                self.fired = "deadline"
+            elif self.cancellable and CANCEL.is_set():
+                self.fired = "cancelled"
+            if self.fired:
+                with contextlib.suppress(OSError):
+                    self.proc.kill()
+                return
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -134,8 +164,17 @@ def last_line(data: bytes, default: str) -> str:
 class Connection:
     """One device, reached with the system ssh client."""
 
-    def __init__(self, device: Device, options: RemoteOptions) -> None:
+    def __init__(self, device: Device, options: RemoteOptions, deadline_s: float | None = None) -> None:
+        """``deadline_s``: how long the whole run on this device may take (every command of it together)."""
         self.device, self.options = device, options
+        self.started = time.monotonic()
+        self.deadline_s = deadline_s or options.device_timeout_s or DEFAULT_DEADLINE_S
+        self._cleanup = False  # removing the run directory: its own short deadline
+
+    def _deadline(self) -> float:
+        if self._cleanup:
+            return time.monotonic() + CLEANUP_S
+        return self.started + self.deadline_s
 
     def argv(self, command: list[str]) -> list[str]:
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.options.connect_timeout_s}",
@@ -154,7 +193,14 @@ class Connection:
             return [self.options.remote_python, "-m", "scnet_deploy", *args]
         return ["scnet-deploy", *args]
 
-    def check(self, returncode: int, stderr: bytes, doing: str) -> None:
+    def check(self, returncode: int, stderr: bytes, doing: str, watchdog: "_Watchdog | None" = None) -> None:
+        if watchdog is not None and watchdog.fired == "deadline":
+            took = time.monotonic() - self.started
+            raise DeviceTimeout(f"{self.device.label}: no answer within its deadline ({took:.0f} s of "
+                                f"{self.deadline_s:.0f} s, while {doing}); it hangs or is too slow. If it needs "
+                                "longer, pass --device-timeout SECONDS.")
+        if watchdog is not None and watchdog.fired == "cancelled":
+            raise RemoteError(f"{self.device.label}: stopped (interrupted while {doing}).")
         if returncode == 0:
             return
         label, line = self.device.label, last_line(stderr, f"exit status {returncode}")
@@ -176,9 +222,12 @@ class Connection:
         raise RemoteError(f"{label} ({doing}): {line.removeprefix('error:').strip()}")
 
     def _start(self, command: list[str], stdin=subprocess.DEVNULL,
-               stdout=subprocess.PIPE) -> tuple[subprocess.Popen, "_Tail"]:
-        proc = subprocess.Popen(self.argv(command), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
-        return proc, _Tail(proc.stderr)
+               stdout=subprocess.PIPE) -> tuple[subprocess.Popen, "_Tail", "_Watchdog"]:
+        # its own session: the terminal's Ctrl-C reaches this process alone, which ends the ssh processes itself
+        # (a run's commands at once, the removal of its run directory only after it is done)
+        proc = subprocess.Popen(self.argv(command), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        return proc, _Tail(proc.stderr), _Watchdog(proc, self._deadline(), cancellable=not self._cleanup)
 
     def _refuse(self, proc: subprocess.Popen, exc: UntrustedInput, doing: str) -> None:
         proc.kill()
@@ -187,20 +236,20 @@ class Connection:
 
     def run(self, command: list[str], doing: str, max_bytes: int = MAX_REPLY_BYTES) -> str:
         """Run ``command`` on the device; its output (at most ``max_bytes``, else refused), as text."""
-        proc, err = self._start(command)
+        proc, err, watchdog = self._start(command)
         with _killed_unless_done(proc):
             out = proc.stdout.read(max_bytes + 1)
             if len(out) > max_bytes:
                 self._refuse(proc, UntrustedInput(f"more than {max_bytes} bytes of output; refused."), doing)
             returncode = proc.wait()
-        self.check(returncode, err.value(), doing)
+        self.check(returncode, err.value(), doing, watchdog)
         return out.decode(errors="replace")
 
     def put(self, run_dir: str, files: dict[str, Path], doing: str) -> None:
         """Copy local files or folders into ``run_dir`` under the given names (a tar stream over the connection;
         made here, unpacked there)."""
-        proc, err = self._start(["tar", "-x", "-f", "-", "-C", run_dir], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL)
+        proc, err, watchdog = self._start(["tar", "-x", "-f", "-", "-C", run_dir], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL)
         try:
             with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
                 for name, path in files.items():
@@ -210,13 +259,13 @@ class Connection:
             pass  # the device stopped reading: its exit status and message say why
         finally:
             returncode = proc.wait()
-        self.check(returncode, err.value(), doing)
+        self.check(returncode, err.value(), doing, watchdog)
 
     def fetch(self, run_dir: str, name: str, into: Path, max_bytes: int, doing: str) -> Path:
         """Fetch the one file ``run_dir/name`` into the new local file ``into/name``: its bytes only (never an
         archive, never a link), at most ``max_bytes``. Returns the local path."""
         destination = Path(into) / name
-        proc, err = self._start(["cat", "--", f"{run_dir}/{name}"])
+        proc, err, watchdog = self._start(["cat", "--", f"{run_dir}/{name}"])
         with _killed_unless_done(proc):
             try:
                 door.receive(proc.stdout, destination, max_bytes, name)
@@ -224,7 +273,7 @@ class Connection:
                 self._refuse(proc, exc, doing)
             returncode = proc.wait()
         try:
-            self.check(returncode, err.value(), doing)
+            self.check(returncode, err.value(), doing, watchdog)
         except RemoteError:
             destination.unlink(missing_ok=True)
             raise
@@ -232,16 +281,35 @@ class Connection:
 
     @contextlib.contextmanager
     def run_directory(self):
-        """A fresh directory on the device, removed afterwards however the run ends."""
+        """A fresh directory on the device, removed afterwards however the run ends: a second Ctrl-C does not cut
+        the removal short (``interrupts.deferred``), and a run killed outright (SIGKILL, a lost connection) leaves a
+        lease file that the next run to the device reads: it removes the directories whose lease has run out."""
+        from ..interrupts import deferred
+
         # $1: --remote-dir, passed as an argument so the shell never parses it; empty: the device's $TMPDIR or /tmp;
-        # "--": a --remote-dir that starts with '-' is a path to mktemp, not an option
-        made = self.run(["sh", "-c", f'mktemp -d -- "${{1:-${{TMPDIR:-/tmp}}}}/{RUN_DIR_TEMPLATE}"', "sh",
-                         self.options.remote_dir or ""], "making a run directory").strip()
+        # "--": a --remote-dir that starts with '-' is a path to mktemp, not an option; $2: the lease, in seconds
+        made = self.run(["sh", "-c", MAKE_RUN_DIR, "sh", self.options.remote_dir or "",
+                         str(int(self.deadline_s) + LEASE_MARGIN_S)], "making a run directory").strip()
         if not RUN_DIR.fullmatch(made):
             raise RemoteError(f"{self.device.label}: mktemp gave {clean_text(repr(made))[:120]}, not a new directory "
                               "of ours (an absolute path ending in scnet-deploy. and six random characters).")
         try:
             yield made
         finally:
-            with contextlib.suppress(RemoteError, OSError, KeyboardInterrupt):
+            self._cleanup = True
+            with deferred(), contextlib.suppress(RemoteError, OSError):
                 self.run(["rm", "-rf", "--", made], "removing the run directory")
+            self._cleanup = False
+
+
+# How long a run may take on a device unless told (--device-timeout) or derived from what was asked (remote.py)
+DEFAULT_DEADLINE_S = 600
+LEASE_MARGIN_S = 120  # a run directory outlives its run's deadline by this much before another run removes it
+# The run directory and its lease (the device's clock + $2 seconds); first, the directories of runs whose lease ran
+# out (killed outright): removed. A directory without a lease (an older version's) is left alone.
+MAKE_RUN_DIR = (
+    'base="${1:-${TMPDIR:-/tmp}}"; now=$(date +%s); '
+    'for d in "$base"/' + RUN_DIR_TEMPLATE.replace("X", "?") + '; do '
+    '[ -f "$d/lease" ] && [ ! -L "$d" ] || continue; t=$(head -c 20 "$d/lease"); '
+    'case "$t" in ""|*[!0-9]*) continue;; esac; [ "$t" -lt "$now" ] && rm -rf -- "$d"; done; '
+    'd=$(mktemp -d -- "$base/' + RUN_DIR_TEMPLATE + '") && echo $((now + $2)) > "$d/lease" && echo "$d"')
