@@ -116,15 +116,26 @@ def read_regular(path: Path, max_bytes: int, what: str) -> bytes:
     return data
 
 
-def sha256_regular(path: Path, max_bytes: int, what: str) -> str:
+def sha256_regular(path: Path, max_bytes: int, what: str, copy_to: Path | None = None) -> str:
+    """The sha256 of the regular file ``path`` (at most ``max_bytes``); with ``copy_to``, the bytes hashed are also
+    written to that new private file (mode 0600), so what is run later is exactly what was hashed, whatever happens
+    to ``path`` meanwhile."""
     fd, _ = open_regular(path, max_bytes, what)
     digest, total = hashlib.sha256(), 0
-    with os.fdopen(fd, "rb") as f:
-        for chunk in iter(lambda: f.read(MB), b""):
-            total += len(chunk)
-            if total > max_bytes:
-                raise UntrustedInput(f"{what}: '{path}' grew over the {max_bytes} byte limit while it was hashed.")
-            digest.update(chunk)
+    out = None if copy_to is None else os.fdopen(os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+    try:
+        with os.fdopen(fd, "rb") as f:
+            for chunk in iter(lambda: f.read(MB), b""):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise UntrustedInput(f"{what}: '{path}' grew over the {max_bytes} byte limit while it was "
+                                         "hashed.")
+                digest.update(chunk)
+                if out is not None:
+                    out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
     return digest.hexdigest()
 
 
@@ -366,10 +377,12 @@ def list_tree(directory: Path, what: str) -> list[str]:
     return sorted(found)
 
 
-def check_artifact(directory: Path, required=lambda manifest: ()) -> dict:
+def check_artifact(directory: Path, required=lambda manifest: (), copy_into: Path | None = None) -> dict:
     """The manifest of the artifact ``directory``, after checking that its ``files`` list exactly the regular
     files in the folder (every one a safe relative name, none a link, each within the size cap) with the sha256
-    recorded for each, and that the files its backend reads (``required(manifest)``) are among them."""
+    recorded for each, and that the files its backend reads (``required(manifest)``) are among them. With
+    ``copy_into`` (a new private folder) each file is copied there as it is hashed: a runtime loads that copy, the
+    exact bytes checked, never the user's path reopened later (where a file could be swapped after the check)."""
     directory = Path(directory)
     what = f"artifact '{directory}'"
     manifest = read_manifest(directory)
@@ -394,9 +407,15 @@ def check_artifact(directory: Path, required=lambda manifest: ()) -> dict:
     if absent:
         raise ArtifactError(f"{what}: its manifest does not list {absent}, which its {manifest['backend']} engine "
                              "reads; re-export it.")
+    def copy_of(name: str) -> Path | None:
+        if copy_into is None:
+            return None
+        (Path(copy_into) / name).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Path(copy_into) / name
+
     try:
         changed = [n for n, h in recorded.items()
-                   if sha256_regular(directory / n, MAX_ARTIFACT_FILE_BYTES, what) != h]
+                   if sha256_regular(directory / n, MAX_ARTIFACT_FILE_BYTES, what, copy_of(n)) != h]
     except ArtifactError:
         raise
     except UntrustedInput as exc:

@@ -1,8 +1,13 @@
 """Open any model as a Runner: a checkpoint (PyTorch FP32) or an artifact directory (its manifest names the backend).
 
-Artifacts pass the door (``door.check_artifact``: every file listed, regular and hashed) before anything is loaded.
+Artifacts pass the door (``door.check_artifact``: every file listed, regular and hashed) into a private copy, the
+exact bytes hashed; their graph is checked to be SCNet's (``graph_guard``); only then does a runtime load it, from
+that copy (removed when the runner is).
 """
 
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 from .door import ArtifactError, check_artifact, clean_text
@@ -23,16 +28,14 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
             hint = f" It holds artifacts {subs}: name one of those." if subs else ""
             raise ArtifactError(f"'{path}' has no {MANIFEST_NAME}, so it is not an scnet-deploy artifact.{hint}")
         get_backend(read_manifest(path)["backend"]).require()  # a missing runtime is the first thing to say
-        manifest = check_artifact(path, required=lambda m: get_backend(m["backend"]).reads)
-        backend = get_backend(manifest["backend"])
-        module = backend.runtime()
-        errors = module.load_errors() if hasattr(module, "load_errors") else ()
+        private = Path(tempfile.mkdtemp(prefix="scnet-deploy-artifact-"))  # mode 0700: this process's alone
         try:
-            runner = module.load(path, manifest, runtime)  # declares its manifest, arch and size range
-        except errors as exc:  # a file the runtime cannot load: the artifact's fault, not this code's
-            raise ArtifactError(f"artifact '{path}': {backend.name} cannot load it "
-                                f"({clean_text(str(exc))[:200]}); re-export it.") from None
-        tuned = manifest.get("autotune") or {}
+            runner = _load_checked(path, private, runtime)
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
+        weakref.finalize(runner, shutil.rmtree, private, True)
+        tuned = runner.manifest.get("autotune") or {}
         if tuned.get("tile"):  # the autotuner measured tiles faster than whole images on the machine it ran on
             from scnet_deploy.exporters.runner import TiledRunner
 
@@ -58,6 +61,24 @@ def open_model(path: str | Path, runtime: RuntimeOptions = RuntimeOptions(), sca
         module = to_deploy_form(module, DeployOptions(shift=form))
     return TorchRunner(module, name=f"{path.name}: pytorch {form}", threads=runtime.threads,
                        arch=ckpt.spec.to_dict())
+
+
+def _load_checked(path: Path, private: Path, runtime: RuntimeOptions):
+    """The artifact ``path`` copied into ``private`` as it is hashed, its graph checked, loaded from the copy."""
+    from scnet_deploy.exporters.registry import get_backend
+
+    from .graph_guard import guard
+
+    manifest = check_artifact(path, required=lambda m: get_backend(m["backend"]).reads, copy_into=private)
+    backend = get_backend(manifest["backend"])
+    module = backend.runtime()
+    guard(module, private, manifest, f"artifact '{path}'")
+    errors = module.load_errors() if hasattr(module, "load_errors") else ()
+    try:
+        return module.load(private, manifest, runtime)  # declares its manifest, arch and size range
+    except errors as exc:  # a file the runtime cannot load: the artifact's fault, not this code's
+        raise ArtifactError(f"artifact '{path}': {backend.name} cannot load it "
+                            f"({clean_text(str(exc))[:200]}); re-export it.") from None
 
 
 def find_checkpoint(models: list[Path]) -> Path | None:

@@ -32,10 +32,10 @@ for fs in proc sys; do mountpoint -q "$ROOT/$fs" || mount --bind "/$fs" "$ROOT/$
 
 WHEELS="$ROOT/wheels"
 mkdir -p "$WHEELS"
-if ! ls "$WHEELS"/onnxruntime-1.24.1-*.whl "$WHEELS"/ncnn-1.0.20250503-*.whl >/dev/null 2>&1; then
+if ! ls "$WHEELS"/onnxruntime-1.24.1-*.whl "$WHEELS"/ncnn-1.0.20250503-*.whl "$WHEELS"/onnx-*.whl >/dev/null 2>&1; then
     "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
         --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 \
-        -d "$WHEELS" numpy pillow "$ORT" "$NCNN" typer rich matplotlib pypng
+        -d "$WHEELS" numpy pillow "$ORT" "$NCNN" onnx typer rich matplotlib pypng
 fi
 rm -f "$WHEELS"/scnet_deploy-*.whl
 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO" >/dev/null 2>&1

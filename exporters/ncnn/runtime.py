@@ -195,6 +195,69 @@ class NcnnRunner(Runner):
         self.net = None
 
 
+# What SCNet's ncnn graphs are made of (pnnx's conversion of every form), and layers of the same kind; none that
+# makes a shape from its parameters (Reshape, Tile, MemoryData) or from data
+ALLOWED_OPS = frozenset({"Input", "Convolution", "ConvolutionDepthWise", "Padding", "Crop", "Interp", "PixelShuffle",
+                         "Concat", "Split", "Slice", "BinaryOp", "Eltwise", "ReLU", "PReLU", "Clip", "Sigmoid",
+                         "Noop", "Cast"})
+MAX_PAD = 16  # pixels a Padding layer may add a side (SCNet's shifts pad by one)
+
+
+def graph_facts(directory: Path, manifest: dict, probe: tuple[int, int]):
+    """What ``graph_guard`` checks, from the param text: each layer's type, and each blob's channels, height and
+    width worked out layer by layer from the input at ``probe`` (ncnn works shapes out only when it runs)."""
+    from scnet_deploy.graph_guard import GraphFacts
+
+    lines = (Path(directory) / PARAM).read_text(errors="replace").split("\n")
+    ops: dict[str, int] = {}
+    blobs: dict[str, tuple[int, float, float]] = {}  # blob -> (channels, height, width)
+    unknown, largest = [], 0
+    for line in lines[2:]:
+        words = line.split()
+        if len(words) < 4:
+            continue
+        kind, name = words[0], words[1]
+        ops[kind] = ops.get(kind, 0) + 1
+        try:
+            n_in, n_out = int(words[2]), int(words[3])
+            ins, outs = words[4:4 + n_in], words[4 + n_in:4 + n_in + n_out]
+            params = dict(w.split("=", 1) for w in words[4 + n_in + n_out:] if "=" in w)
+            shape = _layer_shape(kind, [blobs[b] for b in ins], params, manifest, probe)
+        except (ValueError, KeyError, IndexError, ZeroDivisionError):
+            shape = None
+        if shape is None:
+            unknown.append(name)
+            continue
+        for b in outs:
+            blobs[b] = shape
+        largest = max(largest, int(shape[0] * shape[1] * shape[2]))
+    return GraphFacts(ops, probe, largest, unknown)
+
+
+def _layer_shape(kind: str, ins: list, params: dict, manifest: dict, probe: tuple[int, int]):
+    """(channels, height, width) of a layer's outputs, or None where its parameters are not SCNet's."""
+    if kind == "Input":
+        return int(params.get("2", manifest["arch"].get("num_in_ch", 3))), *map(float, probe)
+    c, h, w = (max(values) for values in zip(*ins))
+    if kind in ("Convolution", "ConvolutionDepthWise"):
+        kernel, stride = int(params.get("1", 1)), int(params.get("3", 1))
+        return (int(params["0"]), h, w) if kernel <= 7 and stride >= 1 else None
+    if kind == "Padding":
+        top, bottom, left, right = (int(params.get(k, 0)) for k in ("0", "1", "2", "3"))
+        ok = max(top, bottom, left, right) <= MAX_PAD and int(params.get("7", 0)) == 0
+        return (c, h + top + bottom, w + left + right) if ok else None
+    if kind == "Interp":
+        sh, sw = float(params.get("1", 1)), float(params.get("2", 1))
+        fixed = int(params.get("3", 0)) or int(params.get("4", 0))
+        return (c, h * sh, w * sw) if not fixed and max(sh, sw) <= manifest["arch"]["scale"] else None
+    if kind == "PixelShuffle":
+        r = int(params.get("0", 1))
+        return (c // (r * r), h * r, w * r) if 1 <= r <= manifest["arch"]["scale"] else None
+    if kind == "Concat":
+        return sum(i[0] for i in ins), h, w
+    return c, h, w  # element-wise, split, slice, crop: no larger than their inputs
+
+
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
     section = manifest.get("ncnn", {})
     return NcnnRunner(Path(directory), manifest.get("precision", "fp32"), section.get("compute"),

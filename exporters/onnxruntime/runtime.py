@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scnet_deploy.exporters.onnx_facts import ALLOWED_OPS, onnx_facts  # noqa: F401  (graph_guard reads it)
 from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.options import RuntimeOptions
@@ -84,6 +85,11 @@ def load_errors() -> tuple[type, ...]:
 
     return tuple(getattr(state, n) for n in ("Fail", "InvalidProtobuf", "InvalidGraph", "NoSuchFile",
                                             "InvalidArgument", "NotImplemented") if hasattr(state, n))
+
+
+def graph_facts(directory: Path, manifest: dict, probe: tuple[int, int]):
+    """What ``graph_guard`` checks before the graph is loaded."""
+    return onnx_facts(Path(directory) / MODEL_FILE, probe)
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:

@@ -130,6 +130,42 @@ class OpenVINORunner(Runner):
         self.request = self.compiled = self._parts = None
 
 
+# What SCNet's IRs are made of (every form, f32/bf16/f16 and INT8's FakeQuantize), and tensor ops of the same kind;
+# never control flow (TensorIterator, Loop, If) nor ops whose output shape depends on data
+ALLOWED_OPS = frozenset({
+    "Parameter", "Result", "Constant", "Convert", "Convolution", "GroupConvolution", "Add", "Subtract", "Multiply",
+    "Divide", "Relu", "PRelu", "Clamp", "Sigmoid", "Tanh", "Maximum", "Minimum", "Floor", "Round", "Sqrt", "Pad",
+    "Concat", "Split", "VariadicSplit", "StridedSlice", "Slice", "DepthToSpace", "SpaceToDepth", "Reshape",
+    "Transpose", "Interpolate", "FakeQuantize", "FakeConvert", "ShapeOf", "Gather", "Unsqueeze", "Squeeze",
+    "Broadcast", "Tile", "MatMul"})
+
+
+def graph_facts(directory: Path, manifest: dict, probe: tuple[int, int]):
+    """What ``graph_guard`` checks: the IR's operators, and its shapes with the input set to ``probe``."""
+    import openvino as ov
+
+    from scnet_deploy.graph_guard import GraphFacts, elements
+
+    model = ov.Core().read_model(str(Path(directory) / XML))
+    ops: dict[str, int] = {}
+    for op in model.get_ops():
+        ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
+    unknown, largest = [], 0
+    try:
+        channels = model.inputs[0].get_partial_shape()[1]
+        model.reshape({model.inputs[0]: ov.PartialShape([1, channels if channels.is_static else 3, *probe])})
+    except Exception as exc:  # a graph that cannot take the probe size: refused by the guard
+        return GraphFacts(ops, probe, 0, [f"reshape to {probe}: {str(exc)[:120]}"])
+    for op in model.get_ops():
+        for out in op.outputs():
+            shape = out.get_partial_shape()
+            if shape.is_dynamic:
+                unknown.append(op.get_friendly_name())
+            else:
+                largest = max(largest, elements(shape.to_shape()))
+    return GraphFacts(ops, probe, largest, unknown)
+
+
 def check(precision: str) -> str | None:
     """Why this machine cannot build or run ``precision`` (None: it can)."""
     if precision == "int8":
