@@ -173,6 +173,9 @@ class ExportOptions:
     max_visible: float = VISIBLE_SHARE
     visible_levels: int = VISIBLE_LEVELS
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
+    # sign the artifact (signing.sign: OpenSSF model-signing, an elliptic-curve private key in PEM)
+    sign: Path | None = option(None, "Sign the artifact with this private key (PEM, elliptic curve; OpenSSF "
+                               "model-signing): users check it with --trust on its public key.", cli=Optional[Path])
 
     def formats(self) -> list[str]:
         return [f.strip() for f in self.format.split(",") if f.strip()]

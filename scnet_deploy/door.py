@@ -20,6 +20,7 @@ from .errors import ScnetDeployError
 from .options import MB
 
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "model.sig"  # signing.py: over every other file of the artifact, so not listed in its manifest
 MAX_MANIFEST_BYTES = 4 * MB  # ours are 3-20 KB; a verification record with many cases stays far below
 MAX_ARTIFACT_FILE_BYTES = 4 * 2**30  # an engine file; SCNet's are a few MB
 MAX_ARTIFACT_ENTRIES = 10_000  # files and folders in one artifact (a Core ML package holds a handful)
@@ -394,7 +395,7 @@ def check_artifact(directory: Path, required=lambda manifest: (), copy_into: Pat
     if not recorded:
         raise ArtifactError(f"{what}: its {MANIFEST_NAME} lists no files with their sha256, so nothing in it can be "
                              "checked; refusing to run it. Re-export it.")
-    present = set(list_tree(directory, what)) - {MANIFEST_NAME}
+    present = set(list_tree(directory, what)) - {MANIFEST_NAME, SIGNATURE_NAME}  # the signature covers the rest
     missing = sorted(set(recorded) - present)
     if missing:
         raise ArtifactError(f"{what} lacks {[clean_text(n) for n in missing][:5]} listed in its manifest (or holds "
@@ -423,6 +424,13 @@ def check_artifact(directory: Path, required=lambda manifest: (), copy_into: Pat
     if changed:
         raise ArtifactError(f"{what}: {[clean_text(n) for n in changed][:5]} do not match the sha256 in "
                              f"{MANIFEST_NAME} (altered or corrupted); refusing to run it. Re-export it.")
+    if copy_into is not None:  # the manifest and signature as the copy's own: a signature is checked over it all
+        copied = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_MANIFEST_BYTES}
+        for name, cap in copied.items():
+            if (directory / name).exists() or name == MANIFEST_NAME:
+                sha256_regular(directory / name, cap, what, copy_of(name))
+        if read_manifest(Path(copy_into)) != manifest:
+            raise ArtifactError(f"{what}: its {MANIFEST_NAME} changed while it was being checked; refusing it.")
     return manifest
 
 

@@ -96,6 +96,10 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None, finish
     from .model.checkpoint import load_checkpoint
 
     _check(options)
+    if options.sign is not None:
+        from .signing import require_key
+
+        require_key(options.sign)  # a missing key or library: one line, before any work
     ckpt = load_checkpoint(checkpoint, scale=options.scale, param_key=options.param_key)
     final = Path(options.output)
     if final.exists() and not final.is_dir():
@@ -168,6 +172,10 @@ def write_artifact(session: BuildSession, targets: list[Target], final: Path, fi
             manifest = write_manifest(workdir, manifest)
             if finish is not None:
                 manifest = finish(workdir, manifest)
+            if session.options.sign is not None:
+                from .signing import sign
+
+                sign(workdir, session.options.sign)
             result.artifacts[target.format] = final if len(targets) == 1 else final / target.format
             result.manifests[target.format] = manifest
         _move_into_place(tmp, final)

@@ -155,6 +155,7 @@ class RuntimeOptions:
     cuda: bool = True  # a GPU provider where present (a runtime with one: ONNX Runtime's CUDA)
     inflight: bool = False  # compiled for several requests in flight (a runtime with a throughput mode uses it)
     backends: dict = field(default_factory=dict, hash=False)  # backend name -> its options.Run
+    trust: tuple[Path, ...] = ()  # public keys: an artifact must be signed by one of them (signing.check)
 
     def backend(self, name: str, default):
         """Backend ``name``'s runtime options, or ``default`` (its ``Run()``) where none were given."""

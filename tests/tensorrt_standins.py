@@ -140,12 +140,12 @@ def make(version: str, timing_cache_accepted: bool = True) -> types.ModuleType:
             self.network, self.errors = network, []
 
         def parse(self, data):
+            import hashlib
+
+            trt.calls.append(("parse", hashlib.sha256(bytes(data)).hexdigest()))  # what was parsed
             try:
                 import onnx
-            except ImportError:  # on a device without the export stack: accept, and record what was parsed
-                import hashlib
-
-                trt.calls.append(("parse", hashlib.sha256(bytes(data)).hexdigest()))
+            except ImportError:  # without onnx: accept
                 self.network.graph = bytes(data)
                 return True
 

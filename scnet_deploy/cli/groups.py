@@ -137,9 +137,12 @@ DEVICES = group(
 # --- how an engine runs --------------------------------------------------------------------------------------------
 
 RUNTIME = merged(
-    lambda threads, backends: RuntimeOptions(threads=threads, backends=backends),
-    threads=group("Runtime", lambda threads: threads,
-                  threads=(Optional[int], typer.Option(None, "--threads", help="Threads for the runtimes."))),
+    lambda common, backends: RuntimeOptions(threads=common[0], trust=common[1], backends=backends),
+    common=group("Runtime", lambda threads, trust: (threads, tuple(trust)),
+                 threads=(Optional[int], typer.Option(None, "--threads", help="Threads for the runtimes.")),
+                 trust=(list[Path], typer.Option([], "--trust", help="A public key (PEM): every artifact must be "
+                                                 "signed by it (export --sign) or is refused; repeat for several "
+                                                 "keys. Without it, unsigned artifacts run and say so."))),
     backends=backend_options("Run"),
 )
 

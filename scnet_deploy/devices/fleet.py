@@ -122,7 +122,7 @@ def validate_on(models: list[Path], options, devices, remote: RemoteOptions = Re
     say = reporter(progress)
     models = [Path(m) for m in models]
     checkpoints = [m for m in models if m.is_file()]
-    artifacts = artifacts_to_ship([m for m in models if not m.is_file()], "validate")
+    artifacts = artifacts_to_ship([m for m in models if not m.is_file()], "validate", options.runtime.trust)
     reference = Path(options.reference) if options.reference else find_checkpoint(models)
     if reference is None:
         raise ScnetDeployError("validate --on measures drift here, against the FP32 PyTorch reference: pass the "

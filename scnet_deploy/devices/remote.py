@@ -136,7 +136,7 @@ def provision(conn: Connection, run_dir: str, python: str | None) -> None:
                   f"{run_dir}/{wheels[0].name}"], "installing the wheel (--provision)")
 
 
-def artifacts_to_ship(models: list[Path], verb: str) -> list[Path]:
+def artifacts_to_ship(models: list[Path], verb: str, trust: tuple = ()) -> list[Path]:
     """The artifact folders to ship, each checked by the door (what is shipped is what its manifest vouches for)
     and named by its real path (a link the user gave, ``latest -> eng/onnx``, ships the folder it points to)."""
     models = [Path(m) for m in models]
@@ -146,6 +146,10 @@ def artifacts_to_ship(models: list[Path], verb: str) -> list[Path]:
                                "export them first (scnet-deploy export CKPT -f FORMAT -o DIR).")
     for m in models:
         door.check_artifact(m)
+        if trust:  # --trust: checked here, before it is shipped (the device runs what its manifest hashes)
+            from ..signing import check
+
+            check(m, trust, str(m))
     return models
 
 
@@ -207,7 +211,7 @@ def _bench_args(options) -> list[str]:
 def bench_on_device(device: Device, models: list[Path], options, remote: RemoteOptions, progress) -> dict:
     from ..progress import Progress
 
-    models = artifacts_to_ship(models, "bench")
+    models = artifacts_to_ship(models, "bench", options.runtime.trust)
     names = _remote_names(models)
     with on_device(device, remote, progress, bench_work_s(options, len(models))) as (conn, run_dir, summary):
         progress(Progress(f"{device.label}: copying {len(models)} artifact(s)"))
