@@ -25,7 +25,11 @@ def exclusive(output: Path, what: str):
     output = Path(output)
     path = output.parent / f".{output.name}.lock"
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only folder, a path into /proc or through a file
+            raise ScnetDeployError(f"cannot write to '{output.parent}' ({exc.strerror}): {what} writes '{output.name}' "
+                                   "there; choose a writable --output.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

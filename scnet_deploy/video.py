@@ -23,18 +23,23 @@ from .progress import STEP, Progress, reporter
 
 
 def upscale_frame(infer, rgb: np.ndarray, scale: int, tile: int | None, halo: int, bits: int) -> np.ndarray:
-    """One HxWx3 frame (uint8, or uint16 for deep video) upscaled as ``upscale`` does an image: float [0, 1], exact
-    tiles, rounded half up to the frame's bit depth."""
+    """One HxWx3 frame (HxWx4 with alpha; uint8, or uint16 for deep video) upscaled as ``upscale`` does an image:
+    float [0, 1], exact tiles, rounded half up to the frame's bit depth; alpha through the same model, as a grey
+    image."""
     peak = 65535.0 if bits == 16 else 255.0
-    chw = np.ascontiguousarray((rgb.astype(np.float32) / np.float32(peak)).transpose(2, 0, 1))
-    h, w = rgb.shape[:2]
-    out = np.empty((h * scale, w * scale, 3), np.uint16 if bits == 16 else np.uint8)
+    h, w, c = rgb.shape
+    out = np.empty((h * scale, w * scale, c), np.uint16 if bits == 16 else np.uint8)
+    planes = [(rgb[..., :3], slice(0, 3))] + ([(np.repeat(rgb[..., 3:], 3, axis=2), slice(3, 4))] if c == 4 else [])
+    for pixels, target in planes:
+        chw = np.ascontiguousarray((pixels.astype(np.float32) / np.float32(peak)).transpose(2, 0, 1))
 
-    def sink(y, x, block):
-        block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=0.0).transpose(1, 2, 0)
-        out[y:y + block.shape[0], x:x + block.shape[1]] = round_to_bits(block, bits)
+        def sink(y, x, block, target=target):
+            block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=0.0).transpose(1, 2, 0)
+            if target.stop - target.start == 1:
+                block = block.mean(axis=2, keepdims=True)
+            out[y:y + block.shape[0], x:x + block.shape[1], target] = round_to_bits(block, bits)
 
-    run_tiled(infer, chw, scale, tile, halo, sink)
+        run_tiled(infer, chw, scale, tile, halo, sink)
     return out
 
 
@@ -118,11 +123,11 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
     say = reporter(progress)
     src, dst = Path(src), Path(dst)
     scale = runner.arch["scale"]
-    info = probe(src, scale, options.max_frames)
+    info = probe(src, scale, options.max_frames, options.stream)
     protect_inputs([src], [dst])
     tile, bits = tile_for(info.height, info.width), 16 if info.deep else 8
     report = {"input": str(src), "output": str(dst), "frames": 0, "corrupt_packets": 0, "copied_streams": [],
-              "inflight": inflight}
+              "inflight": inflight, "other_video": list(info.others), "interlaced": info.interlaced}
 
     def work(engine, item):
         rgb, pts = item
@@ -130,7 +135,9 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
 
     started = time.perf_counter()
     with VideoWriter(info, dst, scale, options, report) as out:
-        frames = in_background(decode(info, report, max_frames=options.max_frames), depth=inflight + 1)
+        _say_what_is_not_kept(say, src.name, info, out, report)
+        frames = in_background(decode(info, report, max_frames=options.max_frames, alpha=out.alpha),
+                               depth=inflight + 1)
         for up, pts in in_order(work, frames, inflight, runner):
             if frames_out is not None:
                 frames_out(up)
@@ -141,6 +148,20 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
     report.update(codec=out.codec, pix_fmt=out.pix_fmt, size=[info.width, info.height], scale=scale,
                   rotation=info.rotation, seconds=time.perf_counter() - started)
     return report
+
+
+def _say_what_is_not_kept(say, name: str, info, out, report: dict) -> None:
+    """Each stream the output does not carry, an interlaced input, a transparency kept or a pixel format changed:
+    said before the first frame, and kept in the report."""
+    for dropped in report.get("dropped_streams", []):
+        say(Progress(f"{name}: not copied: {dropped}; -o .mkv holds every kind of stream", STEP))
+    if info.interlaced:
+        say(Progress(f"{name}: interlaced: its frames are upscaled as progressive pictures, combing included; "
+                     "deinterlace it first for a clean result (ffmpeg -vf bwdif)", STEP))
+    if out.pix_fmt != info.pix_fmt:
+        report["pix_fmt_changed"] = [info.pix_fmt, out.pix_fmt]
+        say(Progress(f"{name}: written as {out.codec} {out.pix_fmt} ({info.pix_fmt} in: {out.codec} does not take "
+                     "it)", STEP))
 
 
 def frame_progress(name: str, done: int, total: int | None, seconds: float) -> Progress:

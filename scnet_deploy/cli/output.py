@@ -275,6 +275,12 @@ def upscale_lines(results: list[dict], done: str, failed_status: str) -> bool:
             bad = f", [yellow]{r['corrupt_packets']} corrupt packet(s) skipped[/yellow]" if r["corrupt_packets"] else ""
             console.print(f"{shown(r['input'])} -> {shown(r['output'])} ({r['frames']} frames, {shown(r['codec'])} "
                           f"{r['pix_fmt']}{shown(kept)}){bad}", soft_wrap=True)
+            for dropped in r.get("dropped_streams", []):
+                console.print(f"  [yellow]not copied[/yellow]: {shown(dropped)} (-o .mkv holds every kind of stream)",
+                              soft_wrap=True)
+            if r.get("interlaced"):
+                console.print("  [yellow]interlaced[/yellow]: upscaled as progressive pictures, combing included; "
+                              "deinterlace it first (ffmpeg -vf bwdif)", soft_wrap=True)
             continue
         flags = [f for f in ("nonfinite", "collapsed") if r[f]]
         note = f" [yellow]warning: {' and '.join(flags)} output[/yellow]" if flags else ""

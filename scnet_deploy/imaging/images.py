@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, ScnetDeployError  # noqa: F401 (ImageError: re-exported, its old home)
+from .chunks import check_chunks
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 TEMPORARY_MARK = ".scnet-tmp"  # in the name of every temporary file write_image makes (never listed as an input)
@@ -106,6 +107,7 @@ def _header(path: Path, max_pixels: int) -> tuple[int, int, tuple[int, int]]:
 
 def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """(width, height) as viewers show the image (EXIF orientation applied), from its header alone."""
+    check_chunks(Path(path))
     orientation, _, (w, h) = _header(Path(path), max_pixels)
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
@@ -118,6 +120,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
         raise ImageError(f"'{path}' does not exist.")
     if path.stat().st_size == 0:
         raise ImageError(f"'{path}' is empty (0 bytes).")
+    check_chunks(path)  # before Pillow reads its metadata into memory
     orientation, frames, _ = _header(path, max_pixels)
     if frames > 1:
         raise ImageError(f"'{path}' has {frames} frames (animated or multi-page); upscale takes still images: save "

@@ -58,11 +58,96 @@ class VideoInfo:
     rotation: int = 0  # degrees, from the display matrix
     colour: dict = field(default_factory=dict)  # COLOUR -> FFmpeg's enum value
     metadata: dict = field(default_factory=dict)
+    stream: int = 0  # the index of the video stream upscaled (``main_stream``)
+    others: tuple[str, ...] = ()  # the file's other video streams, not upscaled: "stream 1: video h264 16x16"
+    interlaced: bool = False  # its first frame is interlaced (fields, not a progressive picture)
+
+    @property
+    def alpha(self) -> bool:
+        """Its frames carry transparency: read and written as RGBA."""
+        return has_alpha(self.pix_fmt)
 
     @property
     def deep(self) -> bool:
         """More than 8 bits a sample: its frames are read and written as 16-bit RGB."""
         return any(tag in self.pix_fmt for tag in ("10", "12", "16"))
+
+
+def has_alpha(pix_fmt: str) -> bool:
+    av = require_av()
+    try:
+        return any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, AttributeError, TypeError):
+        return pix_fmt.startswith(("yuva", "rgba", "bgra", "argb", "abgr", "gbrap", "ya"))
+
+
+# Where no --codec is given: the input's codec where it can be encoded into the output's container; else, by the
+# output's suffix, what that container holds (with transparency: the codecs that carry it there)
+CONTAINER_DEFAULT = {".webm": "libvpx-vp9"}
+ALPHA_CODECS = {".mkv": "ffv1", ".mov": "png", ".webm": "libvpx-vp9", ".avi": "ffv1"}
+
+
+def encoder_formats(av, codec: str) -> list[str]:
+    try:
+        return [f.name for f in (av.codec.Codec(codec, "w").video_formats or [])]
+    except (ValueError, av.error.FFmpegError):
+        return []
+
+
+def choose_encoding(av, info: "VideoInfo", dst: Path, codec: str | None, pix_fmt: str | None) -> tuple[str, str]:
+    """(encoder, pixel format) for ``dst``: what was asked, else the input's own where the encoder takes it; a
+    transparent input keeps its alpha (an encoder that carries it) or is refused in one line with the fix."""
+    suffix = dst.suffix.lower()
+    keep_alpha = info.alpha and (pix_fmt is None or has_alpha(pix_fmt))
+    if codec is None:
+        codec = ENCODERS.get(info.codec) or CONTAINER_DEFAULT.get(suffix, "libx264")
+        if suffix in CONTAINER_DEFAULT and codec not in ("libvpx-vp9", "libsvtav1"):
+            codec = CONTAINER_DEFAULT[suffix]
+        if keep_alpha and not any(has_alpha(f) for f in encoder_formats(av, codec)):
+            codec = ALPHA_CODECS.get(suffix, codec)
+    if codec not in av.codecs_available:
+        raise ScnetDeployError(f"this FFmpeg cannot encode {codec!r}; pass another --codec.")
+    formats = encoder_formats(av, codec)
+    if keep_alpha:
+        alpha = [f for f in formats if has_alpha(f)]
+        if not alpha:
+            raise ScnetDeployError(
+                f"'{info.path}' has transparency ({info.pix_fmt}) and {codec} cannot carry it into {suffix or dst.name}"
+                f"; keep it with -o {dst.with_suffix('.mkv').name} (FFV1), .mov (PNG) or .webm (VP9), or drop it "
+                "knowingly with --pix-fmt yuv420p.")
+        wanted = pix_fmt or info.pix_fmt
+        return codec, wanted if wanted in alpha else alpha[0]
+    wanted = pix_fmt or info.pix_fmt
+    if formats and wanted not in formats:
+        if pix_fmt is not None:
+            raise ScnetDeployError(f"{codec} cannot encode --pix-fmt {pix_fmt}; it takes {', '.join(formats[:8])}.")
+        deep = info.deep
+        preferred = [f for f in (("yuv420p10le", "yuv444p10le") if deep else ("yuv420p", "yuv444p", "rgb24"))
+                     if f in formats]
+        wanted = (preferred or formats)[0]
+    return codec, wanted
+
+
+def main_stream(container, src: Path, wanted: int | None):
+    """The video stream to upscale: ``wanted`` (--stream N, the stream's index in the file as ffprobe numbers it),
+    else FFmpeg's best video stream (``av_find_best_stream``: not a cover picture, the most frames seen while
+    probing, then the highest bit rate)."""
+    videos = [v for v in container.streams.video]
+    if wanted is not None:
+        chosen = [v for v in videos if v.index == wanted]
+        if not chosen:
+            raise ScnetDeployError(f"'{src}' has no video stream {wanted}; its video streams are "
+                                   f"{[v.index for v in videos]} (--stream N).")
+        return chosen[0]
+    try:
+        return container.streams.best("video") or videos[0]
+    except (AttributeError, ValueError):
+        return videos[0]
+
+
+def _described(stream) -> str:
+    cc = stream.codec_context
+    return f"stream {stream.index}: video {cc.name} {cc.width}x{cc.height}"
 
 
 def _open(av, src: Path):
@@ -72,10 +157,10 @@ def _open(av, src: Path):
         raise ScnetDeployError(f"'{src}' is not a video FFmpeg can read ({str(exc).splitlines()[0][:120]}).") from None
 
 
-def probe(src: Path, scale: int = 1, max_frames: int = MAX_FRAMES) -> VideoInfo:
-    """The checked way in: a regular file FFmpeg reads, with a video stream whose frames, ``scale`` times larger,
-    stay within ``MAX_FRAME_PIXELS``, declaring at most ``max_frames`` frames. The first frame is decoded for its
-    rotation (FFmpeg puts the display matrix on frames)."""
+def probe(src: Path, scale: int = 1, max_frames: int = MAX_FRAMES, stream: int | None = None) -> VideoInfo:
+    """The checked way in: a regular file FFmpeg reads, with a video stream (``main_stream``) whose frames,
+    ``scale`` times larger, stay within ``MAX_FRAME_PIXELS``, declaring at most ``max_frames`` frames. The first
+    frame is decoded for its rotation (FFmpeg puts the display matrix on frames) and whether it is interlaced."""
     av = require_av()
     src = Path(src)
     if not src.is_file():
@@ -83,7 +168,12 @@ def probe(src: Path, scale: int = 1, max_frames: int = MAX_FRAMES) -> VideoInfo:
     with _open(av, src) as container:
         if not container.streams.video:
             raise ScnetDeployError(f"'{src}' has no video stream.")
-        vin = container.streams.video[0]
+        vin = main_stream(container, src, stream)
+        others = tuple(_described(v) for v in container.streams.video if v.index != vin.index)
+        if (container.format.name or "").startswith(("png_pipe", "image2", "jpeg_pipe", "webp_pipe", "bmp_pipe")) \
+                and (vin.frames or 1) <= 1:
+            raise ScnetDeployError(f"'{src}' is a still image ({container.format.name}), not a video, whatever its "
+                                   "name says; rename it to its image suffix (.png, .jpg) and upscale it as an image.")
         cc = vin.codec_context
         w, h = cc.width, cc.height
         if not w or not h:
@@ -99,27 +189,31 @@ def probe(src: Path, scale: int = 1, max_frames: int = MAX_FRAMES) -> VideoInfo:
             frames = int(Fraction(container.duration, 1_000_000) * rate) or None
         if frames is not None and frames > max_frames:
             raise ScnetDeployError(f"'{src}' declares {frames} frames, over the {max_frames} frame limit.")
-        rotation = 0
+        rotation, interlaced = 0, False
         try:
             first = next(container.decode(vin), None)
             rotation = int(round(first.rotation)) if first is not None else 0
+            interlaced = bool(getattr(first, "interlaced_frame", False)) if first is not None else False
         except av.error.FFmpegError:
             pass  # reported by decode, frame by frame
         return VideoInfo(src, w, h, cc.name, cc.pix_fmt or "yuv420p", rate, Fraction(vin.time_base), frames,
-                         rotation, {k: getattr(cc, k) for k in COLOUR}, dict(vin.metadata))
+                         rotation, {k: getattr(cc, k) for k in COLOUR}, dict(vin.metadata), vin.index, others,
+                         interlaced)
 
 
 def decode(info: VideoInfo, report: dict, start: int | None = None, end: int | None = None,
-           max_frames: int = MAX_FRAMES) -> Iterator[tuple[np.ndarray, int | None]]:
+           max_frames: int = MAX_FRAMES, alpha: bool | None = None) -> Iterator[tuple[np.ndarray, int | None]]:
     """Every frame of the video (``start <= pts < end`` if given: a segment that starts at a keyframe) as
-    (HxWx3 RGB, uint8 or uint16 for deep video, pts in the stream's time base), in presentation order. A packet
-    FFmpeg cannot decode is counted in ``report['corrupt_packets']`` and skipped; more than ``max_frames`` frames
-    is refused."""
+    (HxWx3 RGB, HxWx4 RGBA where it has alpha; uint8, or uint16 for deep video; pts in the stream's time base), in
+    presentation order. A packet FFmpeg cannot decode is counted in ``report['corrupt_packets']`` and skipped; more
+    than ``max_frames`` frames is refused, and so is a frame whose size is not the stream's (a size change
+    mid-stream: its output would be squashed, and the memory model was worked out for the first size)."""
     av = require_av()
-    fmt = "rgb48le" if info.deep else "rgb24"
+    alpha = info.alpha if alpha is None else alpha  # False: an output that drops it knowingly (--pix-fmt)
+    fmt = ("rgba64le" if info.deep else "rgba") if alpha else ("rgb48le" if info.deep else "rgb24")
     count = 0
     with _open(av, info.path) as container:
-        vin = container.streams.video[0]
+        vin = container.streams[info.stream]
         if start is not None:
             container.seek(start, stream=vin, backward=True, any_frame=False)
         for packet in container.demux(vin):
@@ -136,6 +230,12 @@ def decode(info: VideoInfo, report: dict, start: int | None = None, end: int | N
                 count += 1
                 if count > max_frames:
                     raise ScnetDeployError(f"'{info.path}' holds more than {max_frames} frames; refused.")
+                if (frame.width, frame.height) != (info.width, info.height):
+                    raise ScnetDeployError(
+                        f"'{info.path}': frame {count} is {frame.width}x{frame.height}, and the video began at "
+                        f"{info.width}x{info.height}; a frame size that changes mid-stream is refused (it would be "
+                        "squashed into the first size). Split the video where the size changes, or scale it to one "
+                        "size first (ffmpeg -vf scale=W:H).")
                 yield frame.to_ndarray(format=fmt), frame.pts
 
 
@@ -145,7 +245,7 @@ def keyframes(info: VideoInfo) -> list[int]:
     av = require_av()
     found = []
     with _open(av, info.path) as container:
-        for packet in container.demux(container.streams.video[0]):
+        for packet in container.demux(container.streams[info.stream]):
             if packet.is_keyframe and packet.size:
                 if packet.pts is None:
                     return []
@@ -153,14 +253,27 @@ def keyframes(info: VideoInfo) -> list[int]:
     return sorted(found)
 
 
+# The audio and subtitle codecs the narrow containers hold (FFmpeg's muxers accept some others at first and fail when
+# the header is written: PCM into MP4); .mkv and .mov hold every codec here
+CARRIED = {".mp4": {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac", "mov_text"},
+           ".webm": {"opus", "vorbis", "webvtt"}}
+
+
 class _StreamCopier:
     """Audio and subtitle packets of the input, copied into the output without re-encoding, up to the time the
     video has reached (so the output is interleaved whoever produces the frames)."""
 
-    def __init__(self, av, src: Path, sink, report: dict) -> None:
+    def __init__(self, av, src: Path, sink, report: dict, suffix: str = "") -> None:
         self.container = _open(av, src)
         self.targets = {}
+        for other in report.get("other_video", ()):  # one video stream is upscaled; the others are named
+            report.setdefault("dropped_streams", []).append(f"{other} (one video stream is upscaled: --stream N)")
+        carried = CARRIED.get(suffix.lower())
         for stream in list(self.container.streams.audio) + list(self.container.streams.subtitles):
+            if carried is not None and stream.codec_context.name not in carried:
+                report.setdefault("dropped_streams", []).append(
+                    f"{stream.type} {stream.codec_context.name} (a {suffix} file cannot hold it)")
+                continue
             try:
                 self.targets[stream.index] = sink.add_stream_from_template(stream)
                 report["copied_streams"].append(f"{stream.type} {stream.codec_context.name}")
@@ -201,6 +314,10 @@ class VideoOptions:
     pix_fmt: str | None = option(None, "Video: pixel format (default: the input's; 10-bit stays 10-bit).",
                                  cli=Optional[str])
     max_frames: int = MAX_FRAMES  # more is refused (from the header, and while decoding)
+    # the video stream to upscale, by its index in the file; None: FFmpeg's best (main_stream)
+    stream: int | None = option(None, "Video: the index of the video stream to upscale (default: FFmpeg's best: "
+                                "not a cover picture, the most frames); the others are named, not copied.",
+                                cli=Optional[int])
 
 
 class VideoWriter:
@@ -212,12 +329,10 @@ class VideoWriter:
     def __init__(self, info: VideoInfo, dst: Path, scale: int, options: VideoOptions, report: dict) -> None:
         self.av = require_av()
         self.info, self.dst, self.scale, self.report = info, Path(dst), scale, report
-        self.codec = options.codec or ENCODERS.get(info.codec, "libx264")
-        if self.codec not in self.av.codecs_available:
-            raise ScnetDeployError(f"this FFmpeg cannot encode {self.codec!r}; pass another --codec.")
-        self.pix_fmt = options.pix_fmt or info.pix_fmt
+        self.codec, self.pix_fmt = choose_encoding(self.av, info, self.dst, options.codec, options.pix_fmt)
+        self.alpha = info.alpha and has_alpha(self.pix_fmt)  # frames are written as RGBA
         w, h = info.width * scale, info.height * scale
-        if self.pix_fmt.startswith(("yuv420", "yuv422", "nv12")) and (w % 2 or h % 2):
+        if self.pix_fmt.startswith(("yuv420", "yuv422", "yuva420", "yuva422", "nv12")) and (w % 2 or h % 2):
             raise ScnetDeployError(f"{self.pix_fmt} cannot hold {w}x{h} frames (odd sizes); pass --pix-fmt yuv444p "
                                    "(or a lossless --codec ffv1).")
         self.options = options
@@ -226,11 +341,26 @@ class VideoWriter:
 
     def __enter__(self) -> "VideoWriter":
         info, av = self.info, self.av
-        self.dst.parent.mkdir(parents=True, exist_ok=True)
-        # bitexact: no random Matroska UIDs or version strings, so the same frames make the same bytes
-        self.sink = av.open(str(self.tmp), "w", container_options={"fflags": "+bitexact"})
         try:
-            self.stream = self.sink.add_stream(self.codec, rate=info.rate)
+            self.dst.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ScnetDeployError(f"-o {self.dst}: a part of that path is a file, not a folder; choose another "
+                                   "output path.") from None
+        # bitexact: no random Matroska UIDs or version strings, so the same frames make the same bytes
+        try:
+            self.sink = av.open(str(self.tmp), "w", container_options={"fflags": "+bitexact"})
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise ScnetDeployError(f"-o {self.dst}: cannot write a video there ({str(exc).splitlines()[0][:100]}); "
+                                   "choose a writable path whose suffix names a container (.mp4, .mkv, .mov, .webm)."
+                                   ) from None
+        try:
+            try:
+                self.stream = self.sink.add_stream(self.codec, rate=info.rate)
+            except (ValueError, av.error.FFmpegError) as exc:
+                raise ScnetDeployError(
+                    f"-o {self.dst.name}: a {self.dst.suffix or 'file without a suffix'} container cannot hold "
+                    f"{self.codec} video ({str(exc).splitlines()[0][:80]}); pass --codec libvpx-vp9 for .webm, or "
+                    "write .mkv, which holds every codec.") from None
             self.stream.width, self.stream.height = info.width * self.scale, info.height * self.scale
             self.stream.pix_fmt = self.pix_fmt
             self.stream.time_base = info.time_base
@@ -240,7 +370,7 @@ class VideoWriter:
                 setattr(self.stream.codec_context, key, value)
             if info.rotation:
                 self.stream.set_display_rotation(info.rotation)
-            self.copier = _StreamCopier(av, info.path, self.sink, self.report)
+            self.copier = _StreamCopier(av, info.path, self.sink, self.report, self.dst.suffix)
         except BaseException:
             self.sink.close()
             self.tmp.unlink(missing_ok=True)
@@ -248,7 +378,9 @@ class VideoWriter:
         return self
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
-        frame = self.av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+        deep, four = rgb.dtype == np.uint16, rgb.shape[2] == 4
+        fmt = ("rgba64le" if deep else "rgba") if four else ("rgb48le" if deep else "rgb24")
+        frame = self.av.VideoFrame.from_ndarray(rgb, format=fmt)
         frame.pts, frame.time_base = pts, self.info.time_base
         for key in ("colorspace", "color_range"):  # RGB -> YUV with the matrix the output declares
             if self.info.colour.get(key):
