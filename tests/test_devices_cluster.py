@@ -135,3 +135,25 @@ def test_an_address_nothing_answers_at_is_one_line_not_a_hang(work, tmp_path):
         port = s.getsockname()[1]
     run = cli("upscale", artifact, images, "-o", tmp_path / "out", "--ray", f"127.0.0.1:{port}", timeout=60)
     assert "nothing answers at" in one_line_error(run) and not (tmp_path / "out").exists()
+
+
+def test_an_address_where_something_else_listens_is_one_line_within_seconds(work, tmp_path):
+    """Row 13 of issue 38: an HTTP server at --ray's address passed the TCP check, then Ray's GCS client retried for
+    minutes, printing raw C++ warnings and ignoring SIGTERM. It speaks no gRPC: refused at once."""
+    import http.server
+    import threading
+    import time
+
+    from conftest import one_line_error
+
+    _, _, artifact, images, _ = work
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        run = cli("upscale", artifact, images, "-o", tmp_path / "out", "--ray", f"127.0.0.1:{server.server_port}",
+                  timeout=60)
+        assert "it is not a Ray cluster" in one_line_error(run) and time.monotonic() - t0 < 20
+        assert not (tmp_path / "out").exists()
+    finally:
+        server.shutdown()

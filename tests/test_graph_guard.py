@@ -200,3 +200,20 @@ def test_the_private_copy_is_removed_with_the_runner(engines):
     del runner
     gc.collect()
     assert not any(p.exists() for p in made)
+
+
+def test_ncnn_own_messages_come_through_ours(engines, tmp_path):
+    """Row 19 of issue 38: ncnn's own stderr lines reached the terminal raw, ahead of ours. A param ncnn cannot read
+    is now one line of ours that carries ncnn's reason, cleaned."""
+    def change(folder: Path) -> None:
+        param = folder / "model.ncnn.param"
+        lines = param.read_text().split("\n")
+        lines[1] = "\x1b]52;c;b3duZWQ=\x07 9999 9999"  # an escape and a layer count ncnn cannot meet
+        param.write_text("\n".join(lines))
+
+    broken = rehashed(engines / "e" / "ncnn", tmp_path / "broken", change)
+    proc = _infer(broken, engines, tmp_path)
+    assert proc.returncode == 2 and "\x1b" not in proc.stderr + proc.stdout, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert all(line.startswith(("warning:", "error:")) for line in lines), proc.stderr  # nothing raw from ncnn
+    assert "ncnn could not load" in lines[-1] and "layer_count" in lines[-1]

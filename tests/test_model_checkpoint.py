@@ -183,3 +183,19 @@ def test_nonfinite_weights_warn_and_refuse_a_finite_only_purpose(tmp_path):
         ckpt.require_finite("calibrate")
     out = cli("info", tmp_path / "nan.pth")
     assert out.returncode == 0 and "warning:" in out.stderr and "NaN/Inf" in out.stderr
+
+
+def test_integer_typed_weights_are_refused(tmp_path):
+    """Row 18 of issue 38: a checkpoint with int8-typed weights upscaled without a word (its codes cast to float)."""
+    import torch
+
+    from conftest import tiny_model
+    from scnet_deploy.errors import CheckpointError
+    from scnet_deploy.model.checkpoint import load_checkpoint
+
+    sd = tiny_model(2).state_dict()
+    name = next(k for k in sd if k.endswith("weight"))
+    sd[name] = (sd[name] * 100).round().clamp(-128, 127).to(torch.int8)
+    torch.save({"params": sd}, tmp_path / "int8_x2.pth")
+    with pytest.raises(CheckpointError, match=r"holds integer weights .*int8"):
+        load_checkpoint(tmp_path / "int8_x2.pth")

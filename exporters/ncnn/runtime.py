@@ -165,9 +165,19 @@ class NcnnRunner(Runner):
             index = ncnn.get_default_gpu_index() if vulkan_device is None else vulkan_device
             net.set_vulkan_device(index)
             device = f":{index} {vulkan_devices()[index]['name'].split(' (')[0]}"
-        if net.load_param(str(directory / PARAM)) != 0 or net.load_model(str(directory / BIN)) != 0:
-            raise ScnetDeployError(f"ncnn could not load '{directory / PARAM}' and its weights; re-export the "
+        with _captured_stderr() as said:  # ncnn's own lines (a layer it lacks...) come through ours, cleaned
+            loaded = net.load_param(str(directory / PARAM)) == 0 and net.load_model(str(directory / BIN)) == 0
+        from scnet_deploy.door import clean_text
+
+        said = "; ".join(line.strip() for line in clean_text(said[0], newlines=True).splitlines() if line.strip())
+        if not loaded:
+            reason = said[:200] or "no reason given"
+            raise ScnetDeployError(f"ncnn could not load the artifact's graph and weights ({reason}); re-export the "
                                    "artifact.")
+        if said:
+            import warnings
+
+            warnings.warn(f"ncnn, loading the artifact: {said[:300]}", stacklevel=2)
         self.net, self.compute, self.threads = net, compute, opt.num_threads
         super().__init__(precision, name=f"ncnn {'Vulkan' + device if compute == 'vulkan' else 'CPU'} {precision}")
 

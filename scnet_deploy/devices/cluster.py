@@ -46,6 +46,7 @@ def _require_ray():
     # Ray's C++ core logs a warning line to the terminal for every actor pool (constructor arguments in the object
     # store); the run's own errors still come through Python
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # a "(raylet)" line that still reaches the terminal: no escapes
     try:
         import ray
         import ray.data  # noqa: F401
@@ -111,10 +112,35 @@ def _require_reachable(address: str, timeout_s: float = 5.0) -> None:
         return  # Ray Client: its own timeout applies
     host, _, port = where.rpartition(":")
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s)
     except (OSError, ValueError):
         raise ScnetDeployError(f"--ray {address}: nothing answers at {where!r}; start the cluster first "
                                "(docs/cluster.md: ray start --head), check the address, or pass --ray local.") from None
+    with conn:
+        if not _speaks_grpc(conn):
+            raise ScnetDeployError(f"--ray {address}: something answers at {where!r}, and it is not a Ray cluster "
+                                   "(its GCS speaks gRPC; the default port is 6379, `ray status` shows the address); "
+                                   "check the address, or pass --ray local.")
+
+
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with its own SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _speaks_grpc(conn) -> bool:
+    """Whether the server on ``conn`` answers HTTP/2's preface with a SETTINGS frame, as gRPC servers do (an HTTP/1
+    server, a database or a closed socket does not), within the connection's timeout."""
+    try:
+        conn.sendall(HTTP2_PREFACE)
+        header = b""
+        while len(header) < 9:
+            chunk = conn.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:
+        return False
+    return header[3] == 0x04  # the frame's type: SETTINGS
 
 
 # --- the model, carried to the nodes ----------------------------------------------------------------------------

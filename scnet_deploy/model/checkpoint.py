@@ -117,6 +117,13 @@ def _load_strict(model: SCNet, sd: dict, path: Path) -> None:
     if wrong:
         raise CheckpointError(f"'{path}' has inconsistent shapes: {'; '.join(wrong[:3])}. The file is damaged or "
                               "mixes two models.")
+    # float weights only: an integer tensor cast to float is a different model (int8 codes without their scales)
+    integer = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in sd.items()
+               if not v.is_floating_point() and k in expected]
+    if integer:
+        raise CheckpointError(f"'{path}' holds integer weights ({', '.join(integer[:3])}), and SCNet's are float: "
+                              "they would run as their raw codes, without the scales that make them weights. Pass the "
+                              "float checkpoint it was quantized from.")
     model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
 
 
