@@ -46,8 +46,8 @@ def probe_size(manifest: dict) -> tuple[int, int]:
     if not manifest.get("size_range"):
         return PROBE
     r = SizeRange.from_dict(manifest["size_range"])
-    side = max(r.min, min(PROBE[0], r.max or PROBE[0]))
-    return side, side
+    return tuple(max(lo if r.min else 1, min(p, r.max[i] if r.max else p))
+                 for i, (p, lo) in enumerate(zip(PROBE, r.min or (1, 1))))
 
 
 def check_graph(facts: GraphFacts, allowed: frozenset[str], manifest: dict, what: str) -> None:

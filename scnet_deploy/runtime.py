@@ -72,7 +72,7 @@ def _load_checked(path: Path, private: Path, runtime: RuntimeOptions):
     from .signing import check as check_signature
 
     manifest = check_artifact(path, required=lambda m: get_backend(m["backend"]).reads, copy_into=private)
-    check_signature(private, runtime.trust, str(path))  # over the copy: the bytes that will run
+    signed_by = check_signature(private, runtime.trust, str(path))  # over the copy: the bytes that will run
     backend = get_backend(manifest["backend"])
     module = backend.runtime()
     guard(module, private, manifest, f"artifact '{path}'")

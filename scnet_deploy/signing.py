@@ -13,7 +13,7 @@ from pathlib import Path
 from .door import SIGNATURE_NAME, clean_text
 from .errors import ScnetDeployError
 
-INSTALL = "pip install 'scnet-deploy[signing]'"
+INSTALL = "pip install model-signing pyopenssl (the signing extra)"
 
 
 class SignatureError(ScnetDeployError):

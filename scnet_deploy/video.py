@@ -127,7 +127,8 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
     protect_inputs([src], [dst])
     tile, bits = tile_for(info.height, info.width), 16 if info.deep else 8
     report = {"input": str(src), "output": str(dst), "frames": 0, "corrupt_packets": 0, "copied_streams": [],
-              "inflight": inflight, "other_video": list(info.others), "interlaced": info.interlaced}
+              "inflight": inflight, "other_video": list(info.others), "interlaced": info.interlaced,
+              "model": model_identity(runner), "tile": tile}
 
     def work(engine, item):
         rgb, pts = item
@@ -136,18 +137,32 @@ def upscale_video(runner, src: Path, dst: Path, tile_for, halo: int, options: Vi
     started = time.perf_counter()
     with VideoWriter(info, dst, scale, options, report) as out:
         _say_what_is_not_kept(say, src.name, info, out, report)
-        frames = in_background(decode(info, report, max_frames=options.max_frames, alpha=out.alpha),
-                               depth=inflight + 1)
-        for up, pts in in_order(work, frames, inflight, runner):
-            if frames_out is not None:
-                frames_out(up)
-            out.write(up, pts)
-            say(frame_progress(src.name, report["frames"], info.frames, time.perf_counter() - started))
+        if out.done:
+            say(Progress(f"{src.name}: resuming after {out.done} complete segment(s) of {len(out.cuts)}", STEP))
+        if out.done < len(out.cuts):
+            frames = in_background(decode(info, report, start=out.resume_pts, max_frames=options.max_frames,
+                                          alpha=out.alpha), depth=inflight + 1)
+            for up, pts in in_order(work, frames, inflight, runner):
+                if frames_out is not None:
+                    frames_out(up)
+                out.write(up, pts)
+                say(frame_progress(src.name, report["frames"], info.frames, time.perf_counter() - started))
     if report["corrupt_packets"]:
         say(Progress(f"{src.name}: {report['corrupt_packets']} corrupt packet(s) skipped", STEP))
     report.update(codec=out.codec, pix_fmt=out.pix_fmt, size=[info.width, info.height], scale=scale,
                   rotation=info.rotation, seconds=time.perf_counter() - started)
     return report
+
+
+def model_identity(runner) -> str:
+    """What identifies the model a video's segments were made with (a resumed run must use the same): the
+    artifact's file hashes, or the checkpoint's."""
+    import hashlib
+    import json
+
+    manifest = getattr(runner, "manifest", None) or {}
+    files = manifest.get("files") or {"name": runner.name}
+    return hashlib.sha256(json.dumps([files, manifest.get("precision")], sort_keys=True).encode()).hexdigest()
 
 
 def _say_what_is_not_kept(say, name: str, info, out, report: dict) -> None:

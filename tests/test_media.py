@@ -210,10 +210,83 @@ def test_two_upscales_to_one_output_at_once_stop_the_second(ckpt, tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "scnet_deploy", "upscale", str(ckpt), str(src), "-o",
                               str(tmp_path / "out.mkv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(tmp_path.glob(".out*tmp*")):
+    while time.monotonic() < deadline and not list(tmp_path.glob(".out.mkv.parts/segment-*")):
         time.sleep(0.05)
     second = subprocess.run([sys.executable, "-m", "scnet_deploy", "upscale", str(ckpt), str(src), "-o",
                              str(tmp_path / "out.mkv")], capture_output=True, text=True, timeout=120)
     first.communicate(timeout=300)
     assert first.returncode == 0
     assert second.returncode == 2 and "is writing" in one_line_error(second)
+
+
+def _gop_video(path, frames=30, gop=5):
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 24, 16, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.options = {"keyint": str(gop), "min-keyint": str(gop), "sc_threshold": "0"}
+        for _ in range(frames):
+            rgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+            for p in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    return path
+
+
+def test_a_video_killed_halfway_resumes_and_ends_byte_identical(ckpt, tmp_path, monkeypatch):
+    """Row 20 (point 5): a 10-hour upscale killed at 90% kept nothing. Segments (cut at keyframes) are kept as they
+    complete; the same command continues from the first missing one and the file it ends with is byte for byte an
+    uninterrupted run's (FFV1, lossless). The output name appears only when complete."""
+    import scnet_deploy.video as video
+
+    src = _gop_video(tmp_path / "in.mp4")
+    options = lambda out: UpscaleOptions(out, video=VideoOptions(codec="ffv1", segment_s=1.0))  # noqa: E731
+    (tmp_path / "whole").mkdir()
+    (whole,) = upscale(ckpt, [src], options(tmp_path / "whole" / "out.mkv"))
+    assert whole["frames"] == 30 and whole["resumed_segments"] == 0
+
+    real, calls = video.upscale_frame, []
+
+    def killed_at_half(*args, **kw):
+        calls.append(1)
+        if len(calls) == 17:  # frames 0-15 upscaled: the 16th opened the fourth segment, closing the third
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(video, "upscale_frame", killed_at_half)
+    (tmp_path / "resumed").mkdir()
+    out = tmp_path / "resumed" / "out.mkv"
+    with pytest.raises(KeyboardInterrupt):
+        upscale(ckpt, [src], options(out))
+    assert not out.exists()
+    kept = sorted(p.name for p in (tmp_path / "resumed" / ".out.mkv.parts").glob("segment-*.nut"))
+    assert kept == [f"segment-{i:05d}.nut" for i in range(3)], kept  # frames 0-14: three complete 1 s segments
+    monkeypatch.setattr(video, "upscale_frame", real)
+    (resumed,) = upscale(ckpt, [src], options(out))
+    assert resumed["resumed_segments"] == 3 and resumed["frames_encoded"] == 15 and resumed["frames"] == 30
+    assert out.read_bytes() == (tmp_path / "whole" / "out.mkv").read_bytes()
+    assert not (tmp_path / "resumed" / ".out.mkv.parts").exists()
+
+
+def test_segments_of_another_model_or_input_are_not_reused(ckpt, tmp_path, monkeypatch):
+    import scnet_deploy.video as video
+
+    src = _gop_video(tmp_path / "in.mp4")
+    options = UpscaleOptions(tmp_path / "out.mkv", video=VideoOptions(codec="ffv1", segment_s=1.0))
+    real, calls = video.upscale_frame, []
+
+    def killed(*args, **kw):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(video, "upscale_frame", killed)
+    with pytest.raises(KeyboardInterrupt):
+        upscale(ckpt, [src], options)
+    monkeypatch.setattr(video, "upscale_frame", real)
+    other = save_basicsr(tiny_model(2, num_block=2), tmp_path / "other_x2.pth")
+    (result,) = upscale(other, [src], options)
+    assert result["resumed_segments"] == 0 and result["frames_encoded"] == 30

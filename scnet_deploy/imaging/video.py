@@ -6,6 +6,7 @@ transfer, matrix and range; audio and subtitle streams copied without re-encodin
 place only when complete.
 """
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "l
 MAX_FRAME_PIXELS = 8192 * 8192  # an upscaled frame; a frame-size bomb is refused before its first frame is decoded
 MAX_FRAMES = 1_000_000  # 11.6 hours at 24 fps; a frame-count bomb is refused from its header and while decoding
 COLOUR = ("color_primaries", "color_trc", "colorspace", "color_range")
+SEGMENT_S = 10.0  # a segment of the output (cut at the input's keyframes) spans at least this much video
 
 
 def require_av():
@@ -314,17 +316,39 @@ class VideoOptions:
     pix_fmt: str | None = option(None, "Video: pixel format (default: the input's; 10-bit stays 10-bit).",
                                  cli=Optional[str])
     max_frames: int = MAX_FRAMES  # more is refused (from the header, and while decoding)
+    segment_s: float = SEGMENT_S  # a resumable segment of the output spans at least this much video
     # the video stream to upscale, by its index in the file; None: FFmpeg's best (main_stream)
     stream: int | None = option(None, "Video: the index of the video stream to upscale (default: FFmpeg's best: "
                                 "not a cover picture, the most frames); the others are named, not copied.",
                                 cli=Optional[int])
 
 
+PARTS_VERSION = 1
+
+
+def segment_cuts(info: VideoInfo, min_seconds: float = SEGMENT_S) -> list[tuple[int | None, int | None]]:
+    """The video cut at its keyframes into segments of at least ``min_seconds``, as (start pts, end pts); None: the
+    beginning or the end. One segment where keyframes have no timestamps."""
+    keys = keyframes(info)
+    cuts, start = [], None
+    for key in keys[1:]:
+        if float((key - (keys[0] if start is None else start)) * info.time_base) >= min_seconds:
+            cuts.append((start, key))
+            start = key
+    return cuts + [(start, None)]
+
+
 class VideoWriter:
     """``with VideoWriter(info, dst, scale, options, report) as out: out.write(rgb, pts)`` for every upscaled frame
     in order: encoded with the input's codec, pixel format, timestamps, rotation and colour description (unless
-    ``options`` say otherwise), the input's audio and subtitles copied alongside; written to a temporary name and
-    renamed to ``dst`` when the block ends without an error, removed otherwise."""
+    ``options`` say otherwise), the input's audio and subtitles copied alongside.
+
+    Long jobs resume: the frames are encoded segment by segment (``segment_cuts``: at the input's keyframes), each
+    segment a file of its own in ``.NAME.parts/`` beside the output, renamed complete when its last frame is in.
+    When every segment is there, their packets are muxed with the copied streams into a temporary file, renamed to
+    ``dst``, and the parts removed. A run that ends early keeps the complete segments; the same command run again
+    continues from the first missing one (``resume_pts``; ``write`` ignores frames of segments already done), and
+    the file it ends with is byte for byte the one an uninterrupted run writes."""
 
     def __init__(self, info: VideoInfo, dst: Path, scale: int, options: VideoOptions, report: dict) -> None:
         self.av = require_av()
@@ -337,47 +361,113 @@ class VideoWriter:
                                    "(or a lossless --codec ffv1).")
         self.options = options
         self.tmp = self.dst.with_name(f".{self.dst.stem}.tmp-{os.getpid()}{self.dst.suffix}")
+        self.parts = self.dst.with_name(f".{self.dst.name}.parts")
         report.setdefault("copied_streams", [])
 
+    # --- the segments -----------------------------------------------------------------------------------------
+
+    def _plan(self) -> dict:
+        """What the segments are made of: a segment kept from an earlier run must come from the same input, model
+        output size and encoding."""
+        st = os.stat(self.info.path)
+        return {"version": PARTS_VERSION, "input": str(self.info.path.resolve()), "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns, "scale": self.scale, "codec": self.codec, "pix_fmt": self.pix_fmt,
+                "crf": self.options.crf, "cuts": [list(c) for c in self.cuts], "model": self.report.get("model"),
+                "tile": self.report.get("tile"), "alpha": self.alpha}
+
+    def _segment(self, i: int) -> Path:
+        return self.parts / f"segment-{i:05d}.nut"
+
+    def _timestamps(self, i: int) -> Path:
+        """The encoder's (pts, dts) of each packet of segment ``i``, in the input's time base: NUT keeps no dts for
+        the first packets of a codec with B-frames, and MP4 needs them."""
+        return self.parts / f"segment-{i:05d}.json"
+
+    def _open_parts(self) -> None:
+        import json
+        import shutil
+
+        self.cuts = segment_cuts(self.info, self.options.segment_s)
+        plan = self._plan()
+        recorded = self.parts / "plan.json"
+        try:
+            same = json.loads(recorded.read_text()) == plan
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(self.parts, ignore_errors=True)
+            self.parts.mkdir()
+            recorded.write_text(json.dumps(plan))
+        for stale in self.parts.glob("*.tmp*"):
+            stale.unlink()
+        self.done = 0  # segments complete, in order (a later one without an earlier one is not kept)
+        while self.done < len(self.cuts) and self._segment(self.done).is_file() and \
+                self._timestamps(self.done).is_file():
+            self.done += 1
+        for later in self.parts.glob("segment-*"):
+            if int(later.stem.split("-")[1].split(".")[0]) >= self.done:
+                later.unlink()
+        self.report["resumed_segments"] = self.done
+        self.resume_pts = None if self.done == 0 or self.done == len(self.cuts) else self.cuts[self.done][0]
+        self.current, self.seg = None, None  # the segment being written, its index
+
+    def _start_segment(self, i: int) -> None:
+        av, info = self.av, self.info
+        tmp = self._segment(i).with_suffix(".tmp.nut")
+        sink = av.open(str(tmp), "w", format="nut", container_options={"fflags": "+bitexact"})
+        stream = sink.add_stream(self.codec, rate=info.rate)
+        stream.width, stream.height = info.width * self.scale, info.height * self.scale
+        stream.pix_fmt = self.pix_fmt
+        stream.time_base = info.time_base
+        stream.options = {**quality(self.codec, self.options.crf), "flags": "+bitexact"}
+        for key, value in info.colour.items():
+            setattr(stream.codec_context, key, value)
+        self.current, self.seg, self.seg_stream, self.seg_tmp, self.stamps = sink, i, stream, tmp, []
+
+    def _mux_encoded(self, packets) -> None:
+        for packet in packets:
+            if packet.size:
+                tb = packet.time_base
+                self.stamps.append((packet.pts, packet.dts, tb.numerator, tb.denominator))
+            self.current.mux(packet)
+
+    def _finish_segment(self) -> None:
+        import json
+
+        self._mux_encoded(self.seg_stream.encode(None))
+        self.current.close()
+        stamps = self._timestamps(self.seg).with_suffix(".tmp.json")
+        stamps.write_text(json.dumps(self.stamps))
+        os.replace(stamps, self._timestamps(self.seg))
+        os.replace(self.seg_tmp, self._segment(self.seg))  # last: a segment file is a complete segment
+        self.current = None
+
+    def _index(self, pts: int | None) -> int:
+        i = self.seg if self.seg is not None else 0
+        while pts is not None and i + 1 < len(self.cuts) and self.cuts[i][1] is not None and pts >= self.cuts[i][1]:
+            i += 1
+        return i
+
+    # --- frames in ----------------------------------------------------------------------------------------------
+
     def __enter__(self) -> "VideoWriter":
-        info, av = self.info, self.av
         try:
             self.dst.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise ScnetDeployError(f"-o {self.dst}: a part of that path is a file, not a folder; choose another "
                                    "output path.") from None
-        # bitexact: no random Matroska UIDs or version strings, so the same frames make the same bytes
-        try:
-            self.sink = av.open(str(self.tmp), "w", container_options={"fflags": "+bitexact"})
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise ScnetDeployError(f"-o {self.dst}: cannot write a video there ({str(exc).splitlines()[0][:100]}); "
-                                   "choose a writable path whose suffix names a container (.mp4, .mkv, .mov, .webm)."
-                                   ) from None
-        try:
-            try:
-                self.stream = self.sink.add_stream(self.codec, rate=info.rate)
-            except (ValueError, av.error.FFmpegError) as exc:
-                raise ScnetDeployError(
-                    f"-o {self.dst.name}: a {self.dst.suffix or 'file without a suffix'} container cannot hold "
-                    f"{self.codec} video ({str(exc).splitlines()[0][:80]}); pass --codec libvpx-vp9 for .webm, or "
-                    "write .mkv, which holds every codec.") from None
-            self.stream.width, self.stream.height = info.width * self.scale, info.height * self.scale
-            self.stream.pix_fmt = self.pix_fmt
-            self.stream.time_base = info.time_base
-            self.stream.options = quality(self.codec, self.options.crf)
-            self.stream.metadata.update(info.metadata)
-            for key, value in info.colour.items():
-                setattr(self.stream.codec_context, key, value)
-            if info.rotation:
-                self.stream.set_display_rotation(info.rotation)
-            self.copier = _StreamCopier(av, info.path, self.sink, self.report, self.dst.suffix)
-        except BaseException:
-            self.sink.close()
-            self.tmp.unlink(missing_ok=True)
-            raise
+        self._check_container()
+        self._open_parts()
         return self
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        i = self._index(pts)
+        if i < self.done:
+            return  # a segment an earlier run completed
+        if self.current is None or i != self.seg:
+            if self.current is not None:
+                self._finish_segment()
+            self._start_segment(i)
         deep, four = rgb.dtype == np.uint16, rgb.shape[2] == 4
         fmt = ("rgba64le" if deep else "rgba") if four else ("rgb48le" if deep else "rgb24")
         frame = self.av.VideoFrame.from_ndarray(rgb, format=fmt)
@@ -385,26 +475,100 @@ class VideoWriter:
         for key in ("colorspace", "color_range"):  # RGB -> YUV with the matrix the output declares
             if self.info.colour.get(key):
                 setattr(frame, key, self.info.colour[key])
-        if pts is not None:
-            self.copier.until(float(pts * self.info.time_base))
-        for packet in self.stream.encode(frame):
-            self.sink.mux(packet)
-        self.report["frames"] = self.report.get("frames", 0) + 1
+        self._mux_encoded(self.seg_stream.encode(frame))
+        self.report["frames_encoded"] = self.report.get("frames_encoded", 0) + 1
+        self.report["frames"] = self.report.get("frames", 0) + 1  # so far; the muxed count at the end
 
     def __exit__(self, kind, value, traceback) -> None:
+        import shutil
+
+        if kind is not None:  # a run that ends early: its complete segments stay for the next run
+            if self.current is not None:
+                self.current.close()
+                self.seg_tmp.unlink(missing_ok=True)
+            for stale in self.parts.glob("*.tmp.*"):
+                stale.unlink()
+            if not any(self.parts.glob("segment-*.nut")):
+                shutil.rmtree(self.parts, ignore_errors=True)
+            return
+        if self.current is not None:
+            self._finish_segment()
+        if not all(self._segment(i).is_file() for i in range(len(self.cuts))):
+            shutil.rmtree(self.parts, ignore_errors=True)
+            raise ScnetDeployError(f"'{self.info.path}' has no frame FFmpeg could decode"
+                                   + (" in some of its segments" if self.done or self.report.get("frames_encoded")
+                                      else "") + ".")
+        self._mux()
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    # --- the file out ---------------------------------------------------------------------------------------------
+
+    def _check_container(self) -> None:
+        """The output's container takes this codec: checked before the first frame (a pairing it refuses is one
+        line, with the fix), on a throwaway file."""
+        av = self.av
         try:
-            if kind is None:
-                for packet in self.stream.encode(None):
-                    self.sink.mux(packet)
-                self.copier.until(None)
+            probe_sink = av.open(str(self.tmp), "w")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise ScnetDeployError(f"-o {self.dst}: cannot write a video there ({str(exc).splitlines()[0][:100]}); "
+                                   "choose a writable path whose suffix names a container (.mp4, .mkv, .mov, .webm)."
+                                   ) from None
+        try:
+            probe_sink.add_stream(self.codec, rate=self.info.rate)
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise ScnetDeployError(
+                f"-o {self.dst.name}: a {self.dst.suffix or 'file without a suffix'} container cannot hold "
+                f"{self.codec} video ({str(exc).splitlines()[0][:80]}); pass --codec libvpx-vp9 for .webm, or "
+                "write .mkv, which holds every codec.") from None
         finally:
-            self.copier.close()
-            self.sink.close()
-            if kind is None and self.report.get("frames"):
-                os.replace(self.tmp, self.dst)
+            with contextlib.suppress(Exception):
+                probe_sink.close()
             self.tmp.unlink(missing_ok=True)
-        if kind is None and not self.report.get("frames"):
-            raise ScnetDeployError(f"'{self.info.path}' has no frame FFmpeg could decode.")
+
+    def _mux(self) -> None:
+        """Every segment's packets, in order, with the input's other streams, into ``dst`` (renamed in when
+        complete)."""
+        import json
+
+        av, info = self.av, self.info
+        # bitexact: no random Matroska UIDs or version strings, so the same frames make the same bytes
+        sink = av.open(str(self.tmp), "w", container_options={"fflags": "+bitexact"})
+        frames = 0
+        try:
+            with av.open(str(self._segment(0))) as first:
+                stream = sink.add_stream_from_template(first.streams.video[0])
+            stream.metadata.update(info.metadata)
+            for key, value in info.colour.items():  # NUT does not carry the colour description
+                setattr(stream.codec_context, key, value)
+            stream.codec_context.framerate = info.rate  # the container's average frame rate
+            if info.rotation:
+                stream.set_display_rotation(info.rotation)
+            copier = _StreamCopier(av, info.path, sink, self.report, self.dst.suffix)
+            try:
+                for i in range(len(self.cuts)):
+                    stamps = iter(json.loads(self._timestamps(i).read_text()))
+                    with av.open(str(self._segment(i))) as part:
+                        for packet in part.demux(part.streams.video[0]):
+                            if not packet.size:
+                                continue
+                            pts, dts, num, den = next(stamps)
+                            packet.pts, packet.dts, packet.time_base = pts, dts, Fraction(num, den)
+                            if packet.pts is not None:
+                                copier.until(float(packet.pts * packet.time_base))
+                            packet.stream = stream
+                            sink.mux(packet)
+                            frames += 1
+                copier.until(None)
+            finally:
+                copier.close()
+            sink.close()
+            os.replace(self.tmp, self.dst)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                sink.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
+        self.report["frames"] = frames
 
 
 def synthetic_clip(path: Path, lr: tuple[int, int], rate: float, frames: int = 8) -> Path:
