@@ -78,7 +78,9 @@ def _load_checked(path: Path, private: Path, runtime: RuntimeOptions):
     guard(module, private, manifest, f"artifact '{path}'")
     errors = module.load_errors() if hasattr(module, "load_errors") else ()
     try:
-        return module.load(private, manifest, runtime)  # declares its manifest, arch and size range
+        runner = module.load(private, manifest, runtime)  # declares its manifest, arch and size range
+        runner.signed_by = signed_by  # the --trust key that verified it, or None
+        return runner
     except errors as exc:  # a file the runtime cannot load: the artifact's fault, not this code's
         raise ArtifactError(f"artifact '{path}': {backend.name} cannot load it "
                             f"({clean_text(str(exc))[:200]}); re-export it.") from None

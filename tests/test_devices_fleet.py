@@ -64,6 +64,7 @@ def test_every_device_failing_is_one_line(fleet, artifact):
     assert "\n" not in message
 
 
+@pytest.mark.slow  # 15 s: three devices twice; several devices at once are exercised by the deadline test
 def test_devices_run_at_the_same_time(hostile, fleet, artifact):
     """Three devices that each take 1 s to bench: about 1 s with --jobs 3, about 3 s one at a time."""
     from dataclasses import replace

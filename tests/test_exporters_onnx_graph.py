@@ -29,6 +29,7 @@ def test_same_inputs_give_same_bytes(tiny, tmp_path):
     assert a == b
 
 
+@pytest.mark.slow  # 18 s: two exports in fresh processes; same-process determinism is in the default run
 def test_onnx_is_byte_identical_across_processes(tmp_path):
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     for name in ("a", "b"):
@@ -178,6 +179,7 @@ def test_official_checkpoint_exports_within_1e5_of_official_output(tmp_path, nam
     assert np.abs(run(tmp_path / "a" / "model.onnx", x) - np.load(FIXTURES / f"{name}.output.npy")).max() <= 1e-5
 
 
+@pytest.mark.slow  # 27 s of torch.onnx dynamo export; the slice form's outputs are checked in the default run
 def test_slice_form_from_the_dwconv_graph_is_the_graph_dynamo_makes_of_shiftslice(tmp_path):
     """``--shift slice`` with the dynamo exporter rewrites the dwconv graph's shift convolutions (six times faster
     than tracing ShiftSlice): after simplification it has exactly the ops of ShiftSlice's own export, no grouped

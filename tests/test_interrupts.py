@@ -30,7 +30,8 @@ def _export_patched(tmp_path, body: str) -> subprocess.CompletedProcess:
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
 def test_interrupted_export_leaves_nothing_and_rerun_succeeds(tmp_path, sig):
     ckpt = save_basicsr(tiny_model(4, "mlp", num_block=4), tmp_path / "m.pth")
     out = tmp_path / "artifact"
@@ -138,8 +139,9 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("engine", ["onnx", "openvino", "ncnn"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("engine, sig", [("onnx", signal.SIGINT), ("openvino", signal.SIGINT), ("ncnn", signal.SIGINT),
+                                         ("onnx", signal.SIGTERM), ("ncnn", signal.SIGTERM),
+                                         pytest.param("openvino", signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_long_inference_stops_within_a_second(stoppable_engines, engine, sig):
     """Row 2 of issue 38: a run inside a runtime's native code ignored Ctrl-C and SIGTERM until it returned (a Loop
     bomb: forever). Now it is stopped (ONNX Runtime's terminate flag, OpenVINO's cancel) or, where the runtime

@@ -51,23 +51,29 @@ def test_a_signed_artifact_runs_with_its_authors_key(signed, tmp_path):
 
 
 def test_another_key_an_altered_artifact_and_no_signature_are_refused(signed, tmp_path):
+    from scnet_deploy.options import RuntimeOptions
+    from scnet_deploy.runtime import open_model
+    from scnet_deploy.signing import SignatureError
+
     d, pub, other, ckpt = signed
     proc = _cli("infer", d / "art", d / "x.npz", "-o", tmp_path / "o.npz", "--trust", other)
     assert proc.returncode == 2 and "does not verify with any --trust key" in one_line_error(proc)
+    assert not (tmp_path / "o.npz").exists()
     altered = tmp_path / "altered"  # a graph changed and the manifest re-hashed: the hashes pass, the signature not
     shutil.copytree(d / "art", altered)
     (altered / "model.onnx").write_bytes((altered / "model.onnx").read_bytes() + b"\0")
     manifest = json.loads((altered / "manifest.json").read_text())
     manifest["files"]["model.onnx"] = hashlib.sha256((altered / "model.onnx").read_bytes()).hexdigest()
     (altered / "manifest.json").write_text(json.dumps(manifest))
-    proc = _cli("infer", altered, d / "x.npz", "-o", tmp_path / "o.npz", "--trust", pub)
-    assert proc.returncode == 2 and "does not verify" in one_line_error(proc)
+    with pytest.raises(SignatureError, match="does not verify"):
+        open_model(altered, RuntimeOptions(trust=(pub,)))
     unsigned = tmp_path / "unsigned"
     shutil.copytree(d / "art", unsigned)
     (unsigned / "model.sig").unlink()
-    proc = _cli("infer", unsigned, d / "x.npz", "-o", tmp_path / "o.npz", "--trust", pub)
-    assert proc.returncode == 2 and "is not signed" in one_line_error(proc)
-    assert not (tmp_path / "o.npz").exists()
+    with pytest.raises(SignatureError, match="is not signed"):
+        open_model(unsigned, RuntimeOptions(trust=(pub,)))
+    with open_model(d / "art", RuntimeOptions(trust=(other, pub))) as runner:  # any of several keys
+        assert runner.signed_by == str(pub)
 
 
 def test_without_trust_an_artifact_runs_and_says_once_that_it_was_not_checked(signed, tmp_path):

@@ -376,7 +376,7 @@ def _video(ray, runner, payload, inputs, options, ray_options, runtime, halo, pr
     from ..door import protect_inputs
     from ..imaging.video import VideoWriter, probe
     from ..upscale import DONE, video_destination
-    from ..video import frame_progress
+    from ..video import frame_progress, model_identity
 
     say = reporter(progress)
     if len(inputs) != 1:
@@ -398,7 +398,7 @@ def _video(ray, runner, payload, inputs, options, ray_options, runtime, halo, pr
     frames = _map(ray, rows, SegmentWorker, actors, threads, need,
                   ([ray.put(payload)], runtime, info, halo, tile, options.video.max_frames))
     report = {"input": str(src), "output": str(dst), "frames": 0, "corrupt_packets": 0, "copied_streams": [],
-              "segments": len(cuts), "actors": actors, "nodes": {}}
+              "segments": len(cuts), "actors": actors, "nodes": {}, "model": model_identity(runner), "tile": tile}
     corrupt: dict = {}
     started = time.perf_counter()
     with VideoWriter(info, dst, scale, options.video, report) as out:
