@@ -45,7 +45,10 @@ class Runner(abc.ABC):
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        from scnet_deploy.interrupts import abandoned
+
+        if not abandoned():  # an engine freed under the thread still running it crashes (ncnn: -11); we are exiting
+            self.close()
 
     def close(self) -> None:
         pass

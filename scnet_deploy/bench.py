@@ -119,13 +119,16 @@ def time_throughput(runner, shape: tuple[int, int], options: BenchOptions, scale
         return {"inflight": 1, "images_per_round": None, "images_per_s": rate,
                 "megapixels_per_s": rate * h * scale * w * scale / 1e6, "rounds_images_per_s": [],
                 "from": "latency run (one request at a time is this engine's optimum)", "vs_latency": 1.0}
+    from .interrupts import run_stoppable
+
     runner.infer(x)  # checks the input
-    runner.run_in_flight(x, inflight, inflight)  # every request warm
+    # in flight: an asynchronous queue waited on in native code, so Ctrl-C ends it by leaving it (run_stoppable)
+    run_stoppable(lambda: runner.run_in_flight(x, inflight, inflight))  # every request warm
     count = max(options.runs or 10, 2 * inflight)
     rates = []
     for _ in range(options.throughput_rounds):
         t0 = time.perf_counter()
-        runner.run_in_flight(x, count, inflight)
+        run_stoppable(lambda: runner.run_in_flight(x, count, inflight))
         rates.append(count * options.batch / (time.perf_counter() - t0))
     rate = statistics.median(rates)
     result = {"inflight": inflight, "images_per_round": count * options.batch, "images_per_s": rate,

@@ -15,6 +15,11 @@ def interrupted() -> bool:
     return _state["interrupted"]
 
 
+def abandoned() -> bool:
+    """An inference was left computing in its thread (``run_stoppable``): its engine must not be freed under it."""
+    return bool(_state.get("abandoned"))
+
+
 def install() -> None:
     """Deliver SIGINT and SIGTERM as KeyboardInterrupt (``_terminate``)."""
     signal.signal(signal.SIGTERM, _terminate)

@@ -101,6 +101,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow  # 13 s: three formats through the CLI; the library's multi-format export is tested by default
 def test_export_several_formats_cli(tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed")
     pytest.importorskip("coremltools", reason="coremltools is not installed")

@@ -163,6 +163,7 @@ def test_validate_on_a_device_scores_its_outputs_here_against_the_fp32_reference
         validate_on([tmp_path / "orphan"], ValidateOptions(dataset, 4), (sshd.url(),), remote)
 
 
+@pytest.mark.slow  # 16 s: a whole pipeline, then bench --on; bench --on alone is tested by default
 def test_pipeline_on_a_device_adds_its_rows_to_the_report(sshd, device, dataset, tmp_path):
     ckpt = save_basicsr(tiny_model(4, num_feat=8, num_block=1), tmp_path / "tiny_x4.pth")
     remote = remote_options(sshd, device, tmp_path)

@@ -297,8 +297,13 @@ class Connection:
             yield made
         finally:
             self._cleanup = True
-            with deferred(), contextlib.suppress(RemoteError, OSError):
-                self.run(["rm", "-rf", "--", made], "removing the run directory")
+            with deferred():
+                for _ in range(2):  # once more after a refused connection (a busy sshd); else its lease
+                    try:
+                        self.run(["rm", "-rf", "--", made], "removing the run directory")
+                        break
+                    except (RemoteError, OSError):
+                        time.sleep(0.5)
             self._cleanup = False
 
 
