@@ -217,3 +217,24 @@ def test_ncnn_own_messages_come_through_ours(engines, tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert all(line.startswith(("warning:", "error:")) for line in lines), proc.stderr  # nothing raw from ncnn
     assert "ncnn could not load" in lines[-1] and "layer_count" in lines[-1]
+
+
+def test_a_checked_graph_is_remembered_by_its_bytes_only(engines, tmp_path, monkeypatch):
+    """The verdict is kept per sha256 of the files: the same bytes skip the reading next time; a re-hashed bomb
+    has other hashes and is read (and refused) whatever was remembered before."""
+    from scnet_deploy import graph_guard
+    from scnet_deploy.exporters.onnxruntime import runtime as ort_runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    reads = []
+    real = ort_runtime.graph_facts
+    monkeypatch.setattr(ort_runtime, "graph_facts", lambda *a: reads.append(1) or real(*a))
+    for _ in range(2):
+        with open_model(engines / "e" / "onnx"):
+            pass
+    assert len(reads) == 1 and len(list((tmp_path / "cache" / "scnet-deploy" / "graph-checks").iterdir())) == 1
+    bomb = rehashed(engines / "e" / "onnx", tmp_path / "bomb", _onnx_with("loop"))
+    with pytest.raises(ArtifactError, match="Loop"):
+        open_model(bomb)
+    assert len(reads) == 2
+    assert graph_guard.GUARD_VERSION >= 1
