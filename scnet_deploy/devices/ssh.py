@@ -300,12 +300,17 @@ class Connection:
             with deferred():
                 for _ in range(2):  # once more after a refused connection (a busy sshd); else its lease
                     try:
-                        self.run(["rm", "-rf", "--", made], "removing the run directory")
+                        self.run(["sh", "-c", REMOVE_RUN_DIR, "sh", made], "removing the run directory")
                         break
                     except (RemoteError, OSError):
                         time.sleep(0.5)
             self._cleanup = False
 
+
+# The run directory removed, again while something still writes into it (a copy cut short: the device's tar may
+# still be unpacking what reached it), for up to 3 s
+REMOVE_RUN_DIR = ('for i in 1 2 3 4 5 6 7 8 9 10; do rm -rf -- "$1" 2>/dev/null; [ -e "$1" ] || exit 0; sleep 0.3; '
+                  'done; exit 1')
 
 # How long a run may take on a device unless told (--device-timeout) or derived from what was asked (remote.py)
 DEFAULT_DEADLINE_S = 600
