@@ -121,6 +121,7 @@ def test_doctor_cli_table():
     assert out.returncode == 0 and "onnxruntime" in out.stdout and "CPU:" in out.stdout
 
 
+@pytest.mark.slow  # 11 s: INT8 through the CLI; the library INT8 exports and their gate are tested by default
 def test_int8_cli(ckpt, tmp_path):
     out = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(tmp_path / "a"),
                           "--int8", "--calib-count", "4", "--calib-method", "entropy", "--budget", "1"],

@@ -339,6 +339,7 @@ def test_ctrl_c_removes_the_run_directory_on_the_device(sshd, device, engines, t
     assert left_on_device(remote) == []
 
 
+@pytest.mark.slow  # 13 s; the device build flow is tested by default against the hostile device (test_door)
 def test_export_tensorrt_on_a_device_builds_there_and_brings_nothing_back_unverified(sshd, device, engines, tmp_path):
     """The device has a stand-in TensorRT 10.x (tests/tensorrt_standins.py, recording what it is asked) and no GPU:
     the export ships the verified graph and its verification set, the device's scnet-deploy builds the plan with

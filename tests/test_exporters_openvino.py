@@ -47,6 +47,7 @@ def test_openvino_precisions(ckpt, tmp_path, precision):
 
 
 @pytest.mark.openvino
+@pytest.mark.slow  # 13 s: a caching check; OpenVINO exports are tested by default
 def test_one_session_converts_each_form_to_openvino_once_and_writes_the_same_ir(ckpt, tmp_path, monkeypatch):
     """The pipeline builds OpenVINO f32, fp16 (and bf16, INT8) from one form in one session: the ONNX graph is
     converted once, and every IR is the one a separate export writes (weights byte for byte)."""

@@ -7,6 +7,7 @@ from scnet_deploy.export import export, ExportOptions
 FAST = CalibOptions(count=8, crop=32)
 
 
+@pytest.mark.slow  # 20 s: a caching check; the session builds are tested by default
 def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_path, monkeypatch):
     """``export -f onnx,openvino,tensorrt --int8`` (and the latency autotuner over two forms on top): every ONNX
     graph is exported once per deploy form and every calibration/hold-out set once, however many engines use them."""
