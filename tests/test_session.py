@@ -1,5 +1,7 @@
 """scnet_deploy/session.py: one build session builds each ONNX form and each calibration set once."""
 
+import pytest
+
 from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.export import export, ExportOptions
 
