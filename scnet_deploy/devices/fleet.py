@@ -49,12 +49,17 @@ def on_each(urls, run_one, remote: RemoteOptions) -> FleetOutcome:
         for device in devices:
             attempt(device)
     else:
-        with ThreadPoolExecutor(min(remote.jobs, len(devices)), thread_name_prefix="device") as pool:
-            try:
-                list(pool.map(attempt, devices))
-            except KeyboardInterrupt:
-                CANCEL.set()  # every device's command ends now; each removes its run directory before the exit
-                raise
+        pool = ThreadPoolExecutor(min(remote.jobs, len(devices)), thread_name_prefix="device")
+        futures = [pool.submit(attempt, device) for device in devices]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            CANCEL.set()  # every device's command ends now; each removes its run directory before the exit
+            _await_cleanups(futures)
+            raise
+        finally:
+            pool.shutdown(wait=False)
     results = {d.label: outcomes[d.label][0] for d in devices if outcomes[d.label][1] is None}
     failed = {d.label: outcomes[d.label][1] for d in devices if outcomes[d.label][1] is not None}
     if devices and not results and LOCAL not in urls:
@@ -62,6 +67,22 @@ def on_each(urls, run_one, remote: RemoteOptions) -> FleetOutcome:
             raise RemoteError(next(iter(failed.values())))
         raise FleetError(f"every device failed: {'; '.join(f'{label}: {why}' for label, why in failed.items())}")
     return FleetOutcome(results, failed)
+
+
+def _await_cleanups(futures) -> None:
+    """Wait (a second Ctrl-C held) while each device's thread removes its run directory. Not ``Thread.join``: a
+    join cut by an interrupt marks a live thread stopped (Python 3.11), and the interpreter then exits under it."""
+    import time
+    from concurrent.futures import wait
+
+    from .ssh import CLEANUP_S
+
+    deadline = time.monotonic() + 2 * CLEANUP_S + 5
+    while time.monotonic() < deadline and not all(f.done() for f in futures):
+        try:
+            wait(futures, timeout=0.5)
+        except KeyboardInterrupt:
+            pass  # held: the removal goes on
 
 
 def labels_of(urls) -> list[str]:
