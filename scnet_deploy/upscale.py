@@ -280,6 +280,7 @@ def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress)
     """One video file through ``video.upscale_video``: into ``--output`` if it names a video file, else
     ``STEM_xS.SUFFIX`` in the ``--output`` folder; ``options.inflight`` frames at a time (default: the engine's
     optimal number in its throughput mode)."""
+    from .imaging.video import make_parent
     from .locks import exclusive
     from .runtime import open_model
     from .video import upscale_video
@@ -301,11 +302,7 @@ def _upscale_video(model, inputs: list[Path], options: UpscaleOptions, progress)
         def tile(h: int, w: int) -> int | None:
             return options.tile if options.tile is not None else tile_for(runner, h, w, halo, limit)
 
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise ScnetDeployError(f"-o {dst}: a part of that path is a file, not a folder; choose another output "
-                                   "path.") from None
+        make_parent(dst)  # before its lock, which lives beside it
         with exclusive(dst, "upscale"):  # a second upscale to the same output stops at once, in one line
             return {**upscale_video(runner, src, dst, tile, halo, options.video, progress, inflight=inflight),
                     "status": DONE}

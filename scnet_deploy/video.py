@@ -166,10 +166,8 @@ def model_identity(runner) -> str:
 
 
 def _say_what_is_not_kept(say, name: str, info, out, report: dict) -> None:
-    """Each stream the output does not carry, an interlaced input, a transparency kept or a pixel format changed:
-    said before the first frame, and kept in the report."""
-    for dropped in report.get("dropped_streams", []):
-        say(Progress(f"{name}: not copied: {dropped}; -o .mkv holds every kind of stream", STEP))
+    """An interlaced input or a pixel format changed: said before the first frame, and kept in the report (the
+    streams the output cannot carry are known when the file is muxed, at the end: the CLI's last lines name them)."""
     if info.interlaced:
         say(Progress(f"{name}: interlaced: its frames are upscaled as progressive pictures, combing included; "
                      "deinterlace it first for a clean result (ffmpeg -vf bwdif)", STEP))

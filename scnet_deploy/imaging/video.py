@@ -102,8 +102,8 @@ def choose_encoding(av, info: "VideoInfo", dst: Path, codec: str | None, pix_fmt
     suffix = dst.suffix.lower()
     keep_alpha = info.alpha and (pix_fmt is None or has_alpha(pix_fmt))
     if codec is None:
-        codec = ENCODERS.get(info.codec) or CONTAINER_DEFAULT.get(suffix, "libx264")
-        if suffix in CONTAINER_DEFAULT and codec not in ("libvpx-vp9", "libsvtav1"):
+        codec = ENCODERS.get(info.codec, "libx264")
+        if suffix in CONTAINER_DEFAULT and codec not in ("libvpx-vp9", "libsvtav1"):  # WebM: VP9 or AV1 only
             codec = CONTAINER_DEFAULT[suffix]
         if keep_alpha and not any(has_alpha(f) for f in encoder_formats(av, codec)):
             codec = ALPHA_CODECS.get(suffix, codec)
@@ -123,11 +123,19 @@ def choose_encoding(av, info: "VideoInfo", dst: Path, codec: str | None, pix_fmt
     if formats and wanted not in formats:
         if pix_fmt is not None:
             raise ScnetDeployError(f"{codec} cannot encode --pix-fmt {pix_fmt}; it takes {', '.join(formats[:8])}.")
-        deep = info.deep
-        preferred = [f for f in (("yuv420p10le", "yuv444p10le") if deep else ("yuv420p", "yuv444p", "rgb24"))
+        preferred = [f for f in (("yuv420p10le", "yuv444p10le") if info.deep else ("yuv420p", "yuv444p", "rgb24"))
                      if f in formats]
         wanted = (preferred or formats)[0]
     return codec, wanted
+
+
+def make_parent(dst: Path) -> None:
+    """The folder ``dst`` goes into, made; a path through a file is one line."""
+    try:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ScnetDeployError(f"-o {dst}: a part of that path is a file, not a folder; choose another output "
+                               "path.") from None
 
 
 def main_stream(container, src: Path, wanted: int | None):
@@ -451,11 +459,7 @@ class VideoWriter:
     # --- frames in ----------------------------------------------------------------------------------------------
 
     def __enter__(self) -> "VideoWriter":
-        try:
-            self.dst.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise ScnetDeployError(f"-o {self.dst}: a part of that path is a file, not a folder; choose another "
-                                   "output path.") from None
+        make_parent(self.dst)
         self._check_container()
         self._open_parts()
         return self
