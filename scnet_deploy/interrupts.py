@@ -77,12 +77,13 @@ def exit_interrupted(say) -> None:
     sys.exit(130)
 
 
-def run_stoppable(call, stop=None, grace_s: float = 1.0):
+def run_stoppable(call, stop=None, grace_s: float = 0.5):
     """``call()``, stoppable by Ctrl-C or SIGTERM within a second even while it sits in native code (an inference in
     ONNX Runtime, OpenVINO, ncnn), where Python's handlers would only run after it returns: it runs in a helper
     thread while this thread waits, interruptibly. On an interrupt ``stop()`` asks the runtime to end the run (ONNX
-    Runtime's ``RunOptions.terminate``, OpenVINO's request cancel), the helper gets ``grace_s`` to finish, and the
-    interrupt goes on; a runtime that cannot be cancelled is left computing in its daemon thread, which does not
+    Runtime's ``RunOptions.terminate``, OpenVINO's request cancel), the helper gets ``grace_s`` to finish (a runtime
+    checks its flag between operators, and one large operator can outlast it: the grace, not the operator, bounds
+    the stop), and the interrupt goes on; a runtime that cannot be cancelled is left computing in its daemon thread, which does not
     keep the process from exiting. Outside the main thread (which alone receives signals) it is a plain call."""
     import threading
 
