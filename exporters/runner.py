@@ -11,7 +11,7 @@ import numpy as np
 
 from scnet_deploy.errors import ScnetDeployError, VerificationError
 from scnet_deploy.gate import AccuracyGate
-from scnet_deploy.options import SizeRange
+from scnet_deploy.options import QUANTIZED, SizeRange
 
 
 class InputOutOfRange(ScnetDeployError):
@@ -185,7 +185,7 @@ def within_tolerance(precision: str, max_abs_diff: float, min_psnr_db: float, ma
     sanity floor: its gate is the accuracy gate on images)."""
     if precision == "fp32":
         return max_abs_diff <= max_abs
-    floor = SAME_ENGINE_MIN_PSNR_DB if same_engine else INT8_MIN_PSNR_DB if precision == "int8" else REDUCED_MIN_PSNR_DB
+    floor = SAME_ENGINE_MIN_PSNR_DB if same_engine else INT8_MIN_PSNR_DB if precision in QUANTIZED else REDUCED_MIN_PSNR_DB
     return min_psnr_db >= floor
 
 
@@ -193,7 +193,7 @@ def tolerance_rule(precision: str, max_abs: float = FP32_MAX_ABS) -> str:
     """``within_tolerance``'s rule in words, as verification records state it."""
     if precision == "fp32":
         return f"max abs diff <= {max_abs:g}"
-    return f"PSNR vs FP32 >= {INT8_MIN_PSNR_DB if precision == 'int8' else REDUCED_MIN_PSNR_DB:g} dB"
+    return f"PSNR vs FP32 >= {INT8_MIN_PSNR_DB if precision in QUANTIZED else REDUCED_MIN_PSNR_DB:g} dB"
 
 
 def psnr_vs_reference(out: np.ndarray, ref: np.ndarray) -> float:
@@ -237,7 +237,7 @@ def verify_runner(runner: Runner, reference, shapes, precision: str, in_ch: int 
     worst_psnr = min(c["psnr_vs_fp32_db"] for c in cases)
     if precision == "fp32":
         passed, rule = within_tolerance(precision, worst_diff, worst_psnr, max_abs), tolerance_rule(precision, max_abs)
-    elif precision == "int8":
+    elif int8 is not None or precision == "int8":
         if int8 is None:
             raise VerificationError(f"{runner.name}: an INT8 engine is verified by its hold-out budget check, and "
                                     "none was given (a bug: report it).")
@@ -251,7 +251,7 @@ def verify_runner(runner: Runner, reference, shapes, precision: str, in_ch: int 
     report = {"runtime": runner.name, "reference": "PyTorch FP32, official form", "precision": precision,
               "rule": rule, "max_abs_diff": worst_diff, "min_psnr_vs_fp32_db": worst_psnr, "cases": cases,
               "passed": bool(passed)}
-    if precision == "int8":
+    if int8 is not None:
         report["holdout_mean_drift_db"] = int8["drift_db"]
         report["holdout_worst_image"] = int8["worst_image"]
     if not passed:

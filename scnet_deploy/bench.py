@@ -180,7 +180,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
     for label, path, form in plan:
         entry = _time_model(label, path, form, options, lambda event: say(replace(event, done=len(results),
                                                                                    total=len(plan))))
-        if video is not None:
+        if video is not None and entry["shapes"]:
             entry["video"] = video_verdict(entry["shapes"][0]["median_ms"] / options.batch, video, video["target"][2])
         results.append(entry)
     official = next((r for r in results if r["name"] == "pytorch official eager"), None)
@@ -229,6 +229,9 @@ def _time_model(label: str | None, path: Path, form: str, options: BenchOptions,
         entry = {"name": label or runner.name, "path": str(path), "backend": runner.backend,
                  "precision": runner.manifest.get("precision", "fp32"), "baseline": label is not None,
                  "load_s": load_s, "shapes": []}
+        note = getattr(runner, "timing_note", None)
+        if note is not None:  # an emulator: its milliseconds say nothing of the device's; it runs, untimed
+            return _untimed(entry, runner, note, options, say)
         for shape in options.shapes:
             say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}"))
             timed_as = replace(options, runs=options.baseline_runs) if label and options.baseline_runs else options
@@ -242,6 +245,16 @@ def _time_model(label: str | None, path: Path, form: str, options: BenchOptions,
                     continue
                 say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight"))
                 timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
+    return entry
+
+
+def _untimed(entry: dict, runner, note: str, options: BenchOptions, say) -> dict:
+    """An engine that runs here on an emulator (Qualcomm's HTP on x86-64): each shape run once, to show it runs,
+    and no milliseconds anywhere (``not_timed`` says why)."""
+    for h, w in options.shapes:
+        say(Progress(f"{entry['name']} at {h}x{w}: {note}"))
+        runner.infer(np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32))
+    entry["not_timed"] = {"reason": note, "ran_at": [list(s) for s in options.shapes]}
     return entry
 
 

@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from .build_options import ExportOptions  # noqa: F401 (the verb's options, with
 from .errors import ExportError, require_export_stack
 from .locks import exclusive
 from .manifest import MANIFEST_NAME, file_hashes, io_record, write_manifest
-from .options import PRECISIONS
+from .options import PRECISIONS, QUANTIZED, canonical_precision
 from .progress import Progress
 from .session import BuildSession, Target
 
@@ -95,6 +95,7 @@ def export(checkpoint: str | Path, options: ExportOptions, progress=None, finish
     require_export_stack("export")
     from .model.checkpoint import load_checkpoint
 
+    options = replace(options, precision=canonical_precision(options.precision))
     _check(options)
     if options.sign is not None:
         from .signing import require_key
@@ -201,7 +202,7 @@ def _options_record(options: ExportOptions, fmt: str) -> dict:
     build_options = backend.build_options()
     if build_options is not None:
         record[backend.name] = _plain(options.backend(backend.name, build_options))
-    if options.precision == "int8":
+    if options.precision in QUANTIZED:
         record["calib"] = _plain(options.calib)
         record["budget_db"] = options.budget_db
         record["gate"] = options.gate().record()

@@ -90,7 +90,15 @@ def cli_args(options) -> list[str]:
             args += [flag, str(cli_value(f, value))]
     return args
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "a16w8")
+# Precisions whose engines are calibrated and held to the accuracy gate on the hold-out: INT8, and the NPUs' 16-bit
+# activations with 8-bit weights (Qualcomm writes it "w8a16": the same precision, accepted under that name too)
+QUANTIZED = ("int8", "a16w8")
+PRECISION_ALIASES = {"w8a16": "a16w8"}
+
+
+def canonical_precision(precision: str) -> str:
+    return PRECISION_ALIASES.get(str(precision).lower(), precision)
 DEFAULT_SHIFT = "dwconv"  # measured fastest in ONNX Runtime (see README, benchmarks/shift_forms.py)
 # Deploy forms the latency autotuner builds and times by default (scnet_deploy/autotune.py), shift[+rewrite].
 # upsample_as_deconv is exact but measured slower in every backend here (OpenVINO picks a slow grouped-deconv kernel

@@ -124,6 +124,8 @@ def refusals(validation: dict, bench: dict, best: dict | None) -> list[str]:
     rows = {m["path"]: m for m in validation["models"]}
     lines = []
     for m in bench["models"]:
+        if not m["shapes"]:  # run on an emulator: not timed
+            continue
         last = m["shapes"][-1]
         row = rows.get(m["path"])
         if m.get("baseline") or row is None or row.get("within_budget", True):
@@ -142,6 +144,8 @@ def recommend(validation: dict, bench: dict, gate: AccuracyGate, goal: str = "la
     visible = {m["path"]: m.get("visible_share") for m in validation["models"]}
     best, best_score = None, None
     for m in bench["models"]:
+        if not m["shapes"]:  # run on an emulator: not timed, never recommended for speed
+            continue
         last = m["shapes"][-1]
         if m.get("baseline") or m["path"] not in drift or (goal == "throughput" and "throughput" not in last):
             continue

@@ -43,13 +43,18 @@ def bench_markdown(result: dict) -> list[str]:
                   "| model | precision | first ms | median ms | p90 ms | p99 ms | images/s | MP/s | vs official eager |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for m in result["models"]:
+            if m.get("not_timed"):
+                lines.append(f"| {m['name']} | {m['precision']} | {m['not_timed']['reason']}: no milliseconds |"
+                             " | | | | | |")
+                continue
             s = m["shapes"][i]
             ratio = f"{s['speedup_vs_official_eager']:.1f}x" if s.get("speedup_vs_official_eager") else "-"
             lines.append(f"| {m['name']} | {m['precision']} | {s['first_inference_ms']:.0f} | {s['median_ms']:.1f} | "
                          f"{s['p90_ms']:.1f} | {s['p99_ms']:.1f} | {s['images_per_s']:.2f} | "
                          f"{s['megapixels_per_s']:.1f} | {ratio} |")
         lines.append("")
-        in_flight = [(m, m["shapes"][i]["throughput"]) for m in result["models"] if "throughput" in m["shapes"][i]]
+        in_flight = [(m, m["shapes"][i]["throughput"]) for m in result["models"]
+                     if m["shapes"] and "throughput" in m["shapes"][i]]
         if in_flight:
             lines += [f"### Throughput, LR {shape[0]}x{shape[1]} (requests in flight)", "",
                       "| model | precision | in flight | images/s | MP/s | vs its latency run |", "|---|---|---|---|---|---|"]
@@ -172,7 +177,7 @@ def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]
     drift_by_path = {m["path"]: m["drift_db"] for v in validations for m in v["models"] if m.get("drift_db") is not None}
     # at the largest shape timed, as the pipeline's recommendation compares engines
     points = [(m["name"], m["shapes"][-1]["median_ms"], drift_by_path[m["path"]]) for b in benches for m in b["models"]
-              if m["path"] in drift_by_path and not m.get("baseline")]
+              if m["path"] in drift_by_path and not m.get("baseline") and m["shapes"]]
     if points:
         fig, ax = plt.subplots(figsize=(9, 4.5))
         markers = "osD^v<>pP*hX"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .build_options import ExportOptions
 from .model.forms import DeployOptions
+from .options import QUANTIZED
 from .progress import Progress, reporter
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class BuildSession:
     def build(self, target: Target, workdir: Path) -> dict:
         """Build ``target`` into ``workdir`` (autotuned over forms where asked); returns its verified manifest fields,
         ``form`` included."""
-        if target.precision == "int8":  # before anything is built: NaN weights would fail verification first
+        if target.precision in QUANTIZED:  # before anything is built: NaN weights would fail verification first
             self.checkpoint.require_finite("calibrate")
         options = self.options_for(target)
         if options.tune.optimize == "latency":
@@ -198,9 +199,12 @@ class BuildSession:
         ONNX verify shapes where it has no fixed range)."""
         from scnet_deploy.exporters.runner import random_inputs
 
-        if fields.get("int8") is not None:
-            return self.int8_data(self.options.calib).verification_inputs()
         size_range = fields.get("size_range") or {}
+        # an engine compiled for one size (larger inputs in exact tiles of it: Qualcomm's HTP)
+        fixed = (tuple(size_range["min"]) if size_range.get("min") and size_range.get("opt") == size_range["min"]
+                 and not size_range.get("max") else None)
+        if fields.get("int8") is not None:
+            return self.int8_data(self.options.calib).verification_inputs(fixed)
         shapes = ([(1, *size_range["min"]), (1, *size_range["opt"])] if size_range.get("min") else
                   self.options.onnx.verify_shapes)
         return random_inputs(shapes, self.checkpoint.spec.num_in_ch)

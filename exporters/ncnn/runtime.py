@@ -6,10 +6,8 @@ compute unit it was verified on (``manifest["ncnn"]["compute"]``); to run it on 
 A device imports this module and nothing of the build side.
 """
 
-import contextlib
 import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.exporters.ncnn.options import Run
 from scnet_deploy.exporters.runner import Runner
+from scnet_deploy.native_output import captured_stderr
 from scnet_deploy.options import RuntimeOptions
 
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
@@ -28,23 +27,6 @@ def _units() -> tuple[str, ...]:
     from scnet_deploy.exporters.registry import get_backend
 
     return get_backend("ncnn").compute_units
-
-
-@contextlib.contextmanager
-def _captured_stderr():
-    """ncnn writes what it finds on each Vulkan device to the process's stderr (file descriptor 2) when its Vulkan
-    instance is made: captured here, both to keep it off the user's terminal and to read each device's support."""
-    with tempfile.TemporaryFile(mode="w+") as sink:
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        text = [""]
-        try:
-            yield text
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text[0] = sink.read()
 
 
 def _support(log: str, index: int, kind: str) -> bool | None:
@@ -59,7 +41,7 @@ def vulkan_devices() -> tuple[dict, ...]:
     """Each Vulkan device ncnn sees: index, name, and whether it has fp16 and int8 arithmetic."""
     import ncnn
 
-    with _captured_stderr() as log:
+    with captured_stderr() as log:
         ncnn.create_gpu_instance()
         count = ncnn.get_gpu_count()
     return tuple({"index": i, "name": ncnn.get_gpu_info(i).device_name(), "fp16": _support(log[0], i, "fp16"),
@@ -165,7 +147,7 @@ class NcnnRunner(Runner):
             index = ncnn.get_default_gpu_index() if vulkan_device is None else vulkan_device
             net.set_vulkan_device(index)
             device = f":{index} {vulkan_devices()[index]['name'].split(' (')[0]}"
-        with _captured_stderr() as said:  # ncnn's own lines (a layer it lacks...) come through ours, cleaned
+        with captured_stderr() as said:  # ncnn's own lines (a layer it lacks...) come through ours, cleaned
             loaded = net.load_param(str(directory / PARAM)) == 0 and net.load_model(str(directory / BIN)) == 0
         from scnet_deploy.door import clean_text
 

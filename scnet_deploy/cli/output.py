@@ -92,9 +92,12 @@ def export_lines(result) -> None:
         if "int8" in m and "drift_db" in m["int8"]:
             i = m["int8"]
             w = i["worst_image"]
-            console.print(f"  INT8: mean drift {i['drift_db']:+.3f} dB on {len(i['holdout']['sources'])} held-out "
-                          f"images (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {shown(w['name'])} "
-                          f"({shown(w['content'])}); {len(i['float_layers'])} layer(s) kept in float")
+            refined = shown(i.get("quantization", {}).get("refinement", "kept in float"))
+            console.print(f"  {shown(m.get('precision', 'int8')).upper()}: mean drift {i['drift_db']:+.3f} dB on "
+                          f"{len(i['holdout']['sources'])} held-out images"
+                          + (f" ({shown(i['measured_on'])})" if i.get("measured_on") else "")
+                          + f" (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {shown(w['name'])} "
+                          f"({shown(w['content'])}); {len(i['float_layers'])} layer(s) {refined}")
         v = m["verification"]
         if v.get("skipped"):
             console.print(f"  not run here: {shown(v['skipped'])}")
@@ -164,7 +167,13 @@ def bench_tables(result: dict) -> list[tuple]:
             rows.append((m["name"], m["precision"], *s["shape"], s["batch"], *(f"{s[k]:.3f}" for k in (
                 "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
                 "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
-    console.print(table)
+    if len(rows) > 1:  # an engine not timed (an emulator) has no row
+        console.print(table)
+    for m in result["models"]:
+        if m.get("not_timed"):
+            ran = ", ".join(f"{h}x{w}" for h, w in m["not_timed"]["ran_at"])
+            console.print(f"{shown(m['name'])}: {shown(m['not_timed']['reason'])}: it ran at {ran}; no milliseconds "
+                          "(an emulator's speed says nothing of the device's)", soft_wrap=True)
     if result.get("video"):
         video_table(result)
     if result.get("baselines_skipped"):

@@ -100,3 +100,45 @@ def run_within(runner, lr: np.ndarray, scale: int, limit: int | None) -> tuple[n
     radius = runner.arch["receptive_radius"]
     tile = tile_for(runner, lr.shape[1], lr.shape[2], radius, limit)
     return (runner.infer(lr) if tile is None else upscale_float(runner.infer, lr, scale, tile, radius)), tile
+
+
+def fixed_spans(length: int, size: int, halo: int) -> list[tuple[int, int, int]]:
+    """(crop start, kept start, kept end) along one dimension for an engine whose input is exactly ``size`` pixels
+    (a static-shape graph: Qualcomm's HTP): every crop lies inside the image and is ``size`` long, and keeps only
+    what lies ``halo`` or more from its inner edges (an image edge keeps its zero padding), so stitching is exact.
+    Crops overlap by at least twice the halo; the last is moved in to end at the image's edge."""
+    if length < size:
+        raise ScnetDeployError(f"an input {length} px long is smaller than this engine's fixed {size} px; re-export "
+                               f"it with a size of at most {length} px, or run a larger image.")
+    if length == size:
+        return [(0, 0, size)]
+    if size <= 2 * halo:
+        raise ScnetDeployError(f"an engine fixed at {size} px leaves nothing exact to keep after a {halo} px halo on "
+                               f"each side; re-export it at more than {2 * halo} px, or at exactly the input's size.")
+    spans, kept = [], 0
+    while kept < length:
+        start = max(0, min(kept - halo, length - size))
+        end = length if start + size == length else start + size - halo
+        spans.append((start, kept, end))
+        kept = end
+    return spans
+
+
+def run_fixed(infer: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, size: tuple[int, int], scale: int,
+              halo: int) -> np.ndarray:
+    """``infer`` of an engine fixed at ``size`` (height, width) over ``batch`` (NCHW, at least that size), in exact
+    crops of exactly that size (``fixed_spans``); one crop where the input is that size."""
+    n, c, h, w = batch.shape
+    if (h, w) == tuple(size):
+        return infer(batch)
+    rows, cols = fixed_spans(h, size[0], halo), fixed_spans(w, size[1], halo)
+    out = None
+    for cy, ky0, ky1 in rows:
+        for cx, kx0, kx1 in cols:
+            block = infer(np.ascontiguousarray(batch[:, :, cy:cy + size[0], cx:cx + size[1]]))
+            if out is None:
+                out = np.empty((n, block.shape[1], h * scale, w * scale), block.dtype)
+            oy, ox = (ky0 - cy) * scale, (kx0 - cx) * scale
+            out[:, :, ky0 * scale:ky1 * scale, kx0 * scale:kx1 * scale] = \
+                block[:, :, oy:oy + (ky1 - ky0) * scale, ox:ox + (kx1 - kx0) * scale]
+    return out
