@@ -348,10 +348,12 @@ class _Loop:
         return None if abandoned is None else self.result(None, drift, (), abandoned)
 
     def not_met(self, drift: dict, n: int) -> BudgetNotMet:
-        return BudgetNotMet(f"INT8 fails the accuracy gate on the hold-out even with {max(n - 1, 0)} of its {n} "
+        error = BudgetNotMet(f"INT8 fails the accuracy gate on the hold-out even with {max(n - 1, 0)} of its {n} "
                             f"convolutions kept in float ({why_over(drift, self.gate)}); {advice(drift, self.gate)}, "
                             "choose the content that gates (--content), calibrate on content like yours "
                             "(--calib-data), or export in float (bf16 where the CPU has it).")
+        error.drift, error.layers = drift, n  # for a quantizer that says it in its own words (QNN's)
+        return error
 
     def fall_back(self, ranking, drift: dict) -> dict:
         n = len(ranking)

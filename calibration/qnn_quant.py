@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scnet_deploy.calibration.budget import (Int8Data, Quantized, int8_section, quantize_within_budget,
-                                             rank_by_added_error)
+from scnet_deploy.calibration.budget import (BudgetNotMet, Int8Data, Quantized, int8_section,
+                                             quantize_within_budget, rank_by_added_error, why_over)
 from scnet_deploy.calibration.onnxruntime_int8 import _Reader, conv_nodes, onnx_infer
 from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.manifest import INPUT_NAME
@@ -125,10 +125,7 @@ def quantize_qdq(fp32: Path, out: Path, calib, precision: str, refined: tuple[st
     if precision == "a16w8":
         split_weights(model, refined)
     by_name = {n.name: n for n in model.graph.node}
-    # the input is an image in [0, 1]; so is the output as it is used (8-bit): calibrated on photographs, the output's
-    # range would clip saturated colours (4% of a flat-colour image's pixels 4+ levels off FP32 in A16W8)
-    overrides = {name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]
-                 for name in (INPUT_NAME, model.graph.output[0].name)}
+    overrides = {INPUT_NAME: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]}  # an image: known, not calibrated
     for name in refined if precision == "int8" else ():
         overrides[by_name[name].output[0]] = [{"quant_type": QuantType.QUInt16}]
     with tempfile.TemporaryDirectory() as tmp, quiet():
@@ -212,7 +209,10 @@ def sensitivity(fp32: Path, qdq: Path, samples) -> list[str]:
         return dict(zip(keys, ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
             keys, {INPUT_NAME: x})))
 
-    return [name for name, _ in rank_by_added_error(convs, [(run(model, x), run(quantized, x)) for x in samples])]
+    ranked = rank_by_added_error(convs, [(run(model, x), run(quantized, x)) for x in samples])
+    # a convolution reading the image keeps 8 bits: the input's type is fixed (ONNX Runtime's mixed-precision pass
+    # cannot give the graph input a second one)
+    return [name for name, _ in ranked if convs[name][0] != INPUT_NAME]
 
 
 def aim(gate: AccuracyGate) -> AccuracyGate:
@@ -220,6 +220,18 @@ def aim(gate: AccuracyGate) -> AccuracyGate:
     (the reference's A16W8 graph at 0.093% of a line drawing's pixels 4+ levels off on the CPU measured 0.10% on
     the emulated HTP), stays within the gate itself."""
     return AccuracyGate(gate.drift_db / 2, gate.max_visible / 2, gate.visible_levels) if gate.on else gate
+
+
+def not_met(exc: BudgetNotMet, gate: AccuracyGate, precision: str) -> BudgetNotMet:
+    """The budget loop's refusal in the HTP's terms: what was refined, the gate's reasons (the whole gate: the loop
+    aims at half of it), and what to do."""
+    refined = "split in two int8 halves" if precision == "a16w8" else "at 16-bit activations"
+    return BudgetNotMet(f"--format qnn --precision {precision} fails the accuracy gate on the hold-out even with "
+                        f"{max(exc.layers - 1, 0)} of its {exc.layers} convolutions {refined} ("
+                        f"{why_over(exc.drift, aim(gate))}, at the half of the gate the CPU's measure aims at); "
+                        + ("export --precision a16w8 (16-bit activations)" if precision == "int8" else
+                           "calibrate on content like yours (--calib-data) or choose the content that gates "
+                           "(--content)") + ", or raise --max-visible / --budget knowingly.")
 
 
 def build_qdq(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate, precision: str) -> Quantized:
@@ -235,9 +247,12 @@ def build_qdq(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate, pr
             details.update(quantize_qdq(fp32, path, calib, precision, tuple(refined)))
             return path
 
-        result = quantize_within_budget(quantize, lambda p: baseline.measure(onnx_infer(p)), lambda p: (
-            weight_sensitivity(fp32, calib.arrays[:4]) if precision == "a16w8" else sensitivity(fp32, p, calib.arrays[:4])),
-            aim(gate))
+        try:
+            result = quantize_within_budget(quantize, lambda p: baseline.measure(onnx_infer(p)), lambda p: (
+                weight_sensitivity(fp32, calib.arrays[:4]) if precision == "a16w8"
+                else sensitivity(fp32, p, calib.arrays[:4])), aim(gate))
+        except BudgetNotMet as exc:
+            raise not_met(exc, gate, precision) from None
         shutil.copyfile(result["model"], out_path)
     details["aim"] = "half the gate on ONNX Runtime's CPU: the HTP's own rounding must keep within the gate"
     section = int8_section(calib, data.options, baseline, result, details)

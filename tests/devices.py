@@ -1,5 +1,5 @@
 """Test devices for ``--on``: a real OpenSSH server on a loopback port (keys and host key made per run, stopped
-afterwards) and a torch-free environment as the device's Python (this checkout with ``[openvino,ncnn,video]``, no
+afterwards) and a torch-free environment as the device's Python (this checkout with ``[openvino,ncnn,video,qnn]``, no
 export extra), built once per checkout and cached under ~/.cache/scnet-deploy-tests."""
 
 import hashlib
@@ -36,7 +36,7 @@ def device_venv() -> Path:
     if not ready.exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", f"{REPO}[openvino,ncnn,video]"],
+        proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", f"{REPO}[openvino,ncnn,video,qnn]"],
                               capture_output=True, text=True, timeout=1200)
         if proc.returncode:
             pytest.fail(f"could not build the torch-free device environment: {proc.stderr[-2000:]}")

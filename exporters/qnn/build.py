@@ -22,22 +22,34 @@ def candidate_forms(precision: str) -> tuple[str, ...]:
     return ("dwconv",)  # the HTP's own compiler lays out the graph; one form is compiled
 
 
-def compile_context(graph: Path, workdir: Path, soc: str, precision: str) -> None:
-    """The EPContext of ``graph`` for ``soc``: ``model.onnx`` (its one node) and ``model_qnn.bin`` in ``workdir``."""
+def compile_context(graph: Path, workdir: Path, soc: str, precision: str, size: tuple[int, int]) -> str:
+    """The EPContext of ``graph`` for ``soc``: ``model.onnx`` (its one node) and ``model_qnn.bin`` in ``workdir``;
+    the context is loaded again and must give the compiling session's output bit for bit (returned: that verdict)."""
+    import numpy as np
+
+    from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
+
     options = {"soc_model": soc}
     if precision == "fp16":
         options["enable_htp_fp16_precision"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / MODEL_FILE
-        provider.open_session(graph, f"--format qnn --precision {precision} --soc {soc}", options,
-                              config={"ep.context_enable": 1, "ep.context_embed_mode": 0,
-                                      "ep.context_file_path": str(target)})
+        what = f"--format qnn --precision {precision} --soc {soc}"
+        compiling = provider.open_session(graph, what, options, config={
+            "ep.context_enable": 1, "ep.context_embed_mode": 0, "ep.context_file_path": str(target)})
+        probe = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
+        expected = compiling.run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
         bins = list(Path(tmp).glob("*.bin"))
         if not target.exists() or len(bins) != 1:
             raise ExportError(f"the QNN provider wrote no context for --soc {soc} (found {sorted(p.name for p in bins)})"
                               "; report it with `scnet-deploy doctor`.")
         _rename_context(target, bins[0].name, workdir / MODEL_FILE)
         shutil.move(str(bins[0]), workdir / CONTEXT_FILE)
+    loaded = provider.open_session(workdir / MODEL_FILE, what).run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
+    if not np.array_equal(loaded, expected):
+        raise ExportError(f"{what}: the compiled context does not give the compiling session's output (max abs "
+                          f"diff {float(np.abs(loaded - expected).max()):.3g}); report it with `scnet-deploy doctor`.")
+    return "bit-identical to the compiling session on a random input"
 
 
 def _rename_context(src: Path, old: str, dst: Path) -> None:
@@ -74,7 +86,7 @@ def build(ctx, workdir: Path) -> dict:
             quantized = build_qdq(hub["path"], graph, ctx.int8_data(), ctx.options.gate(), precision)
             fields["int8"] = quantized.section.to_dict()
         fix_size(graph, graph, size)
-        compile_context(graph, workdir, own.soc, precision)
+        fields["qnn"]["context_round_trip"] = compile_context(graph, workdir, own.soc, precision, size)
     if precision != "fp16":
         fields["int8"] = gate_on_htp(ctx, workdir, fields, size)
     return fields
