@@ -255,6 +255,8 @@ def check_schema(value, schema, where: str = "") -> None:
         for key, sub in (schema.optional or {}).items():
             if value.get(key) is not None:
                 check_schema(value[key], sub, f"{where}.{key}" if where else key)
+    elif schema is int:  # a registry's manifest section (Backend.manifest_section) names plain types
+        check_schema(value, Int(), where)
     elif schema is bool or schema is str or schema is dict or schema is list:
         if type(value) is not schema:
             _fail(where, {bool: "true or false", str: "a string", dict: "an object", list: "a list"}[schema], value)

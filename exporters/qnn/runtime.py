@@ -110,8 +110,12 @@ def graph_facts(directory: Path, manifest: dict, probe: tuple[int, int]):
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
-    missing = [k for k in ("size", "scale", "halo") if k not in manifest.get("qnn", {})]
-    if missing:
-        raise ScnetDeployError(f"QNN artifact '{directory}': its manifest's qnn section lacks {missing}; re-export it.")
+    section = manifest.get("qnn", {})
+    size = section.get("size")
+    fits = lambda v, hi: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= hi  # noqa: E731
+    if not (isinstance(size, list) and len(size) == 2 and all(fits(v, 2**16) and v for v in size)
+            and fits(section.get("scale"), 16) and section["scale"] and fits(section.get("halo"), 4096)):
+        raise ScnetDeployError(f"QNN artifact '{directory}': its manifest's qnn section does not give the compiled size, "
+                               "scale and halo as small integers; re-export it.")
     return QnnRunner(Path(directory), manifest.get("precision", "a16w8"), manifest["qnn"],
                      runtime.threads).declare(manifest)
