@@ -125,3 +125,39 @@ def test_the_official_fixture_on_the_emulated_htp_matches_its_outputs(precision,
     ref = np.load(FIXTURES / "scnet_t_x4_ps.output.npy")
     psnr = 10 * np.log10(1 / np.mean((out - ref) ** 2))
     assert psnr > {"a16w8": 45, "int8": 30, "fp16": 45}[precision], psnr
+
+
+def test_the_torch_free_device_environment_runs_the_context_and_bench_over_ssh_says_it_is_not_timed(a16w8, tmp_path):
+    """The device install (the qnn extra, no PyTorch) runs the EPContext: the same output as here, bit for bit; bench
+    over ssh brings back the emulator's "not timed", through the door's schema."""
+    import subprocess
+    from dataclasses import replace
+
+    from devices import device_venv, start_sshd
+    from scnet_deploy.bench import BenchOptions
+    from scnet_deploy.devices.fleet import bench_on
+    from scnet_deploy.options import RemoteOptions
+
+    device = device_venv()
+    python = device / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import onnxruntime_qnn, importlib.util as u; print(u.find_spec('torch'))"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr
+    x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
+    np.savez(tmp_path / "x.npz", x=x[0])
+    proc = subprocess.run([str(python), "-m", "scnet_deploy", "infer", str(a16w8.directory), str(tmp_path / "x.npz"),
+                           "-o", str(tmp_path / "there.npz")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open_model(a16w8.directory) as runner:
+        here = runner.infer(x)[0]
+    assert np.array_equal(np.load(tmp_path / "there.npz")["x"], here)
+    gen = start_sshd(tmp_path / "sshd")
+    sshd = next(gen)
+    try:
+        (tmp_path / "runs").mkdir()
+        remote = replace(RemoteOptions(str(python), ssh_config=sshd.config, remote_dir=str(tmp_path / "runs")))
+        result = bench_on([a16w8.directory], BenchOptions(shapes=((16, 16),), runs=1, warmup=0), (sshd.url(),), remote)
+        row = result["devices"]["device"]["models"][0]
+        assert row["shapes"] == [] and row["not_timed"]["reason"] == "emulated HTP: accuracy only"
+    finally:
+        next(gen, None)
