@@ -69,6 +69,10 @@ class Backend:
     pipeline_precisions: tuple[str, ...] = ()
     # The pipeline also builds its FP32 engine in the official slice form, to show what the rewrite choice is worth
     shows_forms: bool = False
+    # None: the pipeline builds its pipeline precisions by default. An LR side: only when --formats names it (its
+    # engines run on an emulator here, seconds a frame: Qualcomm's HTP), at that one size where its engine takes one,
+    # not autotuned, validated on centre crops of that size and not timed
+    pipeline_on_request: int | None = None
     # Its engine is built on the device that runs it (export --on; the runtime module's DEVICE_BUILD)
     built_on_device: bool = False
     # Its own manifest section's fields that its runtime reads, (name, type) (schema-checked before any load)
@@ -264,4 +268,4 @@ register(Backend("qnn", "qnn", f"{_PKG}.qnn", "onnxruntime_qnn", "onnxruntime-qn
                  "Qualcomm Hexagon NPU (HTP): an EPContext compiled for a Snapdragon SoC, run by ONNX Runtime's QNN "
                  "provider (on x86-64: the HTP's emulation, accuracy only)",
                  reads=("model.onnx", "model_qnn.bin"), compute_units=("htp",), runs_on_ray=False,
-                 sizes_at_export=False, manifest_section=(("soc", str), ("size", list), ("context", str), ("scale", int), ("halo", int))))
+                 pipeline_precisions=("a16w8",), pipeline_on_request=48, manifest_section=(("soc", str), ("size", list), ("context", str), ("scale", int), ("halo", int))))

@@ -65,7 +65,9 @@ def plan(options: PipelineOptions) -> list[tuple[str, Target, str | None]]:
     for b in backends():
         if b.shows_forms:
             jobs.append((f"{b.format}-slice-fp32", Target(b.format, form=DeployOptions("slice"), optimize="none")))
-        jobs += [(label, Target(b.format, precision, compute=compute)) for label, precision, compute in b.pipeline_jobs()]
+        optimize = "none" if b.pipeline_on_request else None  # an emulator's speed is not worth tuning for
+        jobs += [(label, Target(b.format, precision, compute=compute, optimize=optimize))
+                 for label, precision, compute in b.pipeline_jobs()]
     return [(label, target, _why_not(target, options)) for label, target in jobs]
 
 
@@ -76,6 +78,9 @@ def _why_not(target: Target, options: PipelineOptions) -> str | None:
     backend = backend_for_format(target.format)
     if options.formats is not None and target.format not in options.formats:
         return "not asked for (--formats)"
+    if backend.pipeline_on_request and options.formats is None:
+        return (f"built only when asked (--formats ...,{target.format}): its engines run on an emulator here, "
+                "seconds a frame")
     asked = options.compute or (backend.default_compute,)
     if target.compute is not None and target.compute not in asked:
         return f"{target.compute} not asked for (--compute)"
@@ -234,14 +239,20 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
         [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset))
     engines = _build_engines(ckpt, options, out / "engines", say)
     validation, timing = _measure(ckpt_path, ckpt.spec.scale, engines, datasets, options, out, say)
+    crops = _measure_crops(ckpt_path, ckpt.spec.scale, engines["crops"], datasets, options, out, say)
     summary = _summary(ckpt_path, ckpt, datasets, engines, validation, timing, options)
+    summary["on_crops"] = crops and {"engines": {k: str(v) for k, v in engines["crops"].items()},
+                                     "models": crops["models"]}
     summary["seconds"] = time.perf_counter() - t_start
     notes = [recommendation_text(summary, validation, options), ""]
     notes += [f"- skipped `{k}`: {v}" for k, v in engines["skipped"].items()]
     notes += [f"- failed `{k}`: {v}" for k, v in engines["failed"].items()]
+    notes += [f"- `{k}`: built on request, validated on LR centre crops of the validation images at its one size "
+              "(below, 'validation-crops'), not timed: it runs on an emulator here" for k in engines["crops"]]
     notes += ["", *int8_lines(engines["int8"]), *form_lines(engines["forms"]), "",
               f"Pipeline time: {summary['seconds']:.0f} s.", ""]
-    summary["report"] = str(report([validation, timing], out, title="scnet-deploy pipeline report", sections=notes))
+    summary["report"] = str(report([validation, timing, *([crops] if crops else [])], out,
+                                   title="scnet-deploy pipeline report", sections=notes))
     write_results_json(summary, out / "summary.json")
     return summary
 
@@ -262,11 +273,16 @@ def _build_engines(ckpt, options: PipelineOptions, engines: Path, say) -> dict:
 
     from .export import ExportOptions, build_session, write_artifact
 
-    # What every engine shares; each target adds its format, precision and (for the slice job) its form.
+    # What every engine shares; each target adds its format, precision and (for the slice job) its form. A backend
+    # built on request takes its one size (``Backend.pipeline_on_request``).
+    from scnet_deploy.exporters.registry import backend_for_format, backends
+
+    fixed = {b.name: replace(b.build_options(), size=(b.pipeline_on_request,) * 2) for b in backends()
+             if b.pipeline_on_request and b.build_options() is not None}
     shared = ExportOptions(output=engines, calib=options.calib, budget_db=options.budget_db,
                            max_visible=options.max_visible, visible_levels=options.visible_levels,
-                           tune=replace(options.tune, size=max(options.shapes)))
-    found = {"built": {}, "skipped": {}, "failed": {}, "forms": {}, "int8": {}}
+                           tune=replace(options.tune, size=max(options.shapes)), backends=fixed)
+    found = {"built": {}, "skipped": {}, "failed": {}, "forms": {}, "int8": {}, "crops": {}}
     with build_session(ckpt, shared, engines) as session:  # its progress is set per engine below
         for label, target, reason in plan(options):
             if reason:
@@ -288,6 +304,9 @@ def _build_engines(ckpt, options: PipelineOptions, engines: Path, say) -> dict:
             if verification.get("passed") is None:  # built, cannot run here (Core ML off macOS, TensorRT w/o GPU)
                 found["skipped"][label] = f"built, not run here: {verification.get('skipped') or verification.get('note')}"
                 say(Progress(f"{label} ({found['skipped'][label]})", BUILT))
+            elif backend_for_format(target.format).pipeline_on_request:
+                found["crops"][label] = result.directory  # validated on crops, not timed (``_measure_crops``)
+                say(Progress(label, BUILT))
             else:
                 found["built"][label] = result.directory
                 say(Progress(label, BUILT))
@@ -318,6 +337,47 @@ def _measure(ckpt_path: Path, scale: int, engines: dict, datasets: list, options
                                           throughput_models=candidates, throughput_rounds=2),
                    progress=lambda event: say(event.prefixed("bench")))
     return validation, timing
+
+
+def _measure_crops(ckpt_path: Path, scale: int, engines: dict, datasets: list, options: PipelineOptions, out: Path,
+                   say) -> dict | None:
+    """The engines built on request (``Backend.pipeline_on_request``: an emulator here), validated with the reference
+    on centre crops of each validation image at their one LR size (one run an image), on the same gate; None
+    without such engines."""
+    from .manifest import read_manifest
+    from .validate import ValidateOptions, validate
+
+    if not engines:
+        return None
+    side = max(read_manifest(Path(d))["size_range"]["min"][0] for d in engines.values())
+    validation = validate([ckpt_path, *engines.values()], ValidateOptions(
+        tuple(_crop_datasets(datasets, side * scale, scale, out / "validation-crops")), scale, bicubic=True,
+        content=options.calib.content, budget_db=options.budget_db, max_visible=options.max_visible,
+        visible_levels=options.visible_levels, max_memory_mb=options.max_memory_mb),
+        progress=lambda event: say(event.prefixed("on crops")))
+    return validation
+
+
+def _crop_datasets(datasets: list, side: int, scale: int, root: Path) -> list[Path]:
+    """Each dataset's HR images cut to their centre ``side`` x ``side`` (a multiple of ``scale``), as DIR/HR folders
+    of the same names; images smaller than that are left out."""
+    from PIL import Image
+
+    from .imaging.images import list_images, mod_crop, read_rgb_u8
+
+    folders = []
+    for dataset in map(Path, datasets):
+        hr = dataset / "HR" if (dataset / "HR").is_dir() else dataset
+        target = root / dataset.name / "HR"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in list_images(hr):
+            image = mod_crop(read_rgb_u8(path), scale)
+            h, w = image.shape[:2]
+            if h >= side and w >= side:
+                y, x = (h - side) // 2 // scale * scale, (w - side) // 2 // scale * scale
+                Image.fromarray(image[y:y + side, x:x + side]).save(target / f"{path.stem}.png")
+        folders.append(target.parent)
+    return folders
 
 
 def _summary(ckpt_path: Path, ckpt, datasets: list, engines: dict, validation: dict, timing: dict,

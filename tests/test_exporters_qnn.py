@@ -87,7 +87,11 @@ def test_refusals_are_one_line(tiny_x2, tmp_path):
                                                           "-o", tmp_path / "bad"))
     assert "offers ['a16w8', 'int8', 'fp16']" in one_line_error(cli("export", tiny_x2, "-f", "qnn", "-o",
                                                                     tmp_path / "fp32"))
-    assert not (tmp_path / "bad").exists() and not (tmp_path / "fp32").exists()
+    # an HTP without fp16 (v68): the emulator would compute float32, which the NPU cannot run
+    assert "has no fp16 arithmetic" in one_line_error(cli("export", tiny_x2, "-f", "qnn", "--precision", "fp16",
+                                                          "--soc", "SM8350", "--htp-size", "16x16",
+                                                          "-o", tmp_path / "fp16"))
+    assert not any((tmp_path / d).exists() for d in ("bad", "fp32", "fp16"))
 
 
 def test_a_context_outside_its_artifact_is_refused_before_it_loads(a16w8, tmp_path):
@@ -161,3 +165,33 @@ def test_the_torch_free_device_environment_runs_the_context_and_bench_over_ssh_s
         assert row["shapes"] == [] and row["not_timed"]["reason"] == "emulated HTP: accuracy only"
     finally:
         next(gen, None)
+
+
+def test_the_pipeline_builds_qnn_only_when_asked_and_validates_it_on_crops(tmp_path):
+    """Asked for (--formats), the pipeline builds the A16W8 context at its pipeline size, validates it with the
+    reference on centre crops of the validation images at that size (the emulator takes seconds a frame), and never
+    times it; not asked for, it says why it is skipped."""
+    from PIL import Image
+
+    from scnet_deploy.build_options import PipelineOptions
+    from scnet_deploy.pipeline import plan
+
+    assert "built only when asked" in dict((label, reason) for label, _, reason in plan(PipelineOptions(output=".")))[
+        "qnn-a16w8"]
+    ckpt = save_basicsr(tiny_model(2, "mlp", seed=3), tmp_path / "tiny_x2.pth")
+    (tmp_path / "ds" / "HR").mkdir(parents=True)
+    for i in range(2):
+        base = np.random.default_rng(i).integers(0, 256, (6, 8, 3)).astype(np.uint8)
+        Image.fromarray(base).resize((120, 100), Image.BICUBIC).save(tmp_path / "ds" / "HR" / f"{i}.png")
+    out = cli("pipeline", ckpt, "-o", tmp_path / "out", "--dataset", tmp_path / "ds", "--size", "8x8", "--runs", "2",
+              "--calib-count", "4", "--formats", "onnx,qnn", timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "qnn-a16w8" in summary["on_crops"]["engines"] and "qnn-a16w8" not in summary["built"]
+    assert json.loads((tmp_path / "out" / "engines" / "qnn-a16w8" / "manifest.json").read_text())["qnn"]["size"] == [48,
+                                                                                                                    48]
+    row = next(m for m in summary["on_crops"]["models"] if m["path"].endswith("qnn-a16w8"))
+    assert row["images"] == 2 and row["drift_db"] is not None
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "validation-crops" in report and "qnn-a16w8" in report
+    assert summary["recommendation"] is None or "qnn" not in summary["recommendation"]["path"]

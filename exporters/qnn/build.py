@@ -39,6 +39,8 @@ def compile_context(graph: Path, workdir: Path, soc: str, precision: str, size: 
             "ep.context_enable": 1, "ep.context_embed_mode": 0, "ep.context_file_path": str(target)})
         probe = np.random.default_rng(0).random((1, 3, *size), dtype=np.float32)
         expected = compiling.run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
+        if precision == "fp16":
+            _require_fp16(graph, probe, expected, what)
         bins = list(Path(tmp).glob("*.bin"))
         if not target.exists() or len(bins) != 1:
             raise ExportError(f"the QNN provider wrote no context for --soc {soc} (found {sorted(p.name for p in bins)})"
@@ -50,6 +52,21 @@ def compile_context(graph: Path, workdir: Path, soc: str, precision: str, size: 
         raise ExportError(f"{what}: the compiled context does not give the compiling session's output (max abs "
                           f"diff {float(np.abs(loaded - expected).max()):.3g}); report it with `scnet-deploy doctor`.")
     return "bit-identical to the compiling session on a random input"
+
+
+def _require_fp16(graph: Path, probe, out, what: str) -> None:
+    """fp16 where the SoC's HTP computes in it: on an HTP without fp16 (v68: SM8350) the emulator computes the graph
+    in float32, bit-close to the CPU (2e-7 here, where fp16 rounds to ~1e-3), which the NPU itself cannot run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
+
+    cpu = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
+    if float(np.abs(out - cpu).max()) < 1e-5:
+        raise ExportError(f"{what}: this SoC's HTP has no fp16 arithmetic (the emulator computed the context in "
+                          "float32, which the NPU cannot run); export --precision a16w8, or choose a newer --soc "
+                          "(`scnet-deploy doctor` lists them).")
 
 
 def _rename_context(src: Path, old: str, dst: Path) -> None:
