@@ -26,8 +26,8 @@ class _Constant(Runner):
 
 
 def test_registry_names_and_duplicates():
-    assert registry.format_names() == ["coreml", "ncnn", "onnx", "openvino", "tensorrt"]
-    assert {b.name for b in registry.backends()} == {"onnxruntime", "openvino", "tensorrt", "coreml", "ncnn"}
+    assert registry.format_names() == ["coreml", "ncnn", "onnx", "openvino", "qnn", "tensorrt"]
+    assert {b.name for b in registry.backends()} == {"onnxruntime", "openvino", "tensorrt", "coreml", "ncnn", "qnn"}
     with pytest.raises(ValueError, match="twice"):
         registry.register(registry.get_backend("openvino"))
     with pytest.raises(registry.ScnetDeployError, match="choose one of"):
