@@ -189,8 +189,10 @@ def int8_lines(records: dict) -> list[str]:
     for label, i in records.items():
         w = i["worst_image"]
         lines.append(f"- `{label}`: mean {i['drift_db']:+.3f} dB, worst image {w['drift_db']:+.3f} dB ({w['content']}: "
-                     f"{w['name']}), {len(i['float_layers'])} layer(s) kept in float after {len(i['tries'])} "
-                     f"tr{'y' if len(i['tries']) == 1 else 'ies'}")
+                     f"{w['name']}), {len(i['float_layers'])} layer(s) "
+                     f"{i.get('quantization', {}).get('refinement', 'kept in float')} after {len(i['tries'])} "
+                     f"tr{'y' if len(i['tries']) == 1 else 'ies'}" + (f"; measured on the {i['measured_on']}"
+                                                                       if i.get("measured_on") else ""))
         if i.get("gate_by_content") is not None:
             failed = [v["reason"] for v in i["gate_by_content"].values() if not v["passed"]]
             verdict = "fails: " + "; ".join(failed) if failed else "passes"
