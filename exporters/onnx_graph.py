@@ -212,6 +212,7 @@ class OnnxResult:
     simplifier: str | None
     verification: dict
     seconds: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # node (and tensor) name -> SCNet stage (onnx_stages.graph_stages)
 
 
 def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_ch: int = 3,
@@ -245,6 +246,9 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
             raise ExportError(f"the slice form rewrote {shifts} of {expected} shift convolutions; this is a bug in "
                               "the rewrite. Report it, or export with --exporter torchscript.")
     timings["export"] = time.perf_counter() - t0
+    from scnet_deploy.exporters.onnx_stages import graph_stages
+
+    raw_stages = graph_stages(raw)  # before simplifying: the exporter's scopes are on the raw graph's nodes
     before = histogram(raw)
     model, simplifier = raw, None
     if options.simplify:
@@ -261,7 +265,8 @@ def build_onnx(reference: torch.nn.Module, options: OnnxOptions, path: Path, in_
     t0 = time.perf_counter()
     report = verify(path, reference_outputs or reference, options, in_ch)
     timings["verify"] = time.perf_counter() - t0
-    return OnnxResult(path, before, histogram(model), simplifier, report, {k: round(v, 3) for k, v in timings.items()})
+    return OnnxResult(path, before, histogram(model), simplifier, report, {k: round(v, 3) for k, v in timings.items()},
+                      graph_stages(model, raw_stages))
 
 
 def options_dict(options: OnnxOptions) -> dict:

@@ -81,6 +81,14 @@ class Runner(abc.ABC):
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         """Run the engine on a contiguous float32 NCHW batch that passed the checks."""
 
+    # why ``profile_ops`` gives nothing on this backend (its runtime has no per-operator timing one can read)
+    profile_note = "its runtime offers no per-operator timing"
+
+    def profile_ops(self, lr: np.ndarray, runs: int) -> dict | None:
+        """Per-operator time from the runtime's own profiler over ``runs`` runs of ``lr`` after one warm-up:
+        {"ops": [{"name", "type", "ms"} (mean per run)], "runs": runs}; None where it has none (``profile_note``)."""
+        return None
+
     def optimal_requests(self) -> int:
         """How many requests this engine runs best with in flight (throughput); 1 where it has no notion of it."""
         return 1

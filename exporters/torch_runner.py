@@ -12,6 +12,7 @@ from scnet_deploy.options import SizeRange
 
 class TorchRunner(Runner):
     """A PyTorch module as a runner (the FP32 reference, or any form of the model)."""
+    profile_note = "a PyTorch baseline: not profiled by stage"
 
     backend = "pytorch"
 

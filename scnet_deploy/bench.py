@@ -19,6 +19,7 @@ import numpy as np
 from .errors import ScnetDeployError
 from .options import RuntimeOptions, option, parse_sizes, sizes_text
 from .progress import Progress, reporter
+from .sustained import parse_duration
 from .video import parse_video_target
 
 
@@ -41,6 +42,7 @@ class BenchOptions:
     reference: Path | None = None  # the checkpoint of the baselines; None: the first among (or named by) the models
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     seed: int = 0
+    rooflines: dict | None = None  # --profile: this machine's compute and memory rooflines (measured when None)
     max_memory_mb: int | None = None  # refuse (one line, before any run) what would not fit; None: memory model
     # "throughput" also measures images/s with several requests in flight
     mode: str = option("latency", "latency, or throughput: also images/s with several requests in flight.")
@@ -50,6 +52,14 @@ class BenchOptions:
     throughput_shapes: tuple[tuple[int, int], ...] | None = None  # throughput mode: shapes run in flight; None: all
     throughput_models: tuple[str, ...] | None = None  # throughput mode: only these model paths; None: every model
     throughput_rounds: int = 3  # throughput mode: rounds of at least ``runs`` images each; the median is reported
+    profile: bool = option(False, "Also time each SCNet stage (head, body blocks, upsampler, HR tail, image skip) "
+                           "with the runtime's own profiler, beside its MACs, bytes and this machine's compute and "
+                           "memory rooflines.")
+    sustained: float | None = option(None, "Also run each engine back to back for this long (e.g. 60s, 5m) at the "
+                                     "first --size: images/s per 10 s window, first against last, where throttling "
+                                     "started, CPU frequency, temperatures and energy per frame where the machine "
+                                     "exposes them.", cli=Optional[str], parse=parse_duration)
+    sustained_window_s: float = 10.0  # the window of --sustained (tests shorten it)
     # (height, width, fps) of an output video, or a video file to upscale: the LR shape is the output's frame size
     # over the scale (the file's frame size), and each engine is judged on keeping up with the frame rate, with the
     # codec's decode and encode counted and without (``video_verdict``; H.264 for a size, the file's own codec)
@@ -176,6 +186,10 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
         options, video = _video_shapes(models, options)
     plan, baselines_skipped = _plan(models, options)
     check_memory(plan, options)
+    if options.profile and options.rooflines is None:
+        from .profile import rooflines
+
+        options = replace(options, rooflines=rooflines())  # measured once, in this run, for every engine
     say, results = reporter(progress), []
     for label, path, form in plan:
         entry = _time_model(label, path, form, options, lambda event: say(replace(event, done=len(results),
@@ -188,6 +202,7 @@ def bench(models: list[str | Path], options: BenchOptions, progress=None) -> dic
         for i, s in enumerate(r["shapes"]):
             s["speedup_vs_official_eager"] = (official["shapes"][i]["median_ms"] / s["median_ms"]) if official else None
     return {"options": _options_record(options), "models": results, "machine": machine(),
+            "rooflines": options.rooflines,
             "baselines_skipped": baselines_skipped, "video": video}
 
 
@@ -235,7 +250,18 @@ def _time_model(label: str | None, path: Path, form: str, options: BenchOptions,
         for shape in options.shapes:
             say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}"))
             timed_as = replace(options, runs=options.baseline_runs) if label and options.baseline_runs else options
-            entry["shapes"].append(time_runner(runner, shape, timed_as, scale))
+            entry["shapes"].append(_timed_with_peak(runner, shape, timed_as, scale))
+            if options.profile and label is None:
+                from .profile import profile
+
+                say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}: profile"))
+                entry["shapes"][-1]["profile"] = profile(runner, shape, options.runs or 5, options.rooflines,
+                                                         options.seed)
+        if options.sustained and label is None:
+            from .sustained import run
+
+            entry["sustained"] = run(runner, options.shapes[0], options.sustained,
+                                     lambda e: say(e.prefixed(entry["name"])), options.sustained_window_s, options.seed)
     if options.mode == "throughput" and (options.throughput_models is None or str(path) in options.throughput_models):
         # Reopened for throughput (OpenVINO: compiled with its throughput hint, streams that serve requests in
         # parallel); the ratio is against the latency numbers above, the engine as it runs one image at a time.
@@ -246,6 +272,19 @@ def _time_model(label: str | None, path: Path, form: str, options: BenchOptions,
                 say(Progress(f"{entry['name']} at {shape[0]}x{shape[1]}, in flight"))
                 timed["throughput"] = time_throughput(runner, shape, options, scale, latency=timed)
     return entry
+
+
+def _timed_with_peak(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
+    """``time_runner``, and the process's resident high-water mark over the runs beyond what it held before them,
+    beside the memory model's estimate (``memory.peak_record``)."""
+    from .memory import estimate_bytes, peak_record, peak_resident_bytes, reset_peak, resident_bytes
+
+    before, reset = resident_bytes(), reset_peak()
+    timed = time_runner(runner, shape, options, scale)
+    peak = peak_resident_bytes() if reset and before is not None else None
+    estimate = estimate_bytes(runner.arch, runner.backend if runner.manifest else "pytorch", *shape, options.batch)
+    timed["peak_memory"] = peak_record(None if peak is None else max(peak - before, 0), estimate)
+    return timed
 
 
 def _untimed(entry: dict, runner, note: str, options: BenchOptions, say) -> dict:
@@ -266,7 +305,8 @@ def _options_record(options: BenchOptions) -> dict:
     return {"shapes": [list(s) for s in options.shapes], "runs": options.runs,
             "baseline_runs": options.baseline_runs or options.runs, "seconds": options.seconds,
             "warmup": options.warmup, "batch": options.batch, "threads": options.runtime.threads,
-            "mode": options.mode, "inflight": options.inflight,
+            "mode": options.mode, "inflight": options.inflight, "profile": options.profile,
+            "sustained_s": options.sustained,
             "runtime": {name: asdict(o) for name, o in options.runtime.backends.items()},
             "in_flight_runs_compiled_for_throughput": options.mode == "throughput"}
 

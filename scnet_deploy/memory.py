@@ -159,3 +159,48 @@ def require_fits(arch: dict, backend: str, name: str, height: int, width: int, l
         f"{name} at {height}x{width} (batch {batch}) needs about {describe(need)} for activations, over the "
         f"{describe(limit)} memory limit (--max-memory; default {DEFAULT_SHARE:.0%} of what is available); the "
         f"largest shape of that aspect that fits is {h}x{w}: pass a smaller --size, or upscale, which tiles.")
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux), or None where it cannot be read."""
+    return _status_kb("VmRSS")
+
+
+def reset_peak() -> bool:
+    """Set this process's resident high-water mark to what it holds now (Linux >= 4.0); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's resident high-water mark (since the last ``reset_peak``)."""
+    return _status_kb("VmHWM")
+
+
+PEAK_FLAG_RATIO = 1.5  # measured over (or under) the estimate by more than this: the memory model is off here
+PEAK_FLAG_FLOOR = 64 * MB  # below this, a runtime's fixed allocations (arenas, pools) decide, not the model
+
+
+def peak_record(measured: int | None, estimate: int) -> dict:
+    """A measured peak (bytes beyond what the process held before the runs) beside the memory model's estimate."""
+    if measured is None:
+        return {"measured_bytes": None, "estimate_bytes": estimate, "ratio": None, "flag": None,
+                "note": "this machine does not expose the resident high-water mark (/proc/self/clear_refs)"}
+    ratio = measured / estimate if estimate else None
+    off = ratio is not None and (ratio > PEAK_FLAG_RATIO or ratio < 1 / PEAK_FLAG_RATIO) \
+        and max(measured, estimate) >= PEAK_FLAG_FLOOR
+    return {"measured_bytes": measured, "estimate_bytes": estimate, "ratio": ratio,
+            "flag": (f"measured {ratio:.2f}x the memory model's estimate" if off else None)}

@@ -119,7 +119,8 @@ class BuildSession:
             self._onnx[onnx_options] = {"path": path, "section": {
                 "options": options_dict(onnx_options), "simplifier": r.simplifier,
                 "nodes_before_simplify": r.nodes_before, "nodes_after_simplify": r.nodes_after,
-                "node_count": sum(r.nodes_after.values()), "seconds": r.seconds, "verification": r.verification}}
+                "node_count": sum(r.nodes_after.values()), "seconds": r.seconds, "verification": r.verification,
+                "stages": r.stages}}
         return self._onnx[onnx_options]
 
     def from_onnx(self, kind: str, onnx_options, convert):

@@ -19,6 +19,7 @@ def can_predict() -> bool:
 
 
 class CoreMLRunner(Runner):
+    profile_note = "Core ML gives no per-layer timing outside Xcode's Instruments"
     backend = "coreml"
 
     def __init__(self, package: Path, precision: str, size_range: SizeRange) -> None:

@@ -121,6 +121,8 @@ def blob_names(param: Path) -> tuple[str, str]:
 
 
 class NcnnRunner(Runner):
+    profile_note = ("ncnn's Python API offers no per-layer timing (its C++ benchncnn prints one, built with "
+                    "NCNN_BENCHMARK)")
     backend = "ncnn"
 
     def __init__(self, directory: Path, precision: str = "fp32", compute: str | None = None,

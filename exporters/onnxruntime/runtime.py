@@ -53,6 +53,35 @@ class OrtRunner(Runner):
         if getattr(self, "_run", None) is not None:
             self._run.terminate = True
 
+    def profile_ops(self, lr: np.ndarray, runs: int) -> dict:
+        """ONNX Runtime's session profiling: each node's kernel time within the timed runs' ``model_run`` spans (the
+        warm-up's left out); names are ONNX Runtime's after its fusions (``leaky_relu_nchwc``: a fused conv named
+        after the tensor it writes)."""
+        import json
+        import os
+        import tempfile
+
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = self.session_options.intra_op_num_threads
+        with tempfile.TemporaryDirectory() as tmp:
+            so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, "profile")
+            session = ort.InferenceSession(str(self.path), so, providers=self.providers)
+            for _ in range(runs + 1):
+                session.run([OUTPUT_NAME], {INPUT_NAME: lr})
+            with open(session.end_profiling()) as f:
+                events = json.load(f)
+        spans = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run"][1:]
+        ops: dict[tuple[str, str], float] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and any(a <= e["ts"] <= b for a, b in spans):
+                key = (e["name"][:-len("_kernel_time")], e.get("args", {}).get("op_name", "?"))
+                ops[key] = ops.get(key, 0.0) + e["dur"] / 1000 / runs
+        return {"ops": [{"name": n, "type": t, "ms": ms} for (n, t), ms in ops.items()], "runs": runs,
+                "whole_ms": [(b - a) / 1000 for a, b in spans]}
+
     def parts(self):
         """None without the ``onnx`` package (a device's torch-free install has only onnxruntime): it cuts the graph."""
         if self._parts is None:

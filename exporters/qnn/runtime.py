@@ -45,6 +45,8 @@ def doctor() -> dict:
 
 
 class QnnRunner(Runner):
+    profile_note = ("QNN's profiler (provider option profiling_level) is not read yet; on the emulated HTP its "
+                    "times would be the emulator's")
     backend = "qnn"
     stoppable = True
 

@@ -31,6 +31,7 @@ def _require_gpu() -> None:
 
 
 class TensorRTRunner(Runner):
+    profile_note = "TensorRT's layer profiler is not read yet: trtexec --dumpProfile on the device gives it"
     backend = "tensorrt"
 
     def __init__(self, plan: Path, precision: str, size_range: SizeRange) -> None:

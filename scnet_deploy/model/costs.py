@@ -1,0 +1,43 @@
+"""What each stage of SCNet costs at an LR size, from the architecture alone: multiply-accumulates and the bytes a
+runtime that runs each operator on its own moves (every input and output map read or written once, float32). The
+profile sets each stage's measured time against these and this machine's rooflines (``bench --profile``)."""
+
+FLOAT = 4  # bytes
+
+
+def stage_costs(arch: dict, height: int, width: int) -> dict[str, dict]:
+    """{stage: {"macs", "bytes"}} at LR ``height`` x ``width``: head, body.0 .. body.N-1, upsampler, tail, skip."""
+    nf, s, cin, cout = arch["num_feat"], arch["scale"], arch.get("num_in_ch", 3), arch.get("num_out_ch", 3)
+    lr = height * width
+    hr = lr * s * s
+    costs = {"head": _cost(lr * cin * nf, (cin + nf) * lr + 2 * nf * lr)}  # conv, LeakyReLU
+    block = _cost(2 * lr * nf * nf + 9 * lr * nf,  # two 1x1 convs, the shift as a 3x3 depthwise at most
+                  11 * nf * lr)  # conv1 in/out, shift in/out, ReLU in/out, conv2 in/out, add 2 in/1 out
+    for i in range(arch["num_block"]):
+        costs[f"body.{i}"] = dict(block)
+    costs["upsampler"] = _upsampler(arch, lr)
+    costs["tail"] = _cost(hr * nf * nf + hr * nf * cout, 2 * nf * hr + 2 * nf * hr + (nf + cout) * hr)
+    costs["skip"] = _cost(4 * hr * cin, cin * lr + cin * hr + 3 * cin * hr)  # bilinear: 4 taps; the add
+    return costs
+
+
+def _upsampler(arch: dict, lr: int) -> dict:
+    nf, s = arch["num_feat"], arch["scale"]
+    factors = {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}.get(s, [s])
+    macs = maps = 0
+    pixels = lr
+    for f in factors:
+        out = pixels * f * f
+        if arch.get("upsampler", "mlp") == "mlp":  # resize, conv, LeakyReLU, shift, conv at the stage's output size
+            macs += 4 * out * nf + 2 * out * nf * nf + 9 * out * nf
+            maps += pixels * nf + 9 * out * nf
+        else:  # conv, LeakyReLU, shift, conv to nf*f*f, pixel shuffle at the stage's input size
+            macs += pixels * nf * nf + 9 * pixels * nf + pixels * nf * nf * f * f
+            maps += 7 * pixels * nf + 3 * out * nf
+        maps += 2 * out * nf  # the LeakyReLU after the stage
+        pixels = out
+    return _cost(macs, maps)
+
+
+def _cost(macs: int, maps: int) -> dict:
+    return {"macs": int(macs), "bytes": int(maps * FLOAT)}
