@@ -63,7 +63,50 @@ def bench_markdown(result: dict) -> list[str]:
             lines.append("")
     if result.get("video"):
         lines += video_markdown(result)
+    return lines + profile_markdown(result) + sustained_markdown(result)
+
+
+def profile_markdown(result: dict) -> list[str]:
+    """bench --profile: each engine's time per stage (the body's blocks summed), against the rooflines."""
+    from .profile import grouped
+
+    lines, roof = [], result.get("rooflines")
+    for m in result["models"]:
+        for s in m["shapes"]:
+            p = s.get("profile")
+            if not p or not p.get("stages"):
+                continue
+            lines += [f"### Profile: {m['name']} at LR {s['shape'][0]}x{s['shape'][1]}", "",
+                      f"Stages sum to {p['stages_ms']:.1f} ms, {100 * (p.get('coverage') or 0):.0f}% of the "
+                      f"{p['measured_ms']:.1f} ms the profiled runs took"
+                      + (f"; this machine's rooflines: {roof['gflops']:.0f} GFLOP/s, {roof['gbytes_per_s']:.1f} GB/s."
+                         if roof else "."), "",
+                      "| stage | ms | share | GMAC | MB moved | GB/s | x memory roofline | bound |",
+                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['stage']} | {r['ms']:.2f} | {100 * r['share']:.1f}% | {r['macs'] / 1e9:.3f} | "
+                      f"{r['bytes'] / 1e6:.1f} | {_num(r.get('gbytes_per_s'))} | {_num(r.get('x_memory_roofline'))} | "
+                      f"{r['bound']} |" for r in grouped(p["stages"])]
+            lines.append("")
     return lines
+
+
+def sustained_markdown(result: dict) -> list[str]:
+    lines = []
+    for m in result["models"]:
+        s = m.get("sustained")
+        if not s:
+            continue
+        lines += [f"### Sustained: {m['name']} at LR {s['shape'][0]}x{s['shape'][1]} for {s['seconds']:.0f} s", "",
+                  f"First {s['compared']} {_num(s.get('first_images_per_s'))} images/s, last "
+                  f"{_num(s.get('last_images_per_s'))} ({_num(s.get('last_vs_first'))}x); "
+                  + ("no throttling." if s.get("throttling_from_s") is None else
+                     f"throttling from {s['throttling_from_s']:.0f} s.")
+                  + (f" {s['sensors']}." if s.get("sensors") else ""), ""]
+    return lines
+
+
+def _num(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def video_markdown(result: dict) -> list[str]:
@@ -142,6 +185,42 @@ def validate_markdown(result: dict) -> list[str]:
     return lines
 
 
+def _profile_plots(benches: list[dict], out: Path, plt) -> list[str]:
+    """One bar chart per profiled engine (ms per stage, the body's blocks each), and the sustained runs' images/s
+    over time (CPU frequency beside it where the machine exposes it)."""
+    written = []
+    profiled = [(m, s) for b in benches for m in b["models"] for s in m["shapes"] if (s.get("profile") or {}).get("stages")]
+    for i, (m, s) in enumerate(profiled):
+        rows = s["profile"]["stages"]
+        fig, ax = plt.subplots(figsize=(7, 0.22 * len(rows) + 1.2))
+        ax.barh([r["stage"] for r in rows][::-1], [r["ms"] for r in rows][::-1], color="tab:orange")
+        ax.set(xlabel="ms per run", title=f"{m['name']} at {s['shape'][0]}x{s['shape'][1]}: time per stage")
+        fig.tight_layout()
+        name = f"profile_{i}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    sustained = [m for b in benches for m in b["models"] if m.get("sustained")]
+    if sustained:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for m in sustained:
+            w = m["sustained"]["windows"]
+            ax.plot([x["starts_s"] for x in w], [x["images_per_s"] for x in w], marker="o", label=m["name"])
+        ax.set(xlabel="seconds", ylabel="images/s", title="Sustained throughput per window")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        mhz = [(x["starts_s"], x["cpu_mhz"]) for x in sustained[0]["sustained"]["windows"] if x.get("cpu_mhz")]
+        if mhz:
+            twin = ax.twinx()
+            twin.plot(*zip(*mhz), color="grey", ls="--")
+            twin.set_ylabel("CPU MHz (first engine's run)")
+        fig.tight_layout()
+        fig.savefig(out / "sustained.png", dpi=110)
+        plt.close(fig)
+        written.append("sustained.png")
+    return written
+
+
 def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]:
     import matplotlib
 
@@ -163,6 +242,7 @@ def _plots(benches: list[dict], validations: list[dict], out: Path) -> list[str]
         fig.savefig(out / "latency_vs_resolution.png", dpi=120)
         plt.close(fig)
         written.append("latency_vs_resolution.png")
+    written += _profile_plots(benches, out, plt)
     drift_models = [(m["name"], m["drift_db"]) for v in validations for m in v["models"]
                     if m.get("drift_db") is not None and m["kind"] != "method"]
     if drift_models:

@@ -197,7 +197,7 @@ def bench_tables(result: dict) -> list[tuple]:
     return rows
 
 
-def profile_tables(result: dict) -> None:
+def profile_tables(result: dict, prefix: str = "") -> None:
     """bench --profile: each engine's time per SCNet stage (the body's blocks summed; JSON keeps each)."""
     from ..profile import grouped
 
@@ -207,13 +207,15 @@ def profile_tables(result: dict) -> None:
             p = s.get("profile")
             if p is None:
                 continue
-            where = f"{shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]}"
-            if p.get("note"):
-                console.print(f"profile of {where}: {shown(p['note'])}", soft_wrap=True)
+            where = f"{shown(prefix)}{shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]}"
+            if p.get("note") or not p.get("stages"):
+                console.print(f"profile of {where}: {shown(p.get('note') or 'no stages')}", soft_wrap=True)
                 continue
             table = Table(title=f"profile of {where}: stages sum to {p['stages_ms']:.1f} ms, "
-                                f"{100 * p['coverage']:.0f}% of the {p['measured_ms']:.1f} ms the profiled runs took; "
-                                f"rooflines here {roof['gflops']:.0f} GFLOP/s, {roof['gbytes_per_s']:.1f} GB/s")
+                                + (f"{100 * p['coverage']:.0f}% of the {p['measured_ms']:.1f} ms the profiled runs took"
+                                   if p.get("coverage") is not None else "")
+                                + (f"; rooflines there {roof['gflops']:.0f} GFLOP/s, {roof['gbytes_per_s']:.1f} GB/s"
+                                   if roof else ""))
             for col in ("stage", "ms", "share", "GMAC", "MB moved", "GFLOP/s", "GB/s", "x memory roofline", "bound"):
                 table.add_column(col)
             for r in grouped(p["stages"]):
@@ -222,45 +224,47 @@ def profile_tables(result: dict) -> None:
                               "-" if r["gbytes_per_s"] is None else f"{r['gbytes_per_s']:.1f}",
                               "-" if r["x_memory_roofline"] is None else f"{r['x_memory_roofline']:.1f}x", r["bound"])
             console.print(table)
-            if not p["stage_names"]:
+            if not p.get("stage_names"):
                 console.print("  its manifest records no stage names (exported by an older scnet-deploy or the "
                               "torchscript exporter): every operator is under 'other'; re-export it")
 
 
-def sustained_tables(result: dict) -> None:
+def sustained_tables(result: dict, prefix: str = "") -> None:
     """bench --sustained: each engine's windows, first against last, where throttling started, the sensors."""
     for m in result["models"]:
         s = m.get("sustained")
         if not s:
             continue
-        table = Table(title=f"sustained: {shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]} for {s['seconds']:.0f} s")
+        table = Table(title=f"sustained: {shown(prefix)}{shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]} for {s['seconds']:.0f} s")
         for col in ("from s", "images/s", "CPU MHz", "max °C", "W", "J/frame"):
             table.add_column(col)
         for w in s["windows"]:
             watts = sum(w["power_w"].values()) if w.get("power_w") else None
             table.add_row(f"{w['starts_s']:.0f}", f"{w['images_per_s']:.2f}",
-                          *("-" if v is None else f"{v:{f}}" for v, f in ((w["cpu_mhz"], ".0f"),
-                                                                          (w["max_temperature_c"], ".1f"),
+                          *("-" if v is None else f"{v:{f}}" for v, f in ((w.get("cpu_mhz"), ".0f"),
+                                                                          (w.get("max_temperature_c"), ".1f"),
                                                                           (watts, ".2f"),
-                                                                          (w["joules_per_frame"], ".3f"))))
+                                                                          (w.get("joules_per_frame"), ".3f"))))
         console.print(table)
-        verdict = ("no throttling (no window under 90% of the first)" if s["throttling_from_s"] is None else
+        verdict = ("no throttling (no window under 90% of the first)" if s.get("throttling_from_s") is None else
                    f"throttling from {s['throttling_from_s']:.0f} s" + (
-                       f" (CPU at {s['throttling_cpu_mhz']:.0f} MHz)" if s["throttling_cpu_mhz"] else ""))
-        console.print(f"  first {s['compared']} {s['first_images_per_s']:.2f} images/s, last {s['compared']} "
-                      f"{s['last_images_per_s']:.2f} ({s['last_vs_first']:.2f}x); {verdict}", soft_wrap=True)
+                       f" (CPU at {s['throttling_cpu_mhz']:.0f} MHz)" if s.get("throttling_cpu_mhz") else ""))
+        if None not in (s.get("first_images_per_s"), s.get("last_images_per_s"), s.get("last_vs_first")):
+            console.print(f"  first {shown(s['compared'])} {s['first_images_per_s']:.2f} images/s, last "
+                          f"{shown(s['compared'])} {s['last_images_per_s']:.2f} ({s['last_vs_first']:.2f}x); {verdict}",
+                          soft_wrap=True)
         if s.get("sensors"):
             console.print(f"  {shown(s['sensors'])}", soft_wrap=True)
 
 
-def memory_lines(result: dict) -> None:
+def memory_lines(result: dict, prefix: str = "") -> None:
     """Each engine's resident peak over its timed runs beside the memory model's estimate; large gaps flagged."""
     for m in result["models"]:
         for s in m["shapes"]:
             peak = s.get("peak_memory")
             if not peak or peak.get("measured_bytes") is None:
                 continue
-            line = (f"peak memory of {shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]}: "
+            line = (f"peak memory of {shown(prefix)}{shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]}: "
                     f"{peak['measured_bytes'] / 2**20:.0f} MB over the runs (estimate {peak['estimate_bytes'] / 2**20:.0f} MB)")
             console.print(line + (f" [yellow]{shown(peak['flag'])}[/yellow]" if peak.get("flag") else ""),
                           soft_wrap=True)
@@ -314,6 +318,9 @@ def device_bench_table(result: dict) -> list[tuple]:
     for label, bench_result in result["devices"].items():
         if bench_result.get("video"):
             video_table(bench_result, f"{label}: ")
+        profile_tables(bench_result, f"{label}: ")
+        memory_lines(bench_result, f"{label}: ")
+        sustained_tables(bench_result, f"{label}: ")
     from ..doctor import machine_line
 
     for label, bench_result in result["devices"].items():

@@ -58,8 +58,10 @@ def bench_work_s(options, models: int) -> float:
     """What ``bench`` with ``options`` asks of a device: every model at every size, its warm-up and timed runs (or
     its --seconds), once more per throughput round."""
     per_size = (options.seconds + 30) if options.seconds else (options.runs + options.warmup + 1) * PER_RUN_S
-    rounds = 1 + (options.throughput_rounds if options.mode == "throughput" else 0) + (options.video is not None)
-    return models * len(options.shapes) * per_size * options.batch * rounds
+    rounds = 1 + (options.throughput_rounds if options.mode == "throughput" else 0) + (options.video is not None) \
+        + bool(options.profile)
+    return models * (len(options.shapes) * per_size * options.batch * rounds + (options.sustained or 0) + 30 * bool(
+        options.sustained))
 
 
 @contextlib.contextmanager
@@ -165,14 +167,32 @@ DOCTOR = Fields({"versions": MapOf(Opt(str), 256), "cpu": CPU},
                                                        256)})
 # a device's measurements: finite, not negative, bounded (a 401-digit or NaN median is a schema error, in one line)
 MEASURE = door.Num(0, 1e9)
-TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": MEASURE})
+OPT_MEASURE = door.Opt(MEASURE)
+STAGE = Fields({"stage": str, "ms": MEASURE, "share": door.Num(0, 1.0001), "macs": MEASURE, "bytes": MEASURE,
+                "memory_roofline_ms": MEASURE, "compute_roofline_ms": MEASURE, "bound": str},
+               {"gflops": OPT_MEASURE, "gbytes_per_s": OPT_MEASURE, "x_memory_roofline": OPT_MEASURE})
+PROFILE = Fields({}, {"note": str, "stages": ListOf(STAGE, 1000), "stages_ms": MEASURE, "measured_ms": MEASURE,
+                      "coverage": OPT_MEASURE, "unmapped_ms": MEASURE, "stage_names": bool, "runs": Int(0, 10**6)})
+PEAK = Fields({"estimate_bytes": MEASURE}, {"measured_bytes": OPT_MEASURE, "ratio": OPT_MEASURE, "flag": Opt(str),
+                                             "note": str})
+TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": MEASURE}, {"profile": PROFILE, "peak_memory": PEAK})
+WINDOW = Fields({"starts_s": MEASURE, "seconds": MEASURE, "frames": Int(0, 10**9), "images_per_s": MEASURE},
+                {"cpu_mhz": OPT_MEASURE, "max_temperature_c": door.Opt(door.Num(-300, 1000)),
+                 "power_w": Opt(MapOf(MEASURE, 256)), "joules": OPT_MEASURE, "joules_per_frame": OPT_MEASURE})
+SUSTAINED = Fields({"shape": SHAPE, "seconds": MEASURE, "windows": ListOf(WINDOW, 100_000), "compared": str},
+                   {"first_images_per_s": OPT_MEASURE, "last_images_per_s": OPT_MEASURE, "last_vs_first": OPT_MEASURE,
+                    "throttling_from_s": OPT_MEASURE, "throttling_cpu_mhz": OPT_MEASURE, "sensors": Opt(str)})
 VIDEO_VERDICT = Fields({"target_fps": MEASURE, "fps": MEASURE, "fps_with_codec": MEASURE, "real_time": bool,
                         "real_time_with_codec": bool},
                        {"keeps_up_with": ListOf(MEASURE, 10), "keeps_up_with_codec": ListOf(MEASURE, 10)})
 BENCH_RESULT = Fields({"models": ListOf(Fields({"name": str, "precision": str, "shapes": ListOf(TIMED_SHAPE, 1000)},
-                                               {"baseline": bool, "backend": str, "video": VIDEO_VERDICT}), 1000),
+                                               {"baseline": bool, "backend": str, "video": VIDEO_VERDICT,
+                                                "sustained": SUSTAINED,
+                                                "not_timed": Fields({"reason": str}, {"ran_at": ListOf(SHAPE, 1000)})}),
+                                        1000),
                        "machine": MACHINE},
-                      {"video": Opt(Fields({"codec": str, "decode_ms": MEASURE, "encode_ms": MEASURE}))})
+                      {"video": Opt(Fields({"codec": str, "decode_ms": MEASURE, "encode_ms": MEASURE})),
+                       "rooflines": Opt(Fields({"gflops": MEASURE, "gbytes_per_s": MEASURE}, {"how": str}))})
 RUN_RECORD = Fields({"name": str, "backend": str, "precision": str})
 
 
@@ -203,6 +223,8 @@ def _bench_args(options) -> list[str]:
     args = ["--size", ",".join(f"{h}x{w}" for h, w in options.shapes), "--warmup", str(options.warmup),
             "--batch", str(options.batch), "--no-baselines", "--mode", options.mode]
     args += ["--seconds", str(options.seconds)] if options.seconds else ["--runs", str(options.runs)]
+    args += ["--profile"] if options.profile else []
+    args += ["--sustained", f"{options.sustained:g}s"] if options.sustained else []
     return args + _runtime_args(options.runtime) + _flags((
         ("--inflight", options.inflight), ("--video", "{}x{}@{:g}".format(*options.video) if isinstance(options.video, tuple) else options.video),
         ("--max-memory", options.max_memory_mb)))
