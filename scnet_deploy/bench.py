@@ -279,8 +279,12 @@ def _timed_with_peak(runner, shape: tuple[int, int], options: BenchOptions, scal
     beside the memory model's estimate (``memory.peak_record``)."""
     from .memory import estimate_bytes, peak_record, peak_resident_bytes, reset_peak, resident_bytes
 
+    from .cpu_load import OtherLoad
+
     before, reset = resident_bytes(), reset_peak()
-    timed = time_runner(runner, shape, options, scale)
+    with OtherLoad() as load:
+        timed = time_runner(runner, shape, options, scale)
+    timed["load"] = load.record()
     peak = peak_resident_bytes() if reset and before is not None else None
     estimate = estimate_bytes(runner.arch, runner.backend if runner.manifest else "pytorch", *shape, options.batch)
     timed["peak_memory"] = peak_record(None if peak is None else max(peak - before, 0), estimate)

@@ -243,6 +243,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     validation, timing = _measure(ckpt_path, ckpt.spec.scale, engines, datasets, options, out, say)
     crops = _measure_crops(ckpt_path, ckpt.spec.scale, engines["crops"], datasets, options, out, say)
     summary = _summary(ckpt_path, ckpt, datasets, engines, validation, timing, options)
+    summary["no_faster_than_fp32"] = no_faster_than_fp32(timing, say)
+    summary["under_load"] = under_load(timing)
     summary["on_crops"] = crops and {"engines": {k: str(v) for k, v in engines["crops"].items()},
                                      "models": crops["models"]}
     summary["seconds"] = time.perf_counter() - t_start
@@ -400,6 +402,46 @@ def _summary(ckpt_path: Path, ckpt, datasets: list, engines: dict, validation: d
             "content": validation.get("content"), "machine": machine(), "shapes": [list(s) for s in options.shapes]}
 
 
+NO_FASTER = 0.95  # a reduced precision whose median is over this share of its backend's FP32 engine's: no faster
+
+
+def no_faster_than_fp32(timing: dict, say=None) -> list[str]:
+    """One sentence per reduced-precision engine no faster than its backend's FP32 engine at the largest size (bf16
+    on a CPU that computes it no faster), with the stage that makes it so: both engines profiled here, the stage
+    that loses most named."""
+    from .bench import BenchOptions, bench
+    from .profile import grouped
+
+    timed = [m for m in timing["models"] if not m.get("baseline") and m["shapes"]]
+    sentences = []
+    for slow in timed:
+        fp32 = next((m for m in timed if m["backend"] == slow["backend"] and m["precision"] == "fp32"
+                     and Path(m["path"]).name.endswith("-fp32") and "-slice-" not in Path(m["path"]).name), None)
+        if fp32 is None or slow is fp32 or slow["precision"] == "fp32":
+            continue
+        a, b = fp32["shapes"][-1], slow["shapes"][-1]
+        if b["median_ms"] < NO_FASTER * a["median_ms"]:
+            continue
+        shape = tuple(b["shape"])
+        profiled = bench([Path(fp32["path"]), Path(slow["path"])], BenchOptions(
+            shapes=(shape,), runs=3, warmup=1, profile=True), progress=say)["models"]
+        stages = [{r["stage"]: r["ms"] for r in grouped(m["shapes"][0]["profile"].get("stages", []))} for m in profiled]
+        worst = max(stages[1], key=lambda k: stages[1][k] - stages[0].get(k, 0.0), default=None)
+        why = (f": its {worst} takes {stages[1][worst]:.1f} ms against {stages[0].get(worst, 0.0):.1f} ms in "
+               f"{Path(fp32['path']).name}, the stage where it loses most (`bench --profile`)" if worst else "")
+        sentences.append(f"- `{Path(slow['path']).name}` ({slow['precision']}) is no faster than "
+                         f"`{Path(fp32['path']).name}` on this machine ({b['median_ms']:.1f} against "
+                         f"{a['median_ms']:.1f} ms at {shape[0]}x{shape[1]}){why}.")
+    return sentences
+
+
+def under_load(timing: dict) -> list[str]:
+    """One sentence per engine whose timing was taken while other processes kept the CPUs busy."""
+    return [f"- timing of `{Path(m['path']).name}` at {s['shape'][0]}x{s['shape'][1]} {s['load']['flag']}: its "
+            "milliseconds are not this machine's; run the pipeline again on a quiet machine"
+            for m in timing["models"] for s in m["shapes"][-1:] if (s.get("load") or {}).get("flag")]
+
+
 def recommendation_text(summary: dict, validation: dict, options: PipelineOptions) -> str:
     """The report's recommendation: the fastest engine within the accuracy gate (and for throughput), the content it
     was gated on, the faster engines it was not, and the machine facts it rests on."""
@@ -415,6 +457,8 @@ def recommendation_text(summary: dict, validation: dict, options: PipelineOption
     else:
         rec = f"**Recommendation:** no engine is within the accuracy gate ({gate.describe()})."
     rec += gate_sentence(validation) + machine_sentence(summary["machine"])
+    for line in [*summary.get("no_faster_than_fp32", []), *summary.get("under_load", [])]:
+        rec += "\n\n" + line
     if summary["not_recommended"]:
         rec += "\n\n" + "\n".join(summary["not_recommended"])
     t = summary["recommendation_throughput"]

@@ -147,3 +147,28 @@ def test_profile_and_sustained_come_back_from_a_device(engines, tmp_path, monkey
     assert m["sustained"]["windows"] and m["sustained"]["sensors"] == NONE_HERE
     assert there["rooflines"]["gflops"] > 0
     assert np.isfinite(m["shapes"][0]["profile"]["stages_ms"])
+
+
+def test_the_pipeline_explains_a_reduced_precision_no_faster_than_fp32_with_its_stage(engines, tmp_path):
+    """Where bf16 (here: an engine standing for it) is no faster than FP32, the pipeline profiles both and names the
+    stage where it loses most; a timing taken under load is flagged."""
+    import shutil
+
+    from scnet_deploy.pipeline import no_faster_than_fp32, under_load
+
+    for label in ("openvino-fp32", "openvino-bf16"):
+        shutil.copytree(engines["openvino"], tmp_path / label)
+
+    def model(label, precision, ms, load=None):
+        return {"path": str(tmp_path / label), "backend": "openvino", "precision": precision, "baseline": False,
+                "shapes": [{"shape": [24, 32], "median_ms": ms, "load": {"flag": load}}]}
+
+    timing = {"models": [model("openvino-fp32", "fp32", 10.0), model("openvino-bf16", "bf16", 10.5,
+                                                                      "timed under load: other processes kept 1.50 of 2 CPUs busy")]}
+    sentences = no_faster_than_fp32(timing)
+    assert len(sentences) == 1 and "`openvino-bf16` (bf16) is no faster than `openvino-fp32`" in sentences[0]
+    assert "the stage where it loses most" in sentences[0]
+    assert any(f"its {stage} takes" in sentences[0] for stage in ("head", "body", "upsampler", "tail", "skip", "other"))
+    timing["models"][1]["shapes"][0]["median_ms"] = 5.0  # twice as fast: nothing to explain
+    assert no_faster_than_fp32(timing) == []
+    assert len(under_load(timing)) == 1 and "under load" in under_load(timing)[0]

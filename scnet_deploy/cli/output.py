@@ -177,6 +177,7 @@ def bench_tables(result: dict) -> list[tuple]:
     profile_tables(result)
     memory_lines(result)
     sustained_tables(result)
+    load_lines(result)
     if result.get("video"):
         video_table(result)
     if result.get("baselines_skipped"):
@@ -255,6 +256,16 @@ def sustained_tables(result: dict, prefix: str = "") -> None:
                           soft_wrap=True)
         if s.get("sensors"):
             console.print(f"  {shown(s['sensors'])}", soft_wrap=True)
+
+
+def load_lines(result: dict, prefix: str = "") -> None:
+    """The timings taken while other processes kept the CPUs busy, flagged (their numbers are not this machine's)."""
+    for m in result["models"]:
+        for s in m["shapes"]:
+            flag = (s.get("load") or {}).get("flag")
+            if flag:
+                console.print(f"[yellow]{shown(prefix)}{shown(m['name'])} at {s['shape'][0]}x{s['shape'][1]}: "
+                              f"{shown(flag)}[/yellow]", soft_wrap=True)
 
 
 def memory_lines(result: dict, prefix: str = "") -> None:

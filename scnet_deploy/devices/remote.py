@@ -175,7 +175,8 @@ PROFILE = Fields({}, {"note": str, "stages": ListOf(STAGE, 1000), "stages_ms": M
                       "coverage": OPT_MEASURE, "unmapped_ms": MEASURE, "stage_names": bool, "runs": Int(0, 10**6)})
 PEAK = Fields({"estimate_bytes": MEASURE}, {"measured_bytes": OPT_MEASURE, "ratio": OPT_MEASURE, "flag": Opt(str),
                                              "note": str})
-TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": MEASURE}, {"profile": PROFILE, "peak_memory": PEAK})
+LOAD = Fields({}, {"other_cores": OPT_MEASURE, "cpus": door.Opt(Int(0, 2**20)), "flag": Opt(str)})
+TIMED_SHAPE = Fields({"shape": SHAPE, "median_ms": MEASURE}, {"profile": PROFILE, "peak_memory": PEAK, "load": LOAD})
 WINDOW = Fields({"starts_s": MEASURE, "seconds": MEASURE, "frames": Int(0, 10**9), "images_per_s": MEASURE},
                 {"cpu_mhz": OPT_MEASURE, "max_temperature_c": door.Opt(door.Num(-300, 1000)),
                  "power_w": Opt(MapOf(MEASURE, 256)), "joules": OPT_MEASURE, "joules_per_frame": OPT_MEASURE})
