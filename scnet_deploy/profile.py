@@ -13,10 +13,10 @@ OTHER = "other"  # operators no recorded name matches (layout reorders of a runt
 
 
 def rooflines(seconds: float = 0.5) -> dict:
-    """This machine's float32 compute peak (a 1024x1024 matrix product, all cores) and memory bandwidth (a 256 MB
+    """This machine's float32 compute peak (a 1024x1024 matrix product, all cores) and memory bandwidth (a 128 MB
     copy: read + write), the best of a few tries within about ``seconds`` each."""
     a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
-    src, dst = np.ones(2**26, np.float32), np.zeros(2**26, np.float32)  # both touched: no page faults timed
+    src, dst = np.ones(2**25, np.float32), np.zeros(2**25, np.float32)  # 128 MB each, touched: no page faults timed
     best_mm = best_copy = float("inf")
     for kind in ("mm", "copy"):
         end = time.perf_counter() + seconds
@@ -31,7 +31,7 @@ def rooflines(seconds: float = 0.5) -> dict:
             if i >= 2 and time.perf_counter() > end:
                 break
     return {"gflops": 2 * 1024**3 / best_mm / 1e9, "gbytes_per_s": 2 * src.nbytes / best_copy / 1e9,
-            "how": "numpy float32 1024x1024 matmul; 256 MB copy (read + write)"}
+            "how": "numpy float32 1024x1024 matmul; 128 MB copy (read + write)"}
 
 
 def stage_map(manifest: dict) -> dict[str, str]:
