@@ -409,11 +409,17 @@ def no_faster_than_fp32(timing: dict, say=None) -> list[str]:
     """One sentence per reduced-precision engine no faster than its backend's FP32 engine at the largest size (bf16
     on a CPU that computes it no faster), with the stage that makes it so: both engines profiled here, the stage
     that loses most named."""
-    from .bench import BenchOptions, bench
-    from .profile import grouped
+    from .profile import grouped, profile, rooflines
+    from .runtime import open_model
 
     timed = [m for m in timing["models"] if not m.get("baseline") and m["shapes"]]
-    sentences = []
+    sentences, roof = [], None
+
+    def stages(path: str, shape) -> dict[str, float]:  # profiled alone: two runs after a warm-up, no timing again
+        with open_model(Path(path)) as runner:
+            found = profile(runner, shape, 2, roof)
+        return {r["stage"]: r["ms"] for r in grouped(found.get("stages", []))}
+
     for slow in timed:
         fp32 = next((m for m in timed if m["backend"] == slow["backend"] and m["precision"] == "fp32"
                      and Path(m["path"]).name.endswith("-fp32") and "-slice-" not in Path(m["path"]).name), None)
@@ -423,11 +429,12 @@ def no_faster_than_fp32(timing: dict, say=None) -> list[str]:
         if b["median_ms"] < NO_FASTER * a["median_ms"]:
             continue
         shape = tuple(b["shape"])
-        profiled = bench([Path(fp32["path"]), Path(slow["path"])], BenchOptions(
-            shapes=(shape,), runs=3, warmup=1, profile=True), progress=say)["models"]
-        stages = [{r["stage"]: r["ms"] for r in grouped(m["shapes"][0]["profile"].get("stages", []))} for m in profiled]
-        worst = max(stages[1], key=lambda k: stages[1][k] - stages[0].get(k, 0.0), default=None)
-        why = (f": its {worst} takes {stages[1][worst]:.1f} ms against {stages[0].get(worst, 0.0):.1f} ms in "
+        if say is not None:
+            say(Progress(f"profiling {Path(slow['path']).name} beside {Path(fp32['path']).name}: no faster"))
+        roof = roof or rooflines(0.2)
+        base, other = stages(fp32["path"], shape), stages(slow["path"], shape)
+        worst = max(other, key=lambda k: other[k] - base.get(k, 0.0), default=None)
+        why = (f": its {worst} takes {other[worst]:.1f} ms against {base.get(worst, 0.0):.1f} ms in "
                f"{Path(fp32['path']).name}, the stage where it loses most (`bench --profile`)" if worst else "")
         sentences.append(f"- `{Path(slow['path']).name}` ({slow['precision']}) is no faster than "
                          f"`{Path(fp32['path']).name}` on this machine ({b['median_ms']:.1f} against "
