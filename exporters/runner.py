@@ -81,6 +81,12 @@ class Runner(abc.ABC):
     def _infer(self, lr: np.ndarray) -> np.ndarray:
         """Run the engine on a contiguous float32 NCHW batch that passed the checks."""
 
+    @property
+    def element_bytes(self) -> int:
+        """Bytes per feature-map element as the engine computes (the profile's bytes moved): by its precision; a
+        backend whose compute precision differs from its label (OpenVINO's fp16 weights, f32 compute) says so."""
+        return {"bf16": 2, "fp16": 2, "int8": 1, "a16w8": 2}.get(self.precision, 4)
+
     # why ``profile_ops`` gives nothing on this backend (its runtime has no per-operator timing one can read)
     profile_note = "its runtime offers no per-operator timing"
 

@@ -56,8 +56,11 @@ def group(stage: str) -> str:
 
 
 def profile(runner, shape: tuple[int, int], runs: int, roof: dict, seed: int = 0) -> dict:
-    """The profile of ``runner`` at LR ``shape``: each stage's mean ms per run, share, MACs, bytes, throughput and
-    distance from the rooflines; ``note`` instead where the runtime has no per-operator profiler."""
+    """The profile of ``runner`` at LR ``shape``: each stage's mean ms per run (the measured time of the profiled runs
+    shared out as the profiler's counters share it; ``coverage``: how much of that time the raw counters add up to),
+    share, MACs, bytes, throughput and distance from the rooflines; ``note`` instead where the runtime has no
+    per-operator profiler. A runtime's own layout reorders, named after no node of the graph, count in the stage
+    they follow in execution order."""
     from .model.costs import stage_costs
 
     x = np.random.default_rng(seed).random((1, 3, *shape), dtype=np.float32)
@@ -66,11 +69,23 @@ def profile(runner, shape: tuple[int, int], runs: int, roof: dict, seed: int = 0
         return {"note": runner.profile_note}
     stages = stage_map(runner.manifest)
     known = sorted(stages, key=len, reverse=True)
-    ms: dict[str, float] = {}
-    for op in found["ops"]:
+    counted: dict[str, float] = {}
+    unmapped = placed = 0.0
+    previous = OTHER
+    for op in found["ops"]:  # in execution order
         stage = stage_of(op["name"], known, stages) if stages else OTHER
-        ms[stage] = ms.get(stage, 0.0) + op["ms"]
-    costs = stage_costs(runner.arch, *shape)
+        if stage == OTHER and previous != OTHER:  # a runtime's own layout reorder: the stage it follows
+            stage, placed = previous, placed + op["ms"]
+        unmapped += op["ms"] if stage == OTHER else 0.0
+        previous = stage
+        counted[stage] = counted.get(stage, 0.0) + op["ms"]
+    costs = stage_costs(runner.arch, *shape, runner.element_bytes)
+    counters = sum(counted.values())
+    whole = statistics.fmean(found["whole_ms"])  # the same runs, averaged as the operators' times are
+    # each stage's share of the profiler's counters, applied to the measured time of the same runs (OpenVINO's
+    # counters sum to 104-121% of it here, overlapping; ONNX Runtime's to 99%): ``counter_ms`` keeps the raw
+    scale = whole / counters if counters else 0.0
+    ms = {k: v * scale for k, v in counted.items()}
     total = sum(ms.values())
     rows = []
     for stage in [*costs, OTHER]:
@@ -79,16 +94,16 @@ def profile(runner, shape: tuple[int, int], runs: int, roof: dict, seed: int = 0
         t, c = ms.get(stage, 0.0), costs.get(stage, {"macs": 0, "bytes": 0})
         memory_ms = c["bytes"] / roof["gbytes_per_s"] / 1e6
         compute_ms = 2 * c["macs"] / roof["gflops"] / 1e6
-        rows.append({"stage": stage, "ms": t, "share": t / total if total else 0.0, "macs": c["macs"],
+        rows.append({"stage": stage, "ms": t, "counter_ms": counted.get(stage, 0.0),
+                     "share": t / total if total else 0.0, "macs": c["macs"],
                      "bytes": c["bytes"], "gflops": 2 * c["macs"] / t / 1e6 if t else None,
                      "gbytes_per_s": c["bytes"] / t / 1e6 if t else None, "memory_roofline_ms": memory_ms,
                      "compute_roofline_ms": compute_ms,
                      "x_memory_roofline": t / memory_ms if memory_ms else None,
                      "bound": "memory" if memory_ms >= compute_ms else "compute"})
-    whole = statistics.fmean(found["whole_ms"])  # the same runs, averaged as the operators' times are
     return {"shape": list(shape), "runs": runs, "stages": rows, "stages_ms": total, "measured_ms": whole,
-            "coverage": total / whole if whole else None, "operators": len(found["ops"]),
-            "unmapped_ms": ms.get(OTHER, 0.0), "stage_names": bool(stages),
+            "counters_ms": counters, "coverage": counters / whole if whole else None, "operators": len(found["ops"]),
+            "unmapped_ms": unmapped * scale, "reorders_placed_ms": placed * scale, "stage_names": bool(stages),
             "top_ops": sorted(found["ops"], key=lambda o: o["ms"], reverse=True)[:10]}
 
 

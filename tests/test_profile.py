@@ -35,9 +35,11 @@ def test_profile_maps_every_operator_to_a_stage_and_adds_up_to_the_runs(engines,
     stages = {r["stage"]: r for r in p["stages"]}
     assert {"head", "body.0", "body.2", "upsampler", "tail", "skip"} <= set(stages)
     assert stages["upsampler"]["ms"] > 0 and stages["tail"]["ms"] > 0 and stages["body.1"]["ms"] > 0
-    assert p["unmapped_ms"] <= 0.2 * p["stages_ms"]  # layout reorders of the runtime's own at most
+    assert p["unmapped_ms"] <= 0.05 * p["stages_ms"]  # a runtime's reorders count in the stage they follow
     assert 0.2 < p["coverage"] < 1.6, p  # a tiny model: per-call overheads the operators do not see dominate
     assert abs(sum(r["share"] for r in p["stages"]) - 1) < 1e-6
+    assert p["stages_ms"] == pytest.approx(p["measured_ms"])  # the measured time, shared out as the counters share it
+    assert sum(r["counter_ms"] for r in p["stages"]) == pytest.approx(p["counters_ms"])
     tail = stages["tail"]
     assert tail["macs"] > 0 and tail["x_memory_roofline"] == pytest.approx(tail["ms"] / tail["memory_roofline_ms"])
 

@@ -88,6 +88,10 @@ class OpenVINORunner(Runner):
     def optimal_requests(self) -> int:
         return int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
+    @property
+    def element_bytes(self) -> int:  # what the CPU plugin computes in (fp16 weights run in f32)
+        return 1 if self.precision == "int8" else {"bf16": 2, "f16": 2}.get(self.effective, 4)
+
     def profile_ops(self, lr: np.ndarray, runs: int) -> dict:
         """OpenVINO's performance counters (the engine compiled again with them on, the same configuration): each
         executed node's real time, averaged over the timed runs; names are the IR's (``node_conv2d/WithoutBiases``,

@@ -212,8 +212,8 @@ def profile_tables(result: dict, prefix: str = "") -> None:
             if p.get("note") or not p.get("stages"):
                 console.print(f"profile of {where}: {shown(p.get('note') or 'no stages')}", soft_wrap=True)
                 continue
-            table = Table(title=f"profile of {where}: stages sum to {p['stages_ms']:.1f} ms, "
-                                + (f"{100 * p['coverage']:.0f}% of the {p['measured_ms']:.1f} ms the profiled runs took"
+            table = Table(title=f"profile of {where}: the {p['measured_ms']:.1f} ms the profiled runs took, by stage "
+                                + (f"(the runtime's counters add up to {100 * p['coverage']:.0f}% of it)"
                                    if p.get("coverage") is not None else "")
                                 + (f"; rooflines there {roof['gflops']:.0f} GFLOP/s, {roof['gbytes_per_s']:.1f} GB/s"
                                    if roof else ""))

@@ -170,9 +170,11 @@ MEASURE = door.Num(0, 1e9)
 OPT_MEASURE = door.Opt(MEASURE)
 STAGE = Fields({"stage": str, "ms": MEASURE, "share": door.Num(0, 1.0001), "macs": MEASURE, "bytes": MEASURE,
                 "memory_roofline_ms": MEASURE, "compute_roofline_ms": MEASURE, "bound": str},
-               {"gflops": OPT_MEASURE, "gbytes_per_s": OPT_MEASURE, "x_memory_roofline": OPT_MEASURE})
+               {"gflops": OPT_MEASURE, "gbytes_per_s": OPT_MEASURE, "x_memory_roofline": OPT_MEASURE,
+                "counter_ms": MEASURE})
 PROFILE = Fields({}, {"note": str, "stages": ListOf(STAGE, 1000), "stages_ms": MEASURE, "measured_ms": MEASURE,
-                      "coverage": OPT_MEASURE, "unmapped_ms": MEASURE, "stage_names": bool, "runs": Int(0, 10**6)})
+                      "coverage": OPT_MEASURE, "unmapped_ms": MEASURE, "stage_names": bool, "runs": Int(0, 10**6),
+                      "counters_ms": MEASURE, "reorders_placed_ms": MEASURE})
 PEAK = Fields({"estimate_bytes": MEASURE}, {"measured_bytes": OPT_MEASURE, "ratio": OPT_MEASURE, "flag": Opt(str),
                                              "note": str})
 LOAD = Fields({}, {"other_cores": OPT_MEASURE, "cpus": door.Opt(Int(0, 2**20)), "flag": Opt(str)})

@@ -5,23 +5,24 @@ profile sets each stage's measured time against these and this machine's rooflin
 FLOAT = 4  # bytes
 
 
-def stage_costs(arch: dict, height: int, width: int) -> dict[str, dict]:
-    """{stage: {"macs", "bytes"}} at LR ``height`` x ``width``: head, body.0 .. body.N-1, upsampler, tail, skip."""
+def stage_costs(arch: dict, height: int, width: int, element_bytes: int = FLOAT) -> dict[str, dict]:
+    """{stage: {"macs", "bytes"}} at LR ``height`` x ``width``: head, body.0 .. body.N-1, upsampler, tail, skip;
+    ``element_bytes``: per feature-map element as the engine computes (4 float32, 2 bf16/fp16, 1 int8)."""
     nf, s, cin, cout = arch["num_feat"], arch["scale"], arch.get("num_in_ch", 3), arch.get("num_out_ch", 3)
     lr = height * width
     hr = lr * s * s
-    costs = {"head": _cost(lr * cin * nf, (cin + nf) * lr + 2 * nf * lr)}  # conv, LeakyReLU
+    costs = {"head": _cost(lr * cin * nf, (cin + nf) * lr + 2 * nf * lr, element_bytes)}  # conv, LeakyReLU
     block = _cost(2 * lr * nf * nf + 9 * lr * nf,  # two 1x1 convs, the shift as a 3x3 depthwise at most
-                  11 * nf * lr)  # conv1 in/out, shift in/out, ReLU in/out, conv2 in/out, add 2 in/1 out
+                  11 * nf * lr, element_bytes)  # conv1 in/out, shift in/out, ReLU in/out, conv2 in/out, add 2 in/1 out
     for i in range(arch["num_block"]):
         costs[f"body.{i}"] = dict(block)
-    costs["upsampler"] = _upsampler(arch, lr)
-    costs["tail"] = _cost(hr * nf * nf + hr * nf * cout, 2 * nf * hr + 2 * nf * hr + (nf + cout) * hr)
-    costs["skip"] = _cost(4 * hr * cin, cin * lr + cin * hr + 3 * cin * hr)  # bilinear: 4 taps; the add
+    costs["upsampler"] = _upsampler(arch, lr, element_bytes)
+    costs["tail"] = _cost(hr * nf * nf + hr * nf * cout, 2 * nf * hr + 2 * nf * hr + (nf + cout) * hr, element_bytes)
+    costs["skip"] = _cost(4 * hr * cin, cin * lr + cin * hr + 3 * cin * hr, FLOAT)  # image space: float; the add
     return costs
 
 
-def _upsampler(arch: dict, lr: int) -> dict:
+def _upsampler(arch: dict, lr: int, element_bytes: int) -> dict:
     nf, s = arch["num_feat"], arch["scale"]
     factors = {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}.get(s, [s])
     macs = maps = 0
@@ -36,8 +37,8 @@ def _upsampler(arch: dict, lr: int) -> dict:
             maps += 7 * pixels * nf + 3 * out * nf
         maps += 2 * out * nf  # the LeakyReLU after the stage
         pixels = out
-    return _cost(macs, maps)
+    return _cost(macs, maps, element_bytes)
 
 
-def _cost(macs: int, maps: int) -> dict:
-    return {"macs": int(macs), "bytes": int(maps * FLOAT)}
+def _cost(macs: int, maps: int, element_bytes: int) -> dict:
+    return {"macs": int(macs), "bytes": int(maps * element_bytes)}
