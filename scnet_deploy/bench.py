@@ -298,6 +298,11 @@ def _untimed(entry: dict, runner, note: str, options: BenchOptions, say) -> dict
         say(Progress(f"{entry['name']} at {h}x{w}: {note}"))
         runner.infer(np.random.default_rng(options.seed).random((options.batch, 3, h, w), dtype=np.float32))
     entry["not_timed"] = {"reason": note, "ran_at": [list(s) for s in options.shapes]}
+    if options.profile:  # the emulator's cycles are the NPU's modelled ones: where the time goes, not how long
+        from .profile import profile, shares_only
+
+        entry["not_timed"]["profile"] = shares_only(profile(runner, tuple(options.shapes[0]), 1, options.rooflines,
+                                                            options.seed))
     return entry
 
 

@@ -122,3 +122,12 @@ def grouped(rows: list[dict]) -> list[dict]:
         o["gflops"] = 2 * o["macs"] / o["ms"] / 1e6 if o["ms"] else None
         o["gbytes_per_s"] = o["bytes"] / o["ms"] / 1e6 if o["ms"] else None
     return list(out.values())
+
+
+def shares_only(found: dict) -> dict:
+    """A profile without its milliseconds (an emulator's: each stage's share of the modelled cycles is the NPU's,
+    the time is not)."""
+    if found.get("note"):
+        return found
+    return {"note": "shares of the emulated NPU's modelled cycles; no milliseconds",
+            "shares": {r["stage"]: r["share"] for r in found["stages"]}}

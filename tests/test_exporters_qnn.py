@@ -79,6 +79,12 @@ def test_bench_on_the_emulator_prints_no_milliseconds(a16w8, tmp_path):
     model = json.loads((tmp_path / "b.json").read_text())["models"][0]
     assert model["shapes"] == [] and model["not_timed"]["reason"] == "emulated HTP: accuracy only"
     assert "median_ms" not in json.dumps(model)
+    # --profile on the emulator: QNN's own profiler, the NPU's modelled cycles per stage as shares, no milliseconds
+    proc = cli("bench", a16w8.directory, "--size", "16x16", "--runs", "1", "--profile", "--json", tmp_path / "p.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shares = json.loads((tmp_path / "p.json").read_text())["models"][0]["not_timed"]["profile"]["shares"]
+    assert shares["upsampler"] > 0 and shares["tail"] > 0 and abs(sum(shares.values()) - 1) < 1e-6
+    assert "where its modelled cycles go: head" in proc.stdout
 
 
 def test_refusals_are_one_line(tiny_x2, tmp_path):

@@ -153,7 +153,8 @@ def validate_tables(result: dict) -> list[tuple]:
 def bench_tables(result: dict) -> list[tuple]:
     """The latency table (and the throughput table in that mode); returns the CSV rows."""
     table = Table(title="latency")
-    for col in ("model", "precision", "LR", "first ms", "median ms", "p90 ms", "p99 ms", "img/s", "MP/s", "vs eager"):
+    for col in ("model", "precision", "LR", "first ms", "median ms", "p90 ms", "p99 ms", "img/s", "MP/s", "vs eager",
+                "peak MB (est.)"):
         table.add_column(col)
     rows = [("model", "precision", "lr_h", "lr_w", "batch", "first_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms",
              "min_ms", "max_ms", "images_per_s", "megapixels_per_s", "speedup_vs_official_eager")]
@@ -163,7 +164,7 @@ def bench_tables(result: dict) -> list[tuple]:
             table.add_row(shown(m["name"]), shown(m["precision"]), f"{s['shape'][0]}x{s['shape'][1]}",
                           f"{s['first_inference_ms']:.0f}", f"{s['median_ms']:.1f}", f"{s['p90_ms']:.1f}",
                           f"{s['p99_ms']:.1f}", f"{s['images_per_s']:.2f}", f"{s['megapixels_per_s']:.1f}",
-                          f"{ratio:.1f}x" if ratio else "-")
+                          f"{ratio:.1f}x" if ratio else "-", _peak_cell(s.get("peak_memory")))
             rows.append((m["name"], m["precision"], *s["shape"], s["batch"], *(f"{s[k]:.3f}" for k in (
                 "first_inference_ms", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "images_per_s",
                 "megapixels_per_s")), "" if ratio is None else f"{ratio:.3f}"))
@@ -174,6 +175,15 @@ def bench_tables(result: dict) -> list[tuple]:
             ran = ", ".join(f"{h}x{w}" for h, w in m["not_timed"]["ran_at"])
             console.print(f"{shown(m['name'])}: {shown(m['not_timed']['reason'])}: it ran at {ran}; no milliseconds "
                           "(an emulator's speed says nothing of the device's)", soft_wrap=True)
+            shares = (m["not_timed"].get("profile") or {}).get("shares")
+            if shares:
+                from ..profile import group
+
+                grouped_shares: dict = {}
+                for stage, share in shares.items():
+                    grouped_shares[group(stage)] = grouped_shares.get(group(stage), 0.0) + share
+                console.print("  where its modelled cycles go: " + ", ".join(
+                    f"{shown(k)} {100 * v:.0f}%" for k, v in grouped_shares.items()), soft_wrap=True)
     profile_tables(result)
     memory_lines(result)
     sustained_tables(result)
@@ -196,6 +206,13 @@ def bench_tables(result: dict) -> list[tuple]:
                               f"{t['vs_latency']:.2f}x")
         console.print(table)
     return rows
+
+
+def _peak_cell(peak: dict | None) -> str:
+    if not peak or peak.get("measured_bytes") is None:
+        return "-"
+    cell = f"{peak['measured_bytes'] / 2**20:.0f} ({peak['estimate_bytes'] / 2**20:.0f})"
+    return f"[yellow]{cell}![/yellow]" if peak.get("flag") else cell
 
 
 def profile_tables(result: dict, prefix: str = "") -> None:

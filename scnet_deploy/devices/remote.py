@@ -191,7 +191,10 @@ VIDEO_VERDICT = Fields({"target_fps": MEASURE, "fps": MEASURE, "fps_with_codec":
 BENCH_RESULT = Fields({"models": ListOf(Fields({"name": str, "precision": str, "shapes": ListOf(TIMED_SHAPE, 1000)},
                                                {"baseline": bool, "backend": str, "video": VIDEO_VERDICT,
                                                 "sustained": SUSTAINED,
-                                                "not_timed": Fields({"reason": str}, {"ran_at": ListOf(SHAPE, 1000)})}),
+                                                "not_timed": Fields({"reason": str}, {
+                                                    "ran_at": ListOf(SHAPE, 1000),
+                                                    "profile": Fields({}, {"note": str, "shares": MapOf(
+                                                        door.Num(0, 1.0001), 1000)})})}),
                                         1000),
                        "machine": MACHINE},
                       {"video": Opt(Fields({"codec": str, "decode_ms": MEASURE, "encode_ms": MEASURE})),
