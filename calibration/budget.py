@@ -180,8 +180,8 @@ class Int8Data:
         return Baseline(self.holdout, _psnrs(outs, self.holdout, self.scale), self.scale, outs, self.options.content,
                         levels)
 
-    def verification_inputs(self, fixed: tuple[int, int] | None = None) -> list:
-        return verification_inputs(self.holdout, fixed)
+    def verification_inputs(self, fixed: tuple[int, int] | None = None, tiles: bool = True) -> list:
+        return verification_inputs(self.holdout, fixed, tiles)
 
 
 def int8_data(options: CalibOptions, scale: int) -> Int8Data:
@@ -517,9 +517,10 @@ def int8_section(calib, options, baseline: Baseline, result: dict, quantization:
                                                 "content_mix": options.content_mix})
 
 
-def verification_inputs(holdout, fixed: tuple[int, int] | None = None) -> list:
+def verification_inputs(holdout, fixed: tuple[int, int] | None = None, tiles: bool = True) -> list:
     """Two natural-image LR crops of different, odd sizes (INT8 ranges are calibrated on images, not noise); for an
-    engine ``fixed`` at one size, a crop of that size and, where the image allows, one a little larger (its tiles)."""
+    engine ``fixed`` at one size, a crop of that size and, where the image allows and ``tiles`` (the size leaves an
+    exact part inside each tile), one a little larger (its tiles)."""
     photos = [h for h in holdout if h.content == "photo"] or list(holdout)
     photo = max(photos, key=lambda h: h.lr.shape[0] * h.lr.shape[1]) if fixed else photos[0]
     lr = photo.lr.transpose(2, 0, 1)[None].astype("float32") / 255.0
@@ -528,4 +529,4 @@ def verification_inputs(holdout, fixed: tuple[int, int] | None = None) -> list:
     h, w = fixed
     larger = (min(h + 11, lr.shape[2]), min(w + 5, lr.shape[3]))
     crops = [lr[:, :, :h, :w].copy()]
-    return crops + ([lr[:, :, :larger[0], :larger[1]].copy()] if larger != (h, w) else [])
+    return crops + ([lr[:, :, :larger[0], :larger[1]].copy()] if tiles and larger != (h, w) else [])

@@ -205,7 +205,9 @@ class BuildSession:
         fixed = (tuple(size_range["min"]) if size_range.get("min") and size_range.get("opt") == size_range["min"]
                  and not size_range.get("max") else None)
         if fields.get("int8") is not None:
-            return self.int8_data(self.options.calib).verification_inputs(fixed)
+            # a larger crop too, run in exact tiles, where the size leaves something exact inside each tile
+            tiles = fixed is not None and min(fixed) > 2 * self.checkpoint.spec.receptive_radius
+            return self.int8_data(self.options.calib).verification_inputs(fixed, tiles)
         shapes = ([(1, *size_range["min"]), (1, *size_range["opt"])] if size_range.get("min") else
                   self.options.onnx.verify_shapes)
         return random_inputs(shapes, self.checkpoint.spec.num_in_ch)

@@ -121,20 +121,29 @@ def test_a_context_outside_its_artifact_is_refused_before_it_loads(a16w8, tmp_pa
         cli("infer", copy, tmp_path / "x.npz", "-o", tmp_path / "o.npz"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["a16w8", "int8", "fp16"])
 def test_the_official_fixture_on_the_emulated_htp_matches_its_outputs(precision, tmp_path):
+    """The official SCNet-T x4 (pixel-shuffle) checkpoint compiled at its fixture's own 24x31 size: A16W8 and fp16
+    against the official implementation's outputs within their tolerance; A8W8 refused with the gate's reasons."""
     case = next((c for c in official_cases() if c["name"] == "scnet_t_x4_ps"), None)
     if case is None:
         pytest.skip(f"{FIXTURES} has no scnet_t_x4_ps (the project's shared test data)")
     ckpt = need(FIXTURES / "scnet_t_x4_ps.pth")
     x = np.load(FIXTURES / "scnet_t_x4_ps.input.npy")
-    result = export(ckpt, qnn_options(tmp_path / "qnn", precision=precision, size=tuple(x.shape[2:])))
+    options = qnn_options(tmp_path / "qnn", precision=precision, size=tuple(x.shape[2:]))
+    if precision == "int8":  # A8W8 of the official checkpoint fails the gate: refused with the gate's reasons
+        from scnet_deploy.calibration.budget import BudgetNotMet
+
+        with pytest.raises(BudgetNotMet, match="fails the accuracy gate .* at 16-bit activations .* a16w8"):
+            export(ckpt, options)
+        assert not (tmp_path / "qnn").exists()
+        return
+    result = export(ckpt, options)
     with open_model(result.directory) as runner:
         out = runner.infer(x)
     ref = np.load(FIXTURES / "scnet_t_x4_ps.output.npy")
     psnr = 10 * np.log10(1 / np.mean((out - ref) ** 2))
-    assert psnr > {"a16w8": 45, "int8": 30, "fp16": 45}[precision], psnr
+    assert psnr > {"a16w8": 45, "fp16": 45}[precision], psnr
 
 
 def test_the_torch_free_device_environment_runs_the_context_and_bench_over_ssh_says_it_is_not_timed(a16w8, tmp_path):
