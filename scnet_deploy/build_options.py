@@ -152,7 +152,7 @@ class ExportOptions:
     # one format, or several comma-separated: one sub-directory each
     format: str = option("onnx", "The engine format(s), comma-separated for several (one ONNX build shared); "
                          "`scnet-deploy doctor` lists them.", flag="--format", short="-f")
-    precision: str = option("fp32", "fp32, fp16, bf16, int8 or a16w8 (alias w8a16: QNN) per backend: see "
+    precision: str = option("fp32", "fp32, fp16, bf16, int8 or a16w8 (alias w8a16), per backend: see "
                             "`scnet-deploy doctor`.")
     # The compute unit the engine is built for and verified on; None: the backend's first (its default)
     compute: str | None = option(None, "The compute unit the engine is built for and verified on (default: the "
