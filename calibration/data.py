@@ -21,7 +21,7 @@ import numpy as np
 from scnet_deploy.build_options import CalibOptions
 from scnet_deploy.calibration.content import GENERATORS, skimage_image
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.imaging.images import list_images, mod_crop, read_rgb_u8
+from scnet_deploy.imaging.images import centre_crop, list_images, mod_crop, read_rgb_u8
 from scnet_deploy.imaging.resize import bicubic_degrade
 
 # scikit-image sample photographs (bundled with the package, no download): calibration and hold-out, disjoint.
@@ -123,9 +123,7 @@ class HoldoutImage:
 
 def _centre_pair(image: np.ndarray, scale: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     hr = mod_crop(image, scale)
-    side_h, side_w = min(size * scale, hr.shape[0]), min(size * scale, hr.shape[1])
-    y, x = (hr.shape[0] - side_h) // 2 // scale * scale, (hr.shape[1] - side_w) // 2 // scale * scale
-    crop = hr[y:y + side_h, x:x + side_w]
+    crop = centre_crop(hr, min(size * scale, hr.shape[0]), min(size * scale, hr.shape[1]), scale)
     return bicubic_degrade(crop, scale), crop
 
 

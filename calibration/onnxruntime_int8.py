@@ -194,11 +194,24 @@ def input_range(model) -> tuple[float, float] | None:
     return None
 
 
+def tensors_of(model, names: list[str], x: np.ndarray) -> dict:
+    """The values of the tensors ``names`` when ``model`` (an ONNX ModelProto, left as it is) runs on ``x`` in ONNX
+    Runtime's CPU: a copy of the graph with them as outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in existing)
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(names, {INPUT: x})))
+
+
 def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[str, float]]:
     """Rank the convolutions by the error each adds: NMSE of its output minus NMSE of its (float) input, INT8 vs
     FP32 runs on ``samples``."""
     import onnx
-    import onnxruntime as ort
 
     fp32 = onnx.load(str(fp32_path))
     int8 = onnx.load(str(int8_path))
@@ -206,19 +219,10 @@ def layer_sensitivity(fp32_path: Path, int8_path: Path, samples) -> list[tuple[s
     convs = [n for n in fp32.graph.node if n.name in quantized]
     names = sorted({t for n in convs for t in (n.input[0], n.output[0])} - {INPUT})
 
-    def run(model, x):
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        existing = {o.name for o in m.graph.output}
-        m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in existing)
-        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        out = session.run(names, {INPUT: x})
-        return dict(zip(names, out))
-
     # Every conv is a candidate: the depthwise shift's one-hot weights are exact in int8, but the range calibrated for
     # its input can clip, and that error is counted as added by it.
     learned = {n.name: (n.input[0], n.output[0]) for n in convs}
-    return rank_by_added_error(learned, [(run(fp32, x), run(int8, x)) for x in samples])
+    return rank_by_added_error(learned, [(tensors_of(fp32, names, x), tensors_of(int8, names, x)) for x in samples])
 
 def onnx_infer(path: Path):
     import onnxruntime as ort

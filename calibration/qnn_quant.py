@@ -19,7 +19,7 @@ import numpy as np
 
 from scnet_deploy.calibration.budget import (BudgetNotMet, Int8Data, Quantized, int8_section,
                                              quantize_within_budget, rank_by_added_error, why_over)
-from scnet_deploy.calibration.onnxruntime_int8 import _Reader, conv_nodes, onnx_infer
+from scnet_deploy.calibration.onnxruntime_int8 import _Reader, conv_nodes, onnx_infer, tensors_of
 from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.manifest import INPUT_NAME
 
@@ -139,11 +139,13 @@ def quantize_qdq(fp32: Path, out: Path, calib, precision: str, refined: tuple[st
                                     ACTIVATIONS[precision]), weight_type=QuantType.QInt8, per_channel=True,
                                     weight_symmetric=True, init_overrides=overrides)
         quantize(str(folded), str(out), config)
-    return {"activations": "uint16 asymmetric" if precision == "a16w8" else "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel", "input_range": [0.0, 1.0], "method": "minmax" + (f", ranges widened x{WIDEN_16BIT:g}" if precision == "a16w8" else ""),
+    sixteen = precision == "a16w8"
+    return {"activations": "uint16 asymmetric" if sixteen else "uint8 asymmetric",
+            "weights": "int8 symmetric per-channel", "input_range": [0.0, 1.0],
+            "method": "minmax" + (f", ranges widened x{WIDEN_16BIT:g}" if sixteen else ""),
             "refined_convs": sorted(refined),
-            "refinement": "weights split in two int8 halves" if precision == "a16w8" else "16-bit activations", "quantized_convs": len(conv_nodes(model)),
-            "calibration_samples": len(calib)}
+            "refinement": "weights split in two int8 halves" if sixteen else "16-bit activations",
+            "quantized_convs": len(conv_nodes(model)), "calibration_samples": len(calib)}
 
 
 def int8_rounded(w: np.ndarray) -> np.ndarray:
@@ -158,18 +160,15 @@ def weight_sensitivity(fp32: Path, samples) -> list[str]:
     each output on ``samples``' real activations (the shift's one-hot kernels round exactly: error 0). An A16W8
     graph's error is its weights' (its activations have 16 bits), so this ranks what splitting wins back."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(fp32))
     fold_constants(model)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     convs = [n for n in model.graph.node if n.name in conv_nodes(model)]
     inputs = sorted({n.input[0] for n in convs} - {INPUT_NAME})
-    model.graph.output.extend(onnx.ValueInfoProto(name=k) for k in inputs)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     error = {n.name: 0.0 for n in convs}
     for x in samples:
-        found = {INPUT_NAME: x, **dict(zip(inputs, session.run(inputs, {INPUT_NAME: x})))}
+        found = {INPUT_NAME: x, **tensors_of(model, inputs, x)}
         for node in convs:
             w = inits[node.input[1]].astype(np.float32)
             if w.shape[2:] != (1, 1) or w.shape[1] != found[node.input[0]].shape[1]:  # grouped: its weights alone
@@ -186,7 +185,6 @@ def sensitivity(fp32: Path, qdq: Path, samples) -> list[str]:
     both graphs hold around it (the QNN quantizer folds a ReLU after a convolution into its range, so the ReLU's
     output stands for the convolution's)."""
     import onnx
-    import onnxruntime as ort
 
     model, quantized = onnx.load(str(fp32)), onnx.load(str(qdq))
     common = {o for n in model.graph.node for o in n.output} & {o for n in quantized.graph.node for o in n.output}
@@ -203,13 +201,7 @@ def sensitivity(fp32: Path, qdq: Path, samples) -> list[str]:
 
     convs = {n.name: (seen(n.input[0]), seen(n.output[0])) for n in model.graph.node if n.name in conv_nodes(model)}
     keys = sorted({k for pair in convs.values() for k in pair} & common)
-
-    def run(m, x):
-        m.graph.output.extend(onnx.ValueInfoProto(name=k) for k in keys if k not in {o.name for o in m.graph.output})
-        return dict(zip(keys, ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-            keys, {INPUT_NAME: x})))
-
-    ranked = rank_by_added_error(convs, [(run(model, x), run(quantized, x)) for x in samples])
+    ranked = rank_by_added_error(convs, [(tensors_of(model, keys, x), tensors_of(quantized, keys, x)) for x in samples])
     # a convolution reading the image keeps 8 bits: the input's type is fixed (ONNX Runtime's mixed-precision pass
     # cannot give the graph input a second one)
     return [name for name, _ in ranked if convs[name][0] != INPUT_NAME]
@@ -264,13 +256,13 @@ def holdout_crops(holdout, size: tuple[int, int], scale: int) -> tuple[list, lis
     names of the images smaller than that, left out."""
     from dataclasses import replace
 
+    from scnet_deploy.imaging.images import centre_crop
+
     crops, left_out = [], []
     for item in holdout:
-        h, w = item.lr.shape[:2]
-        if h < size[0] or w < size[1]:
+        if item.lr.shape[0] < size[0] or item.lr.shape[1] < size[1]:
             left_out.append(item.name)
             continue
-        y, x = (h - size[0]) // 2, (w - size[1]) // 2
-        crops.append(replace(item, lr=item.lr[y:y + size[0], x:x + size[1]],
-                             hr=item.hr[y * scale:(y + size[0]) * scale, x * scale:(x + size[1]) * scale]))
+        crops.append(replace(item, lr=centre_crop(item.lr, *size),
+                             hr=centre_crop(item.hr, size[0] * scale, size[1] * scale, scale)))
     return crops, left_out

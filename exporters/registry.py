@@ -31,6 +31,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from scnet_deploy.errors import ScnetDeployError
+from scnet_deploy.schema import Int, ListOf
 
 
 class BackendUnavailable(ScnetDeployError):
@@ -76,7 +77,7 @@ class Backend:
     # Its engine is built on the device that runs it (export --on; the runtime module's DEVICE_BUILD)
     built_on_device: bool = False
     # Its own manifest section's fields that its runtime reads, (name, type) (schema-checked before any load)
-    manifest_section: tuple[tuple[str, type], ...] = ()
+    manifest_section: tuple[tuple[str, object], ...] = ()  # (name, its schema: a type or scnet_deploy.schema's)
 
     @property
     def default_compute(self) -> str:
@@ -268,4 +269,5 @@ register(Backend("qnn", "qnn", f"{_PKG}.qnn", "onnxruntime_qnn", "onnxruntime-qn
                  "Qualcomm Hexagon NPU (HTP): an EPContext compiled for a Snapdragon SoC, run by ONNX Runtime's QNN "
                  "provider (on x86-64: the HTP's emulation, accuracy only)",
                  reads=("model.onnx", "model_qnn.bin"), compute_units=("htp",), runs_on_ray=False,
-                 pipeline_precisions=("a16w8",), pipeline_on_request=48, manifest_section=(("soc", str), ("size", list), ("context", str), ("scale", int), ("halo", int))))
+                 pipeline_precisions=("a16w8",), pipeline_on_request=48, manifest_section=(("soc", str), ("size", ListOf(Int(1, 2**16), length=2)), ("context", str),
+                                   ("scale", Int(1, 16)), ("halo", Int(0, 4096)))))

@@ -277,9 +277,8 @@ def _time_model(label: str | None, path: Path, form: str, options: BenchOptions,
 def _timed_with_peak(runner, shape: tuple[int, int], options: BenchOptions, scale: int) -> dict:
     """``time_runner``, and the process's resident high-water mark over the runs beyond what it held before them,
     beside the memory model's estimate (``memory.peak_record``)."""
-    from .memory import estimate_bytes, peak_record, peak_resident_bytes, reset_peak, resident_bytes
-
     from .cpu_load import OtherLoad
+    from .memory import estimate_bytes, peak_record, peak_resident_bytes, reset_peak, resident_bytes
 
     before, reset = resident_bytes(), reset_peak()
     with OtherLoad() as load:

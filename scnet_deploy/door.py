@@ -12,12 +12,11 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Union
 
 from .errors import ScnetDeployError
 from .options import MB
+from .schema import FLOAT_MAX, NUMBER, Fields, Int, ListOf, MapOf, Num, Opt, Schema  # noqa: F401  (door.Int, ...)
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "model.sig"  # signing.py: over every other file of the artifact, so not listed in its manifest
@@ -160,52 +159,6 @@ def receive(stream, destination: Path, max_bytes: int, what: str) -> int:
 
 # --- JSON and its schema ------------------------------------------------------------------------------------------
 
-# A schema: a Python type (bool, str, int, float, dict, list), NUMBER, Int, Fields, ListOf, MapOf or Opt.
-Schema = Union[type, str, "Int", "Fields", "ListOf", "MapOf", "Opt"]
-
-
-@dataclass(frozen=True)
-class Opt:
-    """A value that may be null (or absent, as a field)."""
-    schema: Schema
-
-
-@dataclass(frozen=True)
-class ListOf:
-    item: Schema
-    max_len: int = 100_000
-    length: int | None = None
-
-
-@dataclass(frozen=True)
-class MapOf:
-    value: Schema
-    max_len: int = 100_000
-
-
-@dataclass(frozen=True)
-class Fields:
-    """A JSON object with these fields (others are allowed and not checked: newer writers may add some)."""
-    required: dict
-    optional: dict | None = None
-
-
-@dataclass(frozen=True)
-class Int:
-    low: int = -(2**63)
-    high: int = 2**63
-
-
-NUMBER = "number"  # int or float (inf and nan allowed: ours record inf for identical outputs); no int past a float
-FLOAT_MAX = 1.7976931348623157e308
-
-
-@dataclass(frozen=True)
-class Num:
-    """A finite number (int or float) in [low, high]: a measurement (a time, a rate) from outside."""
-
-    low: float = 0.0
-    high: float = 1e9
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -255,8 +208,6 @@ def check_schema(value, schema, where: str = "") -> None:
         for key, sub in (schema.optional or {}).items():
             if value.get(key) is not None:
                 check_schema(value[key], sub, f"{where}.{key}" if where else key)
-    elif schema is int:  # a registry's manifest section (Backend.manifest_section) names plain types
-        check_schema(value, Int(), where)
     elif schema is bool or schema is str or schema is dict or schema is list:
         if type(value) is not schema:
             _fail(where, {bool: "true or false", str: "a string", dict: "an object", list: "a list"}[schema], value)

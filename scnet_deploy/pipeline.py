@@ -367,7 +367,7 @@ def _crop_datasets(datasets: list, side: int, scale: int, root: Path) -> list[Pa
     of the same names; images smaller than that are left out."""
     from PIL import Image
 
-    from .imaging.images import list_images, mod_crop, read_rgb_u8
+    from .imaging.images import centre_crop, list_images, mod_crop, read_rgb_u8
 
     folders = []
     for dataset in map(Path, datasets):
@@ -376,10 +376,8 @@ def _crop_datasets(datasets: list, side: int, scale: int, root: Path) -> list[Pa
         target.mkdir(parents=True, exist_ok=True)
         for path in list_images(hr):
             image = mod_crop(read_rgb_u8(path), scale)
-            h, w = image.shape[:2]
-            if h >= side and w >= side:
-                y, x = (h - side) // 2 // scale * scale, (w - side) // 2 // scale * scale
-                Image.fromarray(image[y:y + side, x:x + side]).save(target / f"{path.stem}.png")
+            if min(image.shape[:2]) >= side:
+                Image.fromarray(centre_crop(image, side, side, scale)).save(target / f"{path.stem}.png")
         folders.append(target.parent)
     return folders
 

@@ -11,7 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from scnet_deploy.errors import ScnetDeployError
-from scnet_deploy.exporters.qnn.options import DEFAULT_SOC  # noqa: F401  (doctor names it)
 from scnet_deploy.native_output import captured_stderr
 
 EP = "QNNExecutionProvider"

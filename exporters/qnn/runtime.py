@@ -12,6 +12,7 @@ import numpy as np
 
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.exporters.qnn import provider
+from scnet_deploy.exporters.qnn.options import DEFAULT_SOC
 from scnet_deploy.exporters.runner import Runner
 from scnet_deploy.manifest import INPUT_NAME, OUTPUT_NAME
 from scnet_deploy.options import RuntimeOptions, SizeRange
@@ -41,7 +42,7 @@ def doctor() -> dict:
     return {"qnn": found, "notes": [
         f"onnxruntime-qnn {found['onnxruntime-qnn']}, QNN SDK {found['qnn_sdk']}, backends {backends}; the HTP "
         f"here is {'the x86-64 emulation (accuracy only, no latency)' if provider.emulated() else 'a Hexagon NPU'}",
-        f"--soc accepts: {', '.join(found['socs'])} (default {provider.DEFAULT_SOC})"]}
+        f"--soc accepts: {', '.join(found['socs'])} (default {DEFAULT_SOC})"]}
 
 
 class QnnRunner(Runner):
@@ -137,7 +138,8 @@ def graph_facts(directory: Path, manifest: dict, probe: tuple[int, int]):
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "EPContext" and (attrs.get("embed_mode") != 0 or attrs.get("ep_cache_context") != CONTEXT_FILE.encode()):
+        own_file = attrs.get("embed_mode") == 0 and attrs.get("ep_cache_context") == CONTEXT_FILE.encode()
+        if node.op_type == "EPContext" and not own_file:
             ops["EPContext(not the artifact's own context file)"] = 1
     shapes, unknown = [], []
     for value in [*model.graph.input, *model.graph.output]:
@@ -148,12 +150,9 @@ def graph_facts(directory: Path, manifest: dict, probe: tuple[int, int]):
 
 
 def load(directory: Path, manifest: dict, runtime: RuntimeOptions = RuntimeOptions()) -> Runner:
-    section = manifest.get("qnn", {})
-    size = section.get("size")
-    fits = lambda v, hi: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= hi  # noqa: E731
-    if not (isinstance(size, list) and len(size) == 2 and all(fits(v, 2**16) and v for v in size)
-            and fits(section.get("scale"), 16) and section["scale"] and fits(section.get("halo"), 4096)):
-        raise ScnetDeployError(f"QNN artifact '{directory}': its manifest's qnn section does not give the compiled size, "
-                               "scale and halo as small integers; re-export it.")
+    # their types and bounds are the door's (the registry's manifest_section); here, that they are there at all
+    missing = [k for k in ("size", "scale", "halo") if k not in manifest.get("qnn", {})]
+    if missing:
+        raise ScnetDeployError(f"QNN artifact '{directory}': its manifest's qnn section lacks {missing}; re-export it.")
     return QnnRunner(Path(directory), manifest.get("precision", "a16w8"), manifest["qnn"],
                      runtime.threads).declare(manifest)

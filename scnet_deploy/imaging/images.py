@@ -282,6 +282,14 @@ def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
     return img[: h - h % scale, : w - w % scale]
 
 
+def centre_crop(img: np.ndarray, height: int, width: int, align: int = 1) -> np.ndarray:
+    """The ``height`` x ``width`` middle of ``img`` (HWC), its corner on a multiple of ``align`` (an HR image's crop
+    on the LR grid: its LR image's centre crop, scaled)."""
+    h, w = img.shape[:2]
+    y, x = (h - height) // 2 // align * align, (w - width) // 2 // align * align
+    return img[y:y + height, x:x + width]
+
+
 def to_float_chw(img_u8: np.ndarray) -> np.ndarray:
     return (img_u8.transpose(2, 0, 1).astype(np.float32) / 255.0)
 

@@ -2,6 +2,8 @@
 runtime that runs each operator on its own moves (every input and output map read or written once, float32). The
 profile sets each stage's measured time against these and this machine's rooflines (``bench --profile``)."""
 
+from .stages import stage_scales
+
 FLOAT = 4  # bytes
 
 
@@ -24,7 +26,7 @@ def stage_costs(arch: dict, height: int, width: int, element_bytes: int = FLOAT)
 
 def _upsampler(arch: dict, lr: int, element_bytes: int) -> dict:
     nf, s = arch["num_feat"], arch["scale"]
-    factors = {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}.get(s, [s])
+    factors = stage_scales(s)
     macs = maps = 0
     pixels = lr
     for f in factors:

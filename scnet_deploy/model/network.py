@@ -11,14 +11,10 @@ import torch
 from torch import nn
 
 from .shift import Shift8
+from .stages import stage_scales
 
 UPSAMPLERS = ("mlp", "pixelshuffle")
 SCALES = (2, 3, 4, 8)
-
-
-def stage_scales(scale: int) -> list[int]:
-    """The per-stage factors of the official upsampler: x2/x3 one stage, x4 two x2 stages, x8 three."""
-    return {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}[scale]
 
 
 class ResidualBlockShift(nn.Module):
