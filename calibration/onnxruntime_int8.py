@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.gate import AccuracyGate
 from scnet_deploy.image_path import skip_convs
 from scnet_deploy.manifest import INPUT_NAME
+
+if TYPE_CHECKING:
+    from scnet_deploy.model.quant_ranges import QuantRanges
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INPUT = INPUT_NAME
@@ -90,8 +94,11 @@ def conv_nodes(model) -> list[str]:
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax", exclude: tuple[str, ...] = (),
-                  symmetric_activations: bool = False) -> dict:
-    """Write the QDQ model of ``fp32_path`` to ``out_path``; returns what was done."""
+                  symmetric_activations: bool = False, ranges: "QuantRanges | None" = None) -> dict:
+    """Write the QDQ model of ``fp32_path`` to ``out_path``; returns what was done. ``ranges``: a
+    quantization-aware checkpoint's (``qat``): every scale is its, nothing is calibrated (``calib``'s first crop
+    only runs ORT's calibrator, whose ranges the overrides replace), a convolution without a range stays float, and
+    the residual adds read the dequantized stream, as the training computed them (``qat_training``)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -102,6 +109,14 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
     unknown = sorted(set(exclude) - set(convs))
     if unknown:
         raise ScnetDeployError(f"cannot keep {unknown} in float: not convolutions of this model.")
+    overrides = {INPUT: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]}
+    unranged = []
+    if ranges is not None:
+        from scnet_deploy.calibration.qat_ranges import tensor_overrides
+
+        overrides, unranged = tensor_overrides(onnx.load(str(fp32_path)), ranges, unsigned=not symmetric_activations)
+        exclude = tuple(exclude) + tuple(n for n in unranged if n not in exclude)
+        calib = calib.arrays[:1]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         # Symbolic shape inference fails on dynamic H/W; ONNX shape inference and graph optimisation suffice.
@@ -115,18 +130,26 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
                               "percentile": CalibrationMethod.Percentile}[method],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric_activations,
                            "CalibPercentile": 99.999,
-                           "TensorQuantOverrides": {INPUT: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]},
+                           "TensorQuantOverrides": overrides,
                            # TensorRT dequantizes int8 only; it fuses float biases itself. ORT fuses int32 biases.
                            "QuantizeBias": not symmetric_activations})
     model = onnx.load(str(out_path))
-    keep_float_paths(model, only_input=not symmetric_activations, float_convs=tuple(exclude))
+    # a quantization-aware graph: the residual adds read the dequantized stream, as its training computed them
+    keep_float_paths(model, only_input=not symmetric_activations or ranges is not None, float_convs=tuple(exclude))
     onnx.save(model, str(out_path))
     quantized = [n for n in convs if n not in exclude]
-    return {"input_range": [0.0, 1.0],
-            "float_paths": "image-space skip and output" + ("" if not symmetric_activations else ", residual adds"),
-            "method": method, "quantized_convs": len(quantized), "float_convs": sorted(exclude),
+    found = {"input_range": [0.0, 1.0],
+             "float_paths": "image-space skip and output" + ("" if not symmetric_activations or ranges is not None
+                                                             else ", residual adds"),
+             "method": method, "quantized_convs": len(quantized), "convolutions": len(convs),
+             "float_convs": sorted(exclude),
             "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel", "calibration_samples": len(calib)}
+    if ranges is None:
+        return found
+    return {**found, "method": "quantization-aware ranges", "calibration_samples": 0, "input_range": None,
+            "activations": "int8 symmetric" + ("" if symmetric_activations else " (as uint8, zero point 128)"),
+            "float_without_range": unranged, "quantization_aware": ranges.info}
 
 
 def quantized_weight_convs(model) -> list[str]:
@@ -235,18 +258,19 @@ def onnx_infer(path: Path):
 
 def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate,
                     symmetric_activations: bool, speed_limit: SpeedLimit | None = None,
-                    finish: Callable[[Path], None] | None = None) -> Quantized:
+                    finish: Callable[[Path], None] | None = None, ranges: "QuantRanges | None" = None) -> Quantized:
     """Write the INT8 QDQ model of the verified FP32 ONNX ``fp32`` to ``out_path``, within the accuracy ``gate`` on
     ``data``'s hold-out. ``speed_limit`` (ONNX Runtime engines only): see ``budget.SpeedLimit``. ``finish(path)``
     rewrites each quantized graph in place before it is measured (TensorRT: its float parts to FP16), so the budget
-    holds for the graph that ships."""
+    holds for the graph that ships. ``ranges``: a quantization-aware checkpoint's (``quantize_onnx``)."""
     calib, baseline = data.calib, data.baseline(onnx_infer(fp32), gate.visible_levels)
     with tempfile.TemporaryDirectory() as tmp:
         details = {}
 
         def quantize(exclude):
             path = Path(tmp) / f"int8_{len(exclude)}.onnx"
-            details.update(quantize_onnx(fp32, path, calib, data.options.method, exclude, symmetric_activations))
+            details.update(quantize_onnx(fp32, path, calib, data.options.method, exclude, symmetric_activations,
+                                         ranges))
             if finish is not None:
                 finish(path)
             return path
@@ -259,4 +283,5 @@ def build_int8_onnx(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGa
             return Quantized(None, None, result["abandoned"])
         shutil.copyfile(result["model"], out_path)
     quantization = {k: v for k, v in details.items() if k != "float_convs"}
-    return Quantized(out_path, int8_section(calib, data.options, baseline, result, quantization))
+    return Quantized(out_path, int8_section(None if ranges is not None else calib, data.options, baseline, result,
+                                            quantization))

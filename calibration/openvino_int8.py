@@ -308,7 +308,44 @@ def quantize_ir(model, data: Int8Data, gate: AccuracyGate, config: dict,
     float_layers = float_convolutions(quantized)
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
     quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes,
-                    "quantized_convs": len(convs) - len(float_layers),
+                    "quantized_convs": len(convs) - len(float_layers), "convolutions": len(convs),
                     "float_convs_in_ir": [n for n in float_layers
                                           if n not in fixes.get("float_image_path", [])]}  # the budget's
     return Quantized(quantized, int8_section(calib, data.options, baseline, result, quantization))
+
+
+def quantize_ir_from_ranges(fp32_onnx, model, ranges, data: Int8Data, gate: AccuracyGate, config: dict) -> Quantized:
+    """A quantization-aware checkpoint's INT8 IR: the Q/DQ graph its ranges give the verified ONNX
+    (``onnxruntime_int8.quantize_onnx``: symmetric int8, nothing calibrated), converted by OpenVINO (which runs Q/DQ
+    pairs as int8), held to the same gate by the same budget loop (convolutions ranked on the Q/DQ graph).
+    ``model``: the FP32 ``ov.Model`` of the same graph, the gate's reference."""
+    import tempfile
+    from pathlib import Path
+
+    import openvino as ov
+
+    from scnet_deploy.calibration.onnxruntime_int8 import layer_sensitivity, quantize_onnx
+
+    baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
+    details, graphs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        def quantize(exclude):
+            path = Path(tmp) / f"qdq_{len(exclude)}.onnx"
+            details.update(quantize_onnx(Path(fp32_onnx), path, data.calib, exclude=exclude,
+                                         symmetric_activations=True, ranges=ranges))
+            converted = ov.convert_model(str(path))
+            graphs[id(converted)] = path
+            return converted
+
+        result = quantize_within_budget(
+            quantize, lambda m: baseline.measure(_ov_infer(m, config)),
+            lambda m: [name for name, _ in layer_sensitivity(Path(fp32_onnx), graphs[id(m)], data.calib.arrays[:4])],
+            gate)
+    quantized = result["model"]
+    float_layers = float_convolutions(quantized)
+    convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
+    quantization = {**{k: v for k, v in details.items() if k != "float_convs"},
+                    "converted_by": f"openvino {ov.__version__} from the Q/DQ ONNX graph",
+                    "quantized_convs": len(convs) - len(float_layers), "convolutions": len(convs),
+                    "float_convs_in_ir": float_layers}
+    return Quantized(quantized, int8_section(None, data.options, baseline, result, quantization))

@@ -112,10 +112,11 @@ def quiet():
         ort.set_default_logger_severity(2)
 
 
-def quantize_qdq(fp32: Path, out: Path, calib, precision: str, refined: tuple[str, ...] = ()) -> dict:
+def quantize_qdq(fp32: Path, out: Path, calib, precision: str, refined: tuple[str, ...] = (), ranges=None) -> dict:
     """Write the QDQ model of ``fp32`` for the HTP at ``precision``; ``refined``: the budget loop's fallback for these
     convolutions: in A16W8 their weights split in two int8 halves (``split_weights``), in A8W8 their activations
-    16-bit."""
+    16-bit. ``ranges``: a quantization-aware checkpoint's (A8W8 only): its convolutions' input and weight scales
+    (``qat_ranges.tensor_overrides``, uint8 with zero point 128), the HTP's other tensors calibrated."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
@@ -126,8 +127,12 @@ def quantize_qdq(fp32: Path, out: Path, calib, precision: str, refined: tuple[st
         split_weights(model, refined)
     by_name = {n.name: n for n in model.graph.node}
     overrides = {INPUT_NAME: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}]}  # an image: known, not calibrated
+    if ranges is not None and precision == "int8":
+        from scnet_deploy.calibration.qat_ranges import tensor_overrides
+
+        overrides.update(tensor_overrides(model, ranges, unsigned=True)[0])
     for name in refined if precision == "int8" else ():
-        overrides[by_name[name].output[0]] = [{"quant_type": QuantType.QUInt16}]
+        overrides[by_name[name].output[0]] = [{"quant_type": QuantType.QUInt16}]  # over a range: 16 bits win
     with tempfile.TemporaryDirectory() as tmp, quiet():
         folded = Path(tmp) / "folded.onnx"
         onnx.save(model, str(folded))
@@ -145,7 +150,9 @@ def quantize_qdq(fp32: Path, out: Path, calib, precision: str, refined: tuple[st
             "method": "minmax" + (f", ranges widened x{WIDEN_16BIT:g}" if sixteen else ""),
             "refined_convs": sorted(refined),
             "refinement": "weights split in two int8 halves" if sixteen else "16-bit activations",
-            "quantized_convs": len(conv_nodes(model)), "calibration_samples": len(calib)}
+            "quantized_convs": len(conv_nodes(model)), "convolutions": len(conv_nodes(model)),
+            "calibration_samples": len(calib),
+            **({"quantization_aware": ranges.info} if ranges is not None and precision == "int8" else {})}
 
 
 def int8_rounded(w: np.ndarray) -> np.ndarray:
@@ -226,7 +233,8 @@ def not_met(exc: BudgetNotMet, gate: AccuracyGate, precision: str) -> BudgetNotM
                            "(--content)") + ", or raise --max-visible / --budget knowingly.")
 
 
-def build_qdq(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate, precision: str) -> Quantized:
+def build_qdq(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate, precision: str,
+              ranges=None) -> Quantized:
     """Write the HTP QDQ model of the verified FP32 ONNX ``fp32`` to ``out_path`` within the accuracy ``gate`` on
     ``data``'s hold-out (measured on ONNX Runtime's CPU); the budget loop refines its most sensitive convolutions
     (``quantize_qdq``) until it passes, or the export fails in one line with the gate's reasons."""
@@ -236,7 +244,7 @@ def build_qdq(fp32: Path, out_path: Path, data: Int8Data, gate: AccuracyGate, pr
 
         def quantize(refined):
             path = Path(tmp) / f"qdq_{len(refined)}.onnx"
-            details.update(quantize_qdq(fp32, path, calib, precision, tuple(refined)))
+            details.update(quantize_qdq(fp32, path, calib, precision, tuple(refined), ranges))
             return path
 
         try:

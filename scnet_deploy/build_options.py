@@ -174,6 +174,10 @@ class ExportOptions:
     max_visible: float = VISIBLE_SHARE
     visible_levels: int = VISIBLE_LEVELS
     tune: TuneOptions = field(default_factory=TuneOptions)  # --optimize latency: time candidate forms, keep fastest
+    # INT8: keep an engine that is not faster than its backend's FP32 engine here (this machine is not the one it will
+    # run on); recorded in the manifest's int8_speed. Off: such an engine is refused (int8_speed.py)
+    keep_slower_int8: bool = option(False, "INT8: keep an engine no faster than its backend's FP32 one here (this "
+                                    "machine is not its target; time it there with bench): recorded.")
     # sign the artifact (signing.sign: OpenSSF model-signing, an elliptic-curve private key in PEM)
     sign: Path | None = option(None, "Sign the artifact with this private key (PEM, elliptic curve; OpenSSF "
                                "model-signing): users check it with --trust on its public key.", cli=Optional[Path])

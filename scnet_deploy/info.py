@@ -27,6 +27,9 @@ def info(checkpoint: str | Path, size: tuple[int, int] | None = SIZE, scale: int
         **spec.to_dict(),
         "macs_per_lr_pixel": macs_per_lr_pixel(ckpt.model, spec.num_in_ch),
     }
+    if ckpt.quant is not None:  # a quantization-aware checkpoint (scnet-deploy qat): what export --int8 will use
+        result["quantization_aware"] = {**ckpt.quant.info, "activation_ranges": len(ckpt.quant.inputs),
+                                        "weight_ranges": len(ckpt.quant.weights)}
     if size is not None:
         h, w = size
         result["size"] = {"lr": [h, w], "sr": [h * spec.scale, w * spec.scale],

@@ -153,8 +153,35 @@ class BuildSession:
             fields, ms = build_fastest(job, workdir, self.scratch / f"{target.format}-{target.precision}")
             if ms is not None:
                 self.tuned_ms[target.format, target.precision, size] = ms
-            return fields
-        return self.build_form(target, options.onnx.deploy(), workdir)
+        else:
+            fields = self.build_form(target, options.onnx.deploy(), workdir)
+        if target.precision == "int8" and "abandoned" not in fields:
+            fields["int8_speed"] = self.int8_speed(target, workdir, fields).to_dict()
+        return fields
+
+    def int8_speed(self, target: Target, workdir: Path, fields: dict):
+        """The INT8 engine just built against its backend's FP32 engine, at the size the autotuner times (``--opt-size``
+        unless told): both autotuned medians of this session where both were timed, else the two engines in turns (the
+        FP32 one built now, in the INT8 engine's form, where this session has none). Raises ``Int8NotFaster``."""
+        from scnet_deploy.exporters.registry import backend_for_format
+
+        from .int8_speed import check_faster, scratch_dir
+
+        options = self.options_for(target)
+        size = tuple(options.tune.size or options.sizes.opt)
+        runtime = backend_for_format(target.format).runtime(building=True)
+
+        def fp32():
+            tuned = self.tuned_ms.get((target.format, "fp32", size))
+            if tuned is not None:
+                return tuned, None
+            directory = scratch_dir(self.scratch, f"{target.format}-fp32-for-int8-speed")
+            form = DeployOptions.from_name(fields["form"]) if fields.get("form") else options.onnx.deploy()
+            built = self.build_form(Target(target.format, "fp32", compute=target.compute), form, directory)
+            return None, lambda: runtime.load(directory, {"precision": "fp32", **built})
+
+        return check_faster(lambda f: runtime.load(workdir, {"precision": target.precision, **f}), fields, fp32, size,
+                            self.checkpoint.spec.num_in_ch, target.format, options.keep_slower_int8)
 
     def build_form(self, target: Target, form: DeployOptions, workdir: Path, speed_limit=None,
                    first_try=None) -> dict:

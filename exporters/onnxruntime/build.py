@@ -12,7 +12,8 @@ def build(ctx, workdir: Path) -> dict:
         from scnet_deploy.calibration.onnxruntime_int8 import build_int8_onnx
 
         quantized = build_int8_onnx(hub["path"], workdir / MODEL_FILE, ctx.int8_data(), ctx.options.gate(),
-                                    symmetric_activations=False, speed_limit=ctx.speed_limit)
+                                    symmetric_activations=False, speed_limit=ctx.speed_limit,
+                                    ranges=ctx.checkpoint.quant)
         if quantized.abandoned is not None:  # its speed limit stopped the budget loop: nothing written
             return {"abandoned": quantized.abandoned}
         return {"files": [MODEL_FILE], "onnx": onnx_section, "int8": quantized.section.to_dict()}

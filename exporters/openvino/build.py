@@ -25,7 +25,13 @@ def build(ctx, workdir: Path) -> dict:
     compress = precision == "fp16"
     options = CompileOptions(ctx.options.backend("openvino", Build()).inference_precision)
     int8 = None
-    if precision == "int8":
+    if precision == "int8" and ctx.checkpoint.quant is not None:  # a quantization-aware checkpoint: its ranges
+        from scnet_deploy.calibration.openvino_int8 import quantize_ir_from_ranges
+
+        quantized = quantize_ir_from_ranges(hub["path"], model, ctx.checkpoint.quant, ctx.int8_data(),
+                                            ctx.options.gate(), compile_config("f32", options))
+        model, int8 = quantized.model, quantized.section.to_dict()
+    elif precision == "int8":
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
         quantized = quantize_ir(model, ctx.int8_data(), ctx.options.gate(), compile_config("f32", options),

@@ -100,7 +100,8 @@ def build(ctx, workdir: Path) -> dict:
             fold_constants(model)
             onnx.save(model, str(graph))
         else:
-            quantized = build_qdq(hub["path"], graph, ctx.int8_data(), ctx.options.gate(), precision)
+            quantized = build_qdq(hub["path"], graph, ctx.int8_data(), ctx.options.gate(), precision,
+                                  ctx.checkpoint.quant)
             fields["int8"] = quantized.section.to_dict()
         fix_size(graph, graph, size)
         fields["qnn"]["context_round_trip"] = compile_context(graph, workdir, own.soc, precision, size)

@@ -36,7 +36,8 @@ def build(ctx, workdir: Path) -> dict:
 
         fields["int8"] = build_int8_onnx(hub["path"], workdir / ONNX_FILE, ctx.int8_data(), ctx.options.gate(),
                                          symmetric_activations=True,
-                                         finish=lambda path: typed.update(write_float16(path, path, in_ch))).section.to_dict()
+                                         finish=lambda path: typed.update(write_float16(path, path, in_ch)),
+                                         ranges=ctx.checkpoint.quant).section.to_dict()
     elif precision == "fp16":
         typed = write_float16(hub["path"], workdir / ONNX_FILE, in_ch)
     else:

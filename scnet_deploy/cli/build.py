@@ -11,6 +11,7 @@ from .display import progress_display
 from ..build_options import CalibOptions, ExportOptions, OnnxOptions, TuneOptions
 from ..gate import AccuracyGate
 from ..options import SizeRange
+from ..qat import QatOptions
 from .groups import (AUTOTUNE, BACKEND_BUILD, DEVICES, GATE, GRAPH, INT8, SIZES, Devices, options_group, uses)
 from .output import export_lines
 
@@ -49,6 +50,30 @@ def export_cmd(
         else:
             result = export(checkpoint, options, progress=show)
     export_lines(result)
+
+
+QAT = options_group("Fine-tuning", QatOptions, make=lambda **fields: fields)
+
+
+@app.command("qat")
+@uses(fields=QAT)
+def qat_cmd(
+    checkpoint: Path = typer.Argument(..., help="The FP32 SCNet checkpoint to fine-tune (.pth, .safetensors)."),
+    data: list[Path] = typer.Option(..., "--data", help="Image folders (HR) to cut LR patches from; repeat the flag "
+                                    "for several."),
+    output: Path = typer.Option(..., "--output", "-o", help="The quantization-aware checkpoint to write "
+                                "(.safetensors)."),
+    fields: dict = None,
+) -> None:
+    """Fine-tune a checkpoint with fake INT8 quantization, distilled from its FP32 self: export --int8 from the result
+    uses its ranges (rerun the same command to resume)."""
+    from ..door import shown
+    from ..qat import qat
+
+    with progress_display(err_console, f"qat {checkpoint}") as show:
+        result = qat(checkpoint, QatOptions(output=output, data=tuple(data), **fields), progress=show)
+    console.print(f"wrote {shown(result['checkpoint'])}: {shown(result['summary'])}; "
+                  f"{result['quantization_aware']['seconds']:.0f} s of training")
 
 
 @app.command("build-engine")

@@ -49,7 +49,21 @@ def info_rows(result: dict) -> list[tuple[str, str]]:
             ("MACs per LR pixel", f"{result['macs_per_lr_pixel']:,.0f}"),
             (f"MACs at {s['lr'][0]}x{s['lr'][1]} -> {s['sr'][0]}x{s['sr'][1]}", f"{s['macs'] / 1e9:,.2f} G"),
             ("receptive radius (LR px)", str(result["receptive_radius"])),
-            ("sha256", result["sha256"][:16] + "...")]
+            ("sha256", result["sha256"][:16] + "..."),
+            *quantization_aware_rows(result.get("quantization_aware"))]
+
+
+def quantization_aware_rows(q: dict | None) -> list[tuple[str, str]]:
+    """``info``'s rows for a quantization-aware checkpoint (none for another)."""
+    if not q:
+        return [("quantization-aware", "no (export --int8 calibrates)")]
+    return [("quantization-aware", shown(f"yes: {q.get('scheme', '?')}")),
+            ("  ranges", f"{q['activation_ranges']} activation, {q['weight_ranges']} weight (export --int8 uses them)"),
+            ("  fine-tuning", shown(f"{q.get('steps')} steps, batch {q.get('batch')}, lr {q.get('lr')}, seed "
+                                    f"{q.get('seed')}, {q.get('seconds')} s on {q.get('device')}, "
+                                    f"{q.get('library')}")),
+            ("  data", shown(f"{', '.join(q.get('data') or [])} (sha256 {str(q.get('data_sha256', ''))[:16]}...)")),
+            ("  teacher", shown(f"sha256 {str(q.get('teacher_sha256', ''))[:16]}..."))]
 
 
 def doctor_tables(report: dict) -> None:
@@ -98,6 +112,18 @@ def export_lines(result) -> None:
                           + (f" ({shown(i['measured_on'])})" if i.get("measured_on") else "")
                           + f" (budget: {i['budget']}), worst {w['drift_db']:+.3f} dB on {shown(w['name'])} "
                           f"({shown(w['content'])}); {len(i['float_layers'])} layer(s) {refined}")
+            q = i.get("quantization", {})
+            if q.get("quantized_convs") is not None:
+                console.print(f"  {q['quantized_convs']} of {q.get('convolutions', '?')} convolutions quantized"
+                              + (" with the checkpoint's quantization-aware ranges" if q.get("quantization_aware")
+                                 else f" ({shown(str(q.get('method', 'calibrated')))})"))
+        if m.get("int8_speed"):
+            from ..int8_speed import SpeedCheck
+
+            s = m["int8_speed"]
+            check = SpeedCheck(tuple(s["lr_size"]), s.get("int8_ms"), s.get("fp32_ms"), s.get("why"),
+                               s.get("kept_slower", False))
+            console.print(f"  speed: {shown(check.line())}")
         v = m["verification"]
         if v.get("skipped"):
             console.print(f"  not run here: {shown(v['skipped'])}")

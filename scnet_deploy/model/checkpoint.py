@@ -18,6 +18,7 @@ from .arch import ArchSpec, build_model, detect_arch
 from ..errors import CheckpointError
 from ..manifest import sha256_of
 from .network import SCNet
+from .quant_ranges import METADATA_KEY, QuantRanges, split_ranges
 
 PARAM_KEYS = ("params_ema", "params")  # BasicSR; EMA weights first: they are what BasicSR evaluates when present
 _WRAPPER_KEYS = ("state_dict", "model")
@@ -35,6 +36,7 @@ class Checkpoint:
     sha256: str
     param_key: str | None  # which entry of the file held the weights (None: a raw state dict)
     nonfinite: list[str] = field(default_factory=list)  # tensors with NaN/Inf values
+    quant: QuantRanges | None = None  # a quantization-aware checkpoint's quantizer ranges (``scnet-deploy qat``)
 
     def require_finite(self, purpose: str) -> None:
         if self.nonfinite:
@@ -42,7 +44,8 @@ class Checkpoint:
                                   f"{self.nonfinite[:4]}; retrain or restore the checkpoint.")
 
     def manifest_entry(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256, "param_key": self.param_key}
+        entry = {"path": str(self.path), "sha256": self.sha256, "param_key": self.param_key}
+        return entry if self.quant is None else {**entry, "quantization_aware": self.quant.info}
 
 
 def _unpickling_reason(exc: Exception) -> str:
@@ -132,10 +135,32 @@ def read_state_dict(path: str | Path, param_key: str | None = None) -> tuple[dic
     return _unwrap(_read_file(path), param_key, path)
 
 
+def _quantization_record(path: Path) -> dict | None:
+    """The quantization-aware record in a .safetensors file's metadata (None: none)."""
+    import json
+
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    text = (safe_open(str(path), "pt").metadata() or {}).get(METADATA_KEY)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        raise CheckpointError(f"'{path}': its quantization-aware record ({METADATA_KEY}) is not JSON; re-save it "
+                              "with scnet-deploy qat.") from None
+    return record if isinstance(record, dict) else None
+
+
 def load_checkpoint(path: str | Path, scale: int | None = None, param_key: str | None = None) -> Checkpoint:
-    """Load ``path`` into an SCNet in eval mode, its architecture detected from the weights alone."""
+    """Load ``path`` into an SCNet in eval mode, its architecture detected from the weights alone (a
+    quantization-aware checkpoint's ranges are read beside them)."""
     path = Path(path)
     sd, key = read_state_dict(path, param_key)
+    try:
+        sd, quant = split_ranges(sd, _quantization_record(path))
+    except ValueError as exc:
+        raise CheckpointError(f"'{path}': {exc}; re-save it with scnet-deploy qat.") from None
     spec = detect_arch(sd, scale=scale, filename=path)
     model = build_model(spec)
     _load_strict(model, sd, path)
@@ -144,4 +169,10 @@ def load_checkpoint(path: str | Path, scale: int | None = None, param_key: str |
     if nonfinite:
         warnings.warn(f"'{path}' has NaN/Inf weights in {nonfinite[:4]}: its outputs will not be meaningful, and "
                       "calibration is refused.", NonFiniteWeightsWarning, stacklevel=2)
-    return Checkpoint(model, spec, path, sha256_of(path), key, nonfinite)
+    if quant is not None:
+        convs = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+        stray = sorted((set(quant.inputs) | set(quant.weights)) - convs)
+        if stray:
+            raise CheckpointError(f"'{path}' carries quantizer ranges for {stray[:3]}, which are not convolutions of "
+                                  "this model; re-save it with scnet-deploy qat.")
+    return Checkpoint(model, spec, path, sha256_of(path), key, nonfinite, quant)

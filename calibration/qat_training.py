@@ -1,0 +1,191 @@
+"""Quantization-aware fine-tuning with NVIDIA's ModelOpt (``modelopt.torch.quantization``), distilled from FP32.
+
+Why ModelOpt: its INT8 scheme is the one every INT8 backend of ours accepts (symmetric int8 activations per tensor,
+symmetric int8 weights per output channel: TensorRT's, which ONNX Runtime, OpenVINO and QNN also take), and its
+ranges are plain ``amax`` buffers per convolution (``<conv>.input_quantizer``, ``<conv>.weight_quantizer``), which
+the checkpoint carries under official module names and the exporters turn into Q/DQ scales without calibrating.
+NNCF's ranges are learned per insertion point and unsigned after ReLU (uint8: not TensorRT's); AIMET's and torchao's
+export paths are their own graphs, not our verified hub graph.
+
+The student is the checkpoint in its ``dwconv`` form (the same function; its backward is fast), every learned
+convolution but the first quantized (the first reads the image: a symmetric int8 step of 1/127 would halve its 8-bit
+levels, so it stays float in every engine). Ranges are calibrated once (max) on the first batches, then fixed; the
+weights learn. Loss: L1 of the fake-quantized student to the FP32 teacher, plus L1 of the student's own float
+forward to the teacher, so the checkpoint's FP32 engine (the accuracy gate's reference) stays where the INT8 engines
+are. Patches: LR crops of the given images (HR, bicubic-degraded: no HR is needed for distillation) and, for
+``content_share`` of each batch, of generated line art, text, flat colours and textures (the hold-out's content).
+Float32 throughout: fake quantization's 255-step grid needs float32's precision (bf16 keeps 8 significant bits).
+"""
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scnet_deploy.calibration.content import GENERATORS
+from scnet_deploy.imaging.images import list_images, read_rgb_u8
+from scnet_deploy.imaging.resize import bicubic_degrade
+from scnet_deploy.model.quant_ranges import QuantRanges, SCHEME
+from scnet_deploy.model.rewrites import replace_shift
+from scnet_deploy.progress import Progress
+
+FLOAT_CONVS = ("conv_first",)  # read the image: kept float (module docstring)
+GENERATED_SEEDS = range(200, 212)  # per generator; the hold-out's generated images use their own seeds
+CALIBRATION_BATCHES = 8
+
+
+def _config():
+    import modelopt.torch.quantization as mtq
+
+    config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)  # weights per output channel, inputs per tensor, max calibration
+    config["quant_cfg"] += [{"quantizer_name": f"{name}.*", "enable": False} for name in FLOAT_CONVS]
+    return config
+
+
+def training_images(folders: list[Path], scale: int) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """(photo LR images, generated LR images, the data's hash: every file's bytes and the generators' seeds)."""
+    digest = hashlib.sha256()
+    photos = []
+    for folder in folders:
+        for path in list_images(folder):
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            photos.append(bicubic_degrade(read_rgb_u8(path), scale))
+    digest.update(json.dumps([sorted(GENERATORS), list(GENERATED_SEEDS)]).encode())
+    generated = [bicubic_degrade(make(seed), scale) for make in GENERATORS.values() for seed in GENERATED_SEEDS]
+    return photos, generated, digest.hexdigest()
+
+
+def sample(photos, generated, rng: np.random.Generator, batch: int, patch: int, content_share: float):
+    crops = []
+    n_generated = int(round(batch * content_share)) if generated else 0
+    for i in range(batch):
+        pool = generated if i < n_generated else photos
+        lr = pool[rng.integers(len(pool))]
+        p = min(patch, lr.shape[0], lr.shape[1])
+        y, x = rng.integers(lr.shape[0] - p + 1), rng.integers(lr.shape[1] - p + 1)
+        crop = np.rot90(lr[y:y + p, x:x + p], rng.integers(4))
+        crops.append(crop[:, ::-1] if rng.integers(2) else crop)
+    p = min(c.shape[0] for c in crops)
+    return torch.from_numpy(np.stack([c[:p, :p] for c in crops]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+
+
+def quantize_residual_streams(student) -> int:
+    """Make each residual block's add read its input as quantized by its first convolution's input quantizer (the
+    same ModelOpt quantizer, applied once more to the same tensor: idempotent on its grid), as ONNX Runtime's fast
+    INT8 graph computes it (the add reads the dequantized tensor, which lets ORT fuse the block: 555 ms against
+    1330 ms with float adds at 180x320, AMD EPYC, 2 vCPUs). Returns how many blocks."""
+    blocks = [m for m in student.modules() if type(m).__name__ == "ResidualBlockShift"]
+    for block in blocks:
+        def forward(x, block=block):
+            x = block.conv1.input_quantizer(x)
+            return x + block.conv2(block.relu(block.shift(block.conv1(x))))
+
+        block.forward = forward
+    return len(blocks)
+
+
+def quantizers(model) -> list:
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return [m for m in model.modules() if isinstance(m, TensorQuantizer) and m.is_enabled]
+
+
+def ranges_of(model, info: dict) -> QuantRanges:
+    """The calibrated-then-fixed ranges of the quantized student, under official module names."""
+    inputs, weights = {}, {}
+    for name, module in model.named_modules():
+        q_in, q_w = getattr(module, "input_quantizer", None), getattr(module, "weight_quantizer", None)
+        if q_in is not None and q_in.is_enabled and q_in.amax is not None:
+            inputs[name] = float(q_in.amax.detach().float().reshape(-1)[0])
+        if q_w is not None and q_w.is_enabled and q_w.amax is not None:
+            weights[name] = q_w.amax.detach().float().reshape(-1).cpu().numpy()
+    return QuantRanges(inputs, weights, info)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
+    """Fine-tune ``checkpoint`` (a loaded ``Checkpoint``) as ``options`` (``scnet_deploy.qat.QatOptions``) ask;
+    returns (the weights under official names, the ranges with their record). Resumes from ``options.state_path``
+    where a run of the same options left one; saves it every ``options.save_every`` steps."""
+    import modelopt
+    import modelopt.torch.quantization as mtq
+
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    photos, generated, data_hash = training_images([Path(d) for d in options.data], checkpoint.spec.scale)
+    teacher = replace_shift(checkpoint.model, "dwconv").eval().to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = copy.deepcopy(teacher)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    calibration = [sample(photos, generated, rng, options.batch, options.patch, options.content_share).to(device)
+                   for _ in range(CALIBRATION_BATCHES)]
+    with torch.no_grad():
+        mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
+    quantize_residual_streams(student)
+    fake = quantizers(student)
+    optim = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=options.lr)
+    key = options.identity(checkpoint.sha256, data_hash)
+    step, elapsed = 0, 0.0
+    state_path = Path(options.state_path)
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)  # our own file, beside the output
+        if state.get("identity") == key:
+            student.load_state_dict(state["student"])
+            optim.load_state_dict(state["optim"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            step, elapsed = state["step"], state["elapsed_s"]
+            progress(Progress(f"resumed at step {step} of {options.steps}", done=step, total=options.steps))
+    student.train()
+    loss_now = float("nan")
+    while step < options.steps:
+        t0 = time.perf_counter()
+        for group in optim.param_groups:  # cosine decay to a tenth
+            group["lr"] = options.lr * (0.55 + 0.45 * math.cos(math.pi * step / options.steps))
+        x = sample(photos, generated, rng, options.batch, options.patch, options.content_share).to(device)
+        with torch.no_grad():
+            target = teacher(x)
+        quantized = student(x)
+        for q in fake:
+            q.disable()
+        floating = student(x)
+        for q in fake:
+            q.enable()
+        loss = (quantized - target).abs().mean() + (floating - target).abs().mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        step += 1
+        elapsed += time.perf_counter() - t0
+        loss_now = float(loss.detach())
+        eta = elapsed / step * (options.steps - step) if step else 0.0
+        progress(Progress(f"qat: loss {loss_now:.5f}, {elapsed / step:.2f} s/step, ETA {eta / 60:.1f} min",
+                          done=step, total=options.steps))
+        if step % options.save_every == 0 or step == options.steps:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            _save_atomic({"identity": key, "student": student.state_dict(), "optim": optim.state_dict(),
+                          "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                          "elapsed_s": elapsed}, state_path)
+    official = set(checkpoint.model.state_dict())
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in student.state_dict().items() if k in official}
+    info = {"scheme": SCHEME, "library": f"nvidia-modelopt {modelopt.__version__}", "steps": options.steps,
+            "batch": options.batch, "patch": options.patch, "lr": options.lr, "seed": options.seed,
+            "content_share": options.content_share, "data": [str(d) for d in options.data],
+            "data_sha256": data_hash, "teacher_sha256": checkpoint.sha256, "seconds": round(elapsed, 1),
+            "device": device, "float_convs": list(FLOAT_CONVS), "final_loss": loss_now,
+            "loss": "L1(fake-quantized student, FP32 teacher) + L1(float student, FP32 teacher)"}
+    return weights, ranges_of(student, info)

@@ -1,0 +1,101 @@
+"""An engine called INT8 is one: faster than its backend's FP32 engine, timed here at the export's ``--opt-size``.
+
+Every INT8 export (standalone, autotuned or in the pipeline) goes through ``check_faster``: the build session times
+the INT8 engine and the same backend's FP32 engine (the one autotuned in this session where there is one, else built
+now in the session's scratch), in turns (FP32, INT8, FP32, ...: load and thermal drift fall on both), and refuses an
+INT8 engine that is not faster, with both numbers. Where this machine cannot time the engine (TensorRT's stand-in,
+Core ML off macOS, the HTP's emulator) the manifest says so and nothing is refused: the device's ``bench`` decides.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+
+ROUNDS = 5  # timed runs of each engine, in turns, after one warm-up each
+
+
+class Int8NotFaster(ExportError):
+    """The INT8 engine is not faster than its backend's FP32 engine here."""
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    size: tuple[int, int]  # the LR size timed (--opt-size)
+    int8_ms: float | None
+    fp32_ms: float | None
+    not_timed: str | None = None  # why this machine cannot time it
+    kept_slower: bool = False  # not faster, kept as asked (--keep-slower-int8)
+
+    def to_dict(self) -> dict:
+        if self.not_timed:
+            return {"lr_size": list(self.size), "timed": False, "why": self.not_timed}
+        return {"lr_size": list(self.size), "timed": True, "int8_ms": self.int8_ms, "fp32_ms": self.fp32_ms,
+                "speedup": self.fp32_ms / self.int8_ms, "rounds": ROUNDS, "kept_slower": self.kept_slower}
+
+    def line(self) -> str:
+        if self.not_timed:
+            return f"not timed against FP32 here: {self.not_timed}"
+        slower = " (not faster: kept as asked, --keep-slower-int8)" if self.kept_slower else ""
+        return (f"{self.int8_ms:.1f} ms against FP32's {self.fp32_ms:.1f} ms at {self.size[0]}x{self.size[1]} "
+                f"({self.fp32_ms / self.int8_ms:.2f}x){slower}")
+
+
+def time_in_turns(infers: list, x: np.ndarray, rounds: int = ROUNDS) -> list[float]:
+    """The median ms of each of ``infers`` on ``x``, timed in turns after one warm-up each."""
+    for infer in infers:
+        infer(x)
+    times = [[] for _ in infers]
+    for _ in range(rounds):
+        for i, infer in enumerate(infers):
+            t0 = time.perf_counter()
+            infer(x)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def untimeable(fields: dict, runner) -> str | None:
+    """Why the built engine's time here would mean nothing (None: it can be timed)."""
+    v = fields.get("verification") or {}
+    if v.get("passed") is None:
+        return f"not run here ({v.get('skipped') or v.get('note') or 'no runtime'})"
+    if v.get("note"):  # verified through a stand-in (TensorRT's graph in ONNX Runtime)
+        return f"verified through a stand-in here ({v['note']})"
+    return getattr(runner, "timing_note", None)
+
+
+def check_faster(load, fields: dict, fp32_ms, size: tuple[int, int], channels: int, fmt: str,
+                 keep_slower: bool = False) -> SpeedCheck:
+    """Time the INT8 engine (``load(fields) -> Runner``) against the FP32 engine (``fp32_ms() -> (ms or None,
+    runner factory or None)``: a time already measured in this session, or a runner to time in turns); raise
+    ``Int8NotFaster`` where it is not faster, unless ``keep_slower`` (``--keep-slower-int8``: recorded)."""
+    x = np.random.default_rng(0).random((1, channels, *size), dtype=np.float32)
+    with load(fields) as runner:
+        why = untimeable(fields, runner)
+        if why is not None:
+            return SpeedCheck(size, None, None, why)
+        known, fp32_loader = fp32_ms()
+        if known is not None:
+            int8_ms, fp32 = time_in_turns([runner.infer], x)[0], known
+        else:
+            with fp32_loader() as fp32_runner:
+                fp32, int8_ms = time_in_turns([fp32_runner.infer, runner.infer], x)
+    check = SpeedCheck(size, int8_ms, fp32, kept_slower=keep_slower and int8_ms >= fp32)
+    if int8_ms >= fp32 and not keep_slower:
+        convs = (fields.get("int8") or {}).get("quantization", {}).get("quantized_convs")
+        raise Int8NotFaster(f"{fmt} INT8 is not faster than {fmt} FP32 here: {int8_ms:.1f} ms against {fp32:.1f} ms "
+                            f"at {size[0]}x{size[1]} (median of {ROUNDS}, in turns; "
+                            f"{convs if convs is not None else '?'} convolutions quantized), so it is not shipped as "
+                            "INT8; export FP32 (or bf16/fp16 where the backend has them), or time another "
+                            "--opt-size (or keep it with --keep-slower-int8 where this machine is not its target).")
+    return check
+
+
+def scratch_dir(root: Path, name: str) -> Path:
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
