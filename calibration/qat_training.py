@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from scnet_deploy.calibration.content import GENERATORS
+from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import list_images, read_rgb_u8
 from scnet_deploy.imaging.resize import bicubic_degrade
 from scnet_deploy.model.quant_ranges import QuantRanges, SCHEME
@@ -53,7 +54,11 @@ def training_images(folders: list[Path], scale: int) -> tuple[list[np.ndarray], 
     digest = hashlib.sha256()
     photos = []
     for folder in folders:
-        for path in list_images(folder):
+        folder = folder / "HR" if (folder / "HR").is_dir() else folder  # a dataset's DIR/HR layout
+        found = list_images(folder)
+        if not found:
+            raise ScnetDeployError(f"--data '{folder}' holds no images; pass folders of HR images (PNG, JPEG, ...).")
+        for path in found:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
             photos.append(bicubic_degrade(read_rgb_u8(path), scale))
     digest.update(json.dumps([sorted(GENERATORS), list(GENERATED_SEEDS)]).encode())
@@ -118,8 +123,14 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
     """Fine-tune ``checkpoint`` (a loaded ``Checkpoint``) as ``options`` (``scnet_deploy.qat.QatOptions``) ask;
     returns (the weights under official names, the ranges with their record). Resumes from ``options.state_path``
     where a run of the same options left one; saves it every ``options.save_every`` steps."""
-    import modelopt
-    import modelopt.torch.quantization as mtq
+    import contextlib
+    import io
+    import warnings
+
+    with warnings.catch_warnings():  # ModelOpt warns that transformers (Hugging Face modules) is missing: not ours
+        warnings.simplefilter("ignore")
+        import modelopt
+        import modelopt.torch.quantization as mtq
 
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
@@ -133,7 +144,7 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
         p.requires_grad_(True)
     calibration = [sample(photos, generated, rng, options.batch, options.patch, options.content_share).to(device)
                    for _ in range(CALIBRATION_BATCHES)]
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # its "Inserted N quantizers" line
         mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
     quantize_residual_streams(student)
     fake = quantizers(student)
@@ -187,5 +198,6 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
             "content_share": options.content_share, "data": [str(d) for d in options.data],
             "data_sha256": data_hash, "teacher_sha256": checkpoint.sha256, "seconds": round(elapsed, 1),
             "device": device, "float_convs": list(FLOAT_CONVS), "final_loss": loss_now,
+            "scale": checkpoint.spec.scale,  # x2 and x3 shift-MLP weights look alike: the loader reads it here
             "loss": "L1(fake-quantized student, FP32 teacher) + L1(float student, FP32 teacher)"}
     return weights, ranges_of(student, info)

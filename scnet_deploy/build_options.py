@@ -223,6 +223,11 @@ class PipelineOptions:
     compute: tuple[str, ...] | None = option(None, "Compute units for backends that have several, comma-separated "
                                              "(default: each one's first; see doctor).", cli=Optional[str],
                                              parse=parse_list, show=join_list)
+    # INT8 engines from this quantization-aware checkpoint of the same model (scnet-deploy qat); None: the one shipped
+    # beside the reference when the checkpoint is the reference, else INT8 is calibrated
+    qat: Path | None = option(None, "INT8 engines from this quantization-aware checkpoint of the same model "
+                              "(scnet-deploy qat; default: the shipped one for the reference, else calibrated).",
+                              cli=Optional[Path])
 
     def gate(self) -> AccuracyGate:
         return AccuracyGate(self.budget_db, self.max_visible, self.visible_levels)

@@ -69,17 +69,23 @@ def untimeable(fields: dict, runner) -> str | None:
 
 
 def check_faster(load, fields: dict, fp32_ms, size: tuple[int, int], channels: int, fmt: str,
-                 keep_slower: bool = False) -> SpeedCheck:
+                 keep_slower: bool = False, tuned_int8_ms: float | None = None) -> SpeedCheck:
     """Time the INT8 engine (``load(fields) -> Runner``) against the FP32 engine (``fp32_ms() -> (ms or None,
     runner factory or None)``: a time already measured in this session, or a runner to time in turns); raise
-    ``Int8NotFaster`` where it is not faster, unless ``keep_slower`` (``--keep-slower-int8``: recorded)."""
+    ``Int8NotFaster`` where it is not faster, unless ``keep_slower`` (``--keep-slower-int8``: recorded).
+    ``tuned_int8_ms``: the INT8 engine's autotuned median of this session, compared with FP32's as it is."""
     x = np.random.default_rng(0).random((1, channels, *size), dtype=np.float32)
+    why = untimeable(fields, None)  # before loading: an engine this machine cannot run does not load
+    if why is not None:
+        return SpeedCheck(size, None, None, why)
     with load(fields) as runner:
         why = untimeable(fields, runner)
         if why is not None:
             return SpeedCheck(size, None, None, why)
         known, fp32_loader = fp32_ms()
-        if known is not None:
+        if known is not None and tuned_int8_ms is not None:  # both autotuned in this session, the same way
+            int8_ms, fp32 = tuned_int8_ms, known
+        elif known is not None:
             int8_ms, fp32 = time_in_turns([runner.infer], x)[0], known
         else:
             with fp32_loader() as fp32_runner:
@@ -87,8 +93,8 @@ def check_faster(load, fields: dict, fp32_ms, size: tuple[int, int], channels: i
     check = SpeedCheck(size, int8_ms, fp32, kept_slower=keep_slower and int8_ms >= fp32)
     if int8_ms >= fp32 and not keep_slower:
         convs = (fields.get("int8") or {}).get("quantization", {}).get("quantized_convs")
-        raise Int8NotFaster(f"{fmt} INT8 is not faster than {fmt} FP32 here: {int8_ms:.1f} ms against {fp32:.1f} ms "
-                            f"at {size[0]}x{size[1]} (median of {ROUNDS}, in turns; "
+        raise Int8NotFaster(f"{fmt} INT8 is not faster than its FP32 engine here: {int8_ms:.1f} ms against FP32's "
+                            f"{fp32:.1f} ms at {size[0]}x{size[1]} (medians; "
                             f"{convs if convs is not None else '?'} convolutions quantized), so it is not shipped as "
                             "INT8; export FP32 (or bf16/fp16 where the backend has them), or time another "
                             "--opt-size (or keep it with --keep-slower-int8 where this machine is not its target).")

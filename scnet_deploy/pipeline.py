@@ -17,6 +17,8 @@ from .gate import AccuracyGate
 from .session import Target
 
 REFERENCE = Path(__file__).parent / "weights" / "scnet_t_x4_reference.safetensors"
+# its quantization-aware fine-tuning (scnet-deploy qat; weights/MODEL_CARD.md): the pipeline's INT8 engines start here
+REFERENCE_QAT = REFERENCE.with_name("scnet_t_x4_reference_qat.safetensors")
 
 
 def reference_checkpoint() -> Path:
@@ -239,7 +241,7 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     (out / "engines").mkdir(parents=True, exist_ok=True)
     datasets = _default_datasets(out) if options.dataset is None else (
         [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset))
-    engines = _build_engines(ckpt, options, out / "engines", say)
+    engines = _build_engines(ckpt, options, out / "engines", say, quantization_aware(ckpt, ckpt_path, options))
     validation, timing = _measure(ckpt_path, ckpt.spec.scale, engines, datasets, options, out, say)
     crops = _measure_crops(ckpt_path, ckpt.spec.scale, engines["crops"], datasets, options, out, say)
     summary = _summary(ckpt_path, ckpt, datasets, engines, validation, timing, options)
@@ -261,6 +263,30 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     return summary
 
 
+def quantization_aware(ckpt, ckpt_path: Path, options: PipelineOptions):
+    """The quantization-aware checkpoint the INT8 engines are built from (None: they are calibrated): ``--qat``, or
+    the one shipped beside the reference when the checkpoint is the reference. It must be fine-tuned from
+    ``ckpt``."""
+    from .model.checkpoint import load_checkpoint
+
+    path = options.qat or (REFERENCE_QAT if ckpt_path.resolve() == REFERENCE.resolve() and REFERENCE_QAT.exists()
+                           else None)
+    if path is None:
+        return None
+    qat = load_checkpoint(path)
+    if qat.quant is None:
+        raise ScnetDeployError(f"--qat '{path}' carries no quantizer ranges; pass a checkpoint written by "
+                               "scnet-deploy qat.")
+    teacher = qat.quant.info.get("teacher_sha256")
+    def arch(c) -> dict:
+        return {k: v for k, v in c.spec.to_dict().items() if k != "scale_source"}
+
+    if teacher != ckpt.sha256 or arch(qat) != arch(ckpt):
+        raise ScnetDeployError(f"--qat '{path}' was fine-tuned from another checkpoint (sha256 {str(teacher)[:12]}..., "
+                               f"not {ckpt.sha256[:12]}...); pass the one scnet-deploy qat made from '{ckpt_path}'.")
+    return qat
+
+
 def _require_bench_fits(ckpt, options: PipelineOptions) -> None:
     """Refuse a bench shape that cannot fit now, not after minutes of building."""
     from .memory import limit_bytes, require_fits
@@ -270,9 +296,11 @@ def _require_bench_fits(ckpt, options: PipelineOptions) -> None:
         require_fits(ckpt.spec.to_dict(), "pytorch", "the PyTorch baseline of the benchmark", h, w, limit)
 
 
-def _build_engines(ckpt, options: PipelineOptions, engines: Path, say) -> dict:
-    """Every engine of the plan, built in one session: {"built": {label: directory}, "skipped", "failed": {label:
-    why}, "forms": {label: autotune summary}, "int8": {label: its int8 section}}."""
+def _build_engines(ckpt, options: PipelineOptions, engines: Path, say, qat=None) -> dict:
+    """Every engine of the plan, built in one session (INT8 ones in a second, from the quantization-aware checkpoint
+    ``qat`` where there is one, with the first session's FP32 times to beat): {"built": {label: directory},
+    "skipped", "failed": {label: why}, "forms": {label: autotune summary}, "int8": {label: its int8 section}}."""
+    import contextlib
     from dataclasses import replace
 
     from .export import ExportOptions, build_session, write_artifact
@@ -287,16 +315,24 @@ def _build_engines(ckpt, options: PipelineOptions, engines: Path, say) -> dict:
                            max_visible=options.max_visible, visible_levels=options.visible_levels,
                            tune=replace(options.tune, size=max(options.shapes)), backends=fixed)
     found = {"built": {}, "skipped": {}, "failed": {}, "forms": {}, "int8": {}, "crops": {}}
-    with build_session(ckpt, shared, engines) as session:  # its progress is set per engine below
+    with contextlib.ExitStack() as stack:
+        session = stack.enter_context(build_session(ckpt, shared, engines))  # its progress is set per engine below
+        int8_session = None
         for label, target, reason in plan(options):
             if reason:
                 found["skipped"][label] = reason
                 say(Progress(f"{label}: {reason}", SKIPPED))
                 continue
             say(Progress(f"export {label}"))
-            session.progress = lambda event, label=label: say(event.prefixed(label))
+            building = session
+            if qat is not None and target.precision == "int8":
+                if int8_session is None:
+                    int8_session = stack.enter_context(build_session(qat, shared, engines / ".quantization-aware"))
+                int8_session.tuned_ms.update(session.tuned_ms)  # the FP32 engines to beat: the same architecture
+                building = int8_session
+            building.progress = lambda event, label=label: say(event.prefixed(label))
             try:
-                result = write_artifact(session, [target], engines / label)
+                result = write_artifact(building, [target], engines / label)
             except ScnetDeployError as exc:
                 found["failed"][label] = str(exc)
                 say(Progress(f"{label}: {exc}", FAILED))

@@ -68,11 +68,11 @@ def qat(checkpoint: str | Path, options: QatOptions, progress=None) -> dict:
 
     require_export_stack("qat (it trains with PyTorch)")
     options.check()
-    try:
-        import modelopt.torch.quantization  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is None or importlib.util.find_spec("huggingface_hub") is None:
         raise ScnetDeployError("qat needs NVIDIA ModelOpt: pip install 'scnet-deploy[qat]' (or "
-                               "'nvidia-modelopt[torch]').") from None
+                               "'nvidia-modelopt[torch]' 'huggingface_hub').")
     from safetensors.torch import save_file
 
     from scnet_deploy.calibration.qat_training import fine_tune

@@ -181,7 +181,8 @@ class BuildSession:
             return None, lambda: runtime.load(directory, {"precision": "fp32", **built})
 
         return check_faster(lambda f: runtime.load(workdir, {"precision": target.precision, **f}), fields, fp32, size,
-                            self.checkpoint.spec.num_in_ch, target.format, options.keep_slower_int8)
+                            self.checkpoint.spec.num_in_ch, target.format, options.keep_slower_int8,
+                            self.tuned_ms.get((target.format, target.precision, size)))
 
     def build_form(self, target: Target, form: DeployOptions, workdir: Path, speed_limit=None,
                    first_try=None) -> dict:

@@ -178,6 +178,12 @@ def test_an_engine_that_cannot_run_here_keeps_the_first_form_and_says_why(tmp_pa
     assert "macOS" in record["candidates"]["dwconv"]["not_timed"]
 
 
+def scripted_speed(self, target, workdir, fields):
+    from scnet_deploy.int8_speed import SpeedCheck
+
+    return SpeedCheck((8, 8), 1.0, 2.0)
+
+
 def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_the_best_within_budget(
         tmp_path, monkeypatch):
     """The orchestration, with builds and timings scripted: A is within budget at 100 ms; B, C, D are over budget
@@ -205,6 +211,7 @@ def test_int8_candidates_over_budget_are_set_aside_and_stopped_once_slower_than_
         return {name: {"median_ms": within[name]} for name in artifacts}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(BuildSession, "int8_speed", scripted_speed)  # the orchestration's files are no engines
     monkeypatch.setattr(autotune, "_time_artifact", time_artifact)
     monkeypatch.setattr(autotune, "_interleaved", interleaved)
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
@@ -239,6 +246,7 @@ def script_int8_builds(monkeypatch, all_int8: dict):
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(BuildSession, "int8_speed", scripted_speed)  # the orchestration's files are no engines
     return calls, limits
 
 
@@ -275,6 +283,7 @@ def test_a_candidate_over_budget_not_5_percent_faster_than_the_best_is_not_taken
         return {"files": ["model.onnx"], "form": form.name, "verification": {"passed": True}}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(BuildSession, "int8_speed", scripted_speed)  # the orchestration's files are no engines
     monkeypatch.setattr(autotune, "_time_artifact", lambda *a, **k: (100.0, None))
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")
     result = export(ckpt, ExportOptions(output=tmp_path / "a", precision="int8", tune=TuneOptions(
@@ -342,6 +351,7 @@ def test_two_candidates_are_timed_in_turn_once_without_screening(tmp_path, monke
         return {"slice": {"median_ms": 80.0}, "dwconv": {"median_ms": 100.0}}
 
     monkeypatch.setattr(BuildSession, "build_form", build_form)
+    monkeypatch.setattr(BuildSession, "int8_speed", scripted_speed)  # the orchestration's files are no engines
     monkeypatch.setattr(autotune, "_time_artifact", time_artifact)
     monkeypatch.setattr(autotune, "_interleaved", interleaved)
     ckpt = save_basicsr(tiny_model(4, "mlp"), tmp_path / "m.pth")

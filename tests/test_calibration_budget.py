@@ -89,7 +89,7 @@ def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, 
 
     monkeypatch.setattr(int8_onnx, "quantize_onnx", quantize)
     monkeypatch.setattr(budget.Baseline, "measure", measure)
-    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST, budget_db=0.5)).manifest
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", keep_slower_int8=True, calib=FAST, budget_db=0.5)).manifest
     i = m["int8"]
     assert [t["float_layers"] for t in i["tries"]] == [0, 1, 2, 4] and len(i["float_layers"]) == 4
     model = onnx.load(str(tmp_path / "q" / "model.onnx"))
@@ -100,11 +100,11 @@ def test_forced_fallback_keeps_the_ranked_layers_float_in_the_saved_graph(ckpt, 
 
 
 def test_budget_opt_out_is_explicit_and_recorded(ckpt, tmp_path):
-    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST, budget_db=None)).manifest
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", keep_slower_int8=True, calib=FAST, budget_db=None)).manifest
     assert m["int8"]["budget_db"] is None and "off" in m["int8"]["budget"] and m["options"]["budget_db"] is None
     assert "no drift budget" in m["verification"]["rule"]
     with pytest.raises(ScnetDeployError, match="--budget"):
-        export(ckpt, ExportOptions(output=tmp_path / "bad", precision="int8", calib=FAST, budget_db=-0.1))
+        export(ckpt, ExportOptions(output=tmp_path / "bad", precision="int8", keep_slower_int8=True, calib=FAST, budget_db=-0.1))
     assert not (tmp_path / "bad").exists()
 
 
@@ -295,7 +295,7 @@ def test_a_candidate_taken_up_again_with_none_within_budget_runs_its_loop_to_the
 def test_the_int8_manifest_records_the_accuracy_gate_per_content_type_of_its_hold_out(ckpt, tmp_path):
     """Beside the mean-drift budget loop, each INT8 manifest records what the accuracy gate (validate's) says of
     each content type of its hold-out: visible change and drift, with the reason where it fails."""
-    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST)).manifest["int8"]
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", keep_slower_int8=True, calib=FAST)).manifest["int8"]
     contents = {r["content"] for r in m["per_image"]}
     assert set(m["gate_by_content"]) == contents and all("visible_share" in r for r in m["per_image"])
     assert m["gate_passed"] == all(v["passed"] for v in m["gate_by_content"].values())
@@ -308,7 +308,7 @@ def test_content_chooses_which_hold_out_content_gates_and_the_rest_is_recorded(c
     and recorded, the others marked as shown, not gated. An unknown content type is one line naming the known ones."""
     from dataclasses import replace
 
-    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", budget_db=None,
+    m = export(ckpt, ExportOptions(output=tmp_path / "q", precision="int8", keep_slower_int8=True, budget_db=None,
                                    calib=replace(FAST, content=("photo",)))).manifest["int8"]
     photos = [r["drift_db"] for r in m["per_image"] if r["content"] == "photo"]
     assert m["drift_db"] == pytest.approx(sum(photos) / len(photos))
@@ -316,7 +316,7 @@ def test_content_chooses_which_hold_out_content_gates_and_the_rest_is_recorded(c
     assert {c for c, v in m["gate_by_content"].items() if v["gated"]} == {"photo"}
     assert m["gate_passed"] == m["gate_by_content"]["photo"]["passed"]
     with pytest.raises(ScnetDeployError, match="--content drawings: the hold-out has no such content type; it has "):
-        export(ckpt, ExportOptions(output=tmp_path / "r", precision="int8", calib=replace(FAST, content=("drawings",))))
+        export(ckpt, ExportOptions(output=tmp_path / "r", precision="int8", keep_slower_int8=True, calib=replace(FAST, content=("drawings",))))
 
 
 def test_export_and_validate_refuse_the_same_engine_that_the_mean_drift_would_have_passed(tmp_path):
@@ -336,7 +336,7 @@ def test_export_and_validate_refuse_the_same_engine_that_the_mean_drift_would_ha
     # 32 features, 4 blocks: its all-INT8 engine drifts +0.006 dB on the mean and moves 19-52% of each content
     # type's pixels 4+ levels
     ckpt = save_basicsr(tiny_model(4, "mlp", num_feat=32, num_block=4), tmp_path / "tiny_x4.pth")
-    engine = export(ckpt, ExportOptions(output=tmp_path / "all_int8", precision="int8", calib=FAST, budget_db=None))
+    engine = export(ckpt, ExportOptions(output=tmp_path / "all_int8", precision="int8", keep_slower_int8=True, calib=FAST, budget_db=None))
     rows = engine.manifest["int8"]["per_image"]
     mean = float(np.mean([r["drift_db"] for r in rows]))
     budget = max(0.1, -2 * mean)
@@ -356,7 +356,7 @@ def test_export_and_validate_refuse_the_same_engine_that_the_mean_drift_would_ha
     assert {c: v["passed"] for c, v in judged["gate"].items()} == {c: v["passed"] for c, v in verdicts.items()}
 
     try:
-        shipped = export(ckpt, ExportOptions(output=tmp_path / "gated", precision="int8", calib=FAST,
+        shipped = export(ckpt, ExportOptions(output=tmp_path / "gated", precision="int8", keep_slower_int8=True, calib=FAST,
                                              budget_db=budget)).manifest["int8"]
     except BudgetNotMet:
         return  # refused outright: nothing shipped

@@ -94,7 +94,7 @@ def test_nonfinite_weights_refuse_calibration(tmp_path):
     sd["conv_first.weight"][0, 0] = float("nan")
     torch.save(sd, tmp_path / "nan_x4.pth")
     with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="refusing to calibrate"):
-        export(tmp_path / "nan_x4.pth", ExportOptions(output=tmp_path / "q", precision="int8", calib=FAST))
+        export(tmp_path / "nan_x4.pth", ExportOptions(output=tmp_path / "q", precision="int8", keep_slower_int8=True, calib=FAST))
     out = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(tmp_path / "nan_x4.pth"), "-o",
                           str(tmp_path / "q"), "--int8", "--calib-count", "4"], capture_output=True, text=True)
     assert out.returncode == 2 and "refusing to calibrate" in out.stderr and not (tmp_path / "q").exists()

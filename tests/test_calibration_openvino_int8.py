@@ -26,7 +26,7 @@ def _ov_model(path):
 @pytest.mark.openvino
 def test_openvino_int8_nncf(ckpt, tmp_path):
     pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
-    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=FAST)).manifest
+    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", keep_slower_int8=True, calib=FAST)).manifest
     i = m["int8"]
     assert i["quantization"]["method"] == "nncf.quantize" and i["quantization"]["ranges"] == "minmax"
     assert i["quantization"]["quantized_convs"] > 0 and i["budget_db"] == 0.1 and m["verification"]["passed"]
@@ -147,7 +147,7 @@ def test_openvino_int8_known_ranges_in_the_saved_ir(ckpt, narrow, tmp_path, form
     pytest.importorskip("nncf", reason="nncf is not installed (pip install -e '.[openvino]' in the checkout)")
     calib = CalibOptions(narrow, count=8, crop=32)
     onnx_options = OnnxOptions(skip_as_conv=form == "skip_as_conv")
-    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", calib=calib,
+    m = export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", keep_slower_int8=True, calib=calib,
                                    budget_db=None, onnx=onnx_options)).manifest
     export(ckpt, ExportOptions(output=tmp_path / "fp32", format="openvino", onnx=onnx_options))
     from scnet_deploy.calibration.openvino_int8 import (fake_quantize_range, float_convolutions, image_path,

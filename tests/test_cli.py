@@ -124,7 +124,7 @@ def test_doctor_cli_table():
 @pytest.mark.slow  # 11 s: INT8 through the CLI; the library INT8 exports and their gate are tested by default
 def test_int8_cli(ckpt, tmp_path):
     out = subprocess.run([sys.executable, "-m", "scnet_deploy", "export", str(ckpt), "-o", str(tmp_path / "a"),
-                          "--int8", "--calib-count", "4", "--calib-method", "entropy", "--budget", "1"],
+                          "--int8", "--calib-count", "4", "--calib-method", "entropy", "--budget", "1", "--keep-slower-int8"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())

@@ -91,7 +91,7 @@ def test_every_exact_form_converts_to_the_ops_it_should(tmp_path):
 @pytest.mark.coreml
 def test_coreml_int8_weights(ckpt, tmp_path):
     pytest.importorskip("coremltools", reason="coremltools is not installed")
-    m = export(ckpt, ExportOptions(output=tmp_path / "cm", format="coreml", precision="int8")).manifest
+    m = export(ckpt, ExportOptions(output=tmp_path / "cm", format="coreml", precision="int8", keep_slower_int8=True)).manifest
     import coremltools as ct
     from coremltools.proto import MIL_pb2
 

@@ -46,7 +46,7 @@ def test_onnxruntime_runner_contract(onnx_artifact, ckpt):
 
 
 def test_onnxruntime_int8_export_validate_bench(ckpt, tmp_path):
-    result = export(ckpt, ExportOptions(output=tmp_path / "int8", precision="int8", calib=FAST))
+    result = export(ckpt, ExportOptions(output=tmp_path / "int8", precision="int8", keep_slower_int8=True, calib=FAST))
     m = result.manifest
     i = m["int8"]
     assert m["precision"] == "int8" and i["calibration"]["count"] == 8 and i["budget_db"] == 0.1  # default budget

@@ -100,7 +100,7 @@ def test_missing_nncf_is_a_one_line_error_before_anything_is_built(ckpt, tmp_pat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
     with pytest.raises(registry.BackendUnavailable,
                        match=r"nncf.*pip install -e '\.\[export\]'") as info:
-        export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8"))
+        export(ckpt, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8", keep_slower_int8=True))
     assert "\n" not in str(info.value) and not (tmp_path / "ov").exists()
     reasons = {label: reason for label, _, reason in plan(PipelineOptions(output=tmp_path, formats=("openvino",)))}
     assert "nncf" in reasons["openvino-int8"] and reasons["openvino-fp32"] is None

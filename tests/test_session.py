@@ -51,7 +51,7 @@ def test_one_session_builds_each_onnx_form_and_calibration_set_once(ckpt, tmp_pa
     # every engine verified against the reference (ONNX graph + 3 engines), each distinct input run once in PyTorch
     assert len(asked) > len(set(asked)) and sorted(forwards) == sorted(set(asked))
     counts.update(dict.fromkeys(counts, 0))
-    tuned = export(ckpt, ExportOptions(output=tmp_path / "tuned", format="onnx,openvino", precision="int8", calib=FAST,
+    tuned = export(ckpt, ExportOptions(output=tmp_path / "tuned", format="onnx,openvino", precision="int8", keep_slower_int8=True, calib=FAST,
                                        tune=TuneOptions("latency", ("dwconv", "slice"), size=(16, 16), runs=1,
                                                         tiles=())))
     assert {m["form"] for m in tuned.manifests.values()} <= {"dwconv", "slice"}

@@ -161,6 +161,8 @@ def load_checkpoint(path: str | Path, scale: int | None = None, param_key: str |
         sd, quant = split_ranges(sd, _quantization_record(path))
     except ValueError as exc:
         raise CheckpointError(f"'{path}': {exc}; re-save it with scnet-deploy qat.") from None
+    if scale is None and quant is not None and isinstance(quant.info.get("scale"), int):
+        scale = quant.info["scale"]  # recorded by scnet-deploy qat
     spec = detect_arch(sd, scale=scale, filename=path)
     model = build_model(spec)
     _load_strict(model, sd, path)

@@ -1,0 +1,192 @@
+"""Quantization-aware fine-tuning (``scnet-deploy qat``): a tiny model fine-tuned for a few steps, the checkpoint
+that carries its ranges, INT8 exports that use them, the resumable run, and the INT8 speed rule."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import cli, one_line_error, save_basicsr, smooth_hr_folder, tiny_model
+
+pytest.importorskip("modelopt.torch.quantization")
+
+from scnet_deploy.build_options import ExportOptions  # noqa: E402
+from scnet_deploy.errors import CheckpointError, ScnetDeployError  # noqa: E402
+from scnet_deploy.export import export  # noqa: E402
+from scnet_deploy.model.checkpoint import load_checkpoint  # noqa: E402
+from scnet_deploy.qat import QatOptions, qat  # noqa: E402
+
+STEPS = dict(steps=4, batch=2, patch=16, save_every=2)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """(the FP32 checkpoint, its quantization-aware fine-tuning, the data folder): 4 steps of a tiny x2 model."""
+    root = tmp_path_factory.mktemp("qat")
+    data = smooth_hr_folder(root / "data", 3, (48, 48))
+    teacher = save_basicsr(tiny_model(2), root / "tiny_x2.pth")
+    qat(teacher, QatOptions(output=root / "tiny_qat_x2.safetensors", data=(data,), **STEPS))
+    return teacher, root / "tiny_qat_x2.safetensors", data
+
+
+def dq_scale(model, tensor: str):
+    """(scale, zero point) of the DequantizeLinear that produces ``tensor`` (None where none does)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    node = producers.get(tensor)
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    return inits[node.input[1]], inits[node.input[2]]
+
+
+def test_fine_tuning_writes_a_checkpoint_that_loads_everywhere_and_says_what_it_is(fine_tuned):
+    teacher, student, _ = fine_tuned
+    before, after = load_checkpoint(teacher), load_checkpoint(student)
+    assert after.spec.scale == before.spec.scale and after.spec.params == before.spec.params
+    assert after.quant is not None and before.quant is None
+    # every learned convolution but the first (it reads the image) has both ranges, under official names
+    convs = {n for n, m in before.model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert set(after.quant.inputs) == set(after.quant.weights) == convs - {"conv_first"}
+    info = after.quant.info
+    assert info["steps"] == 4 and info["teacher_sha256"] == before.sha256 and len(info["data_sha256"]) == 64
+    assert "symmetric" in info["scheme"] and info["library"].startswith("nvidia-modelopt")
+    moved = [k for k, v in before.model.state_dict().items() if not torch.equal(v, after.model.state_dict()[k])]
+    assert moved, "the fine-tuning changed no weight"
+    shown = json.loads(cli("info", str(student), "--json").stdout)["quantization_aware"]
+    assert shown["steps"] == 4 and shown["activation_ranges"] == len(after.quant.inputs)
+
+
+def test_export_int8_from_it_uses_its_ranges_not_calibration(fine_tuned, tmp_path):
+    """ONNX Runtime: every quantized convolution's input scale is the checkpoint's amax/127 (uint8, zero point 128:
+    the int8 grid), its weights' per-channel scales the checkpoint's, and nothing was calibrated."""
+    _, student, _ = fine_tuned
+    ranges = load_checkpoint(student).quant
+    result = export(student, ExportOptions(output=tmp_path / "ort", precision="int8", keep_slower_int8=True))
+    model = onnx.load(str(tmp_path / "ort" / "model.onnx"))
+    q = result.manifest["int8"]["quantization"]
+    assert q["method"] == "quantization-aware ranges" and "calibration" not in result.manifest["int8"]
+    assert q["quantized_convs"] == q["convolutions"] - 1 and q["float_without_range"]  # conv_first
+    checked = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        module = node.input[1].removesuffix("_DequantizeLinear_Output").removesuffix(".weight")
+        if module not in ranges.inputs:
+            continue
+        scale, zero = dq_scale(model, node.input[0])
+        assert np.isclose(float(scale), ranges.inputs[module] / 127, rtol=1e-6) and int(zero) == 128, module
+        w_scale, w_zero = dq_scale(model, node.input[1])
+        np.testing.assert_allclose(w_scale, ranges.weights[module] / 127, rtol=1e-6)
+        assert not np.any(w_zero)
+        checked += 1
+    assert checked == len(ranges.inputs)
+    assert result.manifest["checkpoint"]["quantization_aware"]["steps"] == 4
+
+
+def test_openvino_int8_from_it_converts_the_symmetric_qdq_graph(fine_tuned, tmp_path):
+    pytest.importorskip("openvino")
+    _, student, _ = fine_tuned
+    result = export(student, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8",
+                                           keep_slower_int8=True))
+    q = result.manifest["int8"]["quantization"]
+    assert q["method"] == "quantization-aware ranges" and q["activations"] == "int8 symmetric"
+    assert q["quantized_convs"] >= q["convolutions"] - 2  # conv_first float; no conv left without its ranges
+    assert result.manifest["verification"]["passed"]
+
+
+def test_qnn_a8w8_takes_its_convolution_scales(fine_tuned, tmp_path):
+    """The HTP's QDQ graph (before compilation): the checkpoint's scales on every ranged convolution."""
+    pytest.importorskip("onnxruntime_qnn")
+    from scnet_deploy.calibration.qnn_quant import quantize_qdq
+    from scnet_deploy.exporters.onnx_graph import build_onnx
+    from scnet_deploy.build_options import OnnxOptions
+
+    _, student, _ = fine_tuned
+    ckpt = load_checkpoint(student)
+    build_onnx(ckpt.model, OnnxOptions(), tmp_path / "fp32.onnx", 3)
+    calib = [np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)]
+    record = quantize_qdq(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", calib, "int8", ranges=ckpt.quant)
+    assert record["quantization_aware"]["steps"] == 4
+    model = onnx.load(str(tmp_path / "qdq.onnx"))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and "body.0.conv1" in n.input[1])
+    scale, zero = dq_scale(model, conv.input[0])
+    assert np.isclose(float(scale), ckpt.quant.inputs["body.0.conv1"] / 127, rtol=1e-6) and int(zero) == 128
+
+
+def test_a_killed_run_resumes_and_ends_where_an_unbroken_run_ends(fine_tuned, tmp_path):
+    """Seeded: the same options give the same checkpoint; killed after step 3 (state saved at step 2), the rerun
+    says where it resumes and ends bit-identical to the unbroken run."""
+    _, student, data = fine_tuned
+    teacher = fine_tuned[0]
+    out = tmp_path / "again.safetensors"  # no x2 in its name: the record carries the scale
+
+    def stop_after_three(event):
+        if event.done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        qat(teacher, QatOptions(output=out, data=(data,), **STEPS), progress=stop_after_three)
+    assert not out.exists() and QatOptions(output=out).state_path.exists()
+    events = []
+    qat(teacher, QatOptions(output=out, data=(data,), **STEPS), progress=events.append)
+    assert any("resumed at step 2" in e.message for e in events)
+    assert not QatOptions(output=out).state_path.exists()
+    a, b = load_checkpoint(student), load_checkpoint(out)
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[key]), key
+    assert a.quant.inputs == b.quant.inputs
+
+
+def test_mistakes_are_one_line(fine_tuned, tmp_path):
+    teacher, student, data = fine_tuned
+    with pytest.raises(ScnetDeployError, match="already quantization-aware"):
+        qat(student, QatOptions(output=tmp_path / "x.safetensors", data=(data,), **STEPS))
+    with pytest.raises(ScnetDeployError, match="--data"):
+        qat(teacher, QatOptions(output=tmp_path / "x.safetensors", data=(tmp_path / "nowhere",)))
+    proc = cli("qat", str(teacher), "--data", str(data), "-o", str(tmp_path / "x.pth"))
+    assert proc.returncode == 2 and ".safetensors" in one_line_error(proc)
+
+
+def test_ranges_for_what_is_not_a_convolution_are_refused(fine_tuned, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, student, _ = fine_tuned
+    tensors = load_file(str(student))
+    tensors["quant.body.0.relu.input_amax"] = torch.tensor(1.0)
+    save_file(tensors, str(tmp_path / "odd_x2.safetensors"))
+    with pytest.raises(CheckpointError, match="not convolutions"):
+        load_checkpoint(tmp_path / "odd_x2.safetensors")
+
+
+def test_an_int8_engine_no_faster_than_fp32_is_refused_with_both_numbers(fine_tuned, tmp_path, monkeypatch):
+    """Timings scripted (FP32 10 ms, INT8 12 ms): refused, both numbers in the line; kept with --keep-slower-int8,
+    recorded; and where INT8 is faster its speed-up is in the manifest."""
+    import scnet_deploy.int8_speed as speed
+
+    _, student, _ = fine_tuned
+    monkeypatch.setattr(speed, "time_in_turns", lambda infers, x, rounds=5: [10.0, 12.0][:len(infers)])
+    with pytest.raises(speed.Int8NotFaster, match=r"not faster than its FP32 engine here: 12\.0 ms against FP32's 10\.0 ms at 180x320"):
+        export(student, ExportOptions(output=tmp_path / "slow", precision="int8"))
+    assert not (tmp_path / "slow").exists()
+    kept = export(student, ExportOptions(output=tmp_path / "kept", precision="int8", keep_slower_int8=True))
+    assert kept.manifest["int8_speed"]["kept_slower"] and kept.manifest["int8_speed"]["int8_ms"] == 12.0
+    monkeypatch.setattr(speed, "time_in_turns", lambda infers, x, rounds=5: [10.0, 5.0][:len(infers)])
+    fast = export(student, ExportOptions(output=tmp_path / "fast", precision="int8"))
+    assert fast.manifest["int8_speed"]["speedup"] == 2.0 and not fast.manifest["int8_speed"]["kept_slower"]
+
+
+def test_the_pipeline_takes_int8_from_a_quantization_aware_checkpoint_of_the_same_model_only(fine_tuned, tmp_path):
+    from scnet_deploy.build_options import PipelineOptions
+    from scnet_deploy.pipeline import quantization_aware
+
+    teacher, student, _ = fine_tuned
+    ckpt = load_checkpoint(teacher)
+    assert quantization_aware(ckpt, teacher, PipelineOptions(qat=student)).quant is not None
+    assert quantization_aware(ckpt, teacher, PipelineOptions()) is None  # not the reference: calibrated
+    other = save_basicsr(tiny_model(2, seed=1), tmp_path / "other_x2.pth")
+    with pytest.raises(ScnetDeployError, match="fine-tuned from another checkpoint"):
+        quantization_aware(load_checkpoint(other), other, PipelineOptions(qat=student))
+    with pytest.raises(ScnetDeployError, match="carries no quantizer ranges"):
+        quantization_aware(ckpt, teacher, PipelineOptions(qat=other))
