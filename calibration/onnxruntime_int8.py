@@ -98,7 +98,8 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
     """Write the QDQ model of ``fp32_path`` to ``out_path``; returns what was done. ``ranges``: a
     quantization-aware checkpoint's (``qat``): every scale is its, nothing is calibrated (``calib``'s first crop
     only runs ORT's calibrator, whose ranges the overrides replace), a convolution without a range stays float, and
-    the residual adds read the dequantized stream, as the training computed them (``qat_training``)."""
+    the residual adds read the stream as the training computed them: float, or dequantized where it quantized the
+    stream (``qat --quantized-residual``, ONNX Runtime's fast graph)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -116,7 +117,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
 
         overrides, unranged = tensor_overrides(onnx.load(str(fp32_path)), ranges, unsigned=not symmetric_activations)
         exclude = tuple(exclude) + tuple(n for n in unranged if n not in exclude)
-        calib = calib.arrays[:1]
+        calib = list(calib)[:1]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         # Symbolic shape inference fails on dynamic H/W; ONNX shape inference and graph optimisation suffice.
@@ -134,13 +135,13 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
                            # TensorRT dequantizes int8 only; it fuses float biases itself. ORT fuses int32 biases.
                            "QuantizeBias": not symmetric_activations})
     model = onnx.load(str(out_path))
-    # a quantization-aware graph: the residual adds read the dequantized stream, as its training computed them
-    keep_float_paths(model, only_input=not symmetric_activations or ranges is not None, float_convs=tuple(exclude))
+    # a quantization-aware graph: the residual adds read the stream as its training computed them
+    only_input = not symmetric_activations if ranges is None else ranges.quantized_residual
+    keep_float_paths(model, only_input=only_input, float_convs=tuple(exclude))
     onnx.save(model, str(out_path))
     quantized = [n for n in convs if n not in exclude]
     found = {"input_range": [0.0, 1.0],
-             "float_paths": "image-space skip and output" + ("" if not symmetric_activations or ranges is not None
-                                                             else ", residual adds"),
+             "float_paths": "image-space skip and output" + ("" if only_input else ", residual adds"),
              "method": method, "quantized_convs": len(quantized), "convolutions": len(convs),
              "float_convs": sorted(exclude),
             "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",

@@ -84,7 +84,8 @@ def quantize_residual_streams(student) -> int:
     """Make each residual block's add read its input as quantized by its first convolution's input quantizer (the
     same ModelOpt quantizer, applied once more to the same tensor: idempotent on its grid), as ONNX Runtime's fast
     INT8 graph computes it (the add reads the dequantized tensor, which lets ORT fuse the block: 555 ms against
-    1330 ms with float adds at 180x320, AMD EPYC, 2 vCPUs). Returns how many blocks."""
+    1330 ms with float adds at 180x320, AMD EPYC, 2 vCPUs; OpenVINO is as fast either way). It costs accuracy: the
+    stream is quantized 16 times (``--quantized-residual``; off by default). Returns how many blocks."""
     blocks = [m for m in student.modules() if type(m).__name__ == "ResidualBlockShift"]
     for block in blocks:
         def forward(x, block=block):
@@ -146,7 +147,8 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
                    for _ in range(CALIBRATION_BATCHES)]
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # its "Inserted N quantizers" line
         mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
-    quantize_residual_streams(student)
+    if options.quantized_residual:
+        quantize_residual_streams(student)
     fake = quantizers(student)
     optim = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=options.lr)
     key = options.identity(checkpoint.sha256, data_hash)
@@ -199,5 +201,6 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
             "data_sha256": data_hash, "teacher_sha256": checkpoint.sha256, "seconds": round(elapsed, 1),
             "device": device, "float_convs": list(FLOAT_CONVS), "final_loss": loss_now,
             "scale": checkpoint.spec.scale,  # x2 and x3 shift-MLP weights look alike: the loader reads it here
+            "residual_stream": "quantized" if options.quantized_residual else "float",
             "loss": "L1(fake-quantized student, FP32 teacher) + L1(float student, FP32 teacher)"}
     return weights, ranges_of(student, info)

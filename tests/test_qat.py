@@ -83,6 +83,30 @@ def test_export_int8_from_it_uses_its_ranges_not_calibration(fine_tuned, tmp_pat
         checked += 1
     assert checked == len(ranges.inputs)
     assert result.manifest["checkpoint"]["quantization_aware"]["steps"] == 4
+    # the residual adds read the stream as the training computed it: float by default, dequantized where it
+    # quantized the stream (qat --quantized-residual)
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    assert adds and not any(producers.get(i) == "DequantizeLinear" for n in adds for i in n.input)
+    from dataclasses import replace
+
+    from scnet_deploy.calibration.onnxruntime_int8 import quantize_onnx
+
+    stream = replace(ranges, info={**ranges.info, "residual_stream": "quantized"})
+    quantize_onnx(_hub(student, tmp_path), tmp_path / "q.onnx",
+                  [np.zeros((1, 3, 8, 8), np.float32)], ranges=stream)
+    q_model = onnx.load(str(tmp_path / "q.onnx"))
+    producers = {o: n.op_type for n in q_model.graph.node for o in n.output}
+    assert any(producers.get(i) == "DequantizeLinear" for n in q_model.graph.node if n.op_type == "Add"
+               for i in n.input)
+
+
+def _hub(checkpoint, tmp_path):
+    from scnet_deploy.build_options import OnnxOptions
+    from scnet_deploy.exporters.onnx_graph import build_onnx
+
+    build_onnx(load_checkpoint(checkpoint).model, OnnxOptions(), tmp_path / "fp32.onnx", 3)
+    return tmp_path / "fp32.onnx"
 
 
 def test_openvino_int8_from_it_converts_the_symmetric_qdq_graph(fine_tuned, tmp_path):
@@ -100,12 +124,10 @@ def test_qnn_a8w8_takes_its_convolution_scales(fine_tuned, tmp_path):
     """The HTP's QDQ graph (before compilation): the checkpoint's scales on every ranged convolution."""
     pytest.importorskip("onnxruntime_qnn")
     from scnet_deploy.calibration.qnn_quant import quantize_qdq
-    from scnet_deploy.exporters.onnx_graph import build_onnx
-    from scnet_deploy.build_options import OnnxOptions
 
     _, student, _ = fine_tuned
     ckpt = load_checkpoint(student)
-    build_onnx(ckpt.model, OnnxOptions(), tmp_path / "fp32.onnx", 3)
+    _hub(student, tmp_path)
     calib = [np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)]
     record = quantize_qdq(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", calib, "int8", ranges=ckpt.quant)
     assert record["quantization_aware"]["steps"] == 4

@@ -25,6 +25,11 @@ class QuantRanges:
     weights: dict[str, np.ndarray]
     info: dict = field(default_factory=dict)
 
+    @property
+    def quantized_residual(self) -> bool:
+        """Whether the training quantized the residual stream where each block reads it (the adds read it too)."""
+        return self.info.get("residual_stream") == "quantized"
+
     def to_tensors(self) -> dict[str, np.ndarray]:
         """The state-dict entries that carry these ranges."""
         found = {f"{PREFIX}{m}.input_amax": np.asarray(a, np.float32).reshape(()) for m, a in self.inputs.items()}
