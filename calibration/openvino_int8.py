@@ -314,11 +314,13 @@ def quantize_ir(model, data: Int8Data, gate: AccuracyGate, config: dict,
     return Quantized(quantized, int8_section(calib, data.options, baseline, result, quantization))
 
 
-def quantize_ir_from_ranges(fp32_onnx, model, ranges, data: Int8Data, gate: AccuracyGate, config: dict) -> Quantized:
+def quantize_ir_from_ranges(fp32_onnx, model, ranges, data: Int8Data, gate: AccuracyGate, config: dict,
+                            speed_limit: SpeedLimit | None = None, first_try: FirstTry | None = None) -> Quantized:
     """A quantization-aware checkpoint's INT8 IR: the Q/DQ graph its ranges give the verified ONNX
     (``onnxruntime_int8.quantize_onnx``: symmetric int8, nothing calibrated), converted by OpenVINO (which runs Q/DQ
     pairs as int8), held to the same gate by the same budget loop (convolutions ranked on the Q/DQ graph).
-    ``model``: the FP32 ``ov.Model`` of the same graph, the gate's reference."""
+    ``model``: the FP32 ``ov.Model`` of the same graph, the gate's reference; ``speed_limit``, ``first_try``: as
+    ``quantize_ir``'s."""
     import tempfile
     from pathlib import Path
 
@@ -326,21 +328,37 @@ def quantize_ir_from_ranges(fp32_onnx, model, ranges, data: Int8Data, gate: Accu
 
     from scnet_deploy.calibration.onnxruntime_int8 import layer_sensitivity, quantize_onnx
 
-    baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
+    if first_try is not None and first_try.baseline is not None:  # resumed: the first call's FP32 scores
+        baseline = first_try.baseline
+    else:
+        baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
+        if first_try is not None:
+            first_try.baseline = baseline
     details, graphs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        def quantize(exclude):
+        def qdq(exclude) -> Path:
             path = Path(tmp) / f"qdq_{len(exclude)}.onnx"
             details.update(quantize_onnx(Path(fp32_onnx), path, data.calib, exclude=exclude,
                                          symmetric_activations=True, ranges=ranges))
+            return path
+
+        def quantize(exclude):
+            path = qdq(exclude)
             converted = ov.convert_model(str(path))
             graphs[id(converted)] = path
             return converted
 
+        def rank(m) -> list[str]:  # on the Q/DQ graph (a model resumed from a first try: written again)
+            path = graphs.get(id(m))
+            return [name for name, _ in layer_sensitivity(Path(fp32_onnx), path if path and path.exists() else qdq(()),
+                                                          data.calib.arrays[:4])]
+
         result = quantize_within_budget(
             quantize, lambda m: baseline.measure(_ov_infer(m, config)),
-            lambda m: [name for name, _ in layer_sensitivity(Path(fp32_onnx), graphs[id(m)], data.calib.arrays[:4])],
-            gate)
+            rank, gate, None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
+            first_try=first_try)
+    if result["abandoned"] is not None:
+        return Quantized(None, None, result["abandoned"])
     quantized = result["model"]
     float_layers = float_convolutions(quantized)
     convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]

@@ -29,13 +29,14 @@ def build(ctx, workdir: Path) -> dict:
         from scnet_deploy.calibration.openvino_int8 import quantize_ir_from_ranges
 
         quantized = quantize_ir_from_ranges(hub["path"], model, ctx.checkpoint.quant, ctx.int8_data(),
-                                            ctx.options.gate(), compile_config("f32", options))
-        model, int8 = quantized.model, quantized.section.to_dict()
+                                            ctx.options.gate(), compile_config("f32", options),
+                                            speed_limit=ctx.speed_limit, first_try=ctx.first_try)
     elif precision == "int8":
         from scnet_deploy.calibration.openvino_int8 import quantize_ir
 
         quantized = quantize_ir(model, ctx.int8_data(), ctx.options.gate(), compile_config("f32", options),
                                 speed_limit=ctx.speed_limit, first_try=ctx.first_try)
+    if precision == "int8":
         if quantized.abandoned is not None:  # its speed limit stopped the budget loop: nothing written
             return {"abandoned": quantized.abandoned}
         model, int8 = quantized.model, quantized.section.to_dict()
