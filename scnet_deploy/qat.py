@@ -29,9 +29,9 @@ class QatOptions:
     content_share: float = option(0.25, "Share of each batch cut from generated line art, text, flat colours and "
                                   "textures.")
     save_every: int = option(25, "Save the resumable state every this many steps.")
-    quantized_residual: bool = option(False, "Quantize the residual stream where each block reads it (ONNX Runtime's "
-                                      "fast INT8 graph; costs accuracy); off: the adds stay float (OpenVINO, "
-                                      "TensorRT).")
+    quantized_residual: bool = option(False, "Quantize the residual stream where each block reads it (the fused "
+                                      "INT8 graph some runtimes need to be fast; costs accuracy: docs/features.md); "
+                                      "off: the adds stay float.")
 
     @property
     def state_path(self) -> Path:

@@ -3,8 +3,8 @@
 A quantization-aware checkpoint is a state dict like any other plus, per quantized convolution (official module
 names), ``quant.<module>.input_amax`` (its input's range, symmetric int8: scale amax/127, zero point 0) and
 ``quant.<module>.weight_amax`` (per output channel, symmetric int8), and its record (scheme, steps, data hash,
-library) as JSON in the file's metadata under ``METADATA_KEY``. One scheme serves every INT8 backend: TensorRT's
-(symmetric int8 activations, per-channel symmetric int8 weights), which ONNX Runtime, OpenVINO and QNN accept too.
+library) as JSON in the file's metadata under ``METADATA_KEY``. One scheme serves every INT8 backend (symmetric int8
+activations, per-channel symmetric int8 weights: docs/features.md says which takes it how).
 """
 from dataclasses import dataclass, field
 
@@ -12,7 +12,7 @@ import numpy as np
 
 PREFIX = "quant."
 METADATA_KEY = "scnet_deploy.quantization_aware"
-SCHEME = "int8 symmetric per-tensor activations, int8 symmetric per-channel weights (TensorRT's; ORT, OpenVINO, QNN)"
+SCHEME = "int8 symmetric per-tensor activations, int8 symmetric per-channel weights (zero points 0)"
 QMAX = 127  # symmetric int8: scale = amax / 127 (weights [-127, 127], activations [-128, 127])
 
 
