@@ -74,8 +74,8 @@ def qat(checkpoint: str | Path, options: QatOptions, progress=None) -> dict:
     import importlib.util
 
     if importlib.util.find_spec("modelopt") is None or importlib.util.find_spec("huggingface_hub") is None:
-        raise ScnetDeployError("qat needs NVIDIA ModelOpt: pip install 'scnet-deploy[qat]' (or "
-                               "'nvidia-modelopt[torch]' 'huggingface_hub').")
+        raise ScnetDeployError("qat needs NVIDIA ModelOpt, which is not installed: pip install "
+                               "'nvidia-modelopt[torch]>=0.47' huggingface_hub (the qat extra of this package).")
     from safetensors.torch import save_file
 
     from scnet_deploy.calibration.qat_training import fine_tune
@@ -98,6 +98,9 @@ def qat(checkpoint: str | Path, options: QatOptions, progress=None) -> dict:
     tensors = {**weights, **{k: torch.from_numpy(v.copy()) for k, v in ranges.to_tensors().items()}}
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: json.dumps(ranges.info)})
+    from .imaging.images import _umask
+
+    tmp.chmod(0o666 & ~_umask())  # a checkpoint like any other file the user writes (safetensors makes it 0600)
     tmp.replace(out)
     options.state_path.unlink(missing_ok=True)
     return {"checkpoint": str(out), "sha256": sha256_of(out), "quantization_aware": ranges.info,

@@ -38,6 +38,7 @@ def test_built_wheel_layout_and_imports(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "scnet_deploy/exporters/registry.py" in names and "scnet_deploy/calibration/__init__.py" in names
     assert "scnet_deploy/weights/scnet_t_x4_reference.safetensors" in names  # the pipeline's default checkpoint
+    assert "scnet_deploy/weights/scnet_t_x4_reference_qat.safetensors" in names  # its INT8 engines' checkpoint
     assert not any(n.startswith(("exporters/", "calibration/", "tests/", "benchmarks/")) for n in names)
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(wheel).extractall(unpacked)

@@ -1,6 +1,7 @@
 """scnet_deploy/pipeline.py: the main job end to end on a tiny configuration: small random-weight model, two images,
 one size."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,10 +22,17 @@ def test_pipeline_tiny(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(tmp_path / "ds" / "HR" / f"{i}.png")
+    qat_args = []
+    if importlib.util.find_spec("modelopt") is not None:  # INT8 from its quantization-aware fine-tuning
+        from scnet_deploy.qat import QatOptions, qat
+
+        qat(ckpt, QatOptions(output=tmp_path / "tiny_qat_x2.safetensors", data=(tmp_path / "ds",), steps=2, batch=2,
+                             patch=12))
+        qat_args = ["--qat", str(tmp_path / "tiny_qat_x2.safetensors")]
     out = subprocess.run([sys.executable, "-m", "scnet_deploy", "pipeline", str(ckpt), "-o", str(tmp_path / "out"),
                           "--dataset", str(tmp_path / "ds"), "--size", "8x8,12x10", "--runs", "2", "--calib-count",
-                          "4", "--budget", "0.02", "--formats", "onnx,openvino"], capture_output=True, text=True,
-                         timeout=900)
+                          "4", "--budget", "0.02", "--formats", "onnx,openvino", *qat_args], capture_output=True,
+                         text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {"onnx-fp32", "onnx-slice-fp32"} <= set(summary["built"])
@@ -34,6 +42,11 @@ def test_pipeline_tiny(tmp_path):
         why = summary["failed"]["onnx-int8"]
         assert "faster than its FP32 engine" in why or "accuracy gate" in why, why
         assert "failed `onnx-int8`" in (tmp_path / "out" / "report.md").read_text()
+    for label in ("onnx-int8", "openvino-int8"):  # built from the quantization-aware checkpoint's ranges
+        if qat_args and label in summary["built"]:
+            m = json.loads((tmp_path / "out" / "engines" / label / "manifest.json").read_text())
+            assert m["checkpoint"]["quantization_aware"]["steps"] == 2
+            assert m["int8"]["quantization"]["method"] == "quantization-aware ranges"
     assert summary["skipped"]["coreml-fp16"].startswith("not asked for")
     tuned = summary["forms"]["onnx-fp32"]  # autotuned by default: every candidate of the CPU engine timed in turn
     from scnet_deploy.options import CPU_FORMS
