@@ -17,12 +17,15 @@ are. Patches: LR crops of the given images (HR, bicubic-degraded: no HR is neede
 Float32 throughout: fake quantization's 255-step grid needs float32's precision (bf16 keeps 8 significant bits).
 """
 
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +117,15 @@ def ranges_of(model, info: dict) -> QuantRanges:
     return QuantRanges(inputs, weights, info)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """ModelOpt's own chatter off: its "Inserted N quantizers" line, and its warning (on import, or lazily on the
+    first quantize) that transformers, for Hugging Face modules, is missing: neither is ours to show."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -124,12 +136,7 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
     """Fine-tune ``checkpoint`` (a loaded ``Checkpoint``) as ``options`` (``scnet_deploy.qat.QatOptions``) ask;
     returns (the weights under official names, the ranges with their record). Resumes from ``options.state_path``
     where a run of the same options left one; saves it every ``options.save_every`` steps."""
-    import contextlib
-    import io
-    import warnings
-
-    with warnings.catch_warnings():  # ModelOpt warns that transformers (Hugging Face modules) is missing: not ours
-        warnings.simplefilter("ignore")
+    with _quiet():
         import modelopt
         import modelopt.torch.quantization as mtq
 
@@ -148,7 +155,7 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
     # 4+ levels off FP32, line art 8.4% vs 4.3%, text 15.2% vs 5.0%)
     calibration = [sample(photos, generated, rng, options.batch, options.patch, 0.0).to(device)
                    for _ in range(CALIBRATION_BATCHES)]
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # its "Inserted N quantizers" line
+    with torch.no_grad(), _quiet():
         mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
     if options.quantized_residual:
         quantize_residual_streams(student)

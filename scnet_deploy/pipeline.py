@@ -241,7 +241,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     (out / "engines").mkdir(parents=True, exist_ok=True)
     datasets = _default_datasets(out) if options.dataset is None else (
         [Path(options.dataset)] if isinstance(options.dataset, (str, Path)) else list(options.dataset))
-    engines = _build_engines(ckpt, options, out / "engines", say, quantization_aware(ckpt, ckpt_path, options))
+    qat = quantization_aware(ckpt, ckpt_path, options)
+    engines = _build_engines(ckpt, options, out / "engines", say, qat)
     validation, timing = _measure(ckpt_path, ckpt.spec.scale, engines, datasets, options, out, say)
     crops = _measure_crops(ckpt_path, ckpt.spec.scale, engines["crops"], datasets, options, out, say)
     summary = _summary(ckpt_path, ckpt, datasets, engines, validation, timing, options)
@@ -249,12 +250,17 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
     summary["under_load"] = under_load(timing)
     summary["on_crops"] = crops and {"engines": {k: str(v) for k, v in engines["crops"].items()},
                                      "models": crops["models"]}
+    summary["int8_from"] = {"checkpoint": str(qat.path), "quantization_aware": qat.quant.info} if qat else \
+        {"calibrated": True}
     summary["seconds"] = time.perf_counter() - t_start
     notes = [recommendation_text(summary, validation, options), ""]
     notes += [f"- skipped `{k}`: {v}" for k, v in engines["skipped"].items()]
     notes += [f"- failed `{k}`: {v}" for k, v in engines["failed"].items()]
     notes += [f"- `{k}`: built on request, validated on LR centre crops of the validation images at its one size "
               "(below, 'validation-crops'), not timed: it runs on an emulator here" for k in engines["crops"]]
+    if qat is not None:
+        notes.append(f"- INT8 engines are built from `{qat.path.name}`, the quantization-aware fine-tuning of this "
+                     f"checkpoint ({qat.quant.info.get('steps')} steps of `scnet-deploy qat`): its ranges, no calibration")
     notes += ["", *int8_lines(engines["int8"]), *form_lines(engines["forms"]), "",
               f"Pipeline time: {summary['seconds']:.0f} s.", ""]
     summary["report"] = str(report([validation, timing, *([crops] if crops else [])], out,
