@@ -63,7 +63,7 @@ def test_split_execution_is_the_whole_engine(ckpt, tmp_path, fmt, form, precisio
         if precision == "int8":
             pytest.importorskip("nncf", reason="nncf is not installed")
     export(ckpt, ExportOptions(output=tmp_path / "a", format=fmt, precision=precision, onnx=FORMS[form],
-                               calib=CalibOptions(count=8, crop=32), budget_db=None))
+                               calib=CalibOptions(count=8, crop=32), budget_db=None, keep_slower_int8=True))
     x = np.random.default_rng(1).random((2, 3, 37, 41), dtype=np.float32)
     with open_model(tmp_path / "a") as runner:
         whole = runner.infer(x)
