@@ -132,21 +132,10 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
-    """Fine-tune ``checkpoint`` (a loaded ``Checkpoint``) as ``options`` (``scnet_deploy.qat.QatOptions``) ask;
-    returns (the weights under official names, the ranges with their record). Resumes from ``options.state_path``
-    where a run of the same options left one; saves it every ``options.save_every`` steps."""
-    with _quiet():
-        import modelopt
-        import modelopt.torch.quantization as mtq
+def _quantized_student(teacher, photos, generated, rng, options, device):
+    """A copy of ``teacher`` with ModelOpt's fake quantizers, their ranges calibrated (max) on photo patches."""
+    import modelopt.torch.quantization as mtq
 
-    torch.manual_seed(options.seed)
-    rng = np.random.default_rng(options.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    photos, generated, data_hash = training_images([Path(d) for d in options.data], checkpoint.spec.scale)
-    teacher = replace_shift(checkpoint.model, "dwconv").eval().to(device)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     student = copy.deepcopy(teacher)
     for p in student.parameters():
         p.requires_grad_(True)
@@ -159,20 +148,61 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
         mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
     if options.quantized_residual:
         quantize_residual_streams(student)
+    return student
+
+
+def _resume(state_path: Path, key: str, student, optim, rng, device: str) -> tuple[int, float]:
+    """(step, seconds) of the run saved at ``state_path`` with the same ``key``, its state restored; else (0, 0)."""
+    if not state_path.exists():
+        return 0, 0.0
+    state = torch.load(state_path, map_location=device, weights_only=False)  # our own file, beside the output
+    if state.get("identity") != key:
+        return 0, 0.0
+    student.load_state_dict(state["student"])
+    optim.load_state_dict(state["optim"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], state["elapsed_s"]
+
+
+def _distil(teacher, student, fake: list, optim, x) -> float:
+    """One step: L1 of the fake-quantized student and of its float forward to the teacher; returns the loss."""
+    with torch.no_grad():
+        target = teacher(x)
+    quantized = student(x)
+    for q in fake:
+        q.disable()
+    floating = student(x)
+    for q in fake:
+        q.enable()
+    loss = (quantized - target).abs().mean() + (floating - target).abs().mean()
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return float(loss.detach())
+
+
+def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
+    """Fine-tune ``checkpoint`` (a loaded ``Checkpoint``) as ``options`` (``scnet_deploy.qat.QatOptions``) ask;
+    returns (the weights under official names, the ranges with their record). Resumes from ``options.state_path``
+    where a run of the same options left one; saves it every ``options.save_every`` steps."""
+    with _quiet():
+        import modelopt
+
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    photos, generated, data_hash = training_images([Path(d) for d in options.data], checkpoint.spec.scale)
+    teacher = replace_shift(checkpoint.model, "dwconv").eval().to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = _quantized_student(teacher, photos, generated, rng, options, device)
     fake = quantizers(student)
     optim = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=options.lr)
-    key = options.identity(checkpoint.sha256, data_hash)
-    step, elapsed = 0, 0.0
-    state_path = Path(options.state_path)
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)  # our own file, beside the output
-        if state.get("identity") == key:
-            student.load_state_dict(state["student"])
-            optim.load_state_dict(state["optim"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            step, elapsed = state["step"], state["elapsed_s"]
-            progress(Progress(f"resumed at step {step} of {options.steps}", done=step, total=options.steps))
+    key, state_path = options.identity(checkpoint.sha256, data_hash), Path(options.state_path)
+    step, elapsed = _resume(state_path, key, student, optim, rng, device)
+    if step:
+        progress(Progress(f"resumed at step {step} of {options.steps}", done=step, total=options.steps))
     student.train()
     loss_now = float("nan")
     while step < options.steps:
@@ -180,22 +210,10 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
         for group in optim.param_groups:  # cosine decay to a tenth
             group["lr"] = options.lr * (0.55 + 0.45 * math.cos(math.pi * step / options.steps))
         x = sample(photos, generated, rng, options.batch, options.patch, options.content_share).to(device)
-        with torch.no_grad():
-            target = teacher(x)
-        quantized = student(x)
-        for q in fake:
-            q.disable()
-        floating = student(x)
-        for q in fake:
-            q.enable()
-        loss = (quantized - target).abs().mean() + (floating - target).abs().mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        loss_now = _distil(teacher, student, fake, optim, x)
         step += 1
         elapsed += time.perf_counter() - t0
-        loss_now = float(loss.detach())
-        eta = elapsed / step * (options.steps - step) if step else 0.0
+        eta = elapsed / step * (options.steps - step)
         progress(Progress(f"qat: loss {loss_now:.5f}, {elapsed / step:.2f} s/step, ETA {eta / 60:.1f} min",
                           done=step, total=options.steps))
         if step % options.save_every == 0 or step == options.steps:
