@@ -1,4 +1,4 @@
-"""An engine called INT8 is one: faster than its backend's FP32 engine, timed here at the export's ``--opt-size``.
+"""An engine called INT8 is one: 5% faster than its backend's FP32 engine at least, timed here at ``--opt-size``.
 
 Every INT8 export (standalone, autotuned or in the pipeline) goes through ``check_faster``: the build session times
 the INT8 engine and the same backend's FP32 engine (the one autotuned in this session where there is one, else built
@@ -24,7 +24,7 @@ FASTER_BY = 0.95
 
 
 class Int8NotFaster(ExportError):
-    """The INT8 engine is not faster than its backend's FP32 engine here."""
+    """The INT8 engine is not 5% faster than its backend's FP32 engine here."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class SpeedCheck:
     def line(self) -> str:
         if self.not_timed:
             return f"not timed against FP32 here: {self.not_timed}"
-        slower = " (not faster: kept as asked, --keep-slower-int8)" if self.kept_slower else ""
+        slower = " (not 5% faster: kept as asked, --keep-slower-int8)" if self.kept_slower else ""
         return (f"{self.int8_ms:.1f} ms against FP32's {self.fp32_ms:.1f} ms at {self.size[0]}x{self.size[1]} "
                 f"({self.fp32_ms / self.int8_ms:.2f}x){slower}")
 
