@@ -217,3 +217,24 @@ def test_the_pipeline_takes_int8_from_a_quantization_aware_checkpoint_of_the_sam
         quantization_aware(load_checkpoint(other), other, PipelineOptions(qat=student))
     with pytest.raises(ScnetDeployError, match="carries no quantizer ranges"):
         quantization_aware(ckpt, teacher, PipelineOptions(qat=other))
+
+
+def test_tensorrt_int8_from_it_takes_its_scales_symmetric(fine_tuned, tmp_path):
+    """TensorRT's explicit Q/DQ graph (built here; no TensorRT to build its engine): the checkpoint's scales on every
+    ranged convolution, int8 zero points 0 (its float parts in FP16, so the scales are FP16-rounded)."""
+    _, student, _ = fine_tuned
+    ranges = load_checkpoint(student).quant
+    m = export(student, ExportOptions(output=tmp_path / "trt", format="tensorrt", precision="int8")).manifest
+    assert m["int8"]["quantization"]["method"] == "quantization-aware ranges" and not m["int8_speed"]["timed"]
+    model = onnx.load(str(tmp_path / "trt" / "model.onnx"))
+    checked = 0
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        module = node.input[1].removesuffix("_DequantizeLinear_Output").removesuffix(".weight")
+        if module not in ranges.inputs:
+            continue
+        scale, zero = dq_scale(model, node.input[0])
+        assert np.isclose(float(scale), ranges.inputs[module] / 127, rtol=1e-3) and zero.dtype == np.int8 and zero == 0
+        checked += 1
+    assert checked == len(ranges.inputs)
