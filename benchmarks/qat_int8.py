@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                 q = i.get("quantization", {})
                 rows[name] = {"convs": f"{q.get('quantized_convs', '-')}/{q.get('convolutions', '-')}",
                               "float": len(i.get("float_layers", [])) if i else "-",
-                              "speed": "-" if not s else (f"{s['speedup']:.2f}x FP32" if s.get("timed") else "not timed")}
+                              "speed": "-" if not s else f"{s['speedup']:.2f}x FP32" if s.get("timed") else "not timed"}
         folders = [*_default_datasets(tmp / "validation"), SHARED / "Set5"]
         print("validate", file=sys.stderr, flush=True)
         v = validate([ckpt, *artifacts.values()], ValidateOptions(tuple(f for f in folders if f.exists()), 4,

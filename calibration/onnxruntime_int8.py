@@ -106,7 +106,8 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
 
     if method not in CALIB_METHODS:
         raise ScnetDeployError(f"--calib-method {method!r} is unknown; choose one of {list(CALIB_METHODS)}.")
-    convs = conv_nodes(onnx.load(str(fp32_path)))
+    fp32 = onnx.load(str(fp32_path))
+    convs = conv_nodes(fp32)
     unknown = sorted(set(exclude) - set(convs))
     if unknown:
         raise ScnetDeployError(f"cannot keep {unknown} in float: not convolutions of this model.")
@@ -115,7 +116,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
     if ranges is not None:
         from scnet_deploy.calibration.qat_ranges import tensor_overrides
 
-        overrides, unranged = tensor_overrides(onnx.load(str(fp32_path)), ranges, unsigned=not symmetric_activations)
+        overrides, unranged = tensor_overrides(fp32, ranges, unsigned=not symmetric_activations)
         exclude = tuple(exclude) + tuple(n for n in unranged if n not in exclude)
         calib = list(calib)[:1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +127,7 @@ def quantize_onnx(fp32_path: Path, out_path: Path, calib, method: str = "minmax"
             str(pre), str(out_path), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
-            nodes_to_exclude=list(exclude) + skip_convs(onnx.load(str(fp32_path))),
+            nodes_to_exclude=list(exclude) + skip_convs(fp32),
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric_activations,

@@ -262,6 +262,23 @@ def quantize_with_float(model, calib, exclude: tuple[str, ...] = (), settings: d
     return quantized, fixes
 
 
+def _fp32_baseline(model, data: Int8Data, gate: AccuracyGate, config: dict, first_try: FirstTry | None) -> Baseline:
+    """The FP32 IR's scores on the hold-out, computed once per candidate (a resumed one's come from its first try)."""
+    if first_try is not None and first_try.baseline is not None:
+        return first_try.baseline
+    baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
+    if first_try is not None:
+        first_try.baseline = baseline
+    return baseline
+
+
+def _conv_counts(quantized) -> tuple[dict, list[str]]:
+    """({"quantized_convs", "convolutions"}, the convolutions kept float) of a quantized IR."""
+    float_layers = float_convolutions(quantized)
+    convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
+    return {"quantized_convs": len(convs) - len(float_layers), "convolutions": len(convs)}, float_layers
+
+
 def quantize_ir(model, data: Int8Data, gate: AccuracyGate, config: dict,
                 settings: dict = DEFAULT_SETTINGS, speed_limit: SpeedLimit | None = None,
                 first_try: FirstTry | None = None) -> Quantized:
@@ -274,12 +291,7 @@ def quantize_ir(model, data: Int8Data, gate: AccuracyGate, config: dict,
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines would interleave with our progress display
     calib = data.calib
-    if first_try is not None and first_try.baseline is not None:  # resumed: the first call's FP32 scores
-        baseline = first_try.baseline
-    else:
-        baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
-        if first_try is not None:
-            first_try.baseline = baseline
+    baseline = _fp32_baseline(model, data, gate, config, first_try)
     fixes = {}
 
     def quantize(exclude):
@@ -305,10 +317,8 @@ def quantize_ir(model, data: Int8Data, gate: AccuracyGate, config: dict,
     if result["abandoned"] is not None:
         return Quantized(None, None, result["abandoned"])
     quantized = result["model"]
-    float_layers = float_convolutions(quantized)
-    convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
-    quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes,
-                    "quantized_convs": len(convs) - len(float_layers), "convolutions": len(convs),
+    counts, float_layers = _conv_counts(quantized)
+    quantization = {"method": "nncf.quantize", "nncf": nncf.__version__, **settings, **fixes, **counts,
                     "float_convs_in_ir": [n for n in float_layers
                                           if n not in fixes.get("float_image_path", [])]}  # the budget's
     return Quantized(quantized, int8_section(calib, data.options, baseline, result, quantization))
@@ -328,12 +338,7 @@ def quantize_ir_from_ranges(fp32_onnx, model, ranges, data: Int8Data, gate: Accu
 
     from scnet_deploy.calibration.onnxruntime_int8 import layer_sensitivity, quantize_onnx
 
-    if first_try is not None and first_try.baseline is not None:  # resumed: the first call's FP32 scores
-        baseline = first_try.baseline
-    else:
-        baseline = data.baseline(_ov_infer(model, config), gate.visible_levels)
-        if first_try is not None:
-            first_try.baseline = baseline
+    baseline = _fp32_baseline(model, data, gate, config, first_try)
     details, graphs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         def qdq(exclude) -> Path:
@@ -350,20 +355,17 @@ def quantize_ir_from_ranges(fp32_onnx, model, ranges, data: Int8Data, gate: Accu
 
         def rank(m) -> list[str]:  # on the Q/DQ graph (a model resumed from a first try: written again)
             path = graphs.get(id(m))
-            return [name for name, _ in layer_sensitivity(Path(fp32_onnx), path if path and path.exists() else qdq(()),
-                                                          data.calib.arrays[:4])]
+            path = path if path and path.exists() else qdq(())
+            return [name for name, _ in layer_sensitivity(Path(fp32_onnx), path, data.calib.arrays[:4])]
 
-        result = quantize_within_budget(
-            quantize, lambda m: baseline.measure(_ov_infer(m, config)),
-            rank, gate, None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried),
-            first_try=first_try)
+        too_slow = None if speed_limit is None else lambda m, *tried: speed_limit.check(_ov_infer(m, config), *tried)
+        result = quantize_within_budget(quantize, lambda m: baseline.measure(_ov_infer(m, config)), rank, gate,
+                                        too_slow, first_try=first_try)
     if result["abandoned"] is not None:
         return Quantized(None, None, result["abandoned"])
     quantized = result["model"]
-    float_layers = float_convolutions(quantized)
-    convs = [op for op in quantized.get_ops() if op.get_type_name() in CONV_TYPES]
+    counts, float_layers = _conv_counts(quantized)
     quantization = {**{k: v for k, v in details.items() if k != "float_convs"},
-                    "converted_by": f"openvino {ov.__version__} from the Q/DQ ONNX graph",
-                    "quantized_convs": len(convs) - len(float_layers), "convolutions": len(convs),
+                    "converted_by": f"openvino {ov.__version__} from the Q/DQ ONNX graph", **counts,
                     "float_convs_in_ir": float_layers}
     return Quantized(quantized, int8_section(None, data.options, baseline, result, quantization))

@@ -21,9 +21,9 @@ def conv_modules(model) -> dict[str, str]:
             if n.op_type == "Conv" and n.input[1].endswith(".weight")}
 
 
-def input_amax_of(model, ranges: QuantRanges) -> dict[str, float]:
-    """ONNX Conv node name -> the amax its input is quantized with (absent: no range; it stays float)."""
-    modules = conv_modules(model)
+def input_amax_of(model, ranges: QuantRanges, modules: dict[str, str]) -> dict[str, float]:
+    """ONNX Conv node name -> the amax its input is quantized with (absent: no range; it stays float); ``modules``:
+    ``conv_modules(model)``."""
     consumers: dict[str, list] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -63,10 +63,10 @@ def tensor_overrides(model, ranges: QuantRanges, unsigned: bool) -> tuple[dict, 
     import onnx
 
     inits = {t.name: t for t in model.graph.initializer}
-    amax = input_amax_of(model, ranges)
+    modules = conv_modules(model)
+    amax = input_amax_of(model, ranges, modules)
     overrides, unranged = {}, []
     zero = np.array(128, np.uint8) if unsigned else np.array(0, np.int8)  # ORT wants arrays
-    modules = conv_modules(model)
     for node in model.graph.node:
         if node.op_type != "Conv":
             continue

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +35,9 @@ from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import list_images, read_rgb_u8
 from scnet_deploy.imaging.resize import bicubic_degrade
 from scnet_deploy.model.quant_ranges import QuantRanges, SCHEME
+from scnet_deploy.model.network import ResidualBlockShift
 from scnet_deploy.model.rewrites import replace_shift
+from scnet_deploy.model.training import save_atomic
 from scnet_deploy.progress import Progress
 
 FLOAT_CONVS = ("conv_first",)  # read the image: kept float (module docstring)
@@ -89,7 +90,7 @@ def quantize_residual_streams(student) -> int:
     INT8 graph computes it (the add reads the dequantized tensor, which lets ORT fuse the block: 555 ms against
     1330 ms with float adds at 180x320, AMD EPYC, 2 vCPUs; OpenVINO is as fast either way). It costs accuracy: the
     stream is quantized 16 times (``--quantized-residual``; off by default). Returns how many blocks."""
-    blocks = [m for m in student.modules() if type(m).__name__ == "ResidualBlockShift"]
+    blocks = [m for m in student.modules() if isinstance(m, ResidualBlockShift)]
     for block in blocks:
         def forward(x, block=block):
             x = block.conv1.input_quantizer(x)
@@ -124,12 +125,6 @@ def _quiet():
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
-
-
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _quantized_student(teacher, photos, generated, rng, options, device):
@@ -218,7 +213,7 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
                           done=step, total=options.steps))
         if step % options.save_every == 0 or step == options.steps:
             state_path.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic({"identity": key, "student": student.state_dict(), "optim": optim.state_dict(),
+            save_atomic({"identity": key, "student": student.state_dict(), "optim": optim.state_dict(),
                           "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
                           "elapsed_s": elapsed}, state_path)
     official = set(checkpoint.model.state_dict())

@@ -11,16 +11,17 @@ device's ``bench`` decides.
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .errors import ExportError
 
+from .autotune import RESUME_BELOW
+
 ROUNDS = 5  # timed runs of each engine, in turns, after one warm-up each
-# INT8 must take at most this share of FP32's time: 5% faster, the margin any autotune choice must beat (autotune's
-# RESUME_BELOW); closer is timing noise (an OpenVINO engine with 1 of 57 convolutions quantized timed 1.02x FP32)
-FASTER_BY = 0.95
+# INT8 must take at most this share of FP32's time: 5% faster, the margin any autotune choice must beat; closer is
+# timing noise (an OpenVINO engine with 1 of 57 convolutions quantized timed 1.02x FP32)
+FASTER_BY = RESUME_BELOW
 
 
 class Int8NotFaster(ExportError):
@@ -34,6 +35,12 @@ class SpeedCheck:
     fp32_ms: float | None
     not_timed: str | None = None  # why this machine cannot time it
     kept_slower: bool = False  # not faster, kept as asked (--keep-slower-int8)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "SpeedCheck":
+        """The check a manifest's ``int8_speed`` records."""
+        return cls(tuple(record["lr_size"]), record.get("int8_ms"), record.get("fp32_ms"), record.get("why"),
+                   record.get("kept_slower", False))
 
     def to_dict(self) -> dict:
         if self.not_timed:
@@ -62,14 +69,14 @@ def time_in_turns(infers: list, x: np.ndarray, rounds: int = ROUNDS) -> list[flo
     return [statistics.median(t) for t in times]
 
 
-def untimeable(fields: dict, runner) -> str | None:
-    """Why the built engine's time here would mean nothing (None: it can be timed)."""
+def untimeable(fields: dict) -> str | None:
+    """Why the built engine's time here would mean nothing, from its verification (None: it can be timed)."""
     v = fields.get("verification") or {}
     if v.get("passed") is None:
         return f"not run here ({v.get('skipped') or v.get('note') or 'no runtime'})"
     if v.get("note"):  # verified through a stand-in (TensorRT's graph in ONNX Runtime)
         return f"verified through a stand-in here ({v['note']})"
-    return getattr(runner, "timing_note", None)
+    return None
 
 
 def check_faster(load, fields: dict, fp32_ms, size: tuple[int, int], channels: int, fmt: str,
@@ -79,13 +86,12 @@ def check_faster(load, fields: dict, fp32_ms, size: tuple[int, int], channels: i
     ``Int8NotFaster`` where it is not faster, unless ``keep_slower`` (``--keep-slower-int8``: recorded).
     ``tuned_int8_ms``: the INT8 engine's autotuned median of this session, compared with FP32's as it is."""
     x = np.random.default_rng(0).random((1, channels, *size), dtype=np.float32)
-    why = untimeable(fields, None)  # before loading: an engine this machine cannot run does not load
+    why = untimeable(fields)  # before loading: an engine this machine cannot run does not load
     if why is not None:
         return SpeedCheck(size, None, None, why)
     with load(fields) as runner:
-        why = untimeable(fields, runner)
-        if why is not None:
-            return SpeedCheck(size, None, None, why)
+        if getattr(runner, "timing_note", None):  # it runs here, but its time is not the device's (an emulator)
+            return SpeedCheck(size, None, None, runner.timing_note)
         known, fp32_loader = fp32_ms()
         if known is not None and tuned_int8_ms is not None:  # both autotuned in this session, the same way
             int8_ms, fp32 = tuned_int8_ms, known
@@ -105,8 +111,3 @@ def check_faster(load, fields: dict, fp32_ms, size: tuple[int, int], channels: i
                             "--opt-size (or keep it with --keep-slower-int8 where this machine is not its target).")
     return check
 
-
-def scratch_dir(root: Path, name: str) -> Path:
-    path = root / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -260,7 +260,8 @@ def pipeline(checkpoint: str | Path | None, options: PipelineOptions, progress=N
               "(below, 'validation-crops'), not timed: it runs on an emulator here" for k in engines["crops"]]
     if qat is not None:
         notes.append(f"- INT8 engines are built from `{qat.path.name}`, the quantization-aware fine-tuning of this "
-                     f"checkpoint ({qat.quant.info.get('steps')} steps of `scnet-deploy qat`): its ranges, no calibration")
+                     f"checkpoint ({qat.quant.info.get('steps')} steps of `scnet-deploy qat`): its ranges, no "
+                     "calibration")
     notes += ["", *int8_lines(engines["int8"]), *form_lines(engines["forms"]), "",
               f"Pipeline time: {summary['seconds']:.0f} s.", ""]
     summary["report"] = str(report([validation, timing, *([crops] if crops else [])], out,

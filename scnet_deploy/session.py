@@ -165,7 +165,7 @@ class BuildSession:
         FP32 one built now, in the INT8 engine's form, where this session has none). Raises ``Int8NotFaster``."""
         from scnet_deploy.exporters.registry import backend_for_format
 
-        from .int8_speed import check_faster, scratch_dir
+        from .int8_speed import check_faster
 
         options = self.options_for(target)
         size = tuple(options.tune.size or options.sizes.opt)
@@ -175,7 +175,8 @@ class BuildSession:
             tuned = self.tuned_ms.get((target.format, "fp32", size))
             if tuned is not None:
                 return tuned, None
-            directory = scratch_dir(self.scratch, f"{target.format}-fp32-for-int8-speed")
+            directory = self.scratch / f"{target.format}-fp32-for-int8-speed"
+            directory.mkdir(parents=True, exist_ok=True)
             form = DeployOptions.from_name(fields["form"]) if fields.get("form") else options.onnx.deploy()
             built = self.build_form(Target(target.format, "fp32", compute=target.compute), form, directory)
             return None, lambda: runtime.load(directory, {"precision": "fp32", **built})

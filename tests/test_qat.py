@@ -41,6 +41,17 @@ def dq_scale(model, tensor: str):
     return inits[node.input[1]], inits[node.input[2]]
 
 
+def ranged_convs(model, ranges) -> list:
+    """(module, Conv node) for each convolution of the Q/DQ graph whose (dequantized) weight the checkpoint ranges."""
+    found = []
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            module = node.input[1].removesuffix("_DequantizeLinear_Output").removesuffix(".weight")
+            if module in ranges.inputs:
+                found.append((module, node))
+    return found
+
+
 def test_fine_tuning_writes_a_checkpoint_that_loads_everywhere_and_says_what_it_is(fine_tuned):
     teacher, student, _ = fine_tuned
     before, after = load_checkpoint(teacher), load_checkpoint(student)
@@ -68,20 +79,14 @@ def test_export_int8_from_it_uses_its_ranges_not_calibration(fine_tuned, tmp_pat
     q = result.manifest["int8"]["quantization"]
     assert q["method"] == "quantization-aware ranges" and "calibration" not in result.manifest["int8"]
     assert q["quantized_convs"] == q["convolutions"] - 1 and q["float_without_range"]  # conv_first
-    checked = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        module = node.input[1].removesuffix("_DequantizeLinear_Output").removesuffix(".weight")
-        if module not in ranges.inputs:
-            continue
+    ranged = ranged_convs(model, ranges)
+    for module, node in ranged:
         scale, zero = dq_scale(model, node.input[0])
         assert np.isclose(float(scale), ranges.inputs[module] / 127, rtol=1e-6) and int(zero) == 128, module
         w_scale, w_zero = dq_scale(model, node.input[1])
         np.testing.assert_allclose(w_scale, ranges.weights[module] / 127, rtol=1e-6)
         assert not np.any(w_zero)
-        checked += 1
-    assert checked == len(ranges.inputs)
+    assert len(ranged) == len(ranges.inputs)
     assert result.manifest["checkpoint"]["quantization_aware"]["steps"] == 4
     # the residual adds read the stream as the training computed it: float by default, dequantized where it
     # quantized the stream (qat --quantized-residual)
@@ -227,14 +232,8 @@ def test_tensorrt_int8_from_it_takes_its_scales_symmetric(fine_tuned, tmp_path):
     m = export(student, ExportOptions(output=tmp_path / "trt", format="tensorrt", precision="int8")).manifest
     assert m["int8"]["quantization"]["method"] == "quantization-aware ranges" and not m["int8_speed"]["timed"]
     model = onnx.load(str(tmp_path / "trt" / "model.onnx"))
-    checked = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        module = node.input[1].removesuffix("_DequantizeLinear_Output").removesuffix(".weight")
-        if module not in ranges.inputs:
-            continue
+    ranged = ranged_convs(model, ranges)
+    for module, node in ranged:
         scale, zero = dq_scale(model, node.input[0])
         assert np.isclose(float(scale), ranges.inputs[module] / 127, rtol=1e-3) and zero.dtype == np.int8 and zero == 0
-        checked += 1
-    assert checked == len(ranges.inputs)
+    assert len(ranged) == len(ranges.inputs)

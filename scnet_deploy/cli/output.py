@@ -120,10 +120,7 @@ def export_lines(result) -> None:
         if m.get("int8_speed"):
             from ..int8_speed import SpeedCheck
 
-            s = m["int8_speed"]
-            check = SpeedCheck(tuple(s["lr_size"]), s.get("int8_ms"), s.get("fp32_ms"), s.get("why"),
-                               s.get("kept_slower", False))
-            console.print(f"  speed: {shown(check.line())}")
+            console.print(f"  speed: {shown(SpeedCheck.from_dict(m['int8_speed']).line())}")
         v = m["verification"]
         if v.get("skipped"):
             console.print(f"  not run here: {shown(v['skipped'])}")

@@ -91,7 +91,8 @@ def evaluate(model: nn.Module, pairs) -> tuple[float, float]:
     return tuple(float(v) for v in np.mean(scores, axis=0))
 
 
-def _save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to ``path`` whole or not at all (a temporary beside it, renamed)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -166,14 +167,14 @@ def train(opts: TrainOptions) -> Path:
             if (step % opts.eval_every == 0 or step == opts.steps) and eval_pairs:
                 _evaluate_and_log(train_model, eval_pairs, step, elapsed, log)
             if step % opts.save_every == 0 or step == opts.steps:
-                _save_atomic({"model": train_model.state_dict(), "optim": optim.state_dict(),
+                save_atomic({"model": train_model.state_dict(), "optim": optim.state_dict(),
                               "rng": rng.bit_generator.state, "step": step, "elapsed_s": elapsed,
                               "options": asdict(opts)}, state_path)
     # Back to the official module layout and parameter names.
     sd = {k: v.detach().float().cpu().contiguous() for k, v in train_model.state_dict().items()}
     model.load_state_dict(sd)
     final = out / "weights.pth"
-    _save_atomic({"params": model.state_dict()}, final)
+    save_atomic({"params": model.state_dict()}, final)
     return final
 
 
