@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from scnet_deploy.calibration.content import GENERATORS
+from scnet_deploy.calibration.equalization import ALPHA, equalize
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import list_images, read_rgb_u8
 from scnet_deploy.imaging.resize import bicubic_degrade
@@ -43,6 +44,7 @@ from scnet_deploy.progress import Progress
 FLOAT_CONVS = ("conv_first",)  # read the image: kept float (module docstring)
 GENERATED_SEEDS = range(200, 212)  # per generator; the hold-out's generated images use their own seeds
 CALIBRATION_BATCHES = 8
+EQUALIZATION_CONTENT_SHARE = 0.5
 
 
 def _config():
@@ -128,7 +130,8 @@ def _quiet():
 
 
 def _quantized_student(teacher, photos, generated, rng, options, device):
-    """A copy of ``teacher`` with ModelOpt's fake quantizers, their ranges calibrated (max) on photo patches."""
+    """A copy of ``teacher`` (channel-equalized where ``options.equalize``) with ModelOpt's fake quantizers, their
+    ranges calibrated (max) on photo patches."""
     import modelopt.torch.quantization as mtq
 
     student = copy.deepcopy(teacher)
@@ -139,6 +142,11 @@ def _quantized_student(teacher, photos, generated, rng, options, device):
     # 4+ levels off FP32, line art 8.4% vs 4.3%, text 15.2% vs 5.0%)
     calibration = [sample(photos, generated, rng, options.batch, options.patch, 0.0).to(device)
                    for _ in range(CALIBRATION_BATCHES)]
+    if options.equalize:  # its scales from photos and generated content alike: photos alone leave flat colours' large
+        # channels to clip (equalization.py)
+        student = equalize(student, [sample(photos, generated, rng, options.batch, options.patch,
+                                            EQUALIZATION_CONTENT_SHARE).to(device)
+                                     for _ in range(CALIBRATION_BATCHES)])
     with torch.no_grad(), _quiet():
         mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
     if options.quantized_residual:
@@ -199,7 +207,7 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
     if step:
         progress(Progress(f"resumed at step {step} of {options.steps}", done=step, total=options.steps))
     student.train()
-    loss_now = float("nan")
+    loss_now = None  # no step taken: --steps 0
     while step < options.steps:
         t0 = time.perf_counter()
         for group in optim.param_groups:  # cosine decay to a tenth
@@ -225,5 +233,7 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
             "device": device, "float_convs": list(FLOAT_CONVS), "final_loss": loss_now,
             "scale": checkpoint.spec.scale,  # x2 and x3 shift-MLP weights look alike: the loader reads it here
             "residual_stream": "quantized" if options.quantized_residual else "float",
+            "equalization": ({"alpha": ALPHA, "content_share": EQUALIZATION_CONTENT_SHARE} if options.equalize
+                             else None),
             "loss": "L1(fake-quantized student, FP32 teacher) + L1(float student, FP32 teacher)"}
     return weights, ranges_of(student, info)

@@ -21,7 +21,7 @@ from .progress import Progress, reporter
 class QatOptions:
     output: Path
     data: tuple[Path, ...] = field(default=())  # image folders (HR): LR patches are cut from their bicubic x1/scale
-    steps: int = option(1000, "Optimizer steps.")
+    steps: int = option(1000, "Optimizer steps (0: equalize and take the ranges, no fine-tuning).")
     batch: int = option(16, "LR patches per step.")
     lr: float = option(1e-4, "Adam's learning rate (cosine decay to a tenth of it).")
     patch: int = option(32, "LR patch side.")
@@ -32,6 +32,9 @@ class QatOptions:
     quantized_residual: bool = option(False, "Quantize the residual stream where each block reads it (the fused "
                                       "INT8 graph some runtimes need to be fast; costs accuracy: docs/features.md); "
                                       "off: the adds stay float.")
+    equalize: bool = option(True, "Equalize channels before quantizing (the same function, each channel's share "
+                            "of its activation's int8 range evened out: docs/features.md); off: the checkpoint's "
+                            "channels as they are.")
 
     @property
     def state_path(self) -> Path:
@@ -51,7 +54,7 @@ class QatOptions:
         for folder in self.data:
             if not Path(folder).is_dir():
                 raise ScnetDeployError(f"--data '{folder}' is not a folder; pass folders of images (HR).")
-        for name, value, low in (("--steps", self.steps, 1), ("--batch", self.batch, 1), ("--patch", self.patch, 8),
+        for name, value, low in (("--steps", self.steps, 0), ("--batch", self.batch, 1), ("--patch", self.patch, 8),
                                  ("--save-every", self.save_every, 1)):
             if not isinstance(value, int) or value < low:
                 raise ScnetDeployError(f"{name} must be an integer >= {low}, got {value}.")

@@ -63,8 +63,12 @@ def test_fine_tuning_writes_a_checkpoint_that_loads_everywhere_and_says_what_it_
     info = after.quant.info
     assert info["steps"] == 4 and info["teacher_sha256"] == before.sha256 and len(info["data_sha256"]) == 64
     assert "symmetric" in info["scheme"] and info["library"].startswith("nvidia-modelopt")
+    assert info["equalization"]["alpha"] == 0.75  # channels equalized before quantizing (the default)
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():  # equalized and fine-tuned, the float function stays the teacher's (4 small steps)
+        assert float((after.model(x) - before.model(x)).abs().max()) < 0.05
     moved = [k for k, v in before.model.state_dict().items() if not torch.equal(v, after.model.state_dict()[k])]
-    assert moved, "the fine-tuning changed no weight"
+    assert moved, "neither the equalization nor the fine-tuning changed a weight"
     shown = json.loads(cli("info", str(student), "--json").stdout)["quantization_aware"]
     assert shown["steps"] == 4 and shown["activation_ranges"] == len(after.quant.inputs)
 
@@ -174,6 +178,24 @@ def test_mistakes_are_one_line(fine_tuned, tmp_path):
         qat(teacher, QatOptions(output=tmp_path / "x.safetensors", data=(tmp_path / "nowhere",)))
     proc = cli("qat", str(teacher), "--data", str(data), "-o", str(tmp_path / "x.pth"))
     assert proc.returncode == 2 and ".safetensors" in one_line_error(proc)
+
+
+def test_zero_steps_equalizes_and_takes_the_ranges_keeping_the_function(fine_tuned, tmp_path):
+    """``--steps 0``: the channel-equalized teacher (the same function) with its calibrated ranges, no training; with
+    ``--no-equalize`` the very teacher's weights."""
+    teacher, _, data = fine_tuned
+    before = load_checkpoint(teacher)
+    x = torch.rand(1, 3, 12, 12)
+    for equalize in (True, False):
+        out = tmp_path / f"zero_{equalize}.safetensors"
+        qat(teacher, QatOptions(output=out, data=(data,), steps=0, batch=2, patch=16, equalize=equalize))
+        after = load_checkpoint(out)
+        assert after.quant.info["steps"] == 0 and after.quant.info["final_loss"] is None
+        assert set(after.quant.inputs) and (after.quant.info["equalization"] is not None) == equalize
+        same = all(torch.equal(v, after.model.state_dict()[k]) for k, v in before.model.state_dict().items())
+        assert same != equalize  # equalizing rescales the weights; not equalizing leaves them as they were
+        with torch.no_grad():
+            assert torch.allclose(after.model(x), before.model(x), atol=1e-5)
 
 
 def test_ranges_for_what_is_not_a_convolution_are_refused(fine_tuned, tmp_path):

@@ -62,8 +62,16 @@ def quantization_aware_rows(q: dict | None) -> list[tuple[str, str]]:
             ("  fine-tuning", shown(f"{q.get('steps')} steps, batch {q.get('batch')}, lr {q.get('lr')}, seed "
                                     f"{q.get('seed')}, {q.get('seconds')} s on {q.get('device')}, "
                                     f"{q.get('library')}")),
+            ("  channels", _equalization(q.get("equalization"))),
             ("  data", shown(f"{', '.join(q.get('data') or [])} (sha256 {str(q.get('data_sha256', ''))[:16]}...)")),
             ("  teacher", shown(f"sha256 {str(q.get('teacher_sha256', ''))[:16]}..."))]
+
+
+def _equalization(record) -> str:
+    if not isinstance(record, dict):
+        return "as trained (not equalized)"
+    return shown(f"equalized before quantizing (alpha {record.get('alpha')}, scales from "
+                 f"{100 * float(record.get('content_share') or 0):g}% generated patches)")
 
 
 def doctor_tables(report: dict) -> None:
