@@ -8,6 +8,7 @@ import pytest
 
 from conftest import cli, save_basicsr, tiny_model
 from scnet_deploy.bench import BenchOptions, bench
+from scnet_deploy.cpu_load import BUSY_CORES, OtherLoad
 from scnet_deploy.export import ExportOptions, export
 from scnet_deploy.sensors import NONE_HERE, SYSFS_ENV, energy_between
 from scnet_deploy.sustained import summarize
@@ -31,14 +32,18 @@ def test_the_export_records_each_nodes_stage(engines):
 def test_profile_maps_every_operator_to_a_stage_and_adds_up_to_the_runs(engines, backend):
     # large enough that the operators, not per-call overheads, make the time (at 40x48 OpenVINO's counters of a few
     # microseconds each once summed to 5x the 0.9 ms run under CI load)
-    result = bench([engines[backend]], BenchOptions(shapes=((120, 160),), runs=5, warmup=1, profile=True))
+    with OtherLoad() as load:
+        result = bench([engines[backend]], BenchOptions(shapes=((120, 160),), runs=5, warmup=1, profile=True))
     p = result["models"][0]["shapes"][0]["profile"]
     assert result["rooflines"]["gflops"] > 0 and result["rooflines"]["gbytes_per_s"] > 0
     stages = {r["stage"]: r for r in p["stages"]}
     assert {"head", "body.0", "body.2", "upsampler", "tail", "skip"} <= set(stages)
     assert stages["upsampler"]["ms"] > 0 and stages["tail"]["ms"] > 0 and stages["body.1"]["ms"] > 0
     assert p["unmapped_ms"] <= 0.05 * p["stages_ms"]  # a runtime's reorders count in the stage they follow
-    assert 0.2 < p["coverage"] < 1.6, p  # a tiny model: per-call overheads the operators do not see dominate
+    # a tiny model: per-call overheads the operators do not see dominate; with another test's process on these cores,
+    # OpenVINO's per-node counters overlap further (1.97 seen under xdist): the tighter bound holds on a quiet machine
+    busy = load.cores is None or load.cores > BUSY_CORES
+    assert 0.2 < p["coverage"] < (2.5 if busy else 1.6), (p, load.record())
     assert abs(sum(r["share"] for r in p["stages"]) - 1) < 1e-6
     assert p["stages_ms"] == pytest.approx(p["measured_ms"])  # the measured time, shared out as the counters share it
     assert sum(r["counter_ms"] for r in p["stages"]) == pytest.approx(p["counters_ms"])
