@@ -6,8 +6,8 @@ INT8 hold-out (worst image's share of pixels 4+ levels off, per content type; th
 Rows: the reference calibrated (max) on photo patches or on half generated content; channel-equalized
 (``calibration/equalization.py``) at several migration strengths, its scales from half generated or photo-only
 patches; the last convolution kept float too; each block's ``conv2`` output or residual stream quantized too (what
-ONNX Runtime's fused INT8 graphs would need); and each quantization-aware checkpoint given with ``--qat`` at the
-ranges it carries.
+ONNX Runtime's fused INT8 graphs would need); activations at 10 and 12 bits (how far 8 bits are from the gate);
+and each quantization-aware checkpoint given with ``--qat`` at the ranges it carries.
 
     python benchmarks/qat_recipe.py [--qat CKPT ...] [--out FILE.md]
 """
@@ -62,12 +62,16 @@ def main(argv=None) -> int:
         with torch.no_grad():
             return to_u8_hwc(model(x)[0].numpy())
 
-    def measure(model, float_convs=("conv_first",), ranges_share=0.0, ranges=None, also=None) -> list[float]:
+    def measure(model, float_convs=("conv_first",), ranges_share=0.0, ranges=None, also=None,
+                bits=8) -> list[float]:
         import modelopt.torch.quantization as mtq
 
         reference = {h.name: run(model, x) for h, x in inputs}
         student = replace_shift(model, "dwconv").eval()
         config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
+        for entry in config["quant_cfg"]:  # activations at ``bits`` (a diagnostic: how many the gate needs)
+            if entry.get("quantizer_name") == "*input_quantizer":
+                entry["cfg"] = {**entry["cfg"], "num_bits": bits}
         config["quant_cfg"] += [{"quantizer_name": f"{n}.*", "enable": False} for n in float_convs]
         if also == "conv2 outputs":
             config["quant_cfg"].append({"quantizer_name": "body.*.conv2.output_quantizer",
@@ -99,6 +103,9 @@ def main(argv=None) -> int:
     for also in ("conv2 outputs", "residual stream"):
         rows.append((f"equalized (a 0.75), each block's {also} quantized too",
                      measure(equalize(reference, batches[0.5], 0.75), also=also)))
+    for bits in (10, 12):
+        rows.append((f"equalized (a 0.75), activations at {bits} bits, ranges from half generated patches",
+                     measure(equalize(reference, batches[0.5], 0.75), ranges_share=0.5, bits=bits)))
     for path in args.qat:
         qat = load_checkpoint(Path(path))
         info = qat.quant.info
