@@ -7,7 +7,8 @@ the checkpoint carries under official module names and the exporters turn into Q
 NNCF's ranges are learned per insertion point and unsigned after ReLU (uint8: not TensorRT's); AIMET's and torchao's
 export paths are their own graphs, not our verified hub graph.
 
-The student is the checkpoint in its ``dwconv`` form (the same function; its backward is fast), every learned
+The student is the checkpoint in its ``dwconv`` form (the same function; its backward is fast), its channels first
+equalized (``equalization.py``: the same function, each per-tensor range shared evenly by its channels), every learned
 convolution but the first quantized (the first reads the image: a symmetric int8 step of 1/127 would halve its 8-bit
 levels, so it stays float in every engine). Ranges are calibrated once (max) on photo batches, then fixed; the
 weights learn. Loss: L1 of the fake-quantized student to the FP32 teacher, plus L1 of the student's own float
