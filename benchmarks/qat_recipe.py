@@ -13,9 +13,6 @@ and each quantization-aware checkpoint given with ``--qat`` at the ranges it car
 """
 
 import argparse
-import contextlib
-import copy
-import io
 import sys
 from pathlib import Path
 
@@ -68,15 +65,14 @@ def main(argv=None) -> int:
 
         reference = {h.name: run(model, x) for h, x in inputs}
         student = replace_shift(model, "dwconv").eval()
-        config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
+        config = qat_training._config(float_convs)  # the scheme qat trains, its float convolutions as asked
         for entry in config["quant_cfg"]:  # activations at ``bits`` (a diagnostic: how many the gate needs)
             if entry.get("quantizer_name") == "*input_quantizer":
                 entry["cfg"] = {**entry["cfg"], "num_bits": bits}
-        config["quant_cfg"] += [{"quantizer_name": f"{n}.*", "enable": False} for n in float_convs]
         if also == "conv2 outputs":
             config["quant_cfg"].append({"quantizer_name": "body.*.conv2.output_quantizer",
                                         "cfg": {"axis": None, "num_bits": 8}})
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), qat_training._quiet():
+        with torch.no_grad(), qat_training._quiet():
             mtq.quantize(student, config, lambda m: [m(x) for x in batches[ranges_share]])
         if also == "residual stream":
             qat_training.quantize_residual_streams(student)

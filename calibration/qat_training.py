@@ -48,11 +48,11 @@ CALIBRATION_BATCHES = 8
 EQUALIZATION_CONTENT_SHARE = 0.5
 
 
-def _config():
+def _config(float_convs: tuple[str, ...] = FLOAT_CONVS):
     import modelopt.torch.quantization as mtq
 
     config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)  # weights per output channel, inputs per tensor, max calibration
-    config["quant_cfg"] += [{"quantizer_name": f"{name}.*", "enable": False} for name in FLOAT_CONVS]
+    config["quant_cfg"] += [{"quantizer_name": f"{name}.*", "enable": False} for name in float_convs]
     return config
 
 
@@ -135,19 +135,20 @@ def _quantized_student(teacher, photos, generated, rng, options, device):
     ranges calibrated (max) on photo patches."""
     import modelopt.torch.quantization as mtq
 
-    student = copy.deepcopy(teacher)
-    for p in student.parameters():
-        p.requires_grad_(True)
     # ranges from photographs only: generated content's saturated extremes widen every range, and the rounding that
     # costs more than the clipping they avoid (SCNet-T x4, all-INT8 before training: photo 1.77% vs 0.19% of pixels
     # 4+ levels off FP32, line art 8.4% vs 4.3%, text 15.2% vs 5.0%)
     calibration = [sample(photos, generated, rng, options.batch, options.patch, 0.0).to(device)
                    for _ in range(CALIBRATION_BATCHES)]
-    if options.equalize:  # its scales from photos and generated content alike: photos alone leave flat colours' large
-        # channels to clip (equalization.py)
-        student = equalize(student, [sample(photos, generated, rng, options.batch, options.patch,
+    if options.equalize:  # a copy; its scales from photos and generated content alike: photos alone leave flat
+        # colours' large channels to clip (equalization.py)
+        student = equalize(teacher, [sample(photos, generated, rng, options.batch, options.patch,
                                             EQUALIZATION_CONTENT_SHARE).to(device)
                                      for _ in range(CALIBRATION_BATCHES)])
+    else:
+        student = copy.deepcopy(teacher)
+    for p in student.parameters():
+        p.requires_grad_(True)
     with torch.no_grad(), _quiet():
         mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
     if options.quantized_residual:

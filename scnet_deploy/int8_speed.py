@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ExportError
-
 from .autotune import RESUME_BELOW
+from .errors import ExportError
 
 ROUNDS = 5  # timed runs of each engine, in turns, after one warm-up each
 # INT8 must take at most this share of FP32's time: 5% faster, the margin any autotune choice must beat; closer is
