@@ -6,8 +6,10 @@ INT8 hold-out (worst image's share of pixels 4+ levels off, per content type; th
 Rows: the reference calibrated (max) on photo patches or on half generated content; channel-equalized
 (``calibration/equalization.py``) at several migration strengths, its scales from half generated or photo-only
 patches; the last convolution kept float too; each block's ``conv2`` output or residual stream quantized too (what
-ONNX Runtime's fused INT8 graphs would need); activations at 10 and 12 bits (how far 8 bits are from the gate);
-and each quantization-aware checkpoint given with ``--qat`` at the ranges it carries.
+ONNX Runtime's fused INT8 graphs would need); only the convolutions at the output resolution quantized (``qat``'s
+default, ``--quantize hr``), and with the last upsampling stage's first convolution too; activations at 10 and 12 bits
+(how far 8 bits are from the gate); and each quantization-aware checkpoint given with ``--qat`` at the ranges it
+carries.
 
     python benchmarks/qat_recipe.py [--qat CKPT ...] [--out FILE.md]
 """
@@ -99,16 +101,25 @@ def main(argv=None) -> int:
     for also in ("conv2 outputs", "residual stream"):
         rows.append((f"equalized (a 0.75), each block's {also} quantized too",
                      measure(equalize(reference, batches[0.5], 0.75), also=also)))
+    hr = qat_training.float_convs_of(reference, "hr")
+    rows.append(("equalized (a 0.75), only the two output-resolution convolutions quantized (`--quantize hr`)",
+                 measure(equalize(reference, batches[0.5], 0.75), hr)))
+    last_first = next(n for n, m in reference.named_modules()
+                      if isinstance(m, torch.nn.Conv2d) and n.startswith(f"upconv{reference.num_stages}."))
+    rows.append((f"equalized (a 0.75), `--quantize hr` and `{last_first}`",
+                 measure(equalize(reference, batches[0.5], 0.75), tuple(n for n in hr if n != last_first))))
     for bits in (10, 12):
         rows.append((f"equalized (a 0.75), activations at {bits} bits, ranges from half generated patches",
                      measure(equalize(reference, batches[0.5], 0.75), ranges_share=0.5, bits=bits)))
     for path in args.qat:
         qat = load_checkpoint(Path(path))
         info = qat.quant.info
-        label = (f"{Path(path).name}: {info.get('steps')} steps, lr {info.get('lr')}, "
-                 f"{'equalized' if info.get('equalization') else 'not equalized'}, its own ranges")
-        rows.append((label, measure(qat.model.eval(), tuple(info.get("float_convs", ["conv_first"])), ranges=qat.quant)))
-    lines = [f"SCNet-T x{ck.spec.scale} `{Path(args.checkpoint).name}`, all-INT8 fake quantization (ModelOpt), "
+        label = (f"{Path(path).name}: `--quantize {info.get('quantize', 'all')}`, {info.get('steps')} steps, lr "
+                 f"{info.get('lr')}, {'equalized' if info.get('equalization') else 'not equalized'}, its own ranges")
+        float_convs = tuple(info.get("float_convs", ["conv_first"]))
+        rows.append((label, measure(qat.model.eval(), float_convs, ranges=qat.quant)))
+    lines = [f"SCNet-T x{ck.spec.scale} `{Path(args.checkpoint).name}`, INT8 fake quantization (ModelOpt) of every "
+             "learned convolution but the first unless the row says otherwise, "
              f"export hold-out ({len(holdout)} images), worst image's share of pixels 4+ levels off the checkpoint's "
              "own FP32 (gate 0.1%).", "",
              "| variant | " + " | ".join(CONTENT) + " |", "|---|" + "---|" * len(CONTENT)]

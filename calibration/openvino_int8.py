@@ -54,10 +54,19 @@ def _is_weight_quantized(conv) -> bool:
     return False
 
 
+def _reads_quantized(conv) -> bool:
+    """Whether the convolution's input comes from a FakeQuantize (through ReLU alone): weights that are int8
+    constants on their own (a shift's one-hot kernel, stored compressed) do not make a convolution int8."""
+    node = conv.input(0).get_source_output().get_node()
+    while node.get_type_name() == "Relu":
+        node = node.input(0).get_source_output().get_node()
+    return node.get_type_name() == "FakeQuantize"
+
+
 def float_convolutions(model) -> list[str]:
-    """Convolutions of the quantized IR whose weights are not quantized (kept in float)."""
+    """Convolutions of the quantized IR that run in float: their weights or their input not quantized."""
     return sorted(op.get_friendly_name() for op in model.get_ops()
-                  if op.get_type_name() in CONV_TYPES and not _is_weight_quantized(op))
+                  if op.get_type_name() in CONV_TYPES and not (_is_weight_quantized(op) and _reads_quantized(op)))
 
 
 def input_quantizers(model) -> list:

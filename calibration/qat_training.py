@@ -8,10 +8,10 @@ NNCF's ranges are learned per insertion point and unsigned after ReLU (uint8: no
 export paths are their own graphs, not our verified hub graph.
 
 The student is the checkpoint in its ``dwconv`` form (the same function; its backward is fast), its channels first
-equalized (``equalization.py``: the same function, each per-tensor range shared evenly by its channels), every learned
-convolution but the first quantized (the first reads the image: a symmetric int8 step of 1/127 would halve its 8-bit
-levels, so it stays float in every engine). Ranges are calibrated once (max) on photo batches, then fixed; the
-weights learn. Loss: L1 of the fake-quantized student to the FP32 teacher, plus L1 of the student's own float
+equalized (``equalization.py``: the same function, each per-tensor range shared evenly by its channels), and the
+convolutions ``options.quantize`` names quantized (``quantized_convs``: by default those at the output resolution;
+never the first, which reads the image: a symmetric int8 step of 1/127 would halve its 8-bit levels). Ranges are
+calibrated once (max) on photo batches, then fixed; the weights learn. Loss: L1 of the fake-quantized student to the FP32 teacher, plus L1 of the student's own float
 forward to the teacher, so the checkpoint's FP32 engine (the accuracy gate's reference) stays where the INT8 engines
 are. Patches: LR crops of the given images (HR, bicubic-degraded: no HR is needed for distillation) and, for
 ``content_share`` of each batch, of generated line art, text, flat colours and textures (the hold-out's content).
@@ -54,6 +54,29 @@ def _config(float_convs: tuple[str, ...] = FLOAT_CONVS):
     config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)  # weights per output channel, inputs per tensor, max calibration
     config["quant_cfg"] += [{"quantizer_name": f"{name}.*", "enable": False} for name in float_convs]
     return config
+
+
+def quantized_convs(model, which: str) -> tuple[str, ...]:
+    """Official names of the learned convolutions ``which`` ("hr" or "all") quantizes in ``model`` (any form).
+
+    "all": every one but the first. "hr": the two that write features at the output resolution, the last upsampling
+    stage's last convolution and ``conv_hr``: 36% of SCNet-T x4's multiply-adds (in the export's fastest forms, where
+    the upsampling stages' first convolutions run before their upsampling, 42%), and within the accuracy gate on line
+    art and text, where quantizing the residual body's 32 convolutions too moves 1-3% of such images' pixels 4+ levels
+    and the last stage's first convolution alone takes line art over it (benchmarks/results/qat_recipe.md).
+    ``conv_last`` writes the image itself: its input's rounding costs the most of any one convolution's, for under
+    1% of the work."""
+    learned = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if which == "all":
+        return tuple(n for n in learned if n not in FLOAT_CONVS)
+    last = f"upconv{len(model.upconvs())}."
+    return ([n for n in learned if n.startswith(last)][-1], "conv_hr")
+
+
+def float_convs_of(model, which: str) -> tuple[str, ...]:
+    """The learned convolutions ``which`` leaves float (``quantized_convs``' complement)."""
+    quantized = quantized_convs(model, which)
+    return tuple(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n not in quantized)
 
 
 def training_images(folders: list[Path], scale: int) -> tuple[list[np.ndarray], list[np.ndarray], str]:
@@ -150,7 +173,7 @@ def _quantized_student(teacher, photos, generated, rng, options, device):
     for p in student.parameters():
         p.requires_grad_(True)
     with torch.no_grad(), _quiet():
-        mtq.quantize(student, _config(), lambda m: [m(x) for x in calibration])
+        mtq.quantize(student, _config(float_convs_of(teacher, options.quantize)), lambda m: [m(x) for x in calibration])
     if options.quantized_residual:
         quantize_residual_streams(student)
     return student
@@ -232,7 +255,8 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
             "batch": options.batch, "patch": options.patch, "lr": options.lr, "seed": options.seed,
             "content_share": options.content_share, "data": [str(d) for d in options.data],
             "data_sha256": data_hash, "teacher_sha256": checkpoint.sha256, "seconds": round(elapsed, 1),
-            "device": device, "float_convs": list(FLOAT_CONVS), "final_loss": loss_now,
+            "device": device, "quantize": options.quantize,
+            "float_convs": list(float_convs_of(checkpoint.model, options.quantize)), "final_loss": loss_now,
             "scale": checkpoint.spec.scale,  # x2 and x3 shift-MLP weights look alike: the loader reads it here
             "residual_stream": "quantized" if options.quantized_residual else "float",
             "equalization": ({"alpha": ALPHA, "content_share": EQUALIZATION_CONTENT_SHARE} if options.equalize

@@ -29,7 +29,8 @@ def info(checkpoint: str | Path, size: tuple[int, int] | None = SIZE, scale: int
     }
     if ckpt.quant is not None:  # a quantization-aware checkpoint (scnet-deploy qat): what export --int8 will use
         result["quantization_aware"] = {**ckpt.quant.info, "activation_ranges": len(ckpt.quant.inputs),
-                                        "weight_ranges": len(ckpt.quant.weights)}
+                                        "weight_ranges": len(ckpt.quant.weights),
+                                        "quantized_convs": sorted(ckpt.quant.inputs)}
     if size is not None:
         h, w = size
         result["size"] = {"lr": [h, w], "sr": [h * spec.scale, w * spec.scale],

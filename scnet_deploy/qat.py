@@ -16,14 +16,16 @@ from .errors import ScnetDeployError
 from .options import option
 from .progress import Progress, reporter
 
+QUANTIZE_CHOICES = ("hr", "all")  # calibration/qat_training.py: quantized_convs
+
 
 @dataclass(frozen=True)
 class QatOptions:
     output: Path
     data: tuple[Path, ...] = field(default=())  # image folders (HR): LR patches are cut from their bicubic x1/scale
-    steps: int = option(1000, "Optimizer steps (0: equalize and take the ranges, no fine-tuning).")
+    steps: int = option(100, "Optimizer steps (0: equalize and take the ranges, no fine-tuning).")
     batch: int = option(16, "LR patches per step.")
-    lr: float = option(1e-4, "Adam's learning rate (cosine decay to a tenth of it).")
+    lr: float = option(5e-5, "Adam's learning rate (cosine decay to a tenth of it).")
     patch: int = option(32, "LR patch side.")
     seed: int = option(0, "Seed of the patch sampling and the initialisation: same seed, same checkpoint.")
     content_share: float = option(0.25, "Share of each batch cut from generated line art, text, flat colours and "
@@ -32,6 +34,9 @@ class QatOptions:
     quantized_residual: bool = option(False, "Quantize the residual stream where each block reads it (the fused "
                                       "INT8 graph some runtimes need to be fast; costs accuracy: docs/features.md); "
                                       "off: the adds stay float.")
+    quantize: str = option("hr", "Which convolutions get int8: hr, the last upsampling stage's and conv_hr (most of "
+                           "the work at x4, within the accuracy gate); all, every one but the first (faster, over "
+                           "the gate on line art and text: docs/features.md).")
     equalize: bool = option(True, "Equalize channels before quantizing (the same function, each channel's share "
                             "of its activation's int8 range evened out: docs/features.md); off: the checkpoint's "
                             "channels as they are.")
@@ -62,6 +67,9 @@ class QatOptions:
             raise ScnetDeployError(f"--lr must be in (0, 1), got {self.lr}; e.g. --lr 1e-4.")
         if not (0 <= self.content_share <= 1):
             raise ScnetDeployError(f"--content-share must be from 0 to 1, got {self.content_share}.")
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise ScnetDeployError(f"--quantize {self.quantize!r} is not a choice; use one of "
+                                   f"{', '.join(QUANTIZE_CHOICES)}.")
         if Path(self.output).suffix.lower() != ".safetensors":
             raise ScnetDeployError(f"-o '{self.output}': qat writes a .safetensors checkpoint; name it *.safetensors.")
         return self

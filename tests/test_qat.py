@@ -18,12 +18,14 @@ from scnet_deploy.export import export  # noqa: E402
 from scnet_deploy.model.checkpoint import load_checkpoint  # noqa: E402
 from scnet_deploy.qat import QatOptions, qat  # noqa: E402
 
-STEPS = dict(steps=4, batch=2, patch=16, save_every=2)
+STEPS = dict(steps=4, batch=2, patch=16, save_every=2, quantize="all")  # every conv but the first: each exporter's
+# ranges on every kind of convolution (the default, "hr", is tested on its own)
 
 
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory):
-    """(the FP32 checkpoint, its quantization-aware fine-tuning, the data folder): 4 steps of a tiny x2 model."""
+    """(the FP32 checkpoint, its quantization-aware fine-tuning, the data folder): 4 steps of a tiny x2 model, every
+    convolution but the first quantized."""
     root = tmp_path_factory.mktemp("qat")
     data = smooth_hr_folder(root / "data", 3, (48, 48))
     teacher = save_basicsr(tiny_model(2), root / "tiny_x2.pth")
@@ -71,6 +73,28 @@ def test_fine_tuning_writes_a_checkpoint_that_loads_everywhere_and_says_what_it_
     assert moved, "neither the equalization nor the fine-tuning changed a weight"
     shown = json.loads(cli("info", str(student), "--json").stdout)["quantization_aware"]
     assert shown["steps"] == 4 and shown["activation_ranges"] == len(after.quant.inputs)
+
+
+def test_by_default_only_the_output_resolution_convolutions_are_quantized(fine_tuned, tmp_path):
+    """qat's default (``--quantize hr``): ranges for the two convolutions that write output-resolution features alone
+    (the last upsampling stage's last, conv_hr; the tiny x2 model has one stage); ONNX Runtime's INT8 export
+    quantizes exactly those (and the shift before the first, exact at its range) and keeps the rest float."""
+    teacher, _, data = fine_tuned
+    out = tmp_path / "hr.safetensors"
+    qat(teacher, QatOptions(output=out, data=(data,), steps=1, batch=2, patch=16))
+    ranges = load_checkpoint(out).quant
+    assert set(ranges.inputs) == set(ranges.weights) == {"upconv1.up_layer.4", "conv_hr"}
+    assert ranges.info["quantize"] == "hr" and {"body.0.conv1", "conv_last"} <= set(ranges.info["float_convs"])
+    result = export(out, ExportOptions(output=tmp_path / "ort", precision="int8", keep_slower_int8=True))
+    model = onnx.load(str(tmp_path / "ort" / "model.onnx"))
+    quantized = {module for module, node in ranged_convs(model, ranges) if dq_scale(model, node.input[0])}
+    assert quantized == set(ranges.inputs)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    float_inputs = [n for n in convs if dq_scale(model, n.input[0]) is None]
+    assert {n.input[1] for n in float_inputs} >= {"body.0.conv1.weight", "body.1.conv2.weight", "upconv1.up_layer.1.weight",
+                                                "conv_last.weight"}
+    q = result.manifest["int8"]["quantization"]
+    assert q["quantized_convs"] == len(convs) - len(float_inputs) < q["convolutions"]
 
 
 def test_export_int8_from_it_uses_its_ranges_not_calibration(fine_tuned, tmp_path):
@@ -178,6 +202,8 @@ def test_mistakes_are_one_line(fine_tuned, tmp_path):
         qat(teacher, QatOptions(output=tmp_path / "x.safetensors", data=(tmp_path / "nowhere",)))
     proc = cli("qat", str(teacher), "--data", str(data), "-o", str(tmp_path / "x.pth"))
     assert proc.returncode == 2 and ".safetensors" in one_line_error(proc)
+    proc = cli("qat", str(teacher), "--data", str(data), "-o", str(tmp_path / "x.safetensors"), "--quantize", "body")
+    assert proc.returncode == 2 and "--quantize 'body' is not a choice; use one of hr, all" in one_line_error(proc)
 
 
 def test_zero_steps_equalizes_and_takes_the_ranges_keeping_the_function(fine_tuned, tmp_path):

@@ -59,12 +59,21 @@ def quantization_aware_rows(q: dict | None) -> list[tuple[str, str]]:
         return [("quantization-aware", "no (export --int8 calibrates)")]
     return [("quantization-aware", shown(f"yes: {q.get('scheme', '?')}")),
             ("  ranges", f"{q['activation_ranges']} activation, {q['weight_ranges']} weight (export --int8 uses them)"),
+            ("  quantized", _quantized(q)),
             ("  fine-tuning", shown(f"{q.get('steps')} steps, batch {q.get('batch')}, lr {q.get('lr')}, seed "
                                     f"{q.get('seed')}, {q.get('seconds')} s on {q.get('device')}, "
                                     f"{q.get('library')}")),
             ("  channels", _equalization(q.get("equalization"))),
             ("  data", shown(f"{', '.join(q.get('data') or [])} (sha256 {str(q.get('data_sha256', ''))[:16]}...)")),
             ("  teacher", shown(f"sha256 {str(q.get('teacher_sha256', ''))[:16]}..."))]
+
+
+def _quantized(q: dict) -> str:
+    names = q.get("quantized_convs") or []
+    which = {"hr": "the output-resolution convolutions", "all": "every convolution but the first"}.get(
+        q.get("quantize", "all"), str(q.get("quantize")))
+    listed = ", ".join(names) if len(names) <= 4 else f"{len(names)} convolutions"
+    return shown(f"{which}: {listed}; the rest run float")
 
 
 def _equalization(record) -> str:
