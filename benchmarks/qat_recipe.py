@@ -1,13 +1,14 @@
 """What each step of the quantization-aware recipe is worth, measured in PyTorch with ModelOpt's fake quantization
-(the scheme of ``scnet-deploy qat``: int8 symmetric per-tensor activations, per-channel weights, every learned
-convolution but the first quantized, residual adds float) against each checkpoint's own FP32 forward, on the export's
+(``scnet-deploy qat``'s scheme: int8 symmetric per-tensor activations, per-channel weights, residual adds float;
+every learned convolution but the first quantized unless a row says otherwise) against each checkpoint's own FP32 forward, on the export's
 INT8 hold-out (worst image's share of pixels 4+ levels off, per content type; the gate allows 0.1%).
 
 Rows: the reference calibrated (max) on photo patches or on half generated content; channel-equalized
 (``calibration/equalization.py``) at several migration strengths, its scales from half generated or photo-only
 patches; the last convolution kept float too; each block's ``conv2`` output or residual stream quantized too (what
 ONNX Runtime's fused INT8 graphs would need); only the convolutions at the output resolution quantized (``qat``'s
-default, ``--quantize hr``), and with the last upsampling stage's first convolution too; activations at 10 and 12 bits
+default, ``--quantize hr``), and with the last upsampling stage's first convolution too; ranges as ``qat`` sets them
+(the 99.99th percentile over half generated patches) for both; activations at 10 and 12 bits
 (how far 8 bits are from the gate); and each quantization-aware checkpoint given with ``--qat`` at the ranges it
 carries.
 
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
     ck = load_checkpoint(Path(args.checkpoint))
     photos, generated, _ = qat_training.training_images([DATA / "BSD68" / "HR", DATA / "SunHays80" / "HR"],
                                                         ck.spec.scale)
-    batches = {share: [qat_training.sample(photos, generated, rng, 16, 32, share) for _ in range(8)]
+    batches = {share: [qat_training.sample(photos, generated, rng, 16, 32, share)
+                       for _ in range(qat_training.CALIBRATION_BATCHES)]
                for share in (0.0, 0.5)}
     holdout = holdout_set(CalibOptions(), ck.spec.scale)
     inputs = [(h, torch.from_numpy(h.lr.transpose(2, 0, 1)[None].astype(np.float32) / 255)) for h in holdout]
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
             return to_u8_hwc(model(x)[0].numpy())
 
     def measure(model, float_convs=("conv_first",), ranges_share=0.0, ranges=None, also=None,
-                bits=8) -> list[float]:
+                bits=8, percentile=False) -> list[float]:
         import modelopt.torch.quantization as mtq
 
         reference = {h.name: run(model, x) for h, x in inputs}
@@ -76,6 +78,8 @@ def main(argv=None) -> int:
                                         "cfg": {"axis": None, "num_bits": 8}})
         with torch.no_grad(), qat_training._quiet():
             mtq.quantize(student, config, lambda m: [m(x) for x in batches[ranges_share]])
+        if percentile:  # qat's ranges: the 99.99th percentile over half generated patches
+            qat_training.percentile_ranges(student, batches[0.5])
         if also == "residual stream":
             qat_training.quantize_residual_streams(student)
         if ranges is not None:  # the ranges the checkpoint carries, not a new calibration
@@ -108,6 +112,9 @@ def main(argv=None) -> int:
                       if isinstance(m, torch.nn.Conv2d) and n.startswith(f"upconv{reference.num_stages}."))
     rows.append((f"equalized (a 0.75), `--quantize hr` and `{last_first}`",
                  measure(equalize(reference, batches[0.5], 0.75), tuple(n for n in hr if n != last_first))))
+    for label, floats in (("every convolution but the first", ("conv_first",)), ("`--quantize hr`", hr)):
+        rows.append((f"equalized (a 0.75), {label}, ranges the 99.99th percentile of half generated patches (qat's)",
+                     measure(equalize(reference, batches[0.5], 0.75), floats, percentile=True)))
     for bits in (10, 12):
         rows.append((f"equalized (a 0.75), activations at {bits} bits, ranges from half generated patches",
                      measure(equalize(reference, batches[0.5], 0.75), ranges_share=0.5, bits=bits)))

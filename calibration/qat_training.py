@@ -11,7 +11,8 @@ The student is the checkpoint in its ``dwconv`` form (the same function; its bac
 equalized (``equalization.py``: the same function, each per-tensor range shared evenly by its channels), and the
 convolutions ``options.quantize`` names quantized (``quantized_convs``: by default those at the output resolution;
 never the first, which reads the image: a symmetric int8 step of 1/127 would halve its 8-bit levels). Ranges are
-calibrated once (max) on photo batches, then fixed; the weights learn. Loss: L1 of the fake-quantized student to the FP32 teacher, plus L1 of the student's own float
+calibrated once (the 99.99th percentile of each input over half photo, half generated patches), then fixed; the
+weights learn. Loss: L1 of the fake-quantized student to the FP32 teacher, plus L1 of the student's own float
 forward to the teacher, so the checkpoint's FP32 engine (the accuracy gate's reference) stays where the INT8 engines
 are. Patches: LR crops of the given images (HR, bicubic-degraded: no HR is needed for distillation) and, for
 ``content_share`` of each batch, of generated line art, text, flat colours and textures (the hold-out's content).
@@ -43,9 +44,10 @@ from scnet_deploy.model.training import save_atomic
 from scnet_deploy.progress import Progress
 
 FLOAT_CONVS = ("conv_first",)  # read the image: kept float (module docstring)
-GENERATED_SEEDS = range(200, 212)  # per generator; the hold-out's generated images use their own seeds
-CALIBRATION_BATCHES = 8
-EQUALIZATION_CONTENT_SHARE = 0.5
+GENERATED_SEEDS = range(1000, 1012)  # per generator; none the hold-out, calibration or pipeline validation use
+CALIBRATION_BATCHES = 16
+CALIBRATION_CONTENT_SHARE = 0.5  # of the patches that equalize and set the ranges: generated content
+RANGE_PERCENTILE = 99.99
 
 
 def _config(float_convs: tuple[str, ...] = FLOAT_CONVS):
@@ -155,28 +157,50 @@ def _quiet():
 
 def _quantized_student(teacher, photos, generated, rng, options, device):
     """A copy of ``teacher`` (channel-equalized where ``options.equalize``) with ModelOpt's fake quantizers, their
-    ranges calibrated (max) on photo patches."""
+    activation ranges the 99.99th percentile of each input over half photo, half generated patches."""
     import modelopt.torch.quantization as mtq
 
-    # ranges from photographs only: generated content's saturated extremes widen every range, and the rounding that
-    # costs more than the clipping they avoid (SCNet-T x4, all-INT8 before training: photo 1.77% vs 0.19% of pixels
-    # 4+ levels off FP32, line art 8.4% vs 4.3%, text 15.2% vs 5.0%)
-    calibration = [sample(photos, generated, rng, options.batch, options.patch, 0.0).to(device)
+    # photos and generated content alike: the ranges of photos alone clip flat colours' and line art's saturated
+    # extremes, their maxima round everything coarser (benchmarks/results/qat_recipe.md)
+    calibration = [sample(photos, generated, rng, options.batch, options.patch, CALIBRATION_CONTENT_SHARE).to(device)
                    for _ in range(CALIBRATION_BATCHES)]
-    if options.equalize:  # a copy; its scales from photos and generated content alike: photos alone leave flat
-        # colours' large channels to clip (equalization.py)
-        student = equalize(teacher, [sample(photos, generated, rng, options.batch, options.patch,
-                                            EQUALIZATION_CONTENT_SHARE).to(device)
-                                     for _ in range(CALIBRATION_BATCHES)])
-    else:
-        student = copy.deepcopy(teacher)
+    student = equalize(teacher, calibration) if options.equalize else copy.deepcopy(teacher)  # a copy either way
     for p in student.parameters():
         p.requires_grad_(True)
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), _quiet():  # weights' ranges (per channel, max); inputs' replaced just below
         mtq.quantize(student, _config(float_convs_of(teacher, options.quantize)), lambda m: [m(x) for x in calibration])
+    percentile_ranges(student, calibration)
     if options.quantized_residual:
         quantize_residual_streams(student)
     return student
+
+
+def percentile_ranges(student, batches: list[torch.Tensor], percentile: float = RANGE_PERCENTILE) -> None:
+    """Set each quantized convolution's input range to the ``percentile`` of its absolute float input over
+    ``batches`` (ModelOpt's HistogramCalibrator: TensorRT's percentile method). The maximum lets one saturated edge
+    set the step of a whole tensor; the percentile clips the rarest extremes instead (SCNet-T x4, ``--quantize hr``:
+    flat colours 0.11% -> 0.03% of pixels 4+ levels off FP32, line art 0.05% -> 0.01%)."""
+    from modelopt.torch.quantization.calib import HistogramCalibrator
+
+    convs = {m: HistogramCalibrator(num_bits=8, axis=None, unsigned=False) for m in student.modules()
+             if getattr(m, "input_quantizer", None) is not None and m.input_quantizer.is_enabled}
+    fake = quantizers(student)
+    for q in fake:
+        q.disable()
+    hooks = [m.register_forward_pre_hook(lambda module, inputs: convs[module].collect(inputs[0].detach()))
+             for m in convs]
+    try:
+        with torch.no_grad():
+            for x in batches:
+                student(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for q in fake:
+            q.enable()
+    for m, calibrator in convs.items():
+        amax = calibrator.compute_amax("percentile", percentile=percentile)
+        m.input_quantizer.amax = torch.as_tensor(float(amax), device=m.weight.device)
 
 
 def _resume(state_path: Path, key: str, student, optim, rng, device: str) -> tuple[int, float]:
@@ -259,7 +283,9 @@ def fine_tune(checkpoint, options, progress) -> tuple[dict, QuantRanges]:
             "float_convs": list(float_convs_of(checkpoint.model, options.quantize)), "final_loss": loss_now,
             "scale": checkpoint.spec.scale,  # x2 and x3 shift-MLP weights look alike: the loader reads it here
             "residual_stream": "quantized" if options.quantized_residual else "float",
-            "equalization": ({"alpha": ALPHA, "content_share": EQUALIZATION_CONTENT_SHARE} if options.equalize
+            "ranges": {"method": "percentile", "percentile": RANGE_PERCENTILE,
+                       "content_share": CALIBRATION_CONTENT_SHARE, "patches": CALIBRATION_BATCHES * options.batch},
+            "equalization": ({"alpha": ALPHA, "content_share": CALIBRATION_CONTENT_SHARE} if options.equalize
                              else None),
             "loss": "L1(fake-quantized student, FP32 teacher) + L1(float student, FP32 teacher)"}
     return weights, ranges_of(student, info)

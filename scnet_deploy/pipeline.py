@@ -144,6 +144,23 @@ def refusals(validation: dict, bench: dict, best: dict | None) -> list[str]:
     return lines
 
 
+def int8_outrun(validation: dict, bench: dict, best: dict | None) -> list[str]:
+    """One sentence per INT8 engine within the accuracy gate that the recommendation (another engine) outruns: INT8 is
+    what a user asks the pipeline for first, so it says why one that passes is not the answer here."""
+    rows = {m["path"]: m for m in validation["models"]}
+    lines = []
+    for m in bench["models"]:
+        row = rows.get(m["path"])
+        if (best is None or m["precision"] != "int8" or not m["shapes"] or m["path"] == best["path"] or row is None
+                or not row.get("within_budget", True)):
+            continue
+        lines.append(f"- `{m['name']}` (int8, {m['shapes'][-1]['median_ms']:.1f} ms) is within the accuracy gate and "
+                     f"not recommended: `{best['name']}` ({best['precision']}) is faster on this CPU "
+                     f"({best['median_ms']:.1f} ms); where the CPU computes int8 faster than {best['precision']}, "
+                     "rerun the pipeline there (or bench --on it).")
+    return lines
+
+
 def recommend(validation: dict, bench: dict, gate: AccuracyGate, goal: str = "latency") -> dict | None:
     """The runnable engine (at the largest shape) whose drift is within the budget that is fastest for ``goal``:
     the lowest median latency, or the most images/s with requests in flight (engines measured so)."""
@@ -439,7 +456,7 @@ def _summary(ckpt_path: Path, ckpt, datasets: list, engines: dict, validation: d
             "built": {k: str(v) for k, v in engines["built"].items()}, "skipped": engines["skipped"],
             "failed": engines["failed"], "forms": engines["forms"], "recommendation": best,
             "recommendation_throughput": recommend(validation, timing, gate, "throughput"),
-            "not_recommended": refusals(validation, timing, best),
+            "not_recommended": refusals(validation, timing, best), "int8_outrun": int8_outrun(validation, timing, best),
             "content": validation.get("content"), "machine": machine(), "shapes": [list(s) for s in options.shapes]}
 
 
@@ -507,8 +524,8 @@ def recommendation_text(summary: dict, validation: dict, options: PipelineOption
     rec += gate_sentence(validation) + machine_sentence(summary["machine"])
     for line in [*summary.get("no_faster_than_fp32", []), *summary.get("under_load", [])]:
         rec += "\n\n" + line
-    if summary["not_recommended"]:
-        rec += "\n\n" + "\n".join(summary["not_recommended"])
+    if summary["not_recommended"] or summary.get("int8_outrun"):
+        rec += "\n\n" + "\n".join([*summary["not_recommended"], *summary.get("int8_outrun", [])])
     t = summary["recommendation_throughput"]
     if t:
         rec += (f"\n\n**Recommendation for throughput** (several images in flight): `{t['name']}` ({t['precision']}): "

@@ -185,3 +185,22 @@ def test_every_faster_engine_not_recommended_says_why_in_one_sentence():
     assert lines == ["- `A` (int8, 1.0 ms) is faster and not recommended: line-art: 7.88% of the pixels of "
                      "line-art_201 are 4+ levels off FP32 (gate: 0.1%)."]  # D is slower: nothing to explain
     assert len(refusals(validation, bench, None)) == 2
+
+
+def test_an_int8_engine_within_the_gate_that_a_faster_engine_outruns_says_so():
+    from scnet_deploy.pipeline import int8_outrun
+
+    validation = {"models": [{"path": "i", "drift_db": -0.01, "within_budget": True},
+                             {"path": "b", "drift_db": -0.3, "within_budget": True},
+                             {"path": "j", "drift_db": -0.9, "within_budget": False}]}
+    shape = lambda ms: [{"median_ms": ms, "shape": [8, 8]}]  # noqa: E731
+    bench = {"models": [{"name": "I", "path": "i", "precision": "int8", "shapes": shape(2.0)},
+                        {"name": "B", "path": "b", "precision": "bf16", "shapes": shape(1.0)},
+                        {"name": "J", "path": "j", "precision": "int8", "shapes": shape(3.0)}]}
+    best = recommend(validation, bench, AccuracyGate(0.1))
+    assert int8_outrun(validation, bench, best) == [
+        "- `I` (int8, 2.0 ms) is within the accuracy gate and not recommended: `B` (bf16) is faster on this CPU "
+        "(1.0 ms); where the CPU computes int8 faster than bf16, rerun the pipeline there (or bench --on it)."]
+    bench["models"][1]["shapes"] = shape(5.0)  # INT8 the fastest within the gate: recommended, nothing to say
+    assert recommend(validation, bench, AccuracyGate(0.1))["name"] == "I"
+    assert int8_outrun(validation, bench, recommend(validation, bench, AccuracyGate(0.1))) == []

@@ -1,6 +1,7 @@
 """Quantization-aware fine-tuning (``scnet-deploy qat``): a tiny model fine-tuned for a few steps, the checkpoint
 that carries its ranges, INT8 exports that use them, the resumable run, and the INT8 speed rule."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -31,6 +32,18 @@ def fine_tuned(tmp_path_factory):
     teacher = save_basicsr(tiny_model(2), root / "tiny_x2.pth")
     qat(teacher, QatOptions(output=root / "tiny_qat_x2.safetensors", data=(data,), **STEPS))
     return teacher, root / "tiny_qat_x2.safetensors", data
+
+
+def test_training_never_sees_an_image_the_gates_judge():
+    """The generated patches qat trains on are not the export hold-out's, calibration's or the pipeline's validation
+    images (the same generator and seed would be the same image)."""
+    from scnet_deploy.calibration.data import CONTENT_CALIBRATION_SEEDS, CONTENT_HOLDOUT_SEEDS
+    from scnet_deploy.calibration.qat_training import GENERATED_SEEDS
+    from scnet_deploy.pipeline import VALIDATION_CONTENT
+
+    validation = {key for items in VALIDATION_CONTENT.values() for source, key in items if source != "skimage"}
+    judged = validation | set(CONTENT_HOLDOUT_SEEDS) | set(CONTENT_CALIBRATION_SEEDS)
+    assert validation and not judged & set(GENERATED_SEEDS)
 
 
 def dq_scale(model, tensor: str):
@@ -95,6 +108,10 @@ def test_by_default_only_the_output_resolution_convolutions_are_quantized(fine_t
                                                 "conv_last.weight"}
     q = result.manifest["int8"]["quantization"]
     assert q["quantized_convs"] == len(convs) - len(float_inputs) < q["convolutions"]
+    if importlib.util.find_spec("openvino"):  # OpenVINO counts what runs int8 in its IR: the same convolutions
+        ov = export(out, ExportOptions(output=tmp_path / "ov", format="openvino", precision="int8",
+                                       keep_slower_int8=True)).manifest["int8"]["quantization"]
+        assert ov["quantized_convs"] == q["quantized_convs"], ov["float_convs_in_ir"]
 
 
 def test_export_int8_from_it_uses_its_ranges_not_calibration(fine_tuned, tmp_path):
