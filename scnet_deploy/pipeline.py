@@ -542,7 +542,8 @@ def machine_sentence(m: dict) -> str:
     """Which machine facts the recommendation rests on: the ranking of precisions is this CPU's."""
     cpu = m["cpu"]
     has = [f for f in SPEED_FEATURES if cpu["features"].get(f)]
-    return (f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores; {', '.join(has) or 'none'} of "
-            f"{', '.join(SPEED_FEATURES)}): which precision is fastest depends on the CPU (bf16 pays only with "
+    lacks = [f for f in SPEED_FEATURES if f not in has]
+    return (f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores; with {', '.join(has) or 'none of ours'}; "
+            f"without {', '.join(lacks) or 'none'}): which precision is fastest depends on the CPU (bf16 pays only with "
             "AVX512-BF16 or AMX, INT8 with VNNI or AMX), so rerun the pipeline on the machine you deploy to "
             "(or time its engines there: bench --on).")

@@ -204,3 +204,12 @@ def test_an_int8_engine_within_the_gate_that_a_faster_engine_outruns_says_so():
     bench["models"][1]["shapes"] = shape(5.0)  # INT8 the fastest within the gate: recommended, nothing to say
     assert recommend(validation, bench, AccuracyGate(0.1))["name"] == "I"
     assert int8_outrun(validation, bench, recommend(validation, bench, AccuracyGate(0.1))) == []
+
+
+def test_the_machine_sentence_names_what_the_cpu_has_and_lacks():
+    from scnet_deploy.pipeline import SPEED_FEATURES, machine_sentence
+
+    line = machine_sentence({"cpu": {"model": "CPU X", "cores": 2,
+                                     "features": {"avx512_bf16": True, "avx512_vnni": True}}})
+    lacks = ", ".join(f for f in SPEED_FEATURES if f not in ("avx512_bf16", "avx512_vnni"))
+    assert f"Measured on CPU X (2 cores; with avx512_bf16, avx512_vnni; without {lacks}):" in line
