@@ -160,8 +160,8 @@ def _quantized_student(teacher, photos, generated, rng, options, device):
     activation ranges the 99.99th percentile of each input over half photo, half generated patches."""
     import modelopt.torch.quantization as mtq
 
-    # photos and generated content alike: the ranges of photos alone clip flat colours' and line art's saturated
-    # extremes, their maxima round everything coarser (benchmarks/results/qat_recipe.md)
+    # photos and generated content alike: the photos' ranges alone clip flat colours' and line art's saturated
+    # extremes; the percentile keeps the generated content's rarest extremes from coarsening every step
     calibration = [sample(photos, generated, rng, options.batch, options.patch, CALIBRATION_CONTENT_SHARE).to(device)
                    for _ in range(CALIBRATION_BATCHES)]
     student = equalize(teacher, calibration) if options.equalize else copy.deepcopy(teacher)  # a copy either way
@@ -178,8 +178,8 @@ def _quantized_student(teacher, photos, generated, rng, options, device):
 def percentile_ranges(student, batches: list[torch.Tensor], percentile: float = RANGE_PERCENTILE) -> None:
     """Set each quantized convolution's input range to the ``percentile`` of its absolute float input over
     ``batches`` (ModelOpt's HistogramCalibrator: TensorRT's percentile method). The maximum lets one saturated edge
-    set the step of a whole tensor; the percentile clips the rarest extremes instead (SCNet-T x4, ``--quantize hr``:
-    flat colours 0.11% -> 0.03% of pixels 4+ levels off FP32, line art 0.05% -> 0.01%)."""
+    set the step of a whole tensor; the percentile clips the rarest extremes instead (benchmarks/README.md,
+    "Quantization-aware INT8")."""
     from modelopt.torch.quantization.calib import HistogramCalibrator
 
     convs = {m: HistogramCalibrator(num_bits=8, axis=None, unsigned=False) for m in student.modules()
