@@ -63,7 +63,7 @@ def quantized_convs(model, which: str) -> tuple[str, ...]:
 
     "all": every one but the first. "hr": the two that write features at the output resolution, the last upsampling
     stage's last convolution and ``conv_hr``: 36% of SCNet-T x4's multiply-adds (in the export's fastest forms, where
-    the upsampling stages' first convolutions run before their upsampling, 42%), and within the accuracy gate on line
+    the upsampling stages' first convolutions run before their upsampling, 43%), and within the accuracy gate on line
     art and text, where quantizing the residual body's 32 convolutions too moves 1-3% of such images' pixels 4+ levels
     and the last stage's first convolution alone takes line art over it (benchmarks/results/qat_recipe.md).
     ``conv_last`` writes the image itself: its input's rounding costs the most of any one convolution's, for under

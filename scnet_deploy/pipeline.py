@@ -544,6 +544,6 @@ def machine_sentence(m: dict) -> str:
     has = [f for f in SPEED_FEATURES if cpu["features"].get(f)]
     lacks = [f for f in SPEED_FEATURES if f not in has]
     return (f"\n\nMeasured on {cpu['model']} ({cpu['cores']} cores; with {', '.join(has) or 'none of ours'}; "
-            f"without {', '.join(lacks) or 'none'}): which precision is fastest depends on the CPU (bf16 pays only with "
-            "AVX512-BF16 or AMX, INT8 with VNNI or AMX), so rerun the pipeline on the machine you deploy to "
+            f"without {', '.join(lacks) or 'none'}): which precision is fastest depends on the CPU (bf16 pays only "
+            "with AVX512-BF16 or AMX, INT8 with VNNI or AMX), so rerun the pipeline on the machine you deploy to "
             "(or time its engines there: bench --on).")

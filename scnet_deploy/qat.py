@@ -34,9 +34,10 @@ class QatOptions:
     quantized_residual: bool = option(False, "Quantize the residual stream where each block reads it (the fused "
                                       "INT8 graph some runtimes need to be fast; costs accuracy: docs/features.md); "
                                       "off: the adds stay float.")
-    quantize: str = option("hr", "Which convolutions get int8: hr, the last upsampling stage's and conv_hr (most of "
-                           "the work at x4, within the accuracy gate); all, every one but the first (faster, over "
-                           "the gate on line art and text: docs/features.md).")
+    quantize: str = option("hr", "Which convolutions get int8: hr, the two that write output-resolution features (the "
+                           "last upsampling stage's last and conv_hr: much of the work at x4, within the accuracy "
+                           "gate); all, every one but the first (faster, over the gate on line art and text: "
+                           "docs/features.md).")
     equalize: bool = option(True, "Equalize channels before quantizing (the same function, each channel's share "
                             "of its activation's int8 range evened out: docs/features.md); off: the checkpoint's "
                             "channels as they are.")

@@ -104,8 +104,9 @@ def test_by_default_only_the_output_resolution_convolutions_are_quantized(fine_t
     assert quantized == set(ranges.inputs)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     float_inputs = [n for n in convs if dq_scale(model, n.input[0]) is None]
-    assert {n.input[1] for n in float_inputs} >= {"body.0.conv1.weight", "body.1.conv2.weight", "upconv1.up_layer.1.weight",
-                                                "conv_last.weight"}
+    float_weights = {n.input[1] for n in float_inputs}
+    assert float_weights >= {"body.0.conv1.weight", "body.1.conv2.weight", "upconv1.up_layer.1.weight",
+                             "conv_last.weight"}
     q = result.manifest["int8"]["quantization"]
     assert q["quantized_convs"] == len(convs) - len(float_inputs) < q["convolutions"]
     if importlib.util.find_spec("openvino"):  # OpenVINO counts what runs int8 in its IR: the same convolutions
