@@ -43,21 +43,30 @@ def channel_groups(model) -> list[tuple[list[nn.Conv2d], list[nn.Conv2d]]]:
     return groups
 
 
-def input_ranges(model, convs: list[nn.Conv2d], batches: list[torch.Tensor]) -> dict[nn.Conv2d, torch.Tensor]:
-    """Each convolution's largest absolute input per channel over ``batches``."""
-    found = {conv: torch.zeros(conv.in_channels) for conv in convs}
+def observe_inputs(model, convs: list[nn.Conv2d], batches: list[torch.Tensor], observe) -> None:
+    """Run ``batches`` through ``model`` without gradients; each of ``convs``' inputs goes to ``observe(conv, x)``."""
 
-    def record(conv, inputs, _output):
-        found[conv] = torch.maximum(found[conv], inputs[0].detach().abs().amax((0, 2, 3)).cpu())
+    def hook(conv, inputs):
+        observe(conv, inputs[0].detach())  # returns None: the input goes on unchanged
 
-    hooks = [conv.register_forward_hook(record) for conv in convs]
+    hooks = [conv.register_forward_pre_hook(hook) for conv in convs]
     try:
         with torch.no_grad():
             for x in batches:
                 model(x)
     finally:
-        for hook in hooks:
-            hook.remove()
+        for handle in hooks:
+            handle.remove()
+
+
+def input_ranges(model, convs: list[nn.Conv2d], batches: list[torch.Tensor]) -> dict[nn.Conv2d, torch.Tensor]:
+    """Each convolution's largest absolute input per channel over ``batches``."""
+    found = {conv: torch.zeros(conv.in_channels) for conv in convs}
+
+    def record(conv, x):
+        found[conv] = torch.maximum(found[conv], x.abs().amax((0, 2, 3)).cpu())
+
+    observe_inputs(model, convs, batches, record)
     return found
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from scnet_deploy.calibration.content import GENERATORS
-from scnet_deploy.calibration.equalization import ALPHA, equalize
+from scnet_deploy.calibration.equalization import ALPHA, equalize, observe_inputs
 from scnet_deploy.errors import ScnetDeployError
 from scnet_deploy.imaging.images import list_images, read_rgb_u8
 from scnet_deploy.imaging.resize import bicubic_degrade
@@ -68,7 +68,7 @@ def quantized_convs(model, which: str) -> tuple[str, ...]:
     and the last stage's first convolution alone takes line art over it (benchmarks/results/qat_recipe.md).
     ``conv_last`` writes the image itself: its input's rounding costs the most of any one convolution's, for under
     1% of the work."""
-    learned = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    learned = _learned(model)
     if which == "all":
         return tuple(n for n in learned if n not in FLOAT_CONVS)
     last = f"upconv{len(model.upconvs())}."
@@ -78,7 +78,11 @@ def quantized_convs(model, which: str) -> tuple[str, ...]:
 def float_convs_of(model, which: str) -> tuple[str, ...]:
     """The learned convolutions ``which`` leaves float (``quantized_convs``' complement)."""
     quantized = quantized_convs(model, which)
-    return tuple(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n not in quantized)
+    return tuple(n for n in _learned(model) if n not in quantized)
+
+
+def _learned(model) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 def training_images(folders: list[Path], scale: int) -> tuple[list[np.ndarray], list[np.ndarray], str]:
@@ -185,17 +189,11 @@ def percentile_ranges(student, batches: list[torch.Tensor], percentile: float = 
     convs = {m: HistogramCalibrator(num_bits=8, axis=None, unsigned=False) for m in student.modules()
              if getattr(m, "input_quantizer", None) is not None and m.input_quantizer.is_enabled}
     fake = quantizers(student)
-    for q in fake:
+    for q in fake:  # the float inputs
         q.disable()
-    hooks = [m.register_forward_pre_hook(lambda module, inputs: convs[module].collect(inputs[0].detach()))
-             for m in convs]
     try:
-        with torch.no_grad():
-            for x in batches:
-                student(x)
+        observe_inputs(student, list(convs), batches, lambda conv, x: convs[conv].collect(x))
     finally:
-        for hook in hooks:
-            hook.remove()
         for q in fake:
             q.enable()
     for m, calibrator in convs.items():
